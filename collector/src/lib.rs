@@ -1,0 +1,1 @@
+//! Vantage collector (in progress).

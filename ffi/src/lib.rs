@@ -1,0 +1,1 @@
+//! Vantage C ABI (in progress).

@@ -1,0 +1,1 @@
+//! Vantage end-to-end tests (in progress).

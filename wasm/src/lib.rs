@@ -1,0 +1,1 @@
+//! Vantage wasm (in progress).
