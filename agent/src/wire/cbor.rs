@@ -1,0 +1,221 @@
+//! Small CBOR helpers over `ciborium::Value`: maps with unsigned integer keys, written in key
+//! order with minimal-length heads (so encodings are deterministic), and a strict reader.
+
+use ciborium::Value;
+
+use super::MAX_CBOR_DEPTH;
+
+/// Untrusted bytes did not decode. The message names the field and what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct DecodeError {
+    field: String,
+    reason: String,
+}
+
+impl DecodeError {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        DecodeError { field: field.into(), reason: reason.into() }
+    }
+
+    /// The field (a path such as `batch.reports[3].host`) that was wrong.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What was wrong with it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Builds a map from `(key, value)` pairs given in increasing key order.
+pub(crate) fn map(entries: Vec<(u64, Value)>) -> Value {
+    debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "keys in order");
+    Value::Map(entries.into_iter().map(|(k, v)| (Value::Integer(k.into()), v)).collect())
+}
+
+pub(crate) fn uint(n: impl Into<u64>) -> Value {
+    Value::Integer(n.into().into())
+}
+
+pub(crate) fn to_vec(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("writing CBOR into a Vec cannot fail");
+    out
+}
+
+/// Parses exactly one CBOR item that fills all of `bytes`, nesting at most `MAX_CBOR_DEPTH`.
+pub(crate) fn from_slice(what: &str, bytes: &[u8]) -> Result<Value, DecodeError> {
+    let mut rest = bytes;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_CBOR_DEPTH)
+        .map_err(|e| {
+            let reason = match e {
+                ciborium::de::Error::RecursionLimitExceeded => {
+                    format!("nested deeper than {MAX_CBOR_DEPTH} levels")
+                }
+                ciborium::de::Error::Io(_) => "truncated CBOR".to_owned(),
+                ciborium::de::Error::Syntax(at) => format!("invalid CBOR at byte {at}"),
+                ciborium::de::Error::Semantic(at, msg) => {
+                    format!("invalid CBOR at byte {}: {msg}", at.unwrap_or(0))
+                }
+            };
+            DecodeError::new(what, reason)
+        })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::new(what, format!("{} bytes after the CBOR item", rest.len())));
+    }
+    Ok(value)
+}
+
+/// The entries of a map with unsigned integer keys, for strict field-by-field reading.
+pub(crate) struct Fields {
+    what: String,
+    entries: Vec<(u64, Value)>,
+}
+
+impl Fields {
+    pub(crate) fn new(what: &str, value: Value) -> Result<Fields, DecodeError> {
+        let Value::Map(pairs) = value else {
+            return Err(DecodeError::new(what, format!("expected a map, got {}", kind(&value))));
+        };
+        let mut entries: Vec<(u64, Value)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            let key = match k {
+                Value::Integer(i) => u64::try_from(i).ok(),
+                _ => None,
+            }
+            .ok_or_else(|| DecodeError::new(what, "map key is not an unsigned integer"))?;
+            if entries.iter().any(|(seen, _)| *seen == key) {
+                return Err(DecodeError::new(what, format!("duplicate key {key}")));
+            }
+            entries.push((key, v));
+        }
+        Ok(Fields { what: what.to_owned(), entries })
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}.{name}", self.what)
+    }
+
+    pub(crate) fn take(&mut self, key: u64) -> Option<Value> {
+        let at = self.entries.iter().position(|(k, _)| *k == key)?;
+        Some(self.entries.swap_remove(at).1)
+    }
+
+    pub(crate) fn required(&mut self, key: u64, name: &str) -> Result<Value, DecodeError> {
+        self.take(key).ok_or_else(|| DecodeError::new(self.path(name), "missing"))
+    }
+
+    pub(crate) fn uint(&mut self, key: u64, name: &str) -> Result<u64, DecodeError> {
+        let v = self.required(key, name)?;
+        as_uint(&self.path(name), v)
+    }
+
+    pub(crate) fn opt_uint(&mut self, key: u64, name: &str) -> Result<Option<u64>, DecodeError> {
+        self.take(key).map(|v| as_uint(&self.path(name), v)).transpose()
+    }
+
+    pub(crate) fn bytes<const N: usize>(&mut self, key: u64, name: &str) -> Result<[u8; N], DecodeError> {
+        let v = self.required(key, name)?;
+        let path = self.path(name);
+        let b = as_bytes(&path, v)?;
+        let len = b.len();
+        b.try_into().map_err(|_| DecodeError::new(path, format!("expected {N} bytes, got {len}")))
+    }
+
+    pub(crate) fn byte_string(&mut self, key: u64, name: &str) -> Result<Vec<u8>, DecodeError> {
+        let v = self.required(key, name)?;
+        as_bytes(&self.path(name), v)
+    }
+
+    pub(crate) fn text(&mut self, key: u64, name: &str) -> Result<String, DecodeError> {
+        let v = self.required(key, name)?;
+        match v {
+            Value::Text(s) => Ok(s),
+            other => Err(DecodeError::new(self.path(name), format!("expected text, got {}", kind(&other)))),
+        }
+    }
+
+    pub(crate) fn array(&mut self, key: u64, name: &str, max: usize) -> Result<Vec<Value>, DecodeError> {
+        let Some(v) = self.take(key) else { return Ok(Vec::new()) };
+        match v {
+            Value::Array(items) if items.len() <= max => Ok(items),
+            Value::Array(items) => Err(DecodeError::new(
+                self.path(name),
+                format!("{} items, at most {max} allowed", items.len()),
+            )),
+            other => Err(DecodeError::new(self.path(name), format!("expected an array, got {}", kind(&other)))),
+        }
+    }
+
+    /// Fails if any key is left (for structures that must not grow within a version).
+    pub(crate) fn finish_strict(self) -> Result<(), DecodeError> {
+        match self.entries.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(DecodeError::new(self.what, format!("unknown key {k}"))),
+        }
+    }
+
+    pub(crate) fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+pub(crate) fn as_uint(path: &str, v: Value) -> Result<u64, DecodeError> {
+    match v {
+        Value::Integer(i) => u64::try_from(i)
+            .map_err(|_| DecodeError::new(path, "expected an unsigned integer, got a negative one")),
+        other => Err(DecodeError::new(path, format!("expected an unsigned integer, got {}", kind(&other)))),
+    }
+}
+
+pub(crate) fn as_bytes(path: &str, v: Value) -> Result<Vec<u8>, DecodeError> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        other => Err(DecodeError::new(path, format!("expected a byte string, got {}", kind(&other)))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Integer(_) => "an integer",
+        Value::Bytes(_) => "a byte string",
+        Value::Float(_) => "a float",
+        Value::Text(_) => "text",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+        Value::Tag(..) => "a tagged item",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+        _ => "an unsupported item",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_reader_rejects_trailing_bytes_depth_and_duplicates() {
+        let v = map(vec![(1, uint(5u8)), (2, Value::Text("x".into()))]);
+        let mut bytes = to_vec(&v);
+        assert_eq!(from_slice("t", &bytes).unwrap(), v);
+        bytes.push(0);
+        assert_eq!(from_slice("t", &bytes).unwrap_err().reason(), "1 bytes after the CBOR item");
+        let deep = [0x81u8; 20].iter().copied().chain([0x01]).collect::<Vec<_>>();
+        assert!(from_slice("t", &deep).unwrap_err().reason().contains("nested deeper"));
+        let dup = Value::Map(vec![(uint(1u8), uint(1u8)), (uint(1u8), uint(2u8))]);
+        let err = Fields::new("t", dup).err().unwrap();
+        assert_eq!(err.to_string(), "t: duplicate key 1");
+        assert!(from_slice("t", &[0x5a, 0xff, 0xff, 0xff, 0xff]).unwrap_err().reason().contains("truncated"));
+    }
+
+    #[test]
+    fn field_errors_carry_the_path() {
+        let v = map(vec![(1, Value::Text("no".into()))]);
+        let mut f = Fields::new("batch", v).unwrap();
+        assert_eq!(f.uint(1, "seq").unwrap_err().to_string(), "batch.seq: expected an unsigned integer, got text");
+        assert_eq!(f.uint(2, "created_at").unwrap_err().to_string(), "batch.created_at: missing");
+    }
+}

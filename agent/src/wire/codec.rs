@@ -1,0 +1,296 @@
+//! CBOR encoding of reports and batches (schema: `docs/protocol.md`).
+//!
+//! Decoding is strict about what it knows (types, sizes, limits, validity of every value) and
+//! ignores unknown integer keys, so a v1 agent can add optional fields that older v1 collectors
+//! skip. Unknown enum codes are refused, except error types, whose labels travel as text and
+//! become `ErrorType::Other`, and drop reasons, which become `DropReason::Other`.
+
+use ciborium::Value;
+
+use super::cbor::{DecodeError, Fields, as_uint, from_slice, map, to_vec, uint};
+use super::{AgentPublicKey, MAX_REPORTS, MAX_TARGETS};
+use crate::drops::{DropCounts, DropReason};
+use crate::report::{
+    AppInfo, Batch, Host, Protocol, Report, ReportError, ReportId, ServiceId, TargetCounts,
+    UnixMillis, app_field, check_status,
+};
+use crate::taxonomy::{ErrorType, NetworkType, Phase, Scope};
+
+fn phase_code(p: Phase) -> u8 {
+    match p {
+        Phase::Dns => 0,
+        Phase::Connection => 1,
+        Phase::Application => 2,
+    }
+}
+
+impl Report {
+    pub(crate) fn to_value(&self) -> Value {
+        let mut e = vec![
+            (1, Value::Bytes(self.id.0.to_vec())),
+            (2, uint(self.observed_at.0)),
+            (3, Value::Text(self.service.as_str().to_owned())),
+            (4, Value::Text(self.host.as_str().to_owned())),
+            (5, uint(phase_code(self.phase))),
+            (6, Value::Text(self.error_type.as_str().to_owned())),
+            (7, uint(self.elapsed_ms)),
+            (8, uint(self.protocol.code())),
+        ];
+        if let Some(status) = self.status {
+            e.push((9, uint(status)));
+        }
+        e.push((10, uint(self.network.code())));
+        e.push((11, uint(self.scope.code())));
+        e.push((12, uint(self.count)));
+        map(e)
+    }
+
+    pub(crate) fn from_value(what: &str, v: Value) -> Result<Report, DecodeError> {
+        let mut f = Fields::new(what, v)?;
+        let invalid = |field: &str, e: ReportError| DecodeError::new(format!("{what}.{field}"), e.to_string());
+        let id = ReportId(f.bytes::<16>(1, "id")?);
+        let observed_at = UnixMillis(f.uint(2, "observed_at")?);
+        let service: ServiceId = f.text(3, "service")?.parse().map_err(|e| invalid("service", e))?;
+        let host = Host::parse(&f.text(4, "host")?).map_err(|e| invalid("host", e))?;
+        let phase = match f.uint(5, "phase")? {
+            0 => Phase::Dns,
+            1 => Phase::Connection,
+            2 => Phase::Application,
+            n => return Err(DecodeError::new(format!("{what}.phase"), format!("unknown phase code {n}"))),
+        };
+        let error_type = ErrorType::from_label(&f.text(6, "type")?)
+            .map_err(|e| DecodeError::new(format!("{what}.type"), e.to_string()))?;
+        let elapsed_ms = u32::try_from(f.uint(7, "elapsed_ms")?)
+            .map_err(|_| DecodeError::new(format!("{what}.elapsed_ms"), "larger than u32"))?;
+        let protocol = code(what, "protocol", f.uint(8, "protocol")?, Protocol::from_code)?;
+        let status = f
+            .opt_uint(9, "status")?
+            .map(|s| u16::try_from(s).unwrap_or(u16::MAX))
+            .map(Some)
+            .unwrap_or(None);
+        check_status(phase, status).map_err(|e| invalid("status", e))?;
+        let network = code(what, "network", f.uint(10, "network")?, NetworkType::from_code)?;
+        let scope = code(what, "scope", f.uint(11, "scope")?, Scope::from_code)?;
+        let count = u32::try_from(f.uint(12, "count")?)
+            .ok()
+            .filter(|c| *c >= 1)
+            .ok_or_else(|| DecodeError::new(format!("{what}.count"), "must be 1..=4294967295"))?;
+        Ok(Report {
+            id,
+            observed_at,
+            service,
+            host,
+            phase,
+            error_type,
+            elapsed_ms,
+            protocol,
+            status,
+            network,
+            scope,
+            count,
+        })
+    }
+
+    /// The CBOR encoding of this report alone (as stored in agent and collector buffers).
+    pub fn encode(&self) -> Vec<u8> {
+        to_vec(&self.to_value())
+    }
+
+    /// Decodes one report from untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
+        Report::from_value("report", from_slice("report", bytes)?)
+    }
+}
+
+fn code<T>(what: &str, field: &str, n: u64, from: fn(u64) -> Option<T>) -> Result<T, DecodeError> {
+    from(n).ok_or_else(|| DecodeError::new(format!("{what}.{field}"), format!("unknown code {n}")))
+}
+
+impl Batch {
+    /// The CBOR encoding of this batch: the bytes the agent signs.
+    pub fn encode(&self) -> Vec<u8> {
+        let app = map(vec![
+            (1, Value::Text(self.app.id.clone())),
+            (2, Value::Text(self.app.version.clone())),
+            (3, Value::Text(self.app.platform.clone())),
+            (4, Value::Text(self.app.sdk.clone())),
+        ]);
+        let mut e = vec![
+            (1, Value::Bytes(self.agent_key.0.to_vec())),
+            (2, uint(self.seq)),
+            (3, uint(self.created_at.0)),
+            (4, app),
+            (5, Value::Array(self.reports.iter().map(Report::to_value).collect())),
+        ];
+        if !self.drops.is_empty() {
+            let drops = self.drops.iter().map(|(r, n)| (uint(r.code()), uint(n))).collect();
+            e.push((6, Value::Map(drops)));
+        }
+        if !self.targets.is_empty() {
+            let targets = self
+                .targets
+                .iter()
+                .map(|t| {
+                    map(vec![
+                        (1, Value::Text(t.service.as_str().to_owned())),
+                        (2, Value::Text(t.host.as_str().to_owned())),
+                        (3, uint(t.attempts)),
+                        (4, uint(t.successes)),
+                    ])
+                })
+                .collect();
+            e.push((7, Value::Array(targets)));
+        }
+        to_vec(&map(e))
+    }
+
+    /// Decodes a batch from untrusted bytes (the signature is checked elsewhere:
+    /// [`crate::wire::SignedBatch::verify`]).
+    pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
+        let mut f = Fields::new("batch", from_slice("batch", bytes)?)?;
+        let agent_key = AgentPublicKey(f.bytes::<32>(1, "agent_key")?);
+        let seq = f.uint(2, "seq")?;
+        let created_at = UnixMillis(f.uint(3, "created_at")?);
+        let app = decode_app(f.required(4, "app")?)?;
+        let reports = f
+            .array(5, "reports", MAX_REPORTS)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Report::from_value(&format!("batch.reports[{i}]"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut drops = DropCounts::new();
+        if let Some(v) = f.take(6) {
+            let Value::Map(pairs) = v else {
+                return Err(DecodeError::new("batch.drops", "expected a map"));
+            };
+            if pairs.len() > 64 {
+                return Err(DecodeError::new("batch.drops", "more than 64 reasons"));
+            }
+            for (k, n) in pairs {
+                let code = u16::try_from(as_uint("batch.drops", k)?)
+                    .map_err(|_| DecodeError::new("batch.drops", "reason code larger than u16"))?;
+                let reason = DropReason::from_code(code);
+                if drops.count(reason) != 0 {
+                    return Err(DecodeError::new("batch.drops", format!("duplicate reason {code}")));
+                }
+                drops.add(reason, as_uint("batch.drops", n)?);
+            }
+        }
+        let targets = f
+            .array(7, "targets", MAX_TARGETS)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| decode_target(&format!("batch.targets[{i}]"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch { agent_key, seq, created_at, app, reports, drops, targets })
+    }
+}
+
+fn decode_app(v: Value) -> Result<AppInfo, DecodeError> {
+    let mut f = Fields::new("batch.app", v)?;
+    let mut field = |key, name: &'static str| -> Result<String, DecodeError> {
+        let text = f.text(key, name)?;
+        app_field(name, &text).map_err(|e| DecodeError::new(format!("batch.app.{name}"), e.to_string()))
+    };
+    Ok(AppInfo {
+        id: field(1, "id")?,
+        version: field(2, "version")?,
+        platform: field(3, "platform")?,
+        sdk: field(4, "sdk")?,
+    })
+}
+
+fn decode_target(what: &str, v: Value) -> Result<TargetCounts, DecodeError> {
+    let mut f = Fields::new(what, v)?;
+    let service: ServiceId =
+        f.text(1, "service")?.parse().map_err(|e: ReportError| DecodeError::new(format!("{what}.service"), e.to_string()))?;
+    let host = Host::parse(&f.text(2, "host")?)
+        .map_err(|e| DecodeError::new(format!("{what}.host"), e.to_string()))?;
+    let attempts = f.uint(3, "attempts")?;
+    let successes = f.uint(4, "successes")?;
+    TargetCounts::new(service, host, attempts, successes).map_err(|e| DecodeError::new(f.what(), e.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::entropy::SeededEntropy;
+
+    pub(crate) fn sample_batch() -> Batch {
+        let mut rng = SeededEntropy::insecure_from_seed([1; 32]);
+        let now = UnixMillis(1_700_000_000_000);
+        let r1 = Report::builder("checkout", "https://api.example.com/pay", ErrorType::TcpRefused)
+            .elapsed_ms(12)
+            .network(NetworkType::Wifi)
+            .scope(Scope::Path)
+            .count(3)
+            .build(&mut rng, now)
+            .unwrap();
+        let r2 = Report::builder("checkout", "api.example.com", ErrorType::HttpError)
+            .status(503)
+            .protocol(Protocol::H2)
+            .build(&mut rng, now)
+            .unwrap();
+        let r3 = Report::builder("search", "s.example.net", ErrorType::Other("quic.x".into()))
+            .build(&mut rng, now)
+            .unwrap();
+        let mut b = Batch::new(AgentPublicKey([5; 32]), 7, now, AppInfo::new("app", "1", "linux", "rust").unwrap())
+            .with_reports(vec![r1, r2, r3]);
+        b.drops.add(DropReason::QueueFull, 4);
+        b.drops.add(DropReason::Other(300), 1);
+        b.targets.push(
+            TargetCounts::new("checkout".parse().unwrap(), Host::parse("api.example.com").unwrap(), 100, 96)
+                .unwrap(),
+        );
+        b
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let b = sample_batch();
+        let bytes = b.encode();
+        assert_eq!(Batch::decode(&bytes).unwrap(), b);
+        assert_eq!(bytes, Batch::decode(&bytes).unwrap().encode(), "deterministic");
+    }
+
+    #[test]
+    fn unknown_keys_are_skipped_but_bad_values_are_named() {
+        let b = sample_batch();
+        let Value::Map(mut entries) = from_slice("x", &b.encode()).unwrap() else { panic!() };
+        entries.push((uint(99u8), Value::Text("future".into())));
+        assert_eq!(Batch::decode(&to_vec(&Value::Map(entries.clone()))).unwrap(), b);
+
+        let report = |f: &dyn Fn(&mut Vec<(Value, Value)>)| {
+            let mut e = entries.clone();
+            let Value::Array(reports) = &mut e[4].1 else { panic!() };
+            let Value::Map(r) = &mut reports[0] else { panic!() };
+            f(r);
+            Batch::decode(&to_vec(&Value::Map(e))).unwrap_err().to_string()
+        };
+        let err = report(&|r| r[3].1 = Value::Text("a.example/path".into()));
+        assert!(err.starts_with("batch.reports[0].host: invalid host"), "{err}");
+        let err = report(&|r| r[4].1 = uint(9u8));
+        assert_eq!(err, "batch.reports[0].phase: unknown phase code 9");
+        let err = report(&|r| r[0].1 = Value::Bytes(vec![1, 2]));
+        assert_eq!(err, "batch.reports[0].id: expected 16 bytes, got 2");
+        let err = report(&|r| r.retain(|(k, _)| k != &uint(12u8)));
+        assert_eq!(err, "batch.reports[0].count: missing");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let mut b = sample_batch();
+        let one = b.reports[0].clone();
+        b.reports = vec![one; MAX_REPORTS + 1];
+        let err = Batch::decode(&b.encode()).unwrap_err().to_string();
+        assert_eq!(err, format!("batch.reports: {} items, at most {MAX_REPORTS} allowed", MAX_REPORTS + 1));
+    }
+
+    #[test]
+    fn single_report_round_trips() {
+        let b = sample_batch();
+        for r in &b.reports {
+            assert_eq!(&Report::decode(&r.encode()).unwrap(), r);
+        }
+    }
+}

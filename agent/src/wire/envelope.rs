@@ -1,0 +1,229 @@
+//! The envelope (outer, in the clear) and the signed batch (inside the HPKE ciphertext).
+
+use ciborium::Value;
+
+use super::cbor::{DecodeError, Fields, from_slice, map, to_vec, uint};
+use super::hpke::{SealError, seal_base};
+use super::{
+    AgentIdentity, CollectorPublicKey, HPKE_INFO, KeyId, MAX_ENVELOPE_BYTES, SIGNATURE_TAG, VERSION,
+};
+use crate::entropy::Entropy;
+use crate::report::Batch;
+
+/// Sealing a batch failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The batch's agent key is not the signing identity's public key.
+    #[error("the batch names agent key {batch} but is signed by {identity}")]
+    KeyMismatch {
+        /// The key in the batch.
+        batch: String,
+        /// The identity's key.
+        identity: String,
+    },
+    /// The envelope would exceed what collectors accept: split the batch.
+    #[error("envelope of {len} bytes exceeds the {max}-byte limit: send fewer reports per batch")]
+    TooLarge {
+        /// The envelope's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The batch has more reports or targets than protocol v1 allows.
+    #[error("batch has {reports} reports and {targets} targets; v1 allows at most {max_reports} and {max_targets}")]
+    TooManyItems {
+        /// Reports in the batch.
+        reports: usize,
+        /// Targets in the batch.
+        targets: usize,
+        /// Limit on reports.
+        max_reports: usize,
+        /// Limit on targets.
+        max_targets: usize,
+    },
+    /// HPKE sealing failed (an invalid collector key).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// A signature did not verify, or the signed batch inside did not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The batch inside is malformed.
+    #[error("malformed batch: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The signature is not the batch's agent key's signature over this batch and key id.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// The outer envelope: `{ 1: version, 2: key id, 3: enc, 4: ciphertext }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Protocol version (1).
+    pub version: u64,
+    /// The id of the collector key the envelope is sealed to.
+    pub key_id: KeyId,
+    /// The HPKE encapsulated key (the ephemeral X25519 public key).
+    pub enc: [u8; 32],
+    /// The HPKE ciphertext of a [`SignedBatch`], with its 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl Envelope {
+    /// The header, `{ 1: version, 2: key id, 3: enc }` in CBOR: the HPKE additional data, so
+    /// no header field can be changed without the ciphertext failing to open.
+    pub fn header_bytes(&self) -> Vec<u8> {
+        to_vec(&map(vec![
+            (1, uint(self.version)),
+            (2, Value::Bytes(self.key_id.0.to_vec())),
+            (3, Value::Bytes(self.enc.to_vec())),
+        ]))
+    }
+
+    /// The envelope's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        to_vec(&map(vec![
+            (1, uint(self.version)),
+            (2, Value::Bytes(self.key_id.0.to_vec())),
+            (3, Value::Bytes(self.enc.to_vec())),
+            (4, Value::Bytes(self.ciphertext.clone())),
+        ]))
+    }
+
+    /// Decodes an envelope from untrusted bytes. Refuses anything over
+    /// [`MAX_ENVELOPE_BYTES`], versions other than 1 (field `envelope.version`, with reason
+    /// `unsupported version N`: see [`Envelope::unsupported_version`]), unknown keys, and any
+    /// encoding other than the canonical one, so one envelope has exactly one byte string (and
+    /// one digest for replay detection).
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Err(DecodeError::new(
+                "envelope",
+                format!("{} bytes, more than the {MAX_ENVELOPE_BYTES}-byte limit", bytes.len()),
+            ));
+        }
+        let mut f = Fields::new("envelope", from_slice("envelope", bytes)?)?;
+        let version = f.uint(1, "version")?;
+        if version != VERSION {
+            return Err(DecodeError::new("envelope.version", format!("unsupported version {version}")));
+        }
+        let key_id = KeyId(f.bytes::<8>(2, "key_id")?);
+        let enc = f.bytes::<32>(3, "enc")?;
+        let ciphertext = f.byte_string(4, "ciphertext")?;
+        f.finish_strict()?;
+        if ciphertext.len() < 16 {
+            return Err(DecodeError::new("envelope.ciphertext", "shorter than the 16-byte AEAD tag"));
+        }
+        let envelope = Envelope { version, key_id, enc, ciphertext };
+        if envelope.encode() != bytes {
+            return Err(DecodeError::new("envelope", "not in canonical CBOR encoding"));
+        }
+        Ok(envelope)
+    }
+
+    /// If `err` came from [`Envelope::decode`] refusing a version, that version.
+    pub fn unsupported_version(err: &DecodeError) -> Option<u64> {
+        if err.field() != "envelope.version" {
+            return None;
+        }
+        err.reason().strip_prefix("unsupported version ")?.parse().ok()
+    }
+}
+
+/// A batch with its Ed25519 signature: `{ 1: batch bytes, 2: signature }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedBatch {
+    /// The batch's CBOR bytes, exactly as signed.
+    pub batch: Vec<u8>,
+    /// Ed25519 over `SIGNATURE_TAG || key id || batch`.
+    pub signature: [u8; 64],
+}
+
+fn signed_message(key_id: &KeyId, batch: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNATURE_TAG.len() + 8 + batch.len());
+    m.extend_from_slice(SIGNATURE_TAG);
+    m.extend_from_slice(&key_id.0);
+    m.extend_from_slice(batch);
+    m
+}
+
+impl SignedBatch {
+    /// Encodes and signs `batch` for the collector key `key_id`. The key id is signed too, so
+    /// a signed batch cannot be re-sealed to another deployment's key.
+    pub fn sign(batch: &Batch, identity: &AgentIdentity, key_id: &KeyId) -> Result<SignedBatch, WireError> {
+        if batch.agent_key != identity.public_key() {
+            return Err(WireError::KeyMismatch {
+                batch: batch.agent_key.to_string(),
+                identity: identity.public_key().to_string(),
+            });
+        }
+        if batch.reports.len() > super::MAX_REPORTS || batch.targets.len() > super::MAX_TARGETS {
+            return Err(WireError::TooManyItems {
+                reports: batch.reports.len(),
+                targets: batch.targets.len(),
+                max_reports: super::MAX_REPORTS,
+                max_targets: super::MAX_TARGETS,
+            });
+        }
+        let bytes = batch.encode();
+        let signature = identity.sign(&signed_message(key_id, &bytes));
+        Ok(SignedBatch { batch: bytes, signature })
+    }
+
+    /// The signed batch's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        to_vec(&map(vec![(1, Value::Bytes(self.batch.clone())), (2, Value::Bytes(self.signature.to_vec()))]))
+    }
+
+    /// Decodes a signed batch from untrusted bytes (without checking the signature).
+    pub fn decode(bytes: &[u8]) -> Result<SignedBatch, DecodeError> {
+        let mut f = Fields::new("signed_batch", from_slice("signed_batch", bytes)?)?;
+        let batch = f.byte_string(1, "batch")?;
+        let signature = f.bytes::<64>(2, "signature")?;
+        f.finish_strict()?;
+        Ok(SignedBatch { batch, signature })
+    }
+
+    /// Decodes the batch and checks its signature against the batch's own agent key and the
+    /// collector key id the envelope was sealed to.
+    pub fn verify(&self, key_id: &KeyId) -> Result<Batch, VerifyError> {
+        let batch = Batch::decode(&self.batch)?;
+        if batch.agent_key.verify(&signed_message(key_id, &self.batch), &self.signature) {
+            Ok(batch)
+        } else {
+            Err(VerifyError::BadSignature)
+        }
+    }
+}
+
+/// Signs `batch` with `identity` and seals it to `collector`: the bytes to `POST /v1/envelopes`.
+///
+/// `rng` supplies the 32 bytes of ephemeral key material (fresh per envelope; the OS RNG in
+/// production). The result is never altered afterwards: retries send the same bytes.
+pub fn seal_batch(
+    batch: &Batch,
+    identity: &AgentIdentity,
+    collector: &CollectorPublicKey,
+    rng: &mut impl Entropy,
+) -> Result<Vec<u8>, WireError> {
+    let mut ikm_e = [0u8; 32];
+    rng.fill(&mut ikm_e);
+    let key_id = collector.key_id();
+    let signed = SignedBatch::sign(batch, identity, &key_id)?;
+    let mut envelope = Envelope { version: VERSION, key_id, enc: [0; 32], ciphertext: Vec::new() };
+    // The header (AAD) contains enc, which the seal produces; the ephemeral key comes from
+    // ikm_e alone, so derive it first, then seal with the complete header.
+    envelope.enc = super::hpke::encapsulated_key(&ikm_e)?;
+    let (enc, ciphertext) =
+        seal_base(&collector.0, &ikm_e, HPKE_INFO, &envelope.header_bytes(), &signed.encode())?;
+    debug_assert_eq!(enc, envelope.enc);
+    envelope.ciphertext = ciphertext;
+    let bytes = envelope.encode();
+    if bytes.len() > MAX_ENVELOPE_BYTES {
+        return Err(WireError::TooLarge { len: bytes.len(), max: MAX_ENVELOPE_BYTES });
+    }
+    Ok(bytes)
+}
