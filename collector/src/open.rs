@@ -1,0 +1,261 @@
+//! Opening envelopes: size, version, key id, HPKE decryption, signature.
+//!
+//! Every failure is a typed [`OpenError`] that says what was wrong without echoing secrets;
+//! the ingest endpoint maps all of them to `400` (never retried) except `TooLarge` (`413`).
+
+use std::fmt;
+
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem as _, OpModeR, Serializable};
+use vantage_agent::report::Batch;
+use vantage_agent::wire::{
+    self, AgentPublicKey, CollectorPublicKey, DecodeError, Envelope, KeyId, SignedBatch, VerifyError,
+};
+
+type KemPrivateKey = <X25519HkdfSha256 as hpke::Kem>::PrivateKey;
+type KemEncappedKey = <X25519HkdfSha256 as hpke::Kem>::EncappedKey;
+
+/// Why an envelope did not open. Messages never contain key material or plaintext.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The body is larger than the configured limit (HTTP 413).
+    #[error("envelope of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Size received.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The envelope names a protocol version this collector does not speak.
+    #[error("unsupported envelope version {0}")]
+    BadVersion(u64),
+    /// The envelope is sealed to a key this collector does not hold.
+    #[error("unknown collector key id {0}")]
+    UnknownKeyId(KeyId),
+    /// HPKE decryption failed: wrong key, or the envelope was altered.
+    #[error("decryption failed: the envelope was altered or sealed to another key")]
+    DecryptFailed,
+    /// The signature does not verify against the batch's agent key.
+    #[error("bad signature")]
+    BadSignature,
+    /// The bytes (outside or inside the ciphertext) are not a valid v1 structure.
+    #[error("malformed: {0}")]
+    Malformed(DecodeError),
+}
+
+impl OpenError {
+    /// A stable, low-cardinality label for metrics (`rejected_total{reason=...}`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OpenError::TooLarge { .. } => "too_large",
+            OpenError::BadVersion(_) => "bad_version",
+            OpenError::UnknownKeyId(_) => "unknown_key_id",
+            OpenError::DecryptFailed => "decrypt_failed",
+            OpenError::BadSignature => "bad_signature",
+            OpenError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// A collector's X25519 private key (HPKE recipient). `Debug` shows the key id only.
+#[derive(Clone)]
+pub struct CollectorKey {
+    secret: KemPrivateKey,
+    public: CollectorPublicKey,
+}
+
+impl CollectorKey {
+    /// The key RFC 9180 `DeriveKeyPair` gives for `seed` (32 secret random bytes in production;
+    /// the `keygen` command draws them from the OS).
+    pub fn from_seed(seed: [u8; 32]) -> CollectorKey {
+        let (secret, public) = X25519HkdfSha256::derive_keypair(&seed);
+        CollectorKey::from_parts(secret, public.to_bytes().into())
+    }
+
+    /// Restores a key from its 32 secret bytes (as written by `keygen`).
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> CollectorKey {
+        let secret = KemPrivateKey::from_bytes(bytes)
+            .expect("every 32-byte string is an X25519 private key (it is clamped on use)");
+        let public = X25519HkdfSha256::sk_to_pk(&secret);
+        CollectorKey::from_parts(secret, public.to_bytes().into())
+    }
+
+    fn from_parts(secret: KemPrivateKey, public: [u8; 32]) -> CollectorKey {
+        CollectorKey { secret, public: CollectorPublicKey(public) }
+    }
+
+    /// The 32 secret bytes, for the collector's key file only. Never log them.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret.to_bytes().into()
+    }
+
+    /// The public key agents seal to.
+    pub fn public_key(&self) -> CollectorPublicKey {
+        self.public
+    }
+
+    /// The key id envelopes sealed to this key carry.
+    pub fn key_id(&self) -> KeyId {
+        self.public.key_id()
+    }
+}
+
+impl fmt::Debug for CollectorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectorKey").field("key_id", &self.key_id()).finish_non_exhaustive()
+    }
+}
+
+/// A verified batch and what the collector needs to deduplicate it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The verified batch.
+    pub batch: Batch,
+    /// The collector key it was sealed to.
+    pub key_id: KeyId,
+    /// SHA-256 of the envelope bytes (unique per envelope: decoding accepts canonical CBOR
+    /// only, so the same envelope cannot arrive under two digests).
+    pub digest: [u8; 32],
+}
+
+impl Opened {
+    /// The sending agent's key (for the `(agent key, sequence)` replay window).
+    pub fn agent_key(&self) -> AgentPublicKey {
+        self.batch.agent_key
+    }
+}
+
+/// Opens envelopes with the deployment's live collector keys (several during rotation).
+#[derive(Clone, Debug)]
+pub struct Opener {
+    keys: Vec<CollectorKey>,
+    max_envelope_bytes: usize,
+}
+
+impl Opener {
+    /// An opener for these keys, with the default size limit ([`wire::MAX_ENVELOPE_BYTES`]).
+    pub fn new(keys: Vec<CollectorKey>) -> Opener {
+        Opener { keys, max_envelope_bytes: wire::MAX_ENVELOPE_BYTES }
+    }
+
+    /// Lowers the size limit. Default: [`wire::MAX_ENVELOPE_BYTES`] (64 KiB), which is also the
+    /// most the protocol allows, so larger values are capped.
+    pub fn max_envelope_bytes(mut self, max: usize) -> Opener {
+        self.max_envelope_bytes = max.min(wire::MAX_ENVELOPE_BYTES);
+        self
+    }
+
+    /// Opens and verifies one envelope.
+    pub fn open(&self, bytes: &[u8]) -> Result<Opened, OpenError> {
+        if bytes.len() > self.max_envelope_bytes {
+            return Err(OpenError::TooLarge { len: bytes.len(), max: self.max_envelope_bytes });
+        }
+        let envelope = Envelope::decode(bytes).map_err(|e| match Envelope::unsupported_version(&e) {
+            Some(v) => OpenError::BadVersion(v),
+            None => OpenError::Malformed(e),
+        })?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.key_id() == envelope.key_id)
+            .ok_or(OpenError::UnknownKeyId(envelope.key_id))?;
+        let encapped = KemEncappedKey::from_bytes(&envelope.enc).map_err(|_| OpenError::DecryptFailed)?;
+        let plaintext = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &key.secret,
+            &encapped,
+            wire::HPKE_INFO,
+            &envelope.ciphertext,
+            &envelope.header_bytes(),
+        )
+        .map_err(|_| OpenError::DecryptFailed)?;
+        let signed = SignedBatch::decode(&plaintext).map_err(OpenError::Malformed)?;
+        let batch = signed.verify(&envelope.key_id).map_err(|e| match e {
+            VerifyError::BadSignature => OpenError::BadSignature,
+            VerifyError::Malformed(d) => OpenError::Malformed(d),
+            _ => OpenError::BadSignature,
+        })?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let mut d = [0u8; 32];
+        d.copy_from_slice(digest.as_ref());
+        Ok(Opened { batch, key_id: envelope.key_id, digest: d })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    // RFC 9180 appendix A.2.1 (the same vector the agent's ring sealer is checked against).
+    const IKM_R: &str = "1ac01f181fdf9f352797655161c58b75c656a6cc2716dcb66372da835542e1df";
+    const SK_RM: &str = "8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb";
+    const PK_RM: &str = "4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a";
+    const ENC: &str = "1afa08d3dec047a643885163f1180476fa7ddb54c6a8029ea33f95796bf2ac4a";
+    const INFO: &str = "4f6465206f6e2061204772656369616e2055726e";
+    const PT: &str = "4265617574792069732074727574682c20747275746820626561757479";
+    const AAD0: &str = "436f756e742d30";
+    const CT0: &str = "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db21993c62ce81883d2dd1b51a28";
+
+    #[test]
+    fn rfc9180_a21_derive_and_open_with_the_hpke_crate() {
+        let key = CollectorKey::from_seed(h(IKM_R).try_into().unwrap());
+        assert_eq!(key.public_key().to_string(), PK_RM);
+        // The RFC lists DeriveKeyPair's output before clamping; the hpke crate stores it clamped.
+        let mut clamped: [u8; 32] = h(SK_RM).try_into().unwrap();
+        clamped[0] &= 248;
+        clamped[31] = (clamped[31] & 127) | 64;
+        assert_eq!(key.secret_bytes(), clamped);
+        let imported = CollectorKey::from_secret_bytes(&h(SK_RM).try_into().unwrap());
+        assert_eq!(imported.public_key().to_string(), PK_RM);
+        let encapped = KemEncappedKey::from_bytes(&h(ENC)).unwrap();
+        let pt = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+            &OpModeR::Base,
+            &key.secret,
+            &encapped,
+            &h(INFO),
+            &h(CT0),
+            &h(AAD0),
+        )
+        .unwrap();
+        assert_eq!(hex::encode(pt), PT);
+    }
+
+    #[test]
+    fn ring_sealed_messages_open_with_the_hpke_crate() {
+        let key = CollectorKey::from_seed([3; 32]);
+        for (i, len) in [0usize, 1, 15, 16, 17, 1000, 60_000].into_iter().enumerate() {
+            let pt: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            let ikm = [i as u8 + 1; 32];
+            let (enc, ct) =
+                wire::hpke::seal_base(key.public_key().as_bytes(), &ikm, b"info", b"aad", &pt).unwrap();
+            let encapped = KemEncappedKey::from_bytes(&enc).unwrap();
+            let opened = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeR::Base,
+                &key.secret,
+                &encapped,
+                b"info",
+                &ct,
+                b"aad",
+            )
+            .unwrap();
+            assert_eq!(opened, pt, "length {len}");
+        }
+    }
+
+    #[test]
+    fn secret_bytes_round_trip_and_debug_hides_them() {
+        let key = CollectorKey::from_seed([8; 32]);
+        let back = CollectorKey::from_secret_bytes(&key.secret_bytes());
+        assert_eq!(back.public_key(), key.public_key());
+        let debug = format!("{key:?}");
+        assert!(!debug.contains(&hex::encode(key.secret_bytes())));
+        assert!(debug.contains(&key.key_id().to_string()));
+    }
+}
