@@ -1,1 +1,68 @@
-fn main() {}
+//! Wire protocol costs per envelope of 10 reports: seal, open, sign, verify, CBOR encode and
+//! decode, and the "crypto bound": envelopes per second per core for open + verify, the ceiling
+//! the collector's ingest will be compared against.
+//!
+//! Run: `cargo bench -p vantage-collector --bench wire`. Each figure is also reported as a ratio
+//! to `baseline/sha256_envelope` (hashing the same envelope once, measured in the same run).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use vantage_agent::entropy::SeededEntropy;
+use vantage_agent::report::{AppInfo, Batch, Report, UnixMillis};
+use vantage_agent::wire::{AgentIdentity, Envelope, SignedBatch, seal_batch};
+use vantage_agent::{ErrorType, NetworkType, Scope};
+use vantage_collector::open::{CollectorKey, Opener};
+
+fn ten_report_batch(agent: &AgentIdentity, rng: &mut SeededEntropy) -> Batch {
+    let now = UnixMillis(1_767_225_600_000);
+    let types = [ErrorType::TcpRefused, ErrorType::DnsNameNotResolved, ErrorType::TlsCertDateInvalid];
+    let reports = (0..10)
+        .map(|i| {
+            Report::builder("checkout", &format!("api{}.example.com", i % 3), types[i % 3].clone())
+                .elapsed_ms(10 + i as u32)
+                .network(NetworkType::Wifi)
+                .scope(Scope::Path)
+                .build(rng, now)
+                .expect("valid report")
+        })
+        .collect();
+    Batch::new(agent.public_key(), 1, now, AppInfo::new("com.example", "1.0", "android", "rust/0.1").expect("valid"))
+        .with_reports(reports)
+}
+
+fn wire(c: &mut Criterion) {
+    let mut rng = SeededEntropy::insecure_from_seed([1; 32]);
+    let agent = AgentIdentity::generate(&mut rng);
+    let key = CollectorKey::from_seed([2; 32]);
+    let opener = Opener::new(vec![key.clone()]);
+    let batch = ten_report_batch(&agent, &mut rng);
+    let batch_bytes = batch.encode();
+    let envelope = seal_batch(&batch, &agent, &key.public_key(), &mut rng).expect("seals");
+    let signed = SignedBatch::sign(&batch, &agent, &key.key_id()).expect("signs");
+    eprintln!(
+        "envelope of 10 reports: batch {} bytes, envelope {} bytes",
+        batch_bytes.len(),
+        envelope.len()
+    );
+
+    let mut g = c.benchmark_group("envelope_10_reports");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline/sha256_envelope", |b| {
+        b.iter(|| ring::digest::digest(&ring::digest::SHA256, black_box(&envelope)))
+    });
+    g.bench_function("cbor_encode_batch", |b| b.iter(|| black_box(&batch).encode()));
+    g.bench_function("cbor_decode_batch", |b| b.iter(|| Batch::decode(black_box(&batch_bytes))));
+    g.bench_function("sign", |b| b.iter(|| SignedBatch::sign(black_box(&batch), &agent, &key.key_id())));
+    g.bench_function("verify", |b| b.iter(|| black_box(&signed).verify(&key.key_id())));
+    g.bench_function("seal (sign + HPKE seal, ring)", |b| {
+        b.iter(|| seal_batch(black_box(&batch), &agent, &key.public_key(), &mut rng))
+    });
+    g.bench_function("envelope_decode", |b| b.iter(|| Envelope::decode(black_box(&envelope))));
+    g.bench_function("crypto_bound/open+verify (hpke crate + ring)", |b| {
+        b.iter(|| opener.open(black_box(&envelope)).expect("opens"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, wire);
+criterion_main!(benches);
