@@ -1,6 +1,11 @@
 //! Drop accounting: every report ends delivered or dropped with a counted reason.
 //!
 //! Drop counts ride along in the next batch, so the collector learns how much it did not see.
+//! The unit is failures, not reports: dropping a coalesced report with `count = 5` adds 5.
+//!
+//! One reason never travels: [`DropReason::ConsentWithdrawn`]. Withdrawal deletes the identity
+//! key, and the next batch would be signed by the next opt-in's key, so sending "N dropped at
+//! withdrawal" would link the two keys. Runtimes keep that count in local statistics only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +20,8 @@ pub enum DropReason {
     Expired,
     /// A rate limit (the agent's own, or the collector's 429 beyond retry) dropped it.
     RateLimited,
-    /// Consent was withdrawn while it waited.
+    /// Consent was withdrawn while it waited. Counted locally only, never sent (see the module
+    /// docs: it would link the old and new install keys).
     ConsentWithdrawn,
     /// The durable store failed to keep it.
     StoreError,
@@ -64,10 +70,7 @@ impl DropReason {
 
     /// The reason for a wire code (unknown codes become `Other`).
     pub fn from_code(code: u16) -> DropReason {
-        DropReason::KNOWN
-            .into_iter()
-            .find(|r| r.code() == code)
-            .unwrap_or(DropReason::Other(code))
+        DropReason::KNOWN.into_iter().find(|r| r.code() == code).unwrap_or(DropReason::Other(code))
     }
 }
 

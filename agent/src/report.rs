@@ -97,7 +97,11 @@ impl FromStr for ServiceId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = (1..=64).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok { Ok(ServiceId(s.to_owned())) } else { Err(ReportError::InvalidService(truncated(s))) }
+        if ok {
+            Ok(ServiceId(s.to_owned()))
+        } else {
+            Err(ReportError::InvalidService(truncated(s)))
+        }
     }
 }
 
@@ -547,6 +551,34 @@ impl TargetCounts {
     }
 }
 
+/// The sampling fractions in force when a batch's counts were taken, in parts per million, so
+/// the collector can scale sampled counts into unbiased failure ratios:
+/// ratio = F / (F + S) with F = failures / failure fraction and S = successes / success fraction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleRates {
+    /// Fraction of failures that become reports, in millionths (1_000_000 = all).
+    pub failure_ppm: u32,
+    /// Fraction of successes that are counted, in millionths.
+    pub success_ppm: u32,
+}
+
+impl SampleRates {
+    /// Everything sampled (the default, and what an absent wire field means).
+    pub const ALL: SampleRates = SampleRates { failure_ppm: 1_000_000, success_ppm: 1_000_000 };
+
+    /// Rates from fractions in `0.0..=1.0` (out-of-range values are clamped, NaN counts as 0).
+    pub fn from_fractions(failure: f64, success: f64) -> SampleRates {
+        let ppm = |f: f64| if f.is_nan() { 0 } else { (f.clamp(0.0, 1.0) * 1e6).round() as u32 };
+        SampleRates { failure_ppm: ppm(failure), success_ppm: ppm(success) }
+    }
+}
+
+impl Default for SampleRates {
+    fn default() -> Self {
+        SampleRates::ALL
+    }
+}
+
 /// What one envelope carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
@@ -564,6 +596,8 @@ pub struct Batch {
     pub drops: DropCounts,
     /// Sampled attempt/success counts per target (at most [`crate::wire::MAX_TARGETS`]).
     pub targets: Vec<TargetCounts>,
+    /// The sampling fractions the reports and target counts were taken with.
+    pub sampling: SampleRates,
 }
 
 impl Batch {
@@ -577,6 +611,7 @@ impl Batch {
             reports: Vec::new(),
             drops: DropCounts::new(),
             targets: Vec::new(),
+            sampling: SampleRates::ALL,
         }
     }
 
@@ -678,6 +713,18 @@ mod tests {
         let host = Host::parse("h.example").unwrap();
         assert!(TargetCounts::new(svc.clone(), host.clone(), 3, 3).is_ok());
         assert!(TargetCounts::new(svc, host, 3, 4).is_err());
+    }
+
+    #[test]
+    fn sample_rates_from_fractions() {
+        assert_eq!(
+            SampleRates::from_fractions(1.0, 0.25),
+            SampleRates { failure_ppm: 1_000_000, success_ppm: 250_000 }
+        );
+        assert_eq!(
+            SampleRates::from_fractions(f64::NAN, 7.0),
+            SampleRates { failure_ppm: 0, success_ppm: 1_000_000 }
+        );
     }
 
     #[test]

@@ -219,10 +219,7 @@ impl ErrorType {
 
     /// True for routing failures (no route to the network or host).
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            ErrorType::TcpAddressUnreachable | ErrorType::DnsUnreachable
-        )
+        matches!(self, ErrorType::TcpAddressUnreachable | ErrorType::DnsUnreachable)
     }
 
     /// The coarse group used for detection slices: `dns`, `tcp`, `tls`, `http`, or `other`.
@@ -230,11 +227,7 @@ impl ErrorType {
         let label = self.as_str();
         ["dns", "tcp", "tls", "http"]
             .into_iter()
-            .find(|g| {
-                label
-                    .strip_prefix(g)
-                    .is_some_and(|rest| rest.starts_with('.'))
-            })
+            .find(|g| label.strip_prefix(g).is_some_and(|rest| rest.starts_with('.')))
             .unwrap_or("other")
     }
 }
@@ -367,10 +360,7 @@ mod tests {
         assert_eq!(t, ErrorType::Other("quic.handshake_failed".into()));
         assert_eq!(t.as_str(), "quic.handshake_failed");
         assert_eq!(t.phase(), Phase::Connection);
-        assert_eq!(
-            ErrorType::from_label("dns.new_thing").unwrap().phase(),
-            Phase::Dns
-        );
+        assert_eq!(ErrorType::from_label("dns.new_thing").unwrap().phase(), Phase::Dns);
         let err = ErrorType::from_label("DROP TABLE").unwrap_err();
         assert_eq!(err.to_string(), "unknown error type \"DROP TABLE\"");
         assert!(ErrorType::from_label("").is_err());

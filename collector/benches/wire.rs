@@ -15,7 +15,8 @@ use vantage_collector::open::{CollectorKey, Opener};
 
 fn ten_report_batch(agent: &AgentIdentity, rng: &mut SeededEntropy) -> Batch {
     let now = UnixMillis(1_767_225_600_000);
-    let types = [ErrorType::TcpRefused, ErrorType::DnsNameNotResolved, ErrorType::TlsCertDateInvalid];
+    let types =
+        [ErrorType::TcpRefused, ErrorType::DnsNameNotResolved, ErrorType::TlsCertDateInvalid];
     let reports = (0..10)
         .map(|i| {
             Report::builder("checkout", &format!("api{}.example.com", i % 3), types[i % 3].clone())
@@ -26,8 +27,13 @@ fn ten_report_batch(agent: &AgentIdentity, rng: &mut SeededEntropy) -> Batch {
                 .expect("valid report")
         })
         .collect();
-    Batch::new(agent.public_key(), 1, now, AppInfo::new("com.example", "1.0", "android", "rust/0.1").expect("valid"))
-        .with_reports(reports)
+    Batch::new(
+        agent.public_key(),
+        1,
+        now,
+        AppInfo::new("com.example", "1.0", "android", "rust/0.1").expect("valid"),
+    )
+    .with_reports(reports)
 }
 
 fn wire(c: &mut Criterion) {
@@ -52,7 +58,9 @@ fn wire(c: &mut Criterion) {
     });
     g.bench_function("cbor_encode_batch", |b| b.iter(|| black_box(&batch).encode()));
     g.bench_function("cbor_decode_batch", |b| b.iter(|| Batch::decode(black_box(&batch_bytes))));
-    g.bench_function("sign", |b| b.iter(|| SignedBatch::sign(black_box(&batch), &agent, &key.key_id())));
+    g.bench_function("sign", |b| {
+        b.iter(|| SignedBatch::sign(black_box(&batch), &agent, &key.key_id()))
+    });
     g.bench_function("verify", |b| b.iter(|| black_box(&signed).verify(&key.key_id())));
     g.bench_function("seal (sign + HPKE seal, ring)", |b| {
         b.iter(|| seal_batch(black_box(&batch), &agent, &key.public_key(), &mut rng))

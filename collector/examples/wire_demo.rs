@@ -49,14 +49,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .expect_err("the port was closed");
     let elapsed = started.elapsed().as_millis() as u32;
     let error_type = classify::io_error(&err);
-    println!("connect 127.0.0.1:{port:<5} failed: {err} -> {error_type} ({} phase)", error_type.phase());
+    println!(
+        "connect 127.0.0.1:{port:<5} failed: {err} -> {error_type} ({} phase)",
+        error_type.phase()
+    );
 
-    let report = Report::builder("demo", &format!("http://127.0.0.1:{port}/secret/path?q=1"), error_type)
-        .elapsed_ms(elapsed)
-        .protocol(Protocol::Http1)
-        .build(&mut rng, now())?;
-    let batch = Batch::new(agent.public_key(), 1, now(), AppInfo::new("vantage-demo", "0.1.0", "linux", "rust")?)
-        .with_reports(vec![report]);
+    let report =
+        Report::builder("demo", &format!("http://127.0.0.1:{port}/secret/path?q=1"), error_type)
+            .elapsed_ms(elapsed)
+            .protocol(Protocol::Http1)
+            .build(&mut rng, now())?;
+    let batch = Batch::new(
+        agent.public_key(),
+        1,
+        now(),
+        AppInfo::new("vantage-demo", "0.1.0", "linux", "rust")?,
+    )
+    .with_reports(vec![report]);
     let bytes = seal_batch(&batch, &agent, &collector.public_key(), &mut rng)?;
     let envelope = Envelope::decode(&bytes)?;
     println!(
@@ -70,7 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The collector side: open (HPKE, hpke crate) and verify (Ed25519).
     let opened = Opener::new(vec![collector]).open(&bytes)?;
     let digest: String = opened.digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    println!("opened and verified   digest {digest}..., agent {}, seq {}", opened.agent_key(), opened.batch.seq);
+    println!(
+        "opened and verified   digest {digest}..., agent {}, seq {}",
+        opened.agent_key(),
+        opened.batch.seq
+    );
     for r in &opened.batch.reports {
         println!(
             "  report {}  service={} host={} phase={} type={} elapsed={}ms count={}",

@@ -11,7 +11,8 @@ use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, Serializable};
 use vantage_agent::report::Batch;
 use vantage_agent::wire::{
-    self, AgentPublicKey, CollectorPublicKey, DecodeError, Envelope, KeyId, SignedBatch, VerifyError,
+    self, AgentPublicKey, CollectorPublicKey, DecodeError, Envelope, KeyId, SignedBatch,
+    VerifyError,
 };
 
 type KemPrivateKey = <X25519HkdfSha256 as hpke::Kem>::PrivateKey;
@@ -153,16 +154,18 @@ impl Opener {
         if bytes.len() > self.max_envelope_bytes {
             return Err(OpenError::TooLarge { len: bytes.len(), max: self.max_envelope_bytes });
         }
-        let envelope = Envelope::decode(bytes).map_err(|e| match Envelope::unsupported_version(&e) {
-            Some(v) => OpenError::BadVersion(v),
-            None => OpenError::Malformed(e),
-        })?;
+        let envelope =
+            Envelope::decode(bytes).map_err(|e| match Envelope::unsupported_version(&e) {
+                Some(v) => OpenError::BadVersion(v),
+                None => OpenError::Malformed(e),
+            })?;
         let key = self
             .keys
             .iter()
             .find(|k| k.key_id() == envelope.key_id)
             .ok_or(OpenError::UnknownKeyId(envelope.key_id))?;
-        let encapped = KemEncappedKey::from_bytes(&envelope.enc).map_err(|_| OpenError::DecryptFailed)?;
+        let encapped =
+            KemEncappedKey::from_bytes(&envelope.enc).map_err(|_| OpenError::DecryptFailed)?;
         let plaintext = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
             &OpModeR::Base,
             &key.secret,
@@ -234,7 +237,8 @@ mod tests {
             let pt: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
             let ikm = [i as u8 + 1; 32];
             let (enc, ct) =
-                wire::hpke::seal_base(key.public_key().as_bytes(), &ikm, b"info", b"aad", &pt).unwrap();
+                wire::hpke::seal_base(key.public_key().as_bytes(), &ikm, b"info", b"aad", &pt)
+                    .unwrap();
             let encapped = KemEncappedKey::from_bytes(&enc).unwrap();
             let opened = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
                 &OpModeR::Base,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use vantage_agent::drops::DropReason;
 use vantage_agent::entropy::Entropy;
 use vantage_agent::report::{
-    AppInfo, Batch, Host, Protocol, Report, ReportId, TargetCounts, UnixMillis,
+    AppInfo, Batch, Host, Protocol, Report, ReportId, SampleRates, TargetCounts, UnixMillis,
 };
 use vantage_agent::wire::AgentIdentity;
 use vantage_agent::{ErrorType, NetworkType, Scope};
@@ -112,6 +112,7 @@ pub fn basic_batch(agent: &AgentIdentity) -> Batch {
         )
         .expect("valid"),
     );
+    batch.sampling = SampleRates::from_fractions(1.0, 0.1);
     batch
 }
 

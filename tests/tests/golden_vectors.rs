@@ -2,6 +2,8 @@
 //! collector opens them. Regenerate (only for a deliberate format change, which v1 forbids
 //! for existing fields) with `VANTAGE_BLESS=1 cargo test -p vantage-tests --test golden_vectors`.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 use vantage_agent::report::Batch;
 use vantage_agent::wire::{AgentIdentity, Envelope, SignedBatch, seal_batch};
 use vantage_collector::open::{CollectorKey, Opener};

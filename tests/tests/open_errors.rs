@@ -1,6 +1,8 @@
 //! Every way an envelope can be wrong gets its own typed error, and a changed byte anywhere
 //! means the envelope does not open.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 use vantage_agent::entropy::SeededEntropy;
 use vantage_agent::wire::{
     self, AgentIdentity, Envelope, HPKE_INFO, MAX_ENVELOPE_BYTES, SignedBatch, seal_batch,
@@ -25,9 +27,14 @@ fn seal_raw(key: &CollectorKey, plaintext: &[u8], version: u64) -> Vec<u8> {
         enc: wire::hpke::encapsulated_key(&ikm).unwrap(),
         ciphertext: Vec::new(),
     };
-    let (_, ct) =
-        wire::hpke::seal_base(key.public_key().as_bytes(), &ikm, HPKE_INFO, &env.header_bytes(), plaintext)
-            .unwrap();
+    let (_, ct) = wire::hpke::seal_base(
+        key.public_key().as_bytes(),
+        &ikm,
+        HPKE_INFO,
+        &env.header_bytes(),
+        plaintext,
+    )
+    .unwrap();
     env.ciphertext = ct;
     env.encode()
 }
@@ -50,7 +57,8 @@ fn a_good_envelope_opens_from_any_live_key() {
 #[test]
 fn every_changed_byte_fails_to_open() {
     let (key, opener, agent, mut rng) = setup();
-    let bytes = seal_batch(&vectors::basic_batch(&agent), &agent, &key.public_key(), &mut rng).unwrap();
+    let bytes =
+        seal_batch(&vectors::basic_batch(&agent), &agent, &key.public_key(), &mut rng).unwrap();
     for i in 0..bytes.len() {
         for flip in [0x01u8, 0x80] {
             let mut t = bytes.clone();
@@ -94,13 +102,30 @@ fn the_error_table() {
         ("deeply nested", [vec![0x81u8; 10_000], vec![0]].concat(), "malformed"),
         ("oversized", big, "too_large"),
         ("unknown version", seal_raw(&key, &signed.encode(), 2), "bad_version"),
-        ("unknown key id", seal_batch(&batch, &agent, &stranger.public_key(), &mut rng).unwrap(), "unknown_key_id"),
-        ("bad ciphertext", { let mut t = good.clone(); let n = t.len(); t[n - 20] ^= 1; t }, "decrypt_failed"),
+        (
+            "unknown key id",
+            seal_batch(&batch, &agent, &stranger.public_key(), &mut rng).unwrap(),
+            "unknown_key_id",
+        ),
+        (
+            "bad ciphertext",
+            {
+                let mut t = good.clone();
+                let n = t.len();
+                t[n - 20] ^= 1;
+                t
+            },
+            "decrypt_failed",
+        ),
         ("bad signature", seal_raw(&key, &bad_sig.encode(), 1), "bad_signature"),
         ("signed by another key", seal_raw(&key, &wrong_signer.encode(), 1), "bad_signature"),
         ("signed for another key id", seal_raw(&key, &resealed.encode(), 1), "bad_signature"),
         ("garbage inside", seal_raw(&key, b"\xff\x00garbage", 1), "malformed"),
-        ("bad batch inside", seal_raw(&key, &SignedBatch { batch: vec![0xa0], signature: [0; 64] }.encode(), 1), "malformed"),
+        (
+            "bad batch inside",
+            seal_raw(&key, &SignedBatch { batch: vec![0xa0], signature: [0; 64] }.encode(), 1),
+            "malformed",
+        ),
     ];
     for (name, bytes, want) in cases {
         let err = opener.open(&bytes).err().unwrap_or_else(|| panic!("{name}: opened"));
@@ -109,7 +134,9 @@ fn the_error_table() {
     // Errors name what was wrong.
     let err = opener.open(&seal_raw(&key, &signed.encode(), 2)).unwrap_err();
     assert_eq!(err.to_string(), "unsupported envelope version 2");
-    let err = opener.open(&seal_raw(&key, &SignedBatch { batch: vec![0xa0], signature: [0; 64] }.encode(), 1)).unwrap_err();
+    let err = opener
+        .open(&seal_raw(&key, &SignedBatch { batch: vec![0xa0], signature: [0; 64] }.encode(), 1))
+        .unwrap_err();
     assert_eq!(err.to_string(), "malformed: batch.agent_key: missing");
     assert_eq!(opener.open(&[]).unwrap_err().to_string(), "malformed: envelope: truncated CBOR");
 }
@@ -117,7 +144,8 @@ fn the_error_table() {
 #[test]
 fn a_smaller_limit_is_honoured() {
     let (key, opener, agent, mut rng) = setup();
-    let bytes = seal_batch(&vectors::basic_batch(&agent), &agent, &key.public_key(), &mut rng).unwrap();
+    let bytes =
+        seal_batch(&vectors::basic_batch(&agent), &agent, &key.public_key(), &mut rng).unwrap();
     let strict = opener.max_envelope_bytes(bytes.len() - 1);
     assert_eq!(
         strict.open(&bytes).unwrap_err(),
@@ -128,7 +156,8 @@ fn a_smaller_limit_is_honoured() {
 #[test]
 fn non_canonical_encodings_are_refused() {
     let (key, opener, agent, mut rng) = setup();
-    let bytes = seal_batch(&vectors::empty_batch(&agent), &agent, &key.public_key(), &mut rng).unwrap();
+    let bytes =
+        seal_batch(&vectors::empty_batch(&agent), &agent, &key.public_key(), &mut rng).unwrap();
     // Re-encode the version (key 1, value 1) with a two-byte head: same value, other bytes.
     assert_eq!(&bytes[..3], &[0xa4, 0x01, 0x01]);
     let mut long = vec![0xa4, 0x01, 0x18, 0x01];

@@ -1,5 +1,7 @@
 //! Property tests: every codec round-trips, and no decoder or the opener panics on any bytes.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 use proptest::prelude::*;
 use vantage_agent::drops::DropReason;
 use vantage_agent::entropy::SeededEntropy;
@@ -58,6 +60,7 @@ prop_compose! {
         reports in proptest::collection::vec(report(), 0..20),
         drops in proptest::collection::vec((0u16..500, 0u64..1_000_000), 0..8),
         targets in proptest::collection::vec(("[a-z]{1,10}", host(), 0u64..1_000_000, 0u64..1_000_000), 0..5),
+        rates in (0u32..=1_000_000, 0u32..=1_000_000),
     ) -> Batch {
         let mut b = Batch::new(AgentPublicKey(key), seq, UnixMillis(at),
             AppInfo::new(&app.0, &app.1, &app.2, &app.3).unwrap()).with_reports(reports);
@@ -68,6 +71,7 @@ prop_compose! {
             b.targets.push(TargetCounts::new(s.parse().unwrap(), Host::parse(&h).unwrap(),
                 a.max(succ), succ.min(a.max(succ))).unwrap());
         }
+        b.sampling = vantage_agent::report::SampleRates { failure_ppm: rates.0, success_ppm: rates.1 };
         b
     }
 }

@@ -116,7 +116,11 @@ impl Fields {
         self.take(key).map(|v| as_uint(&self.path(name), v)).transpose()
     }
 
-    pub(crate) fn bytes<const N: usize>(&mut self, key: u64, name: &str) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn bytes<const N: usize>(
+        &mut self,
+        key: u64,
+        name: &str,
+    ) -> Result<[u8; N], DecodeError> {
         let v = self.required(key, name)?;
         let path = self.path(name);
         let b = as_bytes(&path, v)?;
@@ -133,11 +137,19 @@ impl Fields {
         let v = self.required(key, name)?;
         match v {
             Value::Text(s) => Ok(s),
-            other => Err(DecodeError::new(self.path(name), format!("expected text, got {}", kind(&other)))),
+            other => Err(DecodeError::new(
+                self.path(name),
+                format!("expected text, got {}", kind(&other)),
+            )),
         }
     }
 
-    pub(crate) fn array(&mut self, key: u64, name: &str, max: usize) -> Result<Vec<Value>, DecodeError> {
+    pub(crate) fn array(
+        &mut self,
+        key: u64,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<Value>, DecodeError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
         match v {
             Value::Array(items) if items.len() <= max => Ok(items),
@@ -145,7 +157,10 @@ impl Fields {
                 self.path(name),
                 format!("{} items, at most {max} allowed", items.len()),
             )),
-            other => Err(DecodeError::new(self.path(name), format!("expected an array, got {}", kind(&other)))),
+            other => Err(DecodeError::new(
+                self.path(name),
+                format!("expected an array, got {}", kind(&other)),
+            )),
         }
     }
 
@@ -164,16 +179,22 @@ impl Fields {
 
 pub(crate) fn as_uint(path: &str, v: Value) -> Result<u64, DecodeError> {
     match v {
-        Value::Integer(i) => u64::try_from(i)
-            .map_err(|_| DecodeError::new(path, "expected an unsigned integer, got a negative one")),
-        other => Err(DecodeError::new(path, format!("expected an unsigned integer, got {}", kind(&other)))),
+        Value::Integer(i) => u64::try_from(i).map_err(|_| {
+            DecodeError::new(path, "expected an unsigned integer, got a negative one")
+        }),
+        other => Err(DecodeError::new(
+            path,
+            format!("expected an unsigned integer, got {}", kind(&other)),
+        )),
     }
 }
 
 pub(crate) fn as_bytes(path: &str, v: Value) -> Result<Vec<u8>, DecodeError> {
     match v {
         Value::Bytes(b) => Ok(b),
-        other => Err(DecodeError::new(path, format!("expected a byte string, got {}", kind(&other)))),
+        other => {
+            Err(DecodeError::new(path, format!("expected a byte string, got {}", kind(&other))))
+        }
     }
 }
 
@@ -208,14 +229,22 @@ mod tests {
         let dup = Value::Map(vec![(uint(1u8), uint(1u8)), (uint(1u8), uint(2u8))]);
         let err = Fields::new("t", dup).err().unwrap();
         assert_eq!(err.to_string(), "t: duplicate key 1");
-        assert!(from_slice("t", &[0x5a, 0xff, 0xff, 0xff, 0xff]).unwrap_err().reason().contains("truncated"));
+        assert!(
+            from_slice("t", &[0x5a, 0xff, 0xff, 0xff, 0xff])
+                .unwrap_err()
+                .reason()
+                .contains("truncated")
+        );
     }
 
     #[test]
     fn field_errors_carry_the_path() {
         let v = map(vec![(1, Value::Text("no".into()))]);
         let mut f = Fields::new("batch", v).unwrap();
-        assert_eq!(f.uint(1, "seq").unwrap_err().to_string(), "batch.seq: expected an unsigned integer, got text");
+        assert_eq!(
+            f.uint(1, "seq").unwrap_err().to_string(),
+            "batch.seq: expected an unsigned integer, got text"
+        );
         assert_eq!(f.uint(2, "created_at").unwrap_err().to_string(), "batch.created_at: missing");
     }
 }

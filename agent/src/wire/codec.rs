@@ -11,8 +11,8 @@ use super::cbor::{DecodeError, Fields, as_uint, from_slice, map, to_vec, uint};
 use super::{AgentPublicKey, MAX_REPORTS, MAX_TARGETS};
 use crate::drops::{DropCounts, DropReason};
 use crate::report::{
-    AppInfo, Batch, Host, Protocol, Report, ReportError, ReportId, ServiceId, TargetCounts,
-    UnixMillis, app_field, check_status,
+    AppInfo, Batch, Host, Protocol, Report, ReportError, ReportId, SampleRates, ServiceId,
+    TargetCounts, UnixMillis, app_field, check_status,
 };
 use crate::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 
@@ -47,16 +47,24 @@ impl Report {
 
     pub(crate) fn from_value(what: &str, v: Value) -> Result<Report, DecodeError> {
         let mut f = Fields::new(what, v)?;
-        let invalid = |field: &str, e: ReportError| DecodeError::new(format!("{what}.{field}"), e.to_string());
+        let invalid = |field: &str, e: ReportError| {
+            DecodeError::new(format!("{what}.{field}"), e.to_string())
+        };
         let id = ReportId(f.bytes::<16>(1, "id")?);
         let observed_at = UnixMillis(f.uint(2, "observed_at")?);
-        let service: ServiceId = f.text(3, "service")?.parse().map_err(|e| invalid("service", e))?;
+        let service: ServiceId =
+            f.text(3, "service")?.parse().map_err(|e| invalid("service", e))?;
         let host = Host::parse(&f.text(4, "host")?).map_err(|e| invalid("host", e))?;
         let phase = match f.uint(5, "phase")? {
             0 => Phase::Dns,
             1 => Phase::Connection,
             2 => Phase::Application,
-            n => return Err(DecodeError::new(format!("{what}.phase"), format!("unknown phase code {n}"))),
+            n => {
+                return Err(DecodeError::new(
+                    format!("{what}.phase"),
+                    format!("unknown phase code {n}"),
+                ));
+            }
         };
         let error_type = ErrorType::from_label(&f.text(6, "type")?)
             .map_err(|e| DecodeError::new(format!("{what}.type"), e.to_string()))?;
@@ -141,6 +149,13 @@ impl Batch {
                 .collect();
             e.push((7, Value::Array(targets)));
         }
+        if self.sampling != SampleRates::ALL {
+            let rates = map(vec![
+                (1, uint(self.sampling.failure_ppm)),
+                (2, uint(self.sampling.success_ppm)),
+            ]);
+            e.push((8, rates));
+        }
         to_vec(&map(e))
     }
 
@@ -171,7 +186,10 @@ impl Batch {
                     .map_err(|_| DecodeError::new("batch.drops", "reason code larger than u16"))?;
                 let reason = DropReason::from_code(code);
                 if drops.count(reason) != 0 {
-                    return Err(DecodeError::new("batch.drops", format!("duplicate reason {code}")));
+                    return Err(DecodeError::new(
+                        "batch.drops",
+                        format!("duplicate reason {code}"),
+                    ));
                 }
                 drops.add(reason, as_uint("batch.drops", n)?);
             }
@@ -182,7 +200,27 @@ impl Batch {
             .enumerate()
             .map(|(i, v)| decode_target(&format!("batch.targets[{i}]"), v))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch { agent_key, seq, created_at, app, reports, drops, targets })
+        let sampling = match f.take(8) {
+            None => SampleRates::ALL,
+            Some(v) => {
+                let mut r = Fields::new("batch.sampling", v)?;
+                let mut ppm = |key, name: &str| -> Result<u32, DecodeError> {
+                    u32::try_from(r.uint(key, name)?).ok().filter(|p| *p <= 1_000_000).ok_or_else(
+                        || {
+                            DecodeError::new(
+                                format!("batch.sampling.{name}"),
+                                "must be 0..=1000000 (ppm)",
+                            )
+                        },
+                    )
+                };
+                SampleRates {
+                    failure_ppm: ppm(1, "failure_ppm")?,
+                    success_ppm: ppm(2, "success_ppm")?,
+                }
+            }
+        };
+        Ok(Batch { agent_key, seq, created_at, app, reports, drops, targets, sampling })
     }
 }
 
@@ -190,7 +228,8 @@ fn decode_app(v: Value) -> Result<AppInfo, DecodeError> {
     let mut f = Fields::new("batch.app", v)?;
     let mut field = |key, name: &'static str| -> Result<String, DecodeError> {
         let text = f.text(key, name)?;
-        app_field(name, &text).map_err(|e| DecodeError::new(format!("batch.app.{name}"), e.to_string()))
+        app_field(name, &text)
+            .map_err(|e| DecodeError::new(format!("batch.app.{name}"), e.to_string()))
     };
     Ok(AppInfo {
         id: field(1, "id")?,
@@ -202,18 +241,23 @@ fn decode_app(v: Value) -> Result<AppInfo, DecodeError> {
 
 fn decode_target(what: &str, v: Value) -> Result<TargetCounts, DecodeError> {
     let mut f = Fields::new(what, v)?;
-    let service: ServiceId =
-        f.text(1, "service")?.parse().map_err(|e: ReportError| DecodeError::new(format!("{what}.service"), e.to_string()))?;
+    let service: ServiceId = f
+        .text(1, "service")?
+        .parse()
+        .map_err(|e: ReportError| DecodeError::new(format!("{what}.service"), e.to_string()))?;
     let host = Host::parse(&f.text(2, "host")?)
         .map_err(|e| DecodeError::new(format!("{what}.host"), e.to_string()))?;
     let attempts = f.uint(3, "attempts")?;
     let successes = f.uint(4, "successes")?;
-    TargetCounts::new(service, host, attempts, successes).map_err(|e| DecodeError::new(f.what(), e.to_string()))
+    TargetCounts::new(service, host, attempts, successes)
+        .map_err(|e| DecodeError::new(f.what(), e.to_string()))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    type CborMap = Vec<(Value, Value)>;
     use crate::entropy::SeededEntropy;
 
     pub(crate) fn sample_batch() -> Batch {
@@ -234,14 +278,25 @@ pub(crate) mod tests {
         let r3 = Report::builder("search", "s.example.net", ErrorType::Other("quic.x".into()))
             .build(&mut rng, now)
             .unwrap();
-        let mut b = Batch::new(AgentPublicKey([5; 32]), 7, now, AppInfo::new("app", "1", "linux", "rust").unwrap())
-            .with_reports(vec![r1, r2, r3]);
+        let mut b = Batch::new(
+            AgentPublicKey([5; 32]),
+            7,
+            now,
+            AppInfo::new("app", "1", "linux", "rust").unwrap(),
+        )
+        .with_reports(vec![r1, r2, r3]);
         b.drops.add(DropReason::QueueFull, 4);
         b.drops.add(DropReason::Other(300), 1);
         b.targets.push(
-            TargetCounts::new("checkout".parse().unwrap(), Host::parse("api.example.com").unwrap(), 100, 96)
-                .unwrap(),
+            TargetCounts::new(
+                "checkout".parse().unwrap(),
+                Host::parse("api.example.com").unwrap(),
+                100,
+                96,
+            )
+            .unwrap(),
         );
+        b.sampling = SampleRates { failure_ppm: 1_000_000, success_ppm: 100_000 };
         b
     }
 
@@ -260,7 +315,7 @@ pub(crate) mod tests {
         entries.push((uint(99u8), Value::Text("future".into())));
         assert_eq!(Batch::decode(&to_vec(&Value::Map(entries.clone()))).unwrap(), b);
 
-        let report = |f: &dyn Fn(&mut Vec<(Value, Value)>)| {
+        let report = |f: &dyn Fn(&mut CborMap)| {
             let mut e = entries.clone();
             let Value::Array(reports) = &mut e[4].1 else { panic!() };
             let Value::Map(r) = &mut reports[0] else { panic!() };
@@ -278,12 +333,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn sampling_rates_are_checked() {
+        let mut b = sample_batch();
+        b.sampling.success_ppm = 1_000_001;
+        let err = Batch::decode(&b.encode()).unwrap_err().to_string();
+        assert_eq!(err, "batch.sampling.success_ppm: must be 0..=1000000 (ppm)");
+        b.sampling = SampleRates::ALL;
+        let mut fields = Fields::new("batch", from_slice("x", &b.encode()).unwrap()).unwrap();
+        assert!(fields.take(8).is_none(), "full sampling is omitted from the wire");
+    }
+
+    #[test]
     fn limits_are_enforced() {
         let mut b = sample_batch();
         let one = b.reports[0].clone();
         b.reports = vec![one; MAX_REPORTS + 1];
         let err = Batch::decode(&b.encode()).unwrap_err().to_string();
-        assert_eq!(err, format!("batch.reports: {} items, at most {MAX_REPORTS} allowed", MAX_REPORTS + 1));
+        assert_eq!(
+            err,
+            format!("batch.reports: {} items, at most {MAX_REPORTS} allowed", MAX_REPORTS + 1)
+        );
     }
 
     #[test]

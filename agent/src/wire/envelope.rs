@@ -31,7 +31,9 @@ pub enum WireError {
         max: usize,
     },
     /// The batch has more reports or targets than protocol v1 allows.
-    #[error("batch has {reports} reports and {targets} targets; v1 allows at most {max_reports} and {max_targets}")]
+    #[error(
+        "batch has {reports} reports and {targets} targets; v1 allows at most {max_reports} and {max_targets}"
+    )]
     TooManyItems {
         /// Reports in the batch.
         reports: usize,
@@ -108,14 +110,20 @@ impl Envelope {
         let mut f = Fields::new("envelope", from_slice("envelope", bytes)?)?;
         let version = f.uint(1, "version")?;
         if version != VERSION {
-            return Err(DecodeError::new("envelope.version", format!("unsupported version {version}")));
+            return Err(DecodeError::new(
+                "envelope.version",
+                format!("unsupported version {version}"),
+            ));
         }
         let key_id = KeyId(f.bytes::<8>(2, "key_id")?);
         let enc = f.bytes::<32>(3, "enc")?;
         let ciphertext = f.byte_string(4, "ciphertext")?;
         f.finish_strict()?;
         if ciphertext.len() < 16 {
-            return Err(DecodeError::new("envelope.ciphertext", "shorter than the 16-byte AEAD tag"));
+            return Err(DecodeError::new(
+                "envelope.ciphertext",
+                "shorter than the 16-byte AEAD tag",
+            ));
         }
         let envelope = Envelope { version, key_id, enc, ciphertext };
         if envelope.encode() != bytes {
@@ -153,7 +161,11 @@ fn signed_message(key_id: &KeyId, batch: &[u8]) -> Vec<u8> {
 impl SignedBatch {
     /// Encodes and signs `batch` for the collector key `key_id`. The key id is signed too, so
     /// a signed batch cannot be re-sealed to another deployment's key.
-    pub fn sign(batch: &Batch, identity: &AgentIdentity, key_id: &KeyId) -> Result<SignedBatch, WireError> {
+    pub fn sign(
+        batch: &Batch,
+        identity: &AgentIdentity,
+        key_id: &KeyId,
+    ) -> Result<SignedBatch, WireError> {
         if batch.agent_key != identity.public_key() {
             return Err(WireError::KeyMismatch {
                 batch: batch.agent_key.to_string(),
@@ -175,7 +187,10 @@ impl SignedBatch {
 
     /// The signed batch's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        to_vec(&map(vec![(1, Value::Bytes(self.batch.clone())), (2, Value::Bytes(self.signature.to_vec()))]))
+        to_vec(&map(vec![
+            (1, Value::Bytes(self.batch.clone())),
+            (2, Value::Bytes(self.signature.to_vec())),
+        ]))
     }
 
     /// Decodes a signed batch from untrusted bytes (without checking the signature).

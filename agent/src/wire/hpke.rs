@@ -35,7 +35,12 @@ fn labeled_extract(suite: &[u8], salt: &[u8], label: &[u8], ikm: &[u8]) -> [u8; 
 
 /// LabeledExpand(prk, label, info, L): HKDF-Expand with info = I2OSP(L, 2) || "HPKE-v1" ||
 /// suite || label || info. `N` is L; every use here is at most one SHA-256 block.
-fn labeled_expand<const N: usize>(suite: &[u8], prk: &[u8; 32], label: &[u8], info: &[u8]) -> [u8; N] {
+fn labeled_expand<const N: usize>(
+    suite: &[u8],
+    prk: &[u8; 32],
+    label: &[u8],
+    info: &[u8],
+) -> [u8; N] {
     const { assert!(N <= 32, "one HKDF block is enough for every HPKE use here") };
     let len = (N as u16).to_be_bytes();
     let key = hmac::Key::new(hmac::HMAC_SHA256, prk);
@@ -82,7 +87,11 @@ struct Schedule {
     base_nonce: [u8; 12],
 }
 
-fn encap_and_schedule(pk_r: &[u8; 32], ikm_e: &[u8; 32], info: &[u8]) -> Result<Schedule, SealError> {
+fn encap_and_schedule(
+    pk_r: &[u8; 32],
+    ikm_e: &[u8; 32],
+    info: &[u8],
+) -> Result<Schedule, SealError> {
     let eph = ephemeral_key(ikm_e)?;
     let mut enc = [0u8; 32];
     enc.copy_from_slice(eph.compute_public_key().map_err(|_| SealError)?.as_ref());
@@ -125,7 +134,8 @@ pub fn seal_base(
 ) -> Result<([u8; 32], Vec<u8>), SealError> {
     let s = encap_and_schedule(pk_r, ikm_e, info)?;
     let key = aead::LessSafeKey::new(
-        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &s.key).expect("a 32-byte key fits ChaCha20-Poly1305"),
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &s.key)
+            .expect("a 32-byte key fits ChaCha20-Poly1305"),
     );
     // Sequence number 0: the nonce is base_nonce itself. One message per key, so it is unique.
     let nonce = aead::Nonce::assume_unique_for_key(s.base_nonce);

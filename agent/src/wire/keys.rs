@@ -110,7 +110,9 @@ impl AgentPublicKey {
 /// An install's Ed25519 signing key. Created at opt-in from fresh randomness; deleted when
 /// consent is withdrawn (a new opt-in gets a new, unlinkable key).
 pub struct AgentIdentity {
-    seed: [u8; 32],
+    // Wiped when the identity is dropped. (ring's key pair cannot be wiped; it holds the
+    // expanded key for as long as the identity lives.)
+    seed: zeroize::Zeroizing<[u8; 32]>,
     pair: Ed25519KeyPair,
 }
 
@@ -128,7 +130,7 @@ impl AgentIdentity {
         // the checked variant that compares against a given public key.
         let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
             .expect("every 32-byte string is a valid Ed25519 seed");
-        AgentIdentity { seed, pair }
+        AgentIdentity { seed: zeroize::Zeroizing::new(seed), pair }
     }
 
     /// The 32 secret seed bytes, for the agent's own durable store only. Never log them.
@@ -153,7 +155,9 @@ impl AgentIdentity {
 
 impl fmt::Debug for AgentIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentIdentity").field("public_key", &self.public_key()).finish_non_exhaustive()
+        f.debug_struct("AgentIdentity")
+            .field("public_key", &self.public_key())
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,7 +197,8 @@ mod tests {
     #[test]
     fn rfc8032_test_1() {
         // RFC 8032 section 7.1, TEST 1 (empty message).
-        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap();
         let id = AgentIdentity::from_secret_bytes(seed.try_into().unwrap());
         assert_eq!(
             id.public_key().to_string(),
