@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# THE test command: installs what is missing, then runs every check in order and stops at the
+# first failure. Fits a 2-core machine well within 30 minutes once the dependencies are there.
+#
+#   bash .ci/test.sh                 everything
+#   VANTAGE_SKIP_INSTALL=1 ...       skip .ci/install-deps.sh
+#   VANTAGE_FUZZ_SECS=N ...          seconds per fuzz target (default 10)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=.ci/lib.sh
+source .ci/lib.sh
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+T0=$(date +%s)
+STEP_TIMES=()
+
+step() {
+    local name="$1" start rc
+    shift
+    printf '\n'
+    printf '=%.0s' {1..100}
+    printf '\n== STEP: %s\n==   $ %s\n' "$name" "$*"
+    printf '=%.0s' {1..100}
+    printf '\n'
+    start=$(date +%s)
+    rc=0
+    "$@" || rc=$?
+    local took=$(($(date +%s) - start))
+    STEP_TIMES+=("$(printf '%8s  %s' "$(ci_fmt_secs "$took")" "$name")")
+    if [[ $rc -ne 0 ]]; then
+        printf '\n!! STEP FAILED (exit %d, after %s): %s\n' "$rc" "$(ci_fmt_secs "$took")" "$name" >&2
+        summary
+        exit "$rc"
+    fi
+    printf -- '-- step ok in %s: %s\n' "$(ci_fmt_secs "$took")" "$name"
+}
+
+summary() {
+    printf '\n== step times\n'
+    printf '%s\n' "${STEP_TIMES[@]}"
+    printf '%8s  total\n' "$(ci_fmt_secs $(($(date +%s) - T0)))"
+}
+
+if [[ "${VANTAGE_SKIP_INSTALL:-0}" != 1 ]]; then
+    step "install dependencies" bash .ci/install-deps.sh
+fi
+step "rustfmt" cargo fmt --all -- --check
+step "clippy" cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+step "tests (all features)" cargo test --workspace --all-features --locked
+step "tests (agent, no default features)" cargo test -p vantage-agent --no-default-features --locked
+step "docs (no broken links)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
+step "build agent (no default features)" cargo build -p vantage-agent --no-default-features --locked
+step "build agent for wasm32" bash .ci/check-wasm.sh
+step "fuzz smoke" bash .ci/fuzz-smoke.sh
+step "benches compile" cargo build --workspace --benches --all-features --locked
+
+summary
+echo "ALL CHECKS PASSED"
