@@ -70,15 +70,20 @@ for t in "${targets[@]}"; do
     seed_from_vectors "$t" "$corpus"
     extra=()
     [[ -d "fuzz/seeds/$t" ]] && extra+=("fuzz/seeds/$t")
-    before="$(find "fuzz/artifacts/$t" -type f | sort)"
+    before="$(find "fuzz/artifacts/$t" -type f ! -name smoke.log | sort)"
     echo "[fuzz-smoke] running $t for ${SECS}s"
     rc=0
+    # libFuzzer prints a line per new input; keep that in a log, show it only on failure.
+    log="fuzz/artifacts/$t/smoke.log"
     cargo fuzz run --fuzz-dir fuzz "$t" "$corpus" "${extra[@]}" -- \
-        -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1 </dev/null || rc=$?
-    after="$(find "fuzz/artifacts/$t" -type f | sort)"
+        -max_total_time="$SECS" -rss_limit_mb=2048 -print_final_stats=1 </dev/null >"$log" 2>&1 ||
+        rc=$?
+    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$log" | sed "s/^/[fuzz-smoke]   $t: /" || true
+    after="$(find "fuzz/artifacts/$t" -type f ! -name smoke.log | sort)"
     new="$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')"
     if [[ $rc -ne 0 || -n "$new" ]]; then
-        echo "[fuzz-smoke] FAILED: $t (exit $rc)" >&2
+        echo "[fuzz-smoke] FAILED: $t (exit $rc); the last lines of $log:" >&2
+        tail -n 40 "$log" >&2
         while IFS= read -r a; do
             [[ -n "$a" ]] && echo "[fuzz-smoke]   reproducer: collector/$a" >&2
         done <<<"$new"
