@@ -71,11 +71,8 @@ impl Report {
         let elapsed_ms = u32::try_from(f.uint(7, "elapsed_ms")?)
             .map_err(|_| DecodeError::new(format!("{what}.elapsed_ms"), "larger than u32"))?;
         let protocol = code(what, "protocol", f.uint(8, "protocol")?, Protocol::from_code)?;
-        let status = f
-            .opt_uint(9, "status")?
-            .map(|s| u16::try_from(s).unwrap_or(u16::MAX))
-            .map(Some)
-            .unwrap_or(None);
+        // Out-of-range values become u16::MAX, which check_status refuses with its own message.
+        let status = f.opt_uint(9, "status")?.map(|s| u16::try_from(s).unwrap_or(u16::MAX));
         check_status(phase, status).map_err(|e| invalid("status", e))?;
         let network = code(what, "network", f.uint(10, "network")?, NetworkType::from_code)?;
         let scope = code(what, "scope", f.uint(11, "scope")?, Scope::from_code)?;

@@ -3,7 +3,7 @@
 use ciborium::Value;
 
 use super::cbor::{DecodeError, Fields, from_slice, map, to_vec, uint};
-use super::hpke::{SealError, seal_base};
+use super::hpke::{SealError, seal_base_with_aad};
 use super::{
     AgentIdentity, CollectorPublicKey, HPKE_INFO, KeyId, MAX_ENVELOPE_BYTES, SIGNATURE_TAG, VERSION,
 };
@@ -228,14 +228,12 @@ pub fn seal_batch(
     rng.fill(&mut ikm_e);
     let key_id = collector.key_id();
     let signed = SignedBatch::sign(batch, identity, &key_id)?;
-    let mut envelope = Envelope { version: VERSION, key_id, enc: [0; 32], ciphertext: Vec::new() };
-    // The header (AAD) contains enc, which the seal produces; the ephemeral key comes from
-    // ikm_e alone, so derive it first, then seal with the complete header.
-    envelope.enc = super::hpke::encapsulated_key(&ikm_e)?;
+    let header = |enc: &[u8; 32]| {
+        Envelope { version: VERSION, key_id, enc: *enc, ciphertext: Vec::new() }.header_bytes()
+    };
     let (enc, ciphertext) =
-        seal_base(&collector.0, &ikm_e, HPKE_INFO, &envelope.header_bytes(), &signed.encode())?;
-    debug_assert_eq!(enc, envelope.enc);
-    envelope.ciphertext = ciphertext;
+        seal_base_with_aad(&collector.0, &ikm_e, HPKE_INFO, header, &signed.encode())?;
+    let envelope = Envelope { version: VERSION, key_id, enc, ciphertext };
     let bytes = envelope.encode();
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(WireError::TooLarge { len: bytes.len(), max: MAX_ENVELOPE_BYTES });

@@ -132,7 +132,20 @@ pub fn seal_base(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<([u8; 32], Vec<u8>), SealError> {
+    seal_base_with_aad(pk_r, ikm_e, info, |_| aad.to_vec(), plaintext)
+}
+
+/// Like [`seal_base`], for additional data that contains `enc` itself (the envelope header):
+/// `aad_for` is called with `enc` once the ephemeral key exists, so it is derived only once.
+pub fn seal_base_with_aad(
+    pk_r: &[u8; 32],
+    ikm_e: &[u8; 32],
+    info: &[u8],
+    aad_for: impl FnOnce(&[u8; 32]) -> Vec<u8>,
+    plaintext: &[u8],
+) -> Result<([u8; 32], Vec<u8>), SealError> {
     let s = encap_and_schedule(pk_r, ikm_e, info)?;
+    let aad = aad_for(&s.enc);
     let key = aead::LessSafeKey::new(
         aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &s.key)
             .expect("a 32-byte key fits ChaCha20-Poly1305"),
@@ -141,7 +154,7 @@ pub fn seal_base(
     let nonce = aead::Nonce::assume_unique_for_key(s.base_nonce);
     let mut buf = Vec::with_capacity(plaintext.len() + aead::CHACHA20_POLY1305.tag_len());
     buf.extend_from_slice(plaintext);
-    key.seal_in_place_append_tag(nonce, aead::Aad::from(aad), &mut buf)
+    key.seal_in_place_append_tag(nonce, aead::Aad::from(&aad), &mut buf)
         .expect("ChaCha20-Poly1305 seals any message shorter than 256 GiB");
     Ok((s.enc, buf))
 }
