@@ -57,6 +57,8 @@ pub mod coalesce;
 pub mod consent;
 pub mod drops;
 pub mod entropy;
+#[cfg(feature = "native")]
+pub mod native;
 pub mod report;
 pub mod sampling;
 pub mod taxonomy;

@@ -36,4 +36,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod model;
+pub mod nel;
 pub mod open;

@@ -1,0 +1,2 @@
+//! The `vantage-collector` command line (being built).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Network namespaces with veth pairs for fault injection; torn down on drop.
