@@ -266,6 +266,21 @@ install_cargo_fuzz() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Components with their own scripts (each idempotent, each runnable on its own).
+
+install_netns_tools() {
+    bash "$ROOT/.ci/install-netns-tools.sh"
+}
+
+install_ip_data() {
+    bash "$ROOT/.ci/install-ip-data.sh"
+}
+
+install_chromium() {
+    bash "$ROOT/.ci/install-chromium.sh"
+}
+
+# ---------------------------------------------------------------------------------------------
 
 run_component() {
     local name="$1" start
@@ -282,6 +297,9 @@ main() {
     run_component install_rust_components
     run_component install_wasm
     run_component install_cargo_fuzz
+    run_component install_netns_tools
+    run_component install_ip_data
+    run_component install_chromium
     ci_log "all dependencies present ($(ci_fmt_secs $(($(date +%s) - start))))"
 }
 

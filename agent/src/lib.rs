@@ -52,13 +52,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod buffer;
 pub mod classify;
 pub mod coalesce;
 pub mod consent;
+pub mod delivery;
 pub mod drops;
 pub mod entropy;
 #[cfg(feature = "native")]
 pub mod native;
+pub mod pipeline;
 pub mod report;
 pub mod sampling;
 pub mod taxonomy;

@@ -1,15 +1,78 @@
-//! # vantage-collector: where agent envelopes are opened, verified and (later) stored
+//! # vantage-collector: the server that receives, verifies and stores Vantage reports
 //!
 //! Collectors run on two or more providers, in failure domains other than the services they
-//! watch. This crate will hold the whole collector (ingest server, replay protection,
-//! enrichment, sled storage, spike detection, alerts). Today it holds the first step of the
-//! ingest pipeline, [`open`]: turning envelope bytes into a verified [`vantage_agent::report::Batch`].
-//! It is **not** yet a server: there is no listener, store or detector in this version.
+//! watch. This crate is one collector: an HTTPS ingest server (hyper 1 on tokio, rustls with
+//! the *ring* provider, HTTP/1.1 and HTTP/2) that opens agent envelopes ([`open`]), parses
+//! browser Network Error Logging uploads ([`nel`]), turns the source address into an ASN,
+//! country and pseudonymous network tag ([`enrich`], [`model::NetTagKey`]) and then forgets it,
+//! and writes what it accepted durably to an embedded sled store ([`store`]) before answering.
+//! It also serves Prometheus [`metrics`], and has a command line ([`cli`]: `serve`, `keygen`,
+//! `check-config`) driven by a TOML [`config`].
+//!
+//! It is **not** (yet) a detector: spike detection, alerting and fleet sharing read the store
+//! and are built elsewhere. It never stores or logs a client IP address or a URL path.
+//!
+//! ## The request path
 //!
 //! ```text
-//!  bytes ─▶ size check ─▶ Envelope::decode ─▶ key id lookup ─▶ HPKE open (hpke crate)
-//!        ─▶ SignedBatch::decode ─▶ Ed25519 verify ─▶ Opened { batch, digest, key id }
+//!  TCP accept ── max_connections permit? ──no──▶ 503 + Retry-After, close   (server)
+//!      │ TLS handshake (≤ header_read_timeout; ALPN h2 | http/1.1)
+//!      │ hyper auto (HTTP/1.1: header_read_timeout; idle_timeout for any connection)
+//!      ▼
+//!  POST /v1/envelopes                                                       (ingest)
+//!      Content-Type ─415   Content-Length ─413   /24|/48 token bucket ─429
+//!      body ≤ max_body_bytes ─413        Opener::open (HPKE, Ed25519) ─400 "<reason>: .."
+//!      created_at skew, observed_at ≤ created_at ─400 "timestamp: .."
+//!      agent-key token bucket ─429
+//!      event_at = received_at − (created_at − observed_at)
+//!      peer IP ─▶ Enricher::lookup + NetTagKey::tag ─▶ IP dropped
+//!      IngestBatch { digest, (agent key, seq), reports, targets }
+//!      in-flight bound ─503 ─▶ Store::commit (dedup, group commit, fsync) ─503 on error
+//!      ─▶ 202 (stored | duplicate)
+//!  POST /v1/nel   Content-Type ─415  bucket ─429  nel::parse_reports ─400  commit ─▶ 204 (CORS)
+//!  OPTIONS /v1/nel ─▶ 204 preflight    GET /v1/ping 204   /healthz   /readyz   /metrics
+//!
+//!  background: retention every 5 min (Store::enforce_retention on a blocking thread)
+//!  SIGTERM/SIGINT: not ready ─▶ stop accepting ─▶ drain ≤ shutdown_grace ─▶ Store::close
 //! ```
+//!
+//! ## Example: a collector in process
+//!
+//! ```
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use vantage_collector::config::Config;
+//! use vantage_collector::server::Collector;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! std::fs::write(dir.path().join("collector.key"), "01".repeat(32))?;
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     [server]
+//!     listen_plain = "127.0.0.1:0"
+//!     [keys]
+//!     private_key_files = ["collector.key"]
+//!     [store]
+//!     path = "data"
+//!     "#,
+//!     dir.path(),
+//! )?;
+//! let collector = Collector::start(config).await?;
+//!
+//! let addr = collector.plain_addr().expect("a plain listener is configured");
+//! let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+//! tcp.write_all(b"GET /v1/ping HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await?;
+//! let mut answer = String::new();
+//! tcp.read_to_string(&mut answer).await?;
+//! assert!(answer.starts_with("HTTP/1.1 204"));
+//!
+//! collector.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Example: opening an envelope
 //!
 //! Opening uses the `hpke` crate, an implementation independent of the agent's *ring*-based
 //! sealer (*ring* cannot hold the static X25519 private key opening needs); both are checked
@@ -36,6 +99,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod config;
+pub mod enrich;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod nel;
 pub mod open;
+pub mod ratelimit;
+pub mod server;
+pub mod store;

@@ -1,8 +1,56 @@
 //! Browser Network Error Logging uploads (`POST /v1/nel`, `application/reports+json`).
+//!
+//! A browser that has a [NEL policy] for an origin queues a report for each failed (and, if
+//! asked, successful) request and uploads them through the [Reporting API] as a JSON array:
+//!
+//! ```json
+//! [{"age": 1200, "type": "network-error", "url": "https://shop.example/cart?id=7",
+//!   "user_agent": "Mozilla/5.0 ...",
+//!   "body": {"sampling_fraction": 1.0, "server_ip": "192.0.2.1", "protocol": "http/1.1",
+//!            "method": "GET", "status_code": 500, "elapsed_time": 38, "phase": "application",
+//!            "type": "http.error", "referrer": "https://shop.example/"}}]
+//! ```
+//!
+//! [`parse_upload`] turns each `network-error` entry into a [`StoredReport`] and keeps only what
+//! detection needs: the origin's host, phase, type, elapsed time, HTTP status (application
+//! phase only), sampling rate and the event time on the collector's clock. The URL's path,
+//! query, fragment, port and user info, the server IP, the user agent, the referrer, the method
+//! and the protocol are read past and never stored. NEL's own privacy rule (drop path and query
+//! for `dns` and `connection` failures) therefore holds for every phase.
+//!
+//! Choices that others will ask about:
+//! - **Scope** is [`Scope::Unknown`]: the browser delivers reports after the fact, possibly
+//!   minutes later and over another network, so reaching the collector says nothing about
+//!   where the failure was (unlike the agent's reachability check that sets `Path`/`Local`).
+//! - **Network** is [`NetworkType::Unknown`]; **client** is `None` (NEL is unauthenticated).
+//! - **Ids** are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a
+//!   replayed upload yields the same ids (and the store drops it by its digest), while two
+//!   entries of one upload never share an id.
+//! - Entries of another Reporting API type (`deprecation`, `csp-violation`, ...) and NEL
+//!   success reports (`type: "ok"`) are skipped and counted, not refused: one browser upload
+//!   may mix report types.
+//! - One malformed `network-error` entry refuses the whole upload with an error that names the
+//!   field (`reports[2].body.type: missing`): a browser that sends such a thing is broken or
+//!   hostile, and a partial accept would hide it.
+//!
+//! [NEL policy]: https://w3c.github.io/network-error-logging/
+//! [Reporting API]: https://w3c.github.io/reporting/
 
-use vantage_agent::report::UnixMillis;
+use ring::digest;
+use serde_json::{Map, Value};
+use vantage_agent::report::{Host, UnixMillis};
+use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 
-use crate::model::{Enrichment, NetTag, StoredReport};
+use crate::model::{Enrichment, NetTag, Source, StoredReport};
+
+/// At most this many entries (of any type) in one upload.
+pub const MAX_REPORTS_PER_UPLOAD: usize = 100;
+
+/// Longest `url` accepted, in bytes (only its host is kept).
+pub const MAX_URL_BYTES: usize = 8192;
+
+/// Longest `phase` or `type` label accepted, in bytes.
+const MAX_LABEL_BYTES: usize = 64;
 
 /// What the ingest path knows about one NEL upload besides its body.
 #[derive(Clone, Debug)]
@@ -33,8 +81,400 @@ impl NelError {
     }
 }
 
+/// One parsed upload: the failure reports to store and what was skipped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NelUpload {
+    /// One stored report per `network-error` failure entry, in upload order.
+    pub reports: Vec<StoredReport>,
+    /// Entries skipped because they are not `network-error` reports (other Reporting API types).
+    pub other_types: usize,
+    /// `network-error` entries skipped because they report a success (`type: "ok"`).
+    pub successes: usize,
+}
+
 /// Parses one upload into stored reports, applying the NEL privacy rules.
+///
+/// Same as [`parse_upload`], keeping only the reports.
 pub fn parse_reports(body: &[u8], ctx: &NelContext) -> Result<Vec<StoredReport>, NelError> {
-    let _ = (body, ctx);
-    Err(NelError::Malformed("NEL parsing is not built yet".into()))
+    parse_upload(body, ctx).map(|upload| upload.reports)
+}
+
+/// Parses one upload: the failure reports, and counts of the entries that were skipped.
+pub fn parse_upload(body: &[u8], ctx: &NelContext) -> Result<NelUpload, NelError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json's message names line and column only, never the input.
+        NelError::Malformed(format!("reports: not JSON ({e})"))
+    })?;
+    let Value::Array(entries) = value else {
+        return Err(malformed("reports", "not an array"));
+    };
+    if entries.len() > MAX_REPORTS_PER_UPLOAD {
+        return Err(malformed(
+            "reports",
+            &format!("{} entries, at most {MAX_REPORTS_PER_UPLOAD}", entries.len()),
+        ));
+    }
+    let body_digest = digest::digest(&digest::SHA256, body);
+    let mut upload = NelUpload { reports: Vec::new(), other_types: 0, successes: 0 };
+    for (index, entry) in entries.iter().enumerate() {
+        let at = format!("reports[{index}]");
+        let Value::Object(entry) = entry else {
+            return Err(malformed(&at, "not an object"));
+        };
+        if string(entry, &at, "type")? != "network-error" {
+            upload.other_types += 1;
+            continue;
+        }
+        match parse_entry(entry, &at, ctx)? {
+            Some(mut report) => {
+                report.id = report_id(body_digest.as_ref(), index);
+                upload.reports.push(report);
+            }
+            None => upload.successes += 1,
+        }
+    }
+    Ok(upload)
+}
+
+/// One `network-error` entry; `None` for a success report.
+fn parse_entry(
+    entry: &Map<String, Value>,
+    at: &str,
+    ctx: &NelContext,
+) -> Result<Option<StoredReport>, NelError> {
+    let age_ms = non_negative(entry, at, "age")?;
+    let url = string(entry, at, "url")?;
+    let host = origin_host(url).map_err(|reason| malformed(&format!("{at}.url"), reason))?;
+    let body_at = format!("{at}.body");
+    let body = match entry.get("body") {
+        Some(Value::Object(body)) => body,
+        Some(_) => return Err(malformed(&body_at, "not an object")),
+        None => return Err(malformed(&body_at, "missing")),
+    };
+
+    let type_label = label(body, &body_at, "type")?;
+    if type_label == "ok" {
+        return Ok(None);
+    }
+    let error_type = ErrorType::from_label(type_label)
+        .map_err(|_| malformed(&format!("{body_at}.type"), "not a NEL type label"))?;
+    let phase: Phase = label(body, &body_at, "phase")?.parse().map_err(|_| {
+        malformed(&format!("{body_at}.phase"), "not dns, connection or application")
+    })?;
+
+    let fraction = number(body, &body_at, "sampling_fraction")?;
+    if fraction <= 0.0 || fraction > 1.0 {
+        return Err(malformed(&format!("{body_at}.sampling_fraction"), "not in (0, 1]"));
+    }
+    // Invariant: fraction is in (0, 1], so the product is in (0, 1e6] and fits a u32.
+    let sample_ppm = ((fraction * 1_000_000.0).round() as u32).clamp(1, 1_000_000);
+
+    let elapsed = non_negative(body, &body_at, "elapsed_time")?;
+    let elapsed_ms = u32::try_from(elapsed).unwrap_or(u32::MAX);
+
+    let status = match body.get("status_code") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().filter(|s| *s <= 999).ok_or_else(|| {
+            malformed(&format!("{body_at}.status_code"), "not an integer 0..=999")
+        })?,
+    };
+    let status =
+        (phase == Phase::Application && (100..=599).contains(&status)).then_some(status as u16);
+
+    let host = host.as_str().to_owned();
+    Ok(Some(StoredReport {
+        id: [0; 16],
+        received_at: ctx.received_at,
+        event_at: UnixMillis(ctx.received_at.0.saturating_sub(age_ms)),
+        source: Source::Nel,
+        service: host.clone(),
+        host,
+        phase,
+        error_type,
+        elapsed_ms,
+        status,
+        network: NetworkType::Unknown,
+        scope: Scope::Unknown,
+        count: 1,
+        sample_ppm,
+        client: None,
+        net: ctx.net,
+        enrichment: ctx.enrichment.clone(),
+    }))
+}
+
+/// The host of an `http(s)` URL; everything else of the URL is dropped.
+fn origin_host(url: &str) -> Result<Host, &'static str> {
+    if url.len() > MAX_URL_BYTES {
+        return Err("longer than 8192 bytes");
+    }
+    let lower_scheme = url.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+    if !(lower_scheme.starts_with("https://") || lower_scheme.starts_with("http://")) {
+        return Err("not an http or https URL");
+    }
+    Host::from_url(url).map_err(|_| "has no valid host")
+}
+
+fn report_id(body_digest: &[u8], index: usize) -> [u8; 16] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(body_digest);
+    // Invariant: index < MAX_REPORTS_PER_UPLOAD, far below u32::MAX.
+    ctx.update(&(index as u32).to_be_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    id
+}
+
+fn malformed(field: &str, reason: &str) -> NelError {
+    NelError::Malformed(format!("{field}: {reason}"))
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a Value, NelError> {
+    obj.get(name).ok_or_else(|| malformed(&format!("{at}.{name}"), "missing"))
+}
+
+fn string<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, NelError> {
+    field(obj, at, name)?.as_str().ok_or_else(|| malformed(&format!("{at}.{name}"), "not a string"))
+}
+
+fn label<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, NelError> {
+    let s = string(obj, at, name)?;
+    if s.len() > MAX_LABEL_BYTES {
+        return Err(malformed(&format!("{at}.{name}"), "longer than 64 bytes"));
+    }
+    Ok(s)
+}
+
+fn number(obj: &Map<String, Value>, at: &str, name: &str) -> Result<f64, NelError> {
+    field(obj, at, name)?
+        .as_f64()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| malformed(&format!("{at}.{name}"), "not a number"))
+}
+
+/// A non-negative millisecond count; fractions are rounded, huge values saturate.
+fn non_negative(obj: &Map<String, Value>, at: &str, name: &str) -> Result<u64, NelError> {
+    let n = number(obj, at, name)?;
+    if n < 0.0 {
+        return Err(malformed(&format!("{at}.{name}"), "negative"));
+    }
+    // `as` saturates for values beyond u64::MAX.
+    Ok(n.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn ctx() -> NelContext {
+        NelContext {
+            received_at: UnixMillis(1_700_000_000_000),
+            net: NetTag(0x1234),
+            enrichment: Enrichment { asn: Some(64500), country: None },
+        }
+    }
+
+    fn entry(phase: &str, ty: &str, status: u64) -> Value {
+        json!({
+            "age": 1200, "type": "network-error",
+            "url": "https://User:pw@Shop.Example:8443/cart/itemzz?session=secret#frag",
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) secret-ua",
+            "body": {"sampling_fraction": 0.25, "server_ip": "192.0.2.77", "protocol": "http/1.1",
+                     "method": "POST", "status_code": status, "elapsed_time": 38.4,
+                     "phase": phase, "type": ty, "referrer": "https://shop.example/private-ref"}
+        })
+    }
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+
+    fn err(v: &Value) -> String {
+        match parse_reports(&bytes(v), &ctx()).unwrap_err() {
+            NelError::Malformed(m) => m,
+        }
+    }
+
+    #[test]
+    fn maps_an_http_error() {
+        let body = bytes(&json!([entry("application", "http.error", 500)]));
+        let reports = parse_reports(&body, &ctx()).unwrap();
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!(r.source, Source::Nel);
+        assert_eq!(r.service, "shop.example");
+        assert_eq!(r.host, "shop.example");
+        assert_eq!(r.phase, Phase::Application);
+        assert_eq!(r.error_type, ErrorType::HttpError);
+        assert_eq!(r.status, Some(500));
+        assert_eq!(r.elapsed_ms, 38);
+        assert_eq!(r.received_at, UnixMillis(1_700_000_000_000));
+        assert_eq!(r.event_at, UnixMillis(1_700_000_000_000 - 1200));
+        assert_eq!(r.count, 1);
+        assert_eq!(r.sample_ppm, 250_000);
+        assert_eq!(r.client, None);
+        assert_eq!(r.network, NetworkType::Unknown);
+        assert_eq!(r.scope, Scope::Unknown);
+        assert_eq!(r.net, NetTag(0x1234));
+        assert_eq!(r.enrichment.asn, Some(64500));
+    }
+
+    #[test]
+    fn keeps_nothing_private() {
+        let body = bytes(&json!([
+            entry("application", "http.error", 503),
+            entry("connection", "tcp.reset", 0),
+            entry("dns", "dns.name_not_resolved", 0),
+        ]));
+        for r in parse_reports(&body, &ctx()).unwrap() {
+            let dump = format!("{r:?}");
+            for secret in [
+                "cart",
+                "itemzz",
+                "session",
+                "secret",
+                "frag",
+                "User",
+                "pw",
+                "8443",
+                "192.0.2.77",
+                "Mozilla",
+                "private-ref",
+                "POST",
+                "http/1.1",
+            ] {
+                assert!(!dump.contains(secret), "{secret} leaked into {dump}");
+            }
+        }
+    }
+
+    #[test]
+    fn status_only_for_the_application_phase() {
+        let body = bytes(&json!([
+            entry("connection", "tcp.refused", 500),
+            entry("application", "http.protocol.error", 0),
+            entry("application", "http.error", 404),
+        ]));
+        let r = parse_reports(&body, &ctx()).unwrap();
+        assert_eq!(r[0].status, None);
+        assert_eq!(r[0].phase, Phase::Connection);
+        assert_eq!(r[0].error_type, ErrorType::TcpRefused);
+        assert_eq!(r[1].status, None);
+        assert_eq!(r[2].status, Some(404));
+    }
+
+    #[test]
+    fn skips_other_types_and_successes() {
+        let mut ok = entry("application", "ok", 200);
+        ok["body"]["type"] = json!("ok");
+        let body = bytes(&json!([
+            {"age": 0, "type": "deprecation", "url": "https://a.example/", "body": {"id": "x"}},
+            ok,
+            entry("connection", "tcp.timed_out", 0),
+        ]));
+        let upload = parse_upload(&body, &ctx()).unwrap();
+        assert_eq!(upload.other_types, 1);
+        assert_eq!(upload.successes, 1);
+        assert_eq!(upload.reports.len(), 1);
+        assert_eq!(upload.reports[0].error_type, ErrorType::TcpTimedOut);
+        assert_eq!(parse_upload(b"[]", &ctx()).unwrap().reports, vec![]);
+    }
+
+    #[test]
+    fn unknown_types_are_kept_as_other() {
+        let body = bytes(&json!([entry("connection", "quic.protocol.error", 0)]));
+        let r = parse_reports(&body, &ctx()).unwrap();
+        assert_eq!(r[0].error_type, ErrorType::Other("quic.protocol.error".into()));
+    }
+
+    #[test]
+    fn ids_are_stable_per_body_and_distinct_per_entry() {
+        let body = bytes(&json!([
+            entry("application", "http.error", 500),
+            entry("application", "http.error", 500),
+        ]));
+        let a = parse_reports(&body, &ctx()).unwrap();
+        let b = parse_reports(&body, &ctx()).unwrap();
+        assert_eq!(a[0].id, b[0].id);
+        assert_ne!(a[0].id, a[1].id);
+        let other = bytes(&json!([entry("application", "http.error", 502)]));
+        assert_ne!(parse_reports(&other, &ctx()).unwrap()[0].id, a[0].id);
+    }
+
+    #[test]
+    fn age_beyond_the_epoch_saturates() {
+        let mut e = entry("dns", "dns.failed", 0);
+        e["age"] = json!(1e300);
+        let r = parse_reports(&bytes(&json!([e])), &ctx()).unwrap();
+        assert_eq!(r[0].event_at, UnixMillis(0));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err(&json!({"a": 1})).starts_with("reports: not an array"));
+        let mut e = entry("dns", "dns.failed", 0);
+        e["body"].as_object_mut().unwrap().remove("type");
+        assert_eq!(
+            err(&json!([entry("dns", "dns.failed", 0), e])),
+            "reports[1].body.type: missing"
+        );
+        let mut e = entry("dns", "dns.failed", 0);
+        e["body"]["phase"] = json!("transport");
+        assert_eq!(err(&json!([e])), "reports[0].body.phase: not dns, connection or application");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["body"]["type"] = json!("DROP TABLE");
+        assert_eq!(err(&json!([e])), "reports[0].body.type: not a NEL type label");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["url"] = json!("ftp://a.example/");
+        assert_eq!(err(&json!([e])), "reports[0].url: not an http or https URL");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["url"] = json!(format!("https://a.example/{}", "x".repeat(MAX_URL_BYTES)));
+        assert_eq!(err(&json!([e])), "reports[0].url: longer than 8192 bytes");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["age"] = json!(-1);
+        assert_eq!(err(&json!([e])), "reports[0].age: negative");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["body"]["sampling_fraction"] = json!(0);
+        assert_eq!(err(&json!([e])), "reports[0].body.sampling_fraction: not in (0, 1]");
+        let mut e = entry("application", "http.error", 0);
+        e["body"]["status_code"] = json!("500");
+        assert_eq!(err(&json!([e])), "reports[0].body.status_code: not an integer 0..=999");
+        let mut e = entry("dns", "dns.failed", 0);
+        e.as_object_mut().unwrap().remove("body");
+        assert_eq!(err(&json!([e])), "reports[0].body: missing");
+        assert_eq!(err(&json!([7])), "reports[0]: not an object");
+        assert_eq!(err(&json!([{"age": 1}])), "reports[0].type: missing");
+        let many: Vec<Value> =
+            (0..=MAX_REPORTS_PER_UPLOAD).map(|_| entry("dns", "dns.failed", 0)).collect();
+        assert_eq!(err(&Value::Array(many)), "reports: 101 entries, at most 100");
+        let e = parse_reports(b"{not json", &ctx()).unwrap_err();
+        assert_eq!(e.as_str(), "malformed");
+        assert!(e.to_string().starts_with("malformed NEL upload: reports: not JSON"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_upload(&body, &ctx());
+        }
+
+        #[test]
+        fn arbitrary_entries_never_panic(
+            age in any::<f64>(), elapsed in any::<f64>(), fraction in any::<f64>(),
+            status in any::<i64>(), url in ".{0,40}", phase in "[a-z.]{0,12}", ty in "[a-z._]{0,20}",
+        ) {
+            let body = json!([{"age": age, "type": "network-error", "url": url,
+                "body": {"sampling_fraction": fraction, "status_code": status, "elapsed_time": elapsed,
+                         "phase": phase, "type": ty}}]);
+            if let Ok(reports) = parse_reports(&bytes(&body), &ctx()) {
+                for r in reports {
+                    prop_assert!(r.sample_ppm >= 1 && r.sample_ppm <= 1_000_000);
+                    prop_assert!(r.event_at <= ctx().received_at);
+                    prop_assert!(!r.host.contains('/'));
+                }
+            }
+        }
+    }
 }

@@ -10,5 +10,6 @@ pub mod collector_proc;
 pub mod dns_server;
 pub mod netns;
 pub mod receiver;
+pub mod spikebench;
 pub mod tls;
 pub mod vectors;

@@ -1,4 +1,76 @@
-//! The native runtime (feature `native`): a tokio background task, a sled buffer, a hyper +
-//! rustls uploader and network probes around the sans-IO core.
+//! The native runtime (feature `native`): one tokio background task, a sled buffer, a hyper +
+//! rustls uploader and network probes around the sans-IO [`AgentCore`](crate::pipeline::AgentCore).
+//!
+//! ```text
+//!  app threads                         background task (own runtime thread, or the app's)
+//!  ───────────                         ──────────────────────────────────────────────────
+//!  record(input) ──try_send──▶ bounded channel ──▶ AgentCore: consent, sampling, coalescing
+//!  count_success(..) ─────────▶       │ full: dropped, counted queue_full        │ ≤ 1 s
+//!                                                                                ▼
+//!  set_consent(bool) (sync: key file,           seal (Ed25519 + HPKE) ──▶ sled buffer (fsync)
+//!                     buffer files)                                              │
+//!  flush(timeout) ──▶ seal now, wait for delivery             uploader (hyper, rustls, ring)
+//!                                                POST {collector}/v1/envelopes, failover,
+//!                                                backoff with jitter, Retry-After, pacing
+//!  check(url) ──▶ probe::check ──▶ record on failure     scope: probe::ping of a collector
+//! ```
+//!
+//! About five lines for an app:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use vantage_agent::native::{Agent, ReportInput};
+//!
+//! let agent = Agent::from_toml_file("vantage.toml")?;
+//! agent.set_consent(true)?; // after the user opted in
+//! let io_err = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+//! agent.record(ReportInput::new("checkout", "https://api.example.com/pay", &io_err).elapsed_ms(120));
+//! agent.count_success("checkout", "api.example.com");
+//! agent.flush(Duration::from_secs(5)).await?;
+//! agent.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Runtime
+//! [`AgentBuilder::build`] (and `from_toml_*`) start a current-thread tokio runtime on a thread
+//! named `vantage-agent`, so the agent works in apps without tokio and never competes with an
+//! app's runtime; [`AgentBuilder::build_in`] runs the task on the app's runtime instead. The
+//! task waits on the channel, on uploads in flight and on the core's next deadline only: an
+//! idle agent has no timer and does not wake up.
+//!
+//! ## On disk (`data_dir`, created at opt-in, nothing before)
+//! - `identity.key` (mode 0600): the install's Ed25519 seed and the time of the grant;
+//! - `seq`: a reserved high-water mark of sequence numbers, so they are never reused;
+//! - `buffer/`: the sled database of sealed envelopes (encrypted to the collector key),
+//!   bounded by bytes (1 MiB) and age (7 days), oldest dropped first and counted. A corrupt
+//!   buffer is replaced by a fresh one (logged, counted as `store_error`).
+//!
+//! Withdrawing consent deletes all three.
+//!
+//! ## Delivery
+//! Collectors in configured order with failover on network errors, 5xx and 429/503; full
+//! jitter exponential backoff (1 s base, 5 min cap); `Retry-After` honoured per collector; at
+//! most 2 uploads in flight and 10 per second; a `400`/`413` is dropped (`rejected`). When a
+//! collector's name does not resolve, its fixed addresses are used and TLS still verifies the
+//! name.
+//!
+//! ## Scope
+//! After a failure (at most every 30 s, only while consented) the agent pings up to two
+//! collectors (`GET /v1/ping`): reachable gives reports since the failure `scope = path`,
+//! unreachable `local`; reports sealed before the answer stay `unknown`.
 
+mod agent;
+pub mod config;
 pub mod probe;
+pub mod sled_store;
+mod uploader;
+pub mod validate;
+
+pub use self::agent::{Agent, AgentError, FlushOutcome, OsEntropy};
+pub use self::config::{AgentBuilder, AgentConfig, CollectorConfig, ConfigError, ServiceConfig};
+pub use self::uploader::{ENVELOPE_MEDIA_TYPE, parse_retry_after};
+pub use self::validate::{ConfigWarning, validate};
+pub use crate::pipeline::{
+    Classifiable, ErrorChain, HttpStatus, PlatformCode, Recorded, ReportInput,
+};

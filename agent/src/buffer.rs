@@ -1,0 +1,296 @@
+//! The envelope buffer: sealed envelopes waiting for delivery, bounded by bytes and age.
+//!
+//! What is stored is the exact bytes of a sealed envelope ([`crate::wire::seal_batch`]), already
+//! encrypted to the collector key, so nothing at rest can be read without the collector's
+//! private key, and a retry sends the same bytes as the first attempt. Alongside the bytes the
+//! store keeps the envelope's sequence number (its key and its age order), when it was sealed,
+//! and how many failures it carries, so that an eviction can be counted in failures (the unit of
+//! [`DropCounts`]).
+//!
+//! [`EnvelopeStore`] is the trait the core drives; [`MemoryStore`] keeps envelopes in memory
+//! (tests, the C library's host-driven mode, the browser before IndexedDB), and the native
+//! runtime has a sled implementation. Eviction is shared: [`EnvelopeStore::evict`] drops the
+//! oldest envelopes first, first those past the maximum age ([`DropReason::Expired`]), then as
+//! many as needed to fit the byte budget ([`DropReason::QueueFull`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::drops::{DropCounts, DropReason};
+use crate::report::UnixMillis;
+
+/// The default byte budget of a store: 1 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The default maximum age of a stored envelope: 7 days, in milliseconds.
+pub const DEFAULT_MAX_AGE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// What the store knows about an envelope without its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvelopeMeta {
+    /// The batch's sequence number: the store's key and its age order.
+    pub seq: u64,
+    /// When the envelope was sealed.
+    pub created_at: UnixMillis,
+    /// How many failures (the sum of its reports' counts) it carries.
+    pub failures: u64,
+    /// Its size in bytes.
+    pub len: u64,
+}
+
+/// A sealed envelope with its metadata.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    /// The batch's sequence number.
+    pub seq: u64,
+    /// When the envelope was sealed.
+    pub created_at: UnixMillis,
+    /// How many failures it carries.
+    pub failures: u64,
+    /// The sealed bytes, exactly as they are sent.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredEnvelope {
+    /// Its metadata.
+    pub fn meta(&self) -> EnvelopeMeta {
+        EnvelopeMeta {
+            seq: self.seq,
+            created_at: self.created_at,
+            failures: self.failures,
+            len: self.bytes.len() as u64,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoredEnvelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredEnvelope")
+            .field("seq", &self.seq)
+            .field("created_at", &self.created_at)
+            .field("failures", &self.failures)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// The limits a store is kept within.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// The most bytes of envelopes kept (default [`DEFAULT_MAX_BYTES`], 1 MiB).
+    pub max_bytes: u64,
+    /// The oldest an envelope may get, in milliseconds since it was sealed (default
+    /// [`DEFAULT_MAX_AGE_MS`], 7 days).
+    pub max_age_ms: u64,
+}
+
+impl Default for StoreLimits {
+    /// 1 MiB, 7 days.
+    fn default() -> Self {
+        StoreLimits { max_bytes: DEFAULT_MAX_BYTES, max_age_ms: DEFAULT_MAX_AGE_MS }
+    }
+}
+
+/// A store failed. The message says what failed; it never contains envelope bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing the underlying storage failed.
+    #[error("envelope store I/O failed: {0}")]
+    Io(String),
+    /// The stored data is not what this version wrote.
+    #[error("envelope store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Where sealed envelopes wait for delivery, keyed and ordered by sequence number (which is
+/// also their age order: sequence numbers only grow).
+pub trait EnvelopeStore {
+    /// Stores an envelope (replacing one with the same `seq`). Durable implementations have it
+    /// on disk when this returns.
+    fn put(&mut self, envelope: StoredEnvelope) -> Result<(), StoreError>;
+
+    /// The envelope with sequence number `seq`, if stored.
+    fn get(&self, seq: u64) -> Result<Option<StoredEnvelope>, StoreError>;
+
+    /// The metadata of every stored envelope, oldest (lowest `seq`) first.
+    fn list(&self) -> Result<Vec<EnvelopeMeta>, StoreError>;
+
+    /// Removes the envelope `seq`, returning its metadata if it was stored.
+    fn remove(&mut self, seq: u64) -> Result<Option<EnvelopeMeta>, StoreError>;
+
+    /// Removes everything, returning how many failures the removed envelopes carried.
+    fn clear(&mut self) -> Result<u64, StoreError>;
+
+    /// Bytes of envelopes stored (the sum of their lengths).
+    fn bytes_used(&self) -> u64;
+
+    /// The highest sequence number ever stored here (also of envelopes since removed), so a
+    /// restarted agent never reuses one; `None` for a store that never held one.
+    fn last_seq(&self) -> Option<u64>;
+
+    /// Drops the oldest envelopes until the store is within `limits` at `now`: first every
+    /// envelope sealed `max_age_ms` or more before `now` ([`DropReason::Expired`]), then the
+    /// oldest until `bytes_used() <= max_bytes` ([`DropReason::QueueFull`]). Envelopes in
+    /// `keep` (being sent right now) are skipped. Returns the failures dropped, by reason, and
+    /// the sequence numbers removed.
+    fn evict(
+        &mut self,
+        limits: StoreLimits,
+        now: UnixMillis,
+        keep: &BTreeSet<u64>,
+    ) -> Result<(DropCounts, Vec<u64>), StoreError> {
+        let mut drops = DropCounts::new();
+        let mut removed = Vec::new();
+        let mut used = self.bytes_used();
+        for meta in self.list()? {
+            if keep.contains(&meta.seq) {
+                continue;
+            }
+            let reason = if now.since(meta.created_at) >= limits.max_age_ms {
+                DropReason::Expired
+            } else if used > limits.max_bytes {
+                DropReason::QueueFull
+            } else {
+                continue;
+            };
+            if self.remove(meta.seq)?.is_some() {
+                used = used.saturating_sub(meta.len);
+                drops.add(reason, meta.failures);
+                removed.push(meta.seq);
+            }
+        }
+        Ok((drops, removed))
+    }
+}
+
+/// An in-memory [`EnvelopeStore`]: nothing survives the process.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    envelopes: BTreeMap<u64, StoredEnvelope>,
+    bytes: u64,
+    last_seq: Option<u64>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// The number of envelopes stored.
+    pub fn len(&self) -> usize {
+        self.envelopes.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.envelopes.is_empty()
+    }
+}
+
+impl EnvelopeStore for MemoryStore {
+    fn put(&mut self, envelope: StoredEnvelope) -> Result<(), StoreError> {
+        let seq = envelope.seq;
+        self.bytes += envelope.bytes.len() as u64;
+        if let Some(old) = self.envelopes.insert(seq, envelope) {
+            self.bytes -= old.bytes.len() as u64;
+        }
+        self.last_seq = Some(self.last_seq.map_or(seq, |s| s.max(seq)));
+        Ok(())
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<StoredEnvelope>, StoreError> {
+        Ok(self.envelopes.get(&seq).cloned())
+    }
+
+    fn list(&self) -> Result<Vec<EnvelopeMeta>, StoreError> {
+        Ok(self.envelopes.values().map(StoredEnvelope::meta).collect())
+    }
+
+    fn remove(&mut self, seq: u64) -> Result<Option<EnvelopeMeta>, StoreError> {
+        Ok(self.envelopes.remove(&seq).map(|e| {
+            self.bytes -= e.bytes.len() as u64;
+            e.meta()
+        }))
+    }
+
+    fn clear(&mut self) -> Result<u64, StoreError> {
+        let failures = self.envelopes.values().map(|e| e.failures).sum();
+        self.envelopes.clear();
+        self.bytes = 0;
+        Ok(failures)
+    }
+
+    fn bytes_used(&self) -> u64 {
+        self.bytes
+    }
+
+    fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(seq: u64, at: u64, failures: u64, len: usize) -> StoredEnvelope {
+        StoredEnvelope { seq, created_at: UnixMillis(at), failures, bytes: vec![seq as u8; len] }
+    }
+
+    #[test]
+    fn put_get_remove_and_account_bytes() {
+        let mut s = MemoryStore::new();
+        s.put(env(2, 10, 1, 100)).unwrap();
+        s.put(env(1, 5, 3, 50)).unwrap();
+        assert_eq!(s.bytes_used(), 150);
+        assert_eq!(s.list().unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(s.get(2).unwrap().unwrap().bytes, vec![2; 100]);
+        s.put(env(2, 10, 1, 10)).unwrap();
+        assert_eq!(s.bytes_used(), 60);
+        assert_eq!(s.remove(1).unwrap().unwrap().failures, 3);
+        assert_eq!(s.remove(1).unwrap(), None);
+        assert_eq!(s.bytes_used(), 10);
+        assert_eq!(s.last_seq(), Some(2));
+        assert_eq!(s.clear().unwrap(), 1);
+        assert!(s.is_empty());
+        assert_eq!(s.last_seq(), Some(2), "last_seq survives removal");
+    }
+
+    #[test]
+    fn evicts_expired_then_oldest_to_fit_and_counts_failures() {
+        let limits = StoreLimits { max_bytes: 250, max_age_ms: 1_000 };
+        let mut s = MemoryStore::new();
+        for (seq, at) in [(1, 0), (2, 500), (3, 600), (4, 700), (5, 800)] {
+            s.put(env(seq, at, seq, 100)).unwrap();
+        }
+        // At 1_000, envelope 1 is exactly max_age old; 500 bytes remain, 250 allowed.
+        let (drops, removed) = s.evict(limits, UnixMillis(1_000), &BTreeSet::new()).unwrap();
+        assert_eq!(removed, [1, 2, 3]);
+        assert_eq!(drops.count(DropReason::Expired), 1);
+        assert_eq!(drops.count(DropReason::QueueFull), 2 + 3);
+        assert_eq!(s.bytes_used(), 200);
+        let (drops, removed) = s.evict(limits, UnixMillis(1_000), &BTreeSet::new()).unwrap();
+        assert!(drops.is_empty() && removed.is_empty());
+    }
+
+    #[test]
+    fn eviction_skips_envelopes_being_sent() {
+        let limits = StoreLimits { max_bytes: 100, max_age_ms: u64::MAX };
+        let mut s = MemoryStore::new();
+        for seq in 1..=3 {
+            s.put(env(seq, 0, 1, 100)).unwrap();
+        }
+        let keep = BTreeSet::from([1]);
+        let (drops, removed) = s.evict(limits, UnixMillis(0), &keep).unwrap();
+        assert_eq!(removed, [2, 3]);
+        assert_eq!(drops.count(DropReason::QueueFull), 2);
+        assert!(s.get(1).unwrap().is_some());
+    }
+
+    #[test]
+    fn debug_does_not_print_bytes() {
+        let d = format!("{:?}", env(1, 0, 1, 4));
+        assert!(d.contains("len: 4") && !d.contains("[1, 1"), "{d}");
+    }
+}

@@ -1,0 +1,592 @@
+//! Delivery scheduling, sans-IO: which envelope goes to which collector, and when.
+//!
+//! The [`Scheduler`] knows envelopes by sequence number only (the bytes stay in the
+//! [`EnvelopeStore`](crate::buffer::EnvelopeStore), so every retry sends the same bytes) and
+//! collectors by their index in the configured order. A runtime drives it like this:
+//!
+//! ```text
+//!  enqueue(seq) ─▶ poll_transmit(now) ─▶ Transmit { id, seq, collector } ─▶ POST the bytes
+//!                        ▲                                                      │
+//!                        └──── handle_outcome(id, Outcome, now, rng) ◀──────────┘
+//!  poll_timeout() ─▶ when to call poll_transmit next; None = nothing to wake up for
+//! ```
+//!
+//! Rules:
+//! - **Order and failover.** An envelope goes to the first collector, in configured order,
+//!   that it has not tried in the current round and that is available (not backing off, no
+//!   `Retry-After` pending). A network error, a 5xx or a 429/503 sends it on to the next one.
+//! - **Backoff with full jitter.** Each failure of a collector (network error, 5xx) makes it
+//!   unavailable for a uniformly random time in `[0, min(cap, base * 2^(n-1))]`, `n` its
+//!   consecutive failures; when an envelope has tried every collector in a round, it waits the
+//!   same way (`n` = rounds) before the next round. Randomness comes from
+//!   [`Entropy`](crate::entropy::Entropy).
+//! - **Retry-After.** A 429 or 503 with `Retry-After` makes that collector unavailable for at
+//!   least the given time (capped at [`MAX_RETRY_AFTER_MS`]); no request goes to it before.
+//! - **At-least-once.** Only [`Outcome::Accepted`] resolves an envelope as delivered;
+//!   [`Outcome::Rejected`] (400, 413) resolves it as dropped ([`DropReason::Rejected`]), since
+//!   retrying a malformed envelope cannot help. Everything else retries.
+//! - **Pacing.** At most `max_in_flight` transmits at once and at most `max_per_second` started
+//!   in any 1000 ms, so a large backlog after an outage is flushed gently.
+//! - **No idle wakeups.** [`Scheduler::poll_timeout`] is `None` when nothing is queued, or when
+//!   everything waits on transmits in flight.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::drops::DropReason;
+use crate::entropy::Entropy;
+use crate::report::UnixMillis;
+
+/// Default base of the exponential backoff: 1000 ms.
+pub const DEFAULT_BASE_BACKOFF_MS: u64 = 1_000;
+/// Default cap of the exponential backoff: 300 000 ms (5 minutes).
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 300_000;
+/// Default limit of transmits in flight at once: 2.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+/// Default limit of transmits started per second: 10.
+pub const DEFAULT_MAX_PER_SECOND: u32 = 10;
+/// The longest `Retry-After` honoured: 6 hours. A longer one (or a hostile one) is cut to this.
+pub const MAX_RETRY_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
+/// The most collectors a scheduler handles.
+pub const MAX_COLLECTORS: usize = 64;
+
+/// Tuning of the scheduler. Every field documents its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Backoff base in ms (default [`DEFAULT_BASE_BACKOFF_MS`], 1000).
+    pub base_backoff_ms: u64,
+    /// Backoff cap in ms (default [`DEFAULT_MAX_BACKOFF_MS`], 300 000).
+    pub max_backoff_ms: u64,
+    /// Transmits in flight at once, at least 1 (default [`DEFAULT_MAX_IN_FLIGHT`], 2).
+    pub max_in_flight: usize,
+    /// Transmits started per 1000 ms, at least 1 (default [`DEFAULT_MAX_PER_SECOND`], 10).
+    pub max_per_second: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            base_backoff_ms: DEFAULT_BASE_BACKOFF_MS,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_per_second: DEFAULT_MAX_PER_SECOND,
+        }
+    }
+}
+
+/// What a collector answered to one transmit (the runtime maps HTTP onto this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `202`: durably stored (or a duplicate of something stored).
+    Accepted,
+    /// `400` or `413`: malformed or too large; never retried, dropped with
+    /// [`DropReason::Rejected`].
+    Rejected {
+        /// The status.
+        status: u16,
+    },
+    /// `429` or `503`, with `Retry-After` (0 when the header was absent or unreadable).
+    RetryAfter {
+        /// The status.
+        status: u16,
+        /// The delay asked for, in ms.
+        delay_ms: u64,
+    },
+    /// Any other status (5xx, or something unexpected): the collector is unhealthy.
+    ServerError {
+        /// The status.
+        status: u16,
+    },
+    /// No answer: DNS, connect, TLS, timeout, or the connection dropped before a status.
+    NetworkError,
+}
+
+/// Identifies one transmit, so an outcome that arrives after its envelope was removed
+/// ([`Scheduler::remove`], [`Scheduler::clear`]) is recognised as stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransmitId(pub u64);
+
+/// One envelope to send to one collector, now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Pass back to [`Scheduler::handle_outcome`].
+    pub id: TransmitId,
+    /// The envelope's sequence number.
+    pub seq: u64,
+    /// The collector's index in the configured order.
+    pub collector: usize,
+}
+
+/// What [`Scheduler::handle_outcome`] did with the envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Delivered: remove it from the store.
+    Delivered {
+        /// The envelope.
+        seq: u64,
+    },
+    /// Refused for good: remove it from the store and count its failures with `reason`.
+    Dropped {
+        /// The envelope.
+        seq: u64,
+        /// Why ([`DropReason::Rejected`]).
+        reason: DropReason,
+    },
+    /// Queued again for another attempt (same bytes).
+    Retry {
+        /// The envelope.
+        seq: u64,
+    },
+    /// The transmit was unknown (already resolved, or its envelope was removed): ignore it.
+    Stale,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct CollectorState {
+    failures: u32,
+    backoff_until: UnixMillis,
+    retry_after_until: UnixMillis,
+}
+
+impl CollectorState {
+    fn available_at(&self) -> UnixMillis {
+        self.backoff_until.max(self.retry_after_until)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// Collectors tried in the current round (bit i = collector i).
+    tried: u64,
+    rounds: u32,
+    not_before: UnixMillis,
+}
+
+/// The delivery state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Scheduler {
+    config: DeliveryConfig,
+    collectors: Vec<CollectorState>,
+    /// Envelopes waiting (not in flight), by seq: oldest first.
+    queued: BTreeMap<u64, Entry>,
+    in_flight: BTreeMap<TransmitId, (u64, usize, Entry)>,
+    in_flight_seqs: BTreeSet<u64>,
+    starts: VecDeque<UnixMillis>,
+    next_id: u64,
+}
+
+impl Scheduler {
+    /// A scheduler for `collectors` collectors (capped at [`MAX_COLLECTORS`]). `max_in_flight`
+    /// and `max_per_second` below 1 count as 1.
+    pub fn new(collectors: usize, mut config: DeliveryConfig) -> Scheduler {
+        config.max_in_flight = config.max_in_flight.max(1);
+        config.max_per_second = config.max_per_second.max(1);
+        Scheduler {
+            config,
+            collectors: vec![CollectorState::default(); collectors.min(MAX_COLLECTORS)],
+            queued: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            in_flight_seqs: BTreeSet::new(),
+            starts: VecDeque::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.config
+    }
+
+    /// Queues envelope `seq` for delivery (no-op if already queued or in flight).
+    pub fn enqueue(&mut self, seq: u64) {
+        if !self.in_flight_seqs.contains(&seq) {
+            self.queued.entry(seq).or_default();
+        }
+    }
+
+    /// Forgets envelope `seq` (evicted from the store); an outcome for it in flight becomes
+    /// [`Resolution::Stale`].
+    pub fn remove(&mut self, seq: u64) {
+        self.queued.remove(&seq);
+        if self.in_flight_seqs.remove(&seq) {
+            self.in_flight.retain(|_, (s, _, _)| *s != seq);
+        }
+    }
+
+    /// Forgets every envelope and every transmit in flight (consent withdrawn); collector
+    /// health is kept.
+    pub fn clear(&mut self) {
+        self.queued.clear();
+        self.in_flight.clear();
+        self.in_flight_seqs.clear();
+    }
+
+    /// Envelopes waiting or in flight.
+    pub fn len(&self) -> usize {
+        self.queued.len() + self.in_flight_seqs.len()
+    }
+
+    /// True when nothing is waiting or in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sequence numbers of envelopes in flight (the store must not evict them).
+    pub fn in_flight(&self) -> &BTreeSet<u64> {
+        &self.in_flight_seqs
+    }
+
+    /// The next transmit to start at `now`, if pacing, backoff and `Retry-After` allow one.
+    /// Call it until it returns `None`.
+    pub fn poll_transmit(&mut self, now: UnixMillis) -> Option<Transmit> {
+        if self.in_flight.len() >= self.config.max_in_flight {
+            return None;
+        }
+        while self.starts.front().is_some_and(|t| now.since(*t) >= 1_000 || *t > now) {
+            self.starts.pop_front();
+        }
+        if self.starts.len() >= self.config.max_per_second as usize {
+            return None;
+        }
+        let (seq, collector) = self.queued.iter().find_map(|(seq, entry)| {
+            if entry.not_before > now {
+                return None;
+            }
+            self.untried(entry)
+                .find(|&c| self.collectors[c].available_at() <= now)
+                .map(|c| (*seq, c))
+        })?;
+        let entry = self.queued.remove(&seq).unwrap_or_default();
+        let id = TransmitId(self.next_id);
+        self.next_id += 1;
+        self.in_flight.insert(id, (seq, collector, entry));
+        self.in_flight_seqs.insert(seq);
+        self.starts.push_back(now);
+        Some(Transmit { id, seq, collector })
+    }
+
+    /// Takes the collector's answer to transmit `id` at `now`; `rng` draws the jitter.
+    pub fn handle_outcome(
+        &mut self,
+        id: TransmitId,
+        outcome: Outcome,
+        now: UnixMillis,
+        rng: &mut impl Entropy,
+    ) -> Resolution {
+        let Some((seq, c, mut entry)) = self.in_flight.remove(&id) else {
+            return Resolution::Stale;
+        };
+        self.in_flight_seqs.remove(&seq);
+        let Some(collector) = self.collectors.get_mut(c) else {
+            return Resolution::Stale;
+        };
+        match outcome {
+            Outcome::Accepted => {
+                *collector = CollectorState {
+                    retry_after_until: collector.retry_after_until,
+                    ..Default::default()
+                };
+                return Resolution::Delivered { seq };
+            }
+            Outcome::Rejected { .. } => {
+                collector.failures = 0;
+                collector.backoff_until = UnixMillis(0);
+                return Resolution::Dropped { seq, reason: DropReason::Rejected };
+            }
+            Outcome::RetryAfter { delay_ms, .. } => {
+                let until = now.plus_ms(delay_ms.min(MAX_RETRY_AFTER_MS));
+                collector.retry_after_until = collector.retry_after_until.max(until);
+            }
+            Outcome::ServerError { .. } | Outcome::NetworkError => {
+                collector.failures = collector.failures.saturating_add(1);
+                let delay = full_jitter(&self.config, collector.failures, rng);
+                collector.backoff_until = now.plus_ms(delay);
+            }
+        }
+        entry.tried |= 1u64 << c;
+        if self.untried(&entry).next().is_none() {
+            entry.tried = 0;
+            entry.rounds = entry.rounds.saturating_add(1);
+            entry.not_before = now.plus_ms(full_jitter(&self.config, entry.rounds, rng));
+        }
+        self.queued.insert(seq, entry);
+        Resolution::Retry { seq }
+    }
+
+    /// When [`poll_transmit`](Self::poll_transmit) may next return something: a time at or
+    /// before the current one means "now". `None` when nothing is queued, or when the only
+    /// thing to wait for is a transmit in flight (its outcome is the wakeup).
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        if self.in_flight.len() >= self.config.max_in_flight {
+            return None;
+        }
+        let ready = self
+            .queued
+            .values()
+            .filter_map(|entry| {
+                let collector =
+                    self.untried(entry).map(|c| self.collectors[c].available_at()).min()?;
+                Some(collector.max(entry.not_before))
+            })
+            .min()?;
+        let rate = if self.starts.len() >= self.config.max_per_second as usize {
+            self.starts.front().map_or(UnixMillis(0), |t| t.plus_ms(1_000))
+        } else {
+            UnixMillis(0)
+        };
+        Some(ready.max(rate))
+    }
+
+    fn untried<'a>(&'a self, entry: &'a Entry) -> impl Iterator<Item = usize> + 'a {
+        (0..self.collectors.len()).filter(move |c| entry.tried & (1u64 << c) == 0)
+    }
+}
+
+/// A uniformly random delay in `[0, min(cap, base * 2^(n-1))]` (full jitter).
+fn full_jitter(config: &DeliveryConfig, n: u32, rng: &mut impl Entropy) -> u64 {
+    let exp = n.saturating_sub(1).min(63);
+    let ceiling = config.base_backoff_ms.saturating_mul(1u64 << exp).min(config.max_backoff_ms);
+    if ceiling == 0 { 0 } else { rng.next_u64() % (ceiling + 1) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entropy::SeededEntropy;
+
+    fn rng() -> SeededEntropy {
+        SeededEntropy::insecure_from_seed([5; 32])
+    }
+
+    fn config() -> DeliveryConfig {
+        DeliveryConfig { max_in_flight: 8, max_per_second: 100, ..DeliveryConfig::default() }
+    }
+
+    /// Drains everything sendable at `now`.
+    fn drain(s: &mut Scheduler, now: UnixMillis) -> Vec<Transmit> {
+        std::iter::from_fn(|| s.poll_transmit(now)).collect()
+    }
+
+    #[test]
+    fn idle_scheduler_has_no_timeout() {
+        let mut s = Scheduler::new(2, config());
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.poll_transmit(UnixMillis(0)), None);
+        s.enqueue(1);
+        assert_eq!(s.poll_timeout(), Some(UnixMillis(0)));
+        let t = s.poll_transmit(UnixMillis(5)).unwrap();
+        // Everything is in flight: the outcome is the wakeup, not a timer.
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(
+            s.handle_outcome(t.id, Outcome::Accepted, UnixMillis(6), &mut rng()),
+            Resolution::Delivered { seq: 1 }
+        );
+        assert_eq!(s.poll_timeout(), None);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn fails_over_in_configured_order() {
+        let mut r = rng();
+        let mut s = Scheduler::new(3, config());
+        s.enqueue(7);
+        let now = UnixMillis(1_000);
+        let t0 = s.poll_transmit(now).unwrap();
+        assert_eq!((t0.seq, t0.collector), (7, 0));
+        assert_eq!(
+            s.handle_outcome(t0.id, Outcome::NetworkError, now, &mut r),
+            Resolution::Retry { seq: 7 }
+        );
+        let t1 = s.poll_transmit(now).unwrap();
+        assert_eq!(t1.collector, 1, "failover to the next collector at once");
+        let _ = s.handle_outcome(t1.id, Outcome::ServerError { status: 500 }, now, &mut r);
+        let t2 = s.poll_transmit(now).unwrap();
+        assert_eq!(t2.collector, 2);
+        let _ =
+            s.handle_outcome(t2.id, Outcome::RetryAfter { status: 429, delay_ms: 0 }, now, &mut r);
+        // A full round failed: the envelope waits for its round backoff, then starts again at
+        // the first collector that is available.
+        let wake = s.poll_timeout().unwrap();
+        assert!(wake <= now.plus_ms(DEFAULT_BASE_BACKOFF_MS), "{wake:?}");
+        let later = now.plus_ms(DEFAULT_MAX_BACKOFF_MS);
+        let t3 = s.poll_transmit(later).unwrap();
+        assert_eq!(t3.collector, 0);
+        assert_eq!(
+            s.handle_outcome(t3.id, Outcome::Accepted, later, &mut r),
+            Resolution::Delivered { seq: 7 }
+        );
+    }
+
+    #[test]
+    fn new_envelopes_skip_a_collector_that_is_backing_off() {
+        let mut r = rng();
+        let cfg = DeliveryConfig { base_backoff_ms: 10_000, ..config() };
+        let mut s = Scheduler::new(2, cfg);
+        s.enqueue(1);
+        let now = UnixMillis(0);
+        let t = s.poll_transmit(now).unwrap();
+        let _ = s.handle_outcome(t.id, Outcome::NetworkError, now, &mut r);
+        s.enqueue(2);
+        let sent = drain(&mut s, now.plus_ms(1));
+        // The seeded jitter put the primary into backoff beyond `now + 1`: both go to 1.
+        assert!(s.collectors[0].backoff_until > now.plus_ms(1));
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|t| t.collector == 1), "{sent:?}");
+    }
+
+    #[test]
+    fn backoff_stays_within_full_jitter_bounds() {
+        let cfg = DeliveryConfig { base_backoff_ms: 100, max_backoff_ms: 5_000, ..config() };
+        let mut r = rng();
+        for n in 1..=12u32 {
+            let ceiling = (100u64 << (n - 1)).min(5_000);
+            let draws: Vec<u64> = (0..400).map(|_| full_jitter(&cfg, n, &mut r)).collect();
+            assert!(draws.iter().all(|d| *d <= ceiling), "n={n}");
+            // Full jitter spreads over the whole range, down to near zero.
+            assert!(draws.iter().any(|d| *d < ceiling / 4), "n={n}");
+            assert!(draws.iter().any(|d| *d > ceiling * 3 / 4), "n={n}");
+        }
+        // A single collector: consecutive failures back off within the growing ceiling.
+        let mut s = Scheduler::new(1, cfg);
+        s.enqueue(1);
+        let mut now = UnixMillis(0);
+        for n in 1..=10u32 {
+            let t = s.poll_transmit(now).unwrap();
+            let _ = s.handle_outcome(t.id, Outcome::NetworkError, now, &mut r);
+            let wake = s.poll_timeout().unwrap();
+            let ceiling = (100u64 << (n - 1)).min(5_000);
+            assert!(wake.since(now) <= ceiling, "n={n}: waits {} > {ceiling}", wake.since(now));
+            assert_eq!(
+                s.poll_transmit(UnixMillis(wake.0.saturating_sub(1)).max(now)).is_some(),
+                wake <= now
+            );
+            now = wake;
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_per_collector() {
+        let mut r = rng();
+        let mut s = Scheduler::new(1, config());
+        s.enqueue(1);
+        let now = UnixMillis(10_000);
+        let t = s.poll_transmit(now).unwrap();
+        let _ = s.handle_outcome(
+            t.id,
+            Outcome::RetryAfter { status: 503, delay_ms: 30_000 },
+            now,
+            &mut r,
+        );
+        assert!(s.poll_timeout().unwrap() >= now.plus_ms(30_000));
+        assert_eq!(s.poll_transmit(now.plus_ms(29_999)), None);
+        let t = s.poll_transmit(now.plus_ms(30_000 + DEFAULT_BASE_BACKOFF_MS)).unwrap();
+        assert_eq!(t.seq, 1);
+        // With two collectors, a 429 from the first fails over to the second at once, and the
+        // first is not used again before its Retry-After.
+        let mut s = Scheduler::new(2, config());
+        s.enqueue(1);
+        s.enqueue(2);
+        let t = s.poll_transmit(now).unwrap();
+        let _ = s.handle_outcome(
+            t.id,
+            Outcome::RetryAfter { status: 429, delay_ms: 5_000 },
+            now,
+            &mut r,
+        );
+        let sent = drain(&mut s, now);
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|t| t.collector == 1));
+        // Absurd delays are capped.
+        let t = sent[0];
+        let _ = s.handle_outcome(
+            t.id,
+            Outcome::RetryAfter { status: 429, delay_ms: u64::MAX },
+            now,
+            &mut r,
+        );
+        assert!(s.collectors[1].retry_after_until <= now.plus_ms(MAX_RETRY_AFTER_MS));
+    }
+
+    #[test]
+    fn rejected_is_dropped_and_never_retried() {
+        let mut s = Scheduler::new(2, config());
+        s.enqueue(3);
+        let t = s.poll_transmit(UnixMillis(0)).unwrap();
+        assert_eq!(
+            s.handle_outcome(t.id, Outcome::Rejected { status: 400 }, UnixMillis(0), &mut rng()),
+            Resolution::Dropped { seq: 3, reason: DropReason::Rejected }
+        );
+        assert!(s.is_empty());
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(
+            s.handle_outcome(t.id, Outcome::Accepted, UnixMillis(0), &mut rng()),
+            Resolution::Stale
+        );
+    }
+
+    #[test]
+    fn paces_a_backlog() {
+        let cfg =
+            DeliveryConfig { max_in_flight: 3, max_per_second: 5, ..DeliveryConfig::default() };
+        let mut s = Scheduler::new(1, cfg);
+        for seq in 1..=20 {
+            s.enqueue(seq);
+        }
+        let mut now = UnixMillis(0);
+        let sent = drain(&mut s, now);
+        assert_eq!(
+            sent.iter().map(|t| t.seq).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "oldest first, 3 in flight"
+        );
+        assert_eq!(s.poll_timeout(), None, "in flight is full: wait for outcomes");
+        let mut r = rng();
+        let mut delivered = 0;
+        let mut started_at = Vec::new();
+        let mut pending: Vec<Transmit> = sent;
+        started_at.extend(pending.iter().map(|_| now));
+        while delivered < 20 {
+            for t in pending.drain(..) {
+                assert_eq!(
+                    s.handle_outcome(t.id, Outcome::Accepted, now, &mut r),
+                    Resolution::Delivered { seq: t.seq }
+                );
+                delivered += 1;
+            }
+            if delivered == 20 {
+                break;
+            }
+            now = s.poll_timeout().unwrap().max(now);
+            pending = drain(&mut s, now);
+            assert!(!pending.is_empty(), "the timeout was a real wakeup");
+            started_at.extend(pending.iter().map(|_| now));
+        }
+        for (i, t) in started_at.iter().enumerate() {
+            let in_window = started_at.iter().filter(|u| **u >= *t && u.since(*t) < 1_000).count();
+            assert!(in_window <= 5, "start {i}: {in_window} starts within a second");
+        }
+        assert!(now >= UnixMillis(3_000), "20 envelopes at 5/s take 3 s or more: {now:?}");
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn removed_and_cleared_envelopes_become_stale() {
+        let mut s = Scheduler::new(1, config());
+        s.enqueue(1);
+        s.enqueue(2);
+        let t1 = s.poll_transmit(UnixMillis(0)).unwrap();
+        s.remove(1);
+        assert!(s.in_flight().is_empty());
+        assert_eq!(
+            s.handle_outcome(t1.id, Outcome::Accepted, UnixMillis(0), &mut rng()),
+            Resolution::Stale
+        );
+        let t2 = s.poll_transmit(UnixMillis(0)).unwrap();
+        s.clear();
+        assert_eq!(
+            s.handle_outcome(t2.id, Outcome::NetworkError, UnixMillis(0), &mut rng()),
+            Resolution::Stale
+        );
+        assert!(s.is_empty());
+        assert_eq!(s.poll_timeout(), None);
+    }
+}

@@ -1,0 +1,830 @@
+//! The native [`Agent`]: the sans-IO [`AgentCore`] driven by one tokio task.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use super::config::{AgentBuilder, AgentConfig, ConfigError};
+use super::probe::{self, CheckOutcome, ProbeConfig, ProbeError};
+use super::sled_store::{SledStore, remove_dir};
+use super::uploader::Uploader;
+use super::validate::{ConfigWarning, validate};
+use crate::buffer::{EnvelopeMeta, EnvelopeStore, MemoryStore, StoreError, StoredEnvelope};
+use crate::consent::{ConsentAction, ConsentState};
+use crate::delivery::{Outcome, TransmitId};
+use crate::drops::DropReason;
+use crate::entropy::Entropy;
+use crate::pipeline::{AgentCore, CoreConfig, CoreStats, Recorded, ReportInput};
+use crate::report::{AppInfo, Host, Report, ServiceId, UnixMillis};
+use crate::wire::{AgentPublicKey, CollectorPublicKey};
+
+/// File names inside the data dir.
+const IDENTITY_FILE: &str = "identity.key";
+const SEQ_FILE: &str = "seq";
+const BUFFER_DIR: &str = "buffer";
+/// Sequence numbers are reserved on disk in blocks of this many, so a lost or replaced buffer
+/// never makes the agent reuse one (the collector's replay window would refuse it).
+const SEQ_BLOCK: u64 = 10_000;
+/// Messages handled per lock before the task looks at timers and uploads again.
+const BATCH_MESSAGES: usize = 256;
+/// Most collectors asked in one scope check.
+const SCOPE_PING_COLLECTORS: usize = 2;
+
+/// The operating system's RNG (*ring*'s `SystemRandom`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, dest: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        // SystemRandom only fails when the OS has no randomness at all (getrandom failing),
+        // where no key could be made safely either.
+        ring::rand::SystemRandom::new().fill(dest).expect("the OS random number generator works");
+    }
+}
+
+/// An error of the native agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The envelope store failed and could not be replaced.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file in the data dir could not be written, read or deleted.
+    #[error("{what} {path}: {reason}")]
+    File {
+        /// What was being done (`writing the identity key`).
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The agent was shut down (or its task ended).
+    #[error("the agent has shut down")]
+    Closed,
+    /// The background runtime could not start.
+    #[error("starting the agent's runtime thread: {0}")]
+    Runtime(String),
+    /// `check()` was given a URL it cannot probe.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+}
+
+fn file_error(what: &'static str, path: &Path, e: std::io::Error) -> AgentError {
+    AgentError::File { what, path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// What [`Agent::flush`] achieved before its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushOutcome {
+    /// Envelopes still waiting for a collector (0: everything recorded was delivered). They
+    /// are on disk and will be delivered later.
+    pub undelivered: usize,
+}
+
+/// Either store: memory before consent (it stays empty), sled after.
+#[derive(Debug)]
+enum NativeStore {
+    Memory(MemoryStore),
+    Sled(SledStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            NativeStore::Memory($s) => $e,
+            NativeStore::Sled($s) => $e,
+        }
+    };
+}
+
+impl EnvelopeStore for NativeStore {
+    fn put(&mut self, envelope: StoredEnvelope) -> Result<(), StoreError> {
+        delegate!(self, s => s.put(envelope))
+    }
+    fn get(&self, seq: u64) -> Result<Option<StoredEnvelope>, StoreError> {
+        delegate!(self, s => s.get(seq))
+    }
+    fn list(&self) -> Result<Vec<EnvelopeMeta>, StoreError> {
+        delegate!(self, s => s.list())
+    }
+    fn remove(&mut self, seq: u64) -> Result<Option<EnvelopeMeta>, StoreError> {
+        delegate!(self, s => s.remove(seq))
+    }
+    fn clear(&mut self) -> Result<u64, StoreError> {
+        delegate!(self, s => s.clear())
+    }
+    fn bytes_used(&self) -> u64 {
+        delegate!(self, s => s.bytes_used())
+    }
+    fn last_seq(&self) -> Option<u64> {
+        delegate!(self, s => s.last_seq())
+    }
+}
+
+type Core = AgentCore<NativeStore, OsEntropy>;
+
+struct State {
+    core: Core,
+    /// Sequence numbers below this are reserved on disk.
+    reserved: u64,
+}
+
+struct Paths {
+    data_dir: PathBuf,
+    identity: PathBuf,
+    seq: PathBuf,
+    buffer: PathBuf,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    config: AgentConfig,
+    paths: Paths,
+    probe: ProbeConfig,
+    uploader: Arc<Uploader>,
+    consented: AtomicBool,
+    channel_drops: AtomicU64,
+    epoch: AtomicU64,
+    wake: Notify,
+    progress: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while the lock was held cannot leave the core half-updated in a way that
+        // matters more than stopping the app's reporting: keep going with the state as is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+enum Msg {
+    Record(Report, UnixMillis),
+    Success(ServiceId, Host, UnixMillis),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The Vantage agent for native apps. See the [module docs](super) for a tour.
+///
+/// Cheap calls (`record`, `count_success`) never block and never panic: they hand the report
+/// to one background task through a bounded channel (a full channel drops it and counts
+/// `queue_full`). The task seals pending reports into envelopes at most `seal_delay` (1 s)
+/// after the first one, writes them to the sled buffer, and delivers them. It sleeps when
+/// there is nothing to do.
+pub struct Agent {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+    warnings: Vec<ConfigWarning>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("data_dir", &self.shared.paths.data_dir)
+            .field("consented", &self.shared.consented.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> UnixMillis {
+    let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl AgentBuilder {
+    /// Validates the configuration and starts the agent on a runtime thread of its own (a
+    /// current-thread tokio runtime on a thread named `vantage-agent`), so it works in apps
+    /// with or without tokio.
+    pub fn build(self) -> Result<Agent, AgentError> {
+        Agent::start(self.config, None)
+    }
+
+    /// Validates the configuration and starts the agent's task on the app's tokio runtime.
+    pub fn build_in(self, handle: &tokio::runtime::Handle) -> Result<Agent, AgentError> {
+        Agent::start(self.config, Some(handle))
+    }
+}
+
+impl Agent {
+    /// Starts a configuration: the required values; add services, collectors and tuning on the
+    /// builder, then [`AgentBuilder::build`].
+    pub fn builder(
+        app: AppInfo,
+        collector_key: CollectorPublicKey,
+        data_dir: impl Into<PathBuf>,
+    ) -> AgentBuilder {
+        AgentBuilder::new(app, collector_key, data_dir.into())
+    }
+
+    /// Parses a TOML config and starts the agent on its own runtime thread.
+    pub fn from_toml_str(text: &str) -> Result<Agent, AgentError> {
+        Agent::start(AgentConfig::from_toml_str(text)?, None)
+    }
+
+    /// Reads a TOML config file and starts the agent on its own runtime thread.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Agent, AgentError> {
+        Agent::start(AgentConfig::from_toml_file(path)?, None)
+    }
+
+    /// Validates `config` and starts the agent: on `handle`, or on a runtime thread of its own.
+    /// A grant persisted by an earlier run is restored, and its buffer delivered.
+    pub fn start(
+        config: AgentConfig,
+        handle: Option<&tokio::runtime::Handle>,
+    ) -> Result<Agent, AgentError> {
+        let warnings = validate(&config)?;
+        for w in &warnings {
+            tracing::warn!(field = %w.field, "vantage config: {}", w.message);
+        }
+        let paths = Paths {
+            identity: config.data_dir.join(IDENTITY_FILE),
+            seq: config.data_dir.join(SEQ_FILE),
+            buffer: config.data_dir.join(BUFFER_DIR),
+            data_dir: config.data_dir.clone(),
+        };
+        let mut core_config =
+            CoreConfig::new(config.app.clone(), config.collector_key, config.collectors.len());
+        core_config.sampling = config.sampling;
+        core_config.seal_delay_ms = millis(config.seal_delay);
+        core_config.limits = config.limits;
+        core_config.delivery = config.delivery;
+        core_config.scope_check_interval_ms = config.scope_check_interval.map(millis);
+        let core = AgentCore::new(core_config, NativeStore::Memory(MemoryStore::new()), OsEntropy)?;
+        let uploader = Arc::new(Uploader::new(
+            &config.collectors,
+            &config.extra_roots,
+            &config.dns_servers,
+            config.request_timeout,
+        ));
+        let probe = ProbeConfig::new(config.extra_roots.clone())
+            .dns_timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(3))
+            .tls_timeout(Duration::from_secs(3))
+            .http_timeout(Duration::from_secs(3));
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { core, reserved: 0 }),
+            paths,
+            probe,
+            uploader,
+            consented: AtomicBool::new(false),
+            channel_drops: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            wake: Notify::new(),
+            progress: watch::channel(0).0,
+            config,
+        });
+        restore(&shared)?;
+        let task = run(shared.clone(), rx);
+        match handle {
+            Some(h) => {
+                h.spawn(task);
+            }
+            None => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| AgentError::Runtime(e.to_string()))?;
+                std::thread::Builder::new()
+                    .name("vantage-agent".into())
+                    .spawn(move || rt.block_on(task))
+                    .map_err(|e| AgentError::Runtime(e.to_string()))?;
+            }
+        }
+        Ok(Agent { shared, tx, warnings })
+    }
+
+    /// The configuration's failure-domain warnings (also logged at start).
+    pub fn warnings(&self) -> &[ConfigWarning] {
+        &self.warnings
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.shared.config
+    }
+
+    /// Grants (`true`) or withdraws (`false`) consent, synchronously.
+    ///
+    /// Granting creates the data dir, a new identity key (`identity.key`, mode 0600) and the
+    /// sled buffer; nothing exists on disk before. Withdrawing stops uploads in flight, deletes
+    /// the buffer and the identity key, and forgets what was pending; a later grant gets a new,
+    /// unlinkable key. Either is a no-op when already in that state.
+    pub fn set_consent(&self, granted: bool) -> Result<(), AgentError> {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        let now = now_ms();
+        if granted {
+            for action in state.core.grant(now) {
+                if let ConsentAction::PersistIdentity { since } = action {
+                    let Some(identity) = state.core.consent().identity() else { continue };
+                    let secret = *identity.secret_bytes();
+                    if let Err(e) = persist_identity(&shared.paths, &secret, since) {
+                        let _ = state.core.withdraw(now);
+                        return Err(e);
+                    }
+                }
+            }
+            if matches!(state.core.store(), NativeStore::Memory(_)) {
+                open_buffer(shared, &mut state)?;
+            }
+            shared.consented.store(true, Ordering::SeqCst);
+        } else {
+            let (actions, cleared) = state.core.withdraw(now);
+            shared.consented.store(false, Ordering::SeqCst);
+            for action in actions {
+                match action {
+                    ConsentAction::StopSending => {
+                        shared.epoch.fetch_add(1, Ordering::SeqCst);
+                        shared.uploader.close_idle();
+                    }
+                    ConsentAction::DeleteBuffer => {
+                        if let Err(e) = &cleared {
+                            tracing::warn!(error = %e, "clearing the buffer failed; deleting its files");
+                        }
+                        let old = state.core.replace_store(NativeStore::Memory(MemoryStore::new()));
+                        drop(old);
+                        remove_dir(&shared.paths.buffer)?;
+                    }
+                    ConsentAction::DeleteIdentity => {
+                        remove_file(&shared.paths.identity)?;
+                        remove_file(&shared.paths.seq)?;
+                        state.reserved = 0;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = std::fs::remove_dir(&shared.paths.data_dir);
+        }
+        drop(state);
+        shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Where consent stands.
+    pub fn consent_state(&self) -> ConsentState {
+        self.shared.lock().core.consent().state()
+    }
+
+    /// The install's public key while consented (a new grant gives a new one).
+    pub fn agent_key(&self) -> Option<AgentPublicKey> {
+        self.shared.lock().core.consent().identity().map(|i| i.public_key())
+    }
+
+    /// Records a failed request. Never blocks, never panics: before consent it keeps nothing
+    /// ([`Recorded::NotConsented`]); an invalid service id or host gives
+    /// [`Recorded::Invalid`]; a full channel drops it, counted as `queue_full`
+    /// ([`Recorded::Dropped`]). [`Recorded::Kept`] means handed to the background task
+    /// (sampling happens there).
+    pub fn record(&self, input: ReportInput) -> Recorded {
+        if !self.shared.consented.load(Ordering::SeqCst) {
+            return Recorded::NotConsented;
+        }
+        let now = now_ms();
+        let Ok(report) = input.build(&mut OsEntropy, now) else {
+            return Recorded::Invalid;
+        };
+        let count = u64::from(report.count());
+        match self.tx.try_send(Msg::Record(report, now)) {
+            Ok(()) => Recorded::Kept,
+            Err(_) => {
+                self.shared.channel_drops.fetch_add(count, Ordering::Relaxed);
+                self.shared.wake.notify_one();
+                Recorded::Dropped(DropReason::QueueFull)
+            }
+        }
+    }
+
+    /// Counts a successful request (sampled with the success fraction, default 0: off), for
+    /// failure ratios. Never blocks; ignored without consent, with an invalid id or host, or
+    /// when the channel is full.
+    pub fn count_success(&self, service: &str, host: &str) {
+        if !self.shared.consented.load(Ordering::SeqCst) {
+            return;
+        }
+        if let (Ok(s), Ok(h)) = (service.parse(), Host::from_url(host)) {
+            let _ = self.tx.try_send(Msg::Success(s, h, now_ms()));
+        }
+    }
+
+    /// Probes `url` (DNS, TCP, TLS, HTTP GET: see [`probe::check`]) and records a failure
+    /// when it fails, for the service whose hosts include the URL's host (else the first
+    /// configured service). Must run inside a tokio runtime.
+    pub async fn check(&self, url: &str) -> Result<CheckOutcome, AgentError> {
+        let outcome = probe::check(url, &self.shared.probe).await?;
+        if let CheckOutcome::Failed(f) = &outcome {
+            let host = Host::from_url(url).ok();
+            let services = &self.shared.config.services;
+            let service = services
+                .iter()
+                .find(|s| host.as_ref().is_some_and(|h| s.hosts.contains(h)))
+                .or(services.first());
+            if let Some(service) = service {
+                let mut input = ReportInput::new(service.id.as_str(), url, &f.error_type)
+                    .elapsed_ms(f.elapsed_ms)
+                    .protocol(f.protocol)
+                    .phase(f.phase);
+                if let Some(status) = f.status {
+                    input = input.status(status);
+                }
+                let _ = self.record(input);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Seals everything recorded so far and writes it to disk (at once, not after the seal
+    /// delay; this part is waited for whatever `timeout` says), then attempts delivery until
+    /// `timeout` has passed or nothing is left. Backoff and `Retry-After` still apply.
+    pub async fn flush(&self, timeout: Duration) -> Result<FlushOutcome, AgentError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Sealing is local work and is waited for whatever the timeout: when flush returns,
+        // everything recorded before it is on disk.
+        let (reply, sealed) = oneshot::channel();
+        self.tx.send(Msg::Flush(reply)).await.map_err(|_| AgentError::Closed)?;
+        sealed.await.map_err(|_| AgentError::Closed)??;
+        let mut progress = self.shared.progress.subscribe();
+        loop {
+            let undelivered = self.queued_envelopes();
+            if undelivered == 0 {
+                return Ok(FlushOutcome { undelivered });
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(FlushOutcome { undelivered: self.queued_envelopes() }),
+            }
+        }
+    }
+
+    /// Stops the agent gracefully: seals what is pending to disk, cancels uploads in flight
+    /// (they are sent again at the next start) and closes the buffer. Later calls to `record`
+    /// are dropped; `flush` fails with [`AgentError::Closed`].
+    pub async fn shutdown(&self) -> Result<(), AgentError> {
+        let (reply, done) = oneshot::channel();
+        self.tx.send(Msg::Shutdown(reply)).await.map_err(|_| AgentError::Closed)?;
+        done.await.map_err(|_| AgentError::Closed)
+    }
+
+    /// The agent's own accounting (recorded, delivered, dropped by reason).
+    pub fn stats(&self) -> CoreStats {
+        self.shared.lock().core.stats().clone()
+    }
+
+    /// Envelopes waiting for delivery or in flight.
+    pub fn queued_envelopes(&self) -> usize {
+        self.shared.lock().core.queued_envelopes()
+    }
+
+    /// Envelopes in the buffer.
+    pub fn buffered_envelopes(&self) -> usize {
+        self.shared.lock().core.store().list().map_or(0, |l| l.len())
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.paths.data_dir
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn remove_file(path: &Path) -> Result<(), AgentError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(file_error("deleting", path, e)),
+    }
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), AgentError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| file_error("creating the data dir", dir, e))
+}
+
+/// Writes `path` atomically (temp file, fsync, rename), readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn persist_identity(paths: &Paths, secret: &[u8; 32], since: UnixMillis) -> Result<(), AgentError> {
+    create_data_dir(&paths.data_dir)?;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 41]);
+    bytes[0] = 1;
+    bytes[1..33].copy_from_slice(secret);
+    bytes[33..].copy_from_slice(&since.0.to_be_bytes());
+    write_private(&paths.identity, bytes.as_ref())
+        .map_err(|e| file_error("writing the identity key", &paths.identity, e))
+}
+
+fn read_identity(path: &Path) -> Option<([u8; 32], UnixMillis)> {
+    let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
+    if bytes.len() != 41 || bytes[0] != 1 {
+        return None;
+    }
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&bytes[1..33]);
+    let mut since = [0u8; 8];
+    since.copy_from_slice(&bytes[33..]);
+    Some((secret, UnixMillis(u64::from_be_bytes(since))))
+}
+
+fn read_seq(path: &Path) -> u64 {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// At start: bring back a persisted grant and its buffer, or remove leftovers of a withdrawal
+/// that did not finish.
+fn restore(shared: &Shared) -> Result<(), AgentError> {
+    let mut state = shared.lock();
+    match read_identity(&shared.paths.identity) {
+        Some((secret, since)) => {
+            state.core.restore_consent(secret, since);
+            open_buffer(shared, &mut state)?;
+            shared.consented.store(true, Ordering::SeqCst);
+        }
+        None => {
+            if shared.paths.identity.exists() {
+                tracing::warn!("the identity key file is unreadable; starting without consent");
+            }
+            remove_dir(&shared.paths.buffer)?;
+            remove_file(&shared.paths.identity)?;
+            remove_file(&shared.paths.seq)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the sled buffer (replacing a corrupt one) and puts it under the core.
+fn open_buffer(shared: &Shared, state: &mut State) -> Result<(), AgentError> {
+    let (store, replaced) = SledStore::open_or_replace(&shared.paths.buffer)?;
+    let _old = state.core.replace_store(NativeStore::Sled(store))?;
+    if let Some(e) = replaced {
+        tracing::warn!(error = %e, "the envelope buffer was unreadable and has been replaced");
+        // How many failures it held is unknown: at least one envelope's worth was lost.
+        state.core.count_drop(DropReason::StoreError, 1);
+    }
+    let reserved = read_seq(&shared.paths.seq);
+    state.core.ensure_next_seq(reserved);
+    state.reserved = reserved;
+    Ok(())
+}
+
+/// Makes sure the sequence numbers the next seal may use are reserved on disk.
+fn reserve_seq(shared: &Shared, state: &mut State) -> Result<(), AgentError> {
+    let next = state.core.next_seq();
+    if next + SEQ_BLOCK / 10 <= state.reserved {
+        return Ok(());
+    }
+    let reserved = next + SEQ_BLOCK;
+    write_private(&shared.paths.seq, &reserved.to_be_bytes())
+        .map_err(|e| file_error("writing the sequence mark", &shared.paths.seq, e))?;
+    state.reserved = reserved;
+    Ok(())
+}
+
+/// A store operation failed: count, warn, and start a fresh store.
+fn replace_broken_store(shared: &Shared, state: &mut State, error: &StoreError) {
+    tracing::warn!(error = %error, "the envelope buffer failed; replacing it with a fresh one");
+    if !state.core.consent().is_granted() {
+        return;
+    }
+    let lost = state.core.store().list().map_or(1, |l| l.len().max(1) as u64);
+    drop(state.core.replace_store(NativeStore::Memory(MemoryStore::new())));
+    let _ = remove_dir(&shared.paths.buffer);
+    match SledStore::open(&shared.paths.buffer) {
+        Ok(store) => {
+            let _ = state.core.replace_store(NativeStore::Sled(store));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a fresh buffer could not be opened; keeping envelopes in memory")
+        }
+    }
+    state.core.count_drop(DropReason::StoreError, lost);
+}
+
+struct Step {
+    timeout: Option<UnixMillis>,
+    transmits: Vec<(TransmitId, usize, Bytes)>,
+    scope_check: bool,
+}
+
+fn step(shared: &Shared) -> Step {
+    let mut state = shared.lock();
+    let now = now_ms();
+    let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
+    if dropped > 0 && state.core.consent().is_granted() {
+        state.core.count_drop(DropReason::QueueFull, dropped);
+    }
+    if state.core.consent().is_granted() && state.core.pending_failures() > 0 {
+        if let Err(e) = reserve_seq(shared, &mut state) {
+            tracing::warn!(error = %e, "could not reserve sequence numbers");
+        }
+    }
+    if let Err(e) = state.core.poll_seal(now) {
+        replace_broken_store(shared, &mut state, &e);
+    }
+    let mut transmits = Vec::new();
+    loop {
+        match state.core.poll_transmit(now) {
+            Ok(Some(t)) => transmits.push((t.id, t.collector, Bytes::from(t.bytes))),
+            Ok(None) => break,
+            Err(e) => {
+                replace_broken_store(shared, &mut state, &e);
+                break;
+            }
+        }
+    }
+    let scope_check = state.core.poll_scope_check(now);
+    Step { timeout: state.core.poll_timeout(), transmits, scope_check }
+}
+
+fn seal_now(shared: &Shared) -> Result<(), StoreError> {
+    let mut state = shared.lock();
+    let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
+    if dropped > 0 && state.core.consent().is_granted() {
+        state.core.count_drop(DropReason::QueueFull, dropped);
+    }
+    if state.core.consent().is_granted() && state.core.pending_failures() > 0 {
+        if let Err(e) = reserve_seq(shared, &mut state) {
+            tracing::warn!(error = %e, "could not reserve sequence numbers");
+        }
+    }
+    match state.core.seal_pending(now_ms()) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            replace_broken_store(shared, &mut state, &e);
+            Err(e)
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Exit(Option<oneshot::Sender<()>>),
+}
+
+fn handle(
+    state: &mut State,
+    msg: Msg,
+    flushes: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
+) -> Flow {
+    match msg {
+        Msg::Record(report, at) => {
+            let _ = state.core.handle_record(report, at);
+        }
+        Msg::Success(service, host, at) => state.core.handle_success(&service, &host, at),
+        Msg::Flush(reply) => flushes.push(reply),
+        Msg::Shutdown(reply) => return Flow::Exit(Some(reply)),
+    }
+    Flow::Continue
+}
+
+/// Handles one message and whatever else is already queued (up to a batch), under one lock.
+fn handle_messages(shared: &Shared, rx: &mut mpsc::Receiver<Msg>, first: Msg) -> Flow {
+    let mut flushes = Vec::new();
+    let mut flow = {
+        let mut state = shared.lock();
+        let mut flow = handle(&mut state, first, &mut flushes);
+        let mut n = 1;
+        while matches!(flow, Flow::Continue) && n < BATCH_MESSAGES && flushes.is_empty() {
+            match rx.try_recv() {
+                Ok(msg) => flow = handle(&mut state, msg, &mut flushes),
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        flow
+    };
+    if !flushes.is_empty() || matches!(flow, Flow::Exit(_)) {
+        let result = seal_now(shared);
+        for reply in flushes {
+            let _ = reply.send(result.clone());
+        }
+    }
+    if let Flow::Exit(reply) = &mut flow {
+        close(shared);
+        if let Some(reply) = reply.take() {
+            let _ = reply.send(());
+        }
+        return Flow::Exit(None);
+    }
+    flow
+}
+
+fn close(shared: &Shared) {
+    let mut state = shared.lock();
+    // Dropping the sled store flushes and closes it.
+    drop(state.core.replace_store(NativeStore::Memory(MemoryStore::new())));
+    shared.consented.store(false, Ordering::SeqCst);
+    shared.uploader.close_idle();
+}
+
+async fn sleep_until(at: Option<UnixMillis>) {
+    match at {
+        Some(at) => {
+            let wait = at.since(now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn ping_collectors(shared: Arc<Shared>) -> bool {
+    for c in shared.config.collectors.iter().take(SCOPE_PING_COLLECTORS) {
+        if probe::ping(c.url(), &c.fixed_addrs, &shared.probe).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// The background task. It sleeps on the channel, on upload outcomes, on scope checks and on
+/// the core's next deadline only: no timer runs while nothing is pending.
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
+    let mut uploads: JoinSet<(u64, TransmitId, Outcome)> = JoinSet::new();
+    let mut checks: JoinSet<(u64, bool)> = JoinSet::new();
+    let mut epoch = shared.epoch.load(Ordering::SeqCst);
+    let started = Instant::now();
+    loop {
+        let current = shared.epoch.load(Ordering::SeqCst);
+        if current != epoch {
+            uploads.abort_all();
+            checks.abort_all();
+            epoch = current;
+        }
+        let step = step(&shared);
+        for (id, collector, bytes) in step.transmits {
+            let uploader = shared.uploader.clone();
+            uploads.spawn(async move { (epoch, id, uploader.send(collector, bytes).await) });
+        }
+        if step.scope_check {
+            let shared = shared.clone();
+            checks.spawn(async move { (epoch, ping_collectors(shared).await) });
+        }
+        tokio::select! {
+            msg = rx.recv() => {
+                let flow = match msg {
+                    Some(msg) => handle_messages(&shared, &mut rx, msg),
+                    None => {
+                        let _ = seal_now(&shared);
+                        close(&shared);
+                        Flow::Exit(None)
+                    }
+                };
+                if let Flow::Exit(_) = flow {
+                    uploads.abort_all();
+                    checks.abort_all();
+                    tracing::debug!(uptime_ms = started.elapsed().as_millis() as u64, "vantage agent task ended");
+                    return;
+                }
+            }
+            Some(joined) = uploads.join_next(), if !uploads.is_empty() => {
+                if let Ok((sent_in, id, outcome)) = joined {
+                    if sent_in == shared.epoch.load(Ordering::SeqCst) {
+                        let mut state = shared.lock();
+                        if let Err(e) = state.core.handle_outcome(id, outcome, now_ms()) {
+                            replace_broken_store(&shared, &mut state, &e);
+                        }
+                    }
+                }
+                shared.progress.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            Some(joined) = checks.join_next(), if !checks.is_empty() => {
+                if let Ok((sent_in, reachable)) = joined {
+                    if sent_in == shared.epoch.load(Ordering::SeqCst) {
+                        shared.lock().core.handle_scope_result(reachable, now_ms());
+                    }
+                }
+            }
+            () = sleep_until(step.timeout) => {}
+            () = shared.wake.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The native agent's configuration: typed values ([`AgentConfig`]), the builder
+//! ([`AgentBuilder`]) and the TOML file format.
+//!
+//! ```toml
+//! data_dir = "/var/lib/shop/vantage"        # created at opt-in, nothing before
+//! collector_key = "4310ee97...662a"         # the deployment's X25519 public key (hex)
+//! extra_ca_files = []                       # PEM files trusted besides the webpki roots
+//! dns_servers = []                          # "ip:port"; empty = the system resolver
+//!
+//! [app]
+//! id = "com.example.shop"
+//! version = "4.2.0"
+//! platform = "linux"                        # sdk defaults to "vantage-rust/<version>"
+//!
+//! [[services]]
+//! id = "checkout"
+//! hosts = ["api.example.com"]
+//!
+//! [[collectors]]
+//! url = "https://vantage-a.example.net"
+//! fixed_addrs = ["192.0.2.10:443"]          # used when DNS fails; TLS still checks the name
+//! asn = 64500                               # declared, for the failure-domain checks
+//!
+//! [buffer]     # max_bytes = 1048576, max_age_secs = 604800
+//! [delivery]   # base_backoff_ms = 1000, max_backoff_ms = 300000, max_in_flight = 2,
+//!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 1000,
+//!              # queue_capacity = 1024
+//! [sampling]   # failure_fraction = 1.0, success_fraction = 0.0
+//! [scope]      # enabled = true, interval_secs = 30
+//! ```
+//!
+//! Every table refuses unknown fields, and every error names the field it is about
+//! (`collectors[1].url: not an https URL`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::Deserialize;
+
+use crate::buffer::StoreLimits;
+use crate::delivery::{DeliveryConfig, MAX_COLLECTORS};
+use crate::pipeline::{DEFAULT_SCOPE_CHECK_INTERVAL_MS, DEFAULT_SEAL_DELAY_MS};
+use crate::report::{AppInfo, Host, ServiceId};
+use crate::sampling::Sampling;
+use crate::wire::CollectorPublicKey;
+
+/// Default request timeout of one upload: 30 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default capacity of the channel between `record()` and the background task: 1024.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// The SDK string used when the config does not give one.
+pub const DEFAULT_SDK: &str = concat!("vantage-rust/", env!("CARGO_PKG_VERSION"));
+
+/// A configuration value was wrong. The message starts with the field
+/// (`collectors[1].url: not an https URL`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field had an invalid value.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, as a path (`collectors[1].url`).
+        field: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The TOML did not parse or did not fit the schema (unknown field, wrong type, missing
+    /// field); toml's message names the key and the line.
+    #[error("config: {0}")]
+    Toml(String),
+    /// The config file could not be read.
+    #[error("config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid { field: field.into(), reason: reason.to_string() }
+    }
+
+    /// The field the error is about, when it is about one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            ConfigError::Toml(_) | ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// One collector, in delivery order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorConfig {
+    url: String,
+    host: Host,
+    port: u16,
+    path: String,
+    /// Addresses used when DNS fails (TLS still verifies the URL's host name).
+    pub fixed_addrs: Vec<SocketAddr>,
+    /// The autonomous system the collector is declared to be in (failure-domain checks only).
+    pub asn: Option<u32>,
+}
+
+impl CollectorConfig {
+    /// A collector at `url`: `https://host[:port][/prefix]`, no query, fragment or user info.
+    /// An IP-literal host is allowed (tests; the certificate must name the IP).
+    pub fn new(url: &str) -> Result<CollectorConfig, ConfigError> {
+        Self::parse("url", url)
+    }
+
+    pub(crate) fn parse(field: &str, url: &str) -> Result<CollectorConfig, ConfigError> {
+        let bad = |reason: &str| ConfigError::invalid(field, reason);
+        let rest = url.strip_prefix("https://").ok_or_else(|| bad("not an https URL"))?;
+        if rest.contains(['?', '#', '@']) {
+            return Err(bad("must not have a query, fragment or user info"));
+        }
+        let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+        let host = Host::parse(host).map_err(|e| bad(&e.to_string()))?;
+        Ok(CollectorConfig {
+            url: url.trim_end_matches('/').to_owned(),
+            host,
+            port,
+            path: path.trim_end_matches('/').to_owned(),
+            fixed_addrs: Vec::new(),
+            asn: None,
+        })
+    }
+
+    /// With these fixed addresses (default: none).
+    pub fn fixed_addrs(mut self, addrs: Vec<SocketAddr>) -> Self {
+        self.fixed_addrs = addrs;
+        self
+    }
+
+    /// With a declared ASN (default: none).
+    pub fn asn(mut self, asn: u32) -> Self {
+        self.asn = Some(asn);
+        self
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The host (what TLS verifies, and what SNI carries).
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The port (443 unless given).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The path of the envelope endpoint: `{prefix}/v1/envelopes`.
+    pub fn envelopes_path(&self) -> String {
+        format!("{}/v1/envelopes", self.path)
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+    if let Some(inner) = authority.strip_prefix('[') {
+        let (host, rest) = inner.split_once(']')?;
+        let port = match rest.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if rest.is_empty() => 443,
+            None => return None,
+        };
+        return Some((host, port));
+    }
+    match authority.split_once(':') {
+        Some((host, port)) => Some((host, port.parse().ok()?)),
+        None => Some((authority, 443)),
+    }
+}
+
+/// A monitored service: its id and the hosts it is reached at (the registrable-domain rule
+/// compares collectors against these).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The service id.
+    pub id: ServiceId,
+    /// Its hosts.
+    pub hosts: Vec<Host>,
+}
+
+/// The whole configuration of a native agent. Made by [`AgentBuilder`] or
+/// [`AgentConfig::from_toml_str`]; [`crate::native::validate::validate`] checks it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    /// The app.
+    pub app: AppInfo,
+    /// The deployment's collector key.
+    pub collector_key: CollectorPublicKey,
+    /// Where the identity key, sequence mark and buffer live (created at opt-in).
+    pub data_dir: PathBuf,
+    /// Monitored services.
+    pub services: Vec<ServiceConfig>,
+    /// Collectors, in delivery order.
+    pub collectors: Vec<CollectorConfig>,
+    /// CA certificates trusted besides the webpki roots (default: none).
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// DNS servers to use instead of the system resolver (default: none = system).
+    pub dns_servers: Vec<SocketAddr>,
+    /// Sampling (default: every failure, no successes).
+    pub sampling: Sampling,
+    /// Time a failure waits in memory before it is sealed to disk (default 1 s).
+    pub seal_delay: Duration,
+    /// Buffer limits (default 1 MiB, 7 days).
+    pub limits: StoreLimits,
+    /// Delivery tuning (default: see [`DeliveryConfig`]).
+    pub delivery: DeliveryConfig,
+    /// Timeout of one upload, connect to response (default 30 s).
+    pub request_timeout: Duration,
+    /// Capacity of the `record()` channel; a full channel drops with `queue_full` (default
+    /// 1024).
+    pub queue_capacity: usize,
+    /// Minimum time between scope checks; `None` turns them off (default 30 s).
+    pub scope_check_interval: Option<Duration>,
+}
+
+impl AgentConfig {
+    /// A configuration with the required values and every tuning at its default.
+    pub fn new(app: AppInfo, collector_key: CollectorPublicKey, data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            app,
+            collector_key,
+            data_dir,
+            services: Vec::new(),
+            collectors: Vec::new(),
+            extra_roots: Vec::new(),
+            dns_servers: Vec::new(),
+            sampling: Sampling::default(),
+            seal_delay: Duration::from_millis(DEFAULT_SEAL_DELAY_MS),
+            limits: StoreLimits::default(),
+            delivery: DeliveryConfig::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            scope_check_interval: Some(Duration::from_millis(DEFAULT_SCOPE_CHECK_INTERVAL_MS)),
+        }
+    }
+
+    /// Parses a TOML config (see the [module docs](self)). Relative `extra_ca_files` are read
+    /// relative to the current directory. Does not run [`validate`](super::validate::validate).
+    pub fn from_toml_str(text: &str) -> Result<AgentConfig, ConfigError> {
+        Self::from_toml_in(text, None)
+    }
+
+    /// Reads and parses a TOML config file; relative paths in it are relative to its folder.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<AgentConfig, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_in(&text, path.parent())
+    }
+
+    fn from_toml_in(text: &str, base: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        raw.into_config(base)
+    }
+}
+
+/// Builds an [`AgentConfig`] (and an agent): the required values in
+/// [`Agent::builder`](super::Agent::builder), at least one [`service`](Self::service) and one
+/// [`collector`](Self::collector), and setters for tuning that document their defaults.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AgentBuilder {
+    pub(crate) config: AgentConfig,
+}
+
+impl AgentBuilder {
+    pub(crate) fn new(app: AppInfo, key: CollectorPublicKey, data_dir: PathBuf) -> AgentBuilder {
+        AgentBuilder { config: AgentConfig::new(app, key, data_dir) }
+    }
+
+    /// A monitored service and its hosts (hosts or URLs; only the host is kept).
+    pub fn service(mut self, id: &str, hosts: &[&str]) -> Result<Self, ConfigError> {
+        let i = self.config.services.len();
+        let id = id.parse().map_err(|e| ConfigError::invalid(format!("services[{i}].id"), e))?;
+        let hosts = hosts
+            .iter()
+            .enumerate()
+            .map(|(j, h)| {
+                Host::from_url(h)
+                    .map_err(|e| ConfigError::invalid(format!("services[{i}].hosts[{j}]"), e))
+            })
+            .collect::<Result<_, _>>()?;
+        self.config.services.push(ServiceConfig { id, hosts });
+        Ok(self)
+    }
+
+    /// A collector; collectors are tried in the order they are added.
+    pub fn collector(mut self, collector: CollectorConfig) -> Self {
+        self.config.collectors.push(collector);
+        self
+    }
+
+    /// Trust this CA (DER) besides the webpki roots. Default: none.
+    pub fn extra_root(mut self, der: CertificateDer<'static>) -> Self {
+        self.config.extra_roots.push(der);
+        self
+    }
+
+    /// Resolve collector names with these DNS servers instead of the system resolver.
+    /// Default: the system resolver.
+    pub fn dns_servers(mut self, servers: Vec<SocketAddr>) -> Self {
+        self.config.dns_servers = servers;
+        self
+    }
+
+    /// Sampling. Default: every failure, no successes.
+    pub fn sampling(mut self, sampling: Sampling) -> Self {
+        self.config.sampling = sampling;
+        self
+    }
+
+    /// Time a failure waits in memory before it is sealed to disk. Default: 1 s.
+    pub fn seal_delay(mut self, d: Duration) -> Self {
+        self.config.seal_delay = d;
+        self
+    }
+
+    /// Buffer byte budget. Default: 1 MiB.
+    pub fn max_buffer_bytes(mut self, bytes: u64) -> Self {
+        self.config.limits.max_bytes = bytes;
+        self
+    }
+
+    /// Oldest a buffered envelope may get. Default: 7 days.
+    pub fn max_buffer_age(mut self, age: Duration) -> Self {
+        self.config.limits.max_age_ms = age.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Delivery tuning (backoff, pacing). Default: [`DeliveryConfig::default`].
+    pub fn delivery(mut self, delivery: DeliveryConfig) -> Self {
+        self.config.delivery = delivery;
+        self
+    }
+
+    /// Timeout of one upload. Default: 30 s.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.config.request_timeout = d;
+        self
+    }
+
+    /// Capacity of the `record()` channel. Default: 1024.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// Minimum time between scope checks, `None` for none. Default: 30 s.
+    pub fn scope_check_interval(mut self, d: Option<Duration>) -> Self {
+        self.config.scope_check_interval = d;
+        self
+    }
+
+    /// The configuration built so far.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The configuration, without building an agent.
+    pub fn into_config(self) -> AgentConfig {
+        self.config
+    }
+}
+
+// ---- TOML ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: PathBuf,
+    collector_key: String,
+    #[serde(default)]
+    extra_ca_files: Vec<PathBuf>,
+    #[serde(default)]
+    dns_servers: Vec<String>,
+    app: RawApp,
+    #[serde(default)]
+    services: Vec<RawService>,
+    #[serde(default)]
+    collectors: Vec<RawCollector>,
+    #[serde(default)]
+    buffer: RawBuffer,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    sampling: RawSampling,
+    #[serde(default)]
+    scope: RawScope,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    id: String,
+    version: String,
+    platform: String,
+    sdk: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    id: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    url: String,
+    #[serde(default)]
+    fixed_addrs: Vec<String>,
+    asn: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuffer {
+    max_bytes: Option<u64>,
+    max_age_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    base_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    max_in_flight: Option<usize>,
+    max_per_second: Option<u32>,
+    request_timeout_ms: Option<u64>,
+    seal_delay_ms: Option<u64>,
+    queue_capacity: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSampling {
+    failure_fraction: Option<f64>,
+    success_fraction: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    enabled: Option<bool>,
+    interval_secs: Option<u64>,
+}
+
+fn socket_addr(field: String, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| ConfigError::invalid(field, format!("{s:?} is not an ip:port address")))
+}
+
+fn positive<T: PartialOrd + Default + Copy>(field: &str, v: T) -> Result<T, ConfigError> {
+    if v > T::default() { Ok(v) } else { Err(ConfigError::invalid(field, "must be at least 1")) }
+}
+
+impl RawConfig {
+    fn into_config(self, base: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        let sdk = self.app.sdk.as_deref().unwrap_or(DEFAULT_SDK);
+        // AppInfo::new names the field in its error; check each on its own to say which.
+        for (field, value) in [
+            ("id", self.app.id.as_str()),
+            ("version", &self.app.version),
+            ("platform", &self.app.platform),
+            ("sdk", sdk),
+        ] {
+            crate::report::app_field(field, value)
+                .map_err(|e| ConfigError::invalid(format!("app.{field}"), e))?;
+        }
+        let app = AppInfo::new(&self.app.id, &self.app.version, &self.app.platform, sdk)
+            .map_err(|e| ConfigError::invalid("app", e))?;
+        let key =
+            self.collector_key.parse().map_err(|e| ConfigError::invalid("collector_key", e))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        let data_dir = match base {
+            Some(b) if self.data_dir.is_relative() => b.join(&self.data_dir),
+            _ => self.data_dir,
+        };
+        let mut c = AgentConfig::new(app, key, data_dir);
+        for (i, s) in self.services.into_iter().enumerate() {
+            let id =
+                s.id.parse().map_err(|e| ConfigError::invalid(format!("services[{i}].id"), e))?;
+            let hosts = s
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(j, h)| {
+                    Host::from_url(h)
+                        .map_err(|e| ConfigError::invalid(format!("services[{i}].hosts[{j}]"), e))
+                })
+                .collect::<Result<_, _>>()?;
+            c.services.push(ServiceConfig { id, hosts });
+        }
+        for (i, raw) in self.collectors.into_iter().enumerate() {
+            let mut col = CollectorConfig::parse(&format!("collectors[{i}].url"), &raw.url)?;
+            for (j, a) in raw.fixed_addrs.iter().enumerate() {
+                col.fixed_addrs.push(socket_addr(format!("collectors[{i}].fixed_addrs[{j}]"), a)?);
+            }
+            col.asn = raw.asn;
+            c.collectors.push(col);
+        }
+        for (i, path) in self.extra_ca_files.iter().enumerate() {
+            let field = format!("extra_ca_files[{i}]");
+            let path = match base {
+                Some(b) if path.is_relative() => b.join(path),
+                _ => path.clone(),
+            };
+            let bytes = std::fs::read(&path)
+                .map_err(|e| ConfigError::invalid(&field, format!("{}: {e}", path.display())))?;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError::invalid(&field, format!("not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(ConfigError::invalid(field, "no PEM certificate in the file"));
+            }
+            c.extra_roots.extend(certs);
+        }
+        for (i, s) in self.dns_servers.iter().enumerate() {
+            c.dns_servers.push(socket_addr(format!("dns_servers[{i}]"), s)?);
+        }
+        if let Some(v) = self.buffer.max_bytes {
+            c.limits.max_bytes = positive("buffer.max_bytes", v)?;
+        }
+        if let Some(v) = self.buffer.max_age_secs {
+            c.limits.max_age_ms = positive("buffer.max_age_secs", v)?.saturating_mul(1000);
+        }
+        let d = self.delivery;
+        if let Some(v) = d.base_backoff_ms {
+            c.delivery.base_backoff_ms = positive("delivery.base_backoff_ms", v)?;
+        }
+        if let Some(v) = d.max_backoff_ms {
+            c.delivery.max_backoff_ms = positive("delivery.max_backoff_ms", v)?;
+        }
+        if c.delivery.max_backoff_ms < c.delivery.base_backoff_ms {
+            return Err(ConfigError::invalid(
+                "delivery.max_backoff_ms",
+                "must not be below delivery.base_backoff_ms",
+            ));
+        }
+        if let Some(v) = d.max_in_flight {
+            c.delivery.max_in_flight = positive("delivery.max_in_flight", v)?;
+        }
+        if let Some(v) = d.max_per_second {
+            c.delivery.max_per_second = positive("delivery.max_per_second", v)?;
+        }
+        if let Some(v) = d.request_timeout_ms {
+            c.request_timeout = Duration::from_millis(positive("delivery.request_timeout_ms", v)?);
+        }
+        if let Some(v) = d.seal_delay_ms {
+            c.seal_delay = Duration::from_millis(v);
+        }
+        if let Some(v) = d.queue_capacity {
+            c.queue_capacity = positive("delivery.queue_capacity", v)?;
+        }
+        let failure = self.sampling.failure_fraction.unwrap_or(c.sampling.failure_fraction());
+        let success = self.sampling.success_fraction.unwrap_or(c.sampling.success_fraction());
+        c.sampling = Sampling::new(failure, success).map_err(|e| match e {
+            crate::sampling::SamplingError::FractionOutOfRange { field, value } => {
+                ConfigError::invalid(
+                    format!("sampling.{field}"),
+                    format!("{value} is outside 0.0..=1.0"),
+                )
+            }
+        })?;
+        if self.scope.enabled == Some(false) {
+            c.scope_check_interval = None;
+        } else if let Some(secs) = self.scope.interval_secs {
+            c.scope_check_interval =
+                Some(Duration::from_secs(positive("scope.interval_secs", secs)?));
+        }
+        if c.collectors.len() > MAX_COLLECTORS {
+            return Err(ConfigError::invalid("collectors", format!("at most {MAX_COLLECTORS}")));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,351 @@
+//! The uploader: `POST {url}/v1/envelopes` over hyper 1 (HTTP/1.1, keep-alive) and
+//! tokio-rustls (ring), mapping each answer onto a delivery [`Outcome`].
+//!
+//! Names are resolved with the system resolver (`getaddrinfo` through tokio), or with
+//! hickory-resolver when the config names DNS servers. When resolution fails, the collector's
+//! fixed addresses are used; TLS still verifies the URL's host name (SNI = that name), so a
+//! fixed address can only reach a server holding a certificate for the name.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::config::CollectorConfig;
+use crate::delivery::Outcome;
+
+/// The media type of an envelope.
+pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.vantage.envelope+cbor";
+
+const USER_AGENT: &str = concat!("vantage-agent/", env!("CARGO_PKG_VERSION"));
+const MAX_IDLE_PER_COLLECTOR: usize = 4;
+
+/// A rustls client config trusting the webpki roots plus `extra` (ring provider).
+pub(crate) fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let (_added, _ignored) = roots.add_parsable_certificates(extra.iter().cloned());
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports rustls' default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+enum Resolver {
+    System,
+    Hickory(Box<hickory_resolver::TokioResolver>),
+}
+
+struct Target {
+    config: CollectorConfig,
+    server_name: ServerName<'static>,
+    authority: String,
+}
+
+/// Sends envelopes to the configured collectors, reusing connections.
+pub(crate) struct Uploader {
+    targets: Vec<Target>,
+    tls: TlsConnector,
+    resolver: Resolver,
+    timeout: Duration,
+    idle: Mutex<HashMap<usize, Vec<SendRequest<Full<Bytes>>>>>,
+}
+
+impl Uploader {
+    pub(crate) fn new(
+        collectors: &[CollectorConfig],
+        extra_roots: &[CertificateDer<'static>],
+        dns_servers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Uploader {
+        let targets = collectors
+            .iter()
+            .map(|c| {
+                let host = c.host().as_str();
+                let server_name = match host.parse::<IpAddr>() {
+                    Ok(ip) => ServerName::IpAddress(ip.into()),
+                    Err(_) => ServerName::try_from(host.to_owned()).unwrap_or_else(|_| {
+                        ServerName::IpAddress(IpAddr::from([0, 0, 0, 0]).into())
+                    }),
+                };
+                let host_text =
+                    if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+                let authority =
+                    if c.port() == 443 { host_text } else { format!("{host_text}:{}", c.port()) };
+                Target { config: c.clone(), server_name, authority }
+            })
+            .collect();
+        let resolver = if dns_servers.is_empty() {
+            Resolver::System
+        } else {
+            use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+            let ips: Vec<IpAddr> = dns_servers.iter().map(SocketAddr::ip).collect();
+            let port = dns_servers[0].port();
+            let group = NameServerConfigGroup::from_ips_clear(&ips, port, true);
+            let config = ResolverConfig::from_parts(None, vec![], group);
+            let mut builder = hickory_resolver::Resolver::builder_with_config(
+                config,
+                hickory_resolver::name_server::TokioConnectionProvider::default(),
+            );
+            builder.options_mut().timeout = Duration::from_secs(2);
+            builder.options_mut().attempts = 1;
+            Resolver::Hickory(Box::new(builder.build()))
+        };
+        Uploader {
+            targets,
+            tls: TlsConnector::from(tls_config(extra_roots)),
+            resolver,
+            timeout,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `body` to collector `index` and maps the answer.
+    pub(crate) async fn send(&self, index: usize, body: Bytes) -> Outcome {
+        match tokio::time::timeout(self.timeout, self.send_inner(index, body)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::NetworkError,
+        }
+    }
+
+    async fn send_inner(&self, index: usize, body: Bytes) -> Outcome {
+        let Some(target) = self.targets.get(index) else {
+            return Outcome::NetworkError;
+        };
+        let mut sender = match self.idle_sender(index).await {
+            Some(s) => s,
+            None => match self.connect(target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(collector = index, error = %e, "collector connection failed");
+                    return Outcome::NetworkError;
+                }
+            },
+        };
+        let request = http::Request::post(target.config.envelopes_path())
+            .header(http::header::HOST, &target.authority)
+            .header(http::header::CONTENT_TYPE, ENVELOPE_MEDIA_TYPE)
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .body(Full::new(body));
+        let Ok(request) = request else {
+            return Outcome::NetworkError;
+        };
+        let response = match sender.send_request(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(collector = index, error = %e, "collector request failed");
+                return Outcome::NetworkError;
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        // Read the (small) body so the connection can carry the next request.
+        let mut body = response.into_body();
+        let mut read = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => read += f.data_ref().map_or(0, |d| d.len()),
+                Err(_) => break,
+            }
+            if read > 64 * 1024 {
+                break;
+            }
+        }
+        if hyper::body::Body::is_end_stream(&body) {
+            self.return_sender(index, sender);
+        }
+        outcome_of(status, retry_after)
+    }
+
+    async fn idle_sender(&self, index: usize) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.get_mut(&index).and_then(Vec::pop)
+            }?;
+            let mut candidate = candidate;
+            if !candidate.is_closed() && candidate.ready().await.is_ok() {
+                return Some(candidate);
+            }
+        }
+    }
+
+    fn return_sender(&self, index: usize, sender: SendRequest<Full<Bytes>>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(index).or_default();
+        if list.len() < MAX_IDLE_PER_COLLECTOR {
+            list.push(sender);
+        }
+    }
+
+    /// Drops every idle connection (consent withdrawn, shutdown).
+    pub(crate) fn close_idle(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    async fn resolve(&self, target: &Target) -> Vec<SocketAddr> {
+        let host = target.config.host().as_str();
+        let port = target.config.port();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return vec![SocketAddr::new(ip, port)];
+        }
+        let resolved: Vec<SocketAddr> = match &self.resolver {
+            Resolver::System => {
+                let lookup = tokio::net::lookup_host((host, port));
+                match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                    Ok(Ok(addrs)) => addrs.collect(),
+                    _ => Vec::new(),
+                }
+            }
+            Resolver::Hickory(r) => {
+                match tokio::time::timeout(Duration::from_secs(5), r.lookup_ip(host)).await {
+                    Ok(Ok(ips)) => ips.iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+                    _ => Vec::new(),
+                }
+            }
+        };
+        if resolved.is_empty() {
+            tracing::debug!(host, "collector name did not resolve; using its fixed addresses");
+            target.config.fixed_addrs.clone()
+        } else {
+            resolved
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> std::io::Result<SendRequest<Full<Bytes>>> {
+        let addrs = self.resolve(target).await;
+        let mut last =
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the collector");
+        for addr in addrs {
+            let tcp = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    last = e;
+                    continue;
+                }
+                Err(_) => {
+                    last = std::io::ErrorKind::TimedOut.into();
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let tls = self.tls.connect(target.server_name.clone(), tcp).await?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            return Ok(sender);
+        }
+        Err(last)
+    }
+}
+
+/// Maps a status (and a parsed `Retry-After`, in ms) onto an [`Outcome`].
+pub(crate) fn outcome_of(status: u16, retry_after_ms: Option<u64>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Accepted,
+        400 | 413 => Outcome::Rejected { status },
+        429 | 503 => Outcome::RetryAfter { status, delay_ms: retry_after_ms.unwrap_or(0) },
+        _ => Outcome::ServerError { status },
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds, or an HTTP date (IMF-fixdate), as ms from `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    let at = parse_http_date(value)?;
+    let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    Some(at.saturating_sub(now_secs).saturating_mul(1000))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` -> seconds since the epoch.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let (_, rest) = s.split_once(", ")?;
+    let mut parts = rest.split(' ');
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let h: u64 = hms.next()?.parse().ok()?;
+    let m: u64 = hms.next()?.parse().ok()?;
+    let sec: u64 = hms.next()?.parse().ok()?;
+    if parts.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo as i64 + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days).ok().map(|d| d * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 1994-11-06 08:49:37
+        assert_eq!(parse_retry_after("120", now), Some(120_000));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(0));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30_000));
+        assert_eq!(
+            parse_retry_after("Sat, 01 Jan 2000 00:00:00 GMT", SystemTime::UNIX_EPOCH),
+            Some(946_684_800_000)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", now), None);
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        assert_eq!(outcome_of(202, None), Outcome::Accepted);
+        assert_eq!(outcome_of(400, None), Outcome::Rejected { status: 400 });
+        assert_eq!(outcome_of(413, None), Outcome::Rejected { status: 413 });
+        assert_eq!(outcome_of(429, Some(5)), Outcome::RetryAfter { status: 429, delay_ms: 5 });
+        assert_eq!(outcome_of(503, None), Outcome::RetryAfter { status: 503, delay_ms: 0 });
+        assert_eq!(outcome_of(500, None), Outcome::ServerError { status: 500 });
+        assert_eq!(outcome_of(404, None), Outcome::ServerError { status: 404 });
+    }
+}

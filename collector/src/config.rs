@@ -1,0 +1,772 @@
+//! The collector's configuration file (TOML) and its validation.
+//!
+//! Every field has a default or, when it cannot have one, an error that names it. Relative paths
+//! are relative to the directory of the config file. Validation reads the files the config points
+//! to (TLS certificate and key, collector keys, net-tag secret), so a config that passes
+//! [`Config::from_file`] starts unless a port is taken or the store cannot be opened.
+//!
+//! ```toml
+//! [server]
+//! listen_tls = "127.0.0.1:8443"     # optional; needs tls_cert + tls_key
+//! listen_plain = "127.0.0.1:8080"   # optional; at least one listener is required
+//! tls_cert = "cert.pem"
+//! tls_key = "key.pem"
+//! [keys]
+//! private_key_files = ["collector.key"]
+//! [store]
+//! path = "data"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+use crate::enrich::EnrichConfig;
+use crate::model::NetTagKey;
+use crate::open::CollectorKey;
+
+/// A validated collector configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listeners, TLS files and connection limits (`[server]`).
+    pub server: ServerConfig,
+    /// Collector keys and the net-tag secret (`[keys]`).
+    pub keys: KeysConfig,
+    /// Where and how long reports are kept (`[store]`).
+    pub store: StoreSection,
+    /// ASN and country sources (`[enrich]`); all optional.
+    pub enrich: EnrichConfig,
+    /// Rate limits and clock skew (`[limits]`).
+    pub limits: LimitsConfig,
+    /// Log output (`[log]`).
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners and connection limits.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN). Port 0 picks a free port.
+    pub listen_tls: Option<SocketAddr>,
+    /// Plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge), e.g. behind a proxy.
+    pub listen_plain: Option<SocketAddr>,
+    /// PEM certificate chain, leaf first (required with `listen_tls`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (required with `listen_tls`).
+    pub tls_key: Option<PathBuf>,
+    /// Written after binding: `{"tls":"ADDR","plain":"ADDR"}` with the bound addresses.
+    pub ready_file: Option<PathBuf>,
+    /// Largest request body accepted; larger ones get `413`. Default 65536.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers (and the TLS handshake, and the body).
+    /// Default 5 s.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes moving for this long is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Open connections at most; more get `503` and are closed. Default 1024.
+    pub max_connections: usize,
+    /// Envelope commits waiting for the store at most; more get `503`. Default 512.
+    pub max_inflight_commits: usize,
+    /// How long shutdown waits for in-flight requests. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+/// `[keys]`: what the collector opens envelopes with.
+#[derive(Clone, Debug)]
+pub struct KeysConfig {
+    /// Live collector keys (several during rotation); never empty.
+    pub collector_keys: Vec<CollectorKey>,
+    /// Secret for the pseudonymous source-network tags.
+    pub net_tag_key: NetTagKey,
+}
+
+/// `[store]`: the embedded store.
+#[derive(Clone, Debug)]
+pub struct StoreSection {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+    /// Reports older than this are deleted. Default 30 days.
+    pub retention: Duration,
+    /// Oldest reports are deleted above this logical size. Default 10 GiB.
+    pub max_bytes: u64,
+}
+
+/// `[limits]`: rate limits (token buckets) and clock skew.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitsConfig {
+    /// Envelopes per second per source /24 (IPv4) or /48 (IPv6). Default 100.
+    pub prefix_rps: f64,
+    /// Bucket size for `prefix_rps`. Default 400.
+    pub prefix_burst: u32,
+    /// Envelopes per second per agent key, after verification. Default 10.
+    pub agent_rps: f64,
+    /// Bucket size for `agent_rps`. Default 50.
+    pub agent_burst: u32,
+    /// NEL uploads per second per source prefix. Default 20.
+    pub nel_prefix_rps: f64,
+    /// Bucket size for `nel_prefix_rps`. Default 100.
+    pub nel_prefix_burst: u32,
+    /// A batch made further in the future than this is refused (`400`). Default 86400 s.
+    pub max_clock_skew: Duration,
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: log output on stderr.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `vantage_collector=debug`. Default `info`.
+    pub level: String,
+}
+
+/// One thing wrong with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, as written in the file (`server.tls_cert`).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{path}: cannot read: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type (the message names the key).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, or `config` for a string.
+        origin: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// Parsed, but fields are missing or wrong; every problem found is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+impl ConfigError {
+    /// The field errors (empty for read and parse errors).
+    pub fn fields(&self) -> &[FieldError] {
+        match self {
+            ConfigError::Invalid(errors) => errors,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    keys: Option<RawKeys>,
+    store: Option<RawStore>,
+    #[serde(default)]
+    enrich: RawEnrich,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen_tls: Option<String>,
+    listen_plain: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+    max_body_bytes: u64,
+    header_read_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    max_connections: u64,
+    max_inflight_commits: u64,
+    shutdown_grace_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen_tls: None,
+            listen_plain: None,
+            tls_cert: None,
+            tls_key: None,
+            ready_file: None,
+            max_body_bytes: 65_536,
+            header_read_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1_024,
+            max_inflight_commits: 512,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    private_key_files: Option<Vec<PathBuf>>,
+    net_tag_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+    #[serde(default = "default_retention_days")]
+    retention_days: u64,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u64,
+}
+
+fn default_retention_days() -> u64 {
+    30
+}
+
+fn default_max_bytes() -> u64 {
+    10 * 1024 * 1024 * 1024
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawEnrich {
+    asn_mmdb: Option<PathBuf>,
+    country_mmdb: Option<PathBuf>,
+    asn_csv: Vec<PathBuf>,
+    country_csv: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    prefix_rps: f64,
+    prefix_burst: u32,
+    agent_rps: f64,
+    agent_burst: u32,
+    nel_prefix_rps: f64,
+    nel_prefix_burst: u32,
+    max_clock_skew_secs: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            prefix_rps: 100.0,
+            prefix_burst: 400,
+            agent_rps: 10.0,
+            agent_burst: 50,
+            nel_prefix_rps: 20.0,
+            nel_prefix_burst: 100,
+            max_clock_skew_secs: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Collects field errors while a raw config is turned into a [`Config`].
+struct Checker<'a> {
+    base: &'a Path,
+    errors: Vec<FieldError>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, field: &str, problem: impl Into<String>) {
+        self.errors.push(FieldError { field: field.into(), problem: problem.into() });
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    /// Reads a file the config points to; `None` (with an error for `field`) if it cannot.
+    fn read(&mut self, field: &str, path: &Path) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.fail(field, format!("file not found: {}", path.display()));
+                None
+            }
+            Err(e) => {
+                self.fail(field, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// Reads a file holding 32 bytes in hex (surrounding whitespace allowed).
+    fn read_hex32(&mut self, field: &str, path: &Path) -> Option<[u8; 32]> {
+        let bytes = self.read(field, path)?;
+        match std::str::from_utf8(&bytes).ok().and_then(|s| decode_hex32(s.trim())) {
+            Some(key) => Some(key),
+            None => {
+                self.fail(field, format!("{}: expected 64 hex digits", path.display()));
+                None
+            }
+        }
+    }
+
+    fn listen(&mut self, field: &str, value: Option<&str>) -> Option<SocketAddr> {
+        let value = value?;
+        match value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.fail(field, format!("{value:?} is not an IP address and port"));
+                None
+            }
+        }
+    }
+
+    fn positive_ms(&mut self, field: &str, ms: u64) -> Duration {
+        if ms == 0 {
+            self.fail(field, "must be greater than 0");
+        }
+        Duration::from_millis(ms)
+    }
+
+    fn rate(&mut self, field: &str, rps: f64) -> f64 {
+        if !(rps.is_finite() && rps > 0.0) {
+            self.fail(field, format!("must be a positive number, got {rps}"));
+        }
+        rps
+    }
+
+    fn burst(&mut self, field: &str, burst: u32) -> u32 {
+        if burst == 0 {
+            self.fail(field, "must be at least 1");
+        }
+        burst
+    }
+
+    fn count(&mut self, field: &str, n: u64, max: u64) -> usize {
+        if n == 0 || n > max {
+            self.fail(field, format!("must be between 1 and {max}, got {n}"));
+        }
+        usize::try_from(n.min(max)).unwrap_or(usize::MAX)
+    }
+}
+
+/// Decodes exactly 64 hex digits.
+pub(crate) fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Lower-case hex.
+#[cfg(test)]
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The net-tag secret derived from a collector key when no secret file is configured:
+/// HKDF-SHA256(salt = "vantage/v1 net tag", ikm = the key's secret bytes).
+fn derive_net_tag_secret(key: &CollectorKey) -> [u8; 32] {
+    struct Len32;
+    impl ring::hkdf::KeyType for Len32 {
+        fn len(&self) -> usize {
+            32
+        }
+    }
+    let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"vantage/v1 net tag");
+    let prk = salt.extract(&key.secret_bytes());
+    let mut out = [0u8; 32];
+    prk.expand(&[b"net-tag"], Len32)
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("32 bytes is within HKDF-SHA256's output limit");
+    out
+}
+
+/// Loads the certificate chain and key and builds the TLS server config (ring provider,
+/// ALPN `h2` and `http/1.1`). Errors are field errors naming `server.tls_cert`/`server.tls_key`.
+pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, FieldError> {
+    let field_err = |field: &str, problem: String| FieldError { field: field.into(), problem };
+    let not_found = |field: &str, path: &Path| {
+        if path.exists() {
+            None
+        } else {
+            Some(field_err(field, format!("file not found: {}", path.display())))
+        }
+    };
+    if let Some(e) = not_found("server.tls_cert", cert) {
+        return Err(e);
+    }
+    if let Some(e) = not_found("server.tls_key", key) {
+        return Err(e);
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| field_err("server.tls_cert", format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(field_err("server.tls_cert", format!("{}: no certificate", cert.display())));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| field_err("server.tls_key", format!("{}: {e}", key.display())))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| field_err("server.tls_key", e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, private)
+    .map_err(|e| {
+        field_err("server.tls_key", format!("{}: does not fit the certificate: {e}", key.display()))
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths are taken from the file's directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::parse(&text, base, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; relative paths are taken from `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::parse(text, base_dir, "config")
+    }
+
+    fn parse(text: &str, base: &Path, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let mut c = Checker { base, errors: Vec::new() };
+
+        let s = raw.server;
+        let listen_tls = c.listen("server.listen_tls", s.listen_tls.as_deref());
+        let listen_plain = c.listen("server.listen_plain", s.listen_plain.as_deref());
+        if s.listen_tls.is_none() && s.listen_plain.is_none() {
+            c.fail("server", "no listener: set listen_tls, listen_plain or both");
+        }
+        let tls_cert = s.tls_cert.as_deref().map(|p| c.resolve(p));
+        let tls_key = s.tls_key.as_deref().map(|p| c.resolve(p));
+        if s.listen_tls.is_some() {
+            match (&tls_cert, &tls_key) {
+                (Some(cert), Some(key)) => {
+                    if let Err(e) = load_tls(cert, key) {
+                        c.errors.push(e);
+                    }
+                }
+                (cert, key) => {
+                    if cert.is_none() {
+                        c.fail("server.tls_cert", "required with listen_tls");
+                    }
+                    if key.is_none() {
+                        c.fail("server.tls_key", "required with listen_tls");
+                    }
+                }
+            }
+        }
+        let server = ServerConfig {
+            listen_tls,
+            listen_plain,
+            tls_cert,
+            tls_key,
+            ready_file: s.ready_file.as_deref().map(|p| c.resolve(p)),
+            max_body_bytes: c.count("server.max_body_bytes", s.max_body_bytes, 16 << 20),
+            header_read_timeout: c
+                .positive_ms("server.header_read_timeout_ms", s.header_read_timeout_ms),
+            idle_timeout: c.positive_ms("server.idle_timeout_ms", s.idle_timeout_ms),
+            max_connections: c.count("server.max_connections", s.max_connections, 1 << 20),
+            max_inflight_commits: c.count(
+                "server.max_inflight_commits",
+                s.max_inflight_commits,
+                1 << 20,
+            ),
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+        };
+
+        let mut collector_keys = Vec::new();
+        let mut net_tag_secret = None;
+        match raw.keys {
+            None => c.fail("keys.private_key_files", "required ([keys] section missing)"),
+            Some(keys) => {
+                match keys.private_key_files {
+                    None => c.fail("keys.private_key_files", "required"),
+                    Some(files) if files.is_empty() => {
+                        c.fail("keys.private_key_files", "needs at least one key file")
+                    }
+                    Some(files) => {
+                        for (i, file) in files.iter().enumerate() {
+                            let path = c.resolve(file);
+                            let field = format!("keys.private_key_files[{i}]");
+                            if let Some(secret) = c.read_hex32(&field, &path) {
+                                collector_keys.push(CollectorKey::from_secret_bytes(&secret));
+                            }
+                        }
+                    }
+                }
+                if let Some(file) = keys.net_tag_secret_file {
+                    let path = c.resolve(&file);
+                    net_tag_secret = c.read_hex32("keys.net_tag_secret_file", &path);
+                }
+            }
+        }
+
+        let store = match raw.store {
+            None => {
+                c.fail("store.path", "required ([store] section missing)");
+                None
+            }
+            Some(st) => {
+                if st.retention_days == 0 {
+                    c.fail("store.retention_days", "must be at least 1");
+                }
+                if st.max_bytes == 0 {
+                    c.fail("store.max_bytes", "must be greater than 0");
+                }
+                match st.path {
+                    None => {
+                        c.fail("store.path", "required");
+                        None
+                    }
+                    Some(p) if p.as_os_str().is_empty() => {
+                        c.fail("store.path", "must not be empty");
+                        None
+                    }
+                    Some(p) => Some(StoreSection {
+                        path: c.resolve(&p),
+                        retention: Duration::from_secs(st.retention_days.saturating_mul(86_400)),
+                        max_bytes: st.max_bytes,
+                    }),
+                }
+            }
+        };
+
+        let e = raw.enrich;
+        let enrich = EnrichConfig {
+            asn_mmdb: e.asn_mmdb.as_deref().map(|p| c.resolve(p)),
+            country_mmdb: e.country_mmdb.as_deref().map(|p| c.resolve(p)),
+            asn_csv: e.asn_csv.iter().map(|p| c.resolve(p)).collect(),
+            country_csv: e.country_csv.iter().map(|p| c.resolve(p)).collect(),
+        };
+
+        let l = raw.limits;
+        let limits = LimitsConfig {
+            prefix_rps: c.rate("limits.prefix_rps", l.prefix_rps),
+            prefix_burst: c.burst("limits.prefix_burst", l.prefix_burst),
+            agent_rps: c.rate("limits.agent_rps", l.agent_rps),
+            agent_burst: c.burst("limits.agent_burst", l.agent_burst),
+            nel_prefix_rps: c.rate("limits.nel_prefix_rps", l.nel_prefix_rps),
+            nel_prefix_burst: c.burst("limits.nel_prefix_burst", l.nel_prefix_burst),
+            max_clock_skew: Duration::from_secs(l.max_clock_skew_secs),
+        };
+
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            c.fail("log.level", format!("{:?} is not a log filter: {e}", raw.log.level));
+        }
+        let log = LogConfig { format: raw.log.format, level: raw.log.level };
+
+        match (c.errors.is_empty(), store) {
+            (true, Some(store)) if !collector_keys.is_empty() => {
+                let net_tag_secret =
+                    net_tag_secret.unwrap_or_else(|| derive_net_tag_secret(&collector_keys[0]));
+                Ok(Config {
+                    server,
+                    keys: KeysConfig {
+                        collector_keys,
+                        net_tag_key: NetTagKey::new(&net_tag_secret),
+                    },
+                    store,
+                    enrich,
+                    limits,
+                    log,
+                })
+            }
+            _ => Err(ConfigError::Invalid(c.errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_HEX: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+    fn dir_with_key() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("collector.key"), format!("{KEY_HEX}\n")).unwrap();
+        dir
+    }
+
+    const MINIMAL: &str = r#"
+        [server]
+        listen_plain = "127.0.0.1:0"
+        [keys]
+        private_key_files = ["collector.key"]
+        [store]
+        path = "data"
+    "#;
+
+    #[test]
+    fn a_minimal_config_gets_the_defaults() {
+        let dir = dir_with_key();
+        let config = Config::from_toml_str(MINIMAL, dir.path()).unwrap();
+        assert_eq!(config.server.listen_plain, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(config.server.max_body_bytes, 65_536);
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.server.max_connections, 1024);
+        assert_eq!(config.store.path, dir.path().join("data"));
+        assert_eq!(config.store.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.limits.prefix_burst, 400);
+        assert_eq!(config.log.format, LogFormat::Text);
+        let key = CollectorKey::from_secret_bytes(&[1; 32]);
+        assert_eq!(config.keys.collector_keys[0].key_id(), key.key_id());
+        // The derived net-tag secret is stable and differs from the key itself.
+        let again = Config::from_toml_str(MINIMAL, dir.path()).unwrap();
+        let ip = "192.0.2.1".parse().unwrap();
+        assert_eq!(config.keys.net_tag_key.tag(ip), again.keys.net_tag_key.tag(ip));
+        assert_ne!(config.keys.net_tag_key.tag(ip), NetTagKey::new(&[1; 32]).tag(ip));
+    }
+
+    fn errors_of(text: &str, dir: &Path) -> Vec<String> {
+        match Config::from_toml_str(text, dir) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+        }
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let dir = dir_with_key();
+        std::fs::write(dir.path().join("short.key"), "abcd").unwrap();
+        std::fs::write(dir.path().join("bad.pem"), "not a pem").unwrap();
+        let with =
+            |section: &str, line: &str| MINIMAL.replace(section, &format!("{section}\n{line}"));
+        let cases: Vec<(String, &str)> = vec![
+            (with("[server]", "listen_tls = \"127.0.0.1:0\""), "server.tls_cert: required"),
+            (
+                with(
+                    "[server]",
+                    "listen_tls = \"127.0.0.1:0\"\ntls_cert = \"/x/cert.pem\"\ntls_key = \"k.pem\"",
+                ),
+                "server.tls_cert: file not found: /x/cert.pem",
+            ),
+            (
+                with(
+                    "[server]",
+                    "listen_tls = \"127.0.0.1:0\"\ntls_cert = \"bad.pem\"\ntls_key = \"bad.pem\"",
+                ),
+                "server.tls_cert: ",
+            ),
+            (
+                with("[server]", "listen_tls = \"localhost:1\""),
+                "server.listen_tls: \"localhost:1\" is not",
+            ),
+            (MINIMAL.replace("listen_plain = \"127.0.0.1:0\"", ""), "server: no listener"),
+            (with("[server]", "max_body_bytes = 0"), "server.max_body_bytes: must be between"),
+            (
+                with("[server]", "header_read_timeout_ms = 0"),
+                "server.header_read_timeout_ms: must be",
+            ),
+            (with("[server]", "max_connections = 0"), "server.max_connections: must be between"),
+            (
+                MINIMAL.replace("collector.key", "missing.key"),
+                "keys.private_key_files[0]: file not found",
+            ),
+            (MINIMAL.replace("collector.key", "short.key"), "keys.private_key_files[0]: "),
+            (
+                MINIMAL.replace("[\"collector.key\"]", "[]"),
+                "keys.private_key_files: needs at least one",
+            ),
+            (with("[keys]", "net_tag_secret_file = \"short.key\""), "keys.net_tag_secret_file: "),
+            (MINIMAL.replace("path = \"data\"", ""), "store.path: required"),
+            (with("[store]", "retention_days = 0"), "store.retention_days: must be at least 1"),
+            (
+                format!("{MINIMAL}\n[limits]\nprefix_rps = 0"),
+                "limits.prefix_rps: must be a positive",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nagent_rps = -1.5"),
+                "limits.agent_rps: must be a positive",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nnel_prefix_burst = 0"),
+                "limits.nel_prefix_burst: must be at least 1",
+            ),
+            (format!("{MINIMAL}\n[log]\nlevel = \"info,=[\""), "log.level: "),
+        ];
+        for (text, want) in cases {
+            let errors = errors_of(&text, dir.path());
+            assert!(errors.iter().any(|e| e.starts_with(want)), "want {want:?}, got {errors:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let dir = dir_with_key();
+        let text = MINIMAL.replace("[store]", "[store]\nretension_days = 3");
+        let err = Config::from_toml_str(&text, dir.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        assert!(err.to_string().contains("retension_days"), "{err}");
+        let err = Config::from_toml_str(&format!("{MINIMAL}\n[bogus]\n"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let text = format!("{MINIMAL}\n[log]\nformat = \"xml\"");
+        let err = Config::from_toml_str(&text, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("xml"), "{err}");
+        let err = Config::from_toml_str("", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("keys.private_key_files"), "{err}");
+        assert!(err.to_string().contains("store.path"), "{err}");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| i as u8 * 7);
+        assert_eq!(decode_hex32(&encode_hex(&bytes)), Some(bytes));
+        assert_eq!(decode_hex32("zz"), None);
+        assert_eq!(decode_hex32(&"g".repeat(64)), None);
+    }
+}

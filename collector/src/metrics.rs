@@ -1,0 +1,559 @@
+//! Prometheus metrics, written by hand in the text exposition format (version 0.0.4).
+//!
+//! Every label set is fixed in code (reject reasons, sources, endpoints), so a flood of odd
+//! input cannot grow the number of series. Counters are atomics; rendering reads them without
+//! stopping the ingest path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::model::Source;
+use crate::open::OpenError;
+
+/// Why an envelope was refused: the `reason` label of `vantage_envelopes_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Not a valid v1 structure (outside or inside the ciphertext).
+    Malformed,
+    /// Unsupported envelope version.
+    BadVersion,
+    /// Sealed to a key this collector does not hold.
+    UnknownKeyId,
+    /// HPKE decryption failed.
+    DecryptFailed,
+    /// The signature does not verify.
+    BadSignature,
+    /// Body over the size limit (`413`).
+    TooLarge,
+    /// A per-prefix or per-agent token bucket was empty (`429`).
+    RateLimited,
+    /// Wrong `Content-Type` (`415`).
+    BadContentType,
+    /// Batch made too far in the future, or a report observed after its batch was made.
+    Timestamp,
+    /// Too many commits in flight, or shutting down (`503`).
+    Overload,
+    /// The store failed to write (`503`).
+    StoreError,
+}
+
+impl RejectReason {
+    /// Every reason, in exposition order.
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::Malformed,
+        RejectReason::BadVersion,
+        RejectReason::UnknownKeyId,
+        RejectReason::DecryptFailed,
+        RejectReason::BadSignature,
+        RejectReason::TooLarge,
+        RejectReason::RateLimited,
+        RejectReason::BadContentType,
+        RejectReason::Timestamp,
+        RejectReason::Overload,
+        RejectReason::StoreError,
+    ];
+
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::BadVersion => "bad_version",
+            RejectReason::UnknownKeyId => "unknown_key_id",
+            RejectReason::DecryptFailed => "decrypt_failed",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::BadContentType => "bad_content_type",
+            RejectReason::Timestamp => "timestamp",
+            RejectReason::Overload => "overload",
+            RejectReason::StoreError => "store_error",
+        }
+    }
+
+    /// The reason for an opening error (same label as [`OpenError::as_str`]).
+    pub fn of_open_error(e: &OpenError) -> RejectReason {
+        match e {
+            OpenError::TooLarge { .. } => RejectReason::TooLarge,
+            OpenError::BadVersion(_) => RejectReason::BadVersion,
+            OpenError::UnknownKeyId(_) => RejectReason::UnknownKeyId,
+            OpenError::DecryptFailed => RejectReason::DecryptFailed,
+            OpenError::BadSignature => RejectReason::BadSignature,
+            OpenError::Malformed(_) => RejectReason::Malformed,
+        }
+    }
+
+    fn index(self) -> usize {
+        RejectReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Which ingest endpoint a duration belongs to (the `endpoint` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/envelopes`.
+    Envelopes,
+    /// `POST /v1/nel`.
+    Nel,
+}
+
+impl Endpoint {
+    fn index(self) -> usize {
+        match self {
+            Endpoint::Envelopes => 0,
+            Endpoint::Nel => 1,
+        }
+    }
+}
+
+const ENDPOINT_LABELS: [&str; 2] = ["envelopes", "nel"];
+
+/// Upper bounds of the duration histogram buckets, in seconds.
+pub const DURATION_BUCKETS: [f64; 13] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    counts: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// Store figures shown as gauges (read from the store when `/metrics` is scraped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// Reports stored.
+    pub reports: u64,
+    /// Target-count records stored.
+    pub targets: u64,
+    /// Logical size of what is stored, in bytes.
+    pub bytes: u64,
+    /// Size on disk, in bytes.
+    pub disk_bytes: u64,
+}
+
+/// The collector's counters.
+#[derive(Default)]
+pub struct Metrics {
+    envelopes_accepted: AtomicU64,
+    envelopes_duplicate: AtomicU64,
+    envelopes_rejected: [AtomicU64; RejectReason::ALL.len()],
+    reports_accepted: [AtomicU64; 2],
+    nel_reports_accepted: AtomicU64,
+    nel_uploads_duplicate: AtomicU64,
+    // Keys are `&'static str` labels from a fixed set (`RejectReason` and `NelError::as_str`),
+    // so the map cannot grow with input.
+    nel_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    ingest_duration: [Histogram; 2],
+    connections_open: AtomicU64,
+    connections_rejected: AtomicU64,
+}
+
+fn source_index(source: Source) -> usize {
+    match source {
+        Source::Agent => 0,
+        Source::Nel => 1,
+    }
+}
+
+impl Metrics {
+    /// All counters at zero.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// An envelope was stored with `reports` reports.
+    pub fn envelope_accepted(&self, reports: usize) {
+        self.envelopes_accepted.fetch_add(1, Ordering::Relaxed);
+        self.add_reports(Source::Agent, reports);
+    }
+
+    /// An envelope was a duplicate of one already stored.
+    pub fn envelope_duplicate(&self) {
+        self.envelopes_duplicate.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An envelope was refused.
+    pub fn envelope_rejected(&self, reason: RejectReason) {
+        self.envelopes_rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A NEL upload was stored with `reports` reports.
+    pub fn nel_accepted(&self, reports: usize) {
+        self.nel_reports_accepted.fetch_add(reports as u64, Ordering::Relaxed);
+        self.add_reports(Source::Nel, reports);
+    }
+
+    /// A NEL upload was a duplicate (same body) of one already stored.
+    pub fn nel_duplicate(&self) {
+        self.nel_uploads_duplicate.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A NEL upload was refused; `reason` is a fixed label.
+    pub fn nel_rejected(&self, reason: &'static str) {
+        let mut map = self.nel_rejected.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_default() += 1;
+    }
+
+    fn add_reports(&self, source: Source, n: usize) {
+        self.reports_accepted[source_index(source)].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// How long one ingest request took, from headers read to response.
+    pub fn observe_ingest(&self, endpoint: Endpoint, d: Duration) {
+        self.ingest_duration[endpoint.index()].observe(d);
+    }
+
+    /// A connection was accepted and is being served.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A served connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection was refused because `max_connections` were open.
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Envelopes refused for `reason` so far.
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        self.envelopes_rejected[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Duplicate envelopes so far.
+    pub fn duplicate_count(&self) -> u64 {
+        self.envelopes_duplicate.load(Ordering::Relaxed)
+    }
+
+    /// Envelopes stored so far.
+    pub fn accepted_count(&self) -> u64 {
+        self.envelopes_accepted.load(Ordering::Relaxed)
+    }
+
+    /// The exposition text.
+    pub fn render(&self, store: StoreGauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        family(
+            "vantage_envelopes_accepted_total",
+            "counter",
+            "Envelopes opened, verified and durably stored.",
+            &[(String::new(), load(&self.envelopes_accepted))],
+        );
+        family(
+            "vantage_envelopes_duplicate_total",
+            "counter",
+            "Envelopes answered 202 without storing: same digest or (agent key, sequence) seen.",
+            &[(String::new(), load(&self.envelopes_duplicate))],
+        );
+        let rejected: Vec<_> = RejectReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    load(&self.envelopes_rejected[r.index()]),
+                )
+            })
+            .collect();
+        family(
+            "vantage_envelopes_rejected_total",
+            "counter",
+            "Envelopes refused, by reason.",
+            &rejected,
+        );
+        let reports: Vec<_> = [Source::Agent, Source::Nel]
+            .iter()
+            .map(|s| {
+                (
+                    format!("{{source=\"{}\"}}", s.as_str()),
+                    load(&self.reports_accepted[source_index(*s)]),
+                )
+            })
+            .collect();
+        family("vantage_reports_accepted_total", "counter", "Reports stored, by source.", &reports);
+        family(
+            "vantage_nel_reports_accepted_total",
+            "counter",
+            "Browser NEL reports stored.",
+            &[(String::new(), load(&self.nel_reports_accepted))],
+        );
+        family(
+            "vantage_nel_duplicate_total",
+            "counter",
+            "NEL uploads answered without storing: the same body was stored before.",
+            &[(String::new(), load(&self.nel_uploads_duplicate))],
+        );
+        let nel_rejected: Vec<_> = {
+            let map = self.nel_rejected.lock().unwrap_or_else(|p| p.into_inner());
+            map.iter().map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v)).collect()
+        };
+        family(
+            "vantage_nel_rejected_total",
+            "counter",
+            "NEL uploads refused, by reason.",
+            &nel_rejected,
+        );
+        family(
+            "vantage_connections_open",
+            "gauge",
+            "Connections being served.",
+            &[(String::new(), load(&self.connections_open))],
+        );
+        family(
+            "vantage_connections_rejected_total",
+            "counter",
+            "Connections refused with 503 because max_connections were open.",
+            &[(String::new(), load(&self.connections_rejected))],
+        );
+        family(
+            "vantage_store_reports",
+            "gauge",
+            "Reports in the store.",
+            &[(String::new(), store.reports)],
+        );
+        family(
+            "vantage_store_targets",
+            "gauge",
+            "Target-count records in the store.",
+            &[(String::new(), store.targets)],
+        );
+        family(
+            "vantage_store_bytes",
+            "gauge",
+            "Logical size of the stored records, in bytes.",
+            &[(String::new(), store.bytes)],
+        );
+        family(
+            "vantage_store_disk_bytes",
+            "gauge",
+            "Size of the store on disk, in bytes.",
+            &[(String::new(), store.disk_bytes)],
+        );
+        family(
+            "vantage_build_info",
+            "gauge",
+            "Always 1; the label carries the collector version.",
+            &[(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
+        );
+
+        let name = "vantage_ingest_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from request headers to response on the ingest endpoints."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (endpoint, h) in ENDPOINT_LABELS.iter().zip(&self.ingest_duration) {
+            let mut cumulative = 0u64;
+            for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+                cumulative += load(&h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{endpoint=\"{endpoint}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            cumulative += load(&h.counts[DURATION_BUCKETS.len()]);
+            let _ =
+                writeln!(out, "{name}_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {cumulative}");
+            let sum = load(&h.sum_nanos) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum{{endpoint=\"{endpoint}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{endpoint=\"{endpoint}\"}} {cumulative}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    struct Sample {
+        name: String,
+        labels: BTreeMap<String, String>,
+        value: f64,
+    }
+
+    /// A strict reader of the exposition format: HELP and TYPE before samples, one TYPE per
+    /// family, metric and label names valid, label values quoted, values numbers.
+    fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+        let valid_name = |s: &str| {
+            !s.is_empty()
+                && s.chars().enumerate().all(|(i, c)| {
+                    c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+                })
+        };
+        let mut types = BTreeMap::new();
+        let mut helped = BTreeSet::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            assert!(!line.is_empty(), "empty line in exposition");
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect("HELP has text");
+                assert!(valid_name(name) && !help.is_empty(), "{line}");
+                assert!(helped.insert(name.to_owned()), "second HELP for {name}");
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(helped.contains(name), "TYPE before HELP: {line}");
+                assert!(
+                    types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                    "second TYPE {name}"
+                );
+                continue;
+            }
+            assert!(!line.starts_with('#'), "unknown comment {line}");
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series, BTreeMap::new()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("labels end with }");
+                    let mut labels = BTreeMap::new();
+                    for pair in body.split(',') {
+                        let (k, v) = pair.split_once('=').expect("label k=v");
+                        assert!(valid_name(k), "{line}");
+                        let v =
+                            v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).expect("quoted");
+                        assert!(!v.contains('"') && !v.contains('\\'), "{line}");
+                        labels.insert(k.to_owned(), v.to_owned());
+                    }
+                    (name, labels)
+                }
+            };
+            assert!(valid_name(name), "{line}");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "sample before its TYPE: {line}");
+            samples.push(Sample { name: name.to_owned(), labels, value });
+        }
+        (types, samples)
+    }
+
+    fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+        let want: BTreeMap<String, String> =
+            labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let found: Vec<_> = samples.iter().filter(|s| s.name == name && s.labels == want).collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?}");
+        found[0].value
+    }
+
+    #[test]
+    fn exposition_parses_and_counts() {
+        let m = Metrics::new();
+        m.envelope_accepted(3);
+        m.envelope_accepted(2);
+        m.envelope_duplicate();
+        m.envelope_rejected(RejectReason::BadSignature);
+        m.envelope_rejected(RejectReason::BadSignature);
+        m.envelope_rejected(RejectReason::RateLimited);
+        m.nel_accepted(4);
+        m.nel_rejected("malformed");
+        m.nel_rejected("bad_content_type");
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connection_rejected();
+        m.observe_ingest(Endpoint::Envelopes, Duration::from_micros(300));
+        m.observe_ingest(Endpoint::Envelopes, Duration::from_millis(30));
+        m.observe_ingest(Endpoint::Envelopes, Duration::from_secs(60));
+        let text = m.render(StoreGauges { reports: 9, targets: 1, bytes: 1234, disk_bytes: 4096 });
+        let (types, samples) = parse(&text);
+
+        assert_eq!(types["vantage_ingest_duration_seconds"], "histogram");
+        assert_eq!(types["vantage_connections_open"], "gauge");
+        assert_eq!(value(&samples, "vantage_envelopes_accepted_total", &[]), 2.0);
+        assert_eq!(value(&samples, "vantage_envelopes_duplicate_total", &[]), 1.0);
+        assert_eq!(value(&samples, "vantage_reports_accepted_total", &[("source", "agent")]), 5.0);
+        assert_eq!(value(&samples, "vantage_reports_accepted_total", &[("source", "nel")]), 4.0);
+        assert_eq!(value(&samples, "vantage_nel_reports_accepted_total", &[]), 4.0);
+        let rejected =
+            |r: &str| value(&samples, "vantage_envelopes_rejected_total", &[("reason", r)]);
+        assert_eq!(rejected("bad_signature"), 2.0);
+        assert_eq!(rejected("rate_limited"), 1.0);
+        assert_eq!(rejected("store_error"), 0.0);
+        // Every reason is always exposed, so rates work from the first scrape.
+        let reasons =
+            samples.iter().filter(|s| s.name == "vantage_envelopes_rejected_total").count();
+        assert_eq!(reasons, RejectReason::ALL.len());
+        assert_eq!(value(&samples, "vantage_nel_rejected_total", &[("reason", "malformed")]), 1.0);
+        assert_eq!(value(&samples, "vantage_connections_open", &[]), 1.0);
+        assert_eq!(value(&samples, "vantage_connections_rejected_total", &[]), 1.0);
+        assert_eq!(value(&samples, "vantage_store_reports", &[]), 9.0);
+        assert_eq!(value(&samples, "vantage_store_bytes", &[]), 1234.0);
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(value(&samples, "vantage_build_info", &[("version", version)]), 1.0);
+
+        // Histogram: cumulative, ends in +Inf equal to _count, sum in seconds.
+        let bucket = |le: &str| {
+            value(
+                &samples,
+                "vantage_ingest_duration_seconds_bucket",
+                &[("endpoint", "envelopes"), ("le", le)],
+            )
+        };
+        assert_eq!(bucket("0.0005"), 1.0);
+        assert_eq!(bucket("0.025"), 1.0);
+        assert_eq!(bucket("0.05"), 2.0);
+        assert_eq!(bucket("5"), 2.0);
+        assert_eq!(bucket("+Inf"), 3.0);
+        let env = [("endpoint", "envelopes")];
+        assert_eq!(value(&samples, "vantage_ingest_duration_seconds_count", &env), 3.0);
+        let sum = value(&samples, "vantage_ingest_duration_seconds_sum", &env);
+        assert!((sum - 60.0303).abs() < 1e-9, "{sum}");
+        let mut last = 0.0;
+        for s in samples.iter().filter(|s| {
+            s.name == "vantage_ingest_duration_seconds_bucket" && s.labels["endpoint"] == "nel"
+        }) {
+            assert!(s.value >= last);
+            last = s.value;
+        }
+    }
+
+    #[test]
+    fn reject_reasons_match_open_error_labels() {
+        use vantage_agent::wire::KeyId;
+        let malformed = crate::open::Opener::new(Vec::new()).open(&[]).unwrap_err();
+        let errors = [
+            OpenError::TooLarge { len: 2, max: 1 },
+            OpenError::BadVersion(2),
+            OpenError::UnknownKeyId(KeyId([0; 8])),
+            OpenError::DecryptFailed,
+            OpenError::BadSignature,
+            malformed,
+        ];
+        for e in errors {
+            assert_eq!(RejectReason::of_open_error(&e).as_str(), e.as_str());
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! Listeners, connections, limits and graceful shutdown.
+//!
+//! [`Collector::start`] opens the store, loads enrichment, binds the listeners and returns a
+//! [`RunningCollector`]; the binary and the in-process tests both use it.
+//!
+//! Connection handling:
+//! - **Connection limit.** At most `max_connections` connections are served (a semaphore
+//!   permit per connection, taken before the TLS handshake). Beyond that, up to 64 more
+//!   connections at a time are answered `503 Service Unavailable` with `Retry-After: 1` and
+//!   `Connection: close` over HTTP/1.1 (for TLS, after a handshake that offers only
+//!   `http/1.1`, so HTTP/2 clients also get a readable answer); further ones are closed at once.
+//!   Nothing waits in a queue.
+//! - **Slow clients.** The TLS handshake, the request headers (HTTP/1.1, hyper's
+//!   `header_read_timeout`) and the request body must each arrive within
+//!   `header_read_timeout`; a connection with no bytes moving for `idle_timeout` is shut
+//!   down gracefully, then dropped if it still does not finish within another `idle_timeout`.
+//! - **Shutdown.** [`RunningCollector::shutdown`] marks the collector not ready, stops
+//!   accepting, asks every connection to finish (HTTP/1.1: after the current response;
+//!   HTTP/2: GOAWAY), waits up to `shutdown_grace` for them, drops what is left, then
+//!   flushes and closes the store.
+//! - **Retention.** A background task calls [`Store::enforce_retention`] at start and then
+//!   every [`RETENTION_INTERVAL`], on a blocking thread; it sleeps in between.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, load_tls};
+use crate::enrich::{EnrichError, Enricher};
+use crate::ingest::{Ingest, retry};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreConfig, StoreError};
+
+/// How often the retention task runs.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Connections answered `503` at the same time, at most, when `max_connections` are open.
+const MAX_REJECTING: usize = 64;
+
+/// Why the collector did not start, or did not shut down cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
+    /// The store could not be opened, or failed to close.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An enrichment file exists but could not be read.
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+    /// The ready file could not be written.
+    #[error("cannot write ready file {path}: {reason}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+/// Entry point of the collector.
+pub struct Collector;
+
+/// What connection tasks are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Finish the current requests, then close.
+    Draining,
+    /// Drop the connection now.
+    Abort,
+}
+
+/// A started collector: listeners bound, serving until [`RunningCollector::shutdown`].
+pub struct RunningCollector {
+    tls_addr: Option<SocketAddr>,
+    plain_addr: Option<SocketAddr>,
+    ingest: Arc<Ingest>,
+    phase: watch::Sender<Phase>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    shutdown_grace: Duration,
+    accept_tasks: Vec<JoinHandle<()>>,
+    retention_task: JoinHandle<()>,
+}
+
+/// What every accept loop and connection task needs.
+struct Shared {
+    ingest: Arc<Ingest>,
+    builder: auto::Builder<TokioExecutor>,
+    reject_builder: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    rejecting: Arc<Semaphore>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Collector {
+    /// Opens the store, loads enrichment data, binds the listeners and starts serving.
+    ///
+    /// Must be called inside a tokio runtime. When `server.ready_file` is set it is written
+    /// after both listeners are bound.
+    pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
+        let tls = match (&config.server.listen_tls, &config.server.tls_cert, &config.server.tls_key)
+        {
+            (Some(_), Some(cert), Some(key)) => {
+                let server = load_tls(cert, key).map_err(|e| StartError::Tls(e.to_string()))?;
+                // Answering 503 over HTTP/1.1 needs a config that does not offer h2.
+                let mut h1_only = (*server).clone();
+                h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some((TlsAcceptor::from(server), TlsAcceptor::from(Arc::new(h1_only))))
+            }
+            (Some(_), _, _) => {
+                return Err(StartError::Tls("server.listen_tls needs tls_cert and tls_key".into()));
+            }
+            _ => None,
+        };
+        let (enricher, warnings) = Enricher::load(&config.enrich)?;
+        for warning in warnings {
+            tracing::warn!(%warning, "enrichment");
+        }
+        let mut store_config = StoreConfig::new(&config.store.path);
+        store_config.retention = config.store.retention;
+        store_config.max_bytes = config.store.max_bytes;
+        let store = Store::open(store_config)?;
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Bind { addr, reason: e.to_string() })
+        };
+        let tls_listener = match config.server.listen_tls {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let plain_listener = match config.server.listen_plain {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let (tls_addr, plain_addr) = (local(&tls_listener), local(&plain_listener));
+
+        let s = &config.server;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(s.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(64)
+            .max_header_list_size(16 * 1024);
+        let mut reject_builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+        reject_builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(s.header_read_timeout)
+            .keep_alive(false);
+
+        let ingest = Arc::new(Ingest::new(&config, store.clone(), enricher));
+        let connections = Arc::new(Semaphore::new(s.max_connections));
+        let shared = Arc::new(Shared {
+            ingest: ingest.clone(),
+            builder,
+            reject_builder,
+            connections: connections.clone(),
+            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
+            header_read_timeout: s.header_read_timeout,
+            idle_timeout: s.idle_timeout,
+        });
+        let (phase, _) = watch::channel(Phase::Serving);
+        let mut accept_tasks = Vec::new();
+        if let (Some(listener), Some((acceptor, reject_acceptor))) = (tls_listener, tls) {
+            let tls = Some((acceptor, reject_acceptor));
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                tls,
+                shared.clone(),
+                phase.subscribe(),
+            )));
+        }
+        if let Some(listener) = plain_listener {
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                None,
+                shared.clone(),
+                phase.subscribe(),
+            )));
+        }
+        let retention_task = tokio::spawn(retention_loop(store, phase.subscribe()));
+
+        if let Some(addr) = tls_addr {
+            tracing::info!(%addr, "listening (HTTPS: HTTP/1.1 and HTTP/2)");
+        }
+        if let Some(addr) = plain_addr {
+            tracing::info!(%addr, "listening (plain HTTP)");
+        }
+        let running = RunningCollector {
+            tls_addr,
+            plain_addr,
+            ingest,
+            phase,
+            connections,
+            max_connections: s.max_connections,
+            shutdown_grace: s.shutdown_grace,
+            accept_tasks,
+            retention_task,
+        };
+        if let Some(path) = &s.ready_file {
+            if let Err(e) = write_ready_file(path, tls_addr, plain_addr) {
+                let _ = running.shutdown_inner().await;
+                return Err(e);
+            }
+        }
+        Ok(running)
+    }
+}
+
+fn write_ready_file(
+    path: &Path,
+    tls: Option<SocketAddr>,
+    plain: Option<SocketAddr>,
+) -> Result<(), StartError> {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    let json = serde_json::json!({ "tls": addr(tls), "plain": addr(plain) });
+    let err = |e: std::io::Error| StartError::ReadyFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    // Written under another name and renamed, so a reader never sees half a file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{json}\n")).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+impl RunningCollector {
+    /// The bound HTTPS address.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The bound plain HTTP address.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// The store the collector writes to.
+    pub fn store(&self) -> &Store {
+        &self.ingest.store
+    }
+
+    /// The collector's counters (what `/metrics` shows).
+    pub fn metrics(&self) -> &Metrics {
+        &self.ingest.metrics
+    }
+
+    /// Graceful shutdown: not ready, stop accepting, drain connections for up to
+    /// `shutdown_grace`, drop the rest, flush and close the store.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        self.shutdown_inner().await
+    }
+
+    async fn shutdown_inner(self) -> Result<(), StartError> {
+        self.ingest.ready.store(false, Ordering::Relaxed);
+        let _ = self.phase.send(Phase::Draining);
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let drained =
+            tokio::time::timeout(self.shutdown_grace, self.connections.acquire_many(all)).await;
+        if drained.is_err() {
+            let open = self.max_connections - self.connections.available_permits();
+            tracing::warn!(open, "shutdown grace over; closing connections still open");
+            let _ = self.phase.send(Phase::Abort);
+            // Aborted tasks give their permits back as soon as they are polled.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.connections.acquire_many(all))
+                    .await;
+        }
+        let _ = self.phase.send(Phase::Abort);
+        let _ = self.retention_task.await;
+        self.ingest.store.close().await?;
+        tracing::info!("collector stopped");
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<(TlsAcceptor, TlsAcceptor)>,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = phase.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Typically EMFILE: pause briefly instead of spinning on the error.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let peer = peer.ip();
+        match shared.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let acceptor = tls.as_ref().map(|(a, _)| a.clone());
+                tokio::spawn(serve(tcp, acceptor, peer, shared.clone(), phase.clone(), permit));
+            }
+            Err(_) => {
+                shared.ingest.metrics.connection_rejected();
+                if let Ok(permit) = shared.rejecting.clone().try_acquire_owned() {
+                    let acceptor = tls.as_ref().map(|(_, r)| r.clone());
+                    tokio::spawn(refuse(tcp, acceptor, shared.clone(), permit));
+                }
+                // else: dropping `tcp` closes it.
+            }
+        }
+    }
+}
+
+/// Serves one connection until it ends, idles out, or shutdown says so.
+async fn serve(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    peer: IpAddr,
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let metrics = &shared.ingest.metrics;
+    metrics.connection_opened();
+    match tls {
+        None => drive(ActivityIo::new(tcp), peer, &shared, phase).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(shared.header_read_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => drive(ActivityIo::new(stream), peer, &shared, phase).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+    metrics.connection_closed();
+}
+
+async fn drive<I>(
+    io: ActivityIo<I>,
+    peer: IpAddr,
+    shared: &Shared,
+    mut phase: watch::Receiver<Phase>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = io.activity.clone();
+    let ingest = shared.ingest.clone();
+    let service = service_fn(move |req| {
+        let ingest = ingest.clone();
+        async move { Ok::<_, std::convert::Infallible>(ingest.handle(peer, req).await) }
+    });
+    let conn = shared.builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = shared.idle_timeout;
+    let mut draining = false;
+    if *phase.borrow() != Phase::Serving {
+        conn.as_mut().graceful_shutdown();
+        draining = true;
+    }
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = phase.changed() => {
+                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Abort };
+                match now {
+                    Phase::Serving => {}
+                    Phase::Draining => {
+                        if !draining {
+                            conn.as_mut().graceful_shutdown();
+                            draining = true;
+                        }
+                    }
+                    Phase::Abort => return,
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if activity.last().elapsed() >= idle {
+                    if draining {
+                        return;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                    activity.touch();
+                }
+            }
+        }
+    }
+}
+
+/// Answers `503` + `Retry-After` on a connection over the limit, then closes it.
+async fn refuse(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let deadline = shared.header_read_timeout * 2;
+    let service = service_fn(|_req| async {
+        let mut r = retry(http::StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1));
+        r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        Ok::<_, std::convert::Infallible>(r)
+    });
+    let work = async {
+        match tls {
+            None => {
+                let _ = shared.reject_builder.serve_connection(TokioIo::new(tcp), service).await;
+            }
+            Some(acceptor) => {
+                if let Ok(stream) = acceptor.accept(tcp).await {
+                    let _ =
+                        shared.reject_builder.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, work).await;
+}
+
+async fn retention_loop(store: Store, mut phase: watch::Receiver<Phase>) {
+    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = phase.changed() => return,
+            _ = interval.tick() => {}
+        }
+        let store = store.clone();
+        let now = crate::ingest::now_millis();
+        match tokio::task::spawn_blocking(move || store.enforce_retention(now)).await {
+            Ok(Ok(stats)) => tracing::debug!(?stats, "retention"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task panicked"),
+        }
+    }
+}
+
+/// When bytes last moved on a connection, in milliseconds since the connection began.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// An I/O stream that records when bytes last moved, for the idle timeout.
+struct ActivityIo<I> {
+    inner: I,
+    activity: Activity,
+}
+
+impl<I> ActivityIo<I> {
+    fn new(inner: I) -> ActivityIo<I> {
+        ActivityIo {
+            inner,
+            activity: Activity { start: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) },
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

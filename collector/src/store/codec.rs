@@ -1,0 +1,345 @@
+//! Keys and the versioned binary encoding of stored records.
+//!
+//! Values start with a version byte (`1`), then fields in a fixed order: integers as LEB128
+//! varints, strings as a varint length and UTF-8 bytes, labels (source, phase, error type,
+//! network, scope) as their stable strings so a label this version does not know survives a
+//! round trip (`ErrorType::Other`). The event time and report id live in the key, not the value.
+
+use vantage_agent::report::UnixMillis;
+use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
+
+use crate::model::{ClientKey, Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
+
+/// The only record version this code writes and reads.
+const RECORD_VERSION: u8 = 1;
+/// Upper bound on an encoded string, far above what the ingest path accepts.
+const MAX_STRING: usize = 64 * 1024;
+
+/// Report key: `event_at` (big-endian, so keys sort by time) then the report id.
+pub(super) const REPORT_KEY_LEN: usize = 8 + 16;
+/// Targets key: `event_at`, 16 bytes of the upload digest, index in the upload.
+pub(super) const TARGET_KEY_LEN: usize = 8 + 16 + 4;
+
+pub(super) fn report_key(event_at: UnixMillis, id: &[u8; 16]) -> [u8; REPORT_KEY_LEN] {
+    let mut key = [0; REPORT_KEY_LEN];
+    key[..8].copy_from_slice(&event_at.0.to_be_bytes());
+    key[8..].copy_from_slice(id);
+    key
+}
+
+pub(super) fn target_key(
+    event_at: UnixMillis,
+    digest: &[u8; 32],
+    index: u32,
+) -> [u8; TARGET_KEY_LEN] {
+    let mut key = [0; TARGET_KEY_LEN];
+    key[..8].copy_from_slice(&event_at.0.to_be_bytes());
+    key[8..24].copy_from_slice(&digest[..16]);
+    key[24..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The event time at the front of a report or targets key.
+pub(super) fn key_time(key: &[u8]) -> Result<u64, String> {
+    let head: [u8; 8] = key
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("key of {} bytes is too short", key.len()))?;
+    Ok(u64::from_be_bytes(head))
+}
+
+/// A big-endian u64 value (counters, times).
+pub(super) fn be_u64(bytes: &[u8]) -> Result<u64, String> {
+    let arr: [u8; 8] =
+        bytes.try_into().map_err(|_| format!("expected 8 bytes, found {}", bytes.len()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+pub(super) fn encode_report(r: &StoredReport) -> Result<Vec<u8>, String> {
+    let mut w = Writer(Vec::with_capacity(96 + r.service.len() + r.host.len()));
+    w.0.push(RECORD_VERSION);
+    w.uint(r.received_at.0);
+    w.str(r.source.as_str(), "source")?;
+    w.str(&r.service, "service")?;
+    w.str(&r.host, "host")?;
+    w.str(r.phase.as_str(), "phase")?;
+    w.str(r.error_type.as_str(), "error_type")?;
+    w.uint(r.elapsed_ms.into());
+    w.uint(r.status.map_or(0, |s| u64::from(s) + 1));
+    w.str(r.network.as_str(), "network")?;
+    w.str(r.scope.as_str(), "scope")?;
+    w.uint(r.count.into());
+    w.uint(r.sample_ppm.into());
+    match &r.client {
+        Some(key) => {
+            w.0.push(1);
+            w.0.extend_from_slice(key);
+        }
+        None => w.0.push(0),
+    }
+    w.0.extend_from_slice(&r.net.0.to_be_bytes());
+    w.enrichment(&r.enrichment)?;
+    Ok(w.0)
+}
+
+pub(super) fn decode_report(key: &[u8], value: &[u8]) -> Result<StoredReport, String> {
+    if key.len() != REPORT_KEY_LEN {
+        return Err(format!("report key of {} bytes, expected {REPORT_KEY_LEN}", key.len()));
+    }
+    let event_at = UnixMillis(key_time(key)?);
+    let mut id = [0; 16];
+    id.copy_from_slice(&key[8..]);
+    let mut r = Reader::new(value)?;
+    let received_at = UnixMillis(r.uint("received_at")?);
+    let source = match r.str("source")? {
+        "agent" => Source::Agent,
+        "nel" => Source::Nel,
+        other => return Err(format!("unknown source {other:?}")),
+    };
+    let service = r.str("service")?.to_owned();
+    let host = r.str("host")?.to_owned();
+    let phase: Phase = r.str("phase")?.parse().map_err(|e| format!("{e}"))?;
+    let error_type = ErrorType::from_label(r.str("error_type")?).map_err(|e| format!("{e}"))?;
+    let elapsed_ms = r.u32("elapsed_ms")?;
+    let status = match r.uint("status")? {
+        0 => None,
+        n => Some(u16::try_from(n - 1).map_err(|_| format!("status {} out of range", n - 1))?),
+    };
+    // A network type or scope a newer version added reads as `Unknown` here: both enums have
+    // that value for "not known", and detection treats it as such.
+    let network = r.str("network")?.parse().unwrap_or(NetworkType::Unknown);
+    let scope = r.str("scope")?.parse().unwrap_or(Scope::Unknown);
+    let count = r.u32("count")?;
+    let sample_ppm = r.u32("sample_ppm")?;
+    let client = match r.byte("client flag")? {
+        0 => None,
+        1 => Some(r.array::<32>("client")?),
+        f => return Err(format!("client flag {f}")),
+    };
+    let net = NetTag(u64::from_be_bytes(r.array::<8>("net")?));
+    let enrichment = r.enrichment()?;
+    r.finish()?;
+    Ok(StoredReport {
+        id,
+        received_at,
+        event_at,
+        source,
+        service,
+        host,
+        phase,
+        error_type,
+        elapsed_ms,
+        status,
+        network,
+        scope,
+        count,
+        sample_ppm,
+        client,
+        net,
+        enrichment,
+    })
+}
+
+pub(super) fn encode_targets(t: &StoredTargets) -> Result<Vec<u8>, String> {
+    let mut w = Writer(Vec::with_capacity(80 + t.service.len() + t.host.len()));
+    w.0.push(RECORD_VERSION);
+    w.uint(t.received_at.0);
+    w.str(&t.service, "service")?;
+    w.str(&t.host, "host")?;
+    w.uint(t.attempts);
+    w.uint(t.successes);
+    w.0.extend_from_slice(&t.client);
+    w.0.extend_from_slice(&t.net.0.to_be_bytes());
+    w.enrichment(&t.enrichment)?;
+    Ok(w.0)
+}
+
+pub(super) fn decode_targets(key: &[u8], value: &[u8]) -> Result<StoredTargets, String> {
+    if key.len() != TARGET_KEY_LEN {
+        return Err(format!("targets key of {} bytes, expected {TARGET_KEY_LEN}", key.len()));
+    }
+    let event_at = UnixMillis(key_time(key)?);
+    let mut r = Reader::new(value)?;
+    let received_at = UnixMillis(r.uint("received_at")?);
+    let service = r.str("service")?.to_owned();
+    let host = r.str("host")?.to_owned();
+    let attempts = r.uint("attempts")?;
+    let successes = r.uint("successes")?;
+    let client: ClientKey = r.array::<32>("client")?;
+    let net = NetTag(u64::from_be_bytes(r.array::<8>("net")?));
+    let enrichment = r.enrichment()?;
+    r.finish()?;
+    Ok(StoredTargets {
+        received_at,
+        event_at,
+        service,
+        host,
+        attempts,
+        successes,
+        client,
+        net,
+        enrichment,
+    })
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn uint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    fn str(&mut self, s: &str, field: &str) -> Result<(), String> {
+        if s.len() > MAX_STRING {
+            return Err(format!("{field} is {} bytes, more than {MAX_STRING}", s.len()));
+        }
+        self.uint(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    fn enrichment(&mut self, e: &Enrichment) -> Result<(), String> {
+        self.uint(e.asn.map_or(0, |a| u64::from(a) + 1));
+        self.str(e.country.as_ref().map_or("", Country::as_str), "country")
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Result<Reader<'a>, String> {
+        match buf.first() {
+            Some(&RECORD_VERSION) => Ok(Reader { buf, pos: 1 }),
+            Some(v) => Err(format!(
+                "record version {v} is not supported (this build reads {RECORD_VERSION})"
+            )),
+            None => Err("empty record".into()),
+        }
+    }
+
+    fn byte(&mut self, field: &str) -> Result<u8, String> {
+        let b = *self.buf.get(self.pos).ok_or_else(|| format!("truncated at {field}"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| format!("truncated at {field}"))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], String> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn uint(&mut self, field: &str) -> Result<u64, String> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte(field)?;
+            let part = u64::from(b & 0x7f);
+            if shift == 63 && part > 1 {
+                return Err(format!("{field} overflows 64 bits"));
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(format!("{field} overflows 64 bits"))
+    }
+
+    fn u32(&mut self, field: &str) -> Result<u32, String> {
+        let v = self.uint(field)?;
+        u32::try_from(v).map_err(|_| format!("{field} {v} out of range"))
+    }
+
+    fn str(&mut self, field: &str) -> Result<&'a str, String> {
+        let len = self.uint(field)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= MAX_STRING)
+            .ok_or_else(|| format!("{field} length {len} too large"))?;
+        let bytes = self.take(len, field)?;
+        std::str::from_utf8(bytes).map_err(|_| format!("{field} is not UTF-8"))
+    }
+
+    fn enrichment(&mut self) -> Result<Enrichment, String> {
+        let asn = match self.uint("asn")? {
+            0 => None,
+            n => Some(u32::try_from(n - 1).map_err(|_| format!("asn {} out of range", n - 1))?),
+        };
+        let country = match self.str("country")? {
+            "" => None,
+            code => Some(Country::parse(code).ok_or_else(|| format!("country {code:?}"))?),
+        };
+        Ok(Enrichment { asn, country })
+    }
+
+    fn finish(self) -> Result<(), String> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(format!("{} trailing bytes", self.buf.len() - self.pos))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+            let mut w = Writer(vec![RECORD_VERSION]);
+            w.uint(v);
+            let mut r = Reader::new(&w.0).unwrap();
+            assert_eq!(r.uint("v").unwrap(), v);
+            r.finish().unwrap();
+        }
+        // Eleven continuation bytes can never be a u64.
+        let mut bad = vec![RECORD_VERSION];
+        bad.extend([0xff; 10]);
+        bad.push(0x01);
+        assert!(Reader::new(&bad).unwrap().uint("v").unwrap_err().contains("overflows"));
+        // The tenth byte may only carry the top bit.
+        let mut bad = vec![RECORD_VERSION];
+        bad.extend([0xff; 9]);
+        bad.push(0x02);
+        assert!(Reader::new(&bad).unwrap().uint("v").unwrap_err().contains("overflows"));
+    }
+
+    #[test]
+    fn keys_sort_by_event_time() {
+        let a = report_key(UnixMillis(255), &[0xff; 16]);
+        let b = report_key(UnixMillis(256), &[0; 16]);
+        assert!(a < b);
+        assert_eq!(key_time(&b).unwrap(), 256);
+        let t = target_key(UnixMillis(9), &[3; 32], 2);
+        assert_eq!(key_time(&t).unwrap(), 9);
+        assert_eq!(&t[24..], &2u32.to_be_bytes());
+    }
+
+    #[test]
+    fn unknown_versions_and_truncation_are_errors() {
+        assert!(Reader::new(&[2]).err().unwrap().contains("version 2"));
+        assert!(Reader::new(&[]).err().unwrap().contains("empty"));
+        let mut r = Reader::new(&[RECORD_VERSION, 5, b'a']).unwrap();
+        assert!(r.str("host").unwrap_err().contains("truncated at host"));
+    }
+}

@@ -1,0 +1,1024 @@
+//! The collector's durable store: accepted reports and target counts in sled, with dedup,
+//! group commit and retention.
+//!
+//! # On-disk layout (sled 0.34, one directory)
+//!
+//! | tree              | key                                            | value                                  |
+//! |-------------------|------------------------------------------------|----------------------------------------|
+//! | `reports`         | `event_at` u64 BE ‖ report id (16)             | report record (see below)              |
+//! | `report_ids`      | report id (16)                                 | `event_at` u64 BE                      |
+//! | `targets`         | `event_at` u64 BE ‖ digest[..16] ‖ index u32 BE | targets record                        |
+//! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
+//! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
+//! | `replay`          | agent key (32)                                 | replay window (see `replay.rs`)        |
+//! | `meta`            | `format`, `reports`, `targets`, `bytes`        | u32 BE (format 1), u64 BE counters     |
+//!
+//! Keys start with the big-endian event time, so a time range is one sled range scan and the
+//! oldest data is at the front. `report_ids` makes a report re-sent in a later upload (same id,
+//! slightly different event time) a no-op instead of a second row. Records are a version byte
+//! and compact varint/label fields (`codec.rs`); labels are stored as their stable strings.
+//!
+//! # Writes
+//!
+//! One writer task owns all inserts. [`Store::commit`] sends the batch over a bounded channel and
+//! waits; the writer takes everything queued (up to [`MAX_GROUP`] batches), runs dedup and all
+//! inserts of the group in **one multi-tree sled transaction**, then calls `flush_async` once
+//! and only then answers every waiter. sled writes a transaction to its log as one atomic unit,
+//! so after a crash either the whole group (digests, replay windows, rows, counters) is there
+//! or none of it; a client that got no answer retries and gets `Stored` or `Duplicate`, both
+//! of which are correct. Nothing is acknowledged before the flush that made it durable,
+//! including `Duplicate` (the original may be in the same, not yet flushed, group).
+//!
+//! Retention ([`Store::enforce_retention`]) deletes in transactions of its own that also
+//! update the counters in `meta`; sled serialises them against the writer's.
+
+mod codec;
+mod replay;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use vantage_agent::report::UnixMillis;
+
+use crate::model::{IngestBatch, StoredReport, StoredTargets};
+use replay::{ReplayState, Verdict};
+
+/// The on-disk format this build writes and reads (the `meta/format` value).
+pub const FORMAT_VERSION: u32 = 1;
+/// Most batches one group commit takes from the queue.
+pub const MAX_GROUP: usize = 256;
+/// Capacity of the channel into the writer; `commit` waits when it is full.
+const QUEUE: usize = 1024;
+/// Rows deleted per retention transaction.
+const DELETE_CHUNK: usize = 1024;
+/// sled page cache.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Logical bytes a `report_ids` entry adds to a report.
+const ID_ENTRY_BYTES: u64 = 16 + 8;
+
+const META_FORMAT: &[u8] = b"format";
+const META_REPORTS: &[u8] = b"reports";
+const META_TARGETS: &[u8] = b"targets";
+const META_BYTES: &[u8] = b"bytes";
+
+/// Where and how long the store keeps data.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The sled directory (created when missing).
+    pub path: PathBuf,
+    /// How long reports and target counts are kept, by event time. Default 30 days.
+    pub retention: Duration,
+    /// Logical size (see [`StoreStats::bytes`]) above which the oldest data is deleted.
+    /// Default 10 GiB.
+    pub max_bytes: u64,
+    /// Sequence numbers remembered per agent key for replay protection, 1 to 2^20.
+    /// Default 4096.
+    pub replay_window: u64,
+}
+
+impl StoreConfig {
+    /// A config for `path` with the defaults for everything else.
+    pub fn new(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+            replay_window: 4096,
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The batch is on disk.
+    Stored {
+        /// Reports written (a report whose id is already stored is not written again).
+        reports: usize,
+        /// Target-count records written.
+        targets: usize,
+    },
+    /// The batch (same digest, or same agent key and sequence number) was already stored, or
+    /// its sequence number is older than the replay window.
+    Duplicate,
+}
+
+/// What a retention pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionStats {
+    /// Reports deleted because their event time was older than the retention.
+    pub expired_reports: u64,
+    /// Target counts deleted because their event time was older than the retention.
+    pub expired_targets: u64,
+    /// Reports deleted, oldest first, to get under `max_bytes`.
+    pub evicted_reports: u64,
+    /// Target counts deleted, oldest first, to get under `max_bytes`.
+    pub evicted_targets: u64,
+    /// Dedup digests forgotten because they were received before the retention.
+    pub expired_digests: u64,
+    /// Replay windows forgotten because their agent was not seen within the retention.
+    pub expired_agents: u64,
+    /// Logical bytes freed (reports and targets).
+    pub freed_bytes: u64,
+}
+
+/// Counts and sizes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Reports stored.
+    pub reports: u64,
+    /// Target-count records stored.
+    pub targets: u64,
+    /// Logical size of reports (with their id index entries) and targets, keys and values:
+    /// the figure `max_bytes` bounds.
+    pub bytes: u64,
+    /// Size of the sled files on disk.
+    pub disk_bytes: u64,
+}
+
+/// Store errors. Each names the store path or the key that was wrong.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store could not be opened or created.
+    #[error("cannot open store at {path}: {reason}")]
+    Open {
+        /// The store directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Stored data could not be read back.
+    #[error("store at {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The store directory.
+        path: PathBuf,
+        /// What was wrong, naming the tree and key.
+        detail: String,
+    },
+    /// An I/O error from the storage engine.
+    #[error("store I/O error: {0}")]
+    Io(String),
+    /// A record could not be encoded.
+    #[error("cannot encode record: {0}")]
+    Encode(String),
+    /// The store was closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// The durable store. Cheap to clone; all clones share one database and one writer.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.shared.path)
+            .field("stats", &self.shared.counts())
+            .finish()
+    }
+}
+
+struct Control {
+    /// `None` once closed. Dropping the last sender ends the writer after it drained the queue.
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Job {
+    batch: IngestBatch,
+    reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+}
+
+struct Shared {
+    path: PathBuf,
+    config: StoreConfig,
+    db: sled::Db,
+    trees: Trees,
+    /// In-memory mirror of the `meta` counters, moved by the deltas of committed transactions
+    /// (deltas commute, so the order in which concurrent transactions report them is
+    /// irrelevant).
+    counts: Mutex<Counts>,
+}
+
+struct Trees {
+    reports: sled::Tree,
+    report_ids: sled::Tree,
+    targets: sled::Tree,
+    digests: sled::Tree,
+    digests_by_time: sled::Tree,
+    replay: sled::Tree,
+    meta: sled::Tree,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    reports: u64,
+    targets: u64,
+    bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Delta {
+    reports: i64,
+    targets: i64,
+    bytes: i64,
+}
+
+impl Delta {
+    fn is_zero(&self) -> bool {
+        self.reports == 0 && self.targets == 0 && self.bytes == 0
+    }
+}
+
+impl Counts {
+    fn apply(&mut self, d: Delta) {
+        self.reports = self.reports.saturating_add_signed(d.reports);
+        self.targets = self.targets.saturating_add_signed(d.targets);
+        self.bytes = self.bytes.saturating_add_signed(d.bytes);
+    }
+}
+
+/// A batch with its records encoded, ready for the transaction.
+struct Prepared {
+    digest: [u8; 32],
+    sequence: Option<([u8; 32], u64)>,
+    received_at: u64,
+    reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>)>,
+    targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+impl Store {
+    /// Opens or creates. Must be called inside a tokio runtime (spawns the group-commit writer).
+    /// A corrupt or unreadable store is an error naming the path, never silently replaced.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let path = config.path.clone();
+        let open_err = |reason: String| StoreError::Open { path: path.clone(), reason };
+        if !(1..=replay::MAX_WINDOW).contains(&config.replay_window) {
+            return Err(open_err(format!(
+                "replay_window {} is not between 1 and {}",
+                config.replay_window,
+                replay::MAX_WINDOW
+            )));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| open_err("Store::open must be called inside a tokio runtime".into()))?;
+        // sled reads a damaged log as an empty database (and writes a fresh head into it);
+        // whether data was there before has to be known before sled touches the files, so a
+        // damaged store is reported instead of silently starting over empty.
+        let had_data = path.join("db").metadata().is_ok_and(|m| m.len() > 0);
+        let db = catch_unwind(AssertUnwindSafe(|| {
+            sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()
+        }))
+        .map_err(|_| StoreError::Corrupt {
+            path: path.clone(),
+            detail: "the storage engine panicked while reading the files".into(),
+        })?
+        .map_err(|e| engine_error(&path, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| engine_error(&path, e));
+        let trees = Trees {
+            reports: tree("reports")?,
+            report_ids: tree("report_ids")?,
+            targets: tree("targets")?,
+            digests: tree("digests")?,
+            digests_by_time: tree("digests_by_time")?,
+            replay: tree("replay")?,
+            meta: tree("meta")?,
+        };
+        let shared =
+            Shared { path: path.clone(), config, db, trees, counts: Mutex::new(Counts::default()) };
+        shared.check_format(had_data)?;
+        let counts = shared.load_or_rebuild_counts()?;
+        *shared.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
+        shared.db.flush().map_err(|e| engine_error(&path, e))?;
+
+        let shared = Arc::new(shared);
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let writer = runtime.spawn(run_writer(Arc::clone(&shared), receiver));
+        Ok(Store {
+            shared,
+            control: Arc::new(Control {
+                sender: Mutex::new(Some(sender)),
+                writer: tokio::sync::Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Dedup (digest; (agent key, seq) window) + atomic write; Ok only once it is on disk
+    /// (group commit: one fsync for many concurrent commits).
+    pub async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, StoreError> {
+        let sender = self
+            .control
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender.send(Job { batch, reply }).await.map_err(|_| StoreError::Closed)?;
+        drop(sender);
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reports with `from <= event_at < to`, in `event_at` order.
+    pub fn scan_reports(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> impl Iterator<Item = Result<StoredReport, StoreError>> + '_ {
+        self.shared.scan(&self.shared.trees.reports, from, to).map(|entry| {
+            let (k, v) = entry?;
+            codec::decode_report(&k, &v).map_err(|e| self.shared.corrupt("reports", &k, &e))
+        })
+    }
+
+    /// Target counts with `from <= event_at < to`, in `event_at` order.
+    pub fn scan_targets(
+        &self,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> impl Iterator<Item = Result<StoredTargets, StoreError>> + '_ {
+        self.shared.scan(&self.shared.trees.targets, from, to).map(|entry| {
+            let (k, v) = entry?;
+            codec::decode_targets(&k, &v).map_err(|e| self.shared.corrupt("targets", &k, &e))
+        })
+    }
+
+    /// Deletes by age (event_at older than now - retention) and then oldest-first down to
+    /// max_bytes. Also forgets dedup digests received before `now - retention` and the replay
+    /// windows of agents not seen since then.
+    pub fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionStats, StoreError> {
+        self.shared.enforce_retention(now)
+    }
+
+    /// Counts and sizes.
+    pub fn stats(&self) -> StoreStats {
+        let counts = self.shared.counts();
+        StoreStats {
+            reports: counts.reports,
+            targets: counts.targets,
+            bytes: counts.bytes,
+            disk_bytes: self.shared.db.size_on_disk().unwrap_or(0),
+        }
+    }
+
+    /// Waits for pending commits, flushes, stops the writer. Further commits get
+    /// [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        drop(self.control.sender.lock().unwrap_or_else(PoisonError::into_inner).take());
+        // Held across the wait so a second `close` returns only after the writer is gone too.
+        let mut writer = self.control.writer.lock().await;
+        if let Some(handle) = writer.take() {
+            handle.await.map_err(|e| StoreError::Io(format!("store writer task failed: {e}")))?;
+        }
+        self.shared.db.flush_async().await.map(drop).map_err(|e| self.shared.io(e))
+    }
+}
+
+/// The writer: group commit until every sender is gone and the queue is empty.
+async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_GROUP);
+    while let Some(job) = receiver.recv().await {
+        jobs.push(job);
+        while jobs.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<_>, Vec<_>) =
+            jobs.drain(..).map(|j| (j.batch, j.reply)).unzip();
+        let n = batches.len();
+        let worker = Arc::clone(&shared);
+        let results = tokio::task::spawn_blocking(move || worker.apply_group(batches))
+            .await
+            .unwrap_or_else(|e| vec![Err(StoreError::Io(format!("store write failed: {e}"))); n]);
+        let flushed = if results.iter().any(Result::is_ok) {
+            shared.db.flush_async().await.map(drop).map_err(|e| shared.io(e))
+        } else {
+            Ok(())
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            let result = match (&flushed, result) {
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (_, result) => result,
+            };
+            // The caller may have stopped waiting; the batch is stored either way.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Shared {
+    fn counts(&self) -> Counts {
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn apply_delta(&self, d: Delta) {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner).apply(d);
+    }
+
+    fn corrupt(&self, tree: &str, key: &[u8], detail: &str) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{tree} key {}: {detail}", hex(key)),
+        }
+    }
+
+    fn check_format(&self, had_data: bool) -> Result<(), StoreError> {
+        let meta = &self.trees.meta;
+        match meta.get(META_FORMAT).map_err(|e| engine_error(&self.path, e))? {
+            Some(v) => {
+                let arr: [u8; 4] = v.as_ref().try_into().map_err(|_| {
+                    self.corrupt("meta", META_FORMAT, &format!("{} bytes", v.len()))
+                })?;
+                let version = u32::from_be_bytes(arr);
+                if version != FORMAT_VERSION {
+                    return Err(StoreError::Open {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "on-disk format {version}, this build reads format {FORMAT_VERSION}"
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let empty = [
+                    &self.trees.reports,
+                    &self.trees.targets,
+                    &self.trees.digests,
+                    &self.trees.replay,
+                ]
+                .iter()
+                .all(|t| t.is_empty());
+                if had_data || !empty {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: "the directory holds sled files but no Vantage format marker: the \
+                                 files are damaged or are not a Vantage store; refusing to use \
+                                 it (move the directory aside to start a new store)"
+                            .into(),
+                    });
+                }
+                meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| engine_error(&self.path, e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The counters from `meta`, or recounted from the trees when any is missing (a store
+    /// written before they existed, or one whose meta entries were lost).
+    fn load_or_rebuild_counts(&self) -> Result<Counts, StoreError> {
+        let meta = &self.trees.meta;
+        let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+            match meta.get(key).map_err(|e| engine_error(&self.path, e))? {
+                Some(v) => codec::be_u64(&v).map(Some).map_err(|e| self.corrupt("meta", key, &e)),
+                None => Ok(None),
+            }
+        };
+        if let (Some(reports), Some(targets), Some(bytes)) =
+            (read(META_REPORTS)?, read(META_TARGETS)?, read(META_BYTES)?)
+        {
+            return Ok(Counts { reports, targets, bytes });
+        }
+        let mut counts = Counts::default();
+        for entry in self.trees.reports.iter() {
+            let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
+            counts.reports += 1;
+            counts.bytes += (k.len() + v.len()) as u64 + ID_ENTRY_BYTES;
+        }
+        for entry in self.trees.targets.iter() {
+            let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
+            counts.targets += 1;
+            counts.bytes += (k.len() + v.len()) as u64;
+        }
+        let write = |key: &[u8], v: u64| {
+            meta.insert(key, &v.to_be_bytes()).map(drop).map_err(|e| engine_error(&self.path, e))
+        };
+        write(META_REPORTS, counts.reports)?;
+        write(META_TARGETS, counts.targets)?;
+        write(META_BYTES, counts.bytes)?;
+        Ok(counts)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        tree: &'a sled::Tree,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a {
+        // An 8-byte bound sorts before every longer key with the same time prefix, so
+        // `from..to` holds exactly the keys with from <= event_at < to.
+        let start = from.0.to_be_bytes();
+        let end = to.0.max(from.0).to_be_bytes();
+        tree.range(start..end).map(move |entry| entry.map_err(|e| self.io(e)))
+    }
+
+    fn prepare(batch: &IngestBatch) -> Result<Prepared, StoreError> {
+        let received_at = batch
+            .reports
+            .iter()
+            .map(|r| r.received_at.0)
+            .chain(batch.targets.iter().map(|t| t.received_at.0))
+            .max()
+            .unwrap_or_else(now_millis);
+        let reports = batch
+            .reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let value = codec::encode_report(r)
+                    .map_err(|e| StoreError::Encode(format!("reports[{i}]: {e}")))?;
+                Ok((codec::report_key(r.event_at, &r.id), r.id, value))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let targets = batch
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let value = codec::encode_targets(t)
+                    .map_err(|e| StoreError::Encode(format!("targets[{i}]: {e}")))?;
+                let index = u32::try_from(i)
+                    .map_err(|_| StoreError::Encode(format!("more than {} targets", u32::MAX)))?;
+                Ok((codec::target_key(t.event_at, &batch.digest, index), value))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Prepared {
+            digest: batch.digest,
+            sequence: batch.sequence,
+            received_at,
+            reports,
+            targets,
+        })
+    }
+
+    /// Dedup and inserts for a whole group in one transaction. One result per batch, in order.
+    fn apply_group(&self, batches: Vec<IngestBatch>) -> Vec<Result<CommitOutcome, StoreError>> {
+        let prepared: Vec<Result<Prepared, StoreError>> =
+            batches.iter().map(Self::prepare).collect();
+        let t = &self.trees;
+        let window = self.config.replay_window;
+        let result = (
+            &t.reports,
+            &t.report_ids,
+            &t.targets,
+            &t.digests,
+            &t.digests_by_time,
+            &t.replay,
+            &t.meta,
+        )
+            .transaction(
+                |(reports, report_ids, targets, digests, by_time, replay, meta)| {
+                    let mut delta = Delta::default();
+                    let mut outcomes = Vec::with_capacity(prepared.len());
+                    for p in &prepared {
+                        let p = match p {
+                            Ok(p) => p,
+                            Err(e) => {
+                                outcomes.push(Err(e.clone()));
+                                continue;
+                            }
+                        };
+                        if digests.get(p.digest)?.is_some() {
+                            outcomes.push(Ok(CommitOutcome::Duplicate));
+                            continue;
+                        }
+                        if let Some((key, seq)) = p.sequence {
+                            let state = match replay.get(key)? {
+                                None => ReplayState::first(window, seq, p.received_at),
+                                Some(bytes) => {
+                                    let mut state = match ReplayState::decode(&bytes, window) {
+                                        Ok(s) => s,
+                                        Err(e) => {
+                                            // Only this batch fails; the rest of the group goes on.
+                                            outcomes.push(Err(self.corrupt("replay", &key, &e)));
+                                            continue;
+                                        }
+                                    };
+                                    if state.check_and_insert(seq, p.received_at) == Verdict::Seen {
+                                        outcomes.push(Ok(CommitOutcome::Duplicate));
+                                        continue;
+                                    }
+                                    state
+                                }
+                            };
+                            replay.insert(&key[..], state.encode())?;
+                        }
+                        let time = p.received_at.to_be_bytes();
+                        digests.insert(&p.digest[..], &time[..])?;
+                        let mut by_time_key = [0u8; 40];
+                        by_time_key[..8].copy_from_slice(&time);
+                        by_time_key[8..].copy_from_slice(&p.digest);
+                        by_time.insert(&by_time_key[..], &[][..])?;
+
+                        let mut stored_reports = 0;
+                        for (key, id, value) in &p.reports {
+                            if report_ids.get(id)?.is_some() {
+                                continue;
+                            }
+                            report_ids.insert(&id[..], &key[..8])?;
+                            // Invariant: report_ids had no entry for this id, so neither has
+                            // reports a key ending in it.
+                            reports.insert(&key[..], value.as_slice())?;
+                            stored_reports += 1;
+                            delta.reports += 1;
+                            delta.bytes += (key.len() + value.len()) as i64 + ID_ENTRY_BYTES as i64;
+                        }
+                        for (key, value) in &p.targets {
+                            let old = targets.insert(&key[..], value.as_slice())?;
+                            match old {
+                                Some(old) => delta.bytes += value.len() as i64 - old.len() as i64,
+                                None => {
+                                    delta.targets += 1;
+                                    delta.bytes += (key.len() + value.len()) as i64;
+                                }
+                            }
+                        }
+                        outcomes.push(Ok(CommitOutcome::Stored {
+                            reports: stored_reports,
+                            targets: p.targets.len(),
+                        }));
+                    }
+                    self.add_to_meta(meta, delta)?;
+                    Ok((outcomes, delta))
+                },
+            );
+        match result {
+            Ok((outcomes, delta)) => {
+                self.apply_delta(delta);
+                outcomes
+            }
+            Err(e) => {
+                let e = self.tx_error(e);
+                vec![Err(e); prepared.len()]
+            }
+        }
+    }
+
+    fn add_to_meta(&self, meta: &sled::transaction::TransactionalTree, d: Delta) -> TxResult<()> {
+        if d.is_zero() {
+            return Ok(());
+        }
+        for (key, change) in
+            [(META_REPORTS, d.reports), (META_TARGETS, d.targets), (META_BYTES, d.bytes)]
+        {
+            let current = match meta.get(key)? {
+                Some(v) => codec::be_u64(&v).map_err(|e| {
+                    ConflictableTransactionError::Abort(self.corrupt("meta", key, &e))
+                })?,
+                None => 0,
+            };
+            meta.insert(key, &current.saturating_add_signed(change).to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn tx_error(&self, e: TransactionError<StoreError>) -> StoreError {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => self.io(e),
+        }
+    }
+
+    /// Deletes the given rows in one transaction, updating the counters.
+    fn delete(
+        &self,
+        report_keys: &[sled::IVec],
+        target_keys: &[sled::IVec],
+    ) -> Result<Delta, StoreError> {
+        let t = &self.trees;
+        let delta = (&t.reports, &t.report_ids, &t.targets, &t.meta)
+            .transaction(|(reports, report_ids, targets, meta)| {
+                let mut delta = Delta::default();
+                for key in report_keys {
+                    if let Some(old) = reports.remove(key)? {
+                        if let Some(id) = key.get(8..) {
+                            report_ids.remove(id)?;
+                        }
+                        delta.reports -= 1;
+                        delta.bytes -= (key.len() + old.len()) as i64 + ID_ENTRY_BYTES as i64;
+                    }
+                }
+                for key in target_keys {
+                    if let Some(old) = targets.remove(key)? {
+                        delta.targets -= 1;
+                        delta.bytes -= (key.len() + old.len()) as i64;
+                    }
+                }
+                self.add_to_meta(meta, delta)?;
+                Ok(delta)
+            })
+            .map_err(|e| self.tx_error(e))?;
+        self.apply_delta(delta);
+        Ok(delta)
+    }
+
+    fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionStats, StoreError> {
+        let engine = |e: sled::Error| self.io(e);
+        let retention_ms = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = now.0.saturating_sub(retention_ms).to_be_bytes();
+        let mut stats = RetentionStats::default();
+        let t = &self.trees;
+
+        // By age: everything keyed before the cutoff, front of each tree first.
+        loop {
+            let keys = t
+                .reports
+                .range(..cutoff)
+                .keys()
+                .take(DELETE_CHUNK)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(engine)?;
+            if keys.is_empty() {
+                break;
+            }
+            let d = self.delete(&keys, &[])?;
+            stats.expired_reports += d.reports.unsigned_abs();
+            stats.freed_bytes += d.bytes.unsigned_abs();
+        }
+        loop {
+            let keys = t
+                .targets
+                .range(..cutoff)
+                .keys()
+                .take(DELETE_CHUNK)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(engine)?;
+            if keys.is_empty() {
+                break;
+            }
+            let d = self.delete(&[], &keys)?;
+            stats.expired_targets += d.targets.unsigned_abs();
+            stats.freed_bytes += d.bytes.unsigned_abs();
+        }
+        loop {
+            let keys = t
+                .digests_by_time
+                .range(..cutoff)
+                .keys()
+                .take(DELETE_CHUNK)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(engine)?;
+            if keys.is_empty() {
+                break;
+            }
+            let removed = (&t.digests, &t.digests_by_time)
+                .transaction(|(digests, by_time)| {
+                    let mut removed = 0u64;
+                    for key in &keys {
+                        by_time.remove(key)?;
+                        let digest = &key[8..];
+                        // A digest seen again later (after an earlier expiry) carries a newer
+                        // time; only the entry this time-index row describes goes.
+                        if digests.get(digest)?.is_some_and(|v| v.as_ref() == &key[..8]) {
+                            digests.remove(digest)?;
+                            removed += 1;
+                        }
+                    }
+                    Ok(removed)
+                })
+                .map_err(|e| self.tx_error(e))?;
+            stats.expired_digests += removed;
+        }
+        let cutoff_ms = u64::from_be_bytes(cutoff);
+        let mut stale = Vec::new();
+        for entry in t.replay.iter() {
+            let (k, v) = entry.map_err(engine)?;
+            let state = ReplayState::decode(&v, self.config.replay_window)
+                .map_err(|e| self.corrupt("replay", &k, &e))?;
+            if state.last_seen < cutoff_ms {
+                stale.push(k);
+            }
+        }
+        for chunk in stale.chunks(DELETE_CHUNK) {
+            let window = self.config.replay_window;
+            let removed = t
+                .replay
+                .transaction(|replay| {
+                    let mut removed = 0u64;
+                    for key in chunk {
+                        // Re-checked inside the transaction: the agent may have come back.
+                        let still_stale = replay.get(key)?.is_some_and(|v| {
+                            ReplayState::decode(&v, window).is_ok_and(|s| s.last_seen < cutoff_ms)
+                        });
+                        if still_stale {
+                            replay.remove(key)?;
+                            removed += 1;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<StoreError>>(removed)
+                })
+                .map_err(|e| self.tx_error(e))?;
+            stats.expired_agents += removed;
+        }
+
+        // By size: oldest event time first across reports and targets.
+        while self.counts().bytes > self.config.max_bytes {
+            let excess = self.counts().bytes - self.config.max_bytes;
+            let (reports, targets) = self.oldest(excess)?;
+            if reports.is_empty() && targets.is_empty() {
+                break;
+            }
+            let d = self.delete(&reports, &targets)?;
+            stats.evicted_reports +=
+                u64::try_from(reports.len()).unwrap_or(0).min(d.reports.unsigned_abs());
+            stats.evicted_targets += d.targets.unsigned_abs();
+            stats.freed_bytes += d.bytes.unsigned_abs();
+        }
+        Ok(stats)
+    }
+
+    /// The oldest rows (merging both trees by event time) whose sizes add up to `excess`, at
+    /// most `DELETE_CHUNK` of them.
+    fn oldest(&self, excess: u64) -> Result<(Vec<sled::IVec>, Vec<sled::IVec>), StoreError> {
+        let mut reports = self.trees.reports.iter();
+        let mut targets = self.trees.targets.iter();
+        let mut next_report = self.next_row(&mut reports, "reports", ID_ENTRY_BYTES)?;
+        let mut next_target = self.next_row(&mut targets, "targets", 0)?;
+        let (mut report_keys, mut target_keys) = (Vec::new(), Vec::new());
+        let mut freed = 0u64;
+        while freed < excess && report_keys.len() + target_keys.len() < DELETE_CHUNK {
+            let take_report = match (&next_report, &next_target) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(r), Some(t)) => r.0 <= t.0,
+            };
+            if take_report {
+                if let Some((_, key, size)) = next_report.take() {
+                    freed += size;
+                    report_keys.push(key);
+                }
+                next_report = self.next_row(&mut reports, "reports", ID_ENTRY_BYTES)?;
+            } else {
+                if let Some((_, key, size)) = next_target.take() {
+                    freed += size;
+                    target_keys.push(key);
+                }
+                next_target = self.next_row(&mut targets, "targets", 0)?;
+            }
+        }
+        Ok((report_keys, target_keys))
+    }
+
+    /// The next row of a time-keyed tree as (event time, key, logical size).
+    fn next_row(
+        &self,
+        iter: &mut sled::Iter,
+        tree: &str,
+        extra: u64,
+    ) -> Result<Option<(u64, sled::IVec, u64)>, StoreError> {
+        match iter.next() {
+            None => Ok(None),
+            Some(Err(e)) => Err(self.io(e)),
+            Some(Ok((k, v))) => {
+                let time = codec::key_time(&k).map_err(|e| self.corrupt(tree, &k, &e))?;
+                let size = (k.len() + v.len()) as u64 + extra;
+                Ok(Some((time, k, size)))
+            }
+        }
+    }
+
+    /// A storage engine error after opening.
+    fn io(&self, e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Corruption { .. } => engine_error(&self.path, e),
+            other => StoreError::Io(format!("{}: {other}", self.path.display())),
+        }
+    }
+}
+
+fn engine_error(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: match at {
+                Some(at) => format!("storage engine found damaged data at {at:?}"),
+                None => "storage engine found damaged data".into(),
+            },
+        },
+        sled::Error::Io(io) => StoreError::Open { path: path.to_owned(), reason: io.to_string() },
+        other => StoreError::Open { path: path.to_owned(), reason: other.to_string() },
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Enrichment, NetTag, Source};
+    use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
+
+    fn report(id: u8, event_at: u64) -> StoredReport {
+        StoredReport {
+            id: [id; 16],
+            received_at: UnixMillis(event_at + 5),
+            event_at: UnixMillis(event_at),
+            source: Source::Agent,
+            service: "svc".into(),
+            host: "example.org".into(),
+            phase: Phase::Connection,
+            error_type: ErrorType::Other("quic.handshake_timeout".into()),
+            elapsed_ms: 12,
+            status: None,
+            network: NetworkType::Wifi,
+            scope: Scope::Path,
+            count: 1,
+            sample_ppm: 1_000_000,
+            client: Some([9; 32]),
+            net: NetTag(77),
+            enrichment: Enrichment::default(),
+        }
+    }
+
+    fn batch(digest: u8, reports: Vec<StoredReport>) -> IngestBatch {
+        IngestBatch { digest: [digest; 32], sequence: None, reports, targets: Vec::new() }
+    }
+
+    #[tokio::test]
+    async fn identical_batches_in_one_group_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let b = batch(1, vec![report(1, 100), report(2, 100)]);
+        let mut replayed = b.clone();
+        replayed.digest = [2; 32];
+        replayed.sequence = None;
+        let results = store.shared.apply_group(vec![b.clone(), b.clone(), replayed]);
+        assert_eq!(results[0].as_ref().unwrap(), &CommitOutcome::Stored { reports: 2, targets: 0 });
+        assert_eq!(results[1].as_ref().unwrap(), &CommitOutcome::Duplicate);
+        // Another upload carrying the same report ids stores none of them again.
+        assert_eq!(results[2].as_ref().unwrap(), &CommitOutcome::Stored { reports: 0, targets: 0 });
+        assert_eq!(store.stats().reports, 2);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_corrupt_naming_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.commit(batch(1, vec![report(3, 500)])).await.unwrap();
+        let key = codec::report_key(UnixMillis(500), &[3; 16]);
+        store.shared.trees.reports.insert(&key[..], &[1, 0xff][..]).unwrap();
+        let err = store.scan_reports(UnixMillis(0), UnixMillis(1000)).next().unwrap().unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
+        assert!(text.contains(&hex(&key)), "{text}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn counters_are_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.commit(batch(1, vec![report(1, 1), report(2, 2)])).await.unwrap();
+        let before = store.stats();
+        for key in [META_REPORTS, META_TARGETS, META_BYTES] {
+            store.shared.trees.meta.remove(key).unwrap();
+        }
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let after = store.stats();
+        assert_eq!((after.reports, after.bytes), (before.reports, before.bytes));
+        assert_eq!(after.reports, 2);
+        store.close().await.unwrap();
+    }
+
+    #[test]
+    fn report_records_round_trip_with_unknown_labels() {
+        let mut r = report(4, 123_456);
+        r.status = Some(503);
+        r.enrichment =
+            Enrichment { asn: Some(u32::MAX), country: crate::model::Country::parse("nz") };
+        let key = codec::report_key(r.event_at, &r.id);
+        let value = codec::encode_report(&r).unwrap();
+        assert_eq!(codec::decode_report(&key, &value).unwrap(), r);
+        let mut longer = value.clone();
+        longer.push(0);
+        assert!(codec::decode_report(&key, &longer).unwrap_err().contains("trailing"));
+    }
+}

@@ -1,0 +1,681 @@
+//! The collector benchmark: drives a real `vantage-collector` process with agent-sealed
+//! envelopes and prints what it sustains. Not a timed test; run it by hand:
+//!
+//! ```text
+//! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
+//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N]
+//! ```
+//!
+//! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
+//! - `--duration` (default 10) is the length of each measured phase.
+//! - `--connections` (default 32) keep-alive HTTP/1.1 connections.
+//! - `--rss-reports N` (default 0 = skip) keeps sending until the collector has stored N
+//!   reports, then reads its resident memory; 1000000 is the figure the docs quote.
+//!
+//! Phases, per listener:
+//! 1. **Crypto bound** (once): `Opener::open` per second on one core, in this process, on
+//!    envelopes of the same shape: the most any collector core could open.
+//! 2. **Max rate**, closed loop: every connection sends its next pre-sealed envelope as soon as
+//!    the previous one is answered. Envelopes/s and reports/s (202 only), the collector's CPU
+//!    cores (utime+stime from `/proc/<pid>/stat` over wall time), and
+//!    `ratio = (envelopes/s per collector core) / crypto bound`.
+//! 3. **Latency at half the max rate**, open loop: requests are due on a fixed schedule and
+//!    latency is measured from when each was due (no coordinated omission).
+//!
+//! Envelopes carry 10 reports each, come from 1000 agent identities, and are sealed before a
+//! phase starts, so the generator spends its CPU on HTTP only. The collector runs with rate
+//! limits lifted (see `CollectorConfig::unlimited`). The generator itself uses one core (a
+//! current-thread runtime); on a 2-core machine that leaves one for the collector.
+#![forbid(unsafe_code)]
+// Printing the figures on stdout is this tool's interface.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use vantage_agent::entropy::{Entropy, SeededEntropy};
+use vantage_agent::wire::{AgentIdentity, CollectorPublicKey};
+use vantage_collector::open::{CollectorKey, Opener};
+use vantage_tests::collector_proc::{
+    CollectorConfig, CollectorProc, HttpClient, seal_envelope, unix_now, write_collector_key,
+    write_tls,
+};
+use vantage_tests::tls::TestCa;
+
+const REPORTS_PER_ENVELOPE: usize = 10;
+const AGENTS: usize = 1000;
+
+const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
+                     [--rss-reports N]";
+
+/// Which listeners to drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listeners {
+    Plain,
+    Tls,
+    Both,
+}
+
+#[derive(Clone, Debug)]
+struct Args {
+    listeners: Listeners,
+    duration: Duration,
+    connections: usize,
+    rss_reports: u64,
+    /// Caps every pre-sealed pool (for the smoke test); `None` sizes pools from the crypto bound.
+    max_pool: Option<usize>,
+}
+
+impl Args {
+    fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut args = Args {
+            listeners: Listeners::Plain,
+            duration: Duration::from_secs(10),
+            connections: 32,
+            rss_reports: 0,
+            max_pool: None,
+        };
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+            match arg.as_str() {
+                "--tls" => args.listeners = Listeners::Tls,
+                "--both" => args.listeners = Listeners::Both,
+                "--duration" => {
+                    let secs: f64 =
+                        value("--duration")?.parse().map_err(|e| format!("--duration: {e}"))?;
+                    if !(secs > 0.0 && secs <= 3600.0) {
+                        return Err("--duration: between 0 and 3600 seconds".into());
+                    }
+                    args.duration = Duration::from_secs_f64(secs);
+                }
+                "--connections" => {
+                    args.connections = value("--connections")?
+                        .parse()
+                        .map_err(|e| format!("--connections: {e}"))?;
+                    if args.connections == 0 {
+                        return Err("--connections: at least 1".into());
+                    }
+                }
+                "--rss-reports" => {
+                    args.rss_reports = value("--rss-reports")?
+                        .parse()
+                        .map_err(|e| format!("--rss-reports: {e}"))?;
+                }
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Per-agent sequence numbers, so every envelope of the run is fresh to the replay window.
+struct Agents {
+    identities: Vec<AgentIdentity>,
+    next_seq: Vec<u64>,
+    rng: SeededEntropy,
+}
+
+impl Agents {
+    fn new(seed: [u8; 32]) -> Agents {
+        let mut rng = SeededEntropy::insecure_from_seed(seed);
+        let identities = (0..AGENTS).map(|_| AgentIdentity::generate(&mut rng)).collect();
+        Agents { identities, next_seq: vec![1; AGENTS], rng }
+    }
+
+    /// `n` fresh envelopes, sealed on all cores; agents interleave so that envelopes sent
+    /// concurrently come from different agents.
+    fn seal(&mut self, collector: &CollectorPublicKey, n: usize) -> Vec<Bytes> {
+        let now = unix_now();
+        let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+        let jobs: Vec<(usize, u64, [u8; 32])> = (0..n)
+            .map(|i| {
+                let agent = i % AGENTS;
+                let seq = self.next_seq[agent];
+                self.next_seq[agent] += 1;
+                let mut seed = [0u8; 32];
+                self.rng.fill(&mut seed);
+                (agent, seq, seed)
+            })
+            .collect();
+        let chunk = n.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(|| {
+                        part.iter()
+                            .map(|&(agent, seq, seed)| {
+                                let mut rng = SeededEntropy::insecure_from_seed(seed);
+                                seal_envelope(
+                                    &self.identities[agent],
+                                    collector,
+                                    seq,
+                                    REPORTS_PER_ENVELOPE,
+                                    now,
+                                    &mut rng,
+                                )
+                                .bytes
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("sealing thread panicked")).collect()
+        })
+    }
+}
+
+/// `Opener::open` per second on this thread, over `envelopes` (opened round-robin).
+fn crypto_bound(key: &CollectorKey, envelopes: &[Bytes], min_time: Duration) -> f64 {
+    let opener = Opener::new(vec![key.clone()]);
+    let start = Instant::now();
+    let mut opened = 0usize;
+    while start.elapsed() < min_time || opened < envelopes.len().min(100) {
+        let env = &envelopes[opened % envelopes.len()];
+        let batch = opener.open(env).expect("envelopes sealed here open");
+        std::hint::black_box(batch);
+        opened += 1;
+    }
+    opened as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Collector CPU time (user + system) from `/proc/<pid>/stat`, in seconds.
+fn cpu_seconds(pid: u32, ticks_per_sec: f64) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("read /proc/{pid}/stat: {e}"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("no ')' in /proc/pid/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<f64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .map(|t| t as f64 / ticks_per_sec)
+            .ok_or_else(|| format!("/proc/{pid}/stat field {} unreadable", i + 3))
+    };
+    // `rest` starts at field 3 (state), so field 14 is index 11.
+    Ok(field(11)? + field(12)?)
+}
+
+/// A `/proc/<pid>/status` value in kB (`VmRSS`, `VmHWM`).
+fn status_kb(pid: u32, key: &str) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("read /proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("{key} missing from /proc/{pid}/status"))
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// How to reach the collector.
+#[derive(Clone)]
+enum Target {
+    Plain(std::net::SocketAddr),
+    Tls(std::net::SocketAddr, rustls::RootCertStore),
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Plain(_) => "plain HTTP/1.1",
+            Target::Tls(..) => "TLS HTTP/1.1",
+        }
+    }
+
+    async fn connect(&self) -> Result<HttpClient, String> {
+        match self {
+            Target::Plain(addr) => HttpClient::connect_plain(*addr).await,
+            Target::Tls(addr, roots) => {
+                HttpClient::connect_tls(*addr, roots.clone(), "collector.test").await
+            }
+        }
+        .map_err(|e| format!("connect to the collector: {e}"))
+    }
+
+    async fn connect_all(&self, n: usize) -> Result<Vec<HttpClient>, String> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.connect().await?);
+        }
+        Ok(out)
+    }
+}
+
+/// What one phase saw.
+#[derive(Default, Debug)]
+struct Tally {
+    accepted: u64,
+    /// Non-202 answers by status code.
+    refused: std::collections::BTreeMap<u16, u64>,
+    errors: u64,
+    latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.accepted += other.accepted;
+        for (k, v) in other.refused {
+            *self.refused.entry(k).or_default() += v;
+        }
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+    }
+
+    fn record(
+        &mut self,
+        result: Result<(http::StatusCode, Bytes), hyper::Error>,
+        latency: Duration,
+    ) {
+        match result {
+            Ok((status, _)) if status == http::StatusCode::ACCEPTED => {
+                self.accepted += 1;
+                self.latencies.push(latency);
+            }
+            Ok((status, _)) => *self.refused.entry(status.as_u16()).or_default() += 1,
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        self.latencies[i]
+    }
+
+    fn problems(&self) -> String {
+        if self.refused.is_empty() && self.errors == 0 {
+            "none".into()
+        } else {
+            format!("refused {:?}, transport errors {}", self.refused, self.errors)
+        }
+    }
+}
+
+/// Closed loop: each connection sends the next envelope as soon as the last is answered, until
+/// `duration` is over or the pool is used up. Returns the tally and the wall time.
+async fn closed_loop(
+    clients: Vec<HttpClient>,
+    pool: Arc<Vec<Bytes>>,
+    duration: Duration,
+) -> (Tally, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let end = start + duration;
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let (pool, next) = (pool.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while Instant::now() < end {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(env) = pool.get(i) else { break };
+                    let sent = Instant::now();
+                    let result = client.post_envelope(env.clone()).await;
+                    let failed = result.is_err();
+                    tally.record(result, sent.elapsed());
+                    if failed {
+                        break;
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for w in workers {
+        tally.merge(w.await.expect("worker panicked"));
+    }
+    (tally, start.elapsed())
+}
+
+/// Open loop at `rate` envelopes/s: envelope k is due at start + k/rate; latency counts from
+/// when it was due.
+async fn open_loop(clients: Vec<HttpClient>, pool: Vec<Bytes>, rate: f64) -> (Tally, Duration) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Bytes)>();
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                loop {
+                    let job = rx.lock().await.recv().await;
+                    let Some((due, env)) = job else { break };
+                    let result = client.post_envelope(env).await;
+                    tally.record(result, due.elapsed());
+                }
+                tally
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = pool.len();
+    let mut pool = pool.into_iter();
+    let mut sent = 0usize;
+    while sent < total {
+        // Hand out every envelope that is due (the timer wakes at millisecond granularity).
+        let due_count = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
+        while sent < due_count {
+            let due = start + interval.mul_f64(sent as f64);
+            let env = pool.next().expect("sent < total");
+            if tx.send((due, env)).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let next_due = start + interval.mul_f64(sent as f64);
+        tokio::time::sleep_until(next_due.into()).await;
+    }
+    drop(tx);
+    let mut tally = Tally::default();
+    for w in workers {
+        tally.merge(w.await.expect("worker panicked"));
+    }
+    (tally, start.elapsed())
+}
+
+/// Figures for one listener.
+#[derive(Debug)]
+struct ListenerFigures {
+    name: &'static str,
+    envelopes_per_sec: f64,
+    collector_cores: f64,
+    ratio: f64,
+    half_rate: f64,
+    p50: Duration,
+    p99: Duration,
+    accepted: u64,
+}
+
+struct Bench {
+    args: Args,
+    key: CollectorKey,
+    agents: Agents,
+    proc: CollectorProc,
+    ticks: f64,
+    crypto_per_sec: f64,
+    out: std::io::Stdout,
+}
+
+impl Bench {
+    fn say(&self, line: &str) {
+        let _ = writeln!(self.out.lock(), "{line}");
+    }
+
+    fn pool_size(&self, rate: f64) -> usize {
+        let n = (rate * self.args.duration.as_secs_f64()).ceil() as usize;
+        let n = n.max(self.args.connections * 4);
+        self.args.max_pool.map_or(n, |max| n.min(max))
+    }
+
+    async fn drive(&mut self, target: &Target) -> Result<ListenerFigures, String> {
+        let pid = self.proc.pid();
+        // Closed loop: at most two cores' worth of the crypto bound can be taken.
+        let pool =
+            self.agents.seal(&self.key.public_key(), self.pool_size(self.crypto_per_sec * 2.0));
+        let clients = target.connect_all(self.args.connections).await?;
+        let cpu_before = cpu_seconds(pid, self.ticks)?;
+        let (mut tally, wall) = closed_loop(clients, Arc::new(pool), self.args.duration).await;
+        let cpu = cpu_seconds(pid, self.ticks)? - cpu_before;
+        let wall_s = wall.as_secs_f64();
+        let eps = tally.accepted as f64 / wall_s;
+        let cores = cpu / wall_s;
+        let ratio = if cores > 0.0 { eps / cores / self.crypto_per_sec } else { 0.0 };
+        self.say(&format!(
+            "[{}] max rate (closed loop, {} connections, {:.1} s): {:.0} envelopes/s = {:.0} reports/s; \
+             collector CPU {:.2} cores; {:.0} envelopes/s per core = {:.2} x crypto bound; \
+             closed-loop p50 {:.2} ms; problems: {}",
+            target.name(),
+            self.args.connections,
+            wall_s,
+            eps,
+            eps * REPORTS_PER_ENVELOPE as f64,
+            cores,
+            if cores > 0.0 { eps / cores } else { 0.0 },
+            ratio,
+            ms(tally.percentile(0.5)),
+            tally.problems(),
+        ));
+        if tally.accepted == 0 {
+            return Err(format!(
+                "[{}] no envelope was accepted: {}",
+                target.name(),
+                tally.problems()
+            ));
+        }
+        let accepted_max = tally.accepted;
+
+        let half = eps / 2.0;
+        let pool = self.agents.seal(&self.key.public_key(), self.pool_size(half));
+        let clients = target.connect_all(self.args.connections).await?;
+        let (mut lat, wall) = open_loop(clients, pool, half).await;
+        let (p50, p99) = (lat.percentile(0.5), lat.percentile(0.99));
+        self.say(&format!(
+            "[{}] latency at half the max rate (open loop, {:.0} envelopes/s offered, {:.1} s): \
+             p50 {:.2} ms, p99 {:.2} ms, {:.0} envelopes/s accepted; problems: {}",
+            target.name(),
+            half,
+            wall.as_secs_f64(),
+            ms(p50),
+            ms(p99),
+            lat.accepted as f64 / wall.as_secs_f64(),
+            lat.problems(),
+        ));
+        Ok(ListenerFigures {
+            name: target.name(),
+            envelopes_per_sec: eps,
+            collector_cores: cores,
+            ratio,
+            half_rate: half,
+            p50,
+            p99,
+            accepted: accepted_max + lat.accepted,
+        })
+    }
+
+    /// Sends fresh envelopes until `total` reports are stored (counting `already`), then reads
+    /// the collector's memory. Returns (VmRSS kB, VmHWM kB, seconds taken).
+    async fn rss_phase(
+        &mut self,
+        target: &Target,
+        already: u64,
+    ) -> Result<(u64, u64, f64), String> {
+        let start = Instant::now();
+        let mut stored = already;
+        let chunk = 20_000usize;
+        while stored < self.args.rss_reports {
+            let want = (self.args.rss_reports - stored).div_ceil(REPORTS_PER_ENVELOPE as u64);
+            let n = (want as usize).min(chunk);
+            let pool = Arc::new(self.agents.seal(&self.key.public_key(), n));
+            let clients = target.connect_all(self.args.connections).await?;
+            let (tally, _) = closed_loop(clients, pool, Duration::from_secs(3600)).await;
+            if tally.accepted == 0 {
+                return Err(format!("memory phase: nothing accepted: {}", tally.problems()));
+            }
+            stored += tally.accepted * REPORTS_PER_ENVELOPE as u64;
+        }
+        let pid = self.proc.pid();
+        Ok((status_kb(pid, "VmRSS")?, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64()))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the whole benchmark; returns the per-listener figures.
+fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
+    let out = std::io::stdout();
+    let bin = vantage_tests::collector_proc::collector_bin();
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let key = write_collector_key(dir.path(), [0x1d; 32]);
+    let (ca, _leaf): (TestCa, _) = write_tls(dir.path(), &["collector.test", "127.0.0.1"]);
+    let config = CollectorConfig {
+        plain: true,
+        tls: true,
+        unlimited: true,
+        server_extra: format!(
+            "max_connections = {}\nmax_inflight_commits = {}\n",
+            args.connections * 2 + 16,
+            args.connections * 2 + 16
+        ),
+        ..CollectorConfig::default()
+    };
+    let proc = CollectorProc::start_with(&bin, dir.path(), &config.to_toml());
+    let plain = proc.plain_addr().ok_or("the collector has no plain listener")?;
+    let tls = proc.tls_addr().ok_or("the collector has no TLS listener")?;
+    let _ = writeln!(
+        out.lock(),
+        "collector {} (pid {}), {} cores on this machine, generator on 1 core",
+        bin.display(),
+        proc.pid(),
+        std::thread::available_parallelism().map_or(1, |p| p.get())
+    );
+    if bin.components().any(|c| c.as_os_str() == "debug") {
+        let _ = writeln!(out.lock(), "WARNING: a debug build; run with --release for real figures");
+    }
+
+    let mut agents = Agents::new([0xa7; 32]);
+    let sample = agents.seal(&key.public_key(), 2000.min(args.max_pool.unwrap_or(2000)));
+    let crypto_time = Duration::from_secs(2).min(args.duration);
+    let crypto_per_sec = crypto_bound(&key, &sample, crypto_time);
+    let _ = writeln!(
+        out.lock(),
+        "crypto bound: {crypto_per_sec:.0} Opener::open/s on one core ({} B envelopes of {} reports)",
+        sample[0].len(),
+        REPORTS_PER_ENVELOPE
+    );
+
+    let mut bench =
+        Bench { args: args.clone(), key, agents, proc, ticks: clock_ticks(), crypto_per_sec, out };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let targets = match args.listeners {
+        Listeners::Plain => vec![Target::Plain(plain)],
+        Listeners::Tls => vec![Target::Tls(tls, ca.root_store())],
+        Listeners::Both => vec![Target::Plain(plain), Target::Tls(tls, ca.root_store())],
+    };
+    let mut figures = Vec::new();
+    for target in &targets {
+        figures.push(rt.block_on(bench.drive(target))?);
+    }
+    if args.rss_reports > 0 {
+        let already: u64 =
+            figures.iter().map(|f| f.accepted).sum::<u64>() * REPORTS_PER_ENVELOPE as u64;
+        let (rss, hwm, secs) = rt.block_on(bench.rss_phase(&targets[0], already))?;
+        bench.say(&format!(
+            "memory after storing {} reports: VmRSS {:.1} MiB (peak VmHWM {:.1} MiB); the phase took {secs:.1} s",
+            args.rss_reports.max(already),
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0,
+        ));
+    }
+    for f in &figures {
+        bench.say(&format!(
+            "summary [{}]: {:.0} env/s, {:.0} reports/s, {:.2} collector cores, ratio {:.2}, \
+             p50 {:.2} ms / p99 {:.2} ms at {:.0} env/s",
+            f.name,
+            f.envelopes_per_sec,
+            f.envelopes_per_sec * REPORTS_PER_ENVELOPE as f64,
+            f.collector_cores,
+            f.ratio,
+            ms(f.p50),
+            ms(f.p99),
+            f.half_rate
+        ));
+    }
+    // Dropping the runtime closes the keep-alive connections its tasks still hold, so the
+    // collector's graceful shutdown does not wait for them.
+    drop(rt);
+    let status = bench.proc.terminate();
+    if !status.success() {
+        return Err(format!("the collector exited with {status} after SIGTERM"));
+    }
+    Ok(figures)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vantage-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_and_refuse_nonsense() {
+        let parse = |s: &str| Args::parse(s.split_whitespace().map(String::from));
+        let a = parse("--both --duration 2.5 --connections 8 --rss-reports 1000000").unwrap();
+        assert_eq!(a.listeners, Listeners::Both);
+        assert_eq!(a.duration, Duration::from_millis(2500));
+        assert_eq!((a.connections, a.rss_reports), (8, 1_000_000));
+        assert_eq!(parse("").unwrap().listeners, Listeners::Plain);
+        assert!(parse("--connections 0").is_err());
+        assert!(parse("--duration -1").is_err());
+        assert!(parse("--bogus").unwrap_err().contains("--bogus"));
+        assert!(parse("--duration").unwrap_err().contains("needs a value"));
+    }
+
+    #[test]
+    fn proc_readings_parse() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid, clock_ticks()).unwrap() >= 0.0);
+        assert!(status_kb(pid, "VmRSS").unwrap() > 0);
+    }
+
+    /// The whole benchmark in a tiny mode: a few hundred envelopes per phase, both listeners.
+    #[test]
+    fn tiny_run_accepts_envelopes_on_both_listeners() {
+        let args = Args {
+            listeners: Listeners::Both,
+            duration: Duration::from_millis(500),
+            connections: 4,
+            rss_reports: 3_000,
+            max_pool: Some(200),
+        };
+        let figures = run(args).unwrap();
+        assert_eq!(figures.len(), 2);
+        for f in figures {
+            assert!(f.accepted > 0 && f.envelopes_per_sec > 0.0, "{f:?}");
+            assert!(f.ratio.is_finite() && f.collector_cores >= 0.0, "{f:?}");
+            assert!(f.p50 <= f.p99, "{f:?}");
+        }
+    }
+}

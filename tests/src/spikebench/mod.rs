@@ -1,0 +1,1 @@
+//! spikebench: a deterministic, seeded simulator of client traffic, failures and incidents that drives the detector.

@@ -1,0 +1,375 @@
+#![allow(clippy::unwrap_used)]
+//! End to end through the real native `Agent`: sled files in temp dirs, real TLS on loopback,
+//! envelopes opened and verified by the collector's `Opener` in `vantage_tests::receiver`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vantage_agent::delivery::DeliveryConfig;
+use vantage_agent::drops::DropReason;
+use vantage_agent::native::{
+    Agent, AgentBuilder, CollectorConfig, HttpStatus, PlatformCode, Recorded, ReportInput,
+};
+use vantage_agent::report::AppInfo;
+use vantage_agent::{ErrorType, Scope};
+use vantage_collector::open::CollectorKey;
+use vantage_tests::receiver::{Mode, Receiver};
+use vantage_tests::tls::{TestCa, TestCert};
+
+struct Fixture {
+    ca: TestCa,
+    cert: TestCert,
+    key: CollectorKey,
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let ca = TestCa::new("agent delivery test CA");
+        let cert = ca.leaf(&["127.0.0.1", "collector.test"]);
+        Fixture {
+            ca,
+            cert,
+            key: CollectorKey::from_seed([42; 32]),
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn data_dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("vantage")
+    }
+
+    async fn receiver(&self) -> Receiver {
+        Receiver::start(&self.cert, self.key.clone()).await
+    }
+
+    fn builder(&self, collectors: &[String]) -> AgentBuilder {
+        let app = AppInfo::new("com.example.test", "1.0", "linux", "vantage-tests").unwrap();
+        let mut b = Agent::builder(app, self.key.public_key(), self.data_dir())
+            .service("checkout", &["api.example.com"])
+            .unwrap()
+            .extra_root(self.ca.cert_der())
+            .delivery(DeliveryConfig {
+                base_backoff_ms: 100,
+                max_backoff_ms: 400,
+                ..DeliveryConfig::default()
+            })
+            .request_timeout(Duration::from_secs(5));
+        for url in collectors {
+            b = b.collector(CollectorConfig::new(url).unwrap());
+        }
+        b
+    }
+}
+
+/// An address on loopback where nothing listens (connections are refused).
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn refused() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+}
+
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_arrive_opened_and_verified() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    let key = agent.agent_key().unwrap();
+    assert_eq!(
+        agent.record(
+            ReportInput::new("checkout", "https://api.example.com/pay?card=1", &refused())
+                .elapsed_ms(120)
+        ),
+        Recorded::Kept
+    );
+    agent.record(ReportInput::new("checkout", "api.example.com", &HttpStatus(503)));
+    agent.record(ReportInput::new(
+        "checkout",
+        "api.example.com",
+        &PlatformCode { domain: "getaddrinfo.linux", code: -2 },
+    ));
+    let out = agent.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(out.undelivered, 0);
+    let received = rx.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].content_type.as_deref(), Some("application/vnd.vantage.envelope+cbor"));
+    let batch = &rx.accepted()[0];
+    assert_eq!(batch.agent_key, key);
+    assert_eq!(batch.app.id(), "com.example.test");
+    let mut types: Vec<(String, String, String, Option<u16>)> = batch
+        .reports
+        .iter()
+        .map(|r| {
+            (
+                r.service().to_string(),
+                r.host().to_string(),
+                r.error_type().as_str().to_owned(),
+                r.status(),
+            )
+        })
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            ("checkout".into(), "api.example.com".into(), "dns.name_not_resolved".into(), None),
+            ("checkout".into(), "api.example.com".into(), "http.error".into(), Some(503)),
+            ("checkout".into(), "api.example.com".into(), "tcp.refused".into(), None),
+        ]
+    );
+    let refused_report =
+        batch.reports.iter().find(|r| r.error_type() == &ErrorType::TcpRefused).unwrap();
+    assert_eq!(refused_report.elapsed_ms(), 120);
+    assert_eq!(agent.stats().delivered_failures, 3);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_sealed_within_a_second_and_scoped_by_a_ping() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    let start = Instant::now();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    // No flush: the task seals about one second after the first pending record.
+    assert!(rx.wait_until(Duration::from_secs(5), |r| !r.accepted().is_empty()).await);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "{took:?}");
+    assert!(rx.pings() >= 1, "a scope check pinged the collector");
+    let batch = &rx.accepted()[0];
+    assert_eq!(
+        batch.reports[0].scope(),
+        Scope::Path,
+        "the collector answered: the failure is on the path"
+    );
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_consent_nothing_is_written_or_sent() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            agent.record(ReportInput::new("checkout", "api.example.com", &refused())),
+            Recorded::NotConsented
+        );
+    }
+    agent.count_success("checkout", "api.example.com");
+    let out = agent.flush(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(out.undelivered, 0);
+    assert!(!f.data_dir().exists(), "the data dir is created at opt-in only");
+    assert!(files_under(f.tmp.path()).is_empty());
+    assert_eq!(rx.connections(), 0);
+    assert_eq!(agent.stats(), Default::default());
+    agent.shutdown().await.unwrap();
+    assert!(files_under(f.tmp.path()).is_empty());
+    assert_eq!(rx.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawal_deletes_buffer_and_key_and_a_new_grant_gets_a_new_key() {
+    let f = Fixture::new();
+    let closed = closed_port();
+    let agent = f.builder(&[format!("https://{closed}")]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    let first = agent.agent_key().unwrap();
+    let identity = f.data_dir().join("identity.key");
+    assert!(identity.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = agent.flush(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(out.undelivered, 1, "nothing listens: the envelope stays buffered");
+    assert_eq!(agent.buffered_envelopes(), 1);
+    assert!(f.data_dir().join("buffer").is_dir());
+    agent.set_consent(false).unwrap();
+    assert!(files_under(f.tmp.path()).is_empty(), "left: {:?}", files_under(f.tmp.path()));
+    assert!(!f.data_dir().join("buffer").exists());
+    assert_eq!(agent.stats().dropped.count(DropReason::ConsentWithdrawn), 1);
+    assert_eq!(agent.agent_key(), None);
+    assert_eq!(
+        agent.record(ReportInput::new("checkout", "api.example.com", &refused())),
+        Recorded::NotConsented
+    );
+
+    // A new grant: a new, unlinkable key, and delivery works again.
+    let rx = f.receiver().await;
+    agent.shutdown().await.unwrap();
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    assert_eq!(agent.agent_key(), None, "withdrawal is remembered across restarts");
+    agent.set_consent(true).unwrap();
+    let second = agent.agent_key().unwrap();
+    assert_ne!(first, second);
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    assert_eq!(agent.flush(Duration::from_secs(10)).await.unwrap().undelivered, 0);
+    let batches = rx.accepted();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].agent_key, second);
+    assert_eq!(batches[0].seq, 1, "a new key starts a new sequence");
+    assert!(batches[0].drops.is_empty(), "withdrawal counts never travel");
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_to_the_secondary_when_the_primary_refuses() {
+    let f = Fixture::new();
+    let secondary = f.receiver().await;
+    let primary = format!("https://{}", closed_port());
+    let agent = f.builder(&[primary, secondary.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    assert_eq!(agent.flush(Duration::from_secs(10)).await.unwrap().undelivered, 0);
+    assert_eq!(secondary.accepted().len(), 1);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    rx.set_mode(Mode::Status { status: 503, retry_after: Some("2".into()) });
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = agent.flush(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(out.undelivered, 1);
+    assert_eq!(rx.received().len(), 1, "no second request before Retry-After elapses");
+    rx.set_mode(Mode::Accept);
+    assert!(rx.wait_until(Duration::from_secs(8), |r| r.accepted().len() == 1).await);
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(gap >= Duration::from_millis(1_950), "retried after {gap:?}");
+    assert_eq!(got[0].bytes, got[1].bytes, "a retry sends the same bytes");
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_dropped_counted_and_never_retried() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    rx.set_mode(Mode::Status { status: 400, retry_after: None });
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    assert_eq!(agent.flush(Duration::from_secs(5)).await.unwrap().undelivered, 0);
+    assert_eq!(agent.stats().dropped.count(DropReason::Rejected), 1);
+    assert_eq!(agent.buffered_envelopes(), 0);
+    rx.set_mode(Mode::Accept);
+    agent.record(ReportInput::new("checkout", "api.example.com", &HttpStatus(500)));
+    assert_eq!(agent.flush(Duration::from_secs(5)).await.unwrap().undelivered, 0);
+    let received = rx.received();
+    assert_eq!(received.len(), 2, "the rejected envelope was sent once");
+    let batch = rx.accepted().pop().unwrap();
+    assert_eq!(batch.drops.count(DropReason::Rejected), 1, "the drop rides in the next batch");
+    assert_eq!(batch.reports[0].error_type(), &ErrorType::HttpError);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_upload_is_delivered_again_with_the_same_bytes() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    rx.set_mode(Mode::DropAfterRead);
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = agent.flush(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(out.undelivered, 1);
+    assert!(rx.wait_until(Duration::from_secs(5), |r| !r.received().is_empty()).await);
+    rx.set_mode(Mode::Accept);
+    assert_eq!(agent.flush(Duration::from_secs(10)).await.unwrap().undelivered, 0);
+    let got = rx.received();
+    assert!(got.len() >= 2);
+    assert_eq!(got[0].answered, None);
+    assert!(got[0].batch.is_some(), "the receiver read and opened it before hanging up");
+    let last = got.last().unwrap();
+    assert_eq!(last.answered, Some(202));
+    assert_eq!(last.bytes, got[0].bytes, "redelivered unchanged");
+    assert_eq!(rx.accepted().len(), 1);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_buffer_drops_the_oldest_and_the_count_arrives_later() {
+    let f = Fixture::new();
+    let addr = closed_port();
+    let agent = f.builder(&[format!("https://{addr}")]).max_buffer_bytes(1_200).build().unwrap();
+    agent.set_consent(true).unwrap();
+    for i in 0..6u32 {
+        agent.record(ReportInput::new("checkout", "api.example.com", &refused()).elapsed_ms(i));
+        agent.flush(Duration::from_millis(1)).await.unwrap();
+    }
+    let dropped = agent.stats().dropped.count(DropReason::QueueFull);
+    assert!(dropped >= 1, "{:?}", agent.stats());
+    let kept = agent.buffered_envelopes();
+    assert!((1..6).contains(&kept), "{kept}");
+    // The collector comes up on the port that refused; what was kept arrives, with the drops.
+    let rx = Receiver::start_on(addr, &f.cert, f.key.clone()).await;
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()).elapsed_ms(99));
+    assert_eq!(agent.flush(Duration::from_secs(15)).await.unwrap().undelivered, 0);
+    let batches = rx.accepted();
+    let carried: u64 = batches.iter().map(|b| b.drops.count(DropReason::QueueFull)).sum();
+    assert_eq!(carried, dropped);
+    let elapsed: Vec<u32> =
+        batches.iter().flat_map(|b| b.reports.iter().map(|r| r.elapsed_ms())).collect();
+    assert!(!elapsed.contains(&0), "the oldest report was dropped: {elapsed:?}");
+    assert!(elapsed.contains(&99) && elapsed.contains(&5), "{elapsed:?}");
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_buffer_is_replaced_and_counted() {
+    let f = Fixture::new();
+    let addr = closed_port();
+    let url = format!("https://{addr}");
+    let agent = f.builder(std::slice::from_ref(&url)).build().unwrap();
+    agent.set_consent(true).unwrap();
+    let key = agent.agent_key().unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    agent.flush(Duration::from_millis(1)).await.unwrap();
+    assert_eq!(agent.buffered_envelopes(), 1);
+    agent.shutdown().await.unwrap();
+    drop(agent);
+    let buffer = f.data_dir().join("buffer");
+    let files = files_under(&buffer);
+    assert!(!files.is_empty());
+    for file in files {
+        std::fs::write(&file, vec![0x5a; 8192]).unwrap();
+    }
+    let rx = Receiver::start_on(addr, &f.cert, f.key.clone()).await;
+    let agent = f.builder(&[url]).build().unwrap();
+    assert_eq!(agent.agent_key(), Some(key), "consent and key survive the restart");
+    assert_eq!(agent.buffered_envelopes(), 0, "the unreadable buffer was replaced");
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    assert_eq!(agent.flush(Duration::from_secs(10)).await.unwrap().undelivered, 0);
+    let batch = rx.accepted().pop().unwrap();
+    assert!(batch.drops.count(DropReason::StoreError) >= 1, "{:?}", batch.drops);
+    assert!(batch.seq > 1, "sequence numbers are not reused after the buffer was lost");
+    agent.shutdown().await.unwrap();
+}
