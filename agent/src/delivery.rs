@@ -19,7 +19,7 @@
 //!   unavailable for a uniformly random time in `[0, min(cap, base * 2^(n-1))]`, `n` its
 //!   consecutive failures; when an envelope has tried every collector in a round, it waits the
 //!   same way (`n` = rounds) before the next round. Randomness comes from
-//!   [`Entropy`](crate::entropy::Entropy).
+//!   [`Entropy`].
 //! - **Retry-After.** A 429 or 503 with `Retry-After` makes that collector unavailable for at
 //!   least the given time (capped at [`MAX_RETRY_AFTER_MS`]); no request goes to it before.
 //! - **At-least-once.** Only [`Outcome::Accepted`] resolves an envelope as delivered;

@@ -21,7 +21,7 @@
 //! ## Durability and batching
 //! A recorded failure waits in memory at most `seal_delay_ms` (default 1000 ms) after the first
 //! pending one, then everything pending is sealed into envelopes of at most
-//! [`MAX_REPORTS`](crate::wire::MAX_REPORTS) reports (split further if an envelope would exceed
+//! [`MAX_REPORTS`] reports (split further if an envelope would exceed
 //! [`MAX_ENVELOPE_BYTES`](crate::wire::MAX_ENVELOPE_BYTES)) and written to the store. Identical
 //! failures within that time are coalesced into one report with a count.
 //!

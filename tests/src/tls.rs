@@ -61,14 +61,19 @@ impl TestCa {
     fn leaf_with(&self, names: &[&str], expired: bool) -> TestCert {
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(sans).expect("valid SANs");
-        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         if expired {
             params.not_before = rcgen::date_time_ymd(2000, 1, 1);
             params.not_after = rcgen::date_time_ymd(2001, 1, 1);
         }
         let key = KeyPair::generate().expect("generate leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        TestCert { cert_pem: format!("{}{}", cert.pem(), self.cert_pem()), key_pem: key.serialize_pem() }
+        TestCert {
+            cert_pem: format!("{}{}", cert.pem(), self.cert_pem()),
+            key_pem: key.serialize_pem(),
+        }
     }
 }
 
@@ -129,8 +134,6 @@ mod tests {
         use rustls::client::danger::ServerCertVerifier;
         verifier.verify_server_cert(&leaf.chain()[0], &leaf.chain()[1..], &name, &[], now).unwrap();
         let other = TestCa::new("other").leaf(&["collector.test"]);
-        assert!(
-            verifier.verify_server_cert(&other.chain()[0], &[], &name, &[], now).is_err()
-        );
+        assert!(verifier.verify_server_cert(&other.chain()[0], &[], &name, &[], now).is_err());
     }
 }

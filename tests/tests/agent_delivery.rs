@@ -373,3 +373,46 @@ async fn a_corrupt_buffer_is_replaced_and_counted() {
     assert!(batch.seq > 1, "sequence numbers are not reused after the buffer was lost");
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_addresses_are_used_when_dns_fails_and_tls_checks_the_name() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    // A DNS server address where nothing answers, so the name cannot resolve. (The name is
+    // never sent to the host's resolver: the agent uses only the configured server, and scope
+    // checks, which would use the system resolver, are off.)
+    let dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns_addr = dns.local_addr().unwrap();
+    drop(dns);
+    let url = format!("https://collector.test:{}", rx.addr().port());
+    let collector = CollectorConfig::new(&url).unwrap().fixed_addrs(vec![rx.addr()]);
+    let agent = f
+        .builder(&[])
+        .collector(collector)
+        .dns_servers(vec![dns_addr])
+        .scope_check_interval(None)
+        .build()
+        .unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    assert_eq!(agent.flush(Duration::from_secs(15)).await.unwrap().undelivered, 0);
+    assert_eq!(rx.accepted().len(), 1);
+    agent.shutdown().await.unwrap();
+
+    // The same fixed address with a name the certificate does not carry: TLS refuses it.
+    let f2 = Fixture::new();
+    let url = format!("https://other.test:{}", rx.addr().port());
+    let collector = CollectorConfig::new(&url).unwrap().fixed_addrs(vec![rx.addr()]);
+    let agent = f2
+        .builder(&[])
+        .collector(collector)
+        .dns_servers(vec![dns_addr])
+        .scope_check_interval(None)
+        .build()
+        .unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    assert_eq!(agent.flush(Duration::from_secs(3)).await.unwrap().undelivered, 1);
+    assert_eq!(rx.accepted().len(), 1, "nothing more arrived");
+    agent.shutdown().await.unwrap();
+}

@@ -100,7 +100,7 @@ impl Uploader {
                 config,
                 hickory_resolver::name_server::TokioConnectionProvider::default(),
             );
-            builder.options_mut().timeout = Duration::from_secs(2);
+            builder.options_mut().timeout = (timeout / 3).min(Duration::from_secs(5));
             builder.options_mut().attempts = 1;
             Resolver::Hickory(Box::new(builder.build()))
         };
@@ -200,6 +200,12 @@ impl Uploader {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// Name resolution gets a third of the request timeout (at most 5 s), so that a failing
+    /// resolver leaves time to try the fixed addresses.
+    fn dns_timeout(&self) -> Duration {
+        (self.timeout / 3).min(Duration::from_secs(5))
+    }
+
     async fn resolve(&self, target: &Target) -> Vec<SocketAddr> {
         let host = target.config.host().as_str();
         let port = target.config.port();
@@ -209,13 +215,13 @@ impl Uploader {
         let resolved: Vec<SocketAddr> = match &self.resolver {
             Resolver::System => {
                 let lookup = tokio::net::lookup_host((host, port));
-                match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                match tokio::time::timeout(self.dns_timeout(), lookup).await {
                     Ok(Ok(addrs)) => addrs.collect(),
                     _ => Vec::new(),
                 }
             }
             Resolver::Hickory(r) => {
-                match tokio::time::timeout(Duration::from_secs(5), r.lookup_ip(host)).await {
+                match tokio::time::timeout(self.dns_timeout(), r.lookup_ip(host)).await {
                     Ok(Ok(ips)) => ips.iter().map(|ip| SocketAddr::new(ip, port)).collect(),
                     _ => Vec::new(),
                 }
