@@ -1,0 +1,362 @@
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+//! kill -9 of a process that uses the native agent, at random moments, many times over, with
+//! the same data dir: every report the process acknowledged more than one second before the
+//! kill reaches the real collector after a restart.
+//!
+//! ```text
+//!  test ──"<n>"──▶ vantage-agent-proc ──record(n)──▶ agent ──seal ≤ 1 s──▶ sled (data dir)
+//!       ◀─"ack n"─┘        ▲ kill -9 after a random time (seeded)          │
+//!                          └──── restarted, same data dir, 20+ rounds      ▼ (when up)
+//!                                              in-process collector (TLS, real store)
+//! ```
+//!
+//! The collector is up or down per round (seeded too), so kills land during sealing, during
+//! fsync, during uploads in flight and during idle backoff. At the end the collector is up and
+//! one more run of the process delivers what the earlier ones left in the buffer. The seed is
+//! printed; `VANTAGE_CRASH_SEED=<n>` replays a run.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vantage_agent::report::UnixMillis;
+use vantage_collector::config::Config;
+use vantage_collector::model::StoredReport;
+use vantage_collector::open::CollectorKey;
+use vantage_collector::server::{Collector, RunningCollector};
+use vantage_tests::tls::TestCa;
+
+const PROC: &str = env!("CARGO_BIN_EXE_vantage-agent-proc");
+const ROUNDS: usize = 20;
+/// The run time before each kill is drawn from this range.
+const RUN_MS: std::ops::Range<u64> = 150..1_800;
+/// Pause between two records of the feeder (load shape, not a readiness wait).
+const FEED_GAP: Duration = Duration::from_millis(4);
+/// The durability promise under test.
+const DURABLE_AFTER: Duration = Duration::from_secs(1);
+const DEFAULT_SEED: u64 = 0x5eed_c4a5_4a11_0001;
+
+/// splitmix64: a tiny seeded generator, enough to pick run times and collector states.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, r: std::ops::Range<u64>) -> u64 {
+        r.start + self.next() % (r.end - r.start)
+    }
+}
+
+/// A real collector in this process, started and stopped on one fixed port.
+struct Lab {
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    key: CollectorKey,
+    addr: SocketAddr,
+    running: Option<RunningCollector>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("agent crash test CA");
+        ca.leaf(&["127.0.0.1"]).write_to(dir.path());
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        let key = CollectorKey::from_seed([7; 32]);
+        std::fs::write(dir.path().join("collector.key"), hex::encode(key.secret_bytes())).unwrap();
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Lab { rt, dir, key, addr, running: None }
+    }
+
+    fn start(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let text = format!(
+            r#"
+            [server]
+            listen_tls = "{}"
+            tls_cert = "cert.pem"
+            tls_key = "key.pem"
+            shutdown_grace_ms = 300
+            [keys]
+            private_key_files = ["collector.key"]
+            [store]
+            path = "store"
+            [limits]
+            agent_rps = 1000000.0
+            agent_burst = 1000000
+            prefix_rps = 1000000.0
+            prefix_burst = 1000000
+            [log]
+            level = "error"
+            "#,
+            self.addr
+        );
+        let config = Config::from_toml_str(&text, self.dir.path()).unwrap();
+        self.running = Some(self.rt.block_on(Collector::start(config)).unwrap());
+    }
+
+    fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.rt.block_on(running.shutdown()).unwrap();
+        }
+    }
+
+    fn stored(&self) -> Vec<StoredReport> {
+        let running = self.running.as_ref().unwrap();
+        running
+            .store()
+            .scan_reports(UnixMillis(0), UnixMillis(u64::MAX))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn agent_config(&self, data_dir: &Path) -> PathBuf {
+        let text = format!(
+            r#"
+            data_dir = "{}"
+            collector_key = "{}"
+            extra_ca_files = ["{}"]
+            [app]
+            id = "com.example.crash"
+            version = "1.0"
+            platform = "linux"
+            [[services]]
+            id = "checkout"
+            hosts = ["api.example.com"]
+            [[collectors]]
+            url = "https://{}"
+            [buffer]
+            max_bytes = 16777216
+            [delivery]
+            base_backoff_ms = 100
+            max_backoff_ms = 500
+            "#,
+            data_dir.display(),
+            self.key.public_key(),
+            self.dir.path().join("ca.pem").display(),
+            self.addr
+        );
+        let path = self.dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Report numbers in the collector's store (from the host `r<n>.reports.example`).
+fn report_numbers(stored: &[StoredReport]) -> Vec<u64> {
+    stored
+        .iter()
+        .map(|r| {
+            r.host
+                .strip_prefix('r')
+                .and_then(|h| h.strip_suffix(".reports.example"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a report the test did not make: {}", r.host))
+        })
+        .collect()
+}
+
+/// One running agent process: the child (for kill -9 and wait) and its pipes.
+struct Proc {
+    child: Child,
+    pipes: Pipes,
+    stderr_log: PathBuf,
+}
+
+/// The command pipes of an agent process.
+struct Pipes {
+    stdin: ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Proc {
+    /// Starts the process and waits for its `ready` line.
+    fn start(config: &Path, stderr_log: PathBuf) -> Proc {
+        let stderr = std::fs::File::create(&stderr_log).unwrap();
+        let mut child = Command::new(PROC)
+            .arg(config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let mut proc = Proc { child, pipes: Pipes { stdin, stdout }, stderr_log };
+        assert!(line.starts_with("ready "), "no ready line: {line:?}; {}", proc.stderr());
+        proc
+    }
+
+    fn stderr(&mut self) -> String {
+        let status = self.child.try_wait().ok().flatten();
+        format!("status {status:?}, stderr: {}", std::fs::read_to_string(&self.stderr_log).unwrap())
+    }
+
+    /// Sends one command and returns its answer line.
+    fn command(&mut self, line: &str) -> String {
+        writeln!(self.pipes.stdin, "{line}").unwrap();
+        let mut answer = String::new();
+        self.pipes.stdout.read_line(&mut answer).unwrap();
+        assert!(!answer.is_empty(), "the agent process ended: {}", self.stderr());
+        answer.trim().to_owned()
+    }
+}
+
+/// Acknowledgements seen by the feeder: report number and when the ack line was read.
+type Acks = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+/// Writes report numbers from `next` on, one at a time, each after the previous one's ack,
+/// until the process dies; returns the number after the last one written.
+fn feed(mut pipes: Pipes, mut next: u64, acks: Acks) -> u64 {
+    let mut line = String::new();
+    loop {
+        if writeln!(pipes.stdin, "{next}").is_err() {
+            return next;
+        }
+        next += 1;
+        line.clear();
+        match pipes.stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => return next,
+            Ok(_) => {}
+        }
+        let at = Instant::now();
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("ack"), "{line:?}");
+        let n: u64 = words.next().unwrap().parse().unwrap();
+        assert_eq!(words.next(), Some("kept"), "record() did not keep report {n}: {line:?}");
+        acks.lock().unwrap().push((n, at));
+        std::thread::sleep(FEED_GAP);
+    }
+}
+
+#[test]
+fn reports_acked_a_second_before_kill_9_survive_restarts() {
+    let seed = std::env::var("VANTAGE_CRASH_SEED")
+        .ok()
+        .map(|s| s.parse::<u64>().expect("VANTAGE_CRASH_SEED is a number"))
+        .unwrap_or(DEFAULT_SEED);
+    println!("seed {seed} (VANTAGE_CRASH_SEED={seed} replays this run)");
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut lab = Lab::new();
+    let data_dir = lab.dir.path().join("agent-data");
+    let config = lab.agent_config(&data_dir);
+
+    let mut must_arrive = BTreeSet::new();
+    let mut acked_total = 0usize;
+    let mut next = 0u64;
+    let mut killed_with_margin = 0usize;
+    for round in 0..ROUNDS {
+        let up = rng.next() % 2 == 0;
+        if up { lab.start() } else { lab.stop() }
+        let run_for = Duration::from_millis(rng.range(RUN_MS));
+        let log = lab.dir.path().join(format!("proc-{round}.stderr.log"));
+        let Proc { mut child, pipes, .. } = Proc::start(&config, log.clone());
+        let pid = child.id();
+        let acks: Acks = Arc::default();
+        let feeder = {
+            let acks = acks.clone();
+            std::thread::spawn(move || feed(pipes, next, acks))
+        };
+        // The deliberate random run time before the kill.
+        std::thread::sleep(run_for);
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "round {round}: the agent process exited by itself ({status}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        let killed_at = Instant::now();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        next = feeder.join().unwrap();
+        let acks = acks.lock().unwrap();
+        acked_total += acks.len();
+        let before = must_arrive.len();
+        must_arrive.extend(
+            acks.iter().filter(|(_, at)| *at + DURABLE_AFTER < killed_at).map(|(n, _)| *n),
+        );
+        if must_arrive.len() > before {
+            killed_with_margin += 1;
+        }
+        println!(
+            "round {round:2}: pid {pid}, collector {}, ran {:4} ms, acked {:4}, of them older than 1 s {:4}",
+            if up { "up  " } else { "down" },
+            run_for.as_millis(),
+            acks.len(),
+            must_arrive.len() - before
+        );
+    }
+    assert!(killed_with_margin >= ROUNDS / 4, "too few rounds ran past the 1 s mark");
+
+    // Last run: the collector is up and the restarted agent delivers its buffer.
+    lab.start();
+    let mut proc = Proc::start(&config, lab.dir.path().join("proc-final.stderr.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let numbers: BTreeSet<u64> = report_numbers(&lab.stored()).into_iter().collect();
+        let missing: Vec<u64> = must_arrive.difference(&numbers).copied().collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} reports acked more than 1 s before a kill never arrived (first: {:?}); \
+             agent: {}",
+            missing.len(),
+            must_arrive.len(),
+            &missing[..missing.len().min(10)],
+            proc.command("stats")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Whatever was still buffered (reports newer than 1 s at a kill) is delivered too.
+    assert_eq!(proc.command("flush 15000"), "flushed 0", "{}", proc.command("stats"));
+    let stats = proc.command("stats");
+    assert_eq!(proc.command("shutdown"), "bye");
+    proc.child.wait().unwrap();
+
+    let stored = lab.stored();
+    let numbers = report_numbers(&stored);
+    let distinct: BTreeSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(numbers.len(), distinct.len(), "a report is stored twice");
+    assert!(distinct.iter().all(|n| *n < next), "a report nobody recorded");
+    let metrics = lab.running.as_ref().unwrap().metrics();
+    println!(
+        "{} rounds in {:?}: {} reports acked, {} acked > 1 s before a kill (all delivered), \
+         {} stored in total, {} envelopes accepted, {} duplicates (redelivery after a kill); \
+         final agent {stats}",
+        ROUNDS,
+        started.elapsed(),
+        acked_total,
+        must_arrive.len(),
+        distinct.len(),
+        metrics.accepted_count(),
+        metrics.duplicate_count(),
+    );
+}
