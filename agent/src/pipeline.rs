@@ -693,6 +693,12 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         }
     }
 
+    /// True while a failure has asked for a scope check that has not answered yet (and
+    /// consent is granted): reports sealed now would carry `unknown` instead of path/local.
+    pub fn scope_pending(&self) -> bool {
+        self.consent.is_granted() && (self.scope.wanted || self.scope.in_flight_since.is_some())
+    }
+
     /// True once when a scope check should start now (see the [module docs](self)); the
     /// runtime pings a collector and answers with [`Self::handle_scope_result`].
     pub fn poll_scope_check(&mut self, now: UnixMillis) -> bool {

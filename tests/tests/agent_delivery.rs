@@ -166,6 +166,39 @@ async fn reports_are_sealed_within_a_second_and_scoped_by_a_ping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_right_after_a_failure_waits_for_the_scope_check() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = agent.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(out.undelivered, 0);
+    assert!(rx.pings() >= 1, "the flush waited for the scope ping");
+    assert_eq!(rx.accepted()[0].reports[0].scope(), Scope::Path);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_collector_reachable_the_scope_is_local() {
+    let f = Fixture::new();
+    let down = format!("https://{}", closed_port());
+    let agent = f.builder(&[down]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = agent.flush(Duration::from_millis(500)).await.unwrap();
+    assert_eq!(out.undelivered, 1, "kept in the buffer for later");
+    agent.shutdown().await.unwrap();
+    // Deliver the buffered envelope to a receiver that is up, and read the scope it carries.
+    let rx = f.receiver().await;
+    let agent = f.builder(&[rx.url()]).scope_check_interval(None).build().unwrap();
+    agent.set_consent(true).unwrap();
+    assert_eq!(agent.flush(Duration::from_secs(10)).await.unwrap().undelivered, 0);
+    assert_eq!(rx.accepted()[0].reports[0].scope(), Scope::Local, "a last-mile outage");
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_consent_nothing_is_written_or_sent() {
     let f = Fixture::new();
     let rx = f.receiver().await;

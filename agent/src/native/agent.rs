@@ -35,6 +35,11 @@ const SEQ_BLOCK: u64 = 10_000;
 const BATCH_MESSAGES: usize = 256;
 /// Most collectors asked in one scope check.
 const SCOPE_PING_COLLECTORS: usize = 2;
+/// Longest a `flush` waits for a scope check in flight before sealing anyway, so that reports
+/// flushed right after a failure carry path/local rather than unknown.
+const SCOPE_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+type FlushReply = oneshot::Sender<Result<(), StoreError>>;
 
 /// The operating system's RNG (*ring*'s `SystemRandom`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -707,7 +712,14 @@ fn handle(
 }
 
 /// Handles one message and whatever else is already queued (up to a batch), under one lock.
-fn handle_messages(shared: &Shared, rx: &mut mpsc::Receiver<Msg>, first: Msg) -> Flow {
+/// Flushes that arrive while a scope check is pending are parked in `deferred` (see
+/// [`SCOPE_FLUSH_WAIT`]); the run loop answers them when the check answers or the wait ends.
+fn handle_messages(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<Msg>,
+    first: Msg,
+    deferred: &mut Vec<(FlushReply, Instant)>,
+) -> Flow {
     let mut flushes = Vec::new();
     let mut flow = {
         let mut state = shared.lock();
@@ -722,9 +734,14 @@ fn handle_messages(shared: &Shared, rx: &mut mpsc::Receiver<Msg>, first: Msg) ->
         }
         flow
     };
-    if !flushes.is_empty() || matches!(flow, Flow::Exit(_)) {
+    let exit = matches!(flow, Flow::Exit(_));
+    if !flushes.is_empty() && !exit && shared.lock().core.scope_pending() {
+        let until = Instant::now() + SCOPE_FLUSH_WAIT;
+        deferred.extend(flushes.drain(..).map(|reply| (reply, until)));
+    }
+    if !flushes.is_empty() || exit {
         let result = seal_now(shared);
-        for reply in flushes {
+        for reply in flushes.into_iter().chain(deferred.drain(..).map(|(reply, _)| reply)) {
             let _ = reply.send(result.clone());
         }
     }
@@ -756,6 +773,13 @@ async fn sleep_until(at: Option<UnixMillis>) {
     }
 }
 
+async fn sleep_until_instant(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn ping_collectors(shared: Arc<Shared>) -> bool {
     for c in shared.config.collectors.iter().take(SCOPE_PING_COLLECTORS) {
         if probe::ping(c.url(), &c.fixed_addrs, &shared.probe).await {
@@ -772,7 +796,17 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
     let mut checks: JoinSet<(u64, bool)> = JoinSet::new();
     let mut epoch = shared.epoch.load(Ordering::SeqCst);
     let started = Instant::now();
+    let mut deferred: Vec<(FlushReply, Instant)> = Vec::new();
     loop {
+        if !deferred.is_empty()
+            && (!shared.lock().core.scope_pending()
+                || deferred.iter().any(|(_, until)| Instant::now() >= *until))
+        {
+            let result = seal_now(&shared);
+            for (reply, _) in deferred.drain(..) {
+                let _ = reply.send(result.clone());
+            }
+        }
         let current = shared.epoch.load(Ordering::SeqCst);
         if current != epoch {
             uploads.abort_all();
@@ -791,9 +825,12 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
         tokio::select! {
             msg = rx.recv() => {
                 let flow = match msg {
-                    Some(msg) => handle_messages(&shared, &mut rx, msg),
+                    Some(msg) => handle_messages(&shared, &mut rx, msg, &mut deferred),
                     None => {
-                        let _ = seal_now(&shared);
+                        let result = seal_now(&shared);
+                        for (reply, _) in deferred.drain(..) {
+                            let _ = reply.send(result.clone());
+                        }
                         close(&shared);
                         Flow::Exit(None)
                     }
@@ -824,6 +861,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
                 }
             }
             () = sleep_until(step.timeout) => {}
+            () = sleep_until_instant(deferred.iter().map(|(_, until)| *until).min()) => {}
             () = shared.wake.notified() => {}
         }
     }
