@@ -38,8 +38,10 @@ use crate::report::UnixMillis;
 
 /// Default base of the exponential backoff: 1000 ms.
 pub const DEFAULT_BASE_BACKOFF_MS: u64 = 1_000;
-/// Default cap of the exponential backoff: 300 000 ms (5 minutes).
-pub const DEFAULT_MAX_BACKOFF_MS: u64 = 300_000;
+/// Default cap of the exponential backoff: 20 000 ms. A backlog must reach a collector within
+/// about half a minute of it coming back (full jitter keeps the average wait at half the cap);
+/// a failed attempt is one refused or timed-out connection, cheap enough every ~10 s.
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 20_000;
 /// Default limit of transmits in flight at once: 2.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
 /// Default limit of transmits started per second: 10.
@@ -54,7 +56,7 @@ pub const MAX_COLLECTORS: usize = 64;
 pub struct DeliveryConfig {
     /// Backoff base in ms (default [`DEFAULT_BASE_BACKOFF_MS`], 1000).
     pub base_backoff_ms: u64,
-    /// Backoff cap in ms (default [`DEFAULT_MAX_BACKOFF_MS`], 300 000).
+    /// Backoff cap in ms (default [`DEFAULT_MAX_BACKOFF_MS`], 20 000).
     pub max_backoff_ms: u64,
     /// Transmits in flight at once, at least 1 (default [`DEFAULT_MAX_IN_FLIGHT`], 2).
     pub max_in_flight: usize,
@@ -247,14 +249,15 @@ impl Scheduler {
         if self.starts.len() >= self.config.max_per_second as usize {
             return None;
         }
-        let (seq, collector) = self.queued.iter().find_map(|(seq, entry)| {
-            if entry.not_before > now {
-                return None;
-            }
-            self.untried(entry)
-                .find(|&c| self.collectors[c].available_at() <= now)
-                .map(|c| (*seq, c))
-        })?;
+        // Oldest first, strictly: the oldest queued envelope goes next or nothing does, so a
+        // backlog reaches the collector in order of age (a younger envelope whose backoff
+        // happens to end sooner does not overtake it).
+        let (seq, entry) = self.queued.iter().next()?;
+        if entry.not_before > now {
+            return None;
+        }
+        let collector = self.untried(entry).find(|&c| self.collectors[c].available_at() <= now)?;
+        let seq = *seq;
         let entry = self.queued.remove(&seq).unwrap_or_default();
         let id = TransmitId(self.next_id);
         self.next_id += 1;
@@ -319,15 +322,10 @@ impl Scheduler {
         if self.in_flight.len() >= self.config.max_in_flight {
             return None;
         }
-        let ready = self
-            .queued
-            .values()
-            .filter_map(|entry| {
-                let collector =
-                    self.untried(entry).map(|c| self.collectors[c].available_at()).min()?;
-                Some(collector.max(entry.not_before))
-            })
-            .min()?;
+        // Only the oldest envelope can go next (see `poll_transmit`).
+        let entry = self.queued.values().next()?;
+        let collector = self.untried(entry).map(|c| self.collectors[c].available_at()).min()?;
+        let ready = collector.max(entry.not_before);
         let rate = if self.starts.len() >= self.config.max_per_second as usize {
             self.starts.front().map_or(UnixMillis(0), |t| t.plus_ms(1_000))
         } else {
@@ -382,6 +380,29 @@ mod tests {
         );
         assert_eq!(s.poll_timeout(), None);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_envelope_goes_first_even_when_a_younger_one_is_ready_sooner() {
+        let mut r = rng();
+        let mut s = Scheduler::new(1, config());
+        s.enqueue(1);
+        // Envelope 1 fails several rounds, so its backoff grows; envelope 2 is queued later.
+        let mut now = UnixMillis(0);
+        for _ in 0..4 {
+            now = s.poll_timeout().unwrap().max(now);
+            let t = s.poll_transmit(now).unwrap();
+            assert_eq!(t.seq, 1);
+            s.handle_outcome(t.id, Outcome::NetworkError, now, &mut r);
+        }
+        s.enqueue(2);
+        let due = s.poll_timeout().unwrap();
+        // Nothing overtakes envelope 1 while it waits, and the timer is its deadline.
+        if due > now {
+            assert_eq!(s.poll_transmit(now), None);
+        }
+        let sent = drain(&mut s, due);
+        assert_eq!(sent.first().map(|t| t.seq), Some(1), "{sent:?}");
     }
 
     #[test]

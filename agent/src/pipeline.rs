@@ -19,7 +19,7 @@
 //! ```
 //!
 //! ## Durability and batching
-//! A recorded failure waits in memory at most `seal_delay_ms` (default 1000 ms) after the first
+//! A recorded failure waits in memory at most `seal_delay_ms` (default 900 ms) after the first
 //! pending one, then everything pending is sealed into envelopes of at most
 //! [`MAX_REPORTS`] reports (split further if an envelope would exceed
 //! [`MAX_ENVELOPE_BYTES`](crate::wire::MAX_ENVELOPE_BYTES)) and written to the store. Identical
@@ -53,8 +53,9 @@ use crate::sampling::{Sampling, TargetCounter};
 use crate::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 use crate::wire::{CollectorPublicKey, MAX_REPORTS, WireError, seal_batch};
 
-/// Default time a recorded failure waits before it is sealed and stored: 1000 ms.
-pub const DEFAULT_SEAL_DELAY_MS: u64 = 1_000;
+/// Default time a recorded failure waits before it is sealed and stored: 900 ms, so that with
+/// the seal and fsync a report is durable within one second of `record()`.
+pub const DEFAULT_SEAL_DELAY_MS: u64 = 900;
 
 /// Default minimum time between two scope checks: 30 000 ms.
 pub const DEFAULT_SCOPE_CHECK_INTERVAL_MS: u64 = 30_000;
@@ -804,10 +805,10 @@ mod tests {
         }
         c.handle_record(report(ErrorType::DnsNameNotResolved, 1_000), t0.plus_ms(10));
         assert_eq!(c.poll_timeout(), Some(t0.plus_ms(DEFAULT_SEAL_DELAY_MS)));
-        assert_eq!(c.poll_seal(t0.plus_ms(999)).unwrap(), 0);
-        assert_eq!(c.poll_seal(t0.plus_ms(1_000)).unwrap(), 1);
+        assert_eq!(c.poll_seal(t0.plus_ms(DEFAULT_SEAL_DELAY_MS - 1)).unwrap(), 0);
+        assert_eq!(c.poll_seal(t0.plus_ms(DEFAULT_SEAL_DELAY_MS)).unwrap(), 1);
         assert_eq!(c.store().len(), 1);
-        let now = t0.plus_ms(1_000);
+        let now = t0.plus_ms(DEFAULT_SEAL_DELAY_MS);
         let tx = c.poll_transmit(now).unwrap().unwrap();
         assert_eq!((tx.seq, tx.collector), (1, 0));
         let env = Envelope::decode(&tx.bytes).unwrap();

@@ -171,6 +171,7 @@ impl Ingest {
         if let Err(wait) = self.prefix_limiter.check(SourcePrefix::of(peer), Instant::now()) {
             return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
         }
+        let sent_at = sent_at(req.headers());
         let body = match read_body(req.into_body(), self.max_body_bytes, self.body_timeout).await {
             Ok(body) => body,
             Err(e) => return reject(e.reason(), e.response(self.max_body_bytes)),
@@ -220,7 +221,7 @@ impl Ingest {
             .map(|r| StoredReport {
                 id: r.id().0,
                 received_at,
-                event_at: event_time(received_at, batch.created_at, r.observed_at()),
+                event_at: event_time(received_at, batch.created_at, sent_at, r.observed_at()),
                 source: crate::model::Source::Agent,
                 service: r.service().as_str().to_owned(),
                 host: r.host().as_str().to_owned(),
@@ -350,13 +351,34 @@ impl Ingest {
     }
 }
 
+/// Header an agent may send with each upload attempt: its clock (Unix ms) at sending. It is
+/// outside the signed envelope, because a buffered envelope is sent unchanged long after it
+/// was sealed.
+pub const SENT_AT_HEADER: &str = "vantage-sent-at";
+
 /// Event time on the collector clock: `received_at` minus the report's age at sending.
+///
+/// The age is measured on the agent's own clock, so its skew cancels out: `sent_at -
+/// observed_at` when the agent said when it sent the upload, else `created_at - observed_at`
+/// (the age at sealing, which dates reports delivered after an outage too late). A `sent_at`
+/// before `created_at` is ignored as nonsense. Never later than `received_at`.
 pub fn event_time(
     received_at: UnixMillis,
     created_at: UnixMillis,
+    sent_at: Option<UnixMillis>,
     observed_at: UnixMillis,
 ) -> UnixMillis {
-    UnixMillis(received_at.0.saturating_sub(created_at.0.saturating_sub(observed_at.0)))
+    let reference = match sent_at {
+        Some(sent) if sent >= created_at => sent,
+        _ => created_at,
+    };
+    UnixMillis(received_at.0.saturating_sub(reference.0.saturating_sub(observed_at.0)))
+}
+
+/// The `vantage-sent-at` header, when present and a number.
+fn sent_at(headers: &HeaderMap) -> Option<UnixMillis> {
+    let value = headers.get(SENT_AT_HEADER)?.to_str().ok()?;
+    value.trim().parse().ok().map(UnixMillis)
 }
 
 /// Milliseconds since the Unix epoch on the collector clock.
@@ -466,11 +488,15 @@ mod tests {
     #[test]
     fn event_time_subtracts_the_age_and_saturates() {
         let t = |ms| UnixMillis(ms);
-        assert_eq!(event_time(t(10_000), t(5_000), t(4_000)), t(9_000));
+        assert_eq!(event_time(t(10_000), t(5_000), None, t(4_000)), t(9_000));
         // Client clock far behind or ahead does not matter: only the age counts.
-        assert_eq!(event_time(t(10_000), t(1_000_000), t(999_000)), t(9_000));
-        assert_eq!(event_time(t(500), t(5_000), t(0)), t(0));
-        assert_eq!(event_time(t(10_000), t(5_000), t(6_000)), t(10_000));
+        assert_eq!(event_time(t(10_000), t(1_000_000), None, t(999_000)), t(9_000));
+        assert_eq!(event_time(t(500), t(5_000), None, t(0)), t(0));
+        assert_eq!(event_time(t(10_000), t(5_000), None, t(6_000)), t(10_000));
+        // Sent an hour after sealing (buffered through an outage): the age counts from sending.
+        assert_eq!(event_time(t(10_000_000), t(5_000), Some(t(3_605_000)), t(4_000)), t(6_399_000));
+        // A sent_at before the sealing is ignored.
+        assert_eq!(event_time(t(10_000), t(5_000), Some(t(1_000)), t(4_000)), t(9_000));
     }
 
     #[test]

@@ -281,7 +281,11 @@ fn reports_acked_a_second_before_kill_9_survive_restarts() {
         // restart has a buffer to deliver.
         let last = round + 1 == ROUNDS;
         let up = !last && rng.next() % 2 == 0;
-        if up { lab.start() } else { lab.stop() }
+        if up {
+            lab.start()
+        } else {
+            lab.stop()
+        }
         let mut run_for = Duration::from_millis(rng.range(RUN_MS));
         if last {
             run_for = run_for.max(Duration::from_millis(1_500));
@@ -309,9 +313,8 @@ fn reports_acked_a_second_before_kill_9_survive_restarts() {
         let acks = acks.lock().unwrap();
         acked_total += acks.len();
         let before = must_arrive.len();
-        must_arrive.extend(
-            acks.iter().filter(|(_, at)| *at + DURABLE_AFTER < killed_at).map(|(n, _)| *n),
-        );
+        must_arrive
+            .extend(acks.iter().filter(|(_, at)| *at + DURABLE_AFTER < killed_at).map(|(n, _)| *n));
         if must_arrive.len() > before {
             killed_with_margin += 1;
         }

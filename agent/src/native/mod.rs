@@ -69,7 +69,7 @@ pub mod validate;
 
 pub use self::agent::{Agent, AgentError, FlushOutcome, OsEntropy};
 pub use self::config::{AgentBuilder, AgentConfig, CollectorConfig, ConfigError, ServiceConfig};
-pub use self::uploader::{ENVELOPE_MEDIA_TYPE, parse_retry_after};
+pub use self::uploader::{ENVELOPE_MEDIA_TYPE, SENT_AT_HEADER, parse_retry_after};
 pub use self::validate::{ConfigWarning, validate};
 pub use crate::pipeline::{
     Classifiable, ErrorChain, HttpStatus, PlatformCode, Recorded, ReportInput,

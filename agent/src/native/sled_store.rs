@@ -89,7 +89,13 @@ impl SledStore {
         // sled panics on some kinds of damage instead of returning an error; a damaged buffer
         // must never crash the app, so a panic here counts as corruption.
         let opened = std::panic::catch_unwind(move || -> Result<SledStore, StoreError> {
-            let db = sled::Config::new().path(&dir_owned).open().map_err(sled_error)?;
+            let db = sled::Config::new()
+                .path(&dir_owned)
+                // Every put is flushed before it returns; sled's periodic flusher would only
+                // wake an idle agent twice a second.
+                .flush_every_ms(None)
+                .open()
+                .map_err(sled_error)?;
             let envelopes = db.open_tree("envelopes").map_err(sled_error)?;
             let meta = db.open_tree("meta").map_err(sled_error)?;
             let mut bytes = 0u64;

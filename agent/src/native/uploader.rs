@@ -22,6 +22,18 @@ use tokio_rustls::TlsConnector;
 use super::config::CollectorConfig;
 use crate::delivery::Outcome;
 
+/// Header carrying the agent's clock (Unix ms) when an upload attempt is sent. It is outside
+/// the signed envelope, so retries never alter the envelope; the collector uses it only to
+/// compute report ages, clamped to sane bounds.
+pub const SENT_AT_HEADER: &str = "vantage-sent-at";
+
+fn unix_millis_now() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::ZERO);
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The media type of an envelope.
 pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.vantage.envelope+cbor";
 
@@ -139,6 +151,9 @@ impl Uploader {
             .header(http::header::HOST, &target.authority)
             .header(http::header::CONTENT_TYPE, ENVELOPE_MEDIA_TYPE)
             .header(http::header::USER_AGENT, USER_AGENT)
+            // Outside the (unchanging, signed) envelope: the agent clock when this attempt is
+            // sent, so the collector dates a buffered report by its age, not by its sealing.
+            .header(SENT_AT_HEADER, unix_millis_now().to_string())
             .body(Full::new(body));
         let Ok(request) = request else {
             return Outcome::NetworkError;
