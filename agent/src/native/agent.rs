@@ -184,7 +184,7 @@ enum Msg {
 ///
 /// Cheap calls (`record`, `count_success`) never block and never panic: they hand the report
 /// to one background task through a bounded channel (a full channel drops it and counts
-/// `queue_full`). The task seals pending reports into envelopes at most `seal_delay` (1 s)
+/// `queue_full`). The task seals pending reports into envelopes at most `seal_delay` (500 ms)
 /// after the first one, writes them to the sled buffer, and delivers them. It sleeps when
 /// there is nothing to do.
 pub struct Agent {

@@ -23,7 +23,7 @@
 //!
 //! [buffer]     # max_bytes = 1048576, max_age_secs = 604800
 //! [delivery]   # base_backoff_ms = 1000, max_backoff_ms = 20000, max_in_flight = 2,
-//!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 900,
+//!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 500,
 //!              # queue_capacity = 1024
 //! [sampling]   # failure_fraction = 1.0, success_fraction = 0.0
 //! [scope]      # enabled = true, interval_secs = 30
