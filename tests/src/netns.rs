@@ -11,7 +11,7 @@
 //! Names include the process id and a counter, so tests in one process and concurrent test
 //! processes never collide. Faults are injected with the helpers ([`NetnsPair::server_iptables`],
 //! [`NetnsPair::client_route`], [`NetnsPair::set_client_link`]); the host's own firewall and
-//! routes are never touched. Processes started with [`NetnsPair::spawn_in_server`] are killed
+//! routes are never touched. Processes started with [`NetnsPair::spawn`] are killed
 //! before the namespaces are deleted.
 //!
 //! Needs root and `ip`/`iptables` (`.ci/install-netns-tools.sh`); without them
