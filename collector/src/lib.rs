@@ -101,7 +101,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod detect;
 pub mod enrich;
 pub mod ingest;
 pub mod metrics;
