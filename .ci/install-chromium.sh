@@ -16,18 +16,7 @@ CI_LOG_TAG=install-chromium
 # shellcheck source=.ci/lib.sh
 source "$ROOT/.ci/lib.sh"
 
-export DEBIAN_FRONTEND=noninteractive
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-
-SUDO=()
-if [[ "$(id -u)" != 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || ci_die "not root and no sudo: cannot install Debian packages"
-    SUDO=(sudo -n)
-fi
-
-apt_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
 
 install_packages() {
     local wanted=(chromium chromium-driver nodejs npm) missing=() p
@@ -45,10 +34,7 @@ install_packages() {
     if [[ ${#missing[@]} -eq 0 ]]; then
         ci_log "apt: ${wanted[*]} present (skip)"
     else
-        ci_log "apt-get update"
-        "${SUDO[@]}" apt-get update -q >/dev/null
-        ci_log "apt-get install ${missing[*]}"
-        "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+        apt_install "${missing[@]}"
     fi
     [[ -x /usr/bin/chromium ]] || ci_die "/usr/bin/chromium missing after install"
     ci_log "$(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: version unknown')"

@@ -19,69 +19,8 @@ CI_LOG_TAG=install-deps
 # shellcheck source=.ci/lib.sh
 source "$ROOT/.ci/lib.sh"
 
-export DEBIAN_FRONTEND=noninteractive
 CARGO_FUZZ_VERSION="${VANTAGE_CARGO_FUZZ_VERSION:-0.13.2}"
 WASM_TARGET=wasm32-unknown-unknown
-
-SUDO=()
-if [[ "$(id -u)" != 0 ]]; then
-    command -v sudo >/dev/null 2>&1 || ci_die "not root and no sudo: cannot install Debian packages"
-    SUDO=(sudo -n)
-fi
-
-# ---------------------------------------------------------------------------------------------
-# Debian packages
-
-APT_UPDATED=0
-apt_update_once() {
-    if [[ "$APT_UPDATED" == 0 ]]; then
-        ci_log "apt-get update"
-        "${SUDO[@]}" apt-get update -q >/dev/null
-        APT_UPDATED=1
-    fi
-}
-
-apt_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
-
-# Candidate version of a package, or nothing when the package lists do not know it.
-apt_candidate() {
-    apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { if ($2 != "(none)") print $2 }'
-}
-
-# Installs the packages that are missing; says so when all are there.
-apt_install() {
-    local missing=() p
-    for p in "$@"; do
-        apt_installed "$p" || missing+=("$p")
-    done
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        ci_log "  apt: $* already installed (skip)"
-        return 0
-    fi
-    apt_update_once
-    ci_log "  apt-get install ${missing[*]}"
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-# Sets APT_PICKED to the first of the given package names that is installed, else to the first
-# one apt can install. (A global, not output: apt_update_once must not run in a subshell.)
-APT_PICKED=
-apt_pick() {
-    local p pass
-    APT_PICKED=
-    for p in "$@"; do
-        apt_installed "$p" && { APT_PICKED="$p"; return 0; }
-    done
-    for pass in 1 2; do
-        for p in "$@"; do
-            [[ -n "$(apt_candidate "$p")" ]] && { APT_PICKED="$p"; return 0; }
-        done
-        [[ $pass == 1 ]] && apt_update_once
-    done
-    return 1
-}
 
 # ---------------------------------------------------------------------------------------------
 # Rust toolchain components (rustfmt, clippy)

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # APT_PICKED is read by the scripts that source this file
 # Helpers shared by the .ci scripts. Sourced, never run.
 
 # Cache for probes and stamps that outlive one run (not inside the work tree, so a fresh clone
@@ -34,6 +35,73 @@ ci_find_wasm_clang() {
             echo "$c"
             return 0
         fi
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Debian packages, for the install scripts. `apt-get update` runs at most once per process, and
+# only when something is missing. Runs as root, or through `sudo -n`.
+
+export DEBIAN_FRONTEND=noninteractive
+CI_APT_UPDATED=0
+
+# Runs a command as root: directly when we are root, else through `sudo -n`.
+ci_sudo() {
+    if [[ "$(id -u)" == 0 ]]; then
+        "$@"
+    else
+        command -v sudo >/dev/null 2>&1 || ci_die "not root and no sudo: cannot run $1"
+        sudo -n "$@"
+    fi
+}
+
+apt_update_once() {
+    if [[ "$CI_APT_UPDATED" == 0 ]]; then
+        ci_log "apt-get update"
+        ci_sudo apt-get update -q >/dev/null
+        CI_APT_UPDATED=1
+    fi
+}
+
+apt_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# Candidate version of a package, or nothing when the package lists do not know it.
+apt_candidate() {
+    apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { if ($2 != "(none)") print $2 }'
+}
+
+# Installs the packages that are missing; says so when all are there.
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        apt_installed "$p" || missing+=("$p")
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        ci_log "  apt: $* already installed (skip)"
+        return 0
+    fi
+    apt_update_once
+    ci_log "  apt-get install ${missing[*]}"
+    ci_sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Sets APT_PICKED to the first of the given package names that is installed, else to the first
+# one apt can install. (A global, not output: apt_update_once must not run in a subshell.)
+APT_PICKED=
+apt_pick() {
+    local p pass
+    APT_PICKED=
+    for p in "$@"; do
+        apt_installed "$p" && { APT_PICKED="$p"; return 0; }
+    done
+    for pass in 1 2; do
+        for p in "$@"; do
+            [[ -n "$(apt_candidate "$p")" ]] && { APT_PICKED="$p"; return 0; }
+        done
+        [[ $pass == 1 ]] && apt_update_once
     done
     return 1
 }
