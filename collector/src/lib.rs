@@ -101,6 +101,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod enrich;
 pub mod ingest;
 pub mod metrics;

@@ -1,0 +1,505 @@
+//! Event-level scoring of a simulated run, and the printed table.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use vantage_collector::detect::{AlertEvent, AlertId, AlertKind, DetectorStats, SliceDim};
+
+use super::forge::ForgeResult;
+use super::world::{ASN_BASE, COUNTRIES, SERVICES, World};
+use super::{Event, EventClass, SimConfig};
+
+/// How long after an event's end an alert still belongs to it.
+const GRACE_MS: u64 = 5 * 60_000;
+/// How long after an event's end a retrospective alert still belongs to it.
+const RETRO_GRACE_MS: u64 = 30 * 60_000;
+
+/// Outcomes for one event class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassScore {
+    /// The class.
+    pub class: EventClass,
+    /// Events of this class.
+    pub events: usize,
+    /// Events with at least one page (incidents; for blackouts: a silence page on the ASN).
+    pub detected: usize,
+    /// Detected events whose first page was on the right slice.
+    pub localized: usize,
+    /// Seconds from event start to the first page, per detected event.
+    pub delays_s: Vec<f64>,
+    /// Pages attributed to events of this class.
+    pub pages: usize,
+    /// Seconds from event end until its last page resolved, per detected event.
+    pub resolve_s: Vec<f64>,
+    /// Retrospective alerts attributed (blackouts: on the right ASN).
+    pub retro: usize,
+    /// Blackouts: failure pages (as opposed to silence) attributed, i.e. the flush paged.
+    pub flush_pages: usize,
+    /// Alerts raised but inhibited by a service-wide alert.
+    pub inhibited: usize,
+}
+
+impl ClassScore {
+    fn new(class: EventClass) -> ClassScore {
+        ClassScore {
+            class,
+            events: 0,
+            detected: 0,
+            localized: 0,
+            delays_s: Vec::new(),
+            pages: 0,
+            resolve_s: Vec::new(),
+            retro: 0,
+            flush_pages: 0,
+            inhibited: 0,
+        }
+    }
+
+    /// Detected share of the events (incidents) or 1.0 with no events.
+    pub fn recall(&self) -> f64 {
+        if self.events == 0 { 1.0 } else { self.detected as f64 / self.events as f64 }
+    }
+}
+
+/// `q`-quantile (nearest rank) of `xs`; `None` when empty.
+pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1])
+}
+
+/// The scored run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Seed.
+    pub seed: u64,
+    /// Simulated days (after the warm-up).
+    pub days: u64,
+    /// Ordinary clients.
+    pub clients: usize,
+    /// Records (reports + target counts) fed to the detector.
+    pub records: u64,
+    /// Per class, in [`EventClass::SCHEDULED`] order.
+    pub classes: Vec<ClassScore>,
+    /// All pages (fired, not inhibited, not retrospective).
+    pub pages: usize,
+    /// Pages attributed to incidents.
+    pub true_pages: usize,
+    /// Pages during background micro-blips.
+    pub blip_pages: usize,
+    /// Pages attributed to nothing.
+    pub unexplained_pages: usize,
+    /// Retrospective alerts during nuisances (a collector-outage flush, say).
+    pub nuisance_retro: usize,
+    /// Descriptions of the false pages (first few), for debugging.
+    pub false_examples: Vec<String>,
+    /// Detector sizes at the end.
+    pub detector: DetectorStats,
+    /// The forging experiment, when run.
+    pub forge: Option<ForgeResult>,
+    /// Every event and alert, one line each, in time order (for `--verbose`).
+    pub log: Vec<String>,
+}
+
+fn service_of(name: &str) -> Option<usize> {
+    SERVICES.iter().position(|s| s.0 == name)
+}
+
+fn localized(
+    e: &Event,
+    slice: &vantage_collector::detect::SliceKey,
+    top_country: Option<&str>,
+) -> bool {
+    let region_country =
+        |c: &str| COUNTRIES.iter().position(|x| *x == c).is_some_and(|i| Some(i % 3) == e.region);
+    match (e.class, &slice.dim) {
+        (EventClass::ServiceOutage, SliceDim::Service) => true,
+        (EventClass::GrayFailure, SliceDim::Service | SliceDim::Group(_)) => true,
+        (EventClass::RegionOutage, SliceDim::Country(c)) => region_country(c),
+        (EventClass::RegionOutage, SliceDim::Service) => top_country.is_some_and(region_country),
+        (
+            EventClass::AsnOutage | EventClass::SmallAsn | EventClass::AsnBlackout,
+            SliceDim::Asn(a),
+        ) => e.asn.map(|i| ASN_BASE + i as u32) == Some(*a),
+        _ => false,
+    }
+}
+
+/// Scores `world`'s alerts against `events`.
+pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Report {
+    let mut classes: Vec<ClassScore> =
+        EventClass::SCHEDULED.iter().map(|c| ClassScore::new(*c)).collect();
+    let idx = |c: EventClass| EventClass::SCHEDULED.iter().position(|x| *x == c);
+    let resolved: HashMap<AlertId, u64> = world
+        .alerts
+        .iter()
+        .filter_map(|(t, e)| match e {
+            AlertEvent::Resolved(a) => Some((a.id, *t)),
+            _ => None,
+        })
+        .collect();
+    // Per event: first page time and slice, last resolve.
+    let mut first: Vec<Option<(u64, bool)>> = vec![None; events.len()];
+    let mut last_resolve: Vec<Option<u64>> = vec![None; events.len()];
+    let mut report = Report {
+        seed: config.seed,
+        days: config.days,
+        clients: config.clients,
+        records: world.records,
+        classes: Vec::new(),
+        pages: 0,
+        true_pages: 0,
+        blip_pages: 0,
+        unexplained_pages: 0,
+        nuisance_retro: 0,
+        false_examples: Vec::new(),
+        detector: world.detector.stats(),
+        forge: None,
+        log: Vec::new(),
+    };
+    let minutes = |t: u64| (t.saturating_sub(super::EPOCH_MS)) as f64 / 60_000.0;
+    let mut log: Vec<(u64, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.start_ms,
+                format!(
+                    "{:8.1} min  EVENT {} service={} asn={:?} region={:?} until {:.1}",
+                    minutes(e.start_ms),
+                    e.class.label(),
+                    SERVICES[e.service].0,
+                    e.asn.map(|a| ASN_BASE + a as u32),
+                    e.region,
+                    minutes(e.end_ms)
+                ),
+            )
+        })
+        .collect();
+    for (t, ev) in &world.alerts {
+        let a = ev.alert();
+        let what = match ev {
+            AlertEvent::Fired(_) => "fired",
+            AlertEvent::Resolved(_) => "resolved",
+            AlertEvent::Retrospective(_) => "retro",
+        };
+        log.push((
+            *t,
+            format!(
+                "{:8.1} min  {what} {} {} clients={} nets={} active={} score={:.1} ratio={:.4}/{:.4} inhibited={} top_asn={:?} top_cc={:?} span={:.1}-{:.1}",
+                minutes(*t),
+                a.kind.as_str(),
+                a.slice,
+                a.clients,
+                a.networks,
+                a.active_clients,
+                a.score,
+                a.observed_ratio,
+                a.baseline_ratio,
+                a.inhibited_by.is_some(),
+                a.top_asns.first(),
+                a.top_countries.first(),
+                minutes(a.start_ms),
+                a.end_ms.map_or(0.0, minutes),
+            ),
+        ));
+    }
+    log.sort_by_key(|(t, _)| *t);
+    report.log = log.into_iter().map(|(_, l)| l).collect();
+    for e in events {
+        if let Some(i) = idx(e.class) {
+            classes[i].events += 1;
+        }
+    }
+    for (t, ev) in &world.alerts {
+        let alert = ev.alert();
+        let service = service_of(&alert.slice.service);
+        let belongs = |e: &Event, grace: u64| {
+            *t >= e.start_ms
+                && *t < e.end_ms + grace
+                && (e.all_services || service == Some(e.service))
+        };
+        match ev {
+            AlertEvent::Resolved(_) => {}
+            AlertEvent::Retrospective(_) => {
+                if let Some(i) = events.iter().position(|e| belongs(e, RETRO_GRACE_MS)) {
+                    let e = &events[i];
+                    if let Some(ci) = idx(e.class) {
+                        if e.class.is_incident() {
+                            if e.class != EventClass::AsnBlackout
+                                || localized(e, &alert.slice, None)
+                            {
+                                classes[ci].retro += 1;
+                            }
+                        } else {
+                            report.nuisance_retro += 1;
+                        }
+                    }
+                }
+            }
+            AlertEvent::Fired(a) if a.inhibited_by.is_some() => {
+                if let Some(i) = events.iter().position(|e| belongs(e, GRACE_MS))
+                    && let Some(ci) = idx(events[i].class)
+                {
+                    classes[ci].inhibited += 1;
+                }
+            }
+            AlertEvent::Fired(a) => {
+                report.pages += 1;
+                let Some(i) = events.iter().position(|e| belongs(e, GRACE_MS)) else {
+                    let blip = world.blips.iter().any(|(s, e, svc, _)| {
+                        *t >= *s && *t < e + GRACE_MS && Some(*svc) == service
+                    });
+                    if blip {
+                        report.blip_pages += 1;
+                    } else {
+                        report.unexplained_pages += 1;
+                    }
+                    if report.false_examples.len() < 10 {
+                        report.false_examples.push(format!(
+                            "t+{:.0}min {} {} clients={} nets={} score={:.1} ratio={:.4}/{:.4}{}",
+                            (*t - super::EPOCH_MS) as f64 / 60_000.0,
+                            a.kind.as_str(),
+                            a.slice,
+                            a.clients,
+                            a.networks,
+                            a.score,
+                            a.observed_ratio,
+                            a.baseline_ratio,
+                            if blip { " (blip)" } else { "" }
+                        ));
+                    }
+                    continue;
+                };
+                let e = &events[i];
+                let Some(ci) = idx(e.class) else { continue };
+                let cs = &mut classes[ci];
+                cs.pages += 1;
+                if !e.class.is_incident() {
+                    if report.false_examples.len() < 10 {
+                        report.false_examples.push(format!(
+                            "{}: {} {} clients={} nets={} score={:.1}",
+                            e.class.label(),
+                            a.kind.as_str(),
+                            a.slice,
+                            a.clients,
+                            a.networks,
+                            a.score
+                        ));
+                    }
+                    continue;
+                }
+                report.true_pages += 1;
+                let counts = if e.class == EventClass::AsnBlackout {
+                    if a.kind != AlertKind::Silence {
+                        cs.flush_pages += 1;
+                    }
+                    a.kind == AlertKind::Silence && localized(e, &a.slice, None)
+                } else {
+                    true
+                };
+                if counts && first[i].is_none() {
+                    let top = a.top_countries.first().map(|c| c.0.as_str());
+                    first[i] = Some((*t, localized(e, &a.slice, top)));
+                }
+                if let Some(r) = resolved.get(&a.id) {
+                    last_resolve[i] = Some(last_resolve[i].map_or(*r, |x| x.max(*r)));
+                }
+            }
+        }
+    }
+    for (i, e) in events.iter().enumerate() {
+        let Some(ci) = idx(e.class) else { continue };
+        if let Some((t, loc)) = first[i] {
+            let cs = &mut classes[ci];
+            cs.detected += 1;
+            cs.localized += usize::from(loc);
+            cs.delays_s.push((t.saturating_sub(e.start_ms)) as f64 / 1000.0);
+            if let Some(r) = last_resolve[i] {
+                cs.resolve_s.push(r.saturating_sub(e.end_ms) as f64 / 1000.0);
+            }
+        }
+    }
+    report.classes = classes;
+    report
+}
+
+impl Report {
+    /// Incidents' pages over all pages (1.0 without pages).
+    pub fn precision(&self) -> f64 {
+        if self.pages == 0 { 1.0 } else { self.true_pages as f64 / self.pages as f64 }
+    }
+
+    /// Pages that belong to no incident.
+    pub fn false_pages(&self) -> usize {
+        self.pages - self.true_pages
+    }
+
+    /// False pages per simulated week.
+    pub fn false_per_week(&self) -> f64 {
+        self.false_pages() as f64 * 7.0 / self.days.max(1) as f64
+    }
+
+    /// The score of `class`.
+    pub fn class(&self, class: EventClass) -> Option<&ClassScore> {
+        self.classes.iter().find(|c| c.class == class)
+    }
+
+    /// Pages attributed to nuisances.
+    pub fn nuisance_pages(&self) -> usize {
+        self.classes.iter().filter(|c| !c.class.is_incident()).map(|c| c.pages).sum()
+    }
+
+    /// (events, detected, delays) over the hard outage classes.
+    pub fn hard(&self) -> (usize, usize, Vec<f64>) {
+        let hard: Vec<&ClassScore> = self.classes.iter().filter(|c| c.class.is_hard()).collect();
+        (
+            hard.iter().map(|c| c.events).sum(),
+            hard.iter().map(|c| c.detected).sum(),
+            hard.iter().flat_map(|c| c.delays_s.iter().copied()).collect(),
+        )
+    }
+
+    /// Goals as (description, met).
+    pub fn goals(&self) -> Vec<(String, bool)> {
+        let (n, d, delays) = self.hard();
+        let p50 = quantile(&delays, 0.5).unwrap_or(f64::INFINITY);
+        let p90 = quantile(&delays, 0.9).unwrap_or(f64::INFINITY);
+        let mut g = vec![
+            (format!("hard outages: recall 100% ({d}/{n})"), n > 0 && d == n),
+            (format!("hard outages: median delay <= 50 s ({p50:.0} s)"), p50 <= 50.0),
+            (format!("hard outages: p90 delay <= 60 s ({p90:.0} s)"), p90 <= 60.0),
+        ];
+        if let Some(b) = self.class(EventClass::AsnBlackout) {
+            let max = b.delays_s.iter().copied().fold(0.0, f64::max);
+            g.push((
+                format!(
+                    "ASN blackout: silence page within 90 s at peak ({}/{}, max {max:.0} s)",
+                    b.delays_s.iter().filter(|d| **d <= 90.0).count(),
+                    b.events
+                ),
+                b.events > 0 && b.delays_s.iter().filter(|d| **d <= 90.0).count() == b.events,
+            ));
+            g.push((
+                format!("ASN blackout: flush raises no current alert ({} pages)", b.flush_pages),
+                b.flush_pages == 0,
+            ));
+        }
+        g.push((
+            format!("<= 1 false page per simulated week ({:.2})", self.false_per_week()),
+            self.false_per_week() <= 1.0,
+        ));
+        g.push((
+            format!("precision >= 95% ({:.1}%)", 100.0 * self.precision()),
+            self.precision() >= 0.95,
+        ));
+        g.push((
+            format!("zero pages from nuisances ({})", self.nuisance_pages()),
+            self.nuisance_pages() == 0,
+        ));
+        if let Some(f) = &self.forge {
+            g.push((f.goal_line(), f.goal_met()));
+        }
+        g
+    }
+
+    /// The table spikebench prints.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "spikebench: seed {} | {} simulated days | {} clients | {} records | {} slices (cap {}), {} evicted",
+            self.seed,
+            self.days,
+            self.clients,
+            self.records,
+            self.detector.slices,
+            self.detector.slice_cap,
+            self.detector.slices_evicted
+        );
+        let _ = writeln!(
+            s,
+            "{:<20} {:>3} {:>7} {:>17} {:>6} {:>6} {:>6} {:>8} {:>5} {:>6}",
+            "class",
+            "n",
+            "recall",
+            "delay p50/p90/max",
+            "local",
+            "pages",
+            "inhib",
+            "resolve",
+            "retro",
+            "flush"
+        );
+        for c in &self.classes {
+            let q = |x: f64| quantile(&c.delays_s, x).map_or("-".to_owned(), |v| format!("{v:.0}"));
+            let delay = format!("{}/{}/{}", q(0.5), q(0.9), q(1.0));
+            let resolve =
+                quantile(&c.resolve_s, 0.5).map_or("-".to_owned(), |v| format!("{v:.0}s"));
+            let recall = if c.class.is_incident() {
+                format!("{:.0}%", 100.0 * c.recall())
+            } else {
+                "-".to_owned()
+            };
+            let local =
+                if c.detected > 0 { format!("{}/{}", c.localized, c.detected) } else { "-".into() };
+            let _ = writeln!(
+                s,
+                "{:<20} {:>3} {:>7} {:>17} {:>6} {:>6} {:>6} {:>8} {:>5} {:>6}",
+                c.class.label(),
+                c.events,
+                recall,
+                delay,
+                local,
+                c.pages,
+                c.inhibited,
+                resolve,
+                c.retro,
+                if c.class == EventClass::AsnBlackout {
+                    c.flush_pages.to_string()
+                } else {
+                    "-".into()
+                },
+            );
+        }
+        let _ = writeln!(
+            s,
+            "pages {} | true {} | nuisance {} | blip {} | unexplained {} | precision {:.1}% | false/week {:.2} | nuisance retro {}",
+            self.pages,
+            self.true_pages,
+            self.nuisance_pages(),
+            self.blip_pages,
+            self.unexplained_pages,
+            100.0 * self.precision(),
+            self.false_per_week(),
+            self.nuisance_retro
+        );
+        if let Some(f) = &self.forge {
+            let _ = writeln!(s, "{}", f.table_line());
+        }
+        for (line, met) in self.goals() {
+            let _ = writeln!(s, "[{}] {line}", if met { "met" } else { "NOT MET" });
+        }
+        for ex in &self.false_examples {
+            let _ = writeln!(s, "  false page: {ex}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let xs = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(quantile(&xs, 0.5), Some(3.0));
+        assert_eq!(quantile(&xs, 0.9), Some(5.0));
+        assert_eq!(quantile(&xs, 0.0), Some(1.0));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}
