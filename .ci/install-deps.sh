@@ -219,6 +219,14 @@ install_chromium() {
     bash "$ROOT/.ci/install-chromium.sh"
 }
 
+install_alertmanager() {
+    bash "$ROOT/.ci/install-alertmanager.sh"
+}
+
+install_wasm_tools() {
+    bash "$ROOT/.ci/install-wasm-tools.sh"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 run_component() {
@@ -239,6 +247,8 @@ main() {
     run_component install_netns_tools
     run_component install_ip_data
     run_component install_chromium
+    run_component install_alertmanager
+    run_component install_wasm_tools
     ci_log "all dependencies present ($(ci_fmt_secs $(($(date +%s) - start))))"
 }
 

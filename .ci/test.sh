@@ -50,6 +50,9 @@ if [[ "${VANTAGE_SKIP_INSTALL:-0}" != 1 ]]; then
 fi
 step "rustfmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# Builds the wasm package (target/wasm-pkg) that tests/tests/wasm_browser.rs loads, so it
+# comes before the workspace tests.
+step "wasm module in Chromium" bash .ci/test-wasm.sh
 step "tests (all features)" cargo test --workspace --all-features --locked
 step "tests (agent, no default features)" cargo test -p vantage-agent --no-default-features --locked
 step "docs (no broken links)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked

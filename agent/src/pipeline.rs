@@ -258,7 +258,16 @@ pub struct CoreConfig {
     /// Minimum time between scope checks; `None` turns them off (default
     /// `Some(DEFAULT_SCOPE_CHECK_INTERVAL_MS)`).
     pub scope_check_interval_ms: Option<u64>,
+    /// Sampled success counts are sealed at least this often, even without failures, so
+    /// collectors see failure ratios and notice when a client's network goes quiet (a
+    /// heartbeat). `None`: counts ride only with failures. Nothing is sent when no success
+    /// was sampled (the default sampling counts none). Default
+    /// `Some(DEFAULT_REPORT_INTERVAL_MS)`.
+    pub report_interval_ms: Option<u64>,
 }
+
+/// Default [`CoreConfig::report_interval_ms`]: 60 s.
+pub const DEFAULT_REPORT_INTERVAL_MS: u64 = 60_000;
 
 impl CoreConfig {
     /// A configuration with every tuning at its default.
@@ -273,6 +282,7 @@ impl CoreConfig {
             limits: StoreLimits::default(),
             delivery: DeliveryConfig::default(),
             scope_check_interval_ms: Some(DEFAULT_SCOPE_CHECK_INTERVAL_MS),
+            report_interval_ms: Some(DEFAULT_REPORT_INTERVAL_MS),
         }
     }
 }
@@ -355,6 +365,8 @@ pub struct AgentCore<S, R> {
     ready: Vec<Report>,
     first_pending: Option<UnixMillis>,
     targets: TargetCounter,
+    /// When the oldest success count not yet sealed was recorded.
+    targets_since: Option<UnixMillis>,
     /// Drops that ride in the next batch.
     drops: DropCounts,
     stats: CoreStats,
@@ -376,6 +388,7 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
             ready: Vec::new(),
             first_pending: None,
             targets: TargetCounter::default(),
+            targets_since: None,
             drops: DropCounts::new(),
             stats: CoreStats::default(),
             next_seq: 1,
@@ -479,6 +492,7 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         record_withdrawn_drops(&mut self.stats.dropped, withdrawn);
         self.drops = DropCounts::new();
         let _ = self.targets.take();
+        self.targets_since = None;
         self.first_pending = None;
         self.scope = ScopeState::default();
         // A new opt-in starts a new sequence space: continuing the old one would link the keys.
@@ -530,10 +544,17 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
 
     /// A successful request to `host` of `service` at `now` (counted when sampled, for failure
     /// ratios). Ignored without consent or with an invalid id or host.
-    pub fn handle_success(&mut self, service: &ServiceId, host: &Host, _now: UnixMillis) {
+    pub fn handle_success(&mut self, service: &ServiceId, host: &Host, now: UnixMillis) {
         if self.consent.is_granted() && self.config.sampling.sample_success(&mut self.rng) {
             self.targets.record_attempt(service, host, true);
+            self.targets_since.get_or_insert(now);
         }
+    }
+
+    /// When sampled success counts are due to be sealed on their own (the heartbeat).
+    fn counts_due_at(&self) -> Option<UnixMillis> {
+        let interval = self.config.report_interval_ms?;
+        self.targets_since.map(|t| t.plus_ms(interval))
     }
 
     /// Seals what is pending when it is due (`seal_delay_ms` after the first pending failure,
@@ -545,7 +566,13 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         let due = self
             .first_pending
             .is_some_and(|t| now.since(t) >= self.config.seal_delay_ms || now < t);
-        if due || self.ready.len() >= MAX_REPORTS { self.seal_pending(now) } else { Ok(0) }
+        let counts_due = self.counts_due_at().is_some_and(|at| now >= at)
+            || self.targets_since.is_some_and(|t| now < t);
+        if due || counts_due || self.ready.len() >= MAX_REPORTS {
+            self.seal_pending(now)
+        } else {
+            Ok(0)
+        }
     }
 
     /// Seals everything pending now, whatever the delay (flush, shutdown).
@@ -553,8 +580,15 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         let mut reports = std::mem::take(&mut self.ready);
         reports.extend(self.coalescer.flush_all());
         self.first_pending = None;
+        self.targets_since = None;
         if reports.is_empty() {
-            return Ok(0);
+            if self.targets.is_empty() || !self.consent.is_granted() {
+                return Ok(0);
+            }
+            // Counts only: the heartbeat (or a flush) of a client with nothing failing.
+            let drops = self.drops.take();
+            let targets = self.targets.take();
+            return self.seal_chunk(Vec::new(), drops, targets, now);
         }
         self.apply_scope(&mut reports);
         let mut sealed = 0;
@@ -688,6 +722,10 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         let seal = self.first_pending.map(|t| {
             if self.ready.len() >= MAX_REPORTS { t } else { t.plus_ms(self.config.seal_delay_ms) }
         });
+        let seal = match (seal, self.counts_due_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let send = if self.consent.is_granted() { self.scheduler.poll_timeout() } else { None };
         match (seal, send) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -825,6 +863,39 @@ mod tests {
         assert!(c.store().is_empty());
         assert_eq!(c.stats().delivered_failures, 4);
         assert_eq!(c.poll_timeout(), None, "idle again");
+    }
+
+    #[test]
+    fn success_counts_are_sealed_on_the_report_interval_without_failures() {
+        let svc: ServiceId = "svc".parse().unwrap();
+        let host = Host::parse("api.example.com").unwrap();
+        // Default sampling counts no successes: nothing to send, never a wake-up.
+        let mut quiet = core(1);
+        let _ = quiet.grant(UnixMillis(0));
+        quiet.handle_success(&svc, &host, UnixMillis(1_000));
+        assert_eq!(quiet.poll_timeout(), None);
+        assert_eq!(quiet.poll_seal(UnixMillis(1_000_000)).unwrap(), 0);
+
+        let mut c = core(1);
+        c.config.sampling = Sampling::new(1.0, 1.0).unwrap();
+        c.config.report_interval_ms = Some(30_000);
+        let _ = c.grant(UnixMillis(0));
+        let t0 = UnixMillis(1_000);
+        for i in 0..5 {
+            c.handle_success(&svc, &host, t0.plus_ms(i * 1_000));
+        }
+        assert_eq!(c.poll_timeout(), Some(t0.plus_ms(30_000)), "due one interval after the first");
+        assert_eq!(c.poll_seal(t0.plus_ms(29_999)).unwrap(), 0);
+        assert_eq!(c.poll_seal(t0.plus_ms(30_000)).unwrap(), 1, "a counts-only envelope");
+        assert_eq!(c.stats().sealed_envelopes, 1);
+        assert_eq!(c.poll_seal(t0.plus_ms(90_000)).unwrap(), 0, "nothing new counted");
+        let tx = c.poll_transmit(t0.plus_ms(30_000)).unwrap().unwrap();
+        c.handle_outcome(tx.id, Outcome::Accepted, t0.plus_ms(30_000)).unwrap();
+        assert_eq!(c.poll_timeout(), None, "idle again");
+        // Withdrawal forgets the counts.
+        c.handle_success(&svc, &host, t0.plus_ms(40_000));
+        let _ = c.withdraw(t0.plus_ms(41_000));
+        assert_eq!(c.poll_timeout(), None);
     }
 
     #[test]

@@ -27,8 +27,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
+use crate::detect::DetectorConfig;
 use crate::enrich::EnrichConfig;
 use crate::model::NetTagKey;
+use crate::notify::NotifyConfig;
 use crate::open::CollectorKey;
 
 /// A validated collector configuration.
@@ -46,6 +48,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Log output (`[log]`).
     pub log: LogConfig,
+    /// Spike detection tuning (`[detector]`); every field has a default.
+    pub detector: DetectorConfig,
+    /// Where alerts are delivered (`[notify]`); none by default.
+    pub notify: NotifyConfig,
 }
 
 /// `[server]`: listeners and connection limits.
@@ -55,6 +61,10 @@ pub struct ServerConfig {
     pub listen_tls: Option<SocketAddr>,
     /// Plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge), e.g. behind a proxy.
     pub listen_plain: Option<SocketAddr>,
+    /// Admin listener (plain HTTP): the dashboard at `/`, `GET /v1/alerts`, `/v1/heatmap`,
+    /// `/v1/series`, plus `/metrics` and the health checks. Off by default; bind it to a
+    /// private address (it shows which networks fail), never to the public one.
+    pub listen_admin: Option<SocketAddr>,
     /// PEM certificate chain, leaf first (required with `listen_tls`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (required with `listen_tls`).
@@ -197,6 +207,10 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    detector: DetectorConfig,
+    #[serde(default)]
+    notify: NotifyConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +218,7 @@ struct RawConfig {
 struct RawServer {
     listen_tls: Option<String>,
     listen_plain: Option<String>,
+    listen_admin: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     ready_file: Option<PathBuf>,
@@ -220,6 +235,7 @@ impl Default for RawServer {
         RawServer {
             listen_tls: None,
             listen_plain: None,
+            listen_admin: None,
             tls_cert: None,
             tls_key: None,
             ready_file: None,
@@ -388,6 +404,38 @@ impl Checker<'_> {
     }
 }
 
+/// Range checks of `[detector]`, each naming its field.
+fn check_detector(c: &mut Checker<'_>, d: &DetectorConfig) {
+    let mut positive = |field: &str, ok: bool, what: &str| {
+        if !ok {
+            c.fail(&format!("detector.{field}"), what.to_owned());
+        }
+    };
+    positive("bucket_ms", d.bucket_ms >= 100, "must be at least 100");
+    positive("window_buckets", (1..=360).contains(&d.window_buckets), "must be between 1 and 360");
+    positive("fire_score", d.fire_score.is_finite() && d.fire_score > 0.0, "must be positive");
+    positive(
+        "resolve_score",
+        d.resolve_score.is_finite() && d.resolve_score > 0.0 && d.resolve_score < d.fire_score,
+        "must be positive and below fire_score",
+    );
+    positive("resolve_after", d.resolve_after >= 1, "must be at least 1");
+    for (field, v) in [
+        ("min_effect", d.min_effect),
+        ("min_client_share", d.min_client_share),
+        ("baseline_alpha", d.baseline_alpha),
+        ("silence_ratio", d.silence_ratio),
+        ("silence_resolve_ratio", d.silence_resolve_ratio),
+        ("global_min_ratio", d.global_min_ratio),
+        ("dominance", d.dominance),
+    ] {
+        positive(field, (0.0..=1.0).contains(&v), "must be between 0 and 1");
+    }
+    positive("baseline_alpha", d.baseline_alpha > 0.0, "must be greater than 0");
+    positive("max_slices", d.max_slices >= 1, "must be at least 1");
+    positive("max_clients", d.max_clients >= 1, "must be at least 1");
+}
+
 /// Decodes exactly 64 hex digits.
 pub(crate) fn decode_hex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 || !s.is_ascii() {
@@ -487,6 +535,7 @@ impl Config {
         let s = raw.server;
         let listen_tls = c.listen("server.listen_tls", s.listen_tls.as_deref());
         let listen_plain = c.listen("server.listen_plain", s.listen_plain.as_deref());
+        let listen_admin = c.listen("server.listen_admin", s.listen_admin.as_deref());
         if s.listen_tls.is_none() && s.listen_plain.is_none() {
             c.fail("server", "no listener: set listen_tls, listen_plain or both");
         }
@@ -512,6 +561,7 @@ impl Config {
         let server = ServerConfig {
             listen_tls,
             listen_plain,
+            listen_admin,
             tls_cert,
             tls_key,
             ready_file: s.ready_file.as_deref().map(|p| c.resolve(p)),
@@ -609,6 +659,20 @@ impl Config {
         }
         let log = LogConfig { format: raw.log.format, level: raw.log.level };
 
+        let detector = raw.detector;
+        check_detector(&mut c, &detector);
+        let mut notify = raw.notify;
+        for receiver in &mut notify.receivers {
+            if let Some(ca) = &receiver.ca_file {
+                receiver.ca_file = Some(c.resolve(ca));
+            }
+        }
+        if let Err(problems) = notify.validate() {
+            for (field, problem) in problems {
+                c.fail(&field, problem);
+            }
+        }
+
         match (c.errors.is_empty(), store) {
             (true, Some(store)) if !collector_keys.is_empty() => {
                 let net_tag_secret =
@@ -623,6 +687,8 @@ impl Config {
                     enrich,
                     limits,
                     log,
+                    detector,
+                    notify,
                 })
             }
             _ => Err(ConfigError::Invalid(c.errors)),

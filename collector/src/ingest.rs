@@ -18,6 +18,7 @@
 //! ```
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +29,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::sync::Semaphore;
 use vantage_agent::report::UnixMillis;
 
+use crate::alerting::Alerting;
 use crate::config::{Config, LimitsConfig};
 use crate::enrich::Enricher;
 use crate::metrics::{Endpoint, Metrics, RejectReason, StoreGauges};
@@ -56,6 +58,8 @@ pub(crate) struct Ingest {
     pub(crate) net_tag_key: NetTagKey,
     pub(crate) metrics: Metrics,
     pub(crate) ready: AtomicBool,
+    /// Fed after every durable commit; also answers the admin API.
+    pub(crate) alerting: Arc<Alerting>,
     prefix_limiter: RateLimiter<SourcePrefix>,
     agent_limiter: RateLimiter<[u8; 32]>,
     nel_limiter: RateLimiter<SourcePrefix>,
@@ -66,7 +70,12 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
-    pub(crate) fn new(config: &Config, store: Store, enricher: Enricher) -> Ingest {
+    pub(crate) fn new(
+        config: &Config,
+        store: Store,
+        enricher: Enricher,
+        alerting: Arc<Alerting>,
+    ) -> Ingest {
         let now = Instant::now();
         let l = &config.limits;
         Ingest {
@@ -77,6 +86,7 @@ impl Ingest {
             net_tag_key: config.keys.net_tag_key.clone(),
             metrics: Metrics::new(),
             ready: AtomicBool::new(true),
+            alerting,
             prefix_limiter: RateLimiter::new(l.prefix_rps, l.prefix_burst, MAX_LIMITER_KEYS, now),
             agent_limiter: RateLimiter::new(l.agent_rps, l.agent_burst, MAX_LIMITER_KEYS, now),
             nel_limiter: RateLimiter::new(
@@ -89,6 +99,61 @@ impl Ingest {
             limits: l.clone(),
             max_body_bytes: config.server.max_body_bytes,
             body_timeout: config.server.header_read_timeout,
+        }
+    }
+
+    /// Routes one request on the admin listener: the dashboard and its JSON API, then the
+    /// metrics and health checks. Read-only: nothing here writes.
+    pub(crate) async fn handle_admin<B>(&self, peer: IpAddr, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let get = matches!(*req.method(), Method::GET | Method::HEAD);
+        let json = |status: StatusCode, value: serde_json::Value| {
+            let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+            *r.status_mut() = status;
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        };
+        let bad = |e: String| json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e }));
+        let now = now_millis();
+        match path.as_str() {
+            "/v1/alerts" | "/v1/heatmap" | "/v1/series" if !get => not_allowed("GET, HEAD"),
+            "/v1/alerts" => json(StatusCode::OK, self.alerting.alerts_json(now)),
+            "/v1/heatmap" => match crate::alerting::parse_heatmap_query(&query) {
+                Ok(dim) => json(StatusCode::OK, self.alerting.heatmap_json(dim, now)),
+                Err(e) => bad(e),
+            },
+            "/v1/series" => match crate::alerting::parse_series_query(&query) {
+                Ok(slice) => match self.alerting.series_json(&slice) {
+                    Ok(v) => json(StatusCode::OK, v),
+                    Err(e) => json(StatusCode::NOT_FOUND, serde_json::json!({ "error": e })),
+                },
+                Err(e) => bad(e),
+            },
+            "/metrics" | "/healthz" | "/readyz" => self.handle(peer, req).await,
+            p => match crate::dashboard::asset(p) {
+                Some(_) if !get => not_allowed("GET, HEAD"),
+                Some(asset) => {
+                    let mut r = Response::new(Full::new(Bytes::from_static(asset.body)));
+                    let h = r.headers_mut();
+                    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+                    h.insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static(crate::dashboard::CONTENT_SECURITY_POLICY),
+                    );
+                    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+                    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    r
+                }
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
         }
     }
 
@@ -129,12 +194,13 @@ impl Ingest {
             }
             ("/metrics", Method::GET) => {
                 let stats = self.store.stats();
-                let body = self.metrics.render(StoreGauges {
+                let mut body = self.metrics.render(StoreGauges {
                     reports: stats.reports,
                     targets: stats.targets,
                     bytes: stats.bytes,
                     disk_bytes: stats.disk_bytes,
                 });
+                self.alerting.render_metrics(&mut body);
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -340,8 +406,15 @@ impl Ingest {
         let Ok(_permit) = self.inflight.try_acquire() else {
             return Err(RejectReason::Overload);
         };
+        // Detection sees a batch only once it is durable; the copy is what the store consumes.
+        let feed = (batch.reports.clone(), batch.targets.clone());
         match self.store.commit(batch).await {
-            Ok(outcome) => Ok(outcome),
+            Ok(outcome) => {
+                if matches!(outcome, CommitOutcome::Stored { .. }) {
+                    self.alerting.observe(&feed.0, &feed.1);
+                }
+                Ok(outcome)
+            }
             Err(StoreError::Closed) => Err(RejectReason::Overload),
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
@@ -530,7 +603,10 @@ mod tests {
         );
         let config = Config::from_toml_str(&text, dir.path()).unwrap();
         let store = Store::open(crate::store::StoreConfig::new(&config.store.path)).unwrap();
-        let ingest = Ingest::new(&config, store, Enricher::disabled());
+        let alerting =
+            Alerting::start(&store, config.detector.clone(), config.notify.clone(), now_millis())
+                .unwrap();
+        let ingest = Ingest::new(&config, store, Enricher::disabled(), alerting);
         Fixture { _dir: dir, ingest, key }
     }
 

@@ -99,14 +99,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alerting;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod detect;
 pub mod enrich;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod nel;
+pub mod notify;
 pub mod open;
 pub mod ratelimit;
 pub mod server;

@@ -38,6 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::alerting::Alerting;
 use crate::config::{Config, load_tls};
 use crate::enrich::{EnrichError, Enricher};
 use crate::ingest::{Ingest, retry};
@@ -105,6 +106,9 @@ pub struct RunningCollector {
     shutdown_grace: Duration,
     accept_tasks: Vec<JoinHandle<()>>,
     retention_task: JoinHandle<()>,
+    admin_addr: Option<SocketAddr>,
+    alerting_stop: watch::Sender<bool>,
+    alerting_task: JoinHandle<()>,
 }
 
 /// What every accept loop and connection task needs.
@@ -160,8 +164,13 @@ impl Collector {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let admin_listener = match config.server.listen_admin {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let (tls_addr, plain_addr) = (local(&tls_listener), local(&plain_listener));
+        let admin_addr = local(&admin_listener);
 
         let s = &config.server;
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -181,7 +190,13 @@ impl Collector {
             .header_read_timeout(s.header_read_timeout)
             .keep_alive(false);
 
-        let ingest = Arc::new(Ingest::new(&config, store.clone(), enricher));
+        let alerting = Alerting::start(
+            &store,
+            config.detector.clone(),
+            config.notify.clone(),
+            crate::ingest::now_millis(),
+        )?;
+        let ingest = Arc::new(Ingest::new(&config, store.clone(), enricher, alerting.clone()));
         let connections = Arc::new(Semaphore::new(s.max_connections));
         let shared = Arc::new(Shared {
             ingest: ingest.clone(),
@@ -199,6 +214,7 @@ impl Collector {
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 tls,
+                Role::Public,
                 shared.clone(),
                 phase.subscribe(),
             )));
@@ -207,10 +223,22 @@ impl Collector {
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 None,
+                Role::Public,
                 shared.clone(),
                 phase.subscribe(),
             )));
         }
+        if let Some(listener) = admin_listener {
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                None,
+                Role::Admin,
+                shared.clone(),
+                phase.subscribe(),
+            )));
+        }
+        let (alerting_stop, alerting_stop_rx) = watch::channel(false);
+        let alerting_task = tokio::spawn(alerting.clone().run(alerting_stop_rx));
         let retention_task = tokio::spawn(retention_loop(store, phase.subscribe()));
 
         if let Some(addr) = tls_addr {
@@ -219,9 +247,15 @@ impl Collector {
         if let Some(addr) = plain_addr {
             tracing::info!(%addr, "listening (plain HTTP)");
         }
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin listening (dashboard, alerts API, metrics)");
+        }
         let running = RunningCollector {
             tls_addr,
             plain_addr,
+            admin_addr,
+            alerting_stop,
+            alerting_task,
             ingest,
             phase,
             connections,
@@ -231,7 +265,7 @@ impl Collector {
             retention_task,
         };
         if let Some(path) = &s.ready_file {
-            if let Err(e) = write_ready_file(path, tls_addr, plain_addr) {
+            if let Err(e) = write_ready_file(path, tls_addr, plain_addr, admin_addr) {
                 let _ = running.shutdown_inner().await;
                 return Err(e);
             }
@@ -244,9 +278,10 @@ fn write_ready_file(
     path: &Path,
     tls: Option<SocketAddr>,
     plain: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
 ) -> Result<(), StartError> {
     let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
-    let json = serde_json::json!({ "tls": addr(tls), "plain": addr(plain) });
+    let json = serde_json::json!({ "tls": addr(tls), "plain": addr(plain), "admin": addr(admin) });
     let err = |e: std::io::Error| StartError::ReadyFile {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -267,6 +302,16 @@ impl RunningCollector {
     /// The bound plain HTTP address.
     pub fn plain_addr(&self) -> Option<SocketAddr> {
         self.plain_addr
+    }
+
+    /// The bound admin address (dashboard, alerts API).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The detector and its alerts.
+    pub fn alerting(&self) -> &Alerting {
+        &self.ingest.alerting
     }
 
     /// The store the collector writes to.
@@ -305,15 +350,28 @@ impl RunningCollector {
         }
         let _ = self.phase.send(Phase::Abort);
         let _ = self.retention_task.await;
+        // Last snapshot and notifier stop, before the store closes under them.
+        let _ = self.alerting_stop.send(true);
+        let _ = self.alerting_task.await;
         self.ingest.store.close().await?;
         tracing::info!("collector stopped");
         Ok(())
     }
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Uploads (envelopes, NEL), ping, health, metrics.
+    Public,
+    /// The dashboard and its JSON API, health and metrics.
+    Admin,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<(TlsAcceptor, TlsAcceptor)>,
+    role: Role,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) {
@@ -337,7 +395,8 @@ async fn accept_loop(
         match shared.connections.clone().try_acquire_owned() {
             Ok(permit) => {
                 let acceptor = tls.as_ref().map(|(a, _)| a.clone());
-                tokio::spawn(serve(tcp, acceptor, peer, shared.clone(), phase.clone(), permit));
+                let conn = Conn { peer, role };
+                tokio::spawn(serve(tcp, acceptor, conn, shared.clone(), phase.clone(), permit));
             }
             Err(_) => {
                 shared.ingest.metrics.connection_rejected();
@@ -352,10 +411,17 @@ async fn accept_loop(
 }
 
 /// Serves one connection until it ends, idles out, or shutdown says so.
+/// Who is on a connection and which listener it came in on.
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    peer: IpAddr,
+    role: Role,
+}
+
 async fn serve(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
-    peer: IpAddr,
+    peer: Conn,
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
@@ -375,19 +441,33 @@ async fn serve(
     metrics.connection_closed();
 }
 
-async fn drive<I>(
-    io: ActivityIo<I>,
-    peer: IpAddr,
-    shared: &Shared,
-    mut phase: watch::Receiver<Phase>,
-) where
+async fn drive<I>(io: ActivityIo<I>, who: Conn, shared: &Shared, mut phase: watch::Receiver<Phase>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = io.activity.clone();
     let ingest = shared.ingest.clone();
     let service = service_fn(move |req| {
         let ingest = ingest.clone();
-        async move { Ok::<_, std::convert::Infallible>(ingest.handle(peer, req).await) }
+        async move {
+            let response = match who.role {
+                Role::Public => {
+                    let envelopes = req.uri().path() == "/v1/envelopes";
+                    let origin = req.headers().get(http::header::ORIGIN).cloned();
+                    if envelopes && req.method() == http::Method::OPTIONS {
+                        envelopes_preflight(origin)
+                    } else {
+                        let mut r = ingest.handle(who.peer, req).await;
+                        if envelopes {
+                            allow_browser_uploads(&mut r, origin);
+                        }
+                        r
+                    }
+                }
+                Role::Admin => ingest.handle_admin(who.peer, req).await,
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let conn = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -431,6 +511,47 @@ async fn drive<I>(
             }
         }
     }
+}
+
+/// CORS for browser uploads (the wasm agent in a page on another origin). Envelopes carry their
+/// own authentication (signature, HPKE) and the collector reads no cookies, so any origin may
+/// POST them. The page's origin is echoed with `Access-Control-Allow-Credentials: true`
+/// because `navigator.sendBeacon` always sends in credentials mode `include`, which the
+/// wildcard does not satisfy. The preflight allows the envelope media type and the
+/// `vantage-sent-at` header; answers expose `Retry-After` so a page can honour it.
+fn envelopes_preflight(origin: Option<http::HeaderValue>) -> hyper::Response<crate::ingest::Body> {
+    use http::{HeaderValue, header};
+    let mut r = hyper::Response::new(crate::ingest::Body::default());
+    *r.status_mut() = http::StatusCode::NO_CONTENT;
+    allow_browser_uploads(&mut r, origin);
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type, vantage-sent-at"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    r
+}
+
+/// Lets a page read the answer to its upload (see [`envelopes_preflight`]).
+fn allow_browser_uploads(
+    r: &mut hyper::Response<crate::ingest::Body>,
+    origin: Option<http::HeaderValue>,
+) {
+    use http::{HeaderValue, header};
+    let h = r.headers_mut();
+    match origin {
+        Some(origin) => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(header::VARY, HeaderValue::from_static("origin"));
+        }
+        None => {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+    }
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
 }
 
 /// Answers `503` + `Retry-After` on a connection over the limit, then closes it.

@@ -1,17 +1,768 @@
 //! # vantage-ffi: the C ABI of the Vantage agent
 //!
-//! Mobile and desktop apps (Swift, Kotlin/JNI, C++, C) will link this library. So far it exports
-//! only [`vantage_version`]; the agent handle, consent, recording, the host-driven delivery mode,
-//! the generated header and the C tests come with the FFI issue. This is the only crate in the
-//! workspace that may contain `unsafe` code.
+//! Mobile and desktop apps (Swift, Kotlin/JNI, C++, C) link `libvantage` (`cdylib` and
+//! `staticlib`) and include the generated `include/vantage.h`. This crate is a thin shell
+//! over the native agent ([`vantage_agent::native::Agent`]): it converts C strings and structs,
+//! runs each call inside `catch_unwind`, and maps errors onto status codes plus a thread-local
+//! message. It holds no reporting logic of its own, and it is the only crate in the workspace
+//! that may contain `unsafe` code.
+//!
+//! ```text
+//!  C / Swift / JNI                         libvantage (this crate)          vantage-agent
+//!  ───────────────                         ───────────────────────          ─────────────
+//!  vantage_agent_new(config, dir, flags) ─▶ parse TOML/JSON ─▶ runtime ─▶ Agent::start[_host_driven]
+//!  vantage_agent_set_consent(a, true)    ─▶                              Agent::set_consent
+//!  vantage_agent_record(a, &failure)     ─▶ classify (type | domain+code) ─▶ Agent::record
+//!  vantage_agent_flush(a, ms, &left)     ─▶ block on the runtime       ─▶ Agent::flush
+//!  host-driven: vantage_agent_next_upload ─▶ url, headers, body (owned here until answered)
+//!               vantage_agent_upload_done/failed ─▶ Agent::handle_upload_outcome
+//!  vantage_agent_free(a)                 ─▶ shutdown (seal to disk), join the runtime thread
+//! ```
+//!
+//! ## Rules of the ABI
+//! - Every function returns a [`VantageStatus`] (`VANTAGE_OK` = 0, errors negative); after an
+//!   error, [`vantage_last_error`] returns a message owned by the library, valid on the calling
+//!   thread until its next `vantage_*` call. No panic crosses the boundary (each export runs
+//!   in `catch_unwind`; the library is built with `panic = "unwind"` for that reason).
+//! - Strings in are NUL-terminated UTF-8, borrowed for the call only. Null or invalid
+//!   arguments give `VANTAGE_ERR_INVALID_ARGUMENT`.
+//! - A `vantage_agent*` may be used from any number of threads at once, except
+//!   [`vantage_agent_free`], which must be the last call on it.
+//! - Structs passed in or filled out start with `struct_size` (set it to `sizeof`), so they
+//!   can grow without breaking old callers.
+//!
+//! A Rust program would use the native agent directly; the example shows the calls as C
+//! makes them:
+//!
+//! ```
+//! use std::ffi::CStr;
+//! let v = unsafe { CStr::from_ptr(vantage::vantage_version()) };
+//! assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+//! ```
 
-use std::ffi::c_char;
+mod config;
+mod error;
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, c_char};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use vantage_agent::ErrorType;
+use vantage_agent::classify::{self, ErrorDomain};
+use vantage_agent::delivery::{Outcome, TransmitId};
+use vantage_agent::native::{Agent, PlatformCode, Recorded, ReportInput};
+use vantage_agent::report::Protocol;
+use vantage_agent::{NetworkType, Phase};
+
+pub use crate::error::VantageStatus;
+use crate::error::{FfiError, guard, guard_void};
+
+/// `vantage_agent_new` flag: host-driven delivery. The library never uploads; the host takes
+/// envelopes with `vantage_agent_next_upload`, POSTs them with its own HTTP stack, and answers
+/// with `vantage_agent_upload_done` / `vantage_agent_upload_failed`.
+pub const VANTAGE_AGENT_HOST_DRIVEN: u32 = 1;
+
+/// Longest `vantage_agent_shutdown` (and `vantage_agent_free`) waits for the agent to seal
+/// what is pending and close its buffer.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Marks a live handle, to turn some use-after-free and garbage pointers into an error.
+const MAGIC: u64 = 0x7661_6e74_6167_6521;
+
+/// The opaque agent handle (`vantage_agent` in C).
+pub struct VantageAgent {
+    magic: u64,
+    agent: Agent,
+    runtime: tokio::runtime::Runtime,
+    closed: AtomicBool,
+    /// Host-driven uploads handed out and not yet answered, by id: their memory is what the
+    /// host's `vantage_upload` points into.
+    uploads: Mutex<HashMap<u64, Box<PendingUpload>>>,
+}
+
+/// One failed request (`vantage_failure` in C). Zero it, set `struct_size` to
+/// `sizeof(vantage_failure)`, then fill in the fields; unset pointers are null.
+///
+/// The cause is either `error_type` (a NEL type label such as `"tcp.refused"`), or a platform
+/// error: `domain` plus `code` (`"posix"`, `"getaddrinfo"`, `"curl"`, `"nsurl"`, `"http"`,
+/// the Apple domains `"NSPOSIXErrorDomain"` / `"NSURLErrorDomain"`, flavoured names such as
+/// `"posix.darwin"`), or `domain = "java"` plus `exception` (a Java exception class name).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VantageFailure {
+    /// `sizeof(vantage_failure)`.
+    pub struct_size: u32,
+    /// The monitored service's id, as configured (required).
+    pub service: *const c_char,
+    /// The host, or a URL (only its host is kept) (required).
+    pub host: *const c_char,
+    /// A NEL type label (`"dns.name_not_resolved"`, `"tcp.refused"`, ...), or null when
+    /// `domain` is given.
+    pub error_type: *const c_char,
+    /// A platform error domain, or null when `error_type` is given.
+    pub domain: *const c_char,
+    /// The code in `domain` (errno, EAI_*, CURLcode, NSURLError code, HTTP status).
+    pub code: i64,
+    /// The Java exception class name, for `domain = "java"`; else null.
+    pub exception: *const c_char,
+    /// The NEL phase (`"dns"`, `"connection"`, `"application"`), or null for the type's.
+    pub phase: *const c_char,
+    /// `"http/1.1"`, `"h2"`, `"h3"`, or null (unknown).
+    pub protocol: *const c_char,
+    /// `"wifi"`, `"cellular"`, `"ethernet"`, or null (unknown).
+    pub network: *const c_char,
+    /// Milliseconds from the start of the request to the failure.
+    pub elapsed_ms: u32,
+    /// The HTTP status for application-phase failures, or 0.
+    pub status: u16,
+}
+
+/// One request header (`vantage_header` in C).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VantageHeader {
+    /// Lower-case name.
+    pub name: *const c_char,
+    /// Value.
+    pub value: *const c_char,
+}
+
+/// One envelope for the host to POST (`vantage_upload` in C), filled by
+/// `vantage_agent_next_upload`. Set `struct_size` to `sizeof(vantage_upload)` before the call.
+/// Every pointer is owned by the library and stays valid until the upload is answered
+/// (`vantage_agent_upload_done` / `_failed`) or the agent is freed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct VantageUpload {
+    /// `sizeof(vantage_upload)`.
+    pub struct_size: u32,
+    /// Pass back to `vantage_agent_upload_done` / `vantage_agent_upload_failed`.
+    pub id: u64,
+    /// Where to POST: `https://host[:port][/prefix]/v1/envelopes`.
+    pub url: *const c_char,
+    /// Headers to send besides those the HTTP stack adds (`host`, `content-length`):
+    /// `content-type` and `vantage-sent-at`.
+    pub headers: *const VantageHeader,
+    /// Entries in `headers`.
+    pub header_count: usize,
+    /// The request body (the sealed envelope).
+    pub body: *const u8,
+    /// Bytes in `body`.
+    pub body_len: usize,
+}
+
+/// The agent's own accounting (`vantage_stats` in C). Set `struct_size` to
+/// `sizeof(vantage_stats)` before `vantage_agent_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VantageStats {
+    /// `sizeof(vantage_stats)`.
+    pub struct_size: u32,
+    /// Failures admitted by consent and sampling.
+    pub recorded: u64,
+    /// Envelopes sealed and stored.
+    pub sealed_envelopes: u64,
+    /// Envelopes a collector accepted.
+    pub delivered_envelopes: u64,
+    /// Failures in accepted envelopes.
+    pub delivered_failures: u64,
+    /// Failures dropped, all reasons together.
+    pub dropped: u64,
+    /// Envelopes waiting for delivery or in flight.
+    pub queued_envelopes: u64,
+}
+
+struct PendingUpload {
+    url: CString,
+    /// Keeps the strings `header_structs` points into.
+    _header_strings: Vec<(CString, CString)>,
+    header_structs: Vec<VantageHeader>,
+    body: Vec<u8>,
+}
+
+// SAFETY: the raw pointers in `header_structs` point into `_header_strings`, owned by the same
+// value and never mutated, so moving or sharing it across threads is sound.
+unsafe impl Send for PendingUpload {}
+
+/// Borrows a required C string argument as UTF-8.
+///
+/// # Safety
+/// `ptr` is null or points to a NUL-terminated string valid for the call.
+unsafe fn required_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, FfiError> {
+    if ptr.is_null() {
+        return Err(FfiError::invalid(format!("{what} is null")));
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string alive for the call.
+    let s = unsafe { CStr::from_ptr(ptr) };
+    s.to_str().map_err(|_| FfiError::invalid(format!("{what} is not UTF-8")))
+}
+
+/// Like [`required_str`], with null meaning "not given".
+///
+/// # Safety
+/// As [`required_str`].
+unsafe fn optional_str<'a>(ptr: *const c_char, what: &str) -> Result<Option<&'a str>, FfiError> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { required_str(ptr, what) }.map(Some)
+}
+
+/// Borrows the handle.
+///
+/// # Safety
+/// `agent` is null or a pointer returned by `vantage_agent_new` and not yet freed.
+unsafe fn handle<'a>(agent: *const VantageAgent) -> Result<&'a VantageAgent, FfiError> {
+    if agent.is_null() {
+        return Err(FfiError::invalid("agent is null"));
+    }
+    // SAFETY: non-null, and the caller promises a live handle from vantage_agent_new.
+    let a = unsafe { &*agent };
+    if a.magic != MAGIC {
+        return Err(FfiError::invalid("agent is not a live vantage_agent (freed?)"));
+    }
+    Ok(a)
+}
+
+/// The blocking calls (flush, shutdown) wait on the library's runtime, which tokio forbids on
+/// a thread that runs a runtime itself (a Rust host calling the C ABI from async code).
+fn not_in_runtime() -> Result<(), FfiError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Err(FfiError::invalid(
+            "a blocking vantage call was made on a thread that runs a tokio runtime",
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+impl VantageAgent {
+    fn open(&self) -> Result<(), FfiError> {
+        if self.closed.load(Ordering::SeqCst) { Err(FfiError::Closed) } else { Ok(()) }
+    }
+
+    fn host_driven(&self) -> Result<(), FfiError> {
+        if self.agent.is_host_driven() { Ok(()) } else { Err(FfiError::WrongMode) }
+    }
+
+    fn shutdown(&self) -> Result<(), FfiError> {
+        not_in_runtime()?;
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(SHUTDOWN_WAIT, self.agent.shutdown()).await });
+        match result {
+            Ok(Ok(())) | Ok(Err(vantage_agent::native::AgentError::Closed)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(FfiError::Timeout(format!(
+                "the agent did not shut down within {} s",
+                SHUTDOWN_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    fn answer(&self, id: u64, outcome: Outcome) -> Result<VantageStatus, FfiError> {
+        self.host_driven()?;
+        let pending = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        if pending.is_none() {
+            return Err(FfiError::invalid(format!("no upload with id {id} is outstanding")));
+        }
+        self.agent.handle_upload_outcome(TransmitId(id), outcome)?;
+        Ok(VantageStatus::VANTAGE_OK)
+    }
+}
 
 /// The library version as a NUL-terminated string, valid for the life of the process.
 /// Never fails; the caller must not free it.
 #[unsafe(no_mangle)]
 pub extern "C" fn vantage_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The message of the last error on the calling thread, or null when its last call
+/// succeeded. Owned by the library: valid until the next `vantage_*` call on this thread;
+/// copy it to keep it. Never fails.
+#[unsafe(no_mangle)]
+pub extern "C" fn vantage_last_error() -> *const c_char {
+    error::last_error_ptr()
+}
+
+/// Creates an agent from `config` (the native agent's TOML schema, as TOML text or as the
+/// equivalent JSON object) with its files under `data_dir` (which replaces any `data_dir` in
+/// the config; nothing is written there before consent). `flags`: 0, or
+/// `VANTAGE_AGENT_HOST_DRIVEN`. On success `*out` is the handle, freed with
+/// `vantage_agent_free`; on error `*out` is set to null.
+///
+/// A grant persisted by an earlier run is restored, and its buffer delivered.
+///
+/// # Safety
+/// `config` and `data_dir` are null or NUL-terminated strings; `out` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_new(
+    config: *const c_char,
+    data_dir: *const c_char,
+    flags: u32,
+    out: *mut *mut VantageAgent,
+) -> VantageStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::invalid("out is null"));
+        }
+        // SAFETY: out is non-null and the caller promises it is writable.
+        unsafe { out.write(std::ptr::null_mut()) };
+        // SAFETY: the caller promises NUL-terminated strings (or null).
+        let text = unsafe { required_str(config, "config") }?;
+        // SAFETY: as above.
+        let dir = unsafe { required_str(data_dir, "data_dir") }?;
+        if dir.is_empty() {
+            return Err(FfiError::invalid("data_dir is empty"));
+        }
+        if flags & !VANTAGE_AGENT_HOST_DRIVEN != 0 {
+            return Err(FfiError::invalid(format!("flags {flags:#x} has unknown bits")));
+        }
+        let config = config::parse(text, Some(Path::new(dir)))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vantage-agent")
+            .enable_all()
+            .build()
+            .map_err(|e| vantage_agent::native::AgentError::Runtime(e.to_string()))?;
+        let agent = if flags & VANTAGE_AGENT_HOST_DRIVEN != 0 {
+            Agent::start_host_driven(config, Some(runtime.handle()))?
+        } else {
+            Agent::start(config, Some(runtime.handle()))?
+        };
+        let handle = Box::new(VantageAgent {
+            magic: MAGIC,
+            agent,
+            runtime,
+            closed: AtomicBool::new(false),
+            uploads: Mutex::new(HashMap::new()),
+        });
+        // SAFETY: out is non-null and writable (checked above).
+        unsafe { out.write(Box::into_raw(handle)) };
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// Shuts the agent down (seals what is pending to disk, as `vantage_agent_shutdown`), stops
+/// its thread and frees the handle and every outstanding upload. Null is ignored. Must be the
+/// last call on `agent`: no other thread may be using it.
+///
+/// # Safety
+/// `agent` is null or a live handle from `vantage_agent_new`, not used by any other thread
+/// during or after this call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_free(agent: *mut VantageAgent) {
+    guard_void(|| {
+        // SAFETY: the caller promises null or a live handle.
+        if unsafe { handle(agent) }.is_err() {
+            return;
+        }
+        // SAFETY: a live handle made by Box::into_raw in vantage_agent_new, and the caller
+        // promises no other use during or after this call, so we may take it back.
+        let mut boxed = unsafe { Box::from_raw(agent) };
+        boxed.magic = 0;
+        let blocking_allowed = not_in_runtime().is_ok();
+        if blocking_allowed {
+            let _ = boxed.shutdown();
+        }
+        let VantageAgent { agent, runtime, .. } = *boxed;
+        drop(agent);
+        if blocking_allowed {
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        } else {
+            // Dropping (joining) a runtime inside another one would panic: let it wind down.
+            runtime.shutdown_background();
+        }
+    });
+}
+
+/// Shuts the agent down gracefully: seals what is pending to disk and closes the buffer
+/// (undelivered envelopes are sent at the next start). Later records give
+/// `VANTAGE_ERR_CLOSED`. A second call is a no-op. Waits at most 10 s
+/// (`VANTAGE_ERR_TIMEOUT`).
+///
+/// # Safety
+/// `agent` is null or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_shutdown(agent: *const VantageAgent) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        a.shutdown()?;
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// Grants (`true`) or withdraws (`false`) the user's consent, synchronously. Granting creates
+/// the data dir, a new identity key and the buffer; withdrawing deletes them and forgets what
+/// was pending (a later grant gets a new, unlinkable key).
+///
+/// # Safety
+/// `agent` is null or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_set_consent(
+    agent: *const VantageAgent,
+    granted: bool,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        a.open()?;
+        a.agent.set_consent(granted)?;
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+fn classify_failure(f: &VantageFailure) -> Result<ReportInput, FfiError> {
+    // SAFETY (for every *_str call below): the caller of vantage_agent_record promises that
+    // each non-null pointer in the struct is a NUL-terminated string valid for the call.
+    let service = unsafe { required_str(f.service, "failure.service") }?;
+    // SAFETY: as above.
+    let host = unsafe { required_str(f.host, "failure.host") }?;
+    // SAFETY: as above.
+    let label = unsafe { optional_str(f.error_type, "failure.error_type") }?;
+    // SAFETY: as above.
+    let domain = unsafe { optional_str(f.domain, "failure.domain") }?;
+    let mut input = match (label, domain) {
+        (Some(label), None) => {
+            let t = ErrorType::from_label(label)
+                .map_err(|e| FfiError::invalid(format!("failure.error_type: {e}")))?;
+            ReportInput::new(service, host, &t)
+        }
+        (None, Some("java")) => {
+            // SAFETY: as above.
+            let class = unsafe { required_str(f.exception, "failure.exception (domain java)") }?;
+            ReportInput::new(service, host, &classify::java_exception(class))
+        }
+        (None, Some(domain)) => {
+            domain
+                .parse::<ErrorDomain>()
+                .map_err(|e| FfiError::invalid(format!("failure.domain: {e}")))?;
+            ReportInput::new(service, host, &PlatformCode { domain, code: f.code })
+        }
+        (Some(_), Some(_)) => {
+            return Err(FfiError::invalid("failure: give error_type or domain, not both"));
+        }
+        (None, None) => return Err(FfiError::invalid("failure: error_type or domain is required")),
+    };
+    // SAFETY: as above.
+    if let Some(phase) = unsafe { optional_str(f.phase, "failure.phase") }? {
+        let phase =
+            phase.parse::<Phase>().map_err(|e| FfiError::invalid(format!("failure.phase: {e}")))?;
+        input = input.phase(phase);
+    }
+    // SAFETY: as above.
+    if let Some(p) = unsafe { optional_str(f.protocol, "failure.protocol") }? {
+        let protocol = Protocol::ALL
+            .into_iter()
+            .find(|k| *k != Protocol::Unknown && k.as_str() == p)
+            .ok_or_else(|| FfiError::invalid(format!("failure.protocol: unknown {p:?}")))?;
+        input = input.protocol(protocol);
+    }
+    // SAFETY: as above.
+    if let Some(n) = unsafe { optional_str(f.network, "failure.network") }? {
+        let network = n
+            .parse::<NetworkType>()
+            .map_err(|e| FfiError::invalid(format!("failure.network: {e}")))?;
+        input = input.network(network);
+    }
+    if f.status != 0 {
+        input = input.status(f.status);
+    }
+    Ok(input.elapsed_ms(f.elapsed_ms))
+}
+
+/// Records a failed request. Never blocks on I/O. `VANTAGE_OK`: handed to the agent (it is
+/// sealed and stored within about a second); `VANTAGE_ERR_NOT_CONSENTED`: nothing was kept;
+/// `VANTAGE_ERR_QUEUE_FULL`: dropped and counted; `VANTAGE_ERR_INVALID_ARGUMENT`: a null
+/// or non-UTF-8 string, a bad `struct_size`, an unknown label or domain, or a service id or
+/// host the agent refuses.
+///
+/// # Safety
+/// `agent` is null or a live handle; `failure` is null or points to a `vantage_failure`
+/// whose non-null string fields are NUL-terminated and valid for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_record(
+    agent: *const VantageAgent,
+    failure: *const VantageFailure,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        if failure.is_null() {
+            return Err(FfiError::invalid("failure is null"));
+        }
+        // SAFETY: non-null; the caller promises a vantage_failure. struct_size is read first
+        // and alone, so a caller built against a smaller (older) struct is refused before
+        // the rest is read.
+        let size = unsafe { std::ptr::addr_of!((*failure).struct_size).read_unaligned() };
+        if (size as usize) < size_of::<VantageFailure>() {
+            return Err(FfiError::invalid(format!(
+                "failure.struct_size is {size}, expected sizeof(vantage_failure) = {}",
+                size_of::<VantageFailure>()
+            )));
+        }
+        // SAFETY: as above, and at least our struct's size is there.
+        let f = unsafe { failure.read_unaligned() };
+        a.open()?;
+        let input = classify_failure(&f)?;
+        match a.agent.record(input) {
+            Recorded::Kept | Recorded::NotSampled => Ok(VantageStatus::VANTAGE_OK),
+            Recorded::NotConsented => Err(FfiError::NotConsented),
+            Recorded::Invalid => Err(FfiError::invalid(
+                "failure: the service id or host is not valid (see the config's services)",
+            )),
+            Recorded::Dropped(_) => Err(FfiError::QueueFull),
+            _ => Err(FfiError::invalid("failure: not kept")),
+        }
+    })
+}
+
+/// Counts a successful request of `service` at `host`, for failure ratios (sampled with the
+/// config's `success_fraction`, default 0: off). Never blocks; ignored without consent.
+///
+/// # Safety
+/// `agent` is null or a live handle; `service` and `host` are null or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_count_success(
+    agent: *const VantageAgent,
+    service: *const c_char,
+    host: *const c_char,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        // SAFETY: the caller promises NUL-terminated strings (or null).
+        let service = unsafe { required_str(service, "service") }?;
+        // SAFETY: as above.
+        let host = unsafe { required_str(host, "host") }?;
+        a.open()?;
+        a.agent.count_success(service, host);
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// Seals everything recorded so far and writes it to disk (always waited for), then waits up
+/// to `timeout_ms` for delivery. `VANTAGE_OK`: nothing is left undelivered;
+/// `VANTAGE_ERR_TIMEOUT`: `*undelivered` envelopes are still on disk (delivered later).
+/// `undelivered` may be null. In host-driven mode, delivery is the host's: pass 0 unless
+/// another thread is delivering.
+///
+/// # Safety
+/// `agent` is null or a live handle; `undelivered` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_flush(
+    agent: *const VantageAgent,
+    timeout_ms: u32,
+    undelivered: *mut u64,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        a.open()?;
+        not_in_runtime()?;
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let outcome = a.runtime.block_on(a.agent.flush(timeout))?;
+        if !undelivered.is_null() {
+            // SAFETY: non-null, and the caller promises it is writable.
+            unsafe { undelivered.write(outcome.undelivered as u64) };
+        }
+        if outcome.undelivered == 0 {
+            Ok(VantageStatus::VANTAGE_OK)
+        } else {
+            Err(FfiError::Timeout(format!(
+                "{} envelope(s) still undelivered after {timeout_ms} ms (kept on disk)",
+                outcome.undelivered
+            )))
+        }
+    })
+}
+
+/// Fills `*out` with the agent's accounting.
+///
+/// # Safety
+/// `agent` is null or a live handle; `out` is null or points to a `vantage_stats` whose
+/// `struct_size` is set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_stats(
+    agent: *const VantageAgent,
+    out: *mut VantageStats,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        if out.is_null() {
+            return Err(FfiError::invalid("out is null"));
+        }
+        // SAFETY: non-null; the caller promises a vantage_stats.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
+        if (size as usize) < size_of::<VantageStats>() {
+            return Err(FfiError::invalid(format!(
+                "out->struct_size is {size}, expected sizeof(vantage_stats) = {}",
+                size_of::<VantageStats>()
+            )));
+        }
+        let s = a.agent.stats();
+        let stats = VantageStats {
+            struct_size: size_of::<VantageStats>() as u32,
+            recorded: s.recorded,
+            sealed_envelopes: s.sealed_envelopes,
+            delivered_envelopes: s.delivered_envelopes,
+            delivered_failures: s.delivered_failures,
+            dropped: s.dropped.total(),
+            queued_envelopes: a.agent.queued_envelopes() as u64,
+        };
+        // SAFETY: non-null, writable, and at least sizeof(vantage_stats) (checked above).
+        unsafe { out.write_unaligned(stats) };
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// Host-driven mode: the next envelope to POST now. `VANTAGE_OK`: `*out` is filled (its
+/// pointers stay valid until the upload is answered); `VANTAGE_NO_UPLOAD`: nothing to send
+/// now (see `vantage_agent_next_wakeup_ms`). Every upload taken must be answered with
+/// `vantage_agent_upload_done` or `vantage_agent_upload_failed`; until then it counts against
+/// the agent's in-flight limit (2).
+///
+/// # Safety
+/// `agent` is null or a live handle; `out` is null or points to a `vantage_upload` whose
+/// `struct_size` is set.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_next_upload(
+    agent: *const VantageAgent,
+    out: *mut VantageUpload,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        if out.is_null() {
+            return Err(FfiError::invalid("out is null"));
+        }
+        // SAFETY: non-null; the caller promises a vantage_upload.
+        let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
+        if (size as usize) < size_of::<VantageUpload>() {
+            return Err(FfiError::invalid(format!(
+                "out->struct_size is {size}, expected sizeof(vantage_upload) = {}",
+                size_of::<VantageUpload>()
+            )));
+        }
+        a.host_driven()?;
+        a.open()?;
+        let Some(upload) = a.agent.poll_upload()? else {
+            return Ok(VantageStatus::VANTAGE_NO_UPLOAD);
+        };
+        let c = |s: String| {
+            CString::new(s).map_err(|_| FfiError::invalid("an upload string has a NUL byte"))
+        };
+        let header_strings = upload
+            .headers
+            .into_iter()
+            .map(|(n, v)| Ok((c(n.to_owned())?, c(v)?)))
+            .collect::<Result<Vec<_>, FfiError>>()?;
+        let header_structs = header_strings
+            .iter()
+            .map(|(n, v)| VantageHeader { name: n.as_ptr(), value: v.as_ptr() })
+            .collect();
+        let pending = Box::new(PendingUpload {
+            url: c(upload.url)?,
+            _header_strings: header_strings,
+            header_structs,
+            body: upload.body,
+        });
+        let filled = VantageUpload {
+            struct_size: size_of::<VantageUpload>() as u32,
+            id: upload.id.0,
+            url: pending.url.as_ptr(),
+            headers: pending.header_structs.as_ptr(),
+            header_count: pending.header_structs.len(),
+            body: pending.body.as_ptr(),
+            body_len: pending.body.len(),
+        };
+        // The heap data the pointers refer to does not move when the Box moves into the map.
+        a.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(upload.id.0, pending);
+        // SAFETY: non-null, writable, and at least sizeof(vantage_upload) (checked above).
+        unsafe { out.write_unaligned(filled) };
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// Host-driven mode: the collector answered upload `id` with `http_status`;
+/// `retry_after_secs` is the `Retry-After` delay in seconds, or negative when absent. 2xx is
+/// delivered; 400/413 rejected (dropped, counted); 429/503 retried after the delay; anything
+/// else is a server error (failover, backoff). Frees the upload's memory.
+///
+/// # Safety
+/// `agent` is null or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_upload_done(
+    agent: *const VantageAgent,
+    id: u64,
+    http_status: u16,
+    retry_after_secs: i64,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        if !(100..=599).contains(&http_status) {
+            return Err(FfiError::invalid(format!("http_status {http_status} is not 100..=599")));
+        }
+        let delay_ms = u64::try_from(retry_after_secs).map_or(0, |s| s.saturating_mul(1000));
+        let outcome = match http_status {
+            200..=299 => Outcome::Accepted,
+            400 | 413 => Outcome::Rejected { status: http_status },
+            429 | 503 => Outcome::RetryAfter { status: http_status, delay_ms },
+            _ => Outcome::ServerError { status: http_status },
+        };
+        a.answer(id, outcome)
+    })
+}
+
+/// Host-driven mode: upload `id` got no HTTP answer (DNS, connect, TLS, timeout, connection
+/// lost). The agent fails over and backs off. Frees the upload's memory.
+///
+/// # Safety
+/// `agent` is null or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_upload_failed(
+    agent: *const VantageAgent,
+    id: u64,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        a.answer(id, Outcome::NetworkError)
+    })
+}
+
+/// Host-driven mode: in how many milliseconds `vantage_agent_next_upload` may have something
+/// (0: now), or -1 when nothing is pending (ask again after the next record or answer).
+///
+/// # Safety
+/// `agent` is null or a live handle; `out_ms` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_next_wakeup_ms(
+    agent: *const VantageAgent,
+    out_ms: *mut i64,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        if out_ms.is_null() {
+            return Err(FfiError::invalid("out_ms is null"));
+        }
+        a.host_driven()?;
+        let ms =
+            a.agent.upload_wait().map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        // SAFETY: non-null, and the caller promises it is writable.
+        unsafe { out_ms.write(ms) };
+        Ok(VantageStatus::VANTAGE_OK)
+    })
 }
 
 #[cfg(test)]
@@ -21,7 +772,54 @@ mod tests {
     #[test]
     fn version_is_a_static_c_string() {
         // SAFETY: vantage_version returns a pointer to a NUL-terminated static string.
-        let v = unsafe { std::ffi::CStr::from_ptr(vantage_version()) };
+        let v = unsafe { CStr::from_ptr(vantage_version()) };
         assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn blocking_calls_inside_a_tokio_runtime_are_errors_not_panics() {
+        let dir = std::env::temp_dir().join(format!("vantage-ffi-rt-{}", std::process::id()));
+        let config = CString::new(
+            "collector_key = \"4310ee97e1bc2f0fcd1ac8b1e9e2ab5d5a9a1e4b1f0b4b38d1a4e2b6d4f1662a\"\n\
+             [app]\nid = \"com.example.app\"\nversion = \"1.0\"\nplatform = \"linux\"\n\
+             [[services]]\nid = \"checkout\"\nhosts = [\"api.example.com\"]\n\
+             [[collectors]]\nurl = \"https://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let dir_c = CString::new(dir.to_str().unwrap()).unwrap();
+        let mut agent = std::ptr::null_mut();
+        // SAFETY: valid C strings and a writable out pointer.
+        let s = unsafe { vantage_agent_new(config.as_ptr(), dir_c.as_ptr(), 0, &mut agent) };
+        assert_eq!(s, VantageStatus::VANTAGE_OK);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            // SAFETY: a live handle from vantage_agent_new.
+            let s = unsafe { vantage_agent_flush(agent, 0, std::ptr::null_mut()) };
+            assert_eq!(s, VantageStatus::VANTAGE_ERR_INVALID_ARGUMENT);
+            // SAFETY: as above.
+            let s = unsafe { vantage_agent_shutdown(agent) };
+            assert_eq!(s, VantageStatus::VANTAGE_ERR_INVALID_ARGUMENT);
+            // SAFETY: as above; the last use of the handle.
+            unsafe { vantage_agent_free(agent) };
+            assert!(vantage_last_error().is_null(), "free inside a runtime did not panic");
+        });
+        assert!(!dir.exists(), "nothing was written without consent");
+    }
+
+    #[test]
+    fn null_arguments_are_errors_with_messages() {
+        let mut out = std::ptr::null_mut();
+        // SAFETY: null pointers are allowed arguments; out is writable.
+        let s = unsafe { vantage_agent_new(std::ptr::null(), c"/tmp/x".as_ptr(), 0, &mut out) };
+        assert_eq!(s, VantageStatus::VANTAGE_ERR_INVALID_ARGUMENT);
+        assert!(out.is_null());
+        // SAFETY: the last error is a NUL-terminated string owned by this thread.
+        let msg = unsafe { CStr::from_ptr(vantage_last_error()) };
+        assert_eq!(msg.to_str().unwrap(), "config is null");
+        // SAFETY: null handles are allowed arguments.
+        let s = unsafe { vantage_agent_record(std::ptr::null(), std::ptr::null()) };
+        assert_eq!(s, VantageStatus::VANTAGE_ERR_INVALID_ARGUMENT);
+        // SAFETY: as above.
+        unsafe { vantage_agent_free(std::ptr::null_mut()) };
     }
 }

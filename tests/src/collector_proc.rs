@@ -384,6 +384,22 @@ impl HttpClient {
         Self::handshake(tcp, addr.to_string()).await
     }
 
+    /// Connects over plain TCP from `source` (any 127.x.y.z works on loopback), so the
+    /// collector sees that address as the client's and its /24 as the client's network.
+    pub async fn connect_plain_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+    ) -> std::io::Result<HttpClient> {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let tcp = socket.connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Self::handshake(tcp, addr.to_string()).await
+    }
+
     /// Connects over TLS, trusting only `roots` and checking the certificate for `server_name`
     /// (a DNS name or an IP literal).
     pub async fn connect_tls(
@@ -431,6 +447,19 @@ impl HttpClient {
             .header(http::header::HOST, &self.authority)
             .header(http::header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
+            .expect("a request from fixed parts is valid");
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one GET and reads the whole answer.
+    pub async fn get(&mut self, path: &str) -> Result<(http::StatusCode, Bytes), hyper::Error> {
+        let request = http::Request::get(path)
+            .header(http::header::HOST, &self.authority)
+            .body(Full::new(Bytes::new()))
             .expect("a request from fixed parts is valid");
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;

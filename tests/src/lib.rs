@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alert_sink;
 pub mod collector_proc;
 pub mod dns_server;
+pub mod fleet;
 pub mod netns;
 pub mod receiver;
 pub mod spikebench;

@@ -163,6 +163,10 @@ struct Shared {
     epoch: AtomicU64,
     wake: Notify,
     progress: watch::Sender<u64>,
+    /// Host-driven delivery ([`Agent::start_host_driven`]): the task never uploads; the host
+    /// takes envelopes with [`Agent::poll_upload`] and answers with
+    /// [`Agent::handle_upload_outcome`].
+    host_driven: bool,
 }
 
 impl Shared {
@@ -248,6 +252,28 @@ impl Agent {
         config: AgentConfig,
         handle: Option<&tokio::runtime::Handle>,
     ) -> Result<Agent, AgentError> {
+        Agent::start_mode(config, handle, false)
+    }
+
+    /// Like [`Agent::start`], in host-driven delivery mode, for platforms whose uploads must go
+    /// through their own HTTP stack (iOS background sessions, Android WorkManager): the agent
+    /// records, seals and buffers as usual, but never uploads. The host asks
+    /// [`Agent::poll_upload`] for the next envelope to send, POSTs it, and reports the answer
+    /// with [`Agent::handle_upload_outcome`]; [`Agent::upload_wait`] says when to ask again.
+    /// Delivery order, failover, backoff, `Retry-After` and pacing stay with the agent (the
+    /// same sans-IO scheduler). Scope checks still ping collectors with the built-in prober.
+    pub fn start_host_driven(
+        config: AgentConfig,
+        handle: Option<&tokio::runtime::Handle>,
+    ) -> Result<Agent, AgentError> {
+        Agent::start_mode(config, handle, true)
+    }
+
+    fn start_mode(
+        config: AgentConfig,
+        handle: Option<&tokio::runtime::Handle>,
+        host_driven: bool,
+    ) -> Result<Agent, AgentError> {
         let warnings = validate(&config)?;
         for w in &warnings {
             tracing::warn!(field = %w.field, "vantage config: {}", w.message);
@@ -288,6 +314,7 @@ impl Agent {
             epoch: AtomicU64::new(0),
             wake: Notify::new(),
             progress: watch::channel(0).0,
+            host_driven,
             config,
         });
         restore(&shared)?;
@@ -500,6 +527,110 @@ impl Agent {
     pub fn data_dir(&self) -> &Path {
         &self.shared.paths.data_dir
     }
+
+    /// True when the agent was started with [`Agent::start_host_driven`].
+    pub fn is_host_driven(&self) -> bool {
+        self.shared.host_driven
+    }
+
+    /// Host-driven mode: the next envelope to POST now, or `None` (nothing due, no consent,
+    /// or an agent that delivers by itself). Also seals what is due, so a host that polls
+    /// never waits for the background task. Every upload taken must be answered with
+    /// [`Agent::handle_upload_outcome`]; until then it counts against the in-flight limit.
+    pub fn poll_upload(&self) -> Result<Option<HostUpload>, AgentError> {
+        if !self.shared.host_driven {
+            return Ok(None);
+        }
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        let now = now_ms();
+        seal_due(shared, &mut state, now);
+        let transmit = match state.core.poll_transmit(now) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                replace_broken_store(shared, &mut state, &e);
+                return Err(e.into());
+            }
+        };
+        drop(state);
+        let Some(collector) = shared.config.collectors.get(transmit.collector) else {
+            // The core only names configured collectors; answer so it is not stuck in flight.
+            self.handle_upload_outcome(transmit.id, Outcome::NetworkError)?;
+            return Ok(None);
+        };
+        // `url()` is the base URL with its prefix and no trailing slash.
+        let url = format!("{}/v1/envelopes", collector.url());
+        Ok(Some(HostUpload {
+            id: transmit.id,
+            collector: transmit.collector,
+            url,
+            headers: vec![
+                ("content-type", super::ENVELOPE_MEDIA_TYPE.to_owned()),
+                (super::SENT_AT_HEADER, now.0.to_string()),
+            ],
+            body: transmit.bytes,
+        }))
+    }
+
+    /// Host-driven mode: the answer to upload `id` (from [`Agent::poll_upload`]). An answer
+    /// for an upload the agent no longer knows (consent withdrawn meanwhile, answered twice)
+    /// is ignored.
+    pub fn handle_upload_outcome(
+        &self,
+        id: TransmitId,
+        outcome: Outcome,
+    ) -> Result<(), AgentError> {
+        let shared = &self.shared;
+        let result = {
+            let mut state = shared.lock();
+            match state.core.handle_outcome(id, outcome, now_ms()) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    replace_broken_store(shared, &mut state, &e);
+                    Err(e.into())
+                }
+            }
+        };
+        shared.progress.send_modify(|n| *n = n.wrapping_add(1));
+        shared.wake.notify_one();
+        result
+    }
+
+    /// Host-driven mode: how long until [`Agent::poll_upload`] may have something
+    /// (`Duration::ZERO`: now); `None` when nothing is pending, in flight answers aside.
+    pub fn upload_wait(&self) -> Option<Duration> {
+        let at = self.shared.lock().core.poll_timeout()?;
+        Some(Duration::from_millis(at.since(now_ms())))
+    }
+}
+
+/// One envelope for the host to POST ([`Agent::poll_upload`]), with everything the request
+/// needs: the same request the built-in uploader makes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostUpload {
+    /// Pass back to [`Agent::handle_upload_outcome`].
+    pub id: TransmitId,
+    /// The collector's index in the configured order.
+    pub collector: usize,
+    /// Where to POST: `https://host[:port][/prefix]/v1/envelopes`.
+    pub url: String,
+    /// Request headers besides those the HTTP stack adds (`host`, `content-length`):
+    /// `content-type` and `vantage-sent-at` (the agent clock now, in Unix ms; send at once).
+    pub headers: Vec<(&'static str, String)>,
+    /// The sealed envelope: the request body.
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for HostUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostUpload")
+            .field("id", &self.id)
+            .field("collector", &self.collector)
+            .field("url", &self.url)
+            .field("len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -640,34 +771,52 @@ struct Step {
     scope_check: bool,
 }
 
-fn step(shared: &Shared) -> Step {
-    let mut state = shared.lock();
-    let now = now_ms();
+/// Counts channel drops and seals what is due at `now`.
+fn seal_due(shared: &Shared, state: &mut State, now: UnixMillis) {
     let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
     if dropped > 0 && state.core.consent().is_granted() {
         state.core.count_drop(DropReason::QueueFull, dropped);
     }
     if state.core.consent().is_granted() && state.core.pending_failures() > 0 {
-        if let Err(e) = reserve_seq(shared, &mut state) {
+        if let Err(e) = reserve_seq(shared, state) {
             tracing::warn!(error = %e, "could not reserve sequence numbers");
         }
     }
     if let Err(e) = state.core.poll_seal(now) {
-        replace_broken_store(shared, &mut state, &e);
+        replace_broken_store(shared, state, &e);
     }
+}
+
+fn step(shared: &Shared) -> Step {
+    let mut state = shared.lock();
+    let now = now_ms();
+    seal_due(shared, &mut state, now);
     let mut transmits = Vec::new();
-    loop {
-        match state.core.poll_transmit(now) {
-            Ok(Some(t)) => transmits.push((t.id, t.collector, Bytes::from(t.bytes))),
-            Ok(None) => break,
-            Err(e) => {
-                replace_broken_store(shared, &mut state, &e);
-                break;
+    // Host-driven: the host takes transmits itself (`Agent::poll_upload`).
+    if !shared.host_driven {
+        loop {
+            match state.core.poll_transmit(now) {
+                Ok(Some(t)) => transmits.push((t.id, t.collector, Bytes::from(t.bytes))),
+                Ok(None) => break,
+                Err(e) => {
+                    replace_broken_store(shared, &mut state, &e);
+                    break;
+                }
             }
         }
     }
     let scope_check = state.core.poll_scope_check(now);
-    Step { timeout: state.core.poll_timeout(), transmits, scope_check }
+    let mut timeout = state.core.poll_timeout();
+    if shared.host_driven {
+        // An envelope due now is the host's to take (`poll_upload`), so a due deadline is not
+        // the task's: it wakes for future deadlines, and for sealing while failures are
+        // pending (a due send deadline hides the seal deadline in `poll_timeout`).
+        timeout = timeout.filter(|t| *t > now);
+        if timeout.is_none() && state.core.pending_failures() > 0 {
+            timeout = Some(now.plus_ms(millis(shared.config.seal_delay).max(1)));
+        }
+    }
+    Step { timeout, transmits, scope_check }
 }
 
 fn seal_now(shared: &Shared) -> Result<(), StoreError> {

@@ -67,7 +67,7 @@ pub mod sled_store;
 mod uploader;
 pub mod validate;
 
-pub use self::agent::{Agent, AgentError, FlushOutcome, OsEntropy};
+pub use self::agent::{Agent, AgentError, FlushOutcome, HostUpload, OsEntropy};
 pub use self::config::{AgentBuilder, AgentConfig, CollectorConfig, ConfigError, ServiceConfig};
 pub use self::uploader::{ENVELOPE_MEDIA_TYPE, SENT_AT_HEADER, parse_retry_after};
 pub use self::validate::{ConfigWarning, validate};

@@ -10,9 +10,34 @@ use super::stats::fnv1a64;
 
 /// A stable alert identity: a hash of the slice and the start bucket, so every detector that
 /// sees the same incident in the same slice names it the same way (and a fleet pages once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Serialised as 16 lower-case hex digits (a JSON number would lose precision in JavaScript).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AlertId(pub u64);
+
+impl Serialize for AlertId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AlertId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for AlertId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(format!("alert id {s:?} is not 16 lower-case hex digits"));
+        }
+        u64::from_str_radix(s, 16).map(AlertId).map_err(|e| format!("alert id {s:?}: {e}"))
+    }
+}
 
 impl AlertId {
     /// The identity of an alert of `kind` on `slice` starting in bucket `start_bucket`.
@@ -148,6 +173,9 @@ mod tests {
         assert_ne!(id, AlertId::derive(&s, AlertKind::Silence, 100));
         assert_ne!(id, AlertId::derive(&SliceKey::service("shop"), AlertKind::Failures, 100));
         assert_eq!(id.to_string().len(), 16);
+        assert_eq!(id.to_string().parse::<AlertId>(), Ok(id));
+        assert!("00000000000000zz".parse::<AlertId>().unwrap_err().contains("hex"));
+        assert!("1".parse::<AlertId>().is_err());
     }
 
     #[test]
@@ -173,7 +201,10 @@ mod tests {
         };
         let event = AlertEvent::Fired(alert.clone());
         let json = serde_json::to_string(&event).unwrap();
-        assert!(json.starts_with(r#"{"event":"fired","alert":{"id":1,"#), "{json}");
+        assert!(
+            json.starts_with(r#"{"event":"fired","alert":{"id":"0000000000000001","#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<AlertEvent>(&json).unwrap(), event);
         assert!(event.alert().notifies());
     }

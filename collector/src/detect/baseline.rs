@@ -1,6 +1,8 @@
 //! Per-slice baselines: fast exponentially weighted averages of what a quiet window looks like,
 //! plus 168 hour-of-week slots that remember the same hour of earlier weeks.
 
+use serde::{Deserialize, Serialize};
+
 use super::stats::ewma;
 use super::window::SliceWindow;
 
@@ -19,7 +21,7 @@ pub(crate) fn hour_of_week(ms: u64) -> usize {
 }
 
 /// Mean and variances of one per-unit ratio (clients or networks).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct RatioBaseline {
     /// Mean per-unit failure ratio.
     pub(crate) mean: f64,
@@ -60,7 +62,7 @@ impl RatioBaseline {
 }
 
 /// One hour-of-week slot, averaged over weeks.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Slot {
     pub(crate) ratio: f64,
     pub(crate) active_clients: f64,
@@ -69,7 +71,7 @@ pub(crate) struct Slot {
 }
 
 /// Sums for the hour being recorded, folded into its slot when the hour ends.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct HourSums {
     hour: u64,
     ratio: f64,
@@ -80,7 +82,9 @@ struct HourSums {
 }
 
 /// What a quiet window of one slice looks like.
-#[derive(Clone, Debug, Default)]
+///
+/// Serialisable, so a collector restart keeps what it learned ([`super::DetectorSnapshot`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Baseline {
     /// Windows folded in (warm-up counts these).
     pub(crate) updates: u32,
@@ -96,8 +100,34 @@ pub(crate) struct Baseline {
     pub(crate) active_clients: f64,
     /// Distinct active networks per window.
     pub(crate) active_nets: f64,
+    #[serde(with = "slots_serde")]
     slots: Option<Box<[Slot; SLOTS]>>,
     sums: HourSums,
+}
+
+/// The hour-of-week slots as a list (serde has no impls for arrays this long).
+mod slots_serde {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{SLOTS, Slot};
+
+    pub(super) fn serialize<S: Serializer>(
+        slots: &Option<Box<[Slot; SLOTS]>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        slots.as_ref().map(|b| b.as_slice()).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Box<[Slot; SLOTS]>>, D::Error> {
+        let Some(list) = Option::<Vec<Slot>>::deserialize(d)? else { return Ok(None) };
+        let len = list.len();
+        let boxed: Box<[Slot]> = list.into_boxed_slice();
+        boxed.try_into().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("expected {SLOTS} hour-of-week slots, got {len}"))
+        })
+    }
 }
 
 impl Baseline {

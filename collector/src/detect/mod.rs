@@ -247,6 +247,45 @@ struct Tracked {
     late: BTreeMap<u64, IdMap<u64, LateCell>>,
     late_last_ms: u64,
     states: Vec<SliceState>,
+    /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
+    history: VecDeque<SeriesPoint>,
+    /// When the slice's first current data arrived (0: none yet). Until a whole window has
+    /// passed since, its windows are partial (quick failure reports, not yet the slower success
+    /// counts), so they are neither judged nor learned from.
+    first_data_ms: u64,
+}
+
+/// What [`Detector::snapshot`] saves and [`Detector::restore`] reads back (serde; the
+/// collector keeps it in its store).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DetectorSnapshot {
+    /// When it was taken (detector time).
+    pub taken_at_ms: u64,
+    /// The bucket length the baselines were learned with.
+    pub config_bucket_ms: u64,
+    baselines: Vec<(SliceKey, Baseline)>,
+    /// Alerts firing when it was taken.
+    pub firing: Vec<Alert>,
+    recent_ids: Vec<AlertId>,
+}
+
+/// Evaluations kept per data slice for [`Detector::series`]: one hour of 10 s buckets.
+const HISTORY_POINTS: usize = 360;
+
+/// One evaluated window of one data slice, for dashboards ([`Detector::series`],
+/// [`Detector::latest`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// End of the window (ms since the epoch, collector clock).
+    pub t_ms: u64,
+    /// Distinct clients with any data in the window.
+    pub active_clients: u32,
+    /// Distinct clients with a failure in the window.
+    pub failing_clients: u32,
+    /// Mean per-client failure ratio; `None` when no client sent attempt counts.
+    pub failure_ratio: Option<f32>,
+    /// The baseline's mean per-client failure ratio; `None` while it has learned nothing.
+    pub baseline_ratio: Option<f32>,
 }
 
 impl Tracked {
@@ -256,6 +295,8 @@ impl Tracked {
             late: BTreeMap::new(),
             late_last_ms: 0,
             states: (0..outputs).map(|_| SliceState::default()).collect(),
+            history: VecDeque::new(),
+            first_data_ms: 0,
         }
     }
 
@@ -523,6 +564,9 @@ impl Detector {
         delta.reported[group] = weight;
         self.for_each_part(&report.service, e, |t| {
             t.data.last_data_ms = received;
+            if t.first_data_ms == 0 {
+                t.first_data_ms = received;
+            }
             t.data.add(bucket, client, &delta);
         });
     }
@@ -574,6 +618,9 @@ impl Detector {
         };
         self.for_each_part(&targets.service, e, |t| {
             t.data.last_data_ms = received;
+            if t.first_data_ms == 0 {
+                t.first_data_ms = received;
+            }
             t.data.add(bucket, client, &delta);
         });
     }
@@ -670,6 +717,23 @@ impl Detector {
         let mut parent: Option<(String, f64, bool)> = None;
         for (name, part, ws) in windows {
             let Some(t) = self.tracked_mut(name, *part) else { continue };
+            if let (Some(w), Some(state)) = (ws.first(), t.states.first()) {
+                let b = &state.baseline;
+                if t.history.len() >= HISTORY_POINTS {
+                    t.history.pop_front();
+                }
+                t.history.push_back(SeriesPoint {
+                    t_ms: (cur + 1) * cfg.bucket_ms,
+                    active_clients: w.active_clients,
+                    failing_clients: w.failing_clients,
+                    failure_ratio: (w.clients.n > 0).then_some(w.clients.mean() as f32),
+                    baseline_ratio: (b.clients.weight > 0).then_some(b.clients.mean as f32),
+                });
+            }
+            let full_window = cfg.window_buckets * cfg.bucket_ms;
+            if t.first_data_ms == 0 || now_ms < t.first_data_ms.saturating_add(full_window) {
+                continue;
+            }
             for (index, (state, w)) in t.states.iter_mut().zip(ws).enumerate() {
                 let is_service = *part == Part::Service && index == 0;
                 let verdict = judge(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
@@ -1005,6 +1069,114 @@ impl Detector {
             }
         }?;
         Some((state.baseline.clients.mean, state.baseline.active_clients))
+    }
+
+    fn tracked_by_key(&self, slice: &SliceKey) -> Option<&Tracked> {
+        let part = match &slice.dim {
+            SliceDim::Service => Part::Service,
+            SliceDim::Asn(a) => Part::Asn(*a),
+            SliceDim::Country(c) => Part::Country(Country::parse(c)?),
+            SliceDim::Group(_) => return None,
+        };
+        self.tracked(&slice.service, part)
+    }
+
+    /// What a restart must not forget: every slice's baseline, the firing alerts and the
+    /// alert ids already raised. Bucket contents are left out (they are minutes of data).
+    pub fn snapshot(&self, now: UnixMillis) -> DetectorSnapshot {
+        let mut baselines = Vec::new();
+        for (name, sd) in &self.services {
+            let parts = std::iter::once((Part::Service, &sd.service))
+                .chain(sd.asns.iter().map(|(a, t)| (Part::Asn(*a), t)))
+                .chain(sd.countries.iter().map(|(c, t)| (Part::Country(*c), t)));
+            for (part, t) in parts {
+                for (index, state) in t.states.iter().enumerate() {
+                    if state.baseline.updates > 0 {
+                        baselines.push((part.key(name, index), state.baseline.clone()));
+                    }
+                }
+            }
+        }
+        DetectorSnapshot {
+            taken_at_ms: now.0,
+            config_bucket_ms: self.config.bucket_ms,
+            baselines,
+            firing: self.firing().into_iter().cloned().collect(),
+            recent_ids: self.recent_ids.iter().copied().collect(),
+        }
+    }
+
+    /// Restores a [`Detector::snapshot`] into a fresh detector: baselines go back to their
+    /// slices, firing alerts keep firing (and resolve when their slice is quiet again), and
+    /// ids already raised are not raised again. A snapshot taken with another bucket length
+    /// restores only the firing alerts and ids (its baselines measured other windows).
+    pub fn restore(&mut self, snapshot: DetectorSnapshot) {
+        let same_buckets = snapshot.config_bucket_ms == self.config.bucket_ms;
+        for id in snapshot.recent_ids {
+            self.remember(id);
+        }
+        self.high_water_ms = self.high_water_ms.max(snapshot.taken_at_ms);
+        if same_buckets {
+            for (key, baseline) in snapshot.baselines {
+                if let Some(state) = self.state_for(&key) {
+                    state.baseline = baseline;
+                }
+            }
+        }
+        for alert in snapshot.firing {
+            self.remember(alert.id);
+            if let Some(state) = self.state_for(&alert.slice) {
+                state.alert = Some(alert);
+                state.quiet = 0;
+            }
+        }
+    }
+
+    /// The state of `key`, creating its data slice (under the cap) as needed.
+    fn state_for(&mut self, key: &SliceKey) -> Option<&mut SliceState> {
+        let mut enrichment = Enrichment::default();
+        let index = match &key.dim {
+            SliceDim::Service => 0,
+            SliceDim::Group(g) => g.index() + 1,
+            SliceDim::Asn(a) => {
+                enrichment.asn = Some(*a);
+                0
+            }
+            SliceDim::Country(c) => {
+                enrichment.country = Some(Country::parse(c)?);
+                0
+            }
+        };
+        self.for_each_part(&key.service, &enrichment, |_| {});
+        let part = match &key.dim {
+            SliceDim::Service | SliceDim::Group(_) => Part::Service,
+            SliceDim::Asn(a) => Part::Asn(*a),
+            SliceDim::Country(c) => Part::Country(Country::parse(c)?),
+        };
+        self.tracked_mut(&key.service, part)?.states.get_mut(index)
+    }
+
+    /// The evaluated windows of a data slice (service, ASN or country; not a failure group),
+    /// oldest first, up to the last hour; `None` when the slice is not tracked.
+    pub fn series(&self, slice: &SliceKey) -> Option<Vec<SeriesPoint>> {
+        Some(self.tracked_by_key(slice)?.history.iter().copied().collect())
+    }
+
+    /// The latest evaluated window of every tracked data slice, with the id of the alert
+    /// firing on that exact slice (for heat maps). Slices not evaluated yet are left out.
+    pub fn latest(&self) -> Vec<(SliceKey, SeriesPoint, Option<AlertId>)> {
+        let mut out = Vec::new();
+        for (name, sd) in &self.services {
+            let parts = std::iter::once((Part::Service, &sd.service))
+                .chain(sd.asns.iter().map(|(a, t)| (Part::Asn(*a), t)))
+                .chain(sd.countries.iter().map(|(c, t)| (Part::Country(*c), t)));
+            for (part, t) in parts {
+                let Some(point) = t.history.back() else { continue };
+                let alert = t.states.first().and_then(|s| s.alert.as_ref()).map(|a| a.id);
+                out.push((part.key(name, 0), *point, alert));
+            }
+        }
+        out
     }
 }
 
@@ -1370,6 +1542,56 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    #[test]
+    fn a_restored_snapshot_keeps_the_alert_and_does_not_page_again() {
+        let mut f = Feed::new(400);
+        f.run(1800, background);
+        f.run(120, |_, _| 10);
+        let paging: Vec<Alert> = f.fired().into_iter().filter(|a| a.notifies()).cloned().collect();
+        assert_eq!(paging.len(), 1, "{paging:?}");
+        // The series shows the outage: the last point fails far above the baseline.
+        let series = f.det.series(&SliceKey::service("shop")).unwrap();
+        let last = series.last().unwrap();
+        assert!(last.failure_ratio.unwrap() > 0.9, "{last:?}");
+        assert!(last.baseline_ratio.unwrap() < 0.05, "{last:?}");
+        assert!(series.len() > 100 && series.len() <= HISTORY_POINTS);
+        assert!(series.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
+        let latest = f.det.latest();
+        let shop = latest.iter().find(|(k, _, _)| *k == SliceKey::service("shop")).unwrap();
+        assert_eq!(shop.2, Some(paging[0].id));
+        assert!(f.det.series(&SliceKey::service("nope")).is_none());
+
+        // Through JSON, as the collector stores it, into a fresh detector.
+        let json = serde_json::to_vec(&f.det.snapshot(UnixMillis(f.now))).unwrap();
+        let snapshot: DetectorSnapshot = serde_json::from_slice(&json).unwrap();
+        assert_eq!(snapshot.firing.len(), f.det.firing().len());
+        let mut restored = Feed { det: Detector::new(DetectorConfig::default()), ..Feed::new(400) };
+        restored.now = f.now;
+        restored.det.restore(snapshot);
+        assert_eq!(
+            restored.det.baseline(&SliceKey::service("shop")),
+            f.det.baseline(&SliceKey::service("shop"))
+        );
+        // The outage goes on: nothing new pages (same incident), then it resolves.
+        restored.run(120, |_, _| 10);
+        assert!(restored.fired().iter().all(|a| !a.notifies()), "{:?}", restored.fired());
+        restored.run(300, background);
+        let resolved: Vec<_> = restored
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                AlertEvent::Resolved(a) => Some(a.id),
+                _ => None,
+            })
+            .collect();
+        assert!(resolved.contains(&paging[0].id), "{:?}", restored.events);
+
+        // A fresh detector without the snapshot would have learned nothing: no baseline.
+        assert!(
+            Detector::new(DetectorConfig::default()).baseline(&SliceKey::service("shop")).is_none()
+        );
     }
 
     /// Background: every 7th client fails one attempt in ten, now and then.

@@ -72,13 +72,13 @@ pub(crate) fn normal_upper_score(z: f64) -> f64 {
     if z <= 0.0 { 0.0 } else { z * z / 2.0 }
 }
 
-/// Moves `value` towards `sample` by `alpha`, or sets it when `weight` is zero (first sample).
+/// Moves `value` towards `sample` by `alpha`; while fewer than `1 / alpha` samples are in
+/// (`weight`), by `1 / (weight + 1)` instead: a plain running mean, so the first sample (often
+/// an odd one: a collector start sees the quick failure reports before the slower success
+/// counts) weighs no more than any other and does not linger for `1 / alpha` windows.
 pub(crate) fn ewma(value: &mut f64, sample: f64, alpha: f64, weight: u32) {
-    if weight == 0 {
-        *value = sample;
-    } else {
-        *value += alpha * (sample - *value);
-    }
+    let a = alpha.max(1.0 / (f64::from(weight) + 1.0));
+    *value += a * (sample - *value);
 }
 
 #[cfg(test)]
@@ -114,5 +114,11 @@ mod tests {
         assert_eq!(v, 10.0);
         ewma(&mut v, 20.0, 0.5, 1);
         assert_eq!(v, 15.0);
+        // Slow alpha: a running mean until 1/alpha samples are in, so the first one fades.
+        let mut m = 0.0;
+        for (i, s) in [1.0, 0.0, 0.0, 0.0].into_iter().enumerate() {
+            ewma(&mut m, s, 0.01, i as u32);
+        }
+        assert!((m - 0.25).abs() < 1e-12, "{m}");
     }
 }

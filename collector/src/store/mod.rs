@@ -373,6 +373,18 @@ impl Store {
         }
     }
 
+    /// A named tree of the same database for state that lives next to the reports (alerts,
+    /// the notification outbox, the detector snapshot). Its writes are durable after
+    /// [`Store::flush`] (or the next group commit).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.shared.db.open_tree(name).map_err(|e| engine_error(&self.shared.path, e))
+    }
+
+    /// Flushes everything written so far to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.shared.db.flush_async().await.map(drop).map_err(|e| self.shared.io(e))
+    }
+
     /// Waits for pending commits, flushes, stops the writer. Further commits get
     /// [`StoreError::Closed`].
     pub async fn close(&self) -> Result<(), StoreError> {

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the browser package: cargo build --release for wasm32 (by the route .ci/wasm-env.sh
+# finds) -> wasm-bindgen --target web -> wasm-opt -Oz (binaryen 132 from npm) -> the package
+# folder (default target/wasm-pkg; override with VANTAGE_WASM_PKG_DIR), with vantage.js,
+# package.json, README.md and the example page from wasm/pkg-src. Prints raw and gzip -9 sizes
+# of the module and its JavaScript. Needs .ci/install-wasm-tools.sh to have run.
+#
+# VANTAGE_WASM_MIN=1 also rebuilds std for size (-Z build-std with optimize_for_size and
+# -Cpanic=immediate-abort; RUSTC_BOOTSTRAP on route A, which then needs the rust-src
+# component): about 14% smaller gzipped, but panics abort without a message.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CI_LOG_TAG=build-wasm-pkg
+# shellcheck source=.ci/wasm-env.sh
+source .ci/wasm-env.sh
+
+OUT="${VANTAGE_WASM_PKG_DIR:-$ROOT/target/wasm-pkg}"
+WASM_BINDGEN="$VANTAGE_CI_CACHE/tools/bin/wasm-bindgen"
+WASM_OPT="$ROOT/wasm/tools/node_modules/.bin/wasm-opt"
+[[ -x "$WASM_BINDGEN" ]] || ci_die "$WASM_BINDGEN missing: run .ci/install-wasm-tools.sh"
+[[ -x "$WASM_OPT" ]] || ci_die "$WASM_OPT missing: run .ci/install-wasm-tools.sh"
+
+ci_log "route $VANTAGE_WASM_ROUTE, target dir $VANTAGE_WASM_TARGET_DIR, package $OUT"
+target_dir="$VANTAGE_WASM_TARGET_DIR"
+extra=("${VANTAGE_WASM_CARGO_ARGS[@]}")
+if [[ "${VANTAGE_WASM_MIN:-0}" == 1 ]]; then
+    if [[ "$VANTAGE_WASM_ROUTE" == A ]]; then
+        rustup component list --installed | grep -q '^rust-src' || timeout 300 rustup component add rust-src
+        extra=(-Z "build-std=std,panic_abort")
+    fi
+    extra+=(-Z build-std-features=optimize_for_size)
+    export RUSTC_BOOTSTRAP=1
+    export RUSTFLAGS="${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort"
+    # Other flags, other artifacts: keep them apart.
+    target_dir="$VANTAGE_WASM_TARGET_DIR-min"
+    ci_log "size build (build-std, immediate-abort) in $target_dir"
+fi
+# Size-tuned release profile for this build only (the workspace profile stays as it is).
+# strip stays off: wasm-bindgen needs its custom sections; wasm-opt strips afterwards.
+CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+    CARGO_PROFILE_RELEASE_LTO=true \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+    CARGO_PROFILE_RELEASE_PANIC=abort \
+    CARGO_PROFILE_RELEASE_STRIP=false \
+    CARGO_PROFILE_RELEASE_DEBUG=false \
+    "$VANTAGE_WASM_CARGO" build -p vantage-wasm --release --locked \
+    --target wasm32-unknown-unknown --target-dir "$target_dir" "${extra[@]}"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+"$WASM_BINDGEN" --target web --out-dir "$OUT" --out-name vantage_wasm \
+    "$target_dir/wasm32-unknown-unknown/release/vantage_wasm.wasm"
+# The features rustc enables by default for wasm32-unknown-unknown.
+"$WASM_OPT" -Oz --strip-debug --strip-producers \
+    --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+    --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
+    -o "$OUT/vantage_wasm_bg.wasm" "$OUT/vantage_wasm_bg.wasm"
+cp wasm/pkg-src/vantage.js wasm/pkg-src/vantage.d.ts wasm/pkg-src/README.md "$OUT/"
+mkdir -p "$OUT/example"
+cp wasm/pkg-src/example/index.html "$OUT/example/"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+sed "s/@VERSION@/$version/" wasm/pkg-src/package.json >"$OUT/package.json"
+
+size_line() {
+    local raw gz
+    raw=$(cat "$@" | wc -c)
+    gz=$(cat "$@" | gzip -9 | wc -c)
+    printf '%-44s raw %7d B   gzip -9 %6d B\n' "$*" "$raw" "$gz"
+}
+cd "$OUT"
+ci_log "sizes (gzip -9 of the concatenation):"
+size_line vantage_wasm_bg.wasm
+size_line vantage_wasm.js
+size_line vantage.js
+size_line vantage_wasm_bg.wasm vantage_wasm.js vantage.js

@@ -1,0 +1,347 @@
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+//! The collector's dashboard in Debian's Chromium shows a real alert: simulated clients (real
+//! agent cores on distinct loopback /24s, mapped to test ASNs) report through a real collector
+//! in process; one ASN's clients then fail to reach one service, the detector fires on that
+//! service x ASN slice, and the page served by the admin listener must show the alert card,
+//! mark that heat map cell as alerting with a failure ratio far above the others, and draw the
+//! cell's series once clicked.
+//!
+//! ```text
+//!  Fleet (160 clients, 80 /24s, 10 ASNs) ── POST /v1/envelopes ──▶ collector (plain listener)
+//!     AS64503 x "shop" refused                                     │ store ─▶ detector
+//!                                                                  ▼
+//!  node tests/browser/dashboard.js ── playwright-core ── chromium ─▶ admin listener: / + /v1/*
+//!     card "shop / AS64503", cell [data-row=shop][data-key=64503][data-alert], click, series
+//!     ─▶ <target>/test-artifacts/dashboard.png
+//! ```
+//!
+//! The fleet keeps reporting while the browser looks: the heat map only shows fresh windows.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vantage_agent::taxonomy::ErrorType;
+use vantage_collector::config::Config;
+use vantage_collector::dashboard::CONTENT_SECURITY_POLICY;
+use vantage_collector::open::CollectorKey;
+use vantage_tests::collector_proc::HttpClient;
+use vantage_tests::fleet::{
+    ClientInfo, FAST_DETECTOR_TOML, Fleet, FleetConfig, asn_of, country_of,
+};
+
+/// How often the fleet steps (its clients seal counts every 2 s).
+const STEP: Duration = Duration::from_millis(500);
+/// The network whose ASN fails. With [`fleet_config`] every test ASN has 8 networks of 2
+/// clients: a slice that small needs failures in 6 or more networks to fire at all.
+const FAILING_NET: u8 = 3;
+const SERVICE: &str = "shop";
+
+fn fleet_config() -> FleetConfig {
+    FleetConfig { clients: 160, networks: 80, ..FleetConfig::default() }
+}
+
+fn failing_asn() -> u32 {
+    asn_of(FAILING_NET)
+}
+
+/// Normal traffic: a few clients fail a little everywhere, so baselines are not zero.
+fn background(c: &ClientInfo, _: &str) -> Option<ErrorType> {
+    (c.index % 29 == 0).then_some(ErrorType::TcpTimedOut)
+}
+
+/// The incident: every client in the failing ASN is refused by "shop".
+fn incident(c: &ClientInfo, service: &str) -> Option<ErrorType> {
+    if service == SERVICE && c.asn == failing_asn() {
+        Some(ErrorType::TcpRefused)
+    } else {
+        background(c, service)
+    }
+}
+
+fn warmup_windows() -> usize {
+    FAST_DETECTOR_TOML
+        .lines()
+        .find_map(|l| l.strip_prefix("warmup_windows = "))
+        .expect("FAST_DETECTOR_TOML sets warmup_windows")
+        .parse()
+        .unwrap()
+}
+
+fn config(dir: &Path, fleet: &Fleet) -> Config {
+    let key = CollectorKey::from_seed([7; 32]);
+    std::fs::write(dir.join("collector.key"), hex::encode(key.secret_bytes())).unwrap();
+    let (asn, country) = fleet.write_enrichment(dir).unwrap();
+    let text = format!(
+        "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n\
+         [keys]\nprivate_key_files = [\"collector.key\"]\n[store]\npath = \"data\"\n\
+         [enrich]\nasn_csv = [{asn:?}]\ncountry_csv = [{country:?}]\n\
+         [log]\nlevel = \"warn\"\n{FAST_DETECTOR_TOML}"
+    );
+    Config::from_toml_str(&text, dir).unwrap()
+}
+
+async fn get_json(admin: SocketAddr, path: &str) -> (u16, Value) {
+    let mut c = HttpClient::connect_plain(admin).await.unwrap();
+    let (status, body) = c.get(path).await.unwrap();
+    (status.as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Steps the fleet every [`STEP`] until `done` (checked about once a second) holds or `limit`
+/// passes; returns what `done` found.
+async fn step_until<T>(
+    fleet: &mut Fleet,
+    plain: SocketAddr,
+    admin: SocketAddr,
+    limit: Duration,
+    outcome: fn(&ClientInfo, &str) -> Option<ErrorType>,
+    done: impl AsyncFn(SocketAddr) -> Option<T>,
+) -> Option<T> {
+    let started = Instant::now();
+    let mut steps = 0u32;
+    while started.elapsed() < limit {
+        let next = Instant::now() + STEP;
+        let stats = fleet.step(plain, 2, outcome).await;
+        assert_eq!(stats.rejected, 0, "the collector refused envelopes: {stats:?}");
+        steps += 1;
+        if steps % 2 == 0
+            && let Some(found) = done(admin).await
+        {
+            return Some(found);
+        }
+        // Pacing the simulated clients, not waiting for readiness.
+        tokio::time::sleep_until(next.into()).await;
+    }
+    None
+}
+
+/// Points of a series whose baseline has learned something.
+async fn learned_points(admin: SocketAddr, query: &str) -> usize {
+    let (status, series) = get_json(admin, &format!("/v1/series?{query}")).await;
+    if status != 200 {
+        return 0;
+    }
+    series["points"].as_array().unwrap().iter().filter(|p| !p["baseline_ratio"].is_null()).count()
+}
+
+fn is_target(alert: &Value) -> bool {
+    alert["slice"]["service"] == SERVICE
+        && alert["slice"]["dim"]["kind"] == "asn"
+        && alert["slice"]["dim"]["value"] == failing_asn()
+}
+
+/// Where the screenshot goes: `<target dir>/test-artifacts/dashboard.png`.
+fn screenshot_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("dashboard.png")
+}
+
+/// Runs `tests/browser/dashboard.js` and returns its one JSON line.
+async fn run_browser(config: Value) -> Value {
+    let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium is missing: run .ci/install-chromium.sh"
+    );
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules/playwright-core is missing: run .ci/install-chromium.sh"
+    );
+    let child = tokio::process::Command::new("node")
+        .arg("dashboard.js")
+        .arg(config.to_string())
+        .current_dir(&browser_dir)
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node (install it with .ci/install-chromium.sh)");
+    let output = tokio::time::timeout(Duration::from_secs(45), child.wait_with_output())
+        .await
+        .expect("the dashboard driver did not finish within 45 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
+    let answer: Value = serde_json::from_str(line)
+        .unwrap_or_else(|_| panic!("the driver printed no JSON ({}): {stdout}", output.status));
+    assert_eq!(answer["ok"], true, "the page did not show the alert: {answer:#}");
+    assert!(output.status.success(), "driver exited with {}", output.status);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CollectorKey::from_seed([7; 32]);
+    let mut fleet = Fleet::new(fleet_config(), key.public_key());
+    let running =
+        vantage_collector::server::Collector::start(config(dir.path(), &fleet)).await.unwrap();
+    let (plain, admin) = (running.plain_addr().unwrap(), running.admin_addr().unwrap());
+    let slice_query = format!("service={SERVICE}&dim=asn&key={}", failing_asn());
+    let label = format!("{SERVICE} / AS{}", failing_asn());
+
+    // Warm-up: normal traffic until the slice's and its service's baselines have learned
+    // enough windows to judge (a fault during warm-up would be learned as normal).
+    let need = warmup_windows() + 2;
+    let warm =
+        step_until(&mut fleet, plain, admin, Duration::from_secs(45), background, async |a| {
+            let slice = learned_points(a, &slice_query).await;
+            let service = learned_points(a, &format!("service={SERVICE}")).await;
+            (slice >= need && service >= need).then_some(())
+        })
+        .await;
+    assert!(warm.is_some(), "the {label} baseline did not learn {need} windows");
+    let (_, alerts) = get_json(admin, "/v1/alerts").await;
+    assert_eq!(alerts["firing"], serde_json::json!([]), "fired during warm-up");
+
+    // The incident: the detector fires on exactly that service x ASN slice.
+    let fired =
+        step_until(&mut fleet, plain, admin, Duration::from_secs(40), incident, async |a| {
+            let (_, alerts) = get_json(a, "/v1/alerts").await;
+            alerts["firing"].as_array().unwrap().iter().find(|x| is_target(x)).cloned()
+        })
+        .await;
+    let Some(fired) = fired else {
+        let (_, alerts) = get_json(admin, "/v1/alerts").await;
+        let (_, series) = get_json(admin, &format!("/v1/series?{slice_query}")).await;
+        let points = series["points"].as_array().map(|p| p.len()).unwrap_or(0);
+        let tail: Vec<&Value> = series["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .skip(points.saturating_sub(8))
+            .collect();
+        panic!("no alert on {label}; alerts: {alerts:#}\nlast points: {tail:#?}");
+    };
+    assert_eq!(fired["label"], label.as_str());
+    assert_eq!(fired["kind"], "failures");
+    let id = fired["id"].as_str().unwrap().to_owned();
+
+    // Keep reporting while the browser looks: the heat map shows fresh windows only.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let next = Instant::now() + STEP;
+                fleet.step(plain, 2, incident).await;
+                tokio::time::sleep_until(next.into()).await;
+            }
+        }
+    });
+    let screenshot = screenshot_path();
+    let _ = std::fs::remove_file(&screenshot);
+    let user_data = tempfile::tempdir().unwrap();
+    let seen = run_browser(serde_json::json!({
+        "userDataDir": user_data.path(),
+        "url": format!("http://{admin}/"),
+        "screenshot": screenshot,
+        "alertLabel": label,
+        "row": SERVICE,
+        "key": failing_asn().to_string(),
+        "timeoutMs": 20_000,
+    }))
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    feeder.await.unwrap();
+    running.shutdown().await.unwrap();
+
+    // The page loaded under the strict policy, without a script error or a failed request.
+    assert_eq!(seen["status"], 200);
+    assert_eq!(seen["csp"], CONTENT_SECURITY_POLICY);
+    for list in ["pageErrors", "consoleErrors", "failedRequests"] {
+        assert_eq!(seen[list], serde_json::json!([]), "{list}: {seen:#}");
+    }
+    let headings: Vec<&str> =
+        seen["headings"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    for h in ["Vantage collector", "Firing", "Heat map", "Time series", "Recent"] {
+        assert!(headings.iter().any(|x| x.starts_with(h)), "no heading {h}: {headings:?}");
+    }
+
+    // The alert card.
+    let cards = seen["cards"].as_array().unwrap();
+    let card = cards.iter().find(|c| c["id"] == id.as_str()).unwrap_or_else(|| panic!("{seen:#}"));
+    assert_eq!(card["label"], label.as_str());
+    assert_eq!(card["kind"], "failures");
+    assert!(card["text"].as_str().unwrap().contains("tcp"), "no failure breakdown: {card:#}");
+
+    // The heat map: the failing cell carries the alert and stands far above every other cell.
+    let cells = seen["cells"].as_array().unwrap();
+    let key = failing_asn().to_string();
+    let cell = cells
+        .iter()
+        .find(|c| c["row"] == SERVICE && c["key"] == key.as_str())
+        .unwrap_or_else(|| panic!("no {label} cell: {seen:#}"));
+    assert_eq!(cell["alert"], id.as_str(), "{cell:#}");
+    assert_eq!(cell["outlined"], true, "the alerting cell is not outlined: {cell:#}");
+    assert!(cell["title"].as_str().unwrap().contains(&label), "{cell:#}");
+    let ratio = cell["ratio"].as_f64().unwrap();
+    let others: Vec<f64> = cells
+        .iter()
+        .filter(|c| !(c["row"] == SERVICE && c["key"] == key.as_str()))
+        .map(|c| c["ratio"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert!(others.len() >= 15, "{} other cells: {seen:#}", others.len());
+    let highest_other = others.iter().copied().fold(0.0, f64::max);
+    println!("failing cell ratio {ratio:.3}, highest other {highest_other:.3}");
+    // The alert fires within a window or two, while the cell's window still holds some of the
+    // successes from before the incident.
+    assert!(ratio > 0.3 && ratio > 4.0 * highest_other, "{ratio} vs {highest_other}: {seen:#}");
+    for c in cells.iter().filter(|c| c["row"] != SERVICE) {
+        assert_eq!(c["alert"], "", "an alert on another service: {c:#}");
+    }
+
+    // Clicking the cell drew its series: failure ratio and baseline, clients.
+    let series = &seen["series"];
+    assert_eq!(series["slice"], label.as_str());
+    assert!(series["label"].as_str().unwrap().starts_with(&label), "{series:#}");
+    assert!(series["points"].as_u64().unwrap() >= 10, "{series:#}");
+    assert_eq!(series["charts"], 2);
+    for line in ["ratio", "baseline", "active", "failing"] {
+        let d = series["paths"][line].as_str().unwrap_or_default();
+        assert!(d.starts_with('M') && d.matches('L').count() >= 5, "{line}: {series:#}");
+    }
+    assert_eq!(seen["selectedCell"], true);
+
+    // Countries as columns, coloured by failing clients: the failing ASN's country leads its
+    // row, and every cell shows its count.
+    let country = country_of(FAILING_NET);
+    let by_country = seen["countryCells"].as_array().unwrap();
+    assert!(by_country.iter().all(|c| c["dim"] == "country"), "{by_country:#?}");
+    let failing_of = |key: &str| {
+        by_country
+            .iter()
+            .find(|c| c["row"] == SERVICE && c["key"] == key)
+            .unwrap_or_else(|| panic!("no {SERVICE} x {key} cell: {by_country:#?}"))["failing"]
+            .as_u64()
+            .unwrap()
+    };
+    let hit = failing_of(country);
+    for c in by_country.iter().filter(|c| c["row"] == SERVICE && c["key"] != country) {
+        assert!(c["failing"].as_u64().unwrap() < hit, "{c:#} vs {hit} in {country}");
+    }
+    for c in by_country {
+        assert_eq!(c["shown"], c["failing"].to_string(), "{c:#}");
+    }
+    assert!(seen["legend"].as_str().unwrap().starts_with("failing clients"), "{seen:#}");
+
+    // Without JavaScript: the title and a note pointing at the JSON.
+    let no_script = &seen["noScript"];
+    assert_eq!(no_script["refreshes"], Value::Null, "the page ran scripts: {no_script:#}");
+    let text = no_script["text"].as_str().unwrap();
+    for needle in ["Vantage collector", "JavaScript", "/v1/alerts"] {
+        assert!(text.contains(needle), "no {needle:?} without JavaScript: {text}");
+    }
+
+    // The screenshot is a PNG.
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
+    println!("dashboard screenshot: {}", screenshot.display());
+}

@@ -1,0 +1,87 @@
+#![allow(clippy::unwrap_used)]
+//! The C library through a real C compiler: `ffi/tests/c/vantage_test.c` is compiled with the
+//! system `gcc` against `ffi/include/vantage.h` and the built `libvantage.so` and
+//! `libvantage.a`, and run against a real collector process (TLS for the library's own
+//! uploads, the plain listener for the C host's uploads in host-driven mode). What the
+//! collector stored is then read from its sled store and checked report by report.
+//!
+//! Needs gcc (`.ci/install-ffi-tools.sh`). The same program under valgrind: `ffi_valgrind.rs`.
+
+mod ffi_support;
+
+use ffi_support::{Setup, by_host, fields, shared_program, static_program};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_program_with_shared_and_static_library_delivers_every_domain() {
+    let s = Setup::new("[delivery]\nbase_backoff_ms = 100\nmax_backoff_ms = 400\n");
+    let port = s.plain_port();
+    for (name, program) in [("so", shared_program()), ("a", static_program())] {
+        s.run(&[], program, "consent-off", &format!("off-{name}"), &[]);
+        s.run(&[], program, "bad-args", &format!("bad-{name}"), &[]);
+        s.run(&[], program, "domains", &format!("domains-{name}"), &[]);
+        let out = s.run(&[], program, "host", &format!("host-{name}"), &[&port]);
+        let f = fields(out.lines().last().unwrap());
+        assert_eq!(f["delivered"], 3, "{out}");
+        assert!(f["posted"] >= 1, "{out}");
+    }
+    // Nothing from the consent-off runs; the bad-args runs kept one valid failure each on
+    // disk at shutdown (posix.example.com), which may or may not have been sent before.
+    let reports = s.stored_reports().await;
+    let hosts = by_host(&reports);
+    let expect = [
+        ("posix.example.com", "tcp.refused", "connection", None),
+        ("gai.example.com", "dns.name_not_resolved", "dns", None),
+        ("curl.example.com", "tls.cert.authority_invalid", "connection", None),
+        ("nsurl.example.com", "tcp.timed_out", "connection", None),
+        ("java.example.com", "dns.name_not_resolved", "dns", None),
+        ("http.example.com", "http.error", "application", Some(503)),
+        ("label.example.com", "tls.cert.date_invalid", "connection", None),
+        ("host-a.example.com", "tcp.reset", "connection", None),
+        ("host-b.example.com", "tcp.reset", "connection", None),
+        ("host-c.example.com", "tcp.reset", "connection", None),
+    ];
+    for (host, error_type, phase, status) in expect {
+        let got = hosts.get(host).unwrap_or_else(|| panic!("nothing stored for {host}"));
+        let domains_runs: Vec<_> =
+            got.iter().filter(|r| host != "posix.example.com" || r.elapsed_ms == 120).collect();
+        // One from the .so program and one from the .a program.
+        assert_eq!(domains_runs.len(), 2, "{host}: {got:?}");
+        for r in domains_runs {
+            assert_eq!(r.error_type.as_str(), error_type, "{host}");
+            assert_eq!(r.phase.as_str(), phase, "{host}");
+            assert_eq!(r.status, status, "{host}");
+            assert_eq!(r.service, "checkout");
+            assert_eq!(r.count, 1);
+        }
+    }
+    let posix = &hosts["posix.example.com"];
+    let from_domains = posix.iter().find(|r| r.elapsed_ms == 120).unwrap();
+    assert_eq!(from_domains.network.as_str(), "wifi");
+    assert_eq!(hosts["nsurl.example.com"][0].network.as_str(), "cellular");
+    // The URL's path and query never reach the collector.
+    assert!(reports.iter().all(|r| !r.host.contains('/') && !r.host.contains('?')));
+    // host-d was taken by the C host and never answered: not stored.
+    assert!(!hosts.contains_key("host-d.example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_c_threads_record_concurrently_and_the_counts_add_up_at_the_collector() {
+    // A larger queue, so that most records are kept; the queue-full ones are counted apart.
+    let s = Setup::new("[delivery]\nqueue_capacity = 65536\nbase_backoff_ms = 100\n");
+    let out = s.run(&[], shared_program(), "threads", "threads", &["8", "3000"]);
+    let f = fields(out.lines().last().unwrap());
+    assert!(f["ok"] > 1000, "{out}");
+    assert_eq!(f["recorded"], f["ok"], "{out}");
+    assert_eq!(f["delivered"], f["ok"], "{out}");
+    let reports = s.stored_reports().await;
+    let stored: u64 = reports
+        .iter()
+        .filter(|r| r.host.starts_with('t') && r.host.ends_with(".example.com"))
+        .map(|r| u64::from(r.count))
+        .sum();
+    eprintln!("{out}stored at the collector (sum of coalesced counts): {stored}");
+    assert_eq!(stored, f["ok"], "every failure a C thread got VANTAGE_OK for is stored");
+    let threads: std::collections::BTreeSet<&str> =
+        reports.iter().map(|r| r.host.as_str()).collect();
+    assert_eq!(threads.len(), 8, "{threads:?}");
+}
