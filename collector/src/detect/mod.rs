@@ -810,8 +810,11 @@ impl Detector {
                     // Learn when the fleet reports, from windows that look normal. While
                     // warming up, learn from everything (a young baseline makes normal windows
                     // look odd, and skipping them would never let it grow up); an oddity that
-                    // lasts an hour without firing is the new normal.
-                    let odd = verdict.failure_score >= cfg.fire_score;
+                    // lasts an hour without firing is the new normal. "Odd" starts at the
+                    // resolve score, not the fire score: an incident still below the evidence
+                    // floors (few clients yet, a slow gray failure) must not be learned while
+                    // it builds up (spikebench: gray-failure recall 7/8 -> 8/8).
+                    let odd = verdict.failure_score >= cfg.resolve_score;
                     if odd && warm && state.frozen < FREEZE_LIMIT {
                         state.frozen += 1;
                     } else if global_ok {
