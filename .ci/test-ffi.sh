@@ -16,6 +16,8 @@
 #      through the C ABI next to the same call through the Rust API.
 #
 # Exits non-zero on any failure. CARGO_TARGET_DIR is honoured (default: target/).
+# VANTAGE_FFI_SKIP_CARGO_TESTS=1 skips step 4, for a caller that runs every workspace test anyway
+# (tests/tests/ffi_c.rs and ffi_valgrind.rs are ordinary integration tests of vantage-tests).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -106,8 +108,12 @@ for bin in vt_so vt_a; do
 done
 ci_log "release binaries: bad-args and consent-off pass (shared and static)"
 
-ci_log "C tests against a real collector, and under valgrind (cargo test)"
-cargo test --locked -q -p vantage-tests --test ffi_c --test ffi_valgrind
+if [[ "${VANTAGE_FFI_SKIP_CARGO_TESTS:-0}" == 1 ]]; then
+    ci_log "C tests against a collector: skipped here (VANTAGE_FFI_SKIP_CARGO_TESTS=1; the workspace tests run them)"
+else
+    ci_log "C tests against a real collector, and under valgrind (cargo test)"
+    cargo test --locked -q -p vantage-tests --test ffi_c --test ffi_valgrind
+fi
 
 ci_log "sizes (x86-64, stripped)"
 strip --strip-all -o "$WORK/libvantage.so" "$OUT/libvantage.so"

@@ -36,6 +36,7 @@
 //!
 //! ```
 //! use std::ffi::CStr;
+//! // SAFETY: vantage_version returns a static NUL-terminated string.
 //! let v = unsafe { CStr::from_ptr(vantage::vantage_version()) };
 //! assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 //! ```

@@ -491,8 +491,9 @@ static int mode_threads(const char *config_file, const char *data_dir, int n, lo
     CHECK(s.recorded == ok, "agent recorded %llu, threads got OK %llu",
           (unsigned long long)s.recorded, ok);
     vantage_agent_free(agent);
-    printf("ok threads n=%d ok=%llu queue_full=%llu recorded=%llu delivered=%llu\n", n, ok, full,
-           (unsigned long long)s.recorded, (unsigned long long)s.delivered_failures);
+    printf("ok threads n=%d ok=%llu queue_full=%llu recorded=%llu delivered=%llu dropped=%llu\n",
+           n, ok, full, (unsigned long long)s.recorded, (unsigned long long)s.delivered_failures,
+           (unsigned long long)s.dropped);
     return 0;
 }
 
