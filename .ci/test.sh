@@ -53,6 +53,9 @@ step "clippy" cargo clippy --workspace --all-targets --all-features --locked -- 
 # Builds the wasm package (target/wasm-pkg) that tests/tests/wasm_browser.rs loads, so it
 # comes before the workspace tests.
 step "wasm module in Chromium" bash .ci/test-wasm.sh
+# The C library: header regenerated and diffed, release builds, sizes. Its C tests (ffi_c,
+# ffi_valgrind) run with the workspace tests below.
+step "C library (header, release build, sizes)" env VANTAGE_FFI_SKIP_CARGO_TESTS=1 bash .ci/test-ffi.sh
 step "tests (all features)" cargo test --workspace --all-features --locked
 step "tests (agent, no default features)" cargo test -p vantage-agent --no-default-features --locked
 step "docs (no broken links)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
