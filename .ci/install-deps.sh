@@ -223,6 +223,10 @@ install_alertmanager() {
     bash "$ROOT/.ci/install-alertmanager.sh"
 }
 
+install_deploy_tools() {
+    bash "$ROOT/.ci/install-deploy-tools.sh"
+}
+
 install_wasm_tools() {
     bash "$ROOT/.ci/install-wasm-tools.sh"
 }
@@ -249,6 +253,7 @@ main() {
     run_component install_chromium
     run_component install_alertmanager
     run_component install_wasm_tools
+    run_component install_deploy_tools
     ci_log "all dependencies present ($(ci_fmt_secs $(($(date +%s) - start))))"
 }
 

@@ -58,6 +58,7 @@ step "wasm module in Chromium" bash .ci/test-wasm.sh
 step "C library (header, release build, sizes)" env VANTAGE_FFI_SKIP_CARGO_TESTS=1 bash .ci/test-ffi.sh
 step "tests (all features)" cargo test --workspace --all-features --locked
 step "tests (agent, no default features)" cargo test -p vantage-agent --no-default-features --locked
+step "deploy kit (promtool, amtool, systemd-analyze, configs, local fleet)" bash .ci/test-deploy.sh
 step "docs (no broken links)" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 step "build agent (no default features)" cargo build -p vantage-agent --no-default-features --locked
 step "build agent for wasm32" bash .ci/check-wasm.sh

@@ -21,7 +21,7 @@
 // or {"ok": false, "error": MESSAGE, ...what was seen so far} (exit 1).
 'use strict';
 
-const { chromium } = require('playwright-core');
+const { launch } = require('./launch');
 
 // What the page showed so far; printed on failure too, so the test can say what was missing.
 const seen = { consoleErrors: [], pageErrors: [], failedRequests: [] };
@@ -31,22 +31,7 @@ const CSS = { escape: (s) => String(s).replace(/["\\]/g, '\\$&') };
 async function main() {
     const config = JSON.parse(process.argv[2] || '{}');
     const timeout = config.timeoutMs || 20000;
-    const args = [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-    ];
-    const context = await chromium.launchPersistentContext(config.userDataDir, {
-        executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-        headless: true,
-        args,
-        viewport: { width: 1280, height: 900 },
-    });
+    const context = await launch(config.userDataDir, { viewport: { width: 1280, height: 900 } });
     try {
         const page = context.pages()[0] || (await context.newPage());
         page.on('console', (m) => {

@@ -18,7 +18,7 @@
 
 const crypto = require('node:crypto');
 const readline = require('node:readline');
-const { chromium } = require('playwright-core');
+const { launch } = require('./launch');
 
 function reply(obj) {
     process.stdout.write(JSON.stringify(obj) + '\n');
@@ -28,23 +28,12 @@ async function main() {
     const config = JSON.parse(process.argv[2] || '{}');
     const spki = (config.spkiDerHex || []).map((hex) =>
         crypto.createHash('sha256').update(Buffer.from(hex, 'hex')).digest('base64'));
-    const rules = [...(config.hostRules || []), 'MAP * ~NOTFOUND', 'EXCLUDE 127.0.0.1'].join(', ');
-    const args = [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        `--host-resolver-rules=${rules}`,
-        ...(spki.length ? [`--ignore-certificate-errors-spki-list=${spki.join(',')}`] : []),
-        ...(config.extraArgs || []),
-    ];
-    const context = await chromium.launchPersistentContext(config.userDataDir, {
-        executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-        headless: true,
-        args,
+    const context = await launch(config.userDataDir, {
+        hostRules: config.hostRules,
+        args: [
+            ...(spki.length ? [`--ignore-certificate-errors-spki-list=${spki.join(',')}`] : []),
+            ...(config.extraArgs || []),
+        ],
     });
     const page = context.pages()[0] || (await context.newPage());
 

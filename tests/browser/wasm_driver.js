@@ -14,7 +14,7 @@
 'use strict';
 
 const readline = require('node:readline');
-const { chromium } = require('playwright-core');
+const { launch } = require('./launch');
 
 function reply(obj) {
     process.stdout.write(JSON.stringify(obj) + '\n');
@@ -22,21 +22,7 @@ function reply(obj) {
 
 async function main() {
     const config = JSON.parse(process.argv[2] || '{}');
-    const args = [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-    ];
-    const context = await chromium.launchPersistentContext(config.userDataDir, {
-        executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-        headless: true,
-        args,
-    });
+    const context = await launch(config.userDataDir);
     const page = context.pages()[0] || (await context.newPage());
     const console = [];
     page.on('console', (m) => console.push(`${m.type()}: ${m.text()}`));
