@@ -1,7 +1,7 @@
-//! The `vantage-collector` command line: `serve`, `keygen`, `check-config`.
+//! The `vantage-collector` command line: `serve`, `keygen`, `check-config`, `check-domains`.
 //!
-//! Exit codes: 0 success; 1 runtime failure (cannot bind, store error, key file exists);
-//! 2 invalid configuration or usage.
+//! Exit codes: 0 success; 1 runtime failure (cannot bind, store error, key file exists), or a
+//! `fail` row from `check-domains`; 2 invalid configuration, spec or usage.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -50,6 +50,20 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Check that collectors and services sit in separate failure domains (registrable
+    /// domain, /24 or /48, ASN, name-server operator); prints a pass/warn/fail table and exits
+    /// 1 on any fail, 2 on an invalid spec. See `vantage_collector::domains`.
+    CheckDomains {
+        /// The TOML spec: `[[services]]`, `[[collectors]]`, optional `dns` and `[enrich]`.
+        #[arg(long)]
+        spec: PathBuf,
+        /// DNS server to ask (IP or IP:PORT; repeatable), instead of the spec's `dns`.
+        #[arg(long, value_parser = crate::domains::parse_dns_server)]
+        dns: Vec<std::net::SocketAddr>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -190,6 +204,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             },
         },
+        Command::CheckDomains { spec, dns, json } => check_domains(&spec, dns, json),
         Command::Serve { config } => {
             let parsed = match Config::from_file(&config) {
                 Ok(c) => c,
@@ -214,8 +229,49 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+#[allow(clippy::print_stdout, reason = "the report is for the operator's terminal")]
+fn check_domains(path: &Path, dns: Vec<std::net::SocketAddr>, json: bool) -> ExitCode {
+    use crate::domains::{Spec, check};
+    let invalid = |e: &dyn std::fmt::Display| {
+        eprintln!("{}: invalid spec", path.display());
+        for line in e.to_string().lines() {
+            eprintln!("  {line}");
+        }
+        ExitCode::from(2)
+    };
+    let mut parsed = match Spec::from_file(path) {
+        Ok(s) => s,
+        Err(e) => return invalid(&e),
+    };
+    if !dns.is_empty() {
+        parsed.dns = dns;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(check(&parsed)) {
+        Err(e) => invalid(&e),
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.has_fail() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+    }
+}
+
 #[allow(clippy::print_stdout, reason = "where the collector listens is for the operator")]
 async fn serve(config: Config) -> ExitCode {
+    // Handlers go in before anything announces readiness (stdout, the ready file):
+    // a SIGTERM sent right after "listening on" must stop the collector cleanly, not
+    // kill it with the default action.
+    let stop = StopSignals::install();
     let running = match Collector::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -231,7 +287,7 @@ async fn serve(config: Config) -> ExitCode {
         println!("listening on http://{addr}");
     }
     let _ = std::io::stdout().flush();
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     match running.shutdown().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -243,19 +299,36 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment of `install`.
+enum StopSignals {
+    Unix(tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    CtrlC,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Self::Unix(term, int),
+            _ => {
+                // Without signal handlers, Ctrl-C is the only way to stop.
+                tracing::warn!("cannot install SIGTERM handler; waiting for Ctrl-C");
+                Self::CtrlC
             }
         }
-        _ => {
-            // Without signal handlers, Ctrl-C is the only way to stop.
-            tracing::warn!("cannot install SIGTERM handler; waiting for Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    async fn wait(self) {
+        match self {
+            Self::Unix(mut term, mut int) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            Self::CtrlC => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
