@@ -227,6 +227,10 @@ install_deploy_tools() {
     bash "$ROOT/.ci/install-deploy-tools.sh"
 }
 
+install_nats() {
+    bash "$ROOT/.ci/install-nats.sh"
+}
+
 install_wasm_tools() {
     bash "$ROOT/.ci/install-wasm-tools.sh"
 }
@@ -254,6 +258,7 @@ main() {
     run_component install_alertmanager
     run_component install_wasm_tools
     run_component install_deploy_tools
+    run_component install_nats
     ci_log "all dependencies present ($(ci_fmt_secs $(($(date +%s) - start))))"
 }
 

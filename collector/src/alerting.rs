@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -62,6 +62,14 @@ struct Counters {
     replayed: AtomicU64,
 }
 
+/// A "should this collector queue notifications for this event now?" gate (fleet mode).
+///
+/// Called after the event's new state is stored. `true`: queue them now (what happens without
+/// a gate). `false`: the gate took the event over and calls
+/// [`Alerting::queue_notification`] itself if and when this collector should page (in fleet
+/// mode: only the collector whose publish of the event was not a duplicate).
+pub type NotifyGate = Arc<dyn Fn(&AlertEvent) -> bool + Send + Sync>;
+
 /// The detector, its persistence and the notification hand-off. See the [module docs](self).
 pub struct Alerting {
     detector: Mutex<Detector>,
@@ -73,6 +81,7 @@ pub struct Alerting {
     notifier: Mutex<Option<NotifierHandle>>,
     notifier_stop: watch::Sender<bool>,
     firing: watch::Sender<Vec<Alert>>,
+    notify_gate: OnceLock<NotifyGate>,
     counters: Counters,
     bucket_ms: u64,
     window_ms: u64,
@@ -140,6 +149,7 @@ impl Alerting {
             notifier: Mutex::new(Some(notifier)),
             notifier_stop,
             firing,
+            notify_gate: OnceLock::new(),
             counters,
             bucket_ms,
             window_ms,
@@ -148,6 +158,25 @@ impl Alerting {
         // unless already known in the same state).
         alerting.handle(&replayed_events, now);
         Ok(alerting)
+    }
+
+    /// Installs the notification gate (at most once; fleet mode sets it at start). Returns
+    /// `false` when a gate was already set (the first one stays).
+    pub fn set_notify_gate(&self, gate: NotifyGate) -> bool {
+        self.notify_gate.set(gate).is_ok()
+    }
+
+    /// Queues the notifications of an event the [`NotifyGate`] took over, and wakes the
+    /// notifier. Returns how many receivers it was queued for.
+    pub fn queue_notification(&self, event: &AlertEvent, now: UnixMillis) -> Result<usize, String> {
+        let n = self.outbox.enqueue(&self.notify, event, now.0).map_err(|e| e.to_string())?;
+        if n > 0
+            && let Some(notifier) =
+                self.notifier.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+        {
+            notifier.wake();
+        }
+        Ok(n)
     }
 
     fn detector(&self) -> std::sync::MutexGuard<'_, Detector> {
@@ -230,6 +259,12 @@ impl Alerting {
         }
         let bytes = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
         self.alerts.insert(key, bytes).map_err(|e| e.to_string())?;
+        if let Some(gate) = self.notify_gate.get()
+            && !gate(event)
+        {
+            self.alerts.flush().map_err(|e| e.to_string())?;
+            return Ok(false);
+        }
         // The outbox flushes the database when it queued something, which makes the alert
         // above durable too; otherwise flush here.
         let n = self.outbox.enqueue(&self.notify, event, now.0).map_err(|e| e.to_string())?;

@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 use crate::detect::DetectorConfig;
 use crate::enrich::EnrichConfig;
+use crate::fleet::FleetConfig;
 use crate::model::NetTagKey;
 use crate::notify::NotifyConfig;
 use crate::open::CollectorKey;
@@ -52,6 +53,8 @@ pub struct Config {
     pub detector: DetectorConfig,
     /// Where alerts are delivered (`[notify]`); none by default.
     pub notify: NotifyConfig,
+    /// Fleet mode over NATS JetStream (`[fleet]`); `None` (off) when the section is absent.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `[server]`: listeners and connection limits.
@@ -211,6 +214,7 @@ struct RawConfig {
     detector: DetectorConfig,
     #[serde(default)]
     notify: NotifyConfig,
+    fleet: Option<FleetConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -673,6 +677,12 @@ impl Config {
             }
         }
 
+        if let Some(Err(problems)) = raw.fleet.as_ref().map(FleetConfig::validate) {
+            for (field, problem) in problems {
+                c.fail(&field, problem);
+            }
+        }
+
         match (c.errors.is_empty(), store) {
             (true, Some(store)) if !collector_keys.is_empty() => {
                 let net_tag_secret =
@@ -689,6 +699,7 @@ impl Config {
                     log,
                     detector,
                     notify,
+                    fleet: raw.fleet,
                 })
             }
             _ => Err(ConfigError::Invalid(c.errors)),

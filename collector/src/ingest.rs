@@ -60,6 +60,8 @@ pub(crate) struct Ingest {
     pub(crate) ready: AtomicBool,
     /// Fed after every durable commit; also answers the admin API.
     pub(crate) alerting: Arc<Alerting>,
+    /// Fleet mode: batches go to the fleet stream (and the detector through it).
+    pub(crate) fleet: Option<Arc<crate::fleet::Fleet>>,
     prefix_limiter: RateLimiter<SourcePrefix>,
     agent_limiter: RateLimiter<[u8; 32]>,
     nel_limiter: RateLimiter<SourcePrefix>,
@@ -87,6 +89,7 @@ impl Ingest {
             metrics: Metrics::new(),
             ready: AtomicBool::new(true),
             alerting,
+            fleet: None,
             prefix_limiter: RateLimiter::new(l.prefix_rps, l.prefix_burst, MAX_LIMITER_KEYS, now),
             agent_limiter: RateLimiter::new(l.agent_rps, l.agent_burst, MAX_LIMITER_KEYS, now),
             nel_limiter: RateLimiter::new(
@@ -201,6 +204,9 @@ impl Ingest {
                     disk_bytes: stats.disk_bytes,
                 });
                 self.alerting.render_metrics(&mut body);
+                if let Some(fleet) = &self.fleet {
+                    fleet.render_metrics(&mut body);
+                }
                 let mut r = Response::new(Full::new(Bytes::from(body)));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -407,11 +413,21 @@ impl Ingest {
             return Err(RejectReason::Overload);
         };
         // Detection sees a batch only once it is durable; the copy is what the store consumes.
-        let feed = (batch.reports.clone(), batch.targets.clone());
+        let feed = (batch.digest, batch.reports.clone(), batch.targets.clone());
         match self.store.commit(batch).await {
             Ok(outcome) => {
                 if matches!(outcome, CommitOutcome::Stored { .. }) {
-                    self.alerting.observe(&feed.0, &feed.1);
+                    match &self.fleet {
+                        None => self.alerting.observe(&feed.1, &feed.2),
+                        // The batch is in the store already: a failed outbox append loses
+                        // it from the fleet view only, so it is fed locally instead.
+                        Some(fleet) => {
+                            if let Err(e) = fleet.submit(feed.0, &feed.1, &feed.2).await {
+                                tracing::error!(error = %e, "fleet outbox append failed");
+                                self.alerting.observe(&feed.1, &feed.2);
+                            }
+                        }
+                    }
                 }
                 Ok(outcome)
             }

@@ -80,6 +80,9 @@ pub enum StartError {
         /// The I/O error.
         reason: String,
     },
+    /// Fleet mode could not start (its outbox or the NATS options).
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 /// Entry point of the collector.
@@ -196,7 +199,17 @@ impl Collector {
             config.notify.clone(),
             crate::ingest::now_millis(),
         )?;
-        let ingest = Arc::new(Ingest::new(&config, store.clone(), enricher, alerting.clone()));
+        let fleet = match config.fleet.clone() {
+            Some(fleet) => Some(
+                crate::fleet::Fleet::start(fleet, &store, alerting.clone())
+                    .await
+                    .map_err(|e| StartError::Fleet(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut ingest = Ingest::new(&config, store.clone(), enricher, alerting.clone());
+        ingest.fleet = fleet;
+        let ingest = Arc::new(ingest);
         let connections = Arc::new(Semaphore::new(s.max_connections));
         let shared = Arc::new(Shared {
             ingest: ingest.clone(),
@@ -350,6 +363,10 @@ impl RunningCollector {
         }
         let _ = self.phase.send(Phase::Abort);
         let _ = self.retention_task.await;
+        // No more submits: stop publishing (the outbox keeps the rest for the next start).
+        if let Some(fleet) = &self.ingest.fleet {
+            fleet.stop().await;
+        }
         // Last snapshot and notifier stop, before the store closes under them.
         let _ = self.alerting_stop.send(true);
         let _ = self.alerting_task.await;

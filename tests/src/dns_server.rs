@@ -1,8 +1,9 @@
 //! A small authoritative DNS server over UDP for fault injection: answers A records for
-//! configured names, NXDOMAIN for unknown names, SERVFAIL or REFUSED for names configured so,
-//! and nothing at all for names configured to time out.
+//! configured names, NS records for names given name servers ([`Zone::set_ns`]), NXDOMAIN for
+//! unknown names, SERVFAIL or REFUSED for names configured so, and nothing at all for names
+//! configured to time out.
 //!
-//! It is deliberately tiny (one question per query, A records only, no compression in what it
+//! It is deliberately tiny (one question per query, A and NS records only, no compression in what it
 //! parses, no EDNS in its answers); it runs inside a server network namespace, started by the
 //! `vantage-probe serve` helper binary, and resolvers in the client namespace query it.
 
@@ -12,6 +13,8 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 
 /// DNS record type A.
 const TYPE_A: u16 = 1;
+/// DNS record type NS.
+const TYPE_NS: u16 = 2;
 /// DNS class IN.
 const CLASS_IN: u16 = 1;
 /// TTL of the answers: short, tests never rely on caching.
@@ -48,6 +51,7 @@ pub enum Rcode {
 #[derive(Clone, Debug, Default)]
 pub struct Zone {
     names: HashMap<String, Answer>,
+    name_servers: HashMap<String, Vec<String>>,
 }
 
 impl Zone {
@@ -62,6 +66,13 @@ impl Zone {
         self
     }
 
+    /// Gives `name` the NS records `hosts`, answered to NS queries. A name with NS records and
+    /// no [`Zone::set`] answer exists: other query types get an empty NOERROR answer.
+    pub fn set_ns(&mut self, name: &str, hosts: &[&str]) -> &mut Self {
+        self.name_servers.insert(normalise(name), hosts.iter().map(|h| normalise(h)).collect());
+        self
+    }
+
     /// The answer for `name`, `None` when it is not in the zone.
     pub fn get(&self, name: &str) -> Option<&Answer> {
         self.names.get(&normalise(name))
@@ -71,6 +82,22 @@ impl Zone {
     /// [`Answer::Drop`] name, or bytes that are not a standard query with one question).
     pub fn respond(&self, query: &[u8]) -> Option<Vec<u8>> {
         let q = Question::parse(query)?;
+        let name = normalise(&q.name);
+        if let (None | Some(Answer::A(_)), Some(hosts)) =
+            (self.names.get(&name), self.name_servers.get(&name))
+        {
+            let class_in = q.qclass == CLASS_IN;
+            let (rtype, rdata) = match self.names.get(&name) {
+                _ if class_in && q.qtype == TYPE_NS => {
+                    (TYPE_NS, hosts.iter().map(|h| encode_name(h)).collect())
+                }
+                Some(Answer::A(addrs)) if class_in && q.qtype == TYPE_A => {
+                    (TYPE_A, addrs.iter().map(|a| a.octets().to_vec()).collect())
+                }
+                _ => (TYPE_A, Vec::new()),
+            };
+            return Some(q.records(Rcode::NoError, rtype, &rdata));
+        }
         let (rcode, addrs): (Rcode, &[Ipv4Addr]) = match self.get(&q.name) {
             None => (Rcode::NxDomain, &[]),
             Some(Answer::Drop) => return None,
@@ -87,6 +114,17 @@ impl Zone {
 
 fn normalise(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `name` in wire format, uncompressed: length-prefixed labels and the root's zero byte.
+fn encode_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        out.push(u8::try_from(label.len()).expect("tests configure labels under 64 bytes"));
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
 }
 
 /// The parts of a query that a response needs.
@@ -149,10 +187,17 @@ impl Question {
 
     /// An authoritative response with `rcode` and one A record per address.
     pub fn response(&self, rcode: Rcode, addrs: &[Ipv4Addr]) -> Vec<u8> {
+        let rdata: Vec<Vec<u8>> = addrs.iter().map(|a| a.octets().to_vec()).collect();
+        self.records(rcode, TYPE_A, &rdata)
+    }
+
+    /// An authoritative response with `rcode` and one record of type `rtype` for the
+    /// question's name per entry of `rdata`.
+    fn records(&self, rcode: Rcode, rtype: u16, rdata: &[Vec<u8>]) -> Vec<u8> {
         // QR=1, opcode and RD from the query, AA=1, RA=1.
         let flags = 0x8000 | (self.flags & 0x7900) | 0x0400 | 0x0080 | rcode as u16;
-        let ancount = u16::try_from(addrs.len()).expect("tests configure a handful of addresses");
-        let mut out = Vec::with_capacity(12 + self.raw.len() + 16 * addrs.len());
+        let ancount = u16::try_from(rdata.len()).expect("tests configure a handful of records");
+        let mut out = Vec::with_capacity(12 + self.raw.len() + 16 * rdata.len());
         out.extend_from_slice(&self.id.to_be_bytes());
         out.extend_from_slice(&flags.to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes());
@@ -160,13 +205,14 @@ impl Question {
         out.extend_from_slice(&0u16.to_be_bytes());
         out.extend_from_slice(&0u16.to_be_bytes());
         out.extend_from_slice(&self.raw);
-        for addr in addrs {
+        for data in rdata {
+            let rdlength = u16::try_from(data.len()).expect("record data of a test zone is small");
             out.extend_from_slice(&0xC00Cu16.to_be_bytes()); // pointer to the question's name
-            out.extend_from_slice(&TYPE_A.to_be_bytes());
+            out.extend_from_slice(&rtype.to_be_bytes());
             out.extend_from_slice(&CLASS_IN.to_be_bytes());
             out.extend_from_slice(&TTL_SECS.to_be_bytes());
-            out.extend_from_slice(&4u16.to_be_bytes());
-            out.extend_from_slice(&addr.octets());
+            out.extend_from_slice(&rdlength.to_be_bytes());
+            out.extend_from_slice(data);
         }
         out
     }
@@ -286,6 +332,33 @@ mod tests {
         let mut truncated = query(1, "ok.test", TYPE_A);
         truncated.truncate(20);
         assert_eq!(z.respond(&truncated), None);
+    }
+
+    #[test]
+    fn answers_ns_records() {
+        let mut z = zone();
+        z.set_ns("shop.test", &["ns1.dns-a.test", "NS2.dns-b.test."]);
+        z.set_ns("ok.test", &["ns.dns-c.test"]);
+        let reply = z.respond(&query(9, "shop.test", TYPE_NS)).unwrap();
+        assert_eq!(rcode(&reply), 0);
+        assert_eq!(&reply[6..8], &[0, 2], "two answers");
+        let answers = &reply[12 + "shop.test".len() + 2 + 4..];
+        // Pointer, type NS, class, TTL, length, then the uncompressed name.
+        assert_eq!(&answers[2..4], &TYPE_NS.to_be_bytes());
+        assert_eq!(&answers[10..12], &16u16.to_be_bytes());
+        assert_eq!(&answers[12..28], b"\x03ns1\x05dns-a\x04test\x00");
+        assert_eq!(&answers[28 + 12..28 + 28], b"\x03ns2\x05dns-b\x04test\x00");
+        // A name with NS records only exists: an A query gets an empty NOERROR.
+        let reply = z.respond(&query(9, "shop.test", TYPE_A)).unwrap();
+        assert_eq!((rcode(&reply), &reply[6..8]), (0, &[0u8, 0][..]));
+        // A name with both keeps its A records.
+        let reply = z.respond(&query(9, "ok.test", TYPE_A)).unwrap();
+        assert_eq!(&reply[6..8], &[0, 2]);
+        let reply = z.respond(&query(9, "ok.test", TYPE_NS)).unwrap();
+        assert_eq!(&reply[6..8], &[0, 1]);
+        // Names without NS records are unchanged.
+        assert_eq!(rcode(&z.respond(&query(1, "nope.test", TYPE_NS)).unwrap()), 3);
+        assert_eq!(rcode(&z.respond(&query(1, "fail.test", TYPE_NS)).unwrap()), 2);
     }
 
     #[test]

@@ -128,6 +128,8 @@ struct SimClient {
     core: AgentCore<MemoryStore, SeededEntropy>,
     rng: SeededEntropy,
     conn: Option<HttpClient>,
+    /// Where `conn` goes.
+    conn_addr: Option<SocketAddr>,
 }
 
 /// Simulated clients; see the [module docs](self).
@@ -171,6 +173,7 @@ impl Fleet {
                     core,
                     rng: SeededEntropy::insecure_from_seed(seed),
                     conn: None,
+                    conn_addr: None,
                 }
             })
             .collect();
@@ -217,6 +220,18 @@ impl Fleet {
         requests: u32,
         outcome: impl Fn(&ClientInfo, &str) -> Option<ErrorType>,
     ) -> StepStats {
+        self.step_routed(|_| vec![addr], requests, outcome).await
+    }
+
+    /// [`Fleet::step`] over several collectors: `route(client)` lists the collectors a client
+    /// delivers to, in order; an envelope that gets no answer from one (connection refused or
+    /// dropped) goes to the next, as an agent's failover does.
+    pub async fn step_routed(
+        &mut self,
+        route: impl Fn(&ClientInfo) -> Vec<SocketAddr>,
+        requests: u32,
+        outcome: impl Fn(&ClientInfo, &str) -> Option<ErrorType>,
+    ) -> StepStats {
         let mut stats = StepStats::default();
         let now = unix_now();
         for client in &mut self.clients {
@@ -237,7 +252,8 @@ impl Fleet {
                     }
                 }
             }
-            stats += client.deliver(addr, now).await;
+            let addrs = route(&client.info);
+            stats += client.deliver(&addrs, now).await;
         }
         stats
     }
@@ -248,20 +264,28 @@ impl Fleet {
         let now = unix_now();
         for client in &mut self.clients {
             let _ = client.core.seal_pending(now);
-            stats += client.deliver(addr, now).await;
+            stats += client.deliver(&[addr], now).await;
         }
         stats
     }
 }
 
 impl SimClient {
-    async fn deliver(&mut self, addr: SocketAddr, now: UnixMillis) -> StepStats {
+    async fn deliver(&mut self, addrs: &[SocketAddr], now: UnixMillis) -> StepStats {
         let mut stats = StepStats::default();
         if self.core.poll_seal(now).is_err() {
             return stats;
         }
         while let Ok(Some(tx)) = self.core.poll_transmit(now) {
-            let outcome = match self.post(addr, Bytes::from(tx.bytes)).await {
+            let body = Bytes::from(tx.bytes);
+            let mut answer = None;
+            for addr in addrs {
+                answer = self.post(*addr, body.clone()).await;
+                if answer.is_some() {
+                    break;
+                }
+            }
+            let outcome = match answer {
                 Some(202) => Outcome::Accepted,
                 Some(status @ (400 | 413)) => Outcome::Rejected { status },
                 Some(status @ (429 | 503)) => Outcome::RetryAfter { status, delay_ms: 1_000 },
@@ -282,6 +306,10 @@ impl SimClient {
 
     /// POSTs on the kept-alive connection, reconnecting once if it went away.
     async fn post(&mut self, addr: SocketAddr, body: Bytes) -> Option<u16> {
+        if self.conn_addr != Some(addr) {
+            self.conn = None;
+            self.conn_addr = Some(addr);
+        }
         for _ in 0..2 {
             if self.conn.is_none() {
                 self.conn = HttpClient::connect_plain_from(addr, self.source).await.ok();

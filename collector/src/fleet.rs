@@ -1,0 +1,1062 @@
+//! Fleet mode (`[fleet]`, off by default): collectors share what they accepted through a NATS
+//! JetStream stream, so every detector sees the whole fleet, and only one collector pages for
+//! an alert that several detectors raise.
+//!
+//! ```text
+//!  ingest ──durable commit──▶ Fleet::submit ──▶ tree `fleet_outbox` (flushed) ──▶ publisher
+//!                                 │ NATS unreachable:                               │ Nats-Msg-Id =
+//!                                 └─▶ Alerting::observe (local),                    │ hex(digest)
+//!                                     entry marked "fed locally"                    ▼
+//!                                                           JetStream stream `VANTAGE`
+//!                                                           (subject `vantage.batches`)
+//!  Alerting::observe ◀── consumer (ordered, whole stream; ◀──────────────────────────┘
+//!                        skips batches this collector already fed locally)
+//!
+//!  Alerting (new alert state) ──NotifyGate──▶ tree `fleet_alert_outbox` ──▶ alert publisher
+//!      ──▶ stream `VANTAGE_ALERTS` (Nats-Msg-Id = "{id}-{state}") ──PubAck.duplicate == false──▶
+//!      Alerting::queue_notification (this collector pages); duplicate: another one did.
+//! ```
+//!
+//! **Nothing accepted is lost.** A batch is appended to the outbox (same sled database as the
+//! store, flushed) before `submit` returns, and an entry is deleted only after JetStream
+//! acknowledged it; re-publishes after a lost ack are deduplicated by JetStream (`Nats-Msg-Id`,
+//! 10 minute window). The one exception is the byte bound: beyond `max_buffer_bytes` the
+//! oldest entries are dropped and counted (`vantage_fleet_outbox_dropped_total`); they stay in
+//! the local store and were fed to the local detector.
+//!
+//! **Partitions.** While a publish fails (or the NATS connection is down), accepted batches are
+//! fed to the local detector at once and their outbox entries are marked; they are published
+//! later with the header `Vantage-Fed-Locally: <collector_id>`, and this collector's consumer
+//! skips them (the others count them). Alert events that cannot be published within
+//! `publish_timeout_ms` are paged locally: during a partition, several collectors may page the
+//! same alert.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use vantage_agent::report::UnixMillis;
+use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
+
+use crate::alerting::Alerting;
+use crate::detect::{AlertEvent, AlertState};
+use crate::model::{Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
+use crate::store::{Store, StoreError};
+
+/// Version of the batch encoding on the stream (the `v` field).
+const WIRE_VERSION: u8 = 1;
+/// Header naming the collector that already fed a batch to its own detector.
+const FED_LOCALLY_HEADER: &str = "Vantage-Fed-Locally";
+/// JetStream's deduplication header.
+const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// Deduplication window of the batch stream (re-publishes after a lost ack).
+const BATCH_DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// Deduplication window of the alert stream: one page per alert state across the fleet.
+const ALERT_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long the streams keep messages.
+const BATCH_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// ... and alert events.
+const ALERT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Publishes in flight at once (acks awaited in order).
+const PUBLISH_WINDOW: usize = 64;
+/// Retry delays while NATS is unreachable.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// ... at most.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// `[fleet]`: where the fleet's NATS JetStream is and who this collector is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// NATS server URL(s), comma separated (`nats://10.0.0.5:4222,nats://10.0.1.5:4222`).
+    /// Required.
+    #[serde(default)]
+    pub nats_url: String,
+    /// Stream of accepted batches; default `VANTAGE`. Alert events go to `{stream}_ALERTS`.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Subject batches are published on; default `vantage.batches`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Subject alert events are published on; default `vantage.alerts`.
+    #[serde(default = "default_alert_subject")]
+    pub alert_subject: String,
+    /// This collector's name in the fleet, `[a-z0-9-]+` (at most 64). Required.
+    #[serde(default)]
+    pub collector_id: String,
+    /// How long a publish may wait for JetStream's ack before NATS counts as unreachable;
+    /// default 2000.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Bound of the outbox of unpublished batches; beyond it the oldest are dropped and
+    /// counted. Default 256 MiB.
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: u64,
+}
+
+fn default_stream() -> String {
+    "VANTAGE".into()
+}
+fn default_subject() -> String {
+    "vantage.batches".into()
+}
+fn default_alert_subject() -> String {
+    "vantage.alerts".into()
+}
+fn default_publish_timeout_ms() -> u64 {
+    2_000
+}
+fn default_max_buffer_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+impl FleetConfig {
+    /// A config with the defaults for everything but the two required fields.
+    pub fn new(nats_url: impl Into<String>, collector_id: impl Into<String>) -> FleetConfig {
+        FleetConfig {
+            nats_url: nats_url.into(),
+            stream: default_stream(),
+            subject: default_subject(),
+            alert_subject: default_alert_subject(),
+            collector_id: collector_id.into(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            max_buffer_bytes: default_max_buffer_bytes(),
+        }
+    }
+
+    /// Checks every field; the errors are `(field, problem)` with `fleet.` field names.
+    pub fn validate(&self) -> Result<(), Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut fail = |field: &str, problem: &str| {
+            errors.push((format!("fleet.{field}"), problem.to_owned()));
+        };
+        if self.nats_url.trim().is_empty() {
+            fail("nats_url", "required");
+        } else if self.nats_url.chars().any(char::is_whitespace) {
+            fail("nats_url", "must not contain whitespace");
+        }
+        let id = &self.collector_id;
+        if id.is_empty() {
+            fail("collector_id", "required");
+        } else if id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            fail("collector_id", "must be 1 to 64 of [a-z0-9-]");
+        }
+        let stream_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !stream_ok(&self.stream) {
+            fail("stream", "must be 1 to 32 of [A-Za-z0-9_-]");
+        }
+        let subject_ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+                && !s.contains("..")
+                && s.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        };
+        if !subject_ok(&self.subject) {
+            fail("subject", "must be a NATS subject without wildcards (e.g. vantage.batches)");
+        }
+        if !subject_ok(&self.alert_subject) {
+            fail("alert_subject", "must be a NATS subject without wildcards (e.g. vantage.alerts)");
+        } else if self.alert_subject == self.subject {
+            fail("alert_subject", "must differ from fleet.subject");
+        }
+        if !(100..=60_000).contains(&self.publish_timeout_ms) {
+            fail("publish_timeout_ms", "must be between 100 and 60000");
+        }
+        if self.max_buffer_bytes < 64 * 1024 {
+            fail("max_buffer_bytes", "must be at least 65536");
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn alert_stream(&self) -> String {
+        format!("{}_ALERTS", self.stream)
+    }
+}
+
+/// Why fleet mode could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The outbox trees could not be opened or read.
+    #[error("fleet outbox: {0}")]
+    Store(#[from] StoreError),
+    /// The outbox could not be read.
+    #[error("fleet outbox: {0}")]
+    Outbox(String),
+    /// The NATS client refused the options or the URL.
+    #[error("fleet.nats_url: {0}")]
+    Connect(String),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    outbox_batches: AtomicU64,
+    outbox_bytes: AtomicU64,
+    outbox_dropped: AtomicU64,
+    consumed: AtomicU64,
+    skipped_local: AtomicU64,
+    fed_locally: AtomicU64,
+    decode_errors: AtomicU64,
+    alerts_paged: AtomicU64,
+    alerts_suppressed: AtomicU64,
+    alerts_paged_locally: AtomicU64,
+}
+
+/// A running fleet connection: outbox publisher, stream consumer and alert publisher. See the
+/// [module docs](self).
+pub struct Fleet {
+    config: FleetConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    outbox: sled::Tree,
+    alert_outbox: sled::Tree,
+    alerting: Arc<Alerting>,
+    /// Serialises outbox appends (key allocation and the byte bound).
+    append: tokio::sync::Mutex<()>,
+    /// The last publish succeeded (cleared by a failure or a timeout).
+    online: AtomicBool,
+    /// Highest outbox key the publisher has fed locally while offline.
+    fed_upto: AtomicU64,
+    /// Next outbox key: monotonic for the process (never reused once the outbox drains).
+    next_key: AtomicU64,
+    wake: Notify,
+    wake_alerts: Notify,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry credentials (nats://user:pass@host): not printed.
+        f.debug_struct("Fleet")
+            .field("collector_id", &self.config.collector_id)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// Opens the outbox trees of `store`, starts connecting to NATS (in the background: an
+    /// unreachable NATS does not stop the collector), installs the alert gate on `alerting`,
+    /// and spawns the publisher, consumer and alert publisher. Call inside a tokio runtime.
+    pub async fn start(
+        config: FleetConfig,
+        store: &Store,
+        alerting: Arc<Alerting>,
+    ) -> Result<Arc<Fleet>, FleetError> {
+        let outbox = store.open_tree("fleet_outbox")?;
+        let alert_outbox = store.open_tree("fleet_alert_outbox")?;
+        let counters = Counters::default();
+        let (mut batches, mut bytes) = (0, 0);
+        for entry in outbox.iter() {
+            let (_, v) = entry.map_err(|e| FleetError::Outbox(e.to_string()))?;
+            batches += 1;
+            bytes += v.len() as u64;
+        }
+        let next_key = outbox
+            .last()
+            .map_err(|e| FleetError::Outbox(e.to_string()))?
+            .map_or(1, |(k, _)| key_seq(&k) + 1);
+        counters.outbox_batches.store(batches, Ordering::Relaxed);
+        counters.outbox_bytes.store(bytes, Ordering::Relaxed);
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("vantage-collector-{}", config.collector_id))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_millis(config.publish_timeout_ms))
+            .reconnect_delay_callback(|attempts| {
+                let exp = u32::try_from(attempts.min(5)).unwrap_or(5);
+                (BACKOFF_MIN * 2u32.pow(exp)).min(BACKOFF_MAX)
+            })
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| FleetError::Connect(e.to_string()))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_millis(config.publish_timeout_ms));
+        let (stop, _) = watch::channel(false);
+        let fleet = Arc::new(Fleet {
+            config,
+            client,
+            js,
+            outbox,
+            alert_outbox,
+            alerting: alerting.clone(),
+            append: tokio::sync::Mutex::new(()),
+            online: AtomicBool::new(true),
+            fed_upto: AtomicU64::new(0),
+            next_key: AtomicU64::new(next_key),
+            wake: Notify::new(),
+            wake_alerts: Notify::new(),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+            counters,
+        });
+        let weak = Arc::downgrade(&fleet);
+        alerting.set_notify_gate(Arc::new(move |event: &AlertEvent| match weak.upgrade() {
+            Some(fleet) => fleet.gate(event),
+            None => true,
+        }));
+        let started = time::OffsetDateTime::now_utc();
+        let tasks = vec![
+            tokio::spawn(fleet.clone().publish_loop(fleet.stop.subscribe())),
+            tokio::spawn(fleet.clone().consume_loop(started, fleet.stop.subscribe())),
+            tokio::spawn(fleet.clone().alert_loop(fleet.stop.subscribe())),
+        ];
+        *fleet.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
+        tracing::info!(collector_id = %fleet.config.collector_id, "fleet mode on");
+        Ok(fleet)
+    }
+
+    /// Hands over one durably stored batch: appended to the outbox (flushed) before this
+    /// returns; fed to the local detector at once when NATS is unreachable, else through the
+    /// stream like every other collector's batches.
+    pub async fn submit(
+        &self,
+        digest: [u8; 32],
+        reports: &[StoredReport],
+        targets: &[StoredTargets],
+    ) -> Result<(), StoreError> {
+        let payload = encode_batch(&digest, reports, targets);
+        let offline = !self.is_online();
+        if offline {
+            self.alerting.observe(reports, targets);
+            self.counters.fed_locally.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut value = Vec::with_capacity(33 + payload.len());
+        value.push(u8::from(offline));
+        value.extend_from_slice(&digest);
+        value.extend_from_slice(&payload);
+        {
+            let _guard = self.append.lock().await;
+            self.make_room(value.len() as u64)?;
+            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            self.outbox
+                .insert(key.to_be_bytes(), value.as_slice())
+                .map_err(|e| StoreError::Io(format!("fleet outbox: {e}")))?;
+            self.counters.outbox_batches.fetch_add(1, Ordering::Relaxed);
+            self.counters.outbox_bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+        }
+        self.outbox
+            .flush_async()
+            .await
+            .map_err(|e| StoreError::Io(format!("fleet outbox flush: {e}")))?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Whether batches currently go through the stream (the last publish succeeded and the
+    /// connection is up).
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+            && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Drops the oldest outbox entries until `incoming` more bytes fit the bound.
+    fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
+        let max = self.config.max_buffer_bytes;
+        while self.counters.outbox_bytes.load(Ordering::Relaxed) + incoming > max {
+            let Some((k, v)) =
+                self.outbox.pop_min().map_err(|e| StoreError::Io(format!("fleet outbox: {e}")))?
+            else {
+                break;
+            };
+            tracing::warn!(key = key_seq(&k), "fleet outbox full: oldest batch dropped");
+            self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.outbox_batches.fetch_sub(1, Ordering::Relaxed);
+            self.counters.outbox_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Stops the tasks and closes the NATS connection (flushing what it buffered, for at
+    /// most `publish_timeout_ms`). What is left in the outboxes is published after a restart.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
+            let _ = task.await;
+        }
+        let _ = self.outbox.flush_async().await;
+        let timeout = Duration::from_millis(self.config.publish_timeout_ms);
+        let _ = tokio::time::timeout(timeout, self.client.drain()).await;
+    }
+
+    async fn ensure_streams(&self) -> Result<(), String> {
+        let c = &self.config;
+        for (name, subject, window, max_age) in [
+            (c.stream.clone(), &c.subject, BATCH_DEDUP_WINDOW, BATCH_MAX_AGE),
+            (c.alert_stream(), &c.alert_subject, ALERT_DEDUP_WINDOW, ALERT_MAX_AGE),
+        ] {
+            self.js
+                .get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![subject.clone()],
+                    storage: stream::StorageType::File,
+                    duplicate_window: window,
+                    max_age,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("stream {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the outbox in order; deletes an entry only after its ack.
+    async fn publish_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut streams_ready = false;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let entries: Vec<_> =
+                self.outbox.iter().take(PUBLISH_WINDOW).filter_map(Result::ok).collect();
+            if entries.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let result = if streams_ready { Ok(()) } else { self.ensure_streams().await };
+            let result = match result {
+                Ok(()) => {
+                    streams_ready = true;
+                    self.publish_entries(&entries).await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    self.online.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.counters.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    if self.online.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "fleet: cannot publish; detecting locally");
+                    }
+                    // A failure may be a restarted server without our streams.
+                    streams_ready = false;
+                    self.feed_outbox_locally();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Publishes a run of outbox entries, then awaits their acks in order, deleting each
+    /// acknowledged entry. Stops at the first failure.
+    async fn publish_entries(&self, entries: &[(sled::IVec, sled::IVec)]) -> Result<(), String> {
+        let timeout = Duration::from_millis(self.config.publish_timeout_ms);
+        let mut pending = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            if value.len() < 33 {
+                // Invariant: submit writes flag + digest + payload; anything shorter is not ours.
+                let _ = self.outbox.remove(key);
+                continue;
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(MSG_ID_HEADER, hex(&value[1..33]).as_str());
+            if value[0] == 1 {
+                headers.insert(FED_LOCALLY_HEADER, self.config.collector_id.as_str());
+            }
+            let payload = Bytes::copy_from_slice(&value[33..]);
+            let publish =
+                self.js.publish_with_headers(self.config.subject.clone(), headers, payload);
+            let ack = tokio::time::timeout(timeout, publish)
+                .await
+                .map_err(|_| "publish timed out".to_owned())?
+                .map_err(|e| format!("publish: {e}"))?;
+            pending.push((key, value.len(), ack));
+        }
+        for (key, len, ack) in pending {
+            tokio::time::timeout(timeout, ack)
+                .await
+                .map_err(|_| "ack timed out".to_owned())?
+                .map_err(|e| format!("ack: {e}"))?;
+            if self.outbox.remove(key).ok().flatten().is_some() {
+                self.counters.outbox_batches.fetch_sub(1, Ordering::Relaxed);
+                self.counters.outbox_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+            }
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// While offline: feeds outbox entries not fed yet to the local detector and marks them.
+    fn feed_outbox_locally(&self) {
+        let from = self.fed_upto.load(Ordering::Relaxed) + 1;
+        for (key, value) in self.outbox.range(from.to_be_bytes()..).filter_map(Result::ok) {
+            self.fed_upto.fetch_max(key_seq(&key), Ordering::Relaxed);
+            if value.len() < 33 || value[0] == 1 {
+                continue;
+            }
+            match decode_batch(&value[33..]) {
+                Ok(batch) => {
+                    self.alerting.observe(&batch.reports, &batch.targets);
+                    self.counters.fed_locally.fetch_add(1, Ordering::Relaxed);
+                    let mut marked = value.to_vec();
+                    marked[0] = 1;
+                    // Only if the publisher has not deleted it meanwhile.
+                    let _ = self.outbox.compare_and_swap(&key, Some(&value), Some(marked));
+                }
+                Err(e) => {
+                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "fleet outbox entry unreadable");
+                }
+            }
+        }
+    }
+
+    /// Consumes the whole batch stream (from this start on) into the local detector.
+    async fn consume_loop(
+        self: Arc<Self>,
+        started: time::OffsetDateTime,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next = consumer::DeliverPolicy::ByStartTime { start_time: started };
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.open_consumer(next).await {
+                Ok(mut messages) => {
+                    backoff = BACKOFF_MIN;
+                    loop {
+                        let item = tokio::select! {
+                            item = futures_next(&mut messages) => item,
+                            _ = stop.changed() => return,
+                        };
+                        match item {
+                            Some(Ok(message)) => {
+                                if let Ok(info) = message.info() {
+                                    next = consumer::DeliverPolicy::ByStartSequence {
+                                        start_sequence: info.stream_sequence + 1,
+                                    };
+                                }
+                                self.handle_message(&message);
+                            }
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "fleet consumer interrupted");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "fleet consumer not open yet"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn open_consumer(
+        &self,
+        deliver_policy: consumer::DeliverPolicy,
+    ) -> Result<consumer::pull::Ordered, String> {
+        self.ensure_streams().await?;
+        let stream = self.js.get_stream(&self.config.stream).await.map_err(|e| e.to_string())?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig { deliver_policy, ..Default::default() })
+            .await
+            .map_err(|e| e.to_string())?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    }
+
+    fn handle_message(&self, message: &jetstream::Message) {
+        let fed_here = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(FED_LOCALLY_HEADER))
+            .is_some_and(|v| v.as_str() == self.config.collector_id);
+        if fed_here {
+            self.counters.skipped_local.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match decode_batch(&message.payload) {
+            Ok(batch) => {
+                self.alerting.observe(&batch.reports, &batch.targets);
+                self.counters.consumed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "fleet: undecodable batch on the stream skipped");
+            }
+        }
+    }
+
+    /// The [`NotifyGate`](crate::alerting::NotifyGate): keeps the event in the alert outbox
+    /// for the alert publisher, which decides who pages.
+    fn gate(&self, event: &AlertEvent) -> bool {
+        let stored = serde_json::to_vec(event).map_err(|e| e.to_string()).and_then(|bytes| {
+            let key = self
+                .alert_outbox
+                .last()
+                .map_err(|e| e.to_string())?
+                .map_or(1, |(k, _)| key_seq(&k) + 1);
+            self.alert_outbox.insert(key.to_be_bytes(), bytes).map_err(|e| e.to_string())
+        });
+        match stored {
+            Ok(_) => {
+                self.wake_alerts.notify_one();
+                false
+            }
+            Err(e) => {
+                // Better a possible duplicate page than none.
+                tracing::error!(error = %e, "fleet alert outbox; paging locally");
+                self.counters.alerts_paged_locally.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// Publishes alert events; the collector whose publish was not a duplicate pages.
+    async fn alert_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let timeout = Duration::from_millis(self.config.publish_timeout_ms);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let Some(Ok((key, value))) = self.alert_outbox.iter().next() else {
+                tokio::select! {
+                    _ = self.wake_alerts.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            };
+            let event: AlertEvent = match serde_json::from_slice(&value) {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::error!(error = %e, "fleet alert outbox entry unreadable; dropped");
+                    let _ = self.alert_outbox.remove(&key);
+                    continue;
+                }
+            };
+            let alert = event.alert();
+            let state = match alert.state {
+                AlertState::Firing => "firing",
+                AlertState::Resolved => "resolved",
+            };
+            let msg_id = format!("{}-{state}", alert.id);
+            let outcome = async {
+                self.ensure_streams().await?;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(MSG_ID_HEADER, msg_id.as_str());
+                let payload = Bytes::from(value.to_vec());
+                let ack = self
+                    .js
+                    .publish_with_headers(self.config.alert_subject.clone(), headers, payload)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<bool, String>(ack.duplicate)
+            };
+            let page = match tokio::time::timeout(timeout, outcome).await {
+                Ok(Ok(false)) => {
+                    self.counters.alerts_paged.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Ok(Ok(true)) => {
+                    self.counters.alerts_suppressed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, id = %alert.id, "alert not published; paging locally");
+                    self.counters.alerts_paged_locally.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(_) => {
+                    tracing::warn!(id = %alert.id, "alert publish timed out; paging locally");
+                    self.counters.alerts_paged_locally.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            };
+            if page
+                && let Err(e) =
+                    self.alerting.queue_notification(&event, crate::ingest::now_millis())
+            {
+                tracing::error!(error = %e, id = %alert.id, "could not queue a notification");
+            }
+            let _ = self.alert_outbox.remove(&key);
+            let _ = self.alert_outbox.flush_async().await;
+        }
+    }
+
+    /// Prometheus text for the fleet: publishing, the outbox, consuming and alert paging.
+    pub fn render_metrics(&self, out: &mut String) {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let families: [(&str, &str, &str, u64); 13] = [
+            (
+                "vantage_fleet_connected",
+                "gauge",
+                "1 while batches go through NATS, 0 while detecting locally.",
+                u64::from(self.is_online()),
+            ),
+            (
+                "vantage_fleet_published_total",
+                "counter",
+                "Batches JetStream acknowledged.",
+                load(&c.published),
+            ),
+            (
+                "vantage_fleet_publish_failures_total",
+                "counter",
+                "Publish attempts that failed or timed out.",
+                load(&c.publish_failures),
+            ),
+            (
+                "vantage_fleet_outbox_batches",
+                "gauge",
+                "Accepted batches not yet acknowledged by JetStream.",
+                load(&c.outbox_batches),
+            ),
+            ("vantage_fleet_outbox_bytes", "gauge", "Bytes of the outbox.", load(&c.outbox_bytes)),
+            (
+                "vantage_fleet_outbox_dropped_total",
+                "counter",
+                "Oldest outbox batches dropped at fleet.max_buffer_bytes (kept locally).",
+                load(&c.outbox_dropped),
+            ),
+            (
+                "vantage_fleet_consumed_total",
+                "counter",
+                "Batches from the stream fed to the detector.",
+                load(&c.consumed),
+            ),
+            (
+                "vantage_fleet_skipped_local_total",
+                "counter",
+                "Batches from the stream skipped: already fed locally during an outage.",
+                load(&c.skipped_local),
+            ),
+            (
+                "vantage_fleet_fed_locally_total",
+                "counter",
+                "Batches fed to the local detector while NATS was unreachable.",
+                load(&c.fed_locally),
+            ),
+            (
+                "vantage_fleet_decode_errors_total",
+                "counter",
+                "Batches that could not be decoded.",
+                load(&c.decode_errors),
+            ),
+            (
+                "vantage_fleet_alerts_paged_total",
+                "counter",
+                "Alert events this collector pages for (first in the fleet).",
+                load(&c.alerts_paged),
+            ),
+            (
+                "vantage_fleet_alerts_suppressed_total",
+                "counter",
+                "Alert events another collector already pages for.",
+                load(&c.alerts_suppressed),
+            ),
+            (
+                "vantage_fleet_alerts_paged_locally_total",
+                "counter",
+                "Alert events paged without the fleet (NATS unreachable).",
+                load(&c.alerts_paged_locally),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+    }
+}
+
+async fn futures_next(
+    messages: &mut consumer::pull::Ordered,
+) -> Option<Result<jetstream::Message, consumer::pull::OrderedError>> {
+    use futures_util::StreamExt as _;
+    messages.next().await
+}
+
+fn key_seq(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if key.len() == 8 {
+        b.copy_from_slice(key);
+    }
+    u64::from_be_bytes(b)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex<const N: usize>(s: &str, field: &str) -> Result<[u8; N], String> {
+    let mut out = [0u8; N];
+    if s.len() != N * 2 || !s.is_ascii() {
+        return Err(format!("{field}: expected {} hex digits", N * 2));
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16)
+            .map_err(|_| format!("{field}: not hex"))?;
+    }
+    Ok(out)
+}
+
+/// A batch on the stream (JSON). No client IP: the keyed [`NetTag`] and enrichment only.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireBatch {
+    v: u8,
+    digest: String,
+    reports: Vec<WireReport>,
+    targets: Vec<WireTargets>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireReport {
+    id: String,
+    received_at: u64,
+    event_at: u64,
+    source: String,
+    service: String,
+    host: String,
+    phase: String,
+    error_type: String,
+    elapsed_ms: u32,
+    status: Option<u16>,
+    network: String,
+    scope: String,
+    count: u32,
+    sample_ppm: u32,
+    client: Option<String>,
+    net: u64,
+    asn: Option<u32>,
+    country: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireTargets {
+    received_at: u64,
+    event_at: u64,
+    service: String,
+    host: String,
+    attempts: u64,
+    successes: u64,
+    client: String,
+    net: u64,
+    asn: Option<u32>,
+    country: Option<String>,
+}
+
+/// What a decoded stream message holds.
+struct DecodedBatch {
+    reports: Vec<StoredReport>,
+    targets: Vec<StoredTargets>,
+}
+
+fn encode_batch(digest: &[u8; 32], reports: &[StoredReport], targets: &[StoredTargets]) -> Vec<u8> {
+    let batch = WireBatch {
+        v: WIRE_VERSION,
+        digest: hex(digest),
+        reports: reports
+            .iter()
+            .map(|r| WireReport {
+                id: hex(&r.id),
+                received_at: r.received_at.0,
+                event_at: r.event_at.0,
+                source: r.source.as_str().into(),
+                service: r.service.clone(),
+                host: r.host.clone(),
+                phase: r.phase.as_str().into(),
+                error_type: r.error_type.as_str().into(),
+                elapsed_ms: r.elapsed_ms,
+                status: r.status,
+                network: r.network.as_str().into(),
+                scope: r.scope.as_str().into(),
+                count: r.count,
+                sample_ppm: r.sample_ppm,
+                client: r.client.as_ref().map(|c| hex(c)),
+                net: r.net.0,
+                asn: r.enrichment.asn,
+                country: r.enrichment.country.map(|c| c.as_str().to_owned()),
+            })
+            .collect(),
+        targets: targets
+            .iter()
+            .map(|t| WireTargets {
+                received_at: t.received_at.0,
+                event_at: t.event_at.0,
+                service: t.service.clone(),
+                host: t.host.clone(),
+                attempts: t.attempts,
+                successes: t.successes,
+                client: hex(&t.client),
+                net: t.net.0,
+                asn: t.enrichment.asn,
+                country: t.enrichment.country.map(|c| c.as_str().to_owned()),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&batch).expect("a batch of strings and integers always encodes as JSON")
+}
+
+fn decode_batch(bytes: &[u8]) -> Result<DecodedBatch, String> {
+    let w: WireBatch = serde_json::from_slice(bytes).map_err(|e| format!("batch: {e}"))?;
+    if w.v != WIRE_VERSION {
+        return Err(format!("batch.v: version {} is not supported", w.v));
+    }
+    let enrichment = |asn: Option<u32>, country: Option<String>| Enrichment {
+        asn,
+        country: country.as_deref().and_then(Country::parse),
+    };
+    let mut reports = Vec::with_capacity(w.reports.len());
+    for (i, r) in w.reports.into_iter().enumerate() {
+        let field = |f: &str| format!("batch.reports[{i}].{f}");
+        let source = match r.source.as_str() {
+            "agent" => Source::Agent,
+            "nel" => Source::Nel,
+            other => return Err(format!("{}: unknown {other:?}", field("source"))),
+        };
+        let phase: Phase = r.phase.parse().map_err(|e| format!("{}: {e}", field("phase")))?;
+        let error_type = ErrorType::from_label(&r.error_type)
+            .map_err(|e| format!("{}: {e}", field("error_type")))?;
+        reports.push(StoredReport {
+            id: unhex::<16>(&r.id, &field("id"))?,
+            received_at: UnixMillis(r.received_at),
+            event_at: UnixMillis(r.event_at),
+            source,
+            service: r.service,
+            host: r.host,
+            phase,
+            error_type,
+            elapsed_ms: r.elapsed_ms,
+            status: r.status,
+            // A value a newer version added reads as `Unknown` (as in the store codec).
+            network: r.network.parse().unwrap_or(NetworkType::Unknown),
+            scope: r.scope.parse().unwrap_or(Scope::Unknown),
+            count: r.count,
+            sample_ppm: r.sample_ppm,
+            client: r.client.as_deref().map(|c| unhex::<32>(c, &field("client"))).transpose()?,
+            net: NetTag(r.net),
+            enrichment: enrichment(r.asn, r.country),
+        });
+    }
+    let mut targets = Vec::with_capacity(w.targets.len());
+    for (i, t) in w.targets.into_iter().enumerate() {
+        targets.push(StoredTargets {
+            received_at: UnixMillis(t.received_at),
+            event_at: UnixMillis(t.event_at),
+            service: t.service,
+            host: t.host,
+            attempts: t.attempts,
+            successes: t.successes,
+            client: unhex::<32>(&t.client, &format!("batch.targets[{i}].client"))?,
+            net: NetTag(t.net),
+            enrichment: enrichment(t.asn, t.country),
+        });
+    }
+    Ok(DecodedBatch { reports, targets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> StoredReport {
+        StoredReport {
+            id: [3; 16],
+            received_at: UnixMillis(1_700_000_000_500),
+            event_at: UnixMillis(1_700_000_000_000),
+            source: Source::Agent,
+            service: "shop".into(),
+            host: "api.shop.example".into(),
+            phase: Phase::Connection,
+            error_type: ErrorType::TcpRefused,
+            elapsed_ms: 12,
+            status: None,
+            network: NetworkType::Wifi,
+            scope: Scope::Path,
+            count: 2,
+            sample_ppm: 1_000_000,
+            client: Some([7; 32]),
+            net: NetTag(0xdead_beef),
+            enrichment: Enrichment { asn: Some(64500), country: Country::parse("DE") },
+        }
+    }
+
+    #[test]
+    fn batches_round_trip() {
+        let targets = StoredTargets {
+            received_at: UnixMillis(5),
+            event_at: UnixMillis(4),
+            service: "shop".into(),
+            host: "api.shop.example".into(),
+            attempts: 10,
+            successes: 9,
+            client: [8; 32],
+            net: NetTag(1),
+            enrichment: Enrichment::default(),
+        };
+        let mut nel = report();
+        nel.source = Source::Nel;
+        nel.client = None;
+        nel.status = Some(503);
+        let bytes =
+            encode_batch(&[1; 32], &[report(), nel.clone()], std::slice::from_ref(&targets));
+        let back = decode_batch(&bytes).unwrap();
+        assert_eq!(back.reports, vec![report(), nel]);
+        assert_eq!(back.targets, vec![targets]);
+    }
+
+    #[test]
+    fn bad_batches_name_the_field() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&encode_batch(&[1; 32], &[report()], &[])).unwrap();
+        v["reports"][0]["client"] = "zz".into();
+        let err = decode_batch(&serde_json::to_vec(&v).unwrap()).err().unwrap();
+        assert!(err.starts_with("batch.reports[0].client"), "{err}");
+        v["v"] = 9.into();
+        let err = decode_batch(&serde_json::to_vec(&v).unwrap()).err().unwrap();
+        assert!(err.contains("batch.v"), "{err}");
+    }
+
+    #[test]
+    fn config_errors_name_fields() {
+        assert!(FleetConfig::new("nats://127.0.0.1:4222", "c-1").validate().is_ok());
+        let mut c = FleetConfig::new("", "C_1");
+        c.subject = "vantage.*".into();
+        c.publish_timeout_ms = 1;
+        let fields: Vec<_> = c.validate().unwrap_err().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            ["fleet.nats_url", "fleet.collector_id", "fleet.subject", "fleet.publish_timeout_ms"]
+        );
+    }
+}
