@@ -1,4 +1,5 @@
-//! The `vantage-collector` command line: `serve`, `keygen`, `check-config`, `check-domains`.
+//! The `vantage-collector` command line: `serve`, `keygen`, `check-config`, `check-domains`,
+//! `demo`.
 //!
 //! Exit codes: 0 success; 1 runtime failure (cannot bind, store error, key file exists), or a
 //! `fail` row from `check-domains`; 2 invalid configuration, spec or usage.
@@ -50,6 +51,24 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long)]
         config: PathBuf,
+    },
+    /// The whole story on this machine: a collector with a fresh dev key on an embedded sled
+    /// store, a simulated fleet of agents reporting through the real ingest path, an outage,
+    /// the alert and the dashboard URL, the resolution (about a minute). Ctrl-C stops it.
+    Demo {
+        /// Twice as fast with a smaller fleet (what the test suite runs).
+        #[arg(long)]
+        short: bool,
+        /// Keep the collector, the fleet and the dashboard up after the resolution.
+        #[arg(long)]
+        hold: bool,
+        /// Keep the key, enrichment files and sled store in DIR (default: a scratch
+        /// directory, removed at the end).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Address of the admin listener with the dashboard (default 127.0.0.1, any port).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Check that collectors and services sit in separate failure domains (registrable
     /// domain, /24 or /48, ASN, name-server operator); prints a pass/warn/fail table and exits
@@ -205,6 +224,26 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         },
         Command::CheckDomains { spec, dns, json } => check_domains(&spec, dns, json),
+        Command::Demo { short, hold, dir, admin } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let options = crate::demo::DemoOptions { short, hold, dir, admin };
+            runtime.block_on(async {
+                let stop = StopSignals::install();
+                match crate::demo::run(options, stop.wait()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("vantage-collector demo: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
         Command::Serve { config } => {
             let parsed = match Config::from_file(&config) {
                 Ok(c) => c,

@@ -103,6 +103,7 @@ pub mod alerting;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod detect;
 pub mod domains;
 pub mod enrich;

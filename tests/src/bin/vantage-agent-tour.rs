@@ -1,14 +1,10 @@
-//! The main job: a real collector on an embedded sled store, and
-//! 1. a real agent that detects real failures on loopback and delivers them, signed and sealed,
-//!    through the real ingest path (the demo prints what the collector stored);
-//! 2. a simulated fleet of 120 agent cores on 40 loopback /24s (mapped to 10 test ASNs) that
-//!    report normal traffic until the detector has learned it, then an outage of the service
-//!    `shop`: the demo prints the alert the detector raises, the dashboard URL, and the
-//!    resolution after recovery.
+//! A tour of the native agent against a real collector on an embedded sled store: the agent
+//! detects real failures on loopback (a refused port, an HTTP 404), classifies them, seals and
+//! signs them and delivers them over TLS; the tour prints what the collector stored and its
+//! metrics. (The main job, with a simulated fleet, an outage and an alert, is
+//! `vantage-collector demo`.)
 //!
-//! `cargo run --release -p vantage-tests --bin vantage-demo [-- --hold]` (what `.ci/main.sh`
-//! runs). The detector runs with 1 s buckets here (`FAST_DETECTOR_TOML`) so the story takes
-//! about a minute; `--hold` keeps the collector and its dashboard up until Ctrl-C.
+//! `cargo run --release -p vantage-tests --bin vantage-agent-tour`
 #![allow(clippy::print_stdout)]
 
 use std::io::{Read, Write};
@@ -19,11 +15,9 @@ use vantage_agent::entropy::Entropy;
 use vantage_agent::native::{Agent, CollectorConfig, OsEntropy};
 use vantage_agent::pipeline::ReportInput;
 use vantage_agent::report::{AppInfo, UnixMillis};
-use vantage_agent::taxonomy::ErrorType;
 use vantage_collector::config::Config;
 use vantage_collector::open::CollectorKey;
 use vantage_collector::server::Collector;
-use vantage_tests::fleet::{FAST_DETECTOR_TOML, Fleet, FleetConfig};
 use vantage_tests::tls::TestCa;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,11 +32,8 @@ async fn main() -> Result<(), BoxError> {
     let key = CollectorKey::from_seed(seed);
     let hex: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(dir.path().join("collector.key"), hex)?;
-    let mut fleet = Fleet::new(FleetConfig::default(), key.public_key());
-    let (asn_csv, country_csv) = fleet.write_enrichment(dir.path())?;
     let config = Config::from_toml_str(
-        &format!(
-            r#"
+        r#"
         [server]
         listen_tls = "127.0.0.1:0"
         listen_plain = "127.0.0.1:0"
@@ -53,13 +44,9 @@ async fn main() -> Result<(), BoxError> {
         private_key_files = ["collector.key"]
         [store]
         path = "collector-data"
-        [enrich]
-        asn_csv = [{asn_csv:?}]
-        country_csv = [{country_csv:?}]
         [log]
         level = "warn"
-        {FAST_DETECTOR_TOML}"#
-        ),
+        "#,
         dir.path(),
     )?;
     let collector = Collector::start(config).await?;
@@ -125,101 +112,9 @@ async fn main() -> Result<(), BoxError> {
     }
     agent.shutdown().await?;
     println!("\nthe reports above went agent -> HPKE-sealed envelope -> collector -> sled.");
-
-    println!("\nsimulated fleet: 120 agents on 40 /24s, services shop and search");
-    let learned = |doc: &serde_json::Value| {
-        doc["points"]
-            .as_array()
-            .is_some_and(|p| p.iter().filter(|x| !x["baseline_ratio"].is_null()).count() >= 20)
-    };
-    run_fleet(
-        &mut fleet,
-        plain,
-        admin,
-        "/v1/series?service=shop",
-        Duration::from_secs(60),
-        |_, _| None,
-        learned,
-    )
-    .await?;
-    println!("  baselines learned; injecting an outage: every request to shop is refused");
-    let started = Instant::now();
-    let firing = |doc: &serde_json::Value| {
-        doc["firing"].as_array().is_some_and(|a| a.iter().any(|x| x["inhibited_by"].is_null()))
-    };
-    let outage = |_: &vantage_tests::fleet::ClientInfo, s: &str| {
-        (s == "shop").then_some(ErrorType::TcpRefused)
-    };
-    let doc =
-        run_fleet(&mut fleet, plain, admin, "/v1/alerts", Duration::from_secs(60), outage, firing)
-            .await?;
-    let page = doc["firing"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["inhibited_by"].is_null()))
-        .ok_or("no alert fired")?
-        .clone();
-    println!(
-        "\nALERT {} {} [{}] after {:.1} s: {} failing clients on {} networks, failure ratio {:.2} (baseline {:.3}), breakdown {}, top ASNs {}",
-        page["id"].as_str().unwrap_or("?"),
-        page["label"].as_str().unwrap_or("?"),
-        page["kind"].as_str().unwrap_or("?"),
-        started.elapsed().as_secs_f64(),
-        page["clients"],
-        page["networks"],
-        page["observed_ratio"].as_f64().unwrap_or(0.0),
-        page["baseline_ratio"].as_f64().unwrap_or(0.0),
-        page["breakdown"],
-        page["top_asns"],
-    );
-    println!("      dashboard: http://{admin}/");
-    let id = page["id"].clone();
-    println!("\nrecovery: shop answers again");
-    let resolved = move |doc: &serde_json::Value| {
-        doc["recent"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == id))
-    };
-    run_fleet(
-        &mut fleet,
-        plain,
-        admin,
-        "/v1/alerts",
-        Duration::from_secs(60),
-        |_, _| None,
-        resolved,
-    )
-    .await?;
-    println!("RESOLVED {}", page["label"].as_str().unwrap_or("?"));
-    if std::env::args().any(|a| a == "--hold") {
-        println!("\n--hold: the collector stays up; dashboard http://{admin}/ ; Ctrl-C stops");
-        tokio::signal::ctrl_c().await?;
-    }
     collector.shutdown().await?;
     println!("\ndone.");
     Ok(())
-}
-
-/// Steps the fleet twice a second until `done(GET path)` holds; errors after `limit`.
-async fn run_fleet(
-    fleet: &mut Fleet,
-    plain: SocketAddr,
-    admin: SocketAddr,
-    path: &str,
-    limit: Duration,
-    failing: impl Fn(&vantage_tests::fleet::ClientInfo, &str) -> Option<ErrorType>,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> Result<serde_json::Value, BoxError> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        let next = Instant::now() + Duration::from_millis(500);
-        fleet.step(plain, 2, &failing).await;
-        let doc: serde_json::Value =
-            serde_json::from_str(&http_get(admin, path)?).unwrap_or(serde_json::Value::Null);
-        if done(&doc) {
-            return Ok(doc);
-        }
-        // Pacing the simulated clients.
-        tokio::time::sleep_until(next.into()).await;
-    }
-    Err(format!("gave up after {limit:?} waiting on {path}").into())
 }
 
 fn closed_port() -> SocketAddr {
