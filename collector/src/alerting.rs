@@ -423,9 +423,7 @@ impl Alerting {
                 load(&c.persist_errors),
             ),
         ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        crate::metrics::write_families(out, &families);
         let _ = writeln!(
             out,
             "# HELP vantage_alert_events_total Alert events raised by the detector.\n\

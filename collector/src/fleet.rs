@@ -790,9 +790,7 @@ impl Fleet {
                 load(&c.alerts_paged_locally),
             ),
         ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        crate::metrics::write_families(out, &families);
     }
 }
 

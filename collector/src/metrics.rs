@@ -162,6 +162,14 @@ pub struct Metrics {
     connections_rejected: AtomicU64,
 }
 
+/// Writes single-sample families `(name, kind, help, value)` in the Prometheus text format.
+pub(crate) fn write_families(out: &mut String, families: &[(&str, &str, &str, u64)]) {
+    use std::fmt::Write as _;
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+}
+
 fn source_index(source: Source) -> usize {
     match source {
         Source::Agent => 0,
