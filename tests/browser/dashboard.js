@@ -10,11 +10,13 @@
 // Steps: open the page; wait until a firing alert card shows alertLabel and the heat map cell
 // (row, key) carries a data-alert; read every card and cell; click the cell; wait until the
 // series of that slice is drawn; save a full-page screenshot; then switch the heat map to
-// countries and to colour by failing clients, and read it again; last, read the page in a tab
-// with JavaScript off. Prints ONE JSON line:
+// countries and to colour by failing clients, and read it again; open `?alert=ID` (the link in
+// notifications) in a new tab and wait for that alert's series, and an unknown id for its
+// status note; last, read the page in a tab with JavaScript off. Prints ONE JSON line:
 //   {"ok": true, "cards": [{id, label, kind, inhibited, text}], "cells": [{row, key, ratio,
 //    failing, active, alert, title, outlined}], "series": {label, slice, points, paths: {cls: d}},
-//    "selectedCell": bool, "countryCells": [{row, key, dim, ratio, failing, shown}], "legend",
+//    "selectedCell": bool, "linked": {slice, hash, search, selectedCards}, "linkedMissing": TEXT,
+//    "countryCells": [{row, key, dim, ratio, failing, shown}], "legend",
 //    "noScript": {text, refreshes},
 //    "consoleErrors": [...], "pageErrors": [...], "failedRequests": [...],
 //    "screenshot": PATH}
@@ -129,6 +131,33 @@ async function main() {
             })),
         );
         seen.legend = await page.evaluate(() => document.getElementById('legend').textContent);
+
+        // A notification's link, `/?alert=ID`, opens the page on that alert's slice; an unknown
+        // id says so in the status line.
+        const alertId = (seen.cards.find((c) => c.label === config.alertLabel) || {}).id;
+        const linked = await context.newPage();
+        await linked.goto(config.url + '?alert=' + encodeURIComponent(alertId), { timeout });
+        await linked.waitForFunction(
+            (want) => {
+                const box = document.getElementById('series');
+                return box.dataset.slice === want && box.querySelector('path.ratio') !== null;
+            },
+            config.alertLabel,
+            { timeout, polling: 100 },
+        );
+        seen.linked = await linked.evaluate(() => ({
+            slice: document.getElementById('series').dataset.slice,
+            hash: location.hash,
+            search: location.search,
+            selectedCards: [...document.querySelectorAll('#firing .card.selected')].map((c) => c.dataset.alertId),
+        }));
+        await linked.goto(config.url + '?alert=ffffffffffffffff', { timeout });
+        await linked.waitForFunction(() => /not among/.test(document.getElementById('status').textContent), null, {
+            timeout,
+            polling: 100,
+        });
+        seen.linkedMissing = await linked.evaluate(() => document.getElementById('status').textContent);
+        await linked.close();
 
         // With JavaScript off the page still says what it is and where the data is.
         const plain = await context.newPage();

@@ -310,6 +310,25 @@ async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
     }
     assert_eq!(seen["selectedCell"], true);
 
+    // A notification's link `/?alert=ID` opened the page on that alert's slice, moved the
+    // selection into the fragment, and marked the alert's card; an unknown id is named.
+    let linked = &seen["linked"];
+    assert_eq!(linked["slice"], label.as_str(), "{linked:#}");
+    assert_eq!(linked["search"], "", "{linked:#}");
+    assert!(linked["hash"].as_str().unwrap().contains("dim=asn"), "{linked:#}");
+    let id = seen["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == label.as_str())
+        .unwrap()["id"]
+        .clone();
+    assert!(linked["selectedCards"].as_array().unwrap().contains(&id), "{linked:#}");
+    assert!(
+        seen["linkedMissing"].as_str().unwrap().contains("Alert ffffffffffffffff is not among"),
+        "{seen:#}"
+    );
+
     // Countries as columns, coloured by failing clients: the failing ASN's country leads its
     // row, and every cell shows its count.
     let country = country_of(FAILING_NET);

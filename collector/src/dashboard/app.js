@@ -20,6 +20,9 @@
     refreshes: 0,
     seq: 0,
     timer: null,
+    // `?alert=ID` (the link in notifications): selected once the alert list is in.
+    linkedAlert: new URLSearchParams(location.search).get('alert'),
+    linkMissing: null,
   };
   const $ = (id) => document.getElementById(id);
 
@@ -151,6 +154,7 @@
       if (seq !== state.seq) return;
       state.alerts = alerts;
       state.heat = heat;
+      const missing = followAlertLink();
       renderFiring();
       renderRecent();
       renderHeat();
@@ -158,7 +162,8 @@
       state.refreshes += 1;
       document.documentElement.dataset.refreshes = String(state.refreshes);
       status.classList.remove('error');
-      status.textContent = 'Updated ' + iso(alerts.now_ms) + '.';
+      status.textContent =
+        'Updated ' + iso(alerts.now_ms) + '.' + (missing ? ' Alert ' + missing + ' is not among the firing or recent alerts.' : '');
     } catch (e) {
       if (seq !== state.seq) return;
       status.classList.add('error');
@@ -502,6 +507,22 @@
   function alertById(id) {
     const all = [...(state.alerts.firing || []), ...(state.alerts.recent || [])];
     return all.find((a) => a.id === id);
+  }
+
+  // Selects the slice of the alert a notification linked to; returns its id if it is unknown.
+  function followAlertLink() {
+    const id = state.linkedAlert;
+    if (!id) return state.linkMissing;
+    state.linkedAlert = null;
+    const a = alertById(id);
+    if (!a) {
+      state.linkMissing = id;
+      return id;
+    }
+    state.selected = selectionOf(a.slice);
+    // The fragment carries the selection from now on, so a reload keeps it.
+    history.replaceState(null, '', location.pathname + '#' + sliceQuery(state.selected));
+    return null;
   }
 
   function start() {

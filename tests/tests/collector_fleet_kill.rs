@@ -1,0 +1,439 @@
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+//! Fleet mode with real processes: a real `nats-server` (Debian's, JetStream on, a temp store
+//! dir, on loopback), three `vantage-collector serve` processes in fleet mode over TLS, and a
+//! real native [`Agent`] that lists them in order. The first collector is SIGKILLed; the
+//! agent's own scheduler fails over, and nothing accepted is lost or duplicated, in the
+//! collectors' sled stores or in the JetStream stream.
+//!
+//! ```text
+//!  phase A  agent ──▶ c-1 ──publish──▶ VANTAGE ──▶ consumers of c-1, c-2, c-3
+//!  phase B  nats-server frozen (SIGSTOP); agent ──▶ c-1 (202: stored, outbox on disk);
+//!           SIGKILL c-1; nats-server resumed (SIGCONT)
+//!  phase C  agent ──✗ c-1 ──▶ c-2 (or c-3) ──publish──▶ VANTAGE
+//!  restart  c-1 on the same dir: the phase B outbox entries publish; whether their first
+//!           publish reached the stream before the kill or not, the stream ends up with each
+//!           accepted envelope exactly once (JetStream dedup by Nats-Msg-Id)
+//!  stores   every recorded failure in exactly one collector's store
+//! ```
+//!
+//! Each recorded failure carries its own HTTP status, so the agent does not coalesce them and
+//! the stores can be matched report by report. `nats-server` comes from `.ci/install-nats.sh`.
+//! `tests/tests/collector_fleet.rs` covers detection and paging with in-process collectors.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vantage_agent::native::{
+    Agent, CollectorConfig as AgentCollector, HttpStatus, Recorded, ReportInput,
+};
+use vantage_agent::report::{AppInfo, UnixMillis};
+use vantage_collector::open::CollectorKey;
+use vantage_collector::store::{Store, StoreConfig};
+use vantage_tests::collector_proc::{
+    CollectorConfig, CollectorProc, HttpClient, write_collector_key, write_tls,
+};
+use vantage_tests::tls::TestCa;
+
+/// HTTP statuses of the failures recorded while c-1 is up and NATS too.
+const PHASE_A: Range<u16> = 500..510;
+/// ... while NATS is frozen, just before c-1 is killed.
+const PHASE_B: Range<u16> = 510..520;
+/// ... after c-1 was killed.
+const PHASE_C: Range<u16> = 520..540;
+/// How long any one wait below may take.
+const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+/// Every collector holds the key made from this seed: the agent seals to one public key.
+const KEY_SEED: [u8; 32] = [9; 32];
+const SERVICE: &str = "checkout";
+const HOST: &str = "api.example.com";
+
+/// A `nats-server` child with JetStream on a store dir, on loopback.
+struct Nats {
+    child: Child,
+    port: u16,
+    monitor: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Nats {
+    async fn start(store: &Path, port: u16, monitor: u16) -> Nats {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nats-server is not installed: run .ci/install-nats.sh");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string()])
+            .arg("-js")
+            .arg("-sd")
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nats = Nats { child, port, monitor };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(mut c) = HttpClient::connect_plain(nats.monitor_addr()).await
+                && let Ok((status, _)) = c.get("/healthz").await
+                && status.as_u16() == 200
+            {
+                return nats;
+            }
+            assert!(Instant::now() < deadline, "nats-server did not become healthy");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn monitor_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.monitor))
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server process.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} nats-server: {status}");
+    }
+
+    /// Messages in `stream`, from the monitoring endpoint.
+    async fn stream_messages(&self, stream: &str) -> u64 {
+        let mut c = HttpClient::connect_plain(self.monitor_addr()).await.unwrap();
+        let (_, body) = c.get("/jsz?accounts=true&streams=true").await.unwrap();
+        let jsz: Value = serde_json::from_slice(&body).unwrap();
+        jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .filter(|s| s["name"] == stream)
+            .map(|s| s["state"]["messages"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        // SIGKILL also ends a stopped process.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The unlabelled samples of a collector's `/metrics` (plain listener).
+async fn metrics(addr: SocketAddr) -> HashMap<String, u64> {
+    let mut c = HttpClient::connect_plain(addr).await.unwrap();
+    let (status, body) = c.get("/metrics").await.unwrap();
+    assert_eq!(status.as_u16(), 200);
+    String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    *metrics(addr).await.get(name).unwrap_or_else(|| panic!("{name} not in {addr}/metrics"))
+}
+
+/// Polls `probe` until it returns `Some`, failing with `what` (and the last value seen) after
+/// [`DEADLINE`].
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) => assert!(Instant::now() < deadline, "{what} within {DEADLINE:?}: {last}"),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A collector's directory, config and (while running) process.
+struct Member {
+    id: &'static str,
+    dir: PathBuf,
+    config: String,
+    proc: Option<CollectorProc>,
+}
+
+impl Member {
+    fn proc(&self) -> &CollectorProc {
+        self.proc.as_ref().unwrap_or_else(|| panic!("{} is not running", self.id))
+    }
+
+    fn plain(&self) -> SocketAddr {
+        self.proc().plain_addr().unwrap()
+    }
+
+    fn start(&mut self) {
+        assert!(self.proc.is_none(), "{} runs already", self.id);
+        self.proc = Some(CollectorProc::start(&self.dir, &self.config));
+    }
+}
+
+/// Sets up a collector directory: its own TLS CA and certificate, the fleet's collector key,
+/// and a config with TLS, the plain listener (for `/metrics`) and `[fleet]`.
+fn member(root: &Path, id: &'static str, nats_url: &str) -> (Member, TestCa) {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_collector_key(&dir, KEY_SEED);
+    let (ca, _) = write_tls(&dir, &["127.0.0.1", "localhost"]);
+    let mut config = CollectorConfig { tls: true, ..Default::default() }.to_toml();
+    config.push_str(&format!(
+        "[fleet]\nnats_url = {nats_url:?}\ncollector_id = {id:?}\npublish_timeout_ms = 500\n"
+    ));
+    (Member { id, dir, config, proc: None }, ca)
+}
+
+/// Records one failure per status (distinct statuses: nothing is coalesced).
+fn record(agent: &Agent, statuses: Range<u16>) {
+    for status in statuses {
+        let input = ReportInput::new(SERVICE, &format!("https://{HOST}/pay"), &HttpStatus(status));
+        assert_eq!(agent.record(input), Recorded::Kept, "status {status}");
+    }
+}
+
+/// Flushes until nothing is left for a collector, returning the envelopes delivered meanwhile.
+async fn flush_all(agent: &Agent) -> u64 {
+    let before = agent.stats().delivered_envelopes;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = agent.flush(Duration::from_secs(2)).await.unwrap();
+        if out.undelivered == 0 {
+            return agent.stats().delivered_envelopes - before;
+        }
+        assert!(Instant::now() < deadline, "{} envelopes undelivered", out.undelivered);
+    }
+}
+
+/// `(status, id, count)` of every report in the sled store at `path` (its collector stopped).
+async fn stored_reports(path: &Path) -> Vec<(u16, [u8; 16], u32)> {
+    let store = Store::open(StoreConfig::new(path)).unwrap();
+    let reports = store
+        .scan_reports(UnixMillis(0), UnixMillis(u64::MAX))
+        .map(|r| {
+            let r = r.unwrap();
+            assert_eq!((r.service.as_str(), r.host.as_str()), (SERVICE, HOST));
+            (r.status.unwrap(), r.id, r.count)
+        })
+        .collect();
+    store.close().await.unwrap();
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_batch_once() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"), free_port(), free_port()).await;
+    let key = CollectorKey::from_seed(KEY_SEED);
+    let mut fleet = Vec::new();
+    let mut cas = Vec::new();
+    for id in ["c-1", "c-2", "c-3"] {
+        let (mut m, ca) = member(tmp.path(), id, &nats.url());
+        m.start();
+        fleet.push(m);
+        cas.push(ca);
+    }
+    for m in &fleet {
+        wait_for(&format!("{} connected to NATS", m.id), async || {
+            match metric(m.plain(), "vantage_fleet_connected").await {
+                1 => Ok(()),
+                v => Err(format!("vantage_fleet_connected {v}")),
+            }
+        })
+        .await;
+    }
+
+    let app = AppInfo::new("com.example.shop", "1.0", "linux", "vantage-tests").unwrap();
+    let mut builder = Agent::builder(app, key.public_key(), tmp.path().join("agent"))
+        .service(SERVICE, &[HOST])
+        .unwrap();
+    for (m, ca) in fleet.iter().zip(&cas) {
+        let url = format!("https://{}", m.proc().tls_addr().unwrap());
+        builder = builder.extra_root(ca.cert_der()).collector(AgentCollector::new(&url).unwrap());
+    }
+    let agent = builder.build().unwrap();
+    agent.set_consent(true).unwrap();
+
+    // Phase A: everything up. The agent delivers to c-1, c-1 publishes, every consumer sees it.
+    record(&agent, PHASE_A);
+    let env_a = flush_all(&agent).await;
+    assert!(env_a > 0);
+    let plain: Vec<SocketAddr> = fleet.iter().map(Member::plain).collect();
+    let accepted: Vec<u64> = {
+        let mut v = Vec::new();
+        for a in &plain {
+            v.push(metric(*a, "vantage_envelopes_accepted_total").await);
+        }
+        v
+    };
+    assert_eq!(accepted, [env_a, 0, 0], "c-1 first: it takes everything while up");
+    wait_for("c-1's phase A batches published and consumed by all three", async || {
+        let mut seen = Vec::new();
+        for a in &plain {
+            let m = metrics(*a).await;
+            seen.push((m["vantage_fleet_published_total"], m["vantage_fleet_consumed_total"]));
+        }
+        let in_stream = nats.stream_messages("VANTAGE").await;
+        let want = [(env_a, env_a), (0, env_a), (0, env_a)];
+        if seen == want && in_stream == env_a {
+            Ok(())
+        } else {
+            Err(format!("(published, consumed) {seen:?}, stream {in_stream}; want {want:?}"))
+        }
+    })
+    .await;
+
+    // Phase B: NATS frozen. c-1 still answers 202 (stored, outbox flushed), its publishes wait
+    // for an ack that cannot come; then c-1 is SIGKILLed with the batches in its outbox.
+    nats.signal("STOP");
+    record(&agent, PHASE_B);
+    let env_b = flush_all(&agent).await;
+    assert!(env_b > 0);
+    let c1 = metrics(plain[0]).await;
+    assert_eq!(c1["vantage_envelopes_accepted_total"], env_a + env_b);
+    assert_eq!(c1["vantage_fleet_published_total"], env_a, "no ack while NATS is frozen");
+    assert_eq!(c1["vantage_fleet_outbox_batches"], env_b, "phase B waits in the outbox");
+    let c1_published_before_kill = c1["vantage_fleet_published_total"];
+    fleet[0].proc.take().unwrap().kill9();
+    nats.signal("CONT");
+
+    // Phase C: the agent's scheduler finds c-1 dead and fails over on its own.
+    record(&agent, PHASE_C);
+    let env_c = flush_all(&agent).await;
+    assert!(env_c > 0);
+    let survivors = &plain[1..];
+    let mut took = Vec::new();
+    for a in survivors {
+        took.push(metric(*a, "vantage_envelopes_accepted_total").await);
+    }
+    assert_eq!(took.iter().sum::<u64>(), env_c, "the survivors accepted phase C: {took:?}");
+    wait_for("the survivors published phase C", async || {
+        let mut left = Vec::new();
+        for (a, accepted) in survivors.iter().zip(&took) {
+            let m = metrics(*a).await;
+            left.push((
+                m["vantage_fleet_published_total"],
+                *accepted,
+                m["vantage_fleet_outbox_batches"],
+            ));
+        }
+        if left.iter().all(|&(p, a, o)| p == a && o == 0) {
+            Ok(())
+        } else {
+            Err(format!("(published, accepted, outbox) {left:?}"))
+        }
+    })
+    .await;
+    // Whether phase B's publishes, written to the frozen server's socket before the kill,
+    // made it into the stream depends on timing; both cases must end the same way below.
+    let in_stream_before_restart = nats.stream_messages("VANTAGE").await;
+    assert!(
+        [env_a + env_c, env_a + env_b + env_c].contains(&in_stream_before_restart),
+        "stream {in_stream_before_restart} before the restart (A {env_a}, B {env_b}, C {env_c})"
+    );
+
+    // Restart c-1 on the same directory: its outbox drains, and JetStream keeps one copy.
+    fleet[0].start();
+    let c1_plain = fleet[0].plain();
+    let total = env_a + env_b + env_c;
+    wait_for("c-1's outbox drained and every batch in the stream once", async || {
+        let m = metrics(c1_plain).await;
+        let in_stream = nats.stream_messages("VANTAGE").await;
+        let (published, outbox) =
+            (m["vantage_fleet_published_total"], m["vantage_fleet_outbox_batches"]);
+        assert!(in_stream <= total, "stream {in_stream} > {total} accepted envelopes");
+        if published == env_b && outbox == 0 && in_stream == total {
+            Ok(())
+        } else {
+            Err(format!("c-1 published {published}, outbox {outbox}; stream {in_stream}/{total}"))
+        }
+    })
+    .await;
+    let survivors: Vec<SocketAddr> = plain[1..].to_vec();
+    wait_for("the survivors consumed every batch in the stream", async || {
+        let mut seen = Vec::new();
+        for a in &survivors {
+            let m = metrics(*a).await;
+            seen.push(m["vantage_fleet_consumed_total"] + m["vantage_fleet_skipped_local_total"]);
+        }
+        if seen.iter().all(|&s| s == total) {
+            Ok(())
+        } else {
+            Err(format!("consumed + skipped {seen:?} of {total}"))
+        }
+    })
+    .await;
+
+    // Accounting across the fleet: every accepted envelope acknowledged by JetStream once, no
+    // envelope delivered twice, nothing dropped from an outbox.
+    let mut all = vec![metrics(c1_plain).await];
+    for a in &survivors {
+        all.push(metrics(*a).await);
+    }
+    let sum = |name: &str| all.iter().map(|m| m[name]).sum::<u64>();
+    assert_eq!(all[0]["vantage_envelopes_accepted_total"], 0, "nothing new reached c-1");
+    assert_eq!(sum("vantage_envelopes_accepted_total") + env_a + env_b, total);
+    assert_eq!(sum("vantage_fleet_published_total") + c1_published_before_kill, total);
+    assert_eq!(sum("vantage_envelopes_duplicate_total"), 0);
+    assert_eq!(sum("vantage_fleet_outbox_dropped_total"), 0);
+    assert_eq!(sum("vantage_fleet_decode_errors_total"), 0);
+    assert_eq!(nats.stream_messages("VANTAGE").await, total);
+    let stats = agent.stats();
+    assert_eq!(stats.delivered_envelopes, total);
+    let recorded = (PHASE_A.len() + PHASE_B.len() + PHASE_C.len()) as u64;
+    assert_eq!(stats.delivered_failures, recorded);
+    agent.shutdown().await.unwrap();
+
+    // Every recorded failure is in exactly one collector's store: A and B at c-1, C at the
+    // survivors.
+    let mut ids = BTreeSet::new();
+    let mut where_stored: BTreeMap<u16, &str> = BTreeMap::new();
+    for m in &mut fleet {
+        let exit = m.proc.take().unwrap().terminate();
+        assert!(exit.success(), "{} exited with {exit}", m.id);
+        for (status, id, count) in stored_reports(&m.dir.join("data")).await {
+            assert_eq!(count, 1, "status {status} at {} was coalesced", m.id);
+            assert!(ids.insert(id), "a report id is stored twice (status {status})");
+            if let Some(other) = where_stored.insert(status, m.id) {
+                panic!("status {status} stored at {other} and {}", m.id);
+            }
+        }
+    }
+    let expect = |range: Range<u16>, at: &[&str]| {
+        for status in range {
+            let got = where_stored.get(&status).copied();
+            assert!(got.is_some_and(|id| at.contains(&id)), "status {status} stored at {got:?}");
+        }
+    };
+    expect(PHASE_A, &["c-1"]);
+    expect(PHASE_B, &["c-1"]);
+    expect(PHASE_C, &["c-2", "c-3"]);
+    assert_eq!(where_stored.len() as u64, recorded, "reports nobody recorded: {where_stored:?}");
+    eprintln!(
+        "envelopes A {env_a} B {env_b} C {env_c} (survivors took {took:?}); phase B in the \
+         stream before c-1's restart: {}; {:?}",
+        in_stream_before_restart == total,
+        started.elapsed()
+    );
+}
