@@ -48,6 +48,13 @@ fn a_good_config_parses_and_has_no_warnings() {
     assert_eq!(c.services[0].hosts[1].as_str(), "pay.example.org");
     assert_eq!(c.app.sdk(), vantage_agent::native::config::DEFAULT_SDK);
     assert_eq!(c.limits.max_bytes, 1024 * 1024, "documented default");
+    assert_eq!(c.report_interval, Some(std::time::Duration::from_secs(60)), "documented default");
+    let tuned = format!(
+        "{}\n[sampling]\nsuccess_fraction = 0.5\nreport_interval_secs = 15\n",
+        base(TWO_GOOD)
+    );
+    let tuned = AgentConfig::from_toml_str(&tuned).unwrap();
+    assert_eq!(tuned.report_interval, Some(std::time::Duration::from_secs(15)));
     assert_eq!(validate(&c).unwrap(), []);
 }
 
@@ -96,6 +103,7 @@ fn tuning_errors_name_their_table_and_field() {
         ("[sampling]\nfailure_fraction = 1.5", "sampling.failure_fraction"),
         ("[sampling]\nsuccess_fraction = -0.1", "sampling.success_fraction"),
         ("[scope]\ninterval_secs = 0", "scope.interval_secs"),
+        ("[sampling]\nreport_interval_secs = 0", "sampling.report_interval_secs"),
     ];
     for (extra, field) in cases {
         let text = format!("{}\n{extra}\n", base(TWO_GOOD));

@@ -449,3 +449,35 @@ async fn fixed_addresses_are_used_when_dns_fails_and_tls_checks_the_name() {
     assert_eq!(rx.accepted().len(), 1, "nothing more arrived");
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_sends_success_counts_without_failures_or_flush() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let agent = f
+        .builder(&[rx.url()])
+        .sampling(vantage_agent::sampling::Sampling::new(1.0, 1.0).unwrap())
+        .report_interval(Some(Duration::from_secs(1)))
+        .scope_check_interval(None)
+        .build()
+        .unwrap();
+    agent.set_consent(true).unwrap();
+    for _ in 0..3 {
+        agent.count_success("checkout", "api.example.com");
+    }
+    // No failure and no flush: only the heartbeat can send these counts.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let targets = loop {
+        let targets: Vec<_> = rx.accepted().into_iter().flat_map(|b| b.targets).collect();
+        if !targets.is_empty() {
+            break targets;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat within 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(rx.accepted().iter().all(|b| b.reports.is_empty()));
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert_eq!(targets[0].service().as_str(), "checkout");
+    assert_eq!((targets[0].attempts(), targets[0].successes()), (3, 3));
+    agent.shutdown().await.unwrap();
+}

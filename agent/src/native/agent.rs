@@ -291,6 +291,7 @@ impl Agent {
         core_config.limits = config.limits;
         core_config.delivery = config.delivery;
         core_config.scope_check_interval_ms = config.scope_check_interval.map(millis);
+        core_config.report_interval_ms = config.report_interval.map(millis);
         let core = AgentCore::new(core_config, NativeStore::Memory(MemoryStore::new()), OsEntropy)?;
         let uploader = Arc::new(Uploader::new(
             &config.collectors,

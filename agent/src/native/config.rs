@@ -25,7 +25,8 @@
 //! [delivery]   # base_backoff_ms = 1000, max_backoff_ms = 20000, max_in_flight = 2,
 //!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 500,
 //!              # queue_capacity = 1024
-//! [sampling]   # failure_fraction = 1.0, success_fraction = 0.0
+//! [sampling]   # failure_fraction = 1.0, success_fraction = 0.0,
+//!              # report_interval_secs = 60 (success counts sealed at least this often)
 //! [scope]      # enabled = true, interval_secs = 30
 //! ```
 //!
@@ -43,7 +44,9 @@ use serde::Deserialize;
 
 use crate::buffer::StoreLimits;
 use crate::delivery::{DeliveryConfig, MAX_COLLECTORS};
-use crate::pipeline::{DEFAULT_SCOPE_CHECK_INTERVAL_MS, DEFAULT_SEAL_DELAY_MS};
+use crate::pipeline::{
+    DEFAULT_REPORT_INTERVAL_MS, DEFAULT_SCOPE_CHECK_INTERVAL_MS, DEFAULT_SEAL_DELAY_MS,
+};
 use crate::report::{AppInfo, Host, ServiceId};
 use crate::sampling::Sampling;
 use crate::wire::CollectorPublicKey;
@@ -215,6 +218,10 @@ pub struct AgentConfig {
     pub dns_servers: Vec<SocketAddr>,
     /// Sampling (default: every failure, no successes).
     pub sampling: Sampling,
+    /// Sampled success counts are sealed at least this often even when nothing fails (a
+    /// heartbeat, so collectors see failure ratios and silence); `None`: only with failures.
+    /// Default 60 s. Nothing is sent while no success is sampled.
+    pub report_interval: Option<Duration>,
     /// Time a failure waits in memory before it is sealed to disk (default 1 s).
     pub seal_delay: Duration,
     /// Buffer limits (default 1 MiB, 7 days).
@@ -242,6 +249,7 @@ impl AgentConfig {
             extra_roots: Vec::new(),
             dns_servers: Vec::new(),
             sampling: Sampling::default(),
+            report_interval: Some(Duration::from_millis(DEFAULT_REPORT_INTERVAL_MS)),
             seal_delay: Duration::from_millis(DEFAULT_SEAL_DELAY_MS),
             limits: StoreLimits::default(),
             delivery: DeliveryConfig::default(),
@@ -364,6 +372,13 @@ impl AgentBuilder {
         self
     }
 
+    /// How often sampled success counts are sealed without failures (the heartbeat), `None`
+    /// for only with failures. Default: 60 s.
+    pub fn report_interval(mut self, d: Option<Duration>) -> Self {
+        self.config.report_interval = d;
+        self
+    }
+
     /// Minimum time between scope checks, `None` for none. Default: 30 s.
     pub fn scope_check_interval(mut self, d: Option<Duration>) -> Self {
         self.config.scope_check_interval = d;
@@ -457,6 +472,7 @@ struct RawDelivery {
 struct RawSampling {
     failure_fraction: Option<f64>,
     success_fraction: Option<f64>,
+    report_interval_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -584,6 +600,10 @@ impl RawConfig {
                 )
             }
         })?;
+        if let Some(secs) = self.sampling.report_interval_secs {
+            c.report_interval =
+                Some(Duration::from_secs(positive("sampling.report_interval_secs", secs)?));
+        }
         if self.scope.enabled == Some(false) {
             c.scope_check_interval = None;
         } else if let Some(secs) = self.scope.interval_secs {
