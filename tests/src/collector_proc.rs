@@ -71,7 +71,27 @@ pub fn collector_bin() -> PathBuf {
             Some(other) => other,
             None => panic!("profile directory {} has no name", profile_dir.display()),
         };
-        let output = Command::new(env!("CARGO"))
+        const CRATE_VARS: [&str; 7] = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ];
+        let mut cargo = Command::new(env!("CARGO"));
+        // `cargo test` gives the test process the variables of the crate under test
+        // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's declare
+        // `rerun-if-env-changed` on those names, so passing them on would make this build and
+        // the next `cargo test` each rebuild ring and everything above it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_") || CRATE_VARS.contains(&name.as_ref()) {
+                cargo.env_remove(name.as_ref());
+            }
+        }
+        let output = cargo
             .args(["build", "--quiet", "-p", "vantage-collector", "--bin", "vantage-collector"])
             .args(["--profile", profile])
             .arg("--target-dir")

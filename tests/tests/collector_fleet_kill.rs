@@ -6,28 +6,34 @@
 //! collectors' sled stores or in the JetStream stream.
 //!
 //! ```text
-//!  phase A  agent ──▶ c-1 ──publish──▶ VANTAGE ──▶ consumers of c-1, c-2, c-3
-//!  phase B  nats-server frozen (SIGSTOP); agent ──▶ c-1 (202: stored, outbox on disk);
-//!           SIGKILL c-1; nats-server resumed (SIGCONT)
-//!  phase C  agent ──✗ c-1 ──▶ c-2 (or c-3) ──publish──▶ VANTAGE
-//!  restart  c-1 on the same dir: the phase B outbox entries publish; whether their first
-//!           publish reached the stream before the kill or not, the stream ends up with each
-//!           accepted envelope exactly once (JetStream dedup by Nats-Msg-Id)
-//!  stores   every recorded failure in exactly one collector's store
+//!  phase A   agent ──▶ c-1 ──publish──▶ VANTAGE ──▶ consumers of c-1, c-2, c-3
+//!  phase B1  c-1's NATS link loses what NATS sends: agent ──▶ c-1 (202); the publish is
+//!            stored in the stream, its ack never arrives (the entry stays in c-1's outbox)
+//!  phase B2  c-1's NATS link loses everything: agent ──▶ c-1 (202); the publish is lost
+//!            SIGKILL c-1, both outbox entries on disk
+//!  phase C   agent ──✗ c-1 ──▶ c-2 (or c-3) ──publish──▶ VANTAGE
+//!  restart   c-1 on the same dir, link up: B1 is published again (JetStream drops the copy by
+//!            Nats-Msg-Id), B2 for the first time: every accepted envelope is in the stream once
+//!  stores    every recorded failure in exactly one collector's store
 //! ```
 //!
-//! Each recorded failure carries its own HTTP status, so the agent does not coalesce them and
-//! the stores can be matched report by report. `nats-server` comes from `.ci/install-nats.sh`.
-//! `tests/tests/collector_fleet.rs` covers detection and paging with in-process collectors.
+//! c-1 reaches NATS through a TCP relay on loopback ([`Relay`]) that the test can make lose one
+//! or both directions; c-2 and c-3 connect directly. Each recorded failure carries its own HTTP
+//! status, so the agent does not coalesce them and the stores can be matched report by report.
+//! `nats-server` comes from `.ci/install-nats.sh`; `tests/tests/collector_fleet.rs` covers
+//! detection and paging with in-process collectors.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use vantage_agent::native::{
     Agent, CollectorConfig as AgentCollector, HttpStatus, Recorded, ReportInput,
 };
@@ -41,8 +47,10 @@ use vantage_tests::tls::TestCa;
 
 /// HTTP statuses of the failures recorded while c-1 is up and NATS too.
 const PHASE_A: Range<u16> = 500..510;
-/// ... while NATS is frozen, just before c-1 is killed.
-const PHASE_B: Range<u16> = 510..520;
+/// ... while c-1's acks from NATS are lost.
+const PHASE_B1: Range<u16> = 510..515;
+/// ... while everything between c-1 and NATS is lost, just before c-1 is killed.
+const PHASE_B2: Range<u16> = 515..520;
 /// ... after c-1 was killed.
 const PHASE_C: Range<u16> = 520..540;
 /// How long any one wait below may take.
@@ -97,17 +105,12 @@ impl Nats {
         SocketAddr::from(([127, 0, 0, 1], self.monitor))
     }
 
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the server process.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} nats-server: {status}");
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr())
     }
 
     /// Messages in `stream`, from the monitoring endpoint.
@@ -128,10 +131,82 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        // SIGKILL also ends a stopped process.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a [`Relay`] lets through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Both directions.
+    Up,
+    /// Collector to NATS only: publishes arrive, acks (and everything else NATS sends) are lost.
+    AcksLost,
+    /// Nothing: bytes are read and discarded both ways, the connections stay open.
+    Cut,
+}
+
+/// A TCP relay on loopback to an upstream address, for every connection it accepts.
+struct Relay {
+    addr: SocketAddr,
+    link: Arc<Mutex<Link>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let link = Arc::new(Mutex::new(Link::Up));
+        let shared = link.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (client_rx, client_tx) = client.into_split();
+                let (server_rx, server_tx) = server.into_split();
+                tokio::spawn(pump(client_rx, server_tx, shared.clone(), |l| l != Link::Cut));
+                tokio::spawn(pump(server_rx, client_tx, shared.clone(), |l| l == Link::Up));
+            }
+        });
+        Relay { addr, link, accept }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn set(&self, link: Link) {
+        *self.link.lock().unwrap() = link;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Copies `from` to `to` while `passes(link)`, discarding what arrives otherwise; ends when
+/// either side closes.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    link: Arc<Mutex<Link>>,
+    passes: fn(Link) -> bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let pass = passes(*link.lock().unwrap());
+        if pass && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// The unlabelled samples of a collector's `/metrics` (plain listener).
@@ -154,7 +229,7 @@ async fn metric(addr: SocketAddr, name: &str) -> u64 {
     *metrics(addr).await.get(name).unwrap_or_else(|| panic!("{name} not in {addr}/metrics"))
 }
 
-/// Polls `probe` until it returns `Some`, failing with `what` (and the last value seen) after
+/// Polls `probe` until it returns `Ok`, failing with `what` (and the last value seen) after
 /// [`DEADLINE`].
 async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + DEADLINE;
@@ -245,11 +320,12 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let nats = Nats::start(&tmp.path().join("nats"), free_port(), free_port()).await;
+    let relay = Relay::start(nats.addr()).await;
     let key = CollectorKey::from_seed(KEY_SEED);
     let mut fleet = Vec::new();
     let mut cas = Vec::new();
-    for id in ["c-1", "c-2", "c-3"] {
-        let (mut m, ca) = member(tmp.path(), id, &nats.url());
+    for (id, url) in [("c-1", relay.url()), ("c-2", nats.url()), ("c-3", nats.url())] {
+        let (mut m, ca) = member(tmp.path(), id, &url);
         m.start();
         fleet.push(m);
         cas.push(ca);
@@ -304,19 +380,41 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
     })
     .await;
 
-    // Phase B: NATS frozen. c-1 still answers 202 (stored, outbox flushed), its publishes wait
-    // for an ack that cannot come; then c-1 is SIGKILLed with the batches in its outbox.
-    nats.signal("STOP");
-    record(&agent, PHASE_B);
-    let env_b = flush_all(&agent).await;
-    assert!(env_b > 0);
+    // Phase B1: c-1's acks are lost. c-1 answers 202 (stored, outbox flushed) and publishes;
+    // JetStream stores the batch, but c-1 never learns it and keeps the outbox entry.
+    relay.set(Link::AcksLost);
+    record(&agent, PHASE_B1);
+    let env_b1 = flush_all(&agent).await;
+    assert!(env_b1 > 0);
+    // The survivors' consumers see it before c-1 dies.
+    wait_for("phase B1 in the stream and consumed by c-2 and c-3", async || {
+        let in_stream = nats.stream_messages("VANTAGE").await;
+        let mut consumed = Vec::new();
+        for a in &plain[1..] {
+            consumed.push(metric(*a, "vantage_fleet_consumed_total").await);
+        }
+        let want = env_a + env_b1;
+        if in_stream == want && consumed.iter().all(|&c| c == want) {
+            Ok(())
+        } else {
+            Err(format!("stream {in_stream}, consumed {consumed:?}, want {want}"))
+        }
+    })
+    .await;
+    // Phase B2: nothing gets through. c-1 still answers 202; this publish is lost.
+    relay.set(Link::Cut);
+    record(&agent, PHASE_B2);
+    let env_b2 = flush_all(&agent).await;
+    assert!(env_b2 > 0);
+    let env_b = env_b1 + env_b2;
     let c1 = metrics(plain[0]).await;
     assert_eq!(c1["vantage_envelopes_accepted_total"], env_a + env_b);
-    assert_eq!(c1["vantage_fleet_published_total"], env_a, "no ack while NATS is frozen");
+    assert_eq!(c1["vantage_fleet_published_total"], env_a, "no ack got through since phase A");
     assert_eq!(c1["vantage_fleet_outbox_batches"], env_b, "phase B waits in the outbox");
     let c1_published_before_kill = c1["vantage_fleet_published_total"];
     fleet[0].proc.take().unwrap().kill9();
-    nats.signal("CONT");
+    assert_eq!(nats.stream_messages("VANTAGE").await, env_a + env_b1, "B2 never reached NATS");
+    relay.set(Link::Up);
 
     // Phase C: the agent's scheduler finds c-1 dead and fails over on its own.
     record(&agent, PHASE_C);
@@ -345,15 +443,10 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
         }
     })
     .await;
-    // Whether phase B's publishes, written to the frozen server's socket before the kill,
-    // made it into the stream depends on timing; both cases must end the same way below.
-    let in_stream_before_restart = nats.stream_messages("VANTAGE").await;
-    assert!(
-        [env_a + env_c, env_a + env_b + env_c].contains(&in_stream_before_restart),
-        "stream {in_stream_before_restart} before the restart (A {env_a}, B {env_b}, C {env_c})"
-    );
+    assert_eq!(nats.stream_messages("VANTAGE").await, env_a + env_b1 + env_c);
 
-    // Restart c-1 on the same directory: its outbox drains, and JetStream keeps one copy.
+    // Restart c-1 on the same directory: its outbox drains (B1 again, B2 for the first time),
+    // and JetStream keeps one copy of each.
     fleet[0].start();
     let c1_plain = fleet[0].plain();
     let total = env_a + env_b + env_c;
@@ -363,6 +456,7 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
         let (published, outbox) =
             (m["vantage_fleet_published_total"], m["vantage_fleet_outbox_batches"]);
         assert!(in_stream <= total, "stream {in_stream} > {total} accepted envelopes");
+        // `published` counts acks, duplicates included: B1's copy is acknowledged too.
         if published == env_b && outbox == 0 && in_stream == total {
             Ok(())
         } else {
@@ -401,7 +495,7 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
     assert_eq!(nats.stream_messages("VANTAGE").await, total);
     let stats = agent.stats();
     assert_eq!(stats.delivered_envelopes, total);
-    let recorded = (PHASE_A.len() + PHASE_B.len() + PHASE_C.len()) as u64;
+    let recorded = (PHASE_A.len() + PHASE_B1.len() + PHASE_B2.len() + PHASE_C.len()) as u64;
     assert_eq!(stats.delivered_failures, recorded);
     agent.shutdown().await.unwrap();
 
@@ -427,13 +521,12 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
         }
     };
     expect(PHASE_A, &["c-1"]);
-    expect(PHASE_B, &["c-1"]);
+    expect(PHASE_B1, &["c-1"]);
+    expect(PHASE_B2, &["c-1"]);
     expect(PHASE_C, &["c-2", "c-3"]);
     assert_eq!(where_stored.len() as u64, recorded, "reports nobody recorded: {where_stored:?}");
     eprintln!(
-        "envelopes A {env_a} B {env_b} C {env_c} (survivors took {took:?}); phase B in the \
-         stream before c-1's restart: {}; {:?}",
-        in_stream_before_restart == total,
+        "envelopes A {env_a} B1 {env_b1} B2 {env_b2} C {env_c} (c-2, c-3 took {took:?}) in {:?}",
         started.elapsed()
     );
 }
