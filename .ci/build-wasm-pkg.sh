@@ -8,6 +8,10 @@
 # VANTAGE_WASM_MIN=1 also rebuilds std for size (-Z build-std with optimize_for_size and
 # -Cpanic=immediate-abort; RUSTC_BOOTSTRAP on route A, which then needs the rust-src
 # component): about 14% smaller gzipped, but panics abort without a message.
+#
+# VANTAGE_WASM_BUILD_DIR overrides the cargo target dir (default: the one .ci/wasm-env.sh picks;
+# the size build appends -min). VANTAGE_WASM_NAMES=1 keeps the function names in the module
+# (wasm-opt -g) for size analysis (`twiggy top|dominators|monos`); never ship that build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,8 +26,8 @@ WASM_OPT="$ROOT/wasm/tools/node_modules/.bin/wasm-opt"
 [[ -x "$WASM_BINDGEN" ]] || ci_die "$WASM_BINDGEN missing: run .ci/install-wasm-tools.sh"
 [[ -x "$WASM_OPT" ]] || ci_die "$WASM_OPT missing: run .ci/install-wasm-tools.sh"
 
-ci_log "route $VANTAGE_WASM_ROUTE, target dir $VANTAGE_WASM_TARGET_DIR, package $OUT"
-target_dir="$VANTAGE_WASM_TARGET_DIR"
+target_dir="${VANTAGE_WASM_BUILD_DIR:-$VANTAGE_WASM_TARGET_DIR}"
+ci_log "route $VANTAGE_WASM_ROUTE, target dir $target_dir, package $OUT"
 extra=("${VANTAGE_WASM_CARGO_ARGS[@]}")
 if [[ "${VANTAGE_WASM_MIN:-0}" == 1 ]]; then
     if [[ "$VANTAGE_WASM_ROUTE" == A ]]; then
@@ -34,7 +38,7 @@ if [[ "${VANTAGE_WASM_MIN:-0}" == 1 ]]; then
     export RUSTC_BOOTSTRAP=1
     export RUSTFLAGS="${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort"
     # Other flags, other artifacts: keep them apart.
-    target_dir="$VANTAGE_WASM_TARGET_DIR-min"
+    target_dir="$target_dir-min"
     ci_log "size build (build-std, immediate-abort) in $target_dir"
 fi
 # Size-tuned release profile for this build only (the workspace profile stays as it is).
@@ -52,8 +56,15 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 "$WASM_BINDGEN" --target web --out-dir "$OUT" --out-name vantage_wasm \
     "$target_dir/wasm32-unknown-unknown/release/vantage_wasm.wasm"
-# The features rustc enables by default for wasm32-unknown-unknown.
-"$WASM_OPT" -Oz --strip-debug --strip-producers \
+strip=(--strip-debug --strip-producers)
+if [[ "${VANTAGE_WASM_NAMES:-0}" == 1 ]]; then
+    strip=(-g --strip-producers)
+    ci_log "keeping the name section (analysis build)"
+fi
+# The features rustc enables by default for wasm32-unknown-unknown. --converge repeats -Oz
+# while it still shrinks; --zero-filled-memory holds because the module defines its own memory
+# (fresh pages are zero) and --low-memory-unused because rustc's data and stack start at 1 MiB.
+"$WASM_OPT" -Oz --converge --zero-filled-memory --low-memory-unused "${strip[@]}" \
     --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
     --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
     -o "$OUT/vantage_wasm_bg.wasm" "$OUT/vantage_wasm_bg.wasm"

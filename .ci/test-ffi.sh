@@ -12,7 +12,11 @@
 #      delivery, flush, host-driven round trip, bad arguments, with the .so and the .a, and
 #      8 threads recording for 3 s with the counts checked at the collector) and the same
 #      program under valgrind memcheck (tests/tests/ffi_valgrind.rs);
-#   5. prints the stripped sizes of the .so and the .a, and the cost of one record call
+#   5. runs the unit tests of vantage-agent and vantage-ffi with the C build's agent features
+#      (`native-base`, without `psl` and `hickory-dns`), which a workspace test run never
+#      sees (there feature unification turns both on): the approximate registrable domains,
+#      the refusal of `dns_servers`, the system resolver in probes;
+#   6. prints the stripped sizes of the .so and the .a, and the cost of one record call
 #      through the C ABI next to the same call through the Rust API.
 #
 # Exits non-zero on any failure. CARGO_TARGET_DIR is honoured (default: target/).
@@ -114,6 +118,10 @@ else
     ci_log "C tests against a real collector, and under valgrind (cargo test)"
     cargo test --locked -q -p vantage-tests --test ffi_c --test ffi_valgrind
 fi
+
+ci_log "unit tests with the C build's agent features (native-base only)"
+cargo test --locked -q -p vantage-agent --no-default-features --features native-base --lib
+cargo test --locked -q -p vantage-ffi --lib
 
 ci_log "sizes (x86-64, stripped)"
 strip --strip-all -o "$WORK/libvantage.so" "$OUT/libvantage.so"

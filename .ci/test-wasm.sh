@@ -8,6 +8,7 @@
 #      time per record).
 # Installs what is missing first (.ci/install-wasm-tools.sh, idempotent). Non-zero on failure.
 # Chromium always runs with --host-resolver-rules="MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".
+# VANTAGE_WASM_BUILD_DIR overrides the wasm target dir (as in .ci/build-wasm-pkg.sh).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,7 +48,8 @@ JSON
     export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$work/webdriver.json"
     export WASM_BINDGEN_TEST_TIMEOUT=60
     "$VANTAGE_WASM_CARGO" test -p vantage-wasm --locked --target wasm32-unknown-unknown \
-        --target-dir "$VANTAGE_WASM_TARGET_DIR" "${VANTAGE_WASM_CARGO_ARGS[@]}" --tests
+        --target-dir "${VANTAGE_WASM_BUILD_DIR:-$VANTAGE_WASM_TARGET_DIR}" \
+        "${VANTAGE_WASM_CARGO_ARGS[@]}" --tests
 )
 
 step "package build"

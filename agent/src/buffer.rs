@@ -13,10 +13,9 @@
 //! oldest envelopes first, first those past the maximum age ([`DropReason::Expired`]), then as
 //! many as needed to fit the byte budget ([`DropReason::QueueFull`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::drops::{DropCounts, DropReason};
 use crate::report::UnixMillis;
+use crate::vecmap::VecMap;
 
 /// The default byte budget of a store: 1 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
@@ -131,13 +130,13 @@ pub trait EnvelopeStore {
     /// Drops the oldest envelopes until the store is within `limits` at `now`: first every
     /// envelope sealed `max_age_ms` or more before `now` ([`DropReason::Expired`]), then the
     /// oldest until `bytes_used() <= max_bytes` ([`DropReason::QueueFull`]). Envelopes in
-    /// `keep` (being sent right now) are skipped. Returns the failures dropped, by reason, and
+    /// `keep` (being sent right now; a handful) are skipped. Returns the failures dropped, by reason, and
     /// the sequence numbers removed.
     fn evict(
         &mut self,
         limits: StoreLimits,
         now: UnixMillis,
-        keep: &BTreeSet<u64>,
+        keep: &[u64],
     ) -> Result<(DropCounts, Vec<u64>), StoreError> {
         let mut drops = DropCounts::new();
         let mut removed = Vec::new();
@@ -166,7 +165,7 @@ pub trait EnvelopeStore {
 /// An in-memory [`EnvelopeStore`]: nothing survives the process.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    envelopes: BTreeMap<u64, StoredEnvelope>,
+    envelopes: VecMap<u64, StoredEnvelope>,
     bytes: u64,
     last_seq: Option<u64>,
 }
@@ -265,12 +264,12 @@ mod tests {
             s.put(env(seq, at, seq, 100)).unwrap();
         }
         // At 1_000, envelope 1 is exactly max_age old; 500 bytes remain, 250 allowed.
-        let (drops, removed) = s.evict(limits, UnixMillis(1_000), &BTreeSet::new()).unwrap();
+        let (drops, removed) = s.evict(limits, UnixMillis(1_000), &[]).unwrap();
         assert_eq!(removed, [1, 2, 3]);
         assert_eq!(drops.count(DropReason::Expired), 1);
         assert_eq!(drops.count(DropReason::QueueFull), 2 + 3);
         assert_eq!(s.bytes_used(), 200);
-        let (drops, removed) = s.evict(limits, UnixMillis(1_000), &BTreeSet::new()).unwrap();
+        let (drops, removed) = s.evict(limits, UnixMillis(1_000), &[]).unwrap();
         assert!(drops.is_empty() && removed.is_empty());
     }
 
@@ -281,8 +280,7 @@ mod tests {
         for seq in 1..=3 {
             s.put(env(seq, 0, 1, 100)).unwrap();
         }
-        let keep = BTreeSet::from([1]);
-        let (drops, removed) = s.evict(limits, UnixMillis(0), &keep).unwrap();
+        let (drops, removed) = s.evict(limits, UnixMillis(0), &[1]).unwrap();
         assert_eq!(removed, [2, 3]);
         assert_eq!(drops.count(DropReason::QueueFull), 2);
         assert!(s.get(1).unwrap().is_some());

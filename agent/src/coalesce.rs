@@ -25,11 +25,9 @@
 //! [`Coalescer::poll_timeout`] tells the runtime when to call [`Coalescer::poll_ready`] next, or
 //! `None` when nothing is open, so an idle agent never wakes up.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
-
 use crate::report::{Host, Protocol, Report, ServiceId, UnixMillis};
 use crate::taxonomy::{ErrorType, NetworkType, Phase, Scope};
+use crate::vecmap::VecMap;
 
 /// The default coalescing window: 60 000 ms (one minute).
 pub const DEFAULT_WINDOW_MS: u64 = 60_000;
@@ -68,8 +66,7 @@ impl Key {
 
 #[derive(Debug)]
 struct Group {
-    /// Opening order; also the tie-breaker that makes every output order deterministic.
-    seq: u64,
+    key: Key,
     /// The `now` at which the group was opened (not the report's `observed_at`).
     opened_at: UnixMillis,
     deadline: UnixMillis,
@@ -102,17 +99,18 @@ impl Group {
 ///   event-time bucketing.
 /// - Output is deterministic: whenever several groups are handed back at once they come in the
 ///   order they were opened.
-/// - Internal maps are ordered (`BTreeMap`), so the coalescer uses no hashing seeds either.
+/// - Internal maps are ordered, so the coalescer uses no hashing seeds either. Deadlines are
+///   found by scanning the open groups (at most `max_open`).
 #[derive(Debug)]
 pub struct Coalescer {
     window_ms: u64,
     max_open: usize,
     next_seq: u64,
-    groups: BTreeMap<Key, Group>,
-    /// Opening order: `seq` -> key. Used for eviction and output order.
-    by_age: BTreeMap<u64, Key>,
-    /// `(deadline, seq)`, for `poll_timeout` and `poll_ready`.
-    by_deadline: BTreeSet<(UnixMillis, u64)>,
+    /// Key -> the group's opening sequence number.
+    by_key: VecMap<Key, u64>,
+    /// Opening sequence number -> group: opening order, for eviction and output order (the
+    /// sequence number is the tie-breaker that makes every output order deterministic).
+    groups: VecMap<u64, Group>,
 }
 
 impl Default for Coalescer {
@@ -130,14 +128,7 @@ impl Coalescer {
     /// same or a later `now`; only reports pushed before that merge. `max_open == 0` turns
     /// coalescing off: [`push`](Self::push) hands every report straight back.
     pub fn new(window_ms: u64, max_open: usize) -> Coalescer {
-        Coalescer {
-            window_ms,
-            max_open,
-            next_seq: 0,
-            groups: BTreeMap::new(),
-            by_age: BTreeMap::new(),
-            by_deadline: BTreeSet::new(),
-        }
+        Coalescer { window_ms, max_open, next_seq: 0, by_key: VecMap::new(), groups: VecMap::new() }
     }
 
     /// The window, in milliseconds.
@@ -164,13 +155,15 @@ impl Coalescer {
     #[must_use = "a returned report is ready to send and is no longer held by the coalescer"]
     pub fn push(&mut self, report: Report, now: UnixMillis) -> Option<Report> {
         let key = Key::of(&report);
-        if let Some(group) = self.groups.get_mut(&key) {
-            let fits = group.report.count.checked_add(report.count).is_some();
-            if fits && !group.is_closed(now) {
-                group.report.add_occurrences(report.count);
-                return None;
+        if let Some(&seq) = self.by_key.get(&key) {
+            if let Some(group) = self.groups.get_mut(&seq) {
+                let fits = group.report.count.checked_add(report.count).is_some();
+                if fits && !group.is_closed(now) {
+                    group.report.add_occurrences(report.count);
+                    return None;
+                }
             }
-            let closed = self.close(&key);
+            let closed = self.close(seq);
             self.open(key, report, now);
             return closed;
         }
@@ -178,8 +171,8 @@ impl Coalescer {
             return Some(report);
         }
         let evicted = if self.groups.len() >= self.max_open {
-            let oldest = self.by_age.first_key_value().map(|(_, key)| key.clone());
-            oldest.and_then(|key| self.close(&key))
+            let oldest = self.groups.first().map(|(&seq, _)| seq);
+            oldest.and_then(|seq| self.close(seq))
         } else {
             None
         };
@@ -191,32 +184,28 @@ impl Coalescer {
     /// `window_ms` is at or before `now`), in the order they were opened. Groups opened after
     /// `now` (the clock was stepped back) are closed too, so none is held longer than a window.
     pub fn poll_ready(&mut self, now: UnixMillis) -> Vec<Report> {
-        let due = self.by_deadline.range(..=(now, u64::MAX));
         // deadline > now + window  <=>  opened after now.
-        let stepped_back = self
-            .by_deadline
-            .range((Bound::Excluded((now.plus_ms(self.window_ms), u64::MAX)), Bound::Unbounded));
-        let mut seqs: Vec<u64> = due.chain(stepped_back).map(|&(_, seq)| seq).collect();
-        seqs.sort_unstable();
-        let keys: Vec<Key> = seqs.iter().filter_map(|seq| self.by_age.get(seq).cloned()).collect();
-        keys.iter().filter_map(|key| self.close(key)).collect()
+        let latest = now.plus_ms(self.window_ms);
+        let seqs: Vec<u64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.deadline <= now || g.deadline > latest)
+            .map(|(&seq, _)| seq)
+            .collect();
+        seqs.into_iter().filter_map(|seq| self.close(seq)).collect()
     }
 
     /// When the next group closes, so the runtime can sleep until exactly then; `None` when no
     /// group is open (nothing to wake up for).
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        self.by_deadline.first().map(|&(deadline, _)| deadline)
+        self.groups.values().map(|g| g.deadline).min()
     }
 
     /// Closes and returns every open group, in the order they were opened (for shutdown, or
     /// before a flush the runtime wants to include everything in).
     pub fn flush_all(&mut self) -> Vec<Report> {
-        self.by_deadline.clear();
-        let groups = &mut self.groups;
-        std::mem::take(&mut self.by_age)
-            .into_values()
-            .filter_map(|key| groups.remove(&key).map(|group| group.report))
-            .collect()
+        self.by_key.clear();
+        std::mem::take(&mut self.groups).into_iter().map(|(_, group)| group.report).collect()
     }
 
     /// The number of open groups (at most `max_open`).
@@ -233,21 +222,21 @@ impl Coalescer {
         let seq = self.next_seq;
         self.next_seq += 1;
         let deadline = now.plus_ms(self.window_ms);
-        self.by_age.insert(seq, key.clone());
-        self.by_deadline.insert((deadline, seq));
-        self.groups.insert(key, Group { seq, opened_at: now, deadline, report });
+        self.by_key.insert(key.clone(), seq);
+        self.groups.insert(seq, Group { key, opened_at: now, deadline, report });
     }
 
-    fn close(&mut self, key: &Key) -> Option<Report> {
-        let group = self.groups.remove(key)?;
-        self.by_age.remove(&group.seq);
-        self.by_deadline.remove(&(group.deadline, group.seq));
+    fn close(&mut self, seq: u64) -> Option<Report> {
+        let group = self.groups.remove(&seq)?;
+        self.by_key.remove(&group.key);
         Some(group.report)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
 
     use super::*;

@@ -30,11 +30,12 @@
 //! - **No idle wakeups.** [`Scheduler::poll_timeout`] is `None` when nothing is queued, or when
 //!   everything waits on transmits in flight.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use crate::drops::DropReason;
 use crate::entropy::Entropy;
 use crate::report::UnixMillis;
+use crate::vecmap::VecMap;
 
 /// Default base of the exponential backoff: 1000 ms.
 pub const DEFAULT_BASE_BACKOFF_MS: u64 = 1_000;
@@ -169,9 +170,10 @@ pub struct Scheduler {
     config: DeliveryConfig,
     collectors: Vec<CollectorState>,
     /// Envelopes waiting (not in flight), by seq: oldest first.
-    queued: BTreeMap<u64, Entry>,
-    in_flight: BTreeMap<TransmitId, (u64, usize, Entry)>,
-    in_flight_seqs: BTreeSet<u64>,
+    queued: VecMap<u64, Entry>,
+    in_flight: VecMap<TransmitId, (u64, usize, Entry)>,
+    /// The seqs of `in_flight`, ascending (at most `max_in_flight`).
+    in_flight_seqs: Vec<u64>,
     starts: VecDeque<UnixMillis>,
     next_id: u64,
 }
@@ -185,9 +187,9 @@ impl Scheduler {
         Scheduler {
             config,
             collectors: vec![CollectorState::default(); collectors.min(MAX_COLLECTORS)],
-            queued: BTreeMap::new(),
-            in_flight: BTreeMap::new(),
-            in_flight_seqs: BTreeSet::new(),
+            queued: VecMap::new(),
+            in_flight: VecMap::new(),
+            in_flight_seqs: Vec::new(),
             starts: VecDeque::new(),
             next_id: 0,
         }
@@ -200,8 +202,8 @@ impl Scheduler {
 
     /// Queues envelope `seq` for delivery (no-op if already queued or in flight).
     pub fn enqueue(&mut self, seq: u64) {
-        if !self.in_flight_seqs.contains(&seq) {
-            self.queued.entry(seq).or_default();
+        if self.in_flight_seqs.binary_search(&seq).is_err() {
+            self.queued.get_or_insert_with(seq, Entry::default);
         }
     }
 
@@ -209,7 +211,8 @@ impl Scheduler {
     /// [`Resolution::Stale`].
     pub fn remove(&mut self, seq: u64) {
         self.queued.remove(&seq);
-        if self.in_flight_seqs.remove(&seq) {
+        if let Ok(i) = self.in_flight_seqs.binary_search(&seq) {
+            self.in_flight_seqs.remove(i);
             self.in_flight.retain(|_, (s, _, _)| *s != seq);
         }
     }
@@ -232,8 +235,8 @@ impl Scheduler {
         self.len() == 0
     }
 
-    /// Sequence numbers of envelopes in flight (the store must not evict them).
-    pub fn in_flight(&self) -> &BTreeSet<u64> {
+    /// Sequence numbers of envelopes in flight, ascending (the store must not evict them).
+    pub fn in_flight(&self) -> &[u64] {
         &self.in_flight_seqs
     }
 
@@ -252,17 +255,19 @@ impl Scheduler {
         // Oldest first, strictly: the oldest queued envelope goes next or nothing does, so a
         // backlog reaches the collector in order of age (a younger envelope whose backoff
         // happens to end sooner does not overtake it).
-        let (seq, entry) = self.queued.iter().next()?;
+        let (seq, entry) = self.queued.first()?;
         if entry.not_before > now {
             return None;
         }
         let collector = self.untried(entry).find(|&c| self.collectors[c].available_at() <= now)?;
         let seq = *seq;
-        let entry = self.queued.remove(&seq).unwrap_or_default();
+        let entry = self.queued.pop_first().map(|(_, e)| e).unwrap_or_default();
         let id = TransmitId(self.next_id);
         self.next_id += 1;
         self.in_flight.insert(id, (seq, collector, entry));
-        self.in_flight_seqs.insert(seq);
+        if let Err(i) = self.in_flight_seqs.binary_search(&seq) {
+            self.in_flight_seqs.insert(i, seq);
+        }
         self.starts.push_back(now);
         Some(Transmit { id, seq, collector })
     }
@@ -278,7 +283,9 @@ impl Scheduler {
         let Some((seq, c, mut entry)) = self.in_flight.remove(&id) else {
             return Resolution::Stale;
         };
-        self.in_flight_seqs.remove(&seq);
+        if let Ok(i) = self.in_flight_seqs.binary_search(&seq) {
+            self.in_flight_seqs.remove(i);
+        }
         let Some(collector) = self.collectors.get_mut(c) else {
             return Resolution::Stale;
         };
@@ -323,7 +330,7 @@ impl Scheduler {
             return None;
         }
         // Only the oldest envelope can go next (see `poll_transmit`).
-        let entry = self.queued.values().next()?;
+        let (_, entry) = self.queued.first()?;
         let collector = self.untried(entry).map(|c| self.collectors[c].available_at()).min()?;
         let ready = collector.max(entry.not_before);
         let rate = if self.starts.len() >= self.config.max_per_second as usize {

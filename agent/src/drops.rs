@@ -7,8 +7,9 @@
 //! key, and the next batch would be signed by the next opt-in's key, so sending "N dropped at
 //! withdrawal" would link the two keys. Runtimes keep that count in local statistics only.
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+use crate::vecmap::VecMap;
 
 /// Why a report was dropped before it was delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,7 +84,7 @@ impl fmt::Display for DropReason {
 /// Counts of dropped reports by reason. Counts saturate instead of overflowing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DropCounts {
-    counts: BTreeMap<DropReason, u64>,
+    counts: VecMap<DropReason, u64>,
 }
 
 impl DropCounts {
@@ -97,7 +98,7 @@ impl DropCounts {
         if n == 0 {
             return;
         }
-        let slot = self.counts.entry(reason).or_insert(0);
+        let slot = self.counts.get_or_insert_with(reason, || 0);
         *slot = slot.saturating_add(n);
     }
 

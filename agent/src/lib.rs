@@ -59,12 +59,13 @@ pub mod consent;
 pub mod delivery;
 pub mod drops;
 pub mod entropy;
-#[cfg(feature = "native")]
+#[cfg(feature = "native-base")]
 pub mod native;
 pub mod pipeline;
 pub mod report;
 pub mod sampling;
 pub mod taxonomy;
+mod vecmap;
 pub mod wire;
 
 pub use taxonomy::{ErrorType, NetworkType, Phase, Scope};

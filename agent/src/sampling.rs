@@ -31,10 +31,9 @@
 //! failures at 1.0 and successes at 0.01 it overstates the failure ratio about a hundredfold), so
 //! the collector needs both fractions for every batch that carries target counts.
 
-use std::collections::BTreeMap;
-
 use crate::entropy::Entropy;
 use crate::report::{Host, ServiceId, TargetCounts};
+use crate::vecmap::VecMap;
 use crate::wire::MAX_TARGETS;
 
 /// The default fraction of failures that become reports: 1.0 (every failure).
@@ -154,7 +153,8 @@ struct Tally {
 #[derive(Clone, Debug)]
 pub struct TargetCounter {
     max_targets: usize,
-    targets: BTreeMap<ServiceId, BTreeMap<Host, Tally>>,
+    /// By (service, host): the order [`take`](Self::take) hands them out in.
+    targets: VecMap<(ServiceId, Host), Tally>,
     len: usize,
     overflow: u64,
 }
@@ -173,7 +173,7 @@ impl TargetCounter {
     pub fn new(max_targets: usize) -> TargetCounter {
         TargetCounter {
             max_targets: max_targets.min(MAX_TARGETS),
-            targets: BTreeMap::new(),
+            targets: VecMap::new(),
             len: 0,
             overflow: 0,
         }
@@ -183,14 +183,18 @@ impl TargetCounter {
     /// for every failure that [`Sampling::sample_failure`] kept and every success that
     /// [`Sampling::sample_success`] kept, and for nothing else.
     pub fn record_attempt(&mut self, service: &ServiceId, host: &Host, success: bool) {
-        if let Some(tally) = self.targets.get_mut(service).and_then(|hosts| hosts.get_mut(host)) {
-            tally.add(success);
-        } else if self.len < self.max_targets {
-            let hosts = self.targets.entry(service.clone()).or_default();
-            hosts.entry(host.clone()).or_default().add(success);
-            self.len += 1;
-        } else {
-            self.overflow = self.overflow.saturating_add(1);
+        match self.targets.search_by(|(s, h)| s.cmp(service).then_with(|| h.cmp(host))) {
+            Ok(i) => {
+                if let Some(tally) = self.targets.value_at_mut(i) {
+                    tally.add(success);
+                }
+            }
+            Err(i) if self.len < self.max_targets => {
+                let key = (service.clone(), host.clone());
+                self.targets.insert_at(i, key, Tally::default()).add(success);
+                self.len += 1;
+            }
+            Err(_) => self.overflow = self.overflow.saturating_add(1),
         }
     }
 
@@ -218,13 +222,11 @@ impl TargetCounter {
         self.overflow = 0;
         std::mem::take(&mut self.targets)
             .into_iter()
-            .flat_map(|(service, hosts)| {
-                hosts.into_iter().map(move |(host, tally)| TargetCounts {
-                    service: service.clone(),
-                    host,
-                    attempts: tally.attempts,
-                    successes: tally.successes,
-                })
+            .map(|((service, host), tally)| TargetCounts {
+                service,
+                host,
+                attempts: tally.attempts,
+                successes: tally.successes,
             })
             .collect()
     }

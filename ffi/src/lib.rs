@@ -31,6 +31,16 @@
 //! - Structs passed in or filled out start with `struct_size` (set it to `sizeof`), so they
 //!   can grow without breaking old callers.
 //!
+//! ## What the C build leaves out
+//! To keep the library small it depends on the agent's `native-base` feature only, without
+//! `psl` and `hickory-dns` (`docs/ffi.md` has the sizes):
+//! - config validation approximates registrable domains (the last two labels of a host, three
+//!   under a built-in list of common suffixes such as `co.uk`): it never misses a collector
+//!   that shares a service's domain, but may refuse one under a public suffix outside the list
+//!   (`a.github.io` next to `b.github.io`); the message then says "approximate";
+//! - names resolve through the system resolver only: a config naming `dns_servers` is refused
+//!   (`VANTAGE_ERR_CONFIG`, the message names the field).
+//!
 //! A Rust program would use the native agent directly; the example shows the calls as C
 //! makes them:
 //!
@@ -804,6 +814,38 @@ mod tests {
             unsafe { vantage_agent_free(agent) };
             assert!(vantage_last_error().is_null(), "free inside a runtime did not panic");
         });
+        assert!(!dir.exists(), "nothing was written without consent");
+    }
+
+    /// The C library leaves out the agent's `hickory-dns` feature: a config naming custom DNS
+    /// servers is refused, with a message naming the field (built with the feature, as in a
+    /// whole-workspace build, it is accepted).
+    #[test]
+    fn dns_servers_are_refused_unless_the_agent_can_use_them() {
+        let dir = std::env::temp_dir().join(format!("vantage-ffi-dns-{}", std::process::id()));
+        let config = CString::new(
+            "collector_key = \"4310ee97e1bc2f0fcd1ac8b1e9e2ab5d5a9a1e4b1f0b4b38d1a4e2b6d4f1662a\"\n\
+             dns_servers = [\"127.0.0.1:53\"]\n\
+             [app]\nid = \"com.example.app\"\nversion = \"1.0\"\nplatform = \"linux\"\n\
+             [[services]]\nid = \"checkout\"\nhosts = [\"api.example.com\"]\n\
+             [[collectors]]\nurl = \"https://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let dir_c = CString::new(dir.to_str().unwrap()).unwrap();
+        let mut agent = std::ptr::null_mut();
+        // SAFETY: valid C strings and a writable out pointer.
+        let s = unsafe { vantage_agent_new(config.as_ptr(), dir_c.as_ptr(), 0, &mut agent) };
+        if vantage_agent::native::validate::DNS_SERVERS_SUPPORTED {
+            assert_eq!(s, VantageStatus::VANTAGE_OK);
+            // SAFETY: a live handle from vantage_agent_new; its last use.
+            unsafe { vantage_agent_free(agent) };
+        } else {
+            assert_eq!(s, VantageStatus::VANTAGE_ERR_CONFIG);
+            assert!(agent.is_null());
+            // SAFETY: the last error is a NUL-terminated string owned by this thread.
+            let msg = unsafe { CStr::from_ptr(vantage_last_error()) }.to_str().unwrap();
+            assert!(msg.contains("dns_servers") && msg.contains("hickory-dns"), "{msg}");
+        }
         assert!(!dir.exists(), "nothing was written without consent");
     }
 

@@ -101,8 +101,6 @@ impl EnvelopeStore for JournalStore {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use vantage_agent::buffer::StoreLimits;
     use vantage_agent::drops::DropReason;
     use vantage_agent::report::UnixMillis;
@@ -150,7 +148,7 @@ mod tests {
         }
         let _ = s.take_journal();
         let limits = StoreLimits { max_bytes: 200, max_age_ms: 3_500 };
-        let (drops, removed) = s.evict(limits, UnixMillis(4_600), &BTreeSet::new()).unwrap();
+        let (drops, removed) = s.evict(limits, UnixMillis(4_600), &[]).unwrap();
         // seq 1 is 3.6 s old (expired); then seq 2 goes for bytes.
         assert_eq!(removed, vec![1, 2]);
         assert_eq!(drops.count(DropReason::Expired), 1);

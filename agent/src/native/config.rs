@@ -6,6 +6,7 @@
 //! collector_key = "4310ee97...662a"         # the deployment's X25519 public key (hex)
 //! extra_ca_files = []                       # PEM files trusted besides the webpki roots
 //! dns_servers = []                          # "ip:port"; empty = the system resolver
+//!                                           # (needs feature `hickory-dns`, else refused)
 //!
 //! [app]
 //! id = "com.example.shop"
@@ -214,7 +215,9 @@ pub struct AgentConfig {
     pub collectors: Vec<CollectorConfig>,
     /// CA certificates trusted besides the webpki roots (default: none).
     pub extra_roots: Vec<CertificateDer<'static>>,
-    /// DNS servers to use instead of the system resolver (default: none = system).
+    /// DNS servers to use instead of the system resolver (default: none = system). Only a
+    /// build with the `hickory-dns` feature can use them; without it validation refuses a
+    /// non-empty list (field `dns_servers`).
     pub dns_servers: Vec<SocketAddr>,
     /// Sampling (default: every failure, no successes).
     pub sampling: Sampling,
@@ -324,7 +327,8 @@ impl AgentBuilder {
     }
 
     /// Resolve collector names with these DNS servers instead of the system resolver.
-    /// Default: the system resolver.
+    /// Default: the system resolver. Needs the `hickory-dns` feature: without it
+    /// [`build`](Self::build) refuses a non-empty list.
     pub fn dns_servers(mut self, servers: Vec<SocketAddr>) -> Self {
         self.config.dns_servers = servers;
         self

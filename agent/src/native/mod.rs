@@ -1,6 +1,11 @@
 //! The native runtime (feature `native`): one tokio background task, a sled buffer, a hyper +
 //! rustls uploader and network probes around the sans-IO [`AgentCore`](crate::pipeline::AgentCore).
 //!
+//! `native` is `native-base` plus two optional parts, which the C library leaves out to stay
+//! small: `psl` (registrable domains from the public suffix list in [`mod@validate`];
+//! approximated without it) and `hickory-dns` (custom `dns_servers`, refused without it, and
+//! the probes' own DNS client; the system resolver without it, see [`probe`]).
+//!
 //! ```text
 //!  app threads                         background task (own runtime thread, or the app's)
 //!  ───────────                         ──────────────────────────────────────────────────

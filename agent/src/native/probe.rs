@@ -33,6 +33,14 @@
 //!
 //! A connection-level type keeps the phase the taxonomy gives it (`tcp.reset` is
 //! `connection` even when the reset arrives during the HTTP exchange), as NEL does.
+//!
+//! The DNS rows above need the `hickory-dns` feature (part of `native`). Without it (the C
+//! library's build) names go through the system resolver (`getaddrinfo`, via
+//! `tokio::net::lookup_host`), which says less: a name that does not exist or has no address
+//! is `dns.name_not_resolved` (read from the `gai_strerror` text, English only, as
+//! [`classify::io_error`] does), no answer within [`ProbeConfig::dns_timeout`] is
+//! `dns.timed_out`, and everything else (SERVFAIL, REFUSED, glibc's own resolver timeout, an
+//! unreachable resolver: `getaddrinfo` reports all of them as `EAI_AGAIN`) is `dns.failed`.
 
 use std::fmt;
 use std::future::Future;
@@ -41,9 +49,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+#[cfg(feature = "hickory-dns")]
 use hickory_resolver::config::LookupIpStrategy;
+#[cfg(feature = "hickory-dns")]
 use hickory_resolver::proto::ProtoErrorKind;
+#[cfg(feature = "hickory-dns")]
 use hickory_resolver::proto::op::ResponseCode;
+#[cfg(feature = "hickory-dns")]
 use hickory_resolver::{ResolveError, ResolveErrorKind, TokioResolver};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -192,7 +204,8 @@ pub enum ProbeError {
 }
 
 /// Probes `url`: DNS (hickory-resolver with the system configuration, so `/etc/resolv.conf`
-/// and its `timeout`/`attempts` options), TCP to each resolved address in turn (the last
+/// and its `timeout`/`attempts` options; the system resolver without the `hickory-dns`
+/// feature, see the module docs), TCP to each resolved address in turn (the last
 /// failure counts), TLS for `https` (SNI and verification against the URL's host), then an
 /// HTTP/1.1 `GET` of the URL's path. A status of 400 or more is `http.error`.
 ///
@@ -317,6 +330,7 @@ async fn with_timeout<T>(
     tokio::time::timeout(limit, fut).await.unwrap_or(Err(ErrorType::TcpTimedOut))
 }
 
+#[cfg(feature = "hickory-dns")]
 async fn resolve(name: &str, limit: Duration) -> Result<Vec<IpAddr>, ErrorType> {
     let mut builder = TokioResolver::builder_tokio().map_err(|e| dns_error(&e))?;
     let options = builder.options_mut();
@@ -335,7 +349,35 @@ async fn resolve(name: &str, limit: Duration) -> Result<Vec<IpAddr>, ErrorType> 
     if ips.is_empty() { Err(ErrorType::DnsNameNotResolved) } else { Ok(ips) }
 }
 
+/// Resolves `name` with the system resolver (a build without the `hickory-dns` feature).
+#[cfg(not(feature = "hickory-dns"))]
+async fn resolve(name: &str, limit: Duration) -> Result<Vec<IpAddr>, ErrorType> {
+    let addrs = match tokio::time::timeout(limit, tokio::net::lookup_host((name, 0))).await {
+        Ok(result) => result.map_err(|e| system_dns_error(&e))?,
+        Err(_) => return Err(ErrorType::DnsTimedOut),
+    };
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for addr in addrs {
+        // getaddrinfo lists an address once per socket type unless hints say otherwise.
+        if !ips.contains(&addr.ip()) {
+            ips.push(addr.ip());
+        }
+    }
+    if ips.is_empty() { Err(ErrorType::DnsNameNotResolved) } else { Ok(ips) }
+}
+
+/// Classifies a failed system lookup: a DNS type from [`classify::io_error`] (which reads the
+/// `gai_strerror` text), otherwise (`EAI_SYSTEM` arrives as an OS error) `dns.failed`.
+#[cfg(not(feature = "hickory-dns"))]
+fn system_dns_error(err: &std::io::Error) -> ErrorType {
+    match classify::io_error(err) {
+        t if t.phase() == Phase::Dns => t,
+        _ => ErrorType::DnsFailed,
+    }
+}
+
 /// Classifies a resolver error by its kind (see the module docs' table).
+#[cfg(feature = "hickory-dns")]
 fn dns_error(err: &ResolveError) -> ErrorType {
     let ResolveErrorKind::Proto(proto) = err.kind() else {
         // Message/Msg: hickory's own failures (no configuration, invalid name).
@@ -510,6 +552,7 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "hickory-dns")]
     use hickory_resolver::proto::ProtoError;
     use std::io;
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -555,10 +598,12 @@ mod tests {
         assert_eq!(Target::parse("https://[not-an-ip]/"), Err(ProbeError::InvalidUrl));
     }
 
+    #[cfg(feature = "hickory-dns")]
     fn no_records(code: ResponseCode) -> ResolveError {
         ProtoError::nx_error(Box::default(), None, None, None, code, false, None).into()
     }
 
+    #[cfg(feature = "hickory-dns")]
     #[test]
     fn dns_errors_by_kind() {
         let cases = [
@@ -584,6 +629,40 @@ mod tests {
         for (err, expected) in cases {
             assert_eq!(dns_error(&err), expected, "{err:?}");
         }
+    }
+
+    #[cfg(not(feature = "hickory-dns"))]
+    #[test]
+    fn system_dns_errors() {
+        let lookup = |detail: &str| {
+            io::Error::other(format!("failed to lookup address information: {detail}"))
+        };
+        let cases = [
+            (lookup("Name or service not known"), ErrorType::DnsNameNotResolved),
+            (lookup("No address associated with hostname"), ErrorType::DnsNameNotResolved),
+            (lookup("Temporary failure in name resolution"), ErrorType::DnsFailed),
+            (lookup("Non-recoverable failure in name resolution"), ErrorType::DnsFailed),
+            // EAI_SYSTEM: the OS error, which is no DNS type of its own.
+            (io::Error::from_raw_os_error(libc::ECONNREFUSED), ErrorType::DnsFailed),
+            (io::Error::other("boom"), ErrorType::DnsFailed),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(system_dns_error(&err), expected, "{err:?}");
+        }
+    }
+
+    /// The system resolver answers `localhost` from /etc/hosts (no DNS server is asked), each
+    /// address once.
+    #[cfg(not(feature = "hickory-dns"))]
+    #[tokio::test]
+    async fn system_resolver_resolves_localhost() {
+        let ips = resolve("localhost", Duration::from_secs(5)).await.unwrap();
+        assert!(!ips.is_empty());
+        assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
+        let mut unique = ips.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ips.len(), "{ips:?}");
     }
 
     /// A real hyper client against real loopback servers that misbehave.

@@ -2,9 +2,10 @@
 //! tokio-rustls (ring), mapping each answer onto a delivery [`Outcome`].
 //!
 //! Names are resolved with the system resolver (`getaddrinfo` through tokio), or with
-//! hickory-resolver when the config names DNS servers. When resolution fails, the collector's
-//! fixed addresses are used; TLS still verifies the URL's host name (SNI = that name), so a
-//! fixed address can only reach a server holding a certificate for the name.
+//! hickory-resolver when the config names DNS servers (feature `hickory-dns`; without it
+//! validation refuses `dns_servers`, so the list is empty here). When resolution fails, the
+//! collector's fixed addresses are used; TLS still verifies the URL's host name (SNI = that
+//! name), so a fixed address can only reach a server holding a certificate for the name.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +57,7 @@ pub(crate) fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::Clien
 
 enum Resolver {
     System,
+    #[cfg(feature = "hickory-dns")]
     Hickory(Box<hickory_resolver::TokioResolver>),
 }
 
@@ -63,6 +65,35 @@ struct Target {
     config: CollectorConfig,
     server_name: ServerName<'static>,
     authority: String,
+}
+
+/// The resolver for collector names: hickory-resolver asking `dns_servers`, or the system's
+/// when the list is empty.
+#[cfg(feature = "hickory-dns")]
+fn resolver(dns_servers: &[SocketAddr], timeout: Duration) -> Resolver {
+    if dns_servers.is_empty() {
+        return Resolver::System;
+    }
+    use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+    let ips: Vec<IpAddr> = dns_servers.iter().map(SocketAddr::ip).collect();
+    let port = dns_servers[0].port();
+    let group = NameServerConfigGroup::from_ips_clear(&ips, port, true);
+    let config = ResolverConfig::from_parts(None, vec![], group);
+    let mut builder = hickory_resolver::Resolver::builder_with_config(
+        config,
+        hickory_resolver::name_server::TokioConnectionProvider::default(),
+    );
+    builder.options_mut().timeout = (timeout / 3).min(Duration::from_secs(5));
+    builder.options_mut().attempts = 1;
+    Resolver::Hickory(Box::new(builder.build()))
+}
+
+/// The resolver for collector names: always the system's, since validation refuses
+/// `dns_servers` in a build without the `hickory-dns` feature.
+#[cfg(not(feature = "hickory-dns"))]
+fn resolver(dns_servers: &[SocketAddr], _timeout: Duration) -> Resolver {
+    debug_assert!(dns_servers.is_empty(), "validate() refuses dns_servers without hickory-dns");
+    Resolver::System
 }
 
 /// Sends envelopes to the configured collectors, reusing connections.
@@ -98,26 +129,10 @@ impl Uploader {
                 Target { config: c.clone(), server_name, authority }
             })
             .collect();
-        let resolver = if dns_servers.is_empty() {
-            Resolver::System
-        } else {
-            use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
-            let ips: Vec<IpAddr> = dns_servers.iter().map(SocketAddr::ip).collect();
-            let port = dns_servers[0].port();
-            let group = NameServerConfigGroup::from_ips_clear(&ips, port, true);
-            let config = ResolverConfig::from_parts(None, vec![], group);
-            let mut builder = hickory_resolver::Resolver::builder_with_config(
-                config,
-                hickory_resolver::name_server::TokioConnectionProvider::default(),
-            );
-            builder.options_mut().timeout = (timeout / 3).min(Duration::from_secs(5));
-            builder.options_mut().attempts = 1;
-            Resolver::Hickory(Box::new(builder.build()))
-        };
         Uploader {
             targets,
             tls: TlsConnector::from(tls_config(extra_roots)),
-            resolver,
+            resolver: resolver(dns_servers, timeout),
             timeout,
             idle: Mutex::new(HashMap::new()),
         }
@@ -233,6 +248,7 @@ impl Uploader {
                     _ => Vec::new(),
                 }
             }
+            #[cfg(feature = "hickory-dns")]
             Resolver::Hickory(r) => {
                 match tokio::time::timeout(self.dns_timeout(), r.lookup_ip(host)).await {
                     Ok(Ok(ips)) => ips.iter().map(|ip| SocketAddr::new(ip, port)).collect(),

@@ -8,11 +8,25 @@
 //! - **Warnings**: two collectors share a registrable domain, a /24 (IPv4) or /48 (IPv6) among
 //!   their fixed addresses or IP-literal hosts, or a declared ASN; no collector has fixed
 //!   addresses (then a DNS outage hides every collector).
-//! - Also errors: no service, no collector, or the same collector URL twice.
+//! - Also errors: no service, no collector, or the same collector URL twice; and, in a build
+//!   without the `hickory-dns` feature (the C library's), any `dns_servers`, which only that
+//!   feature can use (refused, never silently ignored).
 //!
 //! IP-literal collector URLs (tests, fixed deployments) have no registrable domain and are only
-//! compared by prefix. [`Agent::builder`](super::Agent::builder) runs this at build time; the
-//! CLI can run it on a file.
+//! compared by prefix.
+//!
+//! Registrable domains come from the public suffix list with the `psl` feature (part of
+//! `native`). Without it (the C library's build) they are approximated: the last two labels of
+//! the host, or three when the last two are one of a built-in list of common multi-label public
+//! suffixes ([`MULTI_LABEL_SUFFIXES`]: `co.uk`, `com.au`, `co.jp`, ...). The approximation
+//! never misses a shared domain (a registrable domain is never shorter than its public suffix
+//! plus one label, so it never takes more labels than the real one) but may see one where there
+//! is none: two sites under a public suffix outside the list (`a.github.io` and `b.github.io`
+//! are both read as `github.io`, `x.appspot.com` and `y.appspot.com` as `appspot.com`) are
+//! taken for one domain. Errors and warnings then say that the domain is approximate.
+//!
+//! [`Agent::builder`](super::Agent::builder) runs this at build time; the CLI can run it on a
+//! file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,12 +49,71 @@ impl fmt::Display for ConfigWarning {
     }
 }
 
-/// The registrable domain of `host` (None for IP addresses and names without one).
+/// The registrable domain of `host` (None for IP addresses and names without one), from the
+/// public suffix list.
+#[cfg(feature = "psl")]
 pub fn registrable_domain(host: &str) -> Option<String> {
     if host.parse::<IpAddr>().is_ok() {
         return None;
     }
     psl::domain_str(host).map(str::to_ascii_lowercase)
+}
+
+/// The registrable domain of `host` (None for IP addresses and names without one),
+/// approximated without the public suffix list (this build has no `psl` feature): the last
+/// two labels, or three when the last two are in [`MULTI_LABEL_SUFFIXES`]. See the module
+/// docs for what that misses.
+#[cfg(not(feature = "psl"))]
+pub fn registrable_domain(host: &str) -> Option<String> {
+    if host.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = host.rsplit('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    let suffix_labels = match labels.as_slice() {
+        [tld, second, ..] if MULTI_LABEL_SUFFIXES.contains(&format!("{second}.{tld}").as_str()) => {
+            2
+        }
+        _ => 1,
+    };
+    if labels.len() <= suffix_labels {
+        return None;
+    }
+    let mut domain: Vec<&str> = labels[..=suffix_labels].to_vec();
+    domain.reverse();
+    Some(domain.join("."))
+}
+
+/// Whether this build can use custom `dns_servers` (feature `hickory-dns`); without it
+/// [`validate`] refuses them.
+pub const DNS_SERVERS_SUPPORTED: bool = cfg!(feature = "hickory-dns");
+
+/// Whether [`registrable_domain`] is exact (from the public suffix list, feature `psl`) or
+/// approximated (see the module docs).
+pub const REGISTRABLE_DOMAIN_IS_EXACT: bool = cfg!(feature = "psl");
+
+/// Common two-label public suffixes (ICANN section of the public suffix list) that the
+/// approximation without the `psl` feature recognises. Not exhaustive: see the module docs.
+pub const MULTI_LABEL_SUFFIXES: &[&str] = &[
+    "ac.in", "ac.jp", "ac.kr", "ac.nz", "ac.uk", "ac.za", "co.at", "co.id", "co.il", "co.in",
+    "co.jp", "co.ke", "co.kr", "co.nz", "co.th", "co.uk", "co.za", "com.ar", "com.au", "com.br",
+    "com.cn", "com.co", "com.eg", "com.hk", "com.mx", "com.my", "com.ng", "com.pe", "com.ph",
+    "com.pk", "com.sa", "com.sg", "com.tr", "com.tw", "com.ua", "com.vn", "edu.au", "edu.cn",
+    "go.jp", "gov.au", "gov.br", "gov.cn", "gov.in", "gov.uk", "gov.za", "ne.jp", "net.au",
+    "net.br", "net.cn", "net.in", "net.nz", "or.at", "or.jp", "or.kr", "org.au", "org.br",
+    "org.cn", "org.in", "org.mx", "org.nz", "org.uk", "org.za", "plc.uk", "ltd.uk", "me.uk",
+];
+
+/// How a registrable domain is named in errors and warnings: with a note when approximate.
+fn domain_text(domain: &str) -> String {
+    if REGISTRABLE_DOMAIN_IS_EXACT {
+        domain.to_owned()
+    } else {
+        format!("{domain} (approximate: this build has no public suffix list)")
+    }
 }
 
 fn prefix(ip: IpAddr) -> String {
@@ -63,6 +136,15 @@ pub fn validate(config: &AgentConfig) -> Result<Vec<ConfigWarning>, ConfigError>
     }
     if config.collectors.is_empty() {
         return Err(ConfigError::invalid("collectors", "at least one collector is required"));
+    }
+    #[cfg(not(feature = "hickory-dns"))]
+    if !config.dns_servers.is_empty() {
+        return Err(ConfigError::invalid(
+            "dns_servers",
+            "custom DNS servers need the agent's `hickory-dns` feature, which this build (the C \
+             library's) leaves out: remove the field to resolve collectors with the system \
+             resolver",
+        ));
     }
     let mut service_domains = BTreeMap::new();
     for (i, s) in config.services.iter().enumerate() {
@@ -91,15 +173,20 @@ pub fn validate(config: &AgentConfig) -> Result<Vec<ConfigWarning>, ConfigError>
                 return Err(ConfigError::invalid(
                     field,
                     format!(
-                        "registrable domain {d} is also the domain of {service_field}: a collector \
-                         must live in another failure domain than the services it watches"
+                        "registrable domain {} is also the domain of {service_field}: a \
+                         collector must live in another failure domain than the services it \
+                         watches",
+                        domain_text(d)
                     ),
                 ));
             }
             if let Some(first) = domains.insert(d.clone(), i) {
                 warnings.push(ConfigWarning {
                     field: field.clone(),
-                    message: format!("shares registrable domain {d} with collectors[{first}]"),
+                    message: format!(
+                        "shares registrable domain {} with collectors[{first}]",
+                        domain_text(d)
+                    ),
                 });
             }
         }
@@ -146,5 +233,91 @@ mod tests {
         assert_eq!(registrable_domain("a.b.example.co.uk").as_deref(), Some("example.co.uk"));
         assert_eq!(registrable_domain("127.0.0.1"), None);
         assert_eq!(registrable_domain("::1"), None);
+    }
+
+    fn config(services: &[&str], collectors: &[&str], extra: &str) -> AgentConfig {
+        let hosts: Vec<String> = services.iter().map(|h| format!("{h:?}")).collect();
+        let mut text = format!(
+            "data_dir = \"/nonexistent\"\n\
+             collector_key = \"4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a\"\n\
+             {extra}\n\
+             [app]\nid = \"app\"\nversion = \"1\"\nplatform = \"linux\"\n\
+             [[services]]\nid = \"checkout\"\nhosts = [{}]\n",
+            hosts.join(", ")
+        );
+        for c in collectors {
+            text.push_str(&format!("[[collectors]]\nurl = \"https://{c}\"\n"));
+        }
+        AgentConfig::from_toml_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_collector_in_the_services_domain_is_refused() {
+        let err = validate(&config(&["api.example.co.uk"], &["c.example.co.uk"], "")).unwrap_err();
+        assert_eq!(err.field(), Some("collectors[0].url"));
+        let text = err.to_string();
+        assert!(text.contains("example.co.uk"), "{text}");
+        assert_eq!(text.contains("approximate"), !REGISTRABLE_DOMAIN_IS_EXACT, "{text}");
+        // Another registrable domain under the same public suffix is fine.
+        let warnings = validate(&config(&["api.example.co.uk"], &["c.other.co.uk"], "")).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}"); // only: no fixed_addrs
+        assert_eq!(warnings[0].field, "collectors");
+    }
+
+    #[test]
+    fn dns_servers_need_the_hickory_feature() {
+        let c = config(&["api.example.com"], &["c.other.net"], "dns_servers = [\"127.0.0.1:53\"]");
+        let result = validate(&c);
+        if DNS_SERVERS_SUPPORTED {
+            assert!(result.is_ok(), "{result:?}");
+        } else {
+            let err = result.unwrap_err();
+            assert_eq!(err.field(), Some("dns_servers"));
+            assert!(err.to_string().contains("hickory-dns"), "{err}");
+        }
+    }
+
+    /// The approximation against the real list: every built-in suffix is a public suffix, and
+    /// the approximate domain is the real one or a label-wise suffix of it (never longer), so
+    /// it can only see a shared domain where there is none, never miss one.
+    #[cfg(not(feature = "psl"))]
+    #[test]
+    fn the_approximation_never_takes_more_labels_than_the_public_suffix_list() {
+        for suffix in MULTI_LABEL_SUFFIXES {
+            assert_eq!(psl::suffix_str(suffix), Some(*suffix), "{suffix}");
+            assert_eq!(registrable_domain(suffix), None, "{suffix}");
+        }
+        let hosts = [
+            "example.com",
+            "api.example.com",
+            "a.b.c.example.org",
+            "www.example.co.uk",
+            "shop.example.com.au",
+            "x.example.co.jp",
+            "a.github.io",
+            "b.example.com.ua",
+            "x.appspot.com",
+            "deep.a.b.example.pvt.k12.ma.us",
+            "svc.example.ck",
+            "localhost",
+            "Example.COM.",
+        ];
+        for host in hosts {
+            let approx = registrable_domain(host);
+            let exact = psl::domain_str(host.trim_end_matches('.')).map(str::to_ascii_lowercase);
+            match (&approx, &exact) {
+                (Some(a), Some(e)) => {
+                    assert!(e == a || e.ends_with(&format!(".{a}")), "{host}: {a} vs {e}")
+                }
+                (None, None) => {}
+                // Only when the real suffix is longer than the two labels kept.
+                (None, Some(e)) => panic!("{host}: no approximate domain, real {e}"),
+                (Some(_), None) => {}
+            }
+        }
+        assert_eq!(registrable_domain("www.example.co.uk").as_deref(), Some("example.co.uk"));
+        assert_eq!(registrable_domain("a.github.io").as_deref(), Some("github.io"));
+        assert_eq!(registrable_domain("Example.COM.").as_deref(), Some("example.com"));
+        assert_eq!(registrable_domain("localhost"), None);
     }
 }

@@ -41,7 +41,11 @@ pub(crate) fn uint(n: impl Into<u64>) -> Value {
 
 pub(crate) fn to_vec(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out).expect("writing CBOR into a Vec cannot fail");
+    // Not `expect`: that would Debug-print the error, linking `std::io::Error`'s Debug (and
+    // string escaping) into the WebAssembly module for a panic that cannot happen.
+    if ciborium::into_writer(value, &mut out).is_err() {
+        unreachable!("writing CBOR into a Vec cannot fail");
+    }
     out
 }
 

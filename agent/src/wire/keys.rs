@@ -128,8 +128,11 @@ impl AgentIdentity {
     pub fn from_secret_bytes(seed: [u8; 32]) -> AgentIdentity {
         // RFC 8032 accepts any 32-byte seed, so this cannot fail; ring only reports errors for
         // the checked variant that compares against a given public key.
-        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
-            .expect("every 32-byte string is a valid Ed25519 seed");
+        // Not `expect`: Debug-printing `KeyRejected` would link string escaping into the
+        // WebAssembly module for a panic that cannot happen.
+        let Ok(pair) = Ed25519KeyPair::from_seed_unchecked(&seed) else {
+            unreachable!("every 32-byte string is a valid Ed25519 seed");
+        };
         AgentIdentity { seed: zeroize::Zeroizing::new(seed), pair }
     }
 

@@ -332,6 +332,17 @@ static int mode_bad_args(const char *config_file, const char *data_dir) {
     CHECK(vantage_last_error() != NULL, "no message");
     EXPECT(vantage_agent_new("{\"app\": [", data_dir, 0, &agent), VANTAGE_ERR_CONFIG);
     CHECK(strstr(vantage_last_error(), "JSON") != NULL, "message: %s", vantage_last_error());
+    // The C library is built without the agent's `hickory-dns` feature: custom DNS servers
+    // are refused with a message naming the field, never ignored.
+    const char dns_line[] = "dns_servers = [\"127.0.0.1:53\"]\n";
+    char *with_dns = malloc(sizeof dns_line + strlen(config));
+    CHECK(with_dns != NULL, "malloc");
+    memcpy(with_dns, dns_line, sizeof dns_line - 1);
+    strcpy(with_dns + sizeof dns_line - 1, config);
+    EXPECT(vantage_agent_new(with_dns, data_dir, 0, &agent), VANTAGE_ERR_CONFIG);
+    CHECK(agent == NULL, "out not cleared");
+    CHECK(strstr(vantage_last_error(), "dns_servers") != NULL, "message: %s", vantage_last_error());
+    free(with_dns);
     const char bad_utf8[] = {'d', (char)0xff, 'x', 0};
     EXPECT(vantage_agent_new(config, bad_utf8, 0, &agent), VANTAGE_ERR_INVALID_ARGUMENT);
     CHECK(strstr(vantage_last_error(), "UTF-8") != NULL, "message: %s", vantage_last_error());
