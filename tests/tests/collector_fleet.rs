@@ -13,7 +13,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,83 +23,9 @@ use vantage_collector::server::Collector;
 use vantage_tests::alert_sink::AlertSink;
 use vantage_tests::collector_proc::HttpClient;
 use vantage_tests::fleet::{ClientInfo, FAST_DETECTOR_TOML, Fleet, FleetConfig};
+use vantage_tests::nats::{NatsServer, free_port};
 
 const STEP: Duration = Duration::from_millis(500);
-
-/// A `nats-server` child with JetStream on a store dir, on loopback.
-struct Nats {
-    child: Child,
-    port: u16,
-    monitor: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Nats {
-    async fn start(store: &Path, port: u16, monitor: u16) -> Nats {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nats-server is not installed: run .ci/install-nats.sh");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string()])
-            .arg("-js")
-            .arg("-sd")
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let nats = Nats { child, port, monitor };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(mut c) = HttpClient::connect_plain(nats.monitor_addr()).await
-                && let Ok((status, _)) = c.get("/healthz").await
-                && status.as_u16() == 200
-            {
-                return nats;
-            }
-            assert!(Instant::now() < deadline, "nats-server did not become healthy");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn monitor_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.monitor))
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Messages in `stream`, from the monitoring endpoint.
-    async fn stream_messages(&self, stream: &str) -> u64 {
-        let mut c = HttpClient::connect_plain(self.monitor_addr()).await.unwrap();
-        let (_, body) = c.get("/jsz?accounts=true&streams=true").await.unwrap();
-        let jsz: Value = serde_json::from_slice(&body).unwrap();
-        jsz["account_details"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
-            .filter(|s| s["name"] == stream)
-            .map(|s| s["state"]["messages"].as_u64().unwrap())
-            .sum()
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn write_key(dir: &Path) -> CollectorKey {
     let key = CollectorKey::from_seed([9; 32]);
@@ -158,7 +83,7 @@ fn route(addrs: &[SocketAddr]) -> impl Fn(&ClientInfo) -> Vec<SocketAddr> + '_ {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_collectors_page_once_for_a_split_spike_and_clients_fail_over() {
     let tmp = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&tmp.path().join("nats"), free_port(), free_port()).await;
+    let nats = NatsServer::start(&tmp.path().join("nats"), free_port(), free_port()).await;
     let key = CollectorKey::from_seed([9; 32]);
     let mut fleet = Fleet::new(FleetConfig::default(), key.public_key());
     let sink = AlertSink::start().await;
@@ -266,7 +191,7 @@ async fn nats_down_and_back_loses_nothing_and_the_fleet_view_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let (port, monitor) = (free_port(), free_port());
     let store = tmp.path().join("nats");
-    let mut nats = Nats::start(&store, port, monitor).await;
+    let mut nats = NatsServer::start(&store, port, monitor).await;
     let key = CollectorKey::from_seed([9; 32]);
     let mut fleet = Fleet::new(
         FleetConfig { clients: 40, networks: 20, ..FleetConfig::default() },
@@ -305,7 +230,7 @@ async fn nats_down_and_back_loses_nothing_and_the_fleet_view_recovers() {
     }
 
     // Back on the same store dir: the outboxes drain, the consumers catch up.
-    let nats = Nats::start(&store, port, monitor).await;
+    let nats = NatsServer::start(&store, port, monitor).await;
     run(&mut fleet, 4).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let accepted;

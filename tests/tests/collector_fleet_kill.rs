@@ -27,11 +27,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use vantage_agent::native::{
@@ -43,6 +41,7 @@ use vantage_collector::store::{Store, StoreConfig};
 use vantage_tests::collector_proc::{
     CollectorConfig, CollectorProc, HttpClient, write_collector_key, write_tls,
 };
+use vantage_tests::nats::{NatsServer, free_port};
 use vantage_tests::tls::TestCa;
 
 /// HTTP statuses of the failures recorded while c-1 is up and NATS too.
@@ -60,81 +59,6 @@ const POLL: Duration = Duration::from_millis(50);
 const KEY_SEED: [u8; 32] = [9; 32];
 const SERVICE: &str = "checkout";
 const HOST: &str = "api.example.com";
-
-/// A `nats-server` child with JetStream on a store dir, on loopback.
-struct Nats {
-    child: Child,
-    port: u16,
-    monitor: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Nats {
-    async fn start(store: &Path, port: u16, monitor: u16) -> Nats {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nats-server is not installed: run .ci/install-nats.sh");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor.to_string()])
-            .arg("-js")
-            .arg("-sd")
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let nats = Nats { child, port, monitor };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(mut c) = HttpClient::connect_plain(nats.monitor_addr()).await
-                && let Ok((status, _)) = c.get("/healthz").await
-                && status.as_u16() == 200
-            {
-                return nats;
-            }
-            assert!(Instant::now() < deadline, "nats-server did not become healthy");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn monitor_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.monitor))
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn url(&self) -> String {
-        format!("nats://{}", self.addr())
-    }
-
-    /// Messages in `stream`, from the monitoring endpoint.
-    async fn stream_messages(&self, stream: &str) -> u64 {
-        let mut c = HttpClient::connect_plain(self.monitor_addr()).await.unwrap();
-        let (_, body) = c.get("/jsz?accounts=true&streams=true").await.unwrap();
-        let jsz: Value = serde_json::from_slice(&body).unwrap();
-        jsz["account_details"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
-            .filter(|s| s["name"] == stream)
-            .map(|s| s["state"]["messages"].as_u64().unwrap())
-            .sum()
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What a [`Relay`] lets through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,7 +243,7 @@ async fn stored_reports(path: &Path) -> Vec<(u16, [u8; 16], u32)> {
 async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_batch_once() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&tmp.path().join("nats"), free_port(), free_port()).await;
+    let nats = NatsServer::start(&tmp.path().join("nats"), free_port(), free_port()).await;
     let relay = Relay::start(nats.addr()).await;
     let key = CollectorKey::from_seed(KEY_SEED);
     let mut fleet = Vec::new();
