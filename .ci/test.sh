@@ -4,7 +4,7 @@
 #
 #   bash .ci/test.sh                 everything
 #   VANTAGE_SKIP_INSTALL=1 ...       skip .ci/install-deps.sh
-#   VANTAGE_FUZZ_SECS=N ...          seconds per fuzz target (default 10)
+#   VANTAGE_FUZZ_SECS=N ...          seconds per fuzz target (default 20; see .ci/fuzz-smoke.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
