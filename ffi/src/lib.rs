@@ -489,6 +489,18 @@ fn classify_failure(f: &VantageFailure) -> Result<ReportInput, FfiError> {
     Ok(input.elapsed_ms(f.elapsed_ms))
 }
 
+/// Refuses a caller's struct whose `struct_size` is below ours (built against an older
+/// header), naming the field and the size expected.
+fn struct_size_fits<T>(size: u32, field: &str, c_type: &str) -> Result<(), FfiError> {
+    if (size as usize) < size_of::<T>() {
+        return Err(FfiError::invalid(format!(
+            "{field} is {size}, expected sizeof({c_type}) = {}",
+            size_of::<T>()
+        )));
+    }
+    Ok(())
+}
+
 /// Records a failed request. Never blocks on I/O. `VANTAGE_OK`: handed to the agent (it is
 /// sealed and stored within about a second); `VANTAGE_ERR_NOT_CONSENTED`: nothing was kept;
 /// `VANTAGE_ERR_QUEUE_FULL`: dropped and counted; `VANTAGE_ERR_INVALID_ARGUMENT`: a null
@@ -513,12 +525,7 @@ pub unsafe extern "C" fn vantage_agent_record(
         // and alone, so a caller built against a smaller (older) struct is refused before
         // the rest is read.
         let size = unsafe { std::ptr::addr_of!((*failure).struct_size).read_unaligned() };
-        if (size as usize) < size_of::<VantageFailure>() {
-            return Err(FfiError::invalid(format!(
-                "failure.struct_size is {size}, expected sizeof(vantage_failure) = {}",
-                size_of::<VantageFailure>()
-            )));
-        }
+        struct_size_fits::<VantageFailure>(size, "failure.struct_size", "vantage_failure")?;
         // SAFETY: as above, and at least our struct's size is there.
         let f = unsafe { failure.read_unaligned() };
         a.open()?;
@@ -613,12 +620,7 @@ pub unsafe extern "C" fn vantage_agent_stats(
         }
         // SAFETY: non-null; the caller promises a vantage_stats.
         let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
-        if (size as usize) < size_of::<VantageStats>() {
-            return Err(FfiError::invalid(format!(
-                "out->struct_size is {size}, expected sizeof(vantage_stats) = {}",
-                size_of::<VantageStats>()
-            )));
-        }
+        struct_size_fits::<VantageStats>(size, "out->struct_size", "vantage_stats")?;
         let s = a.agent.stats();
         let stats = VantageStats {
             struct_size: size_of::<VantageStats>() as u32,
@@ -657,12 +659,7 @@ pub unsafe extern "C" fn vantage_agent_next_upload(
         }
         // SAFETY: non-null; the caller promises a vantage_upload.
         let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
-        if (size as usize) < size_of::<VantageUpload>() {
-            return Err(FfiError::invalid(format!(
-                "out->struct_size is {size}, expected sizeof(vantage_upload) = {}",
-                size_of::<VantageUpload>()
-            )));
-        }
+        struct_size_fits::<VantageUpload>(size, "out->struct_size", "vantage_upload")?;
         a.host_driven()?;
         a.open()?;
         let Some(upload) = a.agent.poll_upload()? else {
