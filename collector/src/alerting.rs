@@ -322,10 +322,10 @@ impl Alerting {
                     }
                 }
                 _ = ticks.tick() => {
-                    self.tick(crate::ingest::now_millis());
+                    self.tick(crate::clock::now_millis());
                 }
                 _ = snapshots.tick() => {
-                    let now = crate::ingest::now_millis();
+                    let now = crate::clock::now_millis();
                     if let Err(e) = self.save_snapshot(now).await {
                         tracing::error!(error = %e, "could not save the detector snapshot");
                     }
@@ -333,7 +333,7 @@ impl Alerting {
                 }
             }
         }
-        if let Err(e) = self.save_snapshot(crate::ingest::now_millis()).await {
+        if let Err(e) = self.save_snapshot(crate::clock::now_millis()).await {
             tracing::error!(error = %e, "could not save the detector snapshot at shutdown");
         }
         let _ = self.notifier_stop.send(true);

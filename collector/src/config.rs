@@ -29,7 +29,6 @@ use serde::Deserialize;
 
 use crate::detect::DetectorConfig;
 use crate::enrich::EnrichConfig;
-use crate::fleet::FleetConfig;
 use crate::model::NetTagKey;
 use crate::notify::NotifyConfig;
 use crate::open::CollectorKey;
@@ -707,6 +706,123 @@ impl Config {
     }
 }
 
+/// `[fleet]`: where the fleet's NATS JetStream is and who this collector is.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// NATS server URL(s), comma separated (`nats://10.0.0.5:4222,nats://10.0.1.5:4222`).
+    /// Required.
+    #[serde(default)]
+    pub nats_url: String,
+    /// Stream of accepted batches; default `VANTAGE`. Alert events go to `{stream}_ALERTS`.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Subject batches are published on; default `vantage.batches`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Subject alert events are published on; default `vantage.alerts`.
+    #[serde(default = "default_alert_subject")]
+    pub alert_subject: String,
+    /// This collector's name in the fleet, `[a-z0-9-]+` (at most 64). Required.
+    #[serde(default)]
+    pub collector_id: String,
+    /// How long a publish may wait for JetStream's ack before NATS counts as unreachable;
+    /// default 2000.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Bound of the outbox of unpublished batches; beyond it the oldest are dropped and
+    /// counted. Default 256 MiB.
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: u64,
+}
+
+fn default_stream() -> String {
+    "VANTAGE".into()
+}
+fn default_subject() -> String {
+    "vantage.batches".into()
+}
+fn default_alert_subject() -> String {
+    "vantage.alerts".into()
+}
+fn default_publish_timeout_ms() -> u64 {
+    2_000
+}
+fn default_max_buffer_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+impl FleetConfig {
+    /// A config with the defaults for everything but the two required fields.
+    pub fn new(nats_url: impl Into<String>, collector_id: impl Into<String>) -> FleetConfig {
+        FleetConfig {
+            nats_url: nats_url.into(),
+            stream: default_stream(),
+            subject: default_subject(),
+            alert_subject: default_alert_subject(),
+            collector_id: collector_id.into(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            max_buffer_bytes: default_max_buffer_bytes(),
+        }
+    }
+
+    /// Checks every field; the errors are `(field, problem)` with `fleet.` field names.
+    pub fn validate(&self) -> Result<(), Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut fail = |field: &str, problem: &str| {
+            errors.push((format!("fleet.{field}"), problem.to_owned()));
+        };
+        if self.nats_url.trim().is_empty() {
+            fail("nats_url", "required");
+        } else if self.nats_url.chars().any(char::is_whitespace) {
+            fail("nats_url", "must not contain whitespace");
+        }
+        let id = &self.collector_id;
+        if id.is_empty() {
+            fail("collector_id", "required");
+        } else if id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            fail("collector_id", "must be 1 to 64 of [a-z0-9-]");
+        }
+        let stream_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 32
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !stream_ok(&self.stream) {
+            fail("stream", "must be 1 to 32 of [A-Za-z0-9_-]");
+        }
+        let subject_ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && !s.ends_with('.')
+                && !s.contains("..")
+                && s.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        };
+        if !subject_ok(&self.subject) {
+            fail("subject", "must be a NATS subject without wildcards (e.g. vantage.batches)");
+        }
+        if !subject_ok(&self.alert_subject) {
+            fail("alert_subject", "must be a NATS subject without wildcards (e.g. vantage.alerts)");
+        } else if self.alert_subject == self.subject {
+            fail("alert_subject", "must differ from fleet.subject");
+        }
+        if !(100..=60_000).contains(&self.publish_timeout_ms) {
+            fail("publish_timeout_ms", "must be between 100 and 60000");
+        }
+        if self.max_buffer_bytes < 64 * 1024 {
+            fail("max_buffer_bytes", "must be at least 65536");
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// The stream alert events go to: `{stream}_ALERTS`.
+    pub(crate) fn alert_stream(&self) -> String {
+        format!("{}_ALERTS", self.stream)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,5 +961,18 @@ mod tests {
         assert_eq!(decode_hex32(&encode_hex(&bytes)), Some(bytes));
         assert_eq!(decode_hex32("zz"), None);
         assert_eq!(decode_hex32(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn fleet_config_errors_name_fields() {
+        assert!(FleetConfig::new("nats://127.0.0.1:4222", "c-1").validate().is_ok());
+        let mut c = FleetConfig::new("", "C_1");
+        c.subject = "vantage.*".into();
+        c.publish_timeout_ms = 1;
+        let fields: Vec<_> = c.validate().unwrap_err().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            ["fleet.nats_url", "fleet.collector_id", "fleet.subject", "fleet.publish_timeout_ms"]
+        );
     }
 }

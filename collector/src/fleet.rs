@@ -3,10 +3,10 @@
 //! an alert that several detectors raise.
 //!
 //! ```text
-//!  ingest ──durable commit──▶ Fleet::submit ──▶ tree `fleet_outbox` (flushed) ──▶ publisher
-//!                                 │ NATS unreachable:                               │ Nats-Msg-Id =
-//!                                 └─▶ Alerting::observe (local),                    │ hex(digest)
-//!                                     entry marked "fed locally"                    ▼
+//!  Feed ──durable commit──▶ Fleet::submit ──▶ tree `fleet_outbox` (flushed) ──▶ publisher
+//!    │ NATS unreachable:                                                           │ Nats-Msg-Id =
+//!    └─▶ Alerting::observe (local), entry marked "fed locally"                     │ hex(digest)
+//!                                                                                  ▼
 //!                                                           JetStream stream `VANTAGE`
 //!                                                           (subject `vantage.batches`)
 //!  Alerting::observe ◀── consumer (ordered, whole stream; ◀──────────────────────────┘
@@ -45,6 +45,7 @@ use vantage_agent::report::UnixMillis;
 use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 
 use crate::alerting::Alerting;
+use crate::config::FleetConfig;
 use crate::detect::{AlertEvent, AlertState};
 use crate::model::{Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
 use crate::store::{Store, StoreError};
@@ -69,122 +70,6 @@ const PUBLISH_WINDOW: usize = 64;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ... at most.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// `[fleet]`: where the fleet's NATS JetStream is and who this collector is.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FleetConfig {
-    /// NATS server URL(s), comma separated (`nats://10.0.0.5:4222,nats://10.0.1.5:4222`).
-    /// Required.
-    #[serde(default)]
-    pub nats_url: String,
-    /// Stream of accepted batches; default `VANTAGE`. Alert events go to `{stream}_ALERTS`.
-    #[serde(default = "default_stream")]
-    pub stream: String,
-    /// Subject batches are published on; default `vantage.batches`.
-    #[serde(default = "default_subject")]
-    pub subject: String,
-    /// Subject alert events are published on; default `vantage.alerts`.
-    #[serde(default = "default_alert_subject")]
-    pub alert_subject: String,
-    /// This collector's name in the fleet, `[a-z0-9-]+` (at most 64). Required.
-    #[serde(default)]
-    pub collector_id: String,
-    /// How long a publish may wait for JetStream's ack before NATS counts as unreachable;
-    /// default 2000.
-    #[serde(default = "default_publish_timeout_ms")]
-    pub publish_timeout_ms: u64,
-    /// Bound of the outbox of unpublished batches; beyond it the oldest are dropped and
-    /// counted. Default 256 MiB.
-    #[serde(default = "default_max_buffer_bytes")]
-    pub max_buffer_bytes: u64,
-}
-
-fn default_stream() -> String {
-    "VANTAGE".into()
-}
-fn default_subject() -> String {
-    "vantage.batches".into()
-}
-fn default_alert_subject() -> String {
-    "vantage.alerts".into()
-}
-fn default_publish_timeout_ms() -> u64 {
-    2_000
-}
-fn default_max_buffer_bytes() -> u64 {
-    256 * 1024 * 1024
-}
-
-impl FleetConfig {
-    /// A config with the defaults for everything but the two required fields.
-    pub fn new(nats_url: impl Into<String>, collector_id: impl Into<String>) -> FleetConfig {
-        FleetConfig {
-            nats_url: nats_url.into(),
-            stream: default_stream(),
-            subject: default_subject(),
-            alert_subject: default_alert_subject(),
-            collector_id: collector_id.into(),
-            publish_timeout_ms: default_publish_timeout_ms(),
-            max_buffer_bytes: default_max_buffer_bytes(),
-        }
-    }
-
-    /// Checks every field; the errors are `(field, problem)` with `fleet.` field names.
-    pub fn validate(&self) -> Result<(), Vec<(String, String)>> {
-        let mut errors = Vec::new();
-        let mut fail = |field: &str, problem: &str| {
-            errors.push((format!("fleet.{field}"), problem.to_owned()));
-        };
-        if self.nats_url.trim().is_empty() {
-            fail("nats_url", "required");
-        } else if self.nats_url.chars().any(char::is_whitespace) {
-            fail("nats_url", "must not contain whitespace");
-        }
-        let id = &self.collector_id;
-        if id.is_empty() {
-            fail("collector_id", "required");
-        } else if id.len() > 64
-            || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            fail("collector_id", "must be 1 to 64 of [a-z0-9-]");
-        }
-        let stream_ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 32
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        };
-        if !stream_ok(&self.stream) {
-            fail("stream", "must be 1 to 32 of [A-Za-z0-9_-]");
-        }
-        let subject_ok = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && !s.ends_with('.')
-                && !s.contains("..")
-                && s.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
-        };
-        if !subject_ok(&self.subject) {
-            fail("subject", "must be a NATS subject without wildcards (e.g. vantage.batches)");
-        }
-        if !subject_ok(&self.alert_subject) {
-            fail("alert_subject", "must be a NATS subject without wildcards (e.g. vantage.alerts)");
-        } else if self.alert_subject == self.subject {
-            fail("alert_subject", "must differ from fleet.subject");
-        }
-        if !(100..=60_000).contains(&self.publish_timeout_ms) {
-            fail("publish_timeout_ms", "must be between 100 and 60000");
-        }
-        if self.max_buffer_bytes < 64 * 1024 {
-            fail("max_buffer_bytes", "must be at least 65536");
-        }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
-    }
-
-    fn alert_stream(&self) -> String {
-        format!("{}_ALERTS", self.stream)
-    }
-}
 
 /// Why fleet mode could not start.
 #[derive(Debug, thiserror::Error)]
@@ -325,18 +210,19 @@ impl Fleet {
     }
 
     /// Hands over one durably stored batch: appended to the outbox (flushed) before this
-    /// returns; fed to the local detector at once when NATS is unreachable, else through the
-    /// stream like every other collector's batches.
+    /// returns, for the publisher. `fed_locally`: the caller ([`Feed`](crate::feed)) already
+    /// gave it to the local detector (NATS unreachable), so this collector's consumer skips it
+    /// when it comes back through the stream.
     pub async fn submit(
         &self,
         digest: [u8; 32],
         reports: &[StoredReport],
         targets: &[StoredTargets],
+        fed_locally: bool,
     ) -> Result<(), StoreError> {
         let payload = encode_batch(&digest, reports, targets);
-        let offline = !self.is_online();
+        let offline = fed_locally;
         if offline {
-            self.alerting.observe(reports, targets);
             self.counters.fed_locally.fetch_add(1, Ordering::Relaxed);
         }
         let mut value = Vec::with_capacity(33 + payload.len());
@@ -701,8 +587,7 @@ impl Fleet {
                 }
             };
             if page
-                && let Err(e) =
-                    self.alerting.queue_notification(&event, crate::ingest::now_millis())
+                && let Err(e) = self.alerting.queue_notification(&event, crate::clock::now_millis())
             {
                 tracing::error!(error = %e, id = %alert.id, "could not queue a notification");
             }
@@ -1043,18 +928,5 @@ mod tests {
         v["v"] = 9.into();
         let err = decode_batch(&serde_json::to_vec(&v).unwrap()).err().unwrap();
         assert!(err.contains("batch.v"), "{err}");
-    }
-
-    #[test]
-    fn config_errors_name_fields() {
-        assert!(FleetConfig::new("nats://127.0.0.1:4222", "c-1").validate().is_ok());
-        let mut c = FleetConfig::new("", "C_1");
-        c.subject = "vantage.*".into();
-        c.publish_timeout_ms = 1;
-        let fields: Vec<_> = c.validate().unwrap_err().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(
-            fields,
-            ["fleet.nats_url", "fleet.collector_id", "fleet.subject", "fleet.publish_timeout_ms"]
-        );
     }
 }

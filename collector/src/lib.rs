@@ -101,19 +101,24 @@
 
 pub mod alerting;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
 pub mod detect;
 pub mod domains;
 pub mod enrich;
+mod feed;
 pub mod fleet;
 pub mod ingest;
+pub mod keyfile;
 pub mod metrics;
 pub mod model;
 pub mod nel;
 pub mod notify;
 pub mod open;
 pub mod ratelimit;
+mod respond;
+mod routes;
 pub mod server;
 pub mod store;

@@ -11,9 +11,11 @@
 //!            "type": "http.error", "referrer": "https://shop.example/"}}]
 //! ```
 //!
-//! [`parse_upload`] turns each `network-error` entry into a [`StoredReport`] and keeps only what
+//! [`parse_upload`] turns each `network-error` entry into a [`NelEntry`] and keeps only what
 //! detection needs: the origin's host, phase, type, elapsed time, HTTP status (application
-//! phase only), sampling rate and the event time on the collector's clock. The URL's path,
+//! phase only), sampling rate and the report's age. The ingest path maps entries to stored
+//! reports (`ingest::accept`, beside the agent batch mapping), with the event time on the
+//! collector's clock. The URL's path,
 //! query, fragment, port and user info, the server IP, the user agent, the referrer, the method
 //! and the protocol are read past and never stored. NEL's own privacy rule (drop path and query
 //! for `dns` and `connection` failures) therefore holds for every phase.
@@ -36,12 +38,9 @@
 //! [NEL policy]: https://w3c.github.io/network-error-logging/
 //! [Reporting API]: https://w3c.github.io/reporting/
 
-use ring::digest;
 use serde_json::{Map, Value};
-use vantage_agent::report::{Host, UnixMillis};
-use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
-
-use crate::model::{Enrichment, NetTag, Source, StoredReport};
+use vantage_agent::report::Host;
+use vantage_agent::taxonomy::{ErrorType, Phase};
 
 /// At most this many entries (of any type) in one upload.
 pub const MAX_REPORTS_PER_UPLOAD: usize = 100;
@@ -51,17 +50,6 @@ pub const MAX_URL_BYTES: usize = 8192;
 
 /// Longest `phase` or `type` label accepted, in bytes.
 const MAX_LABEL_BYTES: usize = 64;
-
-/// What the ingest path knows about one NEL upload besides its body.
-#[derive(Clone, Debug)]
-pub struct NelContext {
-    /// When the upload was received (collector clock).
-    pub received_at: UnixMillis,
-    /// Pseudonymous tag of the source network.
-    pub net: NetTag,
-    /// ASN and country of the source address.
-    pub enrichment: Enrichment,
-}
 
 /// Why a NEL upload was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,26 +69,40 @@ impl NelError {
     }
 }
 
-/// One parsed upload: the failure reports to store and what was skipped.
+/// One `network-error` failure entry, as the browser sent it (privacy rules applied).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NelEntry {
+    /// Position of the entry in the upload (part of its report id).
+    pub index: usize,
+    /// Milliseconds between the failure and the upload (`age`).
+    pub age_ms: u64,
+    /// The origin's host; nothing else of the URL.
+    pub host: Host,
+    /// NEL phase.
+    pub phase: Phase,
+    /// NEL type.
+    pub error_type: ErrorType,
+    /// HTTP status, application phase only.
+    pub status: Option<u16>,
+    /// `elapsed_time`, saturated.
+    pub elapsed_ms: u32,
+    /// `sampling_fraction` in parts per million, in `1..=1_000_000`.
+    pub sample_ppm: u32,
+}
+
+/// One parsed upload: the failure entries and what was skipped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NelUpload {
-    /// One stored report per `network-error` failure entry, in upload order.
-    pub reports: Vec<StoredReport>,
+    /// One entry per `network-error` failure, in upload order.
+    pub entries: Vec<NelEntry>,
     /// Entries skipped because they are not `network-error` reports (other Reporting API types).
     pub other_types: usize,
     /// `network-error` entries skipped because they report a success (`type: "ok"`).
     pub successes: usize,
 }
 
-/// Parses one upload into stored reports, applying the NEL privacy rules.
-///
-/// Same as [`parse_upload`], keeping only the reports.
-pub fn parse_reports(body: &[u8], ctx: &NelContext) -> Result<Vec<StoredReport>, NelError> {
-    parse_upload(body, ctx).map(|upload| upload.reports)
-}
-
-/// Parses one upload: the failure reports, and counts of the entries that were skipped.
-pub fn parse_upload(body: &[u8], ctx: &NelContext) -> Result<NelUpload, NelError> {
+/// Parses one upload: the failure entries, and counts of the entries that were skipped.
+pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         // serde_json's message names line and column only, never the input.
         NelError::Malformed(format!("reports: not JSON ({e})"))
@@ -114,8 +116,7 @@ pub fn parse_upload(body: &[u8], ctx: &NelContext) -> Result<NelUpload, NelError
             &format!("{} entries, at most {MAX_REPORTS_PER_UPLOAD}", entries.len()),
         ));
     }
-    let body_digest = digest::digest(&digest::SHA256, body);
-    let mut upload = NelUpload { reports: Vec::new(), other_types: 0, successes: 0 };
+    let mut upload = NelUpload { entries: Vec::new(), other_types: 0, successes: 0 };
     for (index, entry) in entries.iter().enumerate() {
         let at = format!("reports[{index}]");
         let Value::Object(entry) = entry else {
@@ -125,11 +126,8 @@ pub fn parse_upload(body: &[u8], ctx: &NelContext) -> Result<NelUpload, NelError
             upload.other_types += 1;
             continue;
         }
-        match parse_entry(entry, &at, ctx)? {
-            Some(mut report) => {
-                report.id = report_id(body_digest.as_ref(), index);
-                upload.reports.push(report);
-            }
+        match parse_entry(entry, &at, index)? {
+            Some(entry) => upload.entries.push(entry),
             None => upload.successes += 1,
         }
     }
@@ -140,8 +138,8 @@ pub fn parse_upload(body: &[u8], ctx: &NelContext) -> Result<NelUpload, NelError
 fn parse_entry(
     entry: &Map<String, Value>,
     at: &str,
-    ctx: &NelContext,
-) -> Result<Option<StoredReport>, NelError> {
+    index: usize,
+) -> Result<Option<NelEntry>, NelError> {
     let age_ms = non_negative(entry, at, "age")?;
     let url = string(entry, at, "url")?;
     let host = origin_host(url).map_err(|reason| malformed(&format!("{at}.url"), reason))?;
@@ -181,26 +179,7 @@ fn parse_entry(
     let status =
         (phase == Phase::Application && (100..=599).contains(&status)).then_some(status as u16);
 
-    let host = host.as_str().to_owned();
-    Ok(Some(StoredReport {
-        id: [0; 16],
-        received_at: ctx.received_at,
-        event_at: UnixMillis(ctx.received_at.0.saturating_sub(age_ms)),
-        source: Source::Nel,
-        service: host.clone(),
-        host,
-        phase,
-        error_type,
-        elapsed_ms,
-        status,
-        network: NetworkType::Unknown,
-        scope: Scope::Unknown,
-        count: 1,
-        sample_ppm,
-        client: None,
-        net: ctx.net,
-        enrichment: ctx.enrichment.clone(),
-    }))
+    Ok(Some(NelEntry { index, age_ms, host, phase, error_type, status, elapsed_ms, sample_ppm }))
 }
 
 /// The host of an `http(s)` URL; everything else of the URL is dropped.
@@ -213,16 +192,6 @@ fn origin_host(url: &str) -> Result<Host, &'static str> {
         return Err("not an http or https URL");
     }
     Host::from_url(url).map_err(|_| "has no valid host")
-}
-
-fn report_id(body_digest: &[u8], index: usize) -> [u8; 16] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(body_digest);
-    // Invariant: index < MAX_REPORTS_PER_UPLOAD, far below u32::MAX.
-    ctx.update(&(index as u32).to_be_bytes());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&ctx.finish().as_ref()[..16]);
-    id
 }
 
 fn malformed(field: &str, reason: &str) -> NelError {
@@ -265,8 +234,17 @@ fn non_negative(obj: &Map<String, Value>, at: &str, name: &str) -> Result<u64, N
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::accept::{NelContext, nel_batch};
+    use crate::model::{Enrichment, NetTag, Source, StoredReport};
     use proptest::prelude::*;
     use serde_json::json;
+    use vantage_agent::report::UnixMillis;
+    use vantage_agent::taxonomy::{NetworkType, Scope};
+
+    /// Parses and maps, as the ingest path does.
+    fn parse_reports(body: &[u8], ctx: &NelContext) -> Result<Vec<StoredReport>, NelError> {
+        Ok(nel_batch(body, parse_upload(body)?, ctx).reports)
+    }
 
     fn ctx() -> NelContext {
         NelContext {
@@ -374,12 +352,12 @@ mod tests {
             ok,
             entry("connection", "tcp.timed_out", 0),
         ]));
-        let upload = parse_upload(&body, &ctx()).unwrap();
+        let upload = parse_upload(&body).unwrap();
         assert_eq!(upload.other_types, 1);
         assert_eq!(upload.successes, 1);
-        assert_eq!(upload.reports.len(), 1);
-        assert_eq!(upload.reports[0].error_type, ErrorType::TcpTimedOut);
-        assert_eq!(parse_upload(b"[]", &ctx()).unwrap().reports, vec![]);
+        assert_eq!(upload.entries.len(), 1);
+        assert_eq!(upload.entries[0].error_type, ErrorType::TcpTimedOut);
+        assert_eq!(parse_upload(b"[]").unwrap().entries, vec![]);
     }
 
     #[test]
@@ -457,7 +435,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = parse_upload(&body, &ctx());
+            let _ = parse_upload(&body);
         }
 
         #[test]

@@ -41,8 +41,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::alerting::Alerting;
 use crate::config::{Config, load_tls};
 use crate::enrich::{EnrichError, Enricher};
-use crate::ingest::{Ingest, retry};
+use crate::feed::Feed;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::respond::retry;
+use crate::routes::Routes;
 use crate::store::{Store, StoreConfig, StoreError};
 
 /// How often the retention task runs.
@@ -102,7 +105,7 @@ enum Phase {
 pub struct RunningCollector {
     tls_addr: Option<SocketAddr>,
     plain_addr: Option<SocketAddr>,
-    ingest: Arc<Ingest>,
+    routes: Arc<Routes>,
     phase: watch::Sender<Phase>,
     connections: Arc<Semaphore>,
     max_connections: usize,
@@ -116,7 +119,7 @@ pub struct RunningCollector {
 
 /// What every accept loop and connection task needs.
 struct Shared {
-    ingest: Arc<Ingest>,
+    routes: Arc<Routes>,
     builder: auto::Builder<TokioExecutor>,
     reject_builder: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
@@ -197,7 +200,7 @@ impl Collector {
             &store,
             config.detector.clone(),
             config.notify.clone(),
-            crate::ingest::now_millis(),
+            crate::clock::now_millis(),
         )?;
         let fleet = match config.fleet.clone() {
             Some(fleet) => Some(
@@ -207,12 +210,19 @@ impl Collector {
             ),
             None => None,
         };
-        let mut ingest = Ingest::new(&config, store.clone(), enricher, alerting.clone());
-        ingest.fleet = fleet;
-        let ingest = Arc::new(ingest);
+        let metrics = Arc::new(Metrics::new());
+        let feed = Feed::new(alerting.clone(), fleet);
+        let ingest = Ingest::new(&config, store.clone(), enricher, metrics.clone(), feed);
+        let routes = Arc::new(Routes {
+            ingest,
+            alerting: alerting.clone(),
+            store: store.clone(),
+            metrics,
+            ready: std::sync::atomic::AtomicBool::new(true),
+        });
         let connections = Arc::new(Semaphore::new(s.max_connections));
         let shared = Arc::new(Shared {
-            ingest: ingest.clone(),
+            routes: routes.clone(),
             builder,
             reject_builder,
             connections: connections.clone(),
@@ -269,7 +279,7 @@ impl Collector {
             admin_addr,
             alerting_stop,
             alerting_task,
-            ingest,
+            routes,
             phase,
             connections,
             max_connections: s.max_connections,
@@ -324,17 +334,17 @@ impl RunningCollector {
 
     /// The detector and its alerts.
     pub fn alerting(&self) -> &Alerting {
-        &self.ingest.alerting
+        &self.routes.alerting
     }
 
     /// The store the collector writes to.
     pub fn store(&self) -> &Store {
-        &self.ingest.store
+        &self.routes.store
     }
 
     /// The collector's counters (what `/metrics` shows).
     pub fn metrics(&self) -> &Metrics {
-        &self.ingest.metrics
+        &self.routes.metrics
     }
 
     /// Graceful shutdown: not ready, stop accepting, drain connections for up to
@@ -344,7 +354,7 @@ impl RunningCollector {
     }
 
     async fn shutdown_inner(self) -> Result<(), StartError> {
-        self.ingest.ready.store(false, Ordering::Relaxed);
+        self.routes.ready.store(false, Ordering::Relaxed);
         let _ = self.phase.send(Phase::Draining);
         for task in self.accept_tasks {
             let _ = task.await;
@@ -364,13 +374,13 @@ impl RunningCollector {
         let _ = self.phase.send(Phase::Abort);
         let _ = self.retention_task.await;
         // No more submits: stop publishing (the outbox keeps the rest for the next start).
-        if let Some(fleet) = &self.ingest.fleet {
+        if let Some(fleet) = self.routes.ingest.feed().fleet() {
             fleet.stop().await;
         }
         // Last snapshot and notifier stop, before the store closes under them.
         let _ = self.alerting_stop.send(true);
         let _ = self.alerting_task.await;
-        self.ingest.store.close().await?;
+        self.routes.store.close().await?;
         tracing::info!("collector stopped");
         Ok(())
     }
@@ -416,7 +426,7 @@ async fn accept_loop(
                 tokio::spawn(serve(tcp, acceptor, conn, shared.clone(), phase.clone(), permit));
             }
             Err(_) => {
-                shared.ingest.metrics.connection_rejected();
+                shared.routes.metrics.connection_rejected();
                 if let Ok(permit) = shared.rejecting.clone().try_acquire_owned() {
                     let acceptor = tls.as_ref().map(|(_, r)| r.clone());
                     tokio::spawn(refuse(tcp, acceptor, shared.clone(), permit));
@@ -443,7 +453,7 @@ async fn serve(
     phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let metrics = &shared.ingest.metrics;
+    let metrics = &shared.routes.metrics;
     metrics.connection_opened();
     match tls {
         None => drive(ActivityIo::new(tcp), peer, &shared, phase).await,
@@ -463,25 +473,13 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = io.activity.clone();
-    let ingest = shared.ingest.clone();
+    let routes = shared.routes.clone();
     let service = service_fn(move |req| {
-        let ingest = ingest.clone();
+        let routes = routes.clone();
         async move {
             let response = match who.role {
-                Role::Public => {
-                    let envelopes = req.uri().path() == "/v1/envelopes";
-                    let origin = req.headers().get(http::header::ORIGIN).cloned();
-                    if envelopes && req.method() == http::Method::OPTIONS {
-                        envelopes_preflight(origin)
-                    } else {
-                        let mut r = ingest.handle(who.peer, req).await;
-                        if envelopes {
-                            allow_browser_uploads(&mut r, origin);
-                        }
-                        r
-                    }
-                }
-                Role::Admin => ingest.handle_admin(who.peer, req).await,
+                Role::Public => routes.public(who.peer, req).await,
+                Role::Admin => routes.admin(req).await,
             };
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -530,47 +528,6 @@ where
     }
 }
 
-/// CORS for browser uploads (the wasm agent in a page on another origin). Envelopes carry their
-/// own authentication (signature, HPKE) and the collector reads no cookies, so any origin may
-/// POST them. The page's origin is echoed with `Access-Control-Allow-Credentials: true`
-/// because `navigator.sendBeacon` always sends in credentials mode `include`, which the
-/// wildcard does not satisfy. The preflight allows the envelope media type and the
-/// `vantage-sent-at` header; answers expose `Retry-After` so a page can honour it.
-fn envelopes_preflight(origin: Option<http::HeaderValue>) -> hyper::Response<crate::ingest::Body> {
-    use http::{HeaderValue, header};
-    let mut r = hyper::Response::new(crate::ingest::Body::default());
-    *r.status_mut() = http::StatusCode::NO_CONTENT;
-    allow_browser_uploads(&mut r, origin);
-    let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type, vantage-sent-at"),
-    );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    r
-}
-
-/// Lets a page read the answer to its upload (see [`envelopes_preflight`]).
-fn allow_browser_uploads(
-    r: &mut hyper::Response<crate::ingest::Body>,
-    origin: Option<http::HeaderValue>,
-) {
-    use http::{HeaderValue, header};
-    let h = r.headers_mut();
-    match origin {
-        Some(origin) => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-            h.insert(header::VARY, HeaderValue::from_static("origin"));
-        }
-        None => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        }
-    }
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
-}
-
 /// Answers `503` + `Retry-After` on a connection over the limit, then closes it.
 async fn refuse(
     tcp: TcpStream,
@@ -610,7 +567,7 @@ async fn retention_loop(store: Store, mut phase: watch::Receiver<Phase>) {
             _ = interval.tick() => {}
         }
         let store = store.clone();
-        let now = crate::ingest::now_millis();
+        let now = crate::clock::now_millis();
         match tokio::task::spawn_blocking(move || store.enforce_retention(now)).await {
             Ok(Ok(stats)) => tracing::debug!(?stats, "retention"),
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),

@@ -91,7 +91,7 @@ async fn run_in(
     std::fs::create_dir_all(dir).map_err(|e| setup(&format!("{}: {e}", dir.display())))?;
     let key_dir = dir.join("key");
     if !key_dir.join("collector.key").exists() {
-        crate::cli::keygen(&key_dir).map_err(|e| setup(&e))?;
+        crate::keyfile::keygen(&key_dir).map_err(|e| setup(&e))?;
     }
     let admin = options.admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let detector = if options.short { SHORT_DETECTOR_TOML } else { FAST_DETECTOR_TOML };

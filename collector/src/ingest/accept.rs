@@ -1,0 +1,173 @@
+//! What the collector accepts, in one shape: both mappings into an [`IngestBatch`], side by side.
+//!
+//! ```text
+//!  agent envelope ── Opener::open ──▶ Opened (signed Batch) ──▶ from_envelope ──┐
+//!  browser upload ── nel::parse_upload ──▶ NelUpload ─────────▶ nel_batch ──────┴▶ IngestBatch
+//! ```
+//!
+//! Both stamp the collector's receive time, the pseudonymous network tag and the enrichment
+//! of the source address; the address itself never gets here. Event times are on the
+//! collector's clock: the receive time minus the report's age as its sender measured it.
+
+use ring::digest;
+use vantage_agent::report::UnixMillis;
+
+use crate::model::{Enrichment, IngestBatch, NetTag, Source, StoredReport, StoredTargets};
+use crate::nel::NelUpload;
+use crate::open::Opened;
+
+/// What the ingest path knows about an upload besides its body.
+#[derive(Clone, Debug)]
+pub struct NelContext {
+    /// When the upload was received (collector clock).
+    pub received_at: UnixMillis,
+    /// Pseudonymous tag of the source network.
+    pub net: NetTag,
+    /// ASN and country of the source address.
+    pub enrichment: Enrichment,
+}
+
+/// The same context, for an agent envelope (plus the agent's `vantage-sent-at`, if any).
+pub(crate) struct EnvelopeContext {
+    pub(crate) received_at: UnixMillis,
+    pub(crate) sent_at: Option<UnixMillis>,
+    pub(crate) net: NetTag,
+    pub(crate) enrichment: Enrichment,
+}
+
+/// An opened, verified agent batch as stored: one [`StoredReport`] per report, one
+/// [`StoredTargets`] per success/attempt count, deduplicated by the envelope digest and
+/// `(agent key, sequence)`.
+pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBatch {
+    let batch = &opened.batch;
+    let agent_key = batch.agent_key.0;
+    let received_at = ctx.received_at;
+    let reports = batch
+        .reports
+        .iter()
+        .map(|r| StoredReport {
+            id: r.id().0,
+            received_at,
+            event_at: event_time(received_at, batch.created_at, ctx.sent_at, r.observed_at()),
+            source: Source::Agent,
+            service: r.service().as_str().to_owned(),
+            host: r.host().as_str().to_owned(),
+            phase: r.phase(),
+            error_type: r.error_type().clone(),
+            elapsed_ms: r.elapsed_ms(),
+            status: r.status(),
+            network: r.network(),
+            scope: r.scope(),
+            count: r.count(),
+            sample_ppm: batch.sampling.failure_ppm,
+            client: Some(agent_key),
+            net: ctx.net,
+            enrichment: ctx.enrichment.clone(),
+        })
+        .collect();
+    // The counts cover the time up to the batch's creation, which maps to `received_at` on
+    // the collector's clock.
+    let targets = batch
+        .targets
+        .iter()
+        .map(|t| StoredTargets {
+            received_at,
+            event_at: received_at,
+            service: t.service().as_str().to_owned(),
+            host: t.host().as_str().to_owned(),
+            attempts: t.attempts(),
+            successes: t.successes(),
+            client: agent_key,
+            net: ctx.net,
+            enrichment: ctx.enrichment.clone(),
+        })
+        .collect();
+    IngestBatch { digest: opened.digest, sequence: Some((agent_key, batch.seq)), reports, targets }
+}
+
+/// A parsed browser upload as stored, deduplicated by the digest of its body.
+///
+/// Service is the origin's host; scope and network are unknown (the browser delivers after
+/// the fact, possibly over another network); client is `None` (NEL is unauthenticated). Ids
+/// are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a replayed
+/// upload yields the same ids while two entries of one upload never share one.
+pub fn nel_batch(body: &[u8], upload: NelUpload, ctx: &NelContext) -> IngestBatch {
+    let body_digest = digest::digest(&digest::SHA256, body);
+    let mut d = [0u8; 32];
+    d.copy_from_slice(body_digest.as_ref());
+    let reports = upload
+        .entries
+        .into_iter()
+        .map(|e| {
+            let host = e.host.as_str().to_owned();
+            StoredReport {
+                id: report_id(&d, e.index),
+                received_at: ctx.received_at,
+                event_at: UnixMillis(ctx.received_at.0.saturating_sub(e.age_ms)),
+                source: Source::Nel,
+                service: host.clone(),
+                host,
+                phase: e.phase,
+                error_type: e.error_type,
+                elapsed_ms: e.elapsed_ms,
+                status: e.status,
+                network: vantage_agent::taxonomy::NetworkType::Unknown,
+                scope: vantage_agent::taxonomy::Scope::Unknown,
+                count: 1,
+                sample_ppm: e.sample_ppm,
+                client: None,
+                net: ctx.net,
+                enrichment: ctx.enrichment.clone(),
+            }
+        })
+        .collect();
+    IngestBatch { digest: d, sequence: None, reports, targets: Vec::new() }
+}
+
+fn report_id(body_digest: &[u8; 32], index: usize) -> [u8; 16] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(body_digest);
+    // Invariant: index < nel::MAX_REPORTS_PER_UPLOAD, far below u32::MAX.
+    ctx.update(&(index as u32).to_be_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    id
+}
+
+/// Event time on the collector clock: `received_at` minus the report's age at sending.
+///
+/// The age is measured on the agent's own clock, so its skew cancels out: `sent_at -
+/// observed_at` when the agent said when it sent the upload, else `created_at - observed_at`
+/// (the age at sealing, which dates reports delivered after an outage too late). A `sent_at`
+/// before `created_at` is ignored as nonsense. Never later than `received_at`.
+pub fn event_time(
+    received_at: UnixMillis,
+    created_at: UnixMillis,
+    sent_at: Option<UnixMillis>,
+    observed_at: UnixMillis,
+) -> UnixMillis {
+    let reference = match sent_at {
+        Some(sent) if sent >= created_at => sent,
+        _ => created_at,
+    };
+    UnixMillis(received_at.0.saturating_sub(reference.0.saturating_sub(observed_at.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_time_subtracts_the_age_and_saturates() {
+        let t = |ms| UnixMillis(ms);
+        assert_eq!(event_time(t(10_000), t(5_000), None, t(4_000)), t(9_000));
+        // Client clock far behind or ahead does not matter: only the age counts.
+        assert_eq!(event_time(t(10_000), t(1_000_000), None, t(999_000)), t(9_000));
+        assert_eq!(event_time(t(500), t(5_000), None, t(0)), t(0));
+        assert_eq!(event_time(t(10_000), t(5_000), None, t(6_000)), t(10_000));
+        // Sent an hour after sealing (buffered through an outage): the age counts from sending.
+        assert_eq!(event_time(t(10_000_000), t(5_000), Some(t(3_605_000)), t(4_000)), t(6_399_000));
+        // A sent_at before the sealing is ignored.
+        assert_eq!(event_time(t(10_000), t(5_000), Some(t(1_000)), t(4_000)), t(9_000));
+    }
+}

@@ -1,0 +1,389 @@
+//! The ingest handlers: `POST /v1/envelopes` and `POST /v1/nel`, each ending in one
+//! [`IngestBatch`] committed to the store and handed to the [`Feed`].
+//!
+//! Each step refuses as early and as cheaply as it can, and the peer address is used only to
+//! pick a rate-limit bucket, an [`Enrichment`](crate::model::Enrichment) and a
+//! [`NetTag`](crate::model::NetTag); it is never stored or logged. Routing (which path goes
+//! where, health, metrics, the admin API) is [`routes`](crate::routes)' job; both mappings
+//! into the accepted-batch type are in [`accept`].
+//!
+//! ```text
+//!  POST /v1/envelopes
+//!   content type ──415   Content-Length > max ──413   /24 or /48 bucket ──429 + Retry-After
+//!   read body (capped at max_body_bytes, within header_read_timeout) ──413 / 408
+//!   Opener::open ──400 "<reason>: <detail>" (413 for too_large)
+//!   created_at vs now, observed_at vs created_at ──400 "timestamp: ..."
+//!   agent key bucket ──429 + Retry-After
+//!   enrich + net tag; drop the IP ──▶ accept::from_envelope
+//!   in-flight commit permit ──503 + Retry-After
+//!   Store::commit (group commit, on disk) ──503 + Retry-After on error
+//!   Feed::accepted (stored, not duplicates) ──▶ 202 (stored or duplicate)
+//!  POST /v1/nel
+//!   content type ──415   Content-Length ──413   /24 bucket ──429   body ──413 / 408
+//!   nel::parse_upload ──400 "malformed NEL upload: <field>: .." ──▶ accept::nel_batch
+//!   commit, feed (as above) ──▶ 204
+//! ```
+
+pub mod accept;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
+use vantage_agent::report::UnixMillis;
+
+use crate::clock::now_millis;
+use crate::config::{Config, LimitsConfig};
+use crate::enrich::Enricher;
+use crate::feed::Feed;
+use crate::metrics::{Metrics, RejectReason};
+use crate::model::{IngestBatch, NetTagKey};
+use crate::nel;
+use crate::open::Opener;
+use crate::ratelimit::{RateLimiter, SourcePrefix};
+use crate::respond::{Body, empty, retry, text, too_large};
+use crate::store::{CommitOutcome, Store, StoreError};
+pub use accept::event_time;
+use accept::{EnvelopeContext, NelContext};
+
+/// Media type of `POST /v1/envelopes`.
+pub const ENVELOPE_CONTENT_TYPE: &str = "application/vnd.vantage.envelope+cbor";
+/// Media type of `POST /v1/nel` (the Reporting API).
+pub const NEL_CONTENT_TYPE: &str = "application/reports+json";
+
+/// Header an agent may send with each upload attempt: its clock (Unix ms) at sending. It is
+/// outside the signed envelope, because a buffered envelope is sent unchanged long after it
+/// was sealed.
+pub const SENT_AT_HEADER: &str = "vantage-sent-at";
+
+/// How many sources and agent keys each rate limiter tracks individually (memory bound).
+const MAX_LIMITER_KEYS: usize = 100_000;
+
+/// The two upload handlers and what they share. See the [module docs](self).
+pub(crate) struct Ingest {
+    opener: Opener,
+    store: Store,
+    enricher: Enricher,
+    net_tag_key: NetTagKey,
+    metrics: std::sync::Arc<Metrics>,
+    feed: Feed,
+    prefix_limiter: RateLimiter<SourcePrefix>,
+    agent_limiter: RateLimiter<[u8; 32]>,
+    nel_limiter: RateLimiter<SourcePrefix>,
+    inflight: Semaphore,
+    limits: LimitsConfig,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+}
+
+impl Ingest {
+    pub(crate) fn new(
+        config: &Config,
+        store: Store,
+        enricher: Enricher,
+        metrics: std::sync::Arc<Metrics>,
+        feed: Feed,
+    ) -> Ingest {
+        let now = Instant::now();
+        let l = &config.limits;
+        Ingest {
+            opener: Opener::new(config.keys.collector_keys.clone())
+                .max_envelope_bytes(config.server.max_body_bytes),
+            store,
+            enricher,
+            net_tag_key: config.keys.net_tag_key.clone(),
+            metrics,
+            feed,
+            prefix_limiter: RateLimiter::new(l.prefix_rps, l.prefix_burst, MAX_LIMITER_KEYS, now),
+            agent_limiter: RateLimiter::new(l.agent_rps, l.agent_burst, MAX_LIMITER_KEYS, now),
+            nel_limiter: RateLimiter::new(
+                l.nel_prefix_rps,
+                l.nel_prefix_burst,
+                MAX_LIMITER_KEYS,
+                now,
+            ),
+            inflight: Semaphore::new(config.server.max_inflight_commits),
+            limits: l.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            body_timeout: config.server.header_read_timeout,
+        }
+    }
+
+    /// The in-flight commit bound (tests take its permits to force overload).
+    #[cfg(test)]
+    pub(crate) fn inflight(&self) -> &Semaphore {
+        &self.inflight
+    }
+
+    /// The post-commit feed (fleet mode or not).
+    pub(crate) fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// `POST /v1/envelopes`. `peer` is the TCP peer address of the connection.
+    pub(crate) async fn envelope<B>(&self, peer: IpAddr, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let reject = |reason: RejectReason, response: Response<Body>| {
+            self.metrics.envelope_rejected(reason);
+            response
+        };
+        if !content_type_is(req.headers(), ENVELOPE_CONTENT_TYPE) {
+            return reject(
+                RejectReason::BadContentType,
+                text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "expected application/vnd.vantage.envelope+cbor\n",
+                ),
+            );
+        }
+        if declared_length(req.headers()).is_some_and(|n| n > self.max_body_bytes as u64) {
+            return reject(RejectReason::TooLarge, too_large(self.max_body_bytes));
+        }
+        if let Err(wait) = self.prefix_limiter.check(SourcePrefix::of(peer), Instant::now()) {
+            return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
+        }
+        let sent_at = sent_at(req.headers());
+        let body = match read_body(req.into_body(), self.max_body_bytes, self.body_timeout).await {
+            Ok(body) => body,
+            Err(e) => return reject(e.reason(), e.response(self.max_body_bytes)),
+        };
+        let opened = match self.opener.open(&body) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let status = match e {
+                    crate::open::OpenError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                // The body starts with the stable label: "bad_signature: bad signature".
+                let detail = e.to_string();
+                let label = e.as_str();
+                let body = if detail.starts_with(label) {
+                    format!("{detail}\n")
+                } else {
+                    format!("{label}: {detail}\n")
+                };
+                return reject(RejectReason::of_open_error(&e), text(status, &body));
+            }
+        };
+        drop(body);
+        let received_at = now_millis();
+        let batch = &opened.batch;
+        let skew = u64::try_from(self.limits.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
+        if batch.created_at.0 > received_at.0.saturating_add(skew) {
+            let ahead = (batch.created_at.0 - received_at.0) / 1000;
+            let msg = format!("timestamp: batch.created_at is {ahead} s in the future\n");
+            return reject(RejectReason::Timestamp, text(StatusCode::BAD_REQUEST, &msg));
+        }
+        if let Some(i) = batch.reports.iter().position(|r| r.observed_at() > batch.created_at) {
+            let msg =
+                format!("timestamp: batch.reports[{i}].observed_at is after batch.created_at\n");
+            return reject(RejectReason::Timestamp, text(StatusCode::BAD_REQUEST, &msg));
+        }
+        let agent_key = batch.agent_key.0;
+        if let Err(wait) = self.agent_limiter.check(agent_key, Instant::now()) {
+            return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
+        }
+
+        let ctx = EnvelopeContext {
+            received_at,
+            sent_at,
+            net: self.net_tag_key.tag(peer),
+            enrichment: self.enricher.lookup(peer),
+        };
+        let ingest = accept::from_envelope(&opened, &ctx);
+        match self.commit(ingest).await {
+            Ok(CommitOutcome::Duplicate) => {
+                self.metrics.envelope_duplicate();
+                text(StatusCode::ACCEPTED, "duplicate\n")
+            }
+            Ok(CommitOutcome::Stored { reports, .. }) => {
+                self.metrics.envelope_accepted(reports);
+                text(StatusCode::ACCEPTED, "stored\n")
+            }
+            Err(reason) => {
+                reject(reason, retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)))
+            }
+        }
+    }
+
+    /// `POST /v1/nel` (the caller adds the CORS header).
+    pub(crate) async fn nel<B>(&self, peer: IpAddr, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let reject = |reason: &'static str, response: Response<Body>| {
+            self.metrics.nel_rejected(reason);
+            response
+        };
+        if !content_type_is(req.headers(), NEL_CONTENT_TYPE) {
+            return reject(
+                RejectReason::BadContentType.as_str(),
+                text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected application/reports+json\n"),
+            );
+        }
+        if declared_length(req.headers()).is_some_and(|n| n > self.max_body_bytes as u64) {
+            return reject(RejectReason::TooLarge.as_str(), too_large(self.max_body_bytes));
+        }
+        if let Err(wait) = self.nel_limiter.check(SourcePrefix::of(peer), Instant::now()) {
+            return reject(
+                RejectReason::RateLimited.as_str(),
+                retry(StatusCode::TOO_MANY_REQUESTS, wait),
+            );
+        }
+        let body = match read_body(req.into_body(), self.max_body_bytes, self.body_timeout).await {
+            Ok(body) => body,
+            Err(e) => return reject(e.reason().as_str(), e.response(self.max_body_bytes)),
+        };
+        let upload = match nel::parse_upload(&body) {
+            Ok(upload) => upload,
+            Err(e) => return reject(e.as_str(), text(StatusCode::BAD_REQUEST, &format!("{e}\n"))),
+        };
+        let ctx = NelContext {
+            received_at: now_millis(),
+            net: self.net_tag_key.tag(peer),
+            enrichment: self.enricher.lookup(peer),
+        };
+        let batch = accept::nel_batch(&body, upload, &ctx);
+        drop(body);
+        match self.commit(batch).await {
+            Ok(CommitOutcome::Duplicate) => {
+                self.metrics.nel_duplicate();
+                empty(StatusCode::NO_CONTENT)
+            }
+            Ok(CommitOutcome::Stored { reports, .. }) => {
+                self.metrics.nel_accepted(reports);
+                empty(StatusCode::NO_CONTENT)
+            }
+            Err(reason) => reject(
+                reason.as_str(),
+                retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
+            ),
+        }
+    }
+
+    /// Commits under the in-flight bound, then hands a stored batch to the feed; the error
+    /// is the reject reason (`overload` when the bound is reached or the store is closing,
+    /// `store_error` when the write failed).
+    async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, RejectReason> {
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            return Err(RejectReason::Overload);
+        };
+        // Detection sees a batch only once it is durable; the copy is what the store consumes.
+        let feed = IngestBatch {
+            digest: batch.digest,
+            sequence: batch.sequence,
+            reports: batch.reports.clone(),
+            targets: batch.targets.clone(),
+        };
+        match self.store.commit(batch).await {
+            Ok(outcome) => {
+                if matches!(outcome, CommitOutcome::Stored { .. }) {
+                    self.feed.accepted(&feed).await;
+                }
+                Ok(outcome)
+            }
+            Err(StoreError::Closed) => Err(RejectReason::Overload),
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed");
+                Err(RejectReason::StoreError)
+            }
+        }
+    }
+}
+
+/// The `vantage-sent-at` header, when present and a number.
+fn sent_at(headers: &HeaderMap) -> Option<UnixMillis> {
+    let value = headers.get(SENT_AT_HEADER)?.to_str().ok()?;
+    value.trim().parse().ok().map(UnixMillis)
+}
+
+/// True if the `Content-Type` is `expected` (case-insensitive, parameters ignored).
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+/// The declared `Content-Length`; an unparsable one counts as too large.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_LENGTH)?;
+    Some(value.to_str().ok().and_then(|v| v.trim().parse().ok()).unwrap_or(u64::MAX))
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Aborted,
+}
+
+impl BodyError {
+    fn reason(&self) -> RejectReason {
+        match self {
+            BodyError::TooLarge => RejectReason::TooLarge,
+            BodyError::Timeout | BodyError::Aborted => RejectReason::Malformed,
+        }
+    }
+
+    fn response(&self, max: usize) -> Response<Body> {
+        match self {
+            BodyError::TooLarge => too_large(max),
+            BodyError::Timeout => text(StatusCode::REQUEST_TIMEOUT, "body not received in time\n"),
+            BodyError::Aborted => text(StatusCode::BAD_REQUEST, "body incomplete\n"),
+        }
+    }
+}
+
+/// Reads at most `max` bytes of body within `timeout`; never buffers more than `max` bytes.
+async fn read_body<B>(body: B, max: usize, timeout: Duration) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Aborted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn content_types_ignore_case_and_parameters() {
+        let mut h = HeaderMap::new();
+        assert!(!content_type_is(&h, NEL_CONTENT_TYPE));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/Reports+JSON; charset=utf-8"),
+        );
+        assert!(content_type_is(&h, NEL_CONTENT_TYPE));
+        assert!(!content_type_is(&h, ENVELOPE_CONTENT_TYPE));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!content_type_is(&h, NEL_CONTENT_TYPE));
+    }
+
+    #[test]
+    fn declared_lengths() {
+        let mut h = HeaderMap::new();
+        assert_eq!(declared_length(&h), None);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert_eq!(declared_length(&h), Some(12));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("x"));
+        assert_eq!(declared_length(&h), Some(u64::MAX));
+    }
+}
