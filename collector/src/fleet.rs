@@ -74,7 +74,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Why fleet mode could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FleetError {
+pub(crate) enum FleetError {
     /// The outbox trees could not be opened or read.
     #[error("fleet outbox: {0}")]
     Store(#[from] StoreError),
@@ -105,7 +105,7 @@ struct Counters {
 
 /// A running fleet connection: outbox publisher, stream consumer and alert publisher. See the
 /// [module docs](self).
-pub struct Fleet {
+pub(crate) struct Fleet {
     config: FleetConfig,
     client: async_nats::Client,
     js: jetstream::Context,
@@ -141,7 +141,7 @@ impl Fleet {
     /// Opens the outbox trees of `store`, starts connecting to NATS (in the background: an
     /// unreachable NATS does not stop the collector), installs the alert gate on `alerting`,
     /// and spawns the publisher, consumer and alert publisher. Call inside a tokio runtime.
-    pub async fn start(
+    pub(crate) async fn start(
         config: FleetConfig,
         store: &Store,
         alerting: Arc<Alerting>,
@@ -213,7 +213,7 @@ impl Fleet {
     /// returns, for the publisher. `fed_locally`: the caller ([`Feed`](crate::feed)) already
     /// gave it to the local detector (NATS unreachable), so this collector's consumer skips it
     /// when it comes back through the stream.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
         digest: [u8; 32],
         reports: &[StoredReport],
@@ -249,7 +249,7 @@ impl Fleet {
 
     /// Whether batches currently go through the stream (the last publish succeeded and the
     /// connection is up).
-    pub fn is_online(&self) -> bool {
+    pub(crate) fn is_online(&self) -> bool {
         self.online.load(Ordering::Relaxed)
             && self.client.connection_state() == async_nats::connection::State::Connected
     }
@@ -273,7 +273,7 @@ impl Fleet {
 
     /// Stops the tasks and closes the NATS connection (flushing what it buffered, for at
     /// most `publish_timeout_ms`). What is left in the outboxes is published after a restart.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         for task in tasks {
@@ -597,7 +597,7 @@ impl Fleet {
     }
 
     /// Prometheus text for the fleet: publishing, the outbox, consuming and alert paging.
-    pub fn render_metrics(&self, out: &mut String) {
+    pub(crate) fn render_metrics(&self, out: &mut String) {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let families: [(&str, &str, &str, u64); 13] = [

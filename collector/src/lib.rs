@@ -1,40 +1,59 @@
-//! # vantage-collector: the server that receives, verifies and stores Vantage reports
+//! # vantage-collector: receive, verify, store and watch Vantage reports
 //!
 //! Collectors run on two or more providers, in failure domains other than the services they
-//! watch. This crate is one collector: an HTTPS ingest server (hyper 1 on tokio, rustls with
-//! the *ring* provider, HTTP/1.1 and HTTP/2) that opens agent envelopes ([`open`]), parses
-//! browser Network Error Logging uploads ([`nel`]), turns the source address into an ASN,
-//! country and pseudonymous network tag ([`enrich`], [`model::NetTagKey`]) and then forgets it,
-//! and writes what it accepted durably to an embedded sled store ([`store`]) before answering.
-//! It also serves Prometheus [`metrics`], and has a command line ([`cli`]: `serve`, `keygen`,
-//! `check-config`) driven by a TOML [`config`].
+//! watch. This crate is one collector: an HTTPS ingest server (hyper 1 on tokio, rustls with the
+//! *ring* provider, HTTP/1.1 and HTTP/2) that opens agent envelopes ([`open`]), parses browser
+//! Network Error Logging uploads ([`nel`]), turns the source address into an ASN, country and
+//! pseudonymous network tag ([`enrich`], [`model::NetTagKey`]) and then forgets it, writes what
+//! it accepted durably to an embedded sled [`store`] before answering, and feeds it to a spike
+//! detector ([`detect`], a pure function of time and counts) whose alerts are persisted,
+//! notified (webhook, Slack, Alertmanager: [`notify`]) and shown on an admin dashboard
+//! ([`alerting`] serves its JSON API). In fleet mode (`[fleet]`, see `docs/fleet.md`) collectors
+//! share what they accepted over NATS JetStream so every detector sees the whole fleet. It also
+//! exports Prometheus [`metrics`], checks failure domains ([`domains`]), and has a command line
+//! (`serve`, `keygen`, `check-config`, `check-domains`, `demo`) driven by a TOML [`config`].
 //!
-//! It is **not** (yet) a detector: spike detection, alerting and fleet sharing read the store
-//! and are built elsewhere. It never stores or logs a client IP address or a URL path.
+//! It is **not** an agent (that is `vantage-agent`) and never stores or logs a client IP
+//! address or a URL path.
 //!
 //! ## The request path
 //!
+//! Data flows one way: `server` ─▶ `routes` ─▶ `ingest` ─▶ `store` ─▶ `feed` ─▶ detector or
+//! fleet. No module imports a module upstream of it; the wall clock is read in one place
+//! (`clock`), and everything downstream takes `now` as an argument.
+//!
 //! ```text
-//!  TCP accept ── max_connections permit? ──no──▶ 503 + Retry-After, close   (server)
+//!  TCP accept ── max_connections permit? ──no──▶ 503 + Retry-After, close     (server)
 //!      │ TLS handshake (≤ header_read_timeout; ALPN h2 | http/1.1)
 //!      │ hyper auto (HTTP/1.1: header_read_timeout; idle_timeout for any connection)
 //!      ▼
-//!  POST /v1/envelopes                                                       (ingest)
+//!  public listener                                                            (routes)
+//!   POST /v1/envelopes (CORS) ─────────────────────────────────────────────▶ (ingest)
 //!      Content-Type ─415   Content-Length ─413   /24|/48 token bucket ─429
-//!      body ≤ max_body_bytes ─413        Opener::open (HPKE, Ed25519) ─400 "<reason>: .."
+//!      body ≤ max_body_bytes ─413      Opener::open (HPKE, Ed25519) ─400 "<reason>: .."
 //!      created_at skew, observed_at ≤ created_at ─400 "timestamp: .."
 //!      agent-key token bucket ─429
-//!      event_at = received_at − (created_at − observed_at)
 //!      peer IP ─▶ Enricher::lookup + NetTagKey::tag ─▶ IP dropped
-//!      IngestBatch { digest, (agent key, seq), reports, targets }
-//!      in-flight bound ─503 ─▶ Store::commit (dedup, group commit, fsync) ─503 on error
-//!      ─▶ 202 (stored | duplicate)
-//!  POST /v1/nel   Content-Type ─415  bucket ─429  nel::parse_reports ─400  commit ─▶ 204 (CORS)
-//!  OPTIONS /v1/nel ─▶ 204 preflight    GET /v1/ping 204   /healthz   /readyz   /metrics
+//!      accept::from_envelope ─▶ IngestBatch { digest, (agent key, seq), reports, targets }
+//!   POST /v1/nel (CORS)
+//!      Content-Type ─415  Content-Length ─413  /24 bucket ─429  nel::parse_upload ─400
+//!      accept::nel_batch ─▶ IngestBatch { digest, reports }
+//!   both: in-flight bound ─503 ─▶ Store::commit (dedup, group commit) ─503 on error
+//!      ─▶ Feed::accepted (stored, not duplicates)                              (feed)
+//!           standalone: Alerting::observe ─▶ Detector
+//!           fleet mode: Fleet::submit ─▶ outbox ─▶ JetStream ─▶ every collector's detector
+//!      ─▶ 202 (stored | duplicate) / 204 for NEL
+//!   GET /v1/ping 204   /healthz   /readyz   /metrics
+//!  admin listener: dashboard, /v1/alerts, /v1/heatmap, /v1/series, /metrics, /healthz, /readyz
 //!
-//!  background: retention every 5 min (Store::enforce_retention on a blocking thread)
+//!  background: retention every 5 min (Store::enforce_retention on a blocking thread);
+//!              Alerting::run (detector ticks, snapshots, notifier); fleet publisher/consumer
 //!  SIGTERM/SIGINT: not ready ─▶ stop accepting ─▶ drain ≤ shutdown_grace ─▶ Store::close
 //! ```
+//!
+//! Modules that are not API (`server` internals such as `routes`, `ingest`, `feed`, `clock`,
+//! `ratelimit`, `fleet`) are private; `cli` and `demo` are public for the binary and the test
+//! crate only and hidden from these docs.
 //!
 //! ## Example: a collector in process
 //!
@@ -100,25 +119,30 @@
 #![warn(missing_docs)]
 
 pub mod alerting;
+#[doc(hidden)]
 pub mod cli;
-pub mod clock;
+mod clock;
 pub mod config;
+#[doc(hidden)]
 pub mod dashboard;
+#[doc(hidden)]
 pub mod demo;
 pub mod detect;
 pub mod domains;
 pub mod enrich;
 mod feed;
-pub mod fleet;
-pub mod ingest;
+mod fleet;
+mod ingest;
 pub mod keyfile;
 pub mod metrics;
 pub mod model;
 pub mod nel;
 pub mod notify;
 pub mod open;
-pub mod ratelimit;
+mod ratelimit;
 mod respond;
 mod routes;
 pub mod server;
 pub mod store;
+
+pub use ingest::{ENVELOPE_CONTENT_TYPE, NEL_CONTENT_TYPE, SENT_AT_HEADER, event_time};

@@ -21,10 +21,10 @@
 //! for `dns` and `connection` failures) therefore holds for every phase.
 //!
 //! Choices that others will ask about:
-//! - **Scope** is [`Scope::Unknown`]: the browser delivers reports after the fact, possibly
+//! - **Scope** is [`Scope::Unknown`](vantage_agent::taxonomy::Scope::Unknown): the browser delivers reports after the fact, possibly
 //!   minutes later and over another network, so reaching the collector says nothing about
 //!   where the failure was (unlike the agent's reachability check that sets `Path`/`Local`).
-//! - **Network** is [`NetworkType::Unknown`]; **client** is `None` (NEL is unauthenticated).
+//! - **Network** is [`NetworkType::Unknown`](vantage_agent::taxonomy::NetworkType::Unknown); **client** is `None` (NEL is unauthenticated).
 //! - **Ids** are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a
 //!   replayed upload yields the same ids (and the store drops it by its digest), while two
 //!   entries of one upload never share an id.

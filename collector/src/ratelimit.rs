@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 /// The rate-limit key of a source address: its /24 (IPv4) or /48 (IPv6); IPv4-mapped IPv6
 /// addresses count as IPv4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SourcePrefix([u8; 7]);
+pub(crate) struct SourcePrefix([u8; 7]);
 
 impl SourcePrefix {
     /// The prefix `ip` belongs to.
-    pub fn of(ip: IpAddr) -> SourcePrefix {
+    pub(crate) fn of(ip: IpAddr) -> SourcePrefix {
         let mut key = [0u8; 7];
         match ip.to_canonical() {
             IpAddr::V4(v4) => {
@@ -78,7 +78,7 @@ struct Table<K> {
 }
 
 /// A set of token buckets, one per key.
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     rate: f64,
     burst: f64,
     max_keys: usize,
@@ -88,7 +88,7 @@ pub struct RateLimiter<K> {
 impl<K: Hash + Eq + Copy> RateLimiter<K> {
     /// `rate` tokens per second (must be > 0), buckets of `burst` tokens, at most `max_keys`
     /// keys tracked individually.
-    pub fn new(rate: f64, burst: u32, max_keys: usize, now: Instant) -> RateLimiter<K> {
+    pub(crate) fn new(rate: f64, burst: u32, max_keys: usize, now: Instant) -> RateLimiter<K> {
         let burst = f64::from(burst.max(1));
         RateLimiter {
             rate: if rate > 0.0 && rate.is_finite() { rate } else { f64::MIN_POSITIVE },
@@ -102,7 +102,7 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
     }
 
     /// Takes a token from `key`'s bucket; `Err(wait)` when it is empty.
-    pub fn check(&self, key: K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, key: K, now: Instant) -> Result<(), Duration> {
         let (rate, burst) = (self.rate, self.burst);
         // A poisoned lock only means another request panicked mid-update; the table is
         // still a valid map of buckets.
@@ -123,13 +123,14 @@ impl<K: Hash + Eq + Copy> RateLimiter<K> {
     }
 
     /// Keys tracked individually right now.
-    pub fn tracked_keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked_keys(&self) -> usize {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).buckets.len()
     }
 }
 
 /// Whole seconds for a `Retry-After` header: the wait rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }

@@ -19,14 +19,14 @@ use vantage_collector::open::CollectorKey;
 use vantage_collector::server::{Collector, RunningCollector};
 use vantage_tests::alert_sink::AlertSink;
 use vantage_tests::collector_proc::{HttpClient, unix_now};
-use vantage_tests::fleet::{FAST_DETECTOR_TOML, Fleet, FleetConfig, asn_of};
+use vantage_tests::sim::{FAST_DETECTOR_TOML, Population, PopulationConfig, asn_of};
 
 /// How often the fleet steps (its clients seal counts every 2 s).
 const STEP: Duration = Duration::from_millis(500);
 /// The goal from the issue: report interval + 20 s (the fleet's interval is 2 s).
 const DETECTION_GOAL_MS: u64 = 2_000 + 20_000;
 
-fn config(dir: &Path, fleet: &Fleet, extra: &str) -> Config {
+fn config(dir: &Path, fleet: &Population, extra: &str) -> Config {
     let (asn, country) = fleet.write_enrichment(dir).unwrap();
     let text = format!(
         "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n\
@@ -64,10 +64,10 @@ fn metric(text: &str, series: &str) -> u64 {
 /// Steps the fleet every [`STEP`] until `done` says so (checked once per second) or
 /// `limit` passes; returns the last alerts document.
 async fn run_until(
-    fleet: &mut Fleet,
+    fleet: &mut Population,
     running: &RunningCollector,
     limit: Duration,
-    failing: impl Fn(&vantage_tests::fleet::ClientInfo, &str) -> Option<ErrorType>,
+    failing: impl Fn(&vantage_tests::sim::ClientInfo, &str) -> Option<ErrorType>,
     done: impl Fn(&Value) -> bool,
 ) -> Option<Value> {
     let (plain, admin) = (running.plain_addr().unwrap(), running.admin_addr().unwrap());
@@ -108,7 +108,7 @@ fn is_shop_service(a: &Value) -> bool {
 async fn a_service_outage_fires_once_resolves_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let key = write_key(dir.path());
-    let mut fleet = Fleet::new(FleetConfig::default(), key.public_key());
+    let mut fleet = Population::new(PopulationConfig::default(), key.public_key());
     let sink = AlertSink::start().await;
     let notify = format!(
         "[notify]\nretry_base_ms = 100\n[[notify.receivers]]\nname = \"ops\"\nkind = \"webhook\"\n\
@@ -119,7 +119,7 @@ async fn a_service_outage_fires_once_resolves_and_survives_a_restart() {
     let admin = running.admin_addr().unwrap();
 
     // Warm-up: normal traffic, with a little background failure. Nothing may fire.
-    let background = |c: &vantage_tests::fleet::ClientInfo, _: &str| {
+    let background = |c: &vantage_tests::sim::ClientInfo, _: &str| {
         (c.index % 29 == 0).then_some(ErrorType::TcpTimedOut)
     };
     let early = run_until(&mut fleet, &running, Duration::from_secs(25), background, |a| {
@@ -243,8 +243,8 @@ async fn a_service_outage_fires_once_resolves_and_survives_a_restart() {
 async fn the_admin_api_is_only_on_the_admin_listener_and_names_bad_parameters() {
     let dir = tempfile::tempdir().unwrap();
     let key = write_key(dir.path());
-    let mut fleet = Fleet::new(
-        FleetConfig { clients: 20, networks: 10, ..FleetConfig::default() },
+    let mut fleet = Population::new(
+        PopulationConfig { clients: 20, networks: 10, ..PopulationConfig::default() },
         key.public_key(),
     );
     let running = Collector::start(config(dir.path(), &fleet, "")).await.unwrap();

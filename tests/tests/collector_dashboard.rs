@@ -7,7 +7,7 @@
 //! cell's series once clicked.
 //!
 //! ```text
-//!  Fleet (160 clients, 80 /24s, 10 ASNs) ── POST /v1/envelopes ──▶ collector (plain listener)
+//!  Population (160 clients, 80 /24s, 10 ASNs) ── POST /v1/envelopes ──▶ collector (plain listener)
 //!     AS64503 x "shop" refused                                     │ store ─▶ detector
 //!                                                                  ▼
 //!  node tests/browser/dashboard.js ── playwright-core ── chromium ─▶ admin listener: / + /v1/*
@@ -29,8 +29,8 @@ use vantage_collector::config::Config;
 use vantage_collector::dashboard::CONTENT_SECURITY_POLICY;
 use vantage_collector::open::CollectorKey;
 use vantage_tests::collector_proc::HttpClient;
-use vantage_tests::fleet::{
-    ClientInfo, FAST_DETECTOR_TOML, Fleet, FleetConfig, asn_of, country_of,
+use vantage_tests::sim::{
+    ClientInfo, FAST_DETECTOR_TOML, Population, PopulationConfig, asn_of, country_of,
 };
 
 /// How often the fleet steps (its clients seal counts every 2 s).
@@ -40,8 +40,8 @@ const STEP: Duration = Duration::from_millis(500);
 const FAILING_NET: u8 = 3;
 const SERVICE: &str = "shop";
 
-fn fleet_config() -> FleetConfig {
-    FleetConfig { clients: 160, networks: 80, ..FleetConfig::default() }
+fn fleet_config() -> PopulationConfig {
+    PopulationConfig { clients: 160, networks: 80, ..PopulationConfig::default() }
 }
 
 fn failing_asn() -> u32 {
@@ -71,7 +71,7 @@ fn warmup_windows() -> usize {
         .unwrap()
 }
 
-fn config(dir: &Path, fleet: &Fleet) -> Config {
+fn config(dir: &Path, fleet: &Population) -> Config {
     let key = CollectorKey::from_seed([7; 32]);
     std::fs::write(dir.join("collector.key"), hex::encode(key.secret_bytes())).unwrap();
     let (asn, country) = fleet.write_enrichment(dir).unwrap();
@@ -93,7 +93,7 @@ async fn get_json(admin: SocketAddr, path: &str) -> (u16, Value) {
 /// Steps the fleet every [`STEP`] until `done` (checked about once a second) holds or `limit`
 /// passes; returns what `done` found.
 async fn step_until<T>(
-    fleet: &mut Fleet,
+    fleet: &mut Population,
     plain: SocketAddr,
     admin: SocketAddr,
     limit: Duration,
@@ -180,7 +180,7 @@ async fn run_browser(config: Value) -> Value {
 async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
     let dir = tempfile::tempdir().unwrap();
     let key = CollectorKey::from_seed([7; 32]);
-    let mut fleet = Fleet::new(fleet_config(), key.public_key());
+    let mut fleet = Population::new(fleet_config(), key.public_key());
     let running =
         vantage_collector::server::Collector::start(config(dir.path(), &fleet)).await.unwrap();
     let (plain, admin) = (running.plain_addr().unwrap(), running.admin_addr().unwrap());

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
-//! Fleet mode end to end: a real `nats-server` (Debian's, JetStream on, a temp store dir, on
+//! Population mode end to end: a real `nats-server` (Debian's, JetStream on, a temp store dir, on
 //! loopback) and in-process collectors sharing what they accept through it.
 //!
 //! - Three collectors, clients split across them: an outage of one service is detected by
@@ -22,7 +22,7 @@ use vantage_collector::open::CollectorKey;
 use vantage_collector::server::Collector;
 use vantage_tests::alert_sink::AlertSink;
 use vantage_tests::collector_proc::HttpClient;
-use vantage_tests::fleet::{ClientInfo, FAST_DETECTOR_TOML, Fleet, FleetConfig};
+use vantage_tests::sim::{ClientInfo, FAST_DETECTOR_TOML, Population, PopulationConfig};
 use vantage_tests::nats::{NatsServer, free_port};
 
 const STEP: Duration = Duration::from_millis(500);
@@ -34,7 +34,7 @@ fn write_key(dir: &Path) -> CollectorKey {
 }
 
 /// A collector config in `dir` with fleet mode on.
-fn config(dir: &Path, fleet: &Fleet, nats: &str, id: &str, extra: &str) -> Config {
+fn config(dir: &Path, fleet: &Population, nats: &str, id: &str, extra: &str) -> Config {
     write_key(dir);
     let (asn, country) = fleet.write_enrichment(dir).unwrap();
     let text = format!(
@@ -85,7 +85,7 @@ async fn three_collectors_page_once_for_a_split_spike_and_clients_fail_over() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(&tmp.path().join("nats"), free_port(), free_port()).await;
     let key = CollectorKey::from_seed([9; 32]);
-    let mut fleet = Fleet::new(FleetConfig::default(), key.public_key());
+    let mut fleet = Population::new(PopulationConfig::default(), key.public_key());
     let sink = AlertSink::start().await;
     let notify = format!(
         "[notify]\nretry_base_ms = 100\n[[notify.receivers]]\nname = \"ops\"\nkind = \"webhook\"\n\
@@ -193,8 +193,8 @@ async fn nats_down_and_back_loses_nothing_and_the_fleet_view_recovers() {
     let store = tmp.path().join("nats");
     let mut nats = NatsServer::start(&store, port, monitor).await;
     let key = CollectorKey::from_seed([9; 32]);
-    let mut fleet = Fleet::new(
-        FleetConfig { clients: 40, networks: 20, ..FleetConfig::default() },
+    let mut fleet = Population::new(
+        PopulationConfig { clients: 40, networks: 20, ..PopulationConfig::default() },
         key.public_key(),
     );
     let mut collectors = Vec::new();
@@ -206,7 +206,7 @@ async fn nats_down_and_back_loses_nothing_and_the_fleet_view_recovers() {
     }
     let plain: Vec<_> = collectors.iter().map(|c| c.plain_addr().unwrap()).collect();
     let admin: Vec<_> = collectors.iter().map(|c| c.admin_addr().unwrap()).collect();
-    let run = async |fleet: &mut Fleet, steps: usize| {
+    let run = async |fleet: &mut Population, steps: usize| {
         for _ in 0..steps {
             let next = Instant::now() + STEP;
             let stats = fleet

@@ -26,7 +26,7 @@ use vantage_agent::taxonomy::ErrorType;
 use crate::alerting::{Alerting, parse_series_query};
 use crate::config::Config;
 use crate::server::{Collector, RunningCollector};
-use sim::{ClientInfo, FAST_DETECTOR_TOML, Fleet, FleetConfig, unix_now};
+use sim::{ClientInfo, FAST_DETECTOR_TOML, Population, PopulationConfig, unix_now};
 
 /// `--short`: half-second buckets, a smaller fleet; for the test suite.
 const SHORT_DETECTOR_TOML: &str = "[detector]\nbucket_ms = 500\nwindow_buckets = 4\n\
@@ -117,16 +117,16 @@ async fn run_in(
     .map_err(|e| setup(&e))?;
     let key = config.keys.collector_keys.first().cloned().ok_or_else(|| setup(&"no key"))?;
     let fleet_config = if options.short {
-        FleetConfig {
+        PopulationConfig {
             clients: 60,
             networks: 30,
             report_interval_ms: 1_000,
-            ..FleetConfig::default()
+            ..PopulationConfig::default()
         }
     } else {
-        FleetConfig::default()
+        PopulationConfig::default()
     };
-    let mut fleet = Fleet::new(fleet_config, key.public_key());
+    let mut fleet = Population::new(fleet_config, key.public_key());
     fleet.write_enrichment(dir).map_err(|e| setup(&e))?;
     let collector = Collector::start(config).await?;
     let story = async {
@@ -151,7 +151,7 @@ async fn run_in(
 
 #[allow(clippy::print_stdout, reason = "the demo's story is for the operator's terminal")]
 async fn story(
-    fleet: &mut Fleet,
+    fleet: &mut Population,
     collector: &RunningCollector,
     plain: SocketAddr,
     admin: SocketAddr,
@@ -255,7 +255,7 @@ impl Pace {
 
 /// Steps the fleet at `pace` until `done()` gives a value; a timeout after [`STAGE_LIMIT`].
 async fn run_until<T>(
-    fleet: &mut Fleet,
+    fleet: &mut Population,
     plain: SocketAddr,
     pace: &Pace,
     outcome: impl Fn(&ClientInfo, &str) -> Option<ErrorType>,

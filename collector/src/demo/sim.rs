@@ -1,4 +1,4 @@
-//! A simulated fleet of real agent cores reporting to a collector over loopback: what
+//! A simulated population of real agent cores reporting to a collector over loopback: what
 //! `vantage-collector demo` runs, and what the end-to-end detection tests drive.
 //!
 //! Every simulated client is a real [`AgentCore`] (consent granted, every failure and every
@@ -8,22 +8,22 @@
 //! loopback, so the collector sees distinct /24 networks without any namespace. Client `i`
 //! sits in network `i % networks`.
 //!
-//! [`Fleet::write_enrichment`] writes ip-location-db style CSV files that map each of those
+//! [`Population::write_enrichment`] writes ip-location-db style CSV files that map each of those
 //! /24s to a test ASN ([`asn_of`]) and country ([`country_of`]), for the collector's `[enrich]`
 //! section, so slices by ASN and country exist as they would in production.
 //!
-//! The fleet runs on the wall clock (the collector stamps what it receives with its own), so it
+//! The population runs on the wall clock (the collector stamps what it receives with its own), so it
 //! pairs with a `[detector]` tuned for seconds rather than minutes, e.g.
 //! [`FAST_DETECTOR_TOML`].
 //!
 //! ```no_run
 //! # async fn demo(collector: vantage_agent::wire::CollectorPublicKey, addr: std::net::SocketAddr) {
 //! use vantage_agent::taxonomy::ErrorType;
-//! use vantage_collector::demo::sim::{Fleet, FleetConfig};
+//! use vantage_collector::demo::sim::{Population, PopulationConfig};
 //!
-//! let mut fleet = Fleet::new(FleetConfig::default(), collector);
+//! let mut population = Population::new(PopulationConfig::default(), collector);
 //! // One step: each client makes 5 requests per service; "shop" fails for network 3 only.
-//! let stats = fleet
+//! let stats = population
 //!     .step(addr, 5, |c, service| (service == "shop" && c.net == 3).then_some(ErrorType::TcpRefused))
 //!     .await;
 //! assert_eq!(stats.rejected, 0);
@@ -66,9 +66,9 @@ pub fn country_of(net: u8) -> &'static str {
     ["DE", "FR", "US", "BR", "JP"][usize::from(net % 5)]
 }
 
-/// The shape of a fleet.
+/// The shape of a population.
 #[derive(Clone, Debug)]
-pub struct FleetConfig {
+pub struct PopulationConfig {
     /// Simulated clients.
     pub clients: usize,
     /// Distinct /24 networks (1..=250); client `i` is in network `i % networks`.
@@ -81,9 +81,9 @@ pub struct FleetConfig {
     pub seed: u8,
 }
 
-impl Default for FleetConfig {
+impl Default for PopulationConfig {
     fn default() -> Self {
-        FleetConfig {
+        PopulationConfig {
             clients: 120,
             networks: 40,
             services: vec!["shop".into(), "search".into()],
@@ -93,10 +93,10 @@ impl Default for FleetConfig {
     }
 }
 
-/// What a client is, for the outcome function of [`Fleet::step`].
+/// What a client is, for the outcome function of [`Population::step`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
-    /// Index in the fleet.
+    /// Index in the population.
     pub index: usize,
     /// Its network: it sends from 127.0.`net`.x.
     pub net: u8,
@@ -137,15 +137,15 @@ struct SimClient {
 }
 
 /// Simulated clients; see the [module docs](self).
-pub struct Fleet {
-    config: FleetConfig,
+pub struct Population {
+    config: PopulationConfig,
     clients: Vec<SimClient>,
     services: Vec<(String, ServiceId, Host)>,
 }
 
-impl Fleet {
-    /// A fleet sealing to `collector`, consent granted at the wall clock's now.
-    pub fn new(config: FleetConfig, collector: CollectorPublicKey) -> Fleet {
+impl Population {
+    /// A population sealing to `collector`, consent granted at the wall clock's now.
+    pub fn new(config: PopulationConfig, collector: CollectorPublicKey) -> Population {
         assert!((1..=250).contains(&config.networks), "networks must be 1..=250");
         let app = AppInfo::new("com.example.fleet", "1.0.0", "linux", "vantage-tests")
             .expect("fixed app info is valid");
@@ -190,15 +190,15 @@ impl Fleet {
                 (s.clone(), id, host)
             })
             .collect();
-        Fleet { config, clients, services }
+        Population { config, clients, services }
     }
 
-    /// The fleet's shape.
-    pub fn config(&self) -> &FleetConfig {
+    /// The population's shape.
+    pub fn config(&self) -> &PopulationConfig {
         &self.config
     }
 
-    /// Writes `asn.csv` and `country.csv` into `dir` mapping every fleet network to its test
+    /// Writes `asn.csv` and `country.csv` into `dir` mapping every simulated network to its test
     /// ASN and country; returns their paths (for `[enrich] asn_csv` / `country_csv`).
     pub fn write_enrichment(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
         let mut asn = String::new();
@@ -227,7 +227,7 @@ impl Fleet {
         self.step_routed(|_| vec![addr], requests, outcome).await
     }
 
-    /// [`Fleet::step`] over several collectors: `route(client)` lists the collectors a client
+    /// [`Population::step`] over several collectors: `route(client)` lists the collectors a client
     /// delivers to, in order; an envelope that gets no answer from one (connection refused or
     /// dropped) goes to the next, as an agent's failover does.
     pub async fn step_routed(

@@ -18,7 +18,7 @@ use crate::open::Opened;
 
 /// What the ingest path knows about an upload besides its body.
 #[derive(Clone, Debug)]
-pub struct NelContext {
+pub(crate) struct NelContext {
     /// When the upload was received (collector clock).
     pub received_at: UnixMillis,
     /// Pseudonymous tag of the source network.
@@ -91,7 +91,7 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
 /// the fact, possibly over another network); client is `None` (NEL is unauthenticated). Ids
 /// are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a replayed
 /// upload yields the same ids while two entries of one upload never share one.
-pub fn nel_batch(body: &[u8], upload: NelUpload, ctx: &NelContext) -> IngestBatch {
+pub(crate) fn nel_batch(body: &[u8], upload: NelUpload, ctx: &NelContext) -> IngestBatch {
     let body_digest = digest::digest(&digest::SHA256, body);
     let mut d = [0u8; 32];
     d.copy_from_slice(body_digest.as_ref());

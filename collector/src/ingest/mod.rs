@@ -24,7 +24,7 @@
 //!   commit, feed (as above) ──▶ 204
 //! ```
 
-pub mod accept;
+pub(crate) mod accept;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

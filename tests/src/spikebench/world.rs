@@ -4,7 +4,7 @@
 use vantage_agent::report::UnixMillis;
 use vantage_agent::taxonomy::{ErrorType, NetworkType, Scope};
 use vantage_collector::detect::{AlertEvent, Detector};
-use vantage_collector::ingest::event_time;
+use vantage_collector::event_time;
 use vantage_collector::model::{Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
 
 use super::rng::Rng;

@@ -1,0 +1,778 @@
+//! The [`Detector`]'s state machine: observing reports and counts, evaluating windows once
+//! per bucket, installing and resolving alerts, snapshots and the series the dashboard reads.
+//! Judging one window (is this slice failing, by how much, which slice explains it) is
+//! [`judge`](super::judge)'s job.
+
+#![allow(clippy::wildcard_imports, reason = "the detector's own parent module")]
+
+use super::judge::{alert_from, arbitrate, judge_span, judge_window, spans};
+use super::*;
+
+/// Alert ids remembered for deduplication.
+const RECENT_IDS: usize = 10_000;
+/// ASN retrospectives remembered for grouping across services.
+const RECENT_NETWORK_RETRO: usize = 1_000;
+
+impl Detector {
+    /// A detector with `config` and no history.
+    pub fn new(config: DetectorConfig) -> Detector {
+        Detector {
+            stats: DetectorStats { slice_cap: config.max_slices, ..DetectorStats::default() },
+            config,
+            services: BTreeMap::new(),
+            clients: IdMap::default(),
+            late_entries: 0,
+            high_water_ms: 0,
+            last_eval: None,
+            last_sweep_ms: 0,
+            recent_ids: VecDeque::new(),
+            recent_set: HashSet::new(),
+            recent_network_retro: VecDeque::new(),
+            scratch: IdMap::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    fn client_id(&self, client: Option<&[u8; 32]>, net: NetTag) -> u64 {
+        let seed = self.config.hash_seed.to_be_bytes();
+        match client {
+            Some(key) => fnv1a64(&[&seed, b"agent", key]),
+            None => fnv1a64(&[&seed, b"nel", &net.0.to_be_bytes()]),
+        }
+    }
+
+    fn bucket(&self, ms: u64) -> u64 {
+        ms / self.config.bucket_ms.max(1)
+    }
+
+    fn data_slices(&self) -> usize {
+        self.services.values().map(|s| 1 + s.asns.len() + s.countries.len()).sum()
+    }
+
+    /// Calls `f` on every tracked data slice `enrichment` belongs to in `service` (the
+    /// service, its ASN, its country), creating them as needed; ASN and country slices only
+    /// under the cap.
+    fn for_each_part(
+        &mut self,
+        service: &str,
+        enrichment: &Enrichment,
+        mut f: impl FnMut(&mut Tracked),
+    ) {
+        let needs_new = match self.services.get(service) {
+            None => true,
+            Some(sd) => {
+                enrichment.asn.is_some_and(|a| !sd.asns.contains_key(&a))
+                    || enrichment.country.is_some_and(|c| !sd.countries.contains_key(&c))
+            }
+        };
+        let room = !needs_new || self.data_slices() < self.config.max_slices;
+        if !self.services.contains_key(service) {
+            let sd = ServiceData {
+                service: Tracked::new(GROUP_SLOTS),
+                asns: BTreeMap::new(),
+                countries: BTreeMap::new(),
+            };
+            self.services.insert(service.to_owned(), sd);
+        }
+        let Some(sd) = self.services.get_mut(service) else { return };
+        f(&mut sd.service);
+        if let Some(asn) = enrichment.asn {
+            match sd.asns.get_mut(&asn) {
+                Some(t) => f(t),
+                None if room => f(sd.asns.entry(asn).or_insert_with(|| Tracked::new(1))),
+                None => self.stats.slices_refused += 1,
+            }
+        }
+        if let Some(country) = enrichment.country {
+            match sd.countries.get_mut(&country) {
+                Some(t) => f(t),
+                None if room => f(sd.countries.entry(country).or_insert_with(|| Tracked::new(1))),
+                None => self.stats.slices_refused += 1,
+            }
+        }
+    }
+
+    fn tracked_mut(&mut self, service: &str, part: Part) -> Option<&mut Tracked> {
+        let sd = self.services.get_mut(service)?;
+        match part {
+            Part::Service => Some(&mut sd.service),
+            Part::Asn(a) => sd.asns.get_mut(&a),
+            Part::Country(c) => sd.countries.get_mut(&c),
+        }
+    }
+
+    fn tracked(&self, service: &str, part: Part) -> Option<&Tracked> {
+        let sd = self.services.get(service)?;
+        match part {
+            Part::Service => Some(&sd.service),
+            Part::Asn(a) => sd.asns.get(&a),
+            Part::Country(c) => sd.countries.get(&c),
+        }
+    }
+
+    /// Takes in one stored failure report, received at `received_at` (collector clock).
+    ///
+    /// Reports whose event time is behind the watermark (the newest time seen minus
+    /// [`DetectorConfig::lateness_ms`]) and reports with [`Scope::Local`] (the client's own
+    /// network was down) go to the retrospective path; the rest land in their event-time
+    /// bucket.
+    pub fn observe_report(&mut self, report: &StoredReport, received_at: UnixMillis) {
+        self.high_water_ms = self.high_water_ms.max(received_at.0);
+        let event_ms = report.event_at.0.min(received_at.0);
+        let client = self.client_id(report.client.as_ref(), report.net);
+        let group = FailureGroup::of(&report.error_type).map_or(OTHER_GROUP, FailureGroup::index);
+        let weight = u64::from(report.count.max(1)).saturating_mul(1_000_000)
+            / u64::from(report.sample_ppm.clamp(1, 1_000_000));
+        let bucket = self.bucket(event_ms);
+        let late = event_ms < self.high_water_ms.saturating_sub(self.config.lateness_ms)
+            || report.scope == Scope::Local;
+        let e = &report.enrichment;
+        let net = report.net.0;
+        let received = received_at.0;
+        if late {
+            self.stats.late_reports += 1;
+            if self.late_entries >= self.config.max_late_entries {
+                self.stats.late_dropped += 1;
+                return;
+            }
+            let mut added = 0;
+            self.for_each_part(&report.service, e, |t| {
+                t.late_last_ms = received;
+                let cells = t.late.entry(bucket).or_default();
+                added += usize::from(!cells.contains_key(&client));
+                let cell = cells.entry(client).or_default();
+                cell.net = net;
+                cell.asn = e.asn;
+                cell.country = e.country;
+                cell.reported[group] = cell.reported[group].saturating_add(weight);
+            });
+            self.late_entries += added;
+            return;
+        }
+        let mut delta = Cell { net, asn: e.asn, country: e.country, ..Cell::default() };
+        delta.reported[group] = weight;
+        self.for_each_part(&report.service, e, |t| {
+            t.data.last_data_ms = received;
+            if t.first_data_ms == 0 {
+                t.first_data_ms = received;
+            }
+            t.data.add(bucket, client, &delta);
+        });
+    }
+
+    /// Takes in one client's success/attempt counts.
+    ///
+    /// Counts that arrive within [`DetectorConfig::flush_grace_ms`] of a client's return from
+    /// a gap longer than [`DetectorConfig::client_gap_ms`] are buffered batches being flushed:
+    /// they mark the client active but are not current failure evidence.
+    pub fn observe_targets(&mut self, targets: &StoredTargets) {
+        let received = targets.received_at.0;
+        self.high_water_ms = self.high_water_ms.max(received);
+        let client = self.client_id(Some(&targets.client), targets.net);
+        let flushing = match self.clients.get(&client).copied() {
+            Some((last, _)) if last.saturating_add(self.config.client_gap_ms) < received => {
+                self.clients.insert(client, (received, received + self.config.flush_grace_ms));
+                true
+            }
+            Some((_, grace_end)) => {
+                self.clients.insert(client, (received, grace_end));
+                received < grace_end
+            }
+            None => {
+                if self.clients.len() < self.config.max_clients {
+                    self.clients.insert(client, (received, 0));
+                }
+                false
+            }
+        };
+        let event_ms = targets.event_at.0.min(received);
+        if event_ms < self.high_water_ms.saturating_sub(self.config.lateness_ms) {
+            self.stats.late_targets += 1;
+            return;
+        }
+        if flushing {
+            self.stats.flushed_targets += 1;
+        }
+        let bucket = self.bucket(event_ms);
+        let e = &targets.enrichment;
+        let failures = targets.attempts.saturating_sub(targets.successes);
+        let (attempts, net) = (targets.attempts, targets.net.0);
+        let delta = Cell {
+            attempts: if flushing { 0 } else { attempts },
+            failures: if flushing { 0 } else { failures },
+            net,
+            asn: e.asn,
+            country: e.country,
+            ..Cell::default()
+        };
+        self.for_each_part(&targets.service, e, |t| {
+            t.data.last_data_ms = received;
+            if t.first_data_ms == 0 {
+                t.first_data_ms = received;
+            }
+            t.data.add(bucket, client, &delta);
+        });
+    }
+
+    /// Moves time to `now` and returns what changed: alerts fired, resolved, and past incidents
+    /// found in late data. Evaluates once per bucket; calling it more often is cheap.
+    pub fn advance(&mut self, now: UnixMillis) -> Vec<AlertEvent> {
+        let now_ms = now.0;
+        self.high_water_ms = self.high_water_ms.max(now_ms);
+        let cur = self.bucket(now_ms);
+        if self.last_eval.is_some_and(|b| cur <= b) {
+            return Vec::new();
+        }
+        self.last_eval = Some(cur);
+        self.stats.evaluations += 1;
+        let from = cur.saturating_sub(self.config.window_buckets);
+
+        let windows = self.windows(from, cur);
+        let global_ok = self.global_ok(&windows);
+        let mut events = Vec::new();
+        let mut candidates = self.evaluate(&windows, now_ms, cur, from, global_ok, &mut events);
+        self.describe_candidates(&mut candidates, from, cur);
+        arbitrate(&mut candidates, self.config.dominance);
+        self.install(candidates, now_ms, &mut events);
+
+        let mut retro = self.retro_candidates(now_ms);
+        arbitrate(&mut retro, self.config.dominance);
+        self.install_retro(retro, now_ms, &mut events);
+
+        let keep_from = cur.saturating_sub(
+            self.config.lateness_ms.div_ceil(self.config.bucket_ms.max(1))
+                + self.config.window_buckets,
+        );
+        for sd in self.services.values_mut() {
+            sd.service.data.drop_before(keep_from);
+            sd.asns.values_mut().for_each(|t| t.data.drop_before(keep_from));
+            sd.countries.values_mut().for_each(|t| t.data.drop_before(keep_from));
+        }
+        if now_ms >= self.last_sweep_ms.saturating_add(60_000) {
+            self.last_sweep_ms = now_ms;
+            self.sweep(now_ms);
+        }
+        events
+    }
+
+    /// Window sums of every stat slice: (service, part, per-output windows).
+    fn windows(&mut self, from: u64, to: u64) -> Vec<(String, Part, Vec<SliceWindow>)> {
+        let mut out = Vec::new();
+        let mut nets = IdMap::default();
+        for (name, sd) in &mut self.services {
+            let parts = std::iter::once((Part::Service, &mut sd.service))
+                .chain(sd.asns.iter_mut().map(|(a, t)| (Part::Asn(*a), t)))
+                .chain(sd.countries.iter_mut().map(|(c, t)| (Part::Country(*c), t)));
+            for (part, t) in parts {
+                let outputs = t.states.len();
+                let window = t.data.slide(from, to);
+                out.push((name.clone(), part, summarise(window, outputs, &mut nets)));
+            }
+        }
+        out
+    }
+
+    /// False when the whole fleet went quiet (the collector is cut off, not the clients).
+    fn global_ok(&self, windows: &[(String, Part, Vec<SliceWindow>)]) -> bool {
+        let mut active = 0.0;
+        let mut expected = 0.0;
+        for (name, part, w) in windows {
+            if *part != Part::Service {
+                continue;
+            }
+            let Some(sd) = self.services.get(name) else { continue };
+            let b = &sd.service.states[0].baseline;
+            if b.updates >= self.config.warmup_windows {
+                expected += b.active_clients;
+                active += f64::from(w[0].active_clients);
+            }
+        }
+        expected < self.config.min_silence_clients
+            || active >= self.config.global_min_ratio * expected
+    }
+
+    fn evaluate(
+        &mut self,
+        windows: &[(String, Part, Vec<SliceWindow>)],
+        now_ms: u64,
+        cur: u64,
+        from: u64,
+        global_ok: bool,
+        events: &mut Vec<AlertEvent>,
+    ) -> Vec<Candidate> {
+        let cfg = self.config.clone();
+        let mut candidates = Vec::new();
+        // The service slice's verdict, seen before its children (windows list it first).
+        let mut parent: Option<(String, f64, bool)> = None;
+        for (name, part, ws) in windows {
+            let Some(t) = self.tracked_mut(name, *part) else { continue };
+            if let (Some(w), Some(state)) = (ws.first(), t.states.first()) {
+                let b = &state.baseline;
+                if t.history.len() >= HISTORY_POINTS {
+                    t.history.pop_front();
+                }
+                t.history.push_back(SeriesPoint {
+                    t_ms: (cur + 1) * cfg.bucket_ms,
+                    active_clients: w.active_clients,
+                    failing_clients: w.failing_clients,
+                    failure_ratio: (w.clients.n > 0).then_some(w.clients.mean() as f32),
+                    baseline_ratio: (b.clients.weight > 0).then_some(b.clients.mean as f32),
+                });
+            }
+            let full_window = cfg.window_buckets * cfg.bucket_ms;
+            if t.first_data_ms == 0 || now_ms < t.first_data_ms.saturating_add(full_window) {
+                continue;
+            }
+            for (index, (state, w)) in t.states.iter_mut().zip(ws).enumerate() {
+                let is_service = *part == Part::Service && index == 0;
+                let verdict = judge_window(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
+                if is_service {
+                    parent = Some((name.clone(), verdict.failure_score, state.alert.is_some()));
+                }
+                if let Some(alert) = &mut state.alert {
+                    let (quiet, excess) = match alert.kind {
+                        AlertKind::Silence => (
+                            f64::from(w.active_clients)
+                                >= cfg.silence_resolve_ratio * state.baseline.active_clients,
+                            state.baseline.active_clients - f64::from(w.active_clients),
+                        ),
+                        _ => (verdict.failure_score < cfg.resolve_score, verdict.excess_clients),
+                    };
+                    if quiet {
+                        state.quiet += 1;
+                    } else {
+                        state.quiet = 0;
+                        if alert.kind == AlertKind::Failures {
+                            alert.clients = alert.clients.max(u64::from(w.failing_clients));
+                            alert.networks = alert.networks.max(u64::from(w.failing_nets));
+                        }
+                    }
+                    if state.quiet >= cfg.resolve_after {
+                        let end_bucket = (cur + 1)
+                            .saturating_sub(u64::from(cfg.resolve_after))
+                            .saturating_sub(cfg.window_buckets);
+                        alert.state = AlertState::Resolved;
+                        alert.end_ms = Some((end_bucket * cfg.bucket_ms).max(alert.start_ms));
+                        events.push(AlertEvent::Resolved(alert.clone()));
+                        state.alert = None;
+                        state.quiet = 0;
+                    } else if !is_service && index == 0 {
+                        // A firing child still explains part of its parent's excess.
+                        let mut c = Candidate::from_alert(alert, *part, excess);
+                        c.firing = true;
+                        candidates.push(c);
+                    }
+                    continue;
+                }
+                let warm = state.baseline.updates >= cfg.warmup_windows;
+                let b = &state.baseline;
+                let candidate = if warm && verdict.failure_fires {
+                    Some((AlertKind::Failures, verdict.failure_score, verdict.excess_clients))
+                } else if warm && verdict.silence_score >= cfg.fire_score {
+                    let missing = b.active_clients - f64::from(w.active_clients);
+                    Some((AlertKind::Silence, verdict.silence_score, missing))
+                } else {
+                    None
+                };
+                // Who pages first decides the localisation, so close calls wait a little:
+                // - a child waits up to HOLD evaluations while its service is elevated but not
+                //   firing yet (the service-wide alert usually follows and should page alone);
+                // - a failure-group child waits one evaluation in any case (its baseline is
+                //   small, so it often crosses first in a service-wide incident);
+                // - a service waits one evaluation, so a child that explains it (one ASN, say)
+                //   can become a candidate too.
+                let parent_quiet =
+                    parent.as_ref().is_some_and(|(p, _, firing)| p == name && !firing);
+                let parent_rising = parent.as_ref().is_some_and(|(p, score, firing)| {
+                    p == name && !firing && *score >= cfg.resolve_score / 2.0
+                });
+                let hold_limit = match candidate {
+                    None => 0,
+                    Some(_) if is_service => 1,
+                    Some(_) if parent_rising => HOLD,
+                    Some(_) if index > 0 && parent_quiet => 1,
+                    Some(_) => 0,
+                };
+                let held = state.held < hold_limit;
+                state.held = if held { state.held + 1 } else { 0 };
+                let Some((kind, score, excess)) = candidate else {
+                    // Learn when the fleet reports, from windows that look normal. While
+                    // warming up, learn from everything (a young baseline makes normal windows
+                    // look odd, and skipping them would never let it grow up); an oddity that
+                    // lasts an hour without firing is the new normal. "Odd" starts at the
+                    // resolve score, not the fire score: an incident still below the evidence
+                    // floors (few clients yet, a slow gray failure) must not be learned while
+                    // it builds up (spikebench: gray-failure recall 7/8 -> 8/8).
+                    let odd = verdict.failure_score >= cfg.resolve_score;
+                    if odd && warm && state.frozen < FREEZE_LIMIT {
+                        state.frozen += 1;
+                    } else if global_ok {
+                        state.frozen = 0;
+                        state.baseline.update(w, now_ms, cfg.baseline_alpha);
+                    }
+                    continue;
+                };
+                let silence = kind == AlertKind::Silence;
+                candidates.push(Candidate {
+                    service: name.clone(),
+                    part: *part,
+                    index,
+                    kind,
+                    score,
+                    excess,
+                    observed_ratio: if silence { 0.0 } else { verdict.observed },
+                    baseline_ratio: if silence { 0.0 } else { verdict.expected },
+                    clients: u64::from(if silence { w.active_clients } else { w.failing_clients }),
+                    networks: u64::from(if silence { w.active_nets } else { w.failing_nets }),
+                    active: if silence {
+                        b.active_clients.round() as u64
+                    } else {
+                        u64::from(w.active_clients)
+                    },
+                    start_bucket: from,
+                    end_bucket: None,
+                    desc: Description::default(),
+                    deferred: false,
+                    // A held candidate explains its parent's excess but does not fire yet.
+                    firing: held,
+                });
+            }
+        }
+        candidates
+    }
+
+    fn describe_candidates(&mut self, candidates: &mut [Candidate], from: u64, to: u64) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for c in candidates.iter_mut().filter(|c| c.desc.top_countries.is_empty()) {
+            if let Some(t) = self.tracked(&c.service, c.part) {
+                t.data.merge_window(from, to, &mut scratch);
+                c.desc = describe(&scratch, c.index);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    fn remember(&mut self, id: AlertId) -> bool {
+        if !self.recent_set.insert(id) {
+            return false;
+        }
+        self.recent_ids.push_back(id);
+        if self.recent_ids.len() > RECENT_IDS
+            && let Some(old) = self.recent_ids.pop_front()
+        {
+            self.recent_set.remove(&old);
+        }
+        true
+    }
+
+    /// Turns surviving candidates into firing alerts: service slices first, so a service
+    /// alert inhibits the child alerts raised with it.
+    fn install(
+        &mut self,
+        mut candidates: Vec<Candidate>,
+        now_ms: u64,
+        events: &mut Vec<AlertEvent>,
+    ) {
+        candidates.retain(|c| !c.deferred && !c.firing);
+        candidates.sort_by_key(|c| (c.part != Part::Service || c.index != 0, c.part));
+        for c in candidates {
+            let key = c.key();
+            let id = AlertId::derive(&key, c.kind, c.start_bucket);
+            if !self.remember(id) {
+                continue;
+            }
+            let inhibited_by = if key.dim == SliceDim::Service {
+                None
+            } else {
+                self.services
+                    .get(&c.service)
+                    .and_then(|sd| sd.service.states[0].alert.as_ref())
+                    .map(|a| a.id)
+                    .or_else(|| self.network_silence(&c))
+            };
+            let alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
+            let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
+            if let Some(state) = t.states.get_mut(c.index) {
+                state.alert = Some(alert.clone());
+                state.quiet = 0;
+                events.push(AlertEvent::Fired(alert));
+            }
+        }
+    }
+
+    /// A silent network is silent for every service: the firing silence alert of the same ASN
+    /// in another service (the first one raised pages; the others are grouped under it).
+    fn network_silence(&self, c: &Candidate) -> Option<AlertId> {
+        let Part::Asn(asn) = c.part else { return None };
+        if c.kind != AlertKind::Silence {
+            return None;
+        }
+        self.services
+            .iter()
+            .filter(|(name, _)| **name != c.service)
+            .filter_map(|(_, sd)| sd.asns.get(&asn)?.states[0].alert.as_ref())
+            .find(|a| a.kind == AlertKind::Silence && a.inhibited_by.is_none())
+            .map(|a| a.id)
+    }
+
+    /// Judges late data that has settled: spans of late failing clients far above what the
+    /// baseline expects become retrospective candidates.
+    fn retro_candidates(&mut self, now_ms: u64) -> Vec<Candidate> {
+        let cfg = self.config.clone();
+        let mut out = Vec::new();
+        let mut freed = 0;
+        for (name, sd) in self.services.iter_mut() {
+            let parts = std::iter::once((Part::Service, &mut sd.service))
+                .chain(sd.asns.iter_mut().map(|(a, t)| (Part::Asn(*a), t)))
+                .chain(sd.countries.iter_mut().map(|(c, t)| (Part::Country(*c), t)));
+            for (part, t) in parts {
+                if t.late.is_empty() || t.late_last_ms.saturating_add(cfg.retro_settle_ms) > now_ms
+                {
+                    continue;
+                }
+                freed += t.late_cells();
+                let late = std::mem::take(&mut t.late);
+                let b = &t.states[0].baseline;
+                if b.updates < cfg.warmup_windows {
+                    continue;
+                }
+                for span in spans(&late, cfg.retro_gap_buckets) {
+                    if let Some(c) = judge_span(&cfg, name, part, b, &late, span) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        self.late_entries = self.late_entries.saturating_sub(freed);
+        out
+    }
+
+    fn install_retro(
+        &mut self,
+        mut retro: Vec<Candidate>,
+        now_ms: u64,
+        events: &mut Vec<AlertEvent>,
+    ) {
+        retro.retain(|c| !c.deferred);
+        retro.sort_by_key(|c| (c.part != Part::Service, c.part));
+        // Service retrospectives inhibit overlapping child retrospectives of the same service;
+        // an ASN's first retrospective inhibits the same ASN's in other services.
+        let mut parents: Vec<(String, u64, u64, AlertId)> = Vec::new();
+
+        for c in retro {
+            let key = c.key();
+            let id = AlertId::derive(&key, c.kind, c.start_bucket);
+            if !self.remember(id) {
+                continue;
+            }
+            let end = c.end_bucket.unwrap_or(c.start_bucket);
+            let overlaps = |a: u64, b: u64| a <= end && c.start_bucket <= b;
+            let inhibited_by = parents
+                .iter()
+                .find(|(s, a, b, _)| *s == c.service && overlaps(*a, *b))
+                .map(|p| p.3)
+                .or_else(|| match c.part {
+                    Part::Asn(asn) => self
+                        .recent_network_retro
+                        .iter()
+                        .find(|(n, a, b, _)| *n == asn && overlaps(*a, *b))
+                        .map(|p| p.3),
+                    _ => None,
+                });
+            match c.part {
+                Part::Service => parents.push((c.service.clone(), c.start_bucket, end, id)),
+                Part::Asn(asn) if inhibited_by.is_none() => {
+                    self.recent_network_retro.push_back((asn, c.start_bucket, end, id));
+                    if self.recent_network_retro.len() > RECENT_NETWORK_RETRO {
+                        self.recent_network_retro.pop_front();
+                    }
+                }
+                _ => {}
+            }
+            events.push(AlertEvent::Retrospective(alert_from(
+                &c,
+                key,
+                id,
+                now_ms,
+                self.config.bucket_ms,
+                inhibited_by,
+            )));
+        }
+    }
+
+    /// Evicts idle slices (never one with a firing alert or pending late data) and clients.
+    fn sweep(&mut self, now_ms: u64) {
+        let idle = self.config.idle_evict_ms;
+        let mut evicted = 0u64;
+        let gone = |t: &Tracked| {
+            !t.firing()
+                && t.data.is_empty()
+                && t.late.is_empty()
+                && t.data.last_data_ms.saturating_add(idle) < now_ms
+        };
+        self.services.retain(|_, sd| {
+            let before = sd.asns.len() + sd.countries.len();
+            sd.asns.retain(|_, t| !gone(t));
+            sd.countries.retain(|_, t| !gone(t));
+            evicted += (before - sd.asns.len() - sd.countries.len()) as u64;
+            let keep = !(gone(&sd.service) && sd.asns.is_empty() && sd.countries.is_empty());
+            evicted += u64::from(!keep);
+            keep
+        });
+        self.stats.slices_evicted += evicted;
+        let gap = self.config.client_gap_ms.max(idle);
+        self.clients.retain(|_, (last, _)| last.saturating_add(gap) >= now_ms);
+    }
+
+    /// Alerts currently firing (including inhibited ones), service slices first.
+    pub fn firing(&self) -> Vec<&Alert> {
+        let mut out = Vec::new();
+        for sd in self.services.values() {
+            let all =
+                std::iter::once(&sd.service).chain(sd.asns.values()).chain(sd.countries.values());
+            for t in all {
+                out.extend(t.states.iter().filter_map(|s| s.alert.as_ref()));
+            }
+        }
+        out
+    }
+
+    /// Sizes and counters, for metrics.
+    pub fn stats(&self) -> DetectorStats {
+        let mut s = self.stats.clone();
+        s.data_slices = self.data_slices();
+        s.slices =
+            self.services.values().map(|sd| GROUP_SLOTS + sd.asns.len() + sd.countries.len()).sum();
+        s.clients_tracked = self.clients.len();
+        s.firing = self.firing().len();
+        s
+    }
+
+    /// The baseline mean per-client failure ratio and active clients of `slice`, if tracked
+    /// (for dashboards and tests).
+    pub fn baseline(&self, slice: &SliceKey) -> Option<(f64, f64)> {
+        let sd = self.services.get(&slice.service)?;
+        let state = match &slice.dim {
+            SliceDim::Service => sd.service.states.first(),
+            SliceDim::Group(g) => sd.service.states.get(g.index() + 1),
+            SliceDim::Asn(a) => sd.asns.get(a).and_then(|t| t.states.first()),
+            SliceDim::Country(c) => {
+                Country::parse(c).and_then(|c| sd.countries.get(&c)).and_then(|t| t.states.first())
+            }
+        }?;
+        Some((state.baseline.clients.mean, state.baseline.active_clients))
+    }
+
+    fn tracked_by_key(&self, slice: &SliceKey) -> Option<&Tracked> {
+        let part = match &slice.dim {
+            SliceDim::Service => Part::Service,
+            SliceDim::Asn(a) => Part::Asn(*a),
+            SliceDim::Country(c) => Part::Country(Country::parse(c)?),
+            SliceDim::Group(_) => return None,
+        };
+        self.tracked(&slice.service, part)
+    }
+
+    /// What a restart must not forget: every slice's baseline, the firing alerts and the
+    /// alert ids already raised. Bucket contents are left out (they are minutes of data).
+    pub fn snapshot(&self, now: UnixMillis) -> DetectorSnapshot {
+        let mut baselines = Vec::new();
+        for (name, sd) in &self.services {
+            let parts = std::iter::once((Part::Service, &sd.service))
+                .chain(sd.asns.iter().map(|(a, t)| (Part::Asn(*a), t)))
+                .chain(sd.countries.iter().map(|(c, t)| (Part::Country(*c), t)));
+            for (part, t) in parts {
+                for (index, state) in t.states.iter().enumerate() {
+                    if state.baseline.updates > 0 {
+                        baselines.push((part.key(name, index), state.baseline.clone()));
+                    }
+                }
+            }
+        }
+        DetectorSnapshot {
+            taken_at_ms: now.0,
+            config_bucket_ms: self.config.bucket_ms,
+            baselines,
+            firing: self.firing().into_iter().cloned().collect(),
+            recent_ids: self.recent_ids.iter().copied().collect(),
+        }
+    }
+
+    /// Restores a [`Detector::snapshot`] into a fresh detector: baselines go back to their
+    /// slices, firing alerts keep firing (and resolve when their slice is quiet again), and
+    /// ids already raised are not raised again. A snapshot taken with another bucket length
+    /// restores only the firing alerts and ids (its baselines measured other windows).
+    pub fn restore(&mut self, snapshot: DetectorSnapshot) {
+        let same_buckets = snapshot.config_bucket_ms == self.config.bucket_ms;
+        for id in snapshot.recent_ids {
+            self.remember(id);
+        }
+        self.high_water_ms = self.high_water_ms.max(snapshot.taken_at_ms);
+        if same_buckets {
+            for (key, baseline) in snapshot.baselines {
+                if let Some(state) = self.state_for(&key) {
+                    state.baseline = baseline;
+                }
+            }
+        }
+        for alert in snapshot.firing {
+            self.remember(alert.id);
+            if let Some(state) = self.state_for(&alert.slice) {
+                state.alert = Some(alert);
+                state.quiet = 0;
+            }
+        }
+    }
+
+    /// The state of `key`, creating its data slice (under the cap) as needed.
+    fn state_for(&mut self, key: &SliceKey) -> Option<&mut SliceState> {
+        let mut enrichment = Enrichment::default();
+        let index = match &key.dim {
+            SliceDim::Service => 0,
+            SliceDim::Group(g) => g.index() + 1,
+            SliceDim::Asn(a) => {
+                enrichment.asn = Some(*a);
+                0
+            }
+            SliceDim::Country(c) => {
+                enrichment.country = Some(Country::parse(c)?);
+                0
+            }
+        };
+        self.for_each_part(&key.service, &enrichment, |_| {});
+        let part = match &key.dim {
+            SliceDim::Service | SliceDim::Group(_) => Part::Service,
+            SliceDim::Asn(a) => Part::Asn(*a),
+            SliceDim::Country(c) => Part::Country(Country::parse(c)?),
+        };
+        self.tracked_mut(&key.service, part)?.states.get_mut(index)
+    }
+
+    /// The evaluated windows of a data slice (service, ASN or country; not a failure group),
+    /// oldest first, up to the last hour; `None` when the slice is not tracked.
+    pub fn series(&self, slice: &SliceKey) -> Option<Vec<SeriesPoint>> {
+        Some(self.tracked_by_key(slice)?.history.iter().copied().collect())
+    }
+
+    /// The latest evaluated window of every tracked data slice, with the id of the alert
+    /// firing on that exact slice (for heat maps). Slices not evaluated yet are left out.
+    pub fn latest(&self) -> Vec<(SliceKey, SeriesPoint, Option<AlertId>)> {
+        let mut out = Vec::new();
+        for (name, sd) in &self.services {
+            let parts = std::iter::once((Part::Service, &sd.service))
+                .chain(sd.asns.iter().map(|(a, t)| (Part::Asn(*a), t)))
+                .chain(sd.countries.iter().map(|(c, t)| (Part::Country(*c), t)));
+            for (part, t) in parts {
+                let Some(point) = t.history.back() else { continue };
+                let alert = t.states.first().and_then(|s| s.alert.as_ref()).map(|a| a.id);
+                out.push((part.key(name, 0), *point, alert));
+            }
+        }
+        out
+    }
+}
+

@@ -1,0 +1,275 @@
+//! Judging one evaluation window: the statistical tests that say whether a slice fails
+//! beyond its baseline ([`judge_window`], and [`judge_span`] for settled late data), and the
+//! arbitration that picks the slice that explains an excess ([`arbitrate`]). Pure functions of
+//! their inputs.
+
+#![allow(clippy::wildcard_imports, reason = "the detector's own parent module")]
+
+use super::*;
+
+pub(super) fn alert_from(
+    c: &Candidate,
+    slice: SliceKey,
+    id: AlertId,
+    now_ms: u64,
+    bucket_ms: u64,
+    inhibited_by: Option<AlertId>,
+) -> Alert {
+    let retro = c.kind == AlertKind::Retrospective;
+    Alert {
+        id,
+        slice,
+        kind: c.kind,
+        state: if retro { AlertState::Resolved } else { AlertState::Firing },
+        start_ms: c.start_bucket * bucket_ms,
+        end_ms: c.end_bucket.map(|b| (b + 1) * bucket_ms),
+        raised_at_ms: now_ms,
+        inhibited_by,
+        score: c.score,
+        observed_ratio: c.observed_ratio,
+        baseline_ratio: c.baseline_ratio,
+        clients: c.clients,
+        networks: c.networks,
+        active_clients: c.active,
+        breakdown: c.desc.breakdown.clone(),
+        top_asns: c.desc.top_asns.clone(),
+        top_countries: c.desc.top_countries.clone(),
+    }
+}
+
+/// Below this many clients with counts, the ratio test also needs the failing-network count.
+const SMALL_SLICE: u32 = 300;
+
+/// What one window says about one slice.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Verdict {
+    pub(super) failure_score: f64,
+    pub(super) failure_fires: bool,
+    pub(super) observed: f64,
+    pub(super) expected: f64,
+    pub(super) excess_clients: f64,
+    pub(super) silence_score: f64,
+}
+
+/// The failure and silence tests for one window against one baseline.
+pub(super) fn judge_window(
+    cfg: &DetectorConfig,
+    b: &Baseline,
+    w: &SliceWindow,
+    now_ms: u64,
+    silence_allowed: bool,
+) -> Verdict {
+    let mut v = Verdict::default();
+    if b.clients.weight > 0 && w.clients.n > 0 {
+        // Quasi-binomial: each client votes its own failure ratio once; the variance of the
+        // mean is the per-client variance over n plus the slice's learned drift over time.
+        let slot = b.slot(now_ms).map_or(0.0, |s| s.ratio);
+        v.expected = b.clients.mean.max(slot);
+        v.observed = w.clients.mean();
+        let n_c = f64::from(w.clients.n);
+        let n_n = f64::from(w.nets.n);
+        let effect_c = v.observed - v.expected;
+        let effect_n = w.nets.mean() - b.nets.mean;
+        if effect_c >= cfg.min_effect && effect_n >= cfg.min_effect {
+            let zc = b.clients.z(n_c, v.observed, slot, cfg.min_unit_variance);
+            let zn = b.nets.z(n_n, w.nets.mean(), 0.0, cfg.min_unit_variance);
+            // Both must agree: many keys behind one network move the client mean only.
+            v.failure_score = normal_upper_score(zc).min(normal_upper_score(zn));
+            if w.clients.n < SMALL_SLICE {
+                // Few clients: the normal approximation is loose, so the count of failing
+                // networks must be improbable on its own too (p < 1e-4 at the defaults).
+                let count = poisson_upper_score(f64::from(w.failing_nets), b.failing_nets.max(0.5));
+                if count < 2.0 * cfg.resolve_score {
+                    v.failure_score = v.failure_score.min(count);
+                }
+            }
+        }
+    } else {
+        // No attempt counts (browser NEL): failing networks against their baseline count.
+        let lambda = b.failing_nets.max(1.0);
+        let k = f64::from(w.failing_nets);
+        if b.updates > 0 && k >= cfg.count_min_factor * lambda {
+            v.failure_score = poisson_upper_score(k, lambda);
+        }
+    }
+    let expected_clients = b.failing_clients_at(now_ms);
+    v.excess_clients = f64::from(w.failing_clients) - expected_clients;
+    // The floors count what is beyond the baseline and its usual noise (3 sigma, Poisson),
+    // so whoever forges must bring all of it, and they leave out the network with the most
+    // failing clients: no single /24, however many keys it holds, can supply the evidence.
+    let spread_clients =
+        v.excess_clients - 3.0 * expected_clients.sqrt() - f64::from(w.top_net_failing);
+    let excess_nets = f64::from(w.failing_nets) - b.failing_nets - 3.0 * b.failing_nets.sqrt();
+    let spread_nets = excess_nets - 1.0;
+    let active = f64::from(w.active_clients).max(b.active_clients);
+    let floors = w.failing_clients >= cfg.min_clients
+        && w.failing_nets >= cfg.min_networks
+        && spread_clients >= f64::from(cfg.min_clients)
+        && spread_nets >= f64::from(cfg.min_networks)
+        && (excess_nets >= f64::from(cfg.min_networks_alone)
+            || spread_clients >= cfg.min_client_share * active);
+    v.failure_fires = floors && v.failure_score >= cfg.fire_score;
+
+    let expected = b.active_clients;
+    let k = f64::from(w.active_clients);
+    // Usual reporters gone quiet: both keys and their networks, so extra keys behind a few
+    // networks leaving again is not silence.
+    if silence_allowed
+        && expected >= cfg.min_silence_clients
+        && b.active_nets >= cfg.min_silence_networks
+        && k < cfg.silence_ratio * expected
+        && f64::from(w.active_nets) < cfg.silence_ratio * b.active_nets
+    {
+        v.silence_score = poisson_lower_score(k, expected);
+    }
+    v
+}
+
+/// Splits the late buckets into spans separated by more than `gap` empty buckets.
+pub(super) fn spans(late: &BTreeMap<u64, IdMap<u64, LateCell>>, gap: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &b in late.keys() {
+        match out.last_mut() {
+            Some((_, end)) if b <= *end + gap + 1 => *end = b,
+            _ => out.push((b, b)),
+        }
+    }
+    out
+}
+
+/// A retrospective candidate for one span of late data, if it is far above the baseline.
+pub(super) fn judge_span(
+    cfg: &DetectorConfig,
+    service: &str,
+    part: Part,
+    b: &Baseline,
+    late: &BTreeMap<u64, IdMap<u64, LateCell>>,
+    (first, last): (u64, u64),
+) -> Option<Candidate> {
+    let mut sum = 0u64;
+    let mut clients: IdMap<u64, ()> = IdMap::default();
+    let mut nets: IdMap<u64, ()> = IdMap::default();
+    let mut asns: IdMap<u32, u64> = IdMap::default();
+    let mut countries: IdMap<Country, u64> = IdMap::default();
+    let mut breakdown = BTreeMap::new();
+    for cells in late.range(first..=last).map(|(_, c)| c) {
+        sum += cells.len() as u64;
+        for (id, cell) in cells {
+            nets.insert(cell.net, ());
+            if clients.insert(*id, ()).is_none() {
+                if let Some(a) = cell.asn {
+                    *asns.entry(a).or_default() += 1;
+                }
+                if let Some(c) = cell.country {
+                    *countries.entry(c).or_default() += 1;
+                }
+            }
+            for (g, n) in cell.reported.iter().enumerate() {
+                if *n > 0 {
+                    *breakdown.entry(slice::group_label(g).to_owned()).or_default() += n;
+                }
+            }
+        }
+    }
+    let buckets = (last - first + 1) as f64;
+    let mid_ms = (first + last) / 2 * cfg.bucket_ms;
+    // Expected failing clients per bucket: the window's baseline spread over its buckets.
+    let per_bucket = b.failing_clients_at(mid_ms) / cfg.window_buckets.max(1) as f64;
+    let lambda = (per_bucket * buckets).max(1.0);
+    let k = sum as f64;
+    let n_clients = clients.len() as f64;
+    let n_nets = nets.len() as f64;
+    let floors = n_clients >= f64::from(cfg.min_clients)
+        && n_nets >= f64::from(cfg.min_networks)
+        && (n_nets >= f64::from(cfg.min_networks_alone)
+            || n_clients >= cfg.min_client_share * b.active_clients);
+    let score = poisson_upper_score(k, lambda);
+    if !(floors && k >= cfg.retro_min_factor * lambda && score >= cfg.fire_score) {
+        return None;
+    }
+    Some(Candidate {
+        service: service.to_owned(),
+        part,
+        index: 0,
+        kind: AlertKind::Retrospective,
+        score,
+        excess: k - lambda,
+        observed_ratio: 0.0,
+        baseline_ratio: 0.0,
+        clients: clients.len() as u64,
+        networks: nets.len() as u64,
+        active: b.active_clients.round() as u64,
+        start_bucket: first,
+        end_bucket: Some(last),
+        desc: Description {
+            breakdown,
+            top_asns: window::top(asns),
+            top_countries: window::top(countries)
+                .into_iter()
+                .map(|(c, n)| (c.as_str().to_owned(), n))
+                .collect(),
+        },
+        deferred: false,
+        firing: false,
+    })
+}
+
+/// Localisation: a country defers to the ASNs in it that explain its excess; a service (or one
+/// of its failure groups) defers to one ASN, or at most two countries, that explain its excess. Candidates of one kind only
+/// explain candidates of the same kind.
+pub(super) fn arbitrate(candidates: &mut [Candidate], dominance: f64) {
+    let best_sum = |xs: &mut Vec<f64>, n: usize| {
+        xs.sort_by(|a, b| b.total_cmp(a));
+        xs.iter().take(n).sum::<f64>()
+    };
+    // Countries first: their verdict feeds the service's.
+    for i in 0..candidates.len() {
+        let c = &candidates[i];
+        let Part::Country(country) = c.part else { continue };
+        let mut explained: Vec<f64> = candidates
+            .iter()
+            .filter(|a| {
+                a.service == c.service
+                    && a.kind == c.kind
+                    && matches!(a.part, Part::Asn(_))
+                    && a.desc.top_countries.first().is_some_and(|(tc, _)| tc == country.as_str())
+            })
+            .map(|a| a.excess)
+            .collect();
+        let explained = best_sum(&mut explained, 2);
+        if c.excess > 0.0 && explained >= dominance * c.excess {
+            candidates[i].deferred = true;
+        }
+    }
+    for i in 0..candidates.len() {
+        let c = &candidates[i];
+        // The service and its failure groups alike.
+        if c.part != Part::Service || c.firing {
+            continue;
+        }
+        let of = |want_asn: bool| {
+            let mut xs: Vec<f64> = candidates
+                .iter()
+                .filter(|a| {
+                    a.service == c.service
+                        && a.kind == c.kind
+                        && !a.deferred
+                        && match a.part {
+                            Part::Asn(_) => want_asn,
+                            Part::Country(_) => !want_asn,
+                            Part::Service => false,
+                        }
+                })
+                .map(|a| a.excess)
+                .collect();
+            xs.sort_by(|a, b| b.total_cmp(a));
+            xs
+        };
+        let asn = of(true).first().copied().unwrap_or(0.0);
+        let countries: f64 = of(false).iter().take(2).sum();
+        if c.excess > 0.0 && (asn >= dominance * c.excess || countries >= dominance * c.excess) {
+            candidates[i].deferred = true;
+        }
+    }
+}
+
