@@ -67,8 +67,8 @@
 
 mod agent;
 pub mod config;
+pub mod log_store;
 pub mod probe;
-pub mod sled_store;
 mod uploader;
 pub mod validate;
 
