@@ -163,7 +163,26 @@ pub trait EnvelopeStore {
         self.remove(seq)
     }
 
-    /// Failures dropped by [`Self::remove_as`] (and lost to damage the store found when it
+    /// Stores an envelope whose batch carries the drop counts `carried` (counted before it was
+    /// sealed). A durable store keeps them with it: if the envelope is dropped in turn, they
+    /// must travel again ([`Self::carried_drops`]). Default: [`Self::put`].
+    fn put_carrying(
+        &mut self,
+        envelope: StoredEnvelope,
+        carried: &DropCounts,
+    ) -> Result<(), StoreError> {
+        let _ = carried;
+        self.put(envelope)
+    }
+
+    /// The drop counts the stored envelope `seq` carries ([`Self::put_carrying`]); when it is
+    /// dropped they go into the next batch again. Default: none.
+    fn carried_drops(&self, seq: u64) -> DropCounts {
+        let _ = seq;
+        DropCounts::new()
+    }
+
+    /// Failures dropped by [`Self::remove_as`] (with the counts the removed envelopes carried) (and lost to damage the store found when it
     /// opened) since the last [`Self::put`]: every put carries the drops counted before it, so
     /// these are the ones no stored batch carries yet. The core adds them to its next batch
     /// when it takes the store (after a restart). Default: none.

@@ -629,7 +629,7 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
             Ok(bytes) => {
                 self.next_seq += 1;
                 let envelope = StoredEnvelope { seq: batch.seq, created_at: now, failures, bytes };
-                if let Err(e) = self.store.put(envelope) {
+                if let Err(e) = self.store.put_carrying(envelope, &batch.drops) {
                     self.drops.merge(&batch.drops);
                     self.count_drop(DropReason::StoreError, failures);
                     return Err(e);
@@ -660,9 +660,20 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         // crash (counting them dropped could count a delivered envelope twice).
         let mut keep = self.store.maybe_delivered();
         keep.extend_from_slice(self.scheduler.in_flight());
+        // Drop counts carried by envelopes that may be evicted: they must travel again.
+        let carried: Vec<(u64, DropCounts)> = self
+            .store
+            .list()?
+            .iter()
+            .map(|m| (m.seq, self.store.carried_drops(m.seq)))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
         let (drops, removed) = self.store.evict(self.config.limits, now, &keep)?;
         for seq in removed {
             self.scheduler.remove(seq);
+            if let Some((_, c)) = carried.iter().find(|(s, _)| *s == seq) {
+                self.drops.merge(c);
+            }
         }
         for (reason, n) in drops.iter() {
             self.count_drop(reason, n);
@@ -704,8 +715,10 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
                 }
                 Some(env) => {
                     self.scheduler.remove(t.seq);
+                    let carried = self.store.carried_drops(t.seq);
                     self.store.remove_as(t.seq, Removal::Dropped(DropReason::Expired))?;
                     self.count_drop(DropReason::Expired, env.failures);
+                    self.drops.merge(&carried);
                 }
                 None => self.scheduler.remove(t.seq),
             }
@@ -729,8 +742,10 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
                 }
             }
             Resolution::Dropped { seq, reason } => {
+                let carried = self.store.carried_drops(seq);
                 if let Some(meta) = self.store.remove_as(seq, Removal::Dropped(reason))? {
                     self.count_drop(reason, meta.failures);
+                    self.drops.merge(&carried);
                 }
             }
             Resolution::Retry { seq } => {

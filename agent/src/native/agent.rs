@@ -148,6 +148,16 @@ impl EnvelopeStore for NativeStore {
     fn unsent_drops(&self) -> DropCounts {
         delegate!(self, s => s.unsent_drops())
     }
+    fn put_carrying(
+        &mut self,
+        envelope: StoredEnvelope,
+        carried: &DropCounts,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_carrying(envelope, carried))
+    }
+    fn carried_drops(&self, seq: u64) -> DropCounts {
+        delegate!(self, s => s.carried_drops(seq))
+    }
     fn mark_sending(&mut self, seq: u64) -> Result<(), StoreError> {
         delegate!(self, s => s.mark_sending(seq))
     }

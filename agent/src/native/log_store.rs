@@ -5,8 +5,9 @@
 //! ```text
 //!  kind u8 | payload length u32 LE | payload | check: SHA-256(kind, length, payload)[..8]
 //!
-//!  1 put      seq u64, sealed at u64, failures u64, the sealed envelope (encrypted to the
-//!             collector key)                               fsync before put() returns
+//!  1 put      seq u64, sealed at u64, failures u64, n u16, n × (reason u16, count u64) (the
+//!             drop counts its batch carries), the sealed envelope (encrypted to the collector
+//!             key)                                         fsync before put() returns
 //!  2 remove   seq u64, outcome u16 (0 delivered, else the drop reason's wire code)
 //!                                                          fsync before remove_as() returns
 //!  3 sending  seq u64: an attempt to send starts             fsync before the bytes leave
@@ -24,7 +25,8 @@
 //! Every record is written whole and fsynced before the call returns, so at any instant of a
 //! kill the log says one of: not stored; stored; stored and maybe sent; removed with its
 //! outcome. Drop outcomes are kept as *unsent drops* until the next put (whose batch carries
-//! every drop counted before it); after a restart the core takes them back
+//! every drop counted before it; an envelope dropped in turn gives back the counts it carried,
+//! [`EnvelopeStore::carried_drops`]); after a restart the core takes them back
 //! ([`EnvelopeStore::unsent_drops`]) and sends them in its next batch, once. An envelope with
 //! a `sending` record and no outcome may have been delivered just before the process died: it
 //! is sent again (a collector answers a duplicate with `202`), never evicted as dropped
@@ -78,13 +80,15 @@ pub const SEQ_JUMP: u64 = 10_000;
 /// The log's file name inside the data dir.
 pub const LOG_FILE: &str = "envelopes.log";
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Entry {
     /// Offset of the envelope bytes in the file.
     at: u64,
     len: u64,
     created_at: UnixMillis,
     failures: u64,
+    /// The drop counts its batch carries.
+    carried: DropCounts,
 }
 
 /// What [`LogStore::open`] found wrong and repaired.
@@ -155,13 +159,30 @@ fn word(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-fn put_record(e: &StoredEnvelope) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PUT_FIELDS + e.bytes.len());
+/// A put record, and where the envelope bytes start in its payload.
+fn put_record(e: &StoredEnvelope, carried: &DropCounts) -> (Vec<u8>, usize) {
+    let mut p = Vec::with_capacity(PUT_FIELDS + 2 + e.bytes.len());
     p.extend_from_slice(&e.seq.to_le_bytes());
     p.extend_from_slice(&e.created_at.0.to_le_bytes());
     p.extend_from_slice(&e.failures.to_le_bytes());
+    let pairs: Vec<(DropReason, u64)> = carried.iter().collect();
+    p.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
+    for (reason, n) in pairs {
+        p.extend_from_slice(&reason.code().to_le_bytes());
+        p.extend_from_slice(&n.to_le_bytes());
+    }
+    let start = p.len();
     p.extend_from_slice(&e.bytes);
-    record(PUT, &p)
+    (record(PUT, &p), start)
+}
+
+/// Reads `(reason u16, count u64)` pairs.
+fn read_pairs(b: &[u8]) -> DropCounts {
+    let mut counts = DropCounts::new();
+    for pair in b.chunks_exact(10) {
+        counts.add(DropReason::from_code(u16::from_le_bytes([pair[0], pair[1]])), word(pair, 2));
+    }
+    counts
 }
 
 fn state_record(last_seq: Option<u64>, unsent: &DropCounts) -> Vec<u8> {
@@ -256,13 +277,19 @@ impl LogStore {
     /// Applies one checked record; false when it makes no sense (damage).
     fn apply(&mut self, kind: u8, p: &[u8], body: u64) -> bool {
         match kind {
-            PUT if p.len() >= PUT_FIELDS => {
+            PUT if p.len() >= PUT_FIELDS + 2 => {
                 let seq = word(p, 0);
+                let n = u16::from_le_bytes([p[PUT_FIELDS], p[PUT_FIELDS + 1]]) as usize;
+                let start = PUT_FIELDS + 2 + 10 * n;
+                if p.len() < start {
+                    return false;
+                }
                 let entry = Entry {
-                    at: body + PUT_FIELDS as u64,
-                    len: (p.len() - PUT_FIELDS) as u64,
+                    at: body + start as u64,
+                    len: (p.len() - start) as u64,
                     created_at: UnixMillis(word(p, 8)),
                     failures: word(p, 16),
+                    carried: read_pairs(&p[PUT_FIELDS + 2..start]),
                 };
                 self.insert(seq, entry);
                 // Its batch carried every drop counted before it.
@@ -275,6 +302,7 @@ impl LogStore {
                 if let Some(e) = self.take(seq) {
                     if code != 0 {
                         self.unsent.add(DropReason::from_code(code), e.failures);
+                        self.unsent.merge(&e.carried);
                     }
                 }
                 true
@@ -290,11 +318,7 @@ impl LogStore {
             }
             STATE if p.len() >= 8 && (p.len() - 8) % 10 == 0 => {
                 self.raise_seq(word(p, 0));
-                self.unsent = DropCounts::new();
-                for pair in p[8..].chunks_exact(10) {
-                    let reason = DropReason::from_code(u16::from_le_bytes([pair[0], pair[1]]));
-                    self.unsent.add(reason, word(pair, 2));
-                }
+                self.unsent = read_pairs(&p[8..]);
                 true
             }
             _ => false,
@@ -344,10 +368,10 @@ impl LogStore {
     }
 
     fn insert(&mut self, seq: u64, entry: Entry) {
+        self.bytes += entry.len;
         if let Some(old) = self.index.insert(seq, entry) {
             self.bytes = self.bytes.saturating_sub(old.len);
         }
-        self.bytes += entry.len;
         self.raise_seq(seq);
     }
 
@@ -420,8 +444,8 @@ impl LogStore {
         let mut index = BTreeMap::new();
         for (&seq, e) in &self.index {
             let env = self.read(seq, e)?;
-            let rec = put_record(&env);
-            index.insert(seq, Entry { at: (out.len() + HEAD + PUT_FIELDS) as u64, ..*e });
+            let (rec, start) = put_record(&env, &e.carried);
+            index.insert(seq, Entry { at: (out.len() + HEAD + start) as u64, ..e.clone() });
             out.extend_from_slice(&rec);
         }
         for &seq in &self.sending {
@@ -475,13 +499,22 @@ pub fn remove_log(path: &Path) -> Result<(), StoreError> {
 
 impl EnvelopeStore for LogStore {
     fn put(&mut self, envelope: StoredEnvelope) -> Result<(), StoreError> {
-        let rec = put_record(&envelope);
+        self.put_carrying(envelope, &DropCounts::new())
+    }
+
+    fn put_carrying(
+        &mut self,
+        envelope: StoredEnvelope,
+        carried: &DropCounts,
+    ) -> Result<(), StoreError> {
+        let (rec, start) = put_record(&envelope, carried);
         let at = self.append(&rec, true)?;
         let entry = Entry {
-            at: at + (HEAD + PUT_FIELDS) as u64,
+            at: at + (HEAD + start) as u64,
             len: envelope.bytes.len() as u64,
             created_at: envelope.created_at,
             failures: envelope.failures,
+            carried: carried.clone(),
         };
         self.sending.remove(&envelope.seq);
         self.maybe.remove(&envelope.seq);
@@ -505,12 +538,16 @@ impl EnvelopeStore for LogStore {
         self.remove_as(seq, Removal::Delivered)
     }
 
+    fn carried_drops(&self, seq: u64) -> DropCounts {
+        self.index.get(&seq).map(|e| e.carried.clone()).unwrap_or_default()
+    }
+
     fn remove_as(
         &mut self,
         seq: u64,
         removal: Removal,
     ) -> Result<Option<EnvelopeMeta>, StoreError> {
-        let Some(e) = self.index.get(&seq).copied() else {
+        let Some(e) = self.index.get(&seq).cloned() else {
             return Ok(None);
         };
         let code = match removal {
@@ -523,6 +560,7 @@ impl EnvelopeStore for LogStore {
         self.take(seq);
         if let Removal::Dropped(reason) = removal {
             self.unsent.add(reason, e.failures);
+            self.unsent.merge(&e.carried);
         }
         self.maybe_compact()?;
         Ok(Some(LogStore::meta(seq, &e)))
@@ -643,7 +681,7 @@ mod tests {
         }
         let len = std::fs::metadata(&path).unwrap().len();
         // Every cut inside the last record: a write the process did not finish.
-        let record = put_record(&env(3, 13)).len() as u64;
+        let record = put_record(&env(3, 13), &DropCounts::new()).0.len() as u64;
         for cut in [1, 7, record / 2, record - 1] {
             let copy = dir.join(format!("cut-{cut}.log"));
             std::fs::copy(&path, &copy).unwrap();
@@ -687,7 +725,7 @@ mod tests {
             }
         }
         let mut bytes = std::fs::read(&path).unwrap();
-        let second = MAGIC.len() + put_record(&env(1, 1)).len() + HEAD + 30;
+        let second = MAGIC.len() + put_record(&env(1, 1), &DropCounts::new()).0.len() + HEAD + 30;
         bytes[second] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         let s = LogStore::open(&path).unwrap();
@@ -726,9 +764,19 @@ mod tests {
         assert_eq!(seqs(&s), [4, 5]);
         assert_eq!(s.unsent_drops().count(DropReason::QueueFull), 5, "durable with the removal");
         assert_eq!(s.unsent_drops().count(DropReason::Expired), 1);
-        s.put(env(6, 1)).unwrap();
+        let carried = s.unsent_drops();
+        s.put_carrying(env(6, 1), &carried).unwrap();
         drop(s);
-        assert!(LogStore::open(&path).unwrap().unsent_drops().is_empty(), "carried by put 6");
+        let mut s = LogStore::open(&path).unwrap();
+        assert!(s.unsent_drops().is_empty(), "carried by put 6");
+        assert_eq!(s.carried_drops(6), carried, "kept with it");
+        // Envelope 6 dropped in turn: its own failure and what it carried are unsent again.
+        s.remove_as(6, Removal::Dropped(DropReason::Rejected)).unwrap();
+        drop(s);
+        let s = LogStore::open(&path).unwrap();
+        let mut expected = carried.clone();
+        expected.add(DropReason::Rejected, 1);
+        assert_eq!(s.unsent_drops(), expected);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
