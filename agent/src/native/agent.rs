@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::config::{AgentBuilder, AgentConfig, ConfigError};
-use super::log_store::{LOG_FILE, LogStore, remove_log};
+use super::log_store::{LOG_FILE, LogStore, SEQ_JUMP, remove_log};
 use super::probe::{self, CheckOutcome, ProbeConfig, ProbeError};
 use super::uploader::Uploader;
 use super::validate::{ConfigWarning, validate};
@@ -782,8 +782,10 @@ fn open_buffer(shared: &Shared, state: &mut State) -> Result<(), AgentError> {
     let mut lost = 0;
     if let Some(e) = replaced {
         tracing::warn!(error = %e, "the envelope buffer was unreadable and has been replaced");
-        // How many failures it held is unknown: at least one envelope's worth was lost.
+        // How many failures it held is unknown: at least one envelope's worth was lost. So is
+        // its last sequence number: jump, so that numbers it may have sent are not reused.
         lost += 1;
+        store.raise_last_seq(SEQ_JUMP)?;
     }
     if paths.legacy_buffer.exists() {
         tracing::warn!(
