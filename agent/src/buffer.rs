@@ -8,10 +8,25 @@
 //! [`DropCounts`]).
 //!
 //! [`EnvelopeStore`] is the trait the core drives; [`MemoryStore`] keeps envelopes in memory
-//! (tests, the C library's host-driven mode, the browser before IndexedDB), and the native
-//! runtime has a sled implementation. Eviction is shared: [`EnvelopeStore::evict`] drops the
-//! oldest envelopes first, first those past the maximum age ([`DropReason::Expired`]), then as
-//! many as needed to fit the byte budget ([`DropReason::QueueFull`]).
+//! (tests, the C library's host-driven mode, the browser before IndexedDB), the native runtime
+//! has an append-only log file (`native::log_store`), and the wasm module a journal written to
+//! IndexedDB. Eviction is shared: [`EnvelopeStore::evict`] drops the oldest envelopes first,
+//! first those past the maximum age ([`DropReason::Expired`]), then as many as needed to fit
+//! the byte budget ([`DropReason::QueueFull`]).
+//!
+//! ## Outcomes across crashes
+//! A durable store can make every envelope end delivered xor dropped, counted once, whatever
+//! moment the process dies. Three optional methods carry what it needs (the defaults do
+//! nothing, which is right for a store that does not outlive the process):
+//! - [`EnvelopeStore::remove_as`] writes the removal together with its outcome, in one durable
+//!   write, and keeps the drop counts of such removals until the next [`EnvelopeStore::put`]
+//!   (whose batch carries them): [`EnvelopeStore::unsent_drops`] gives them back after a
+//!   restart, so they ride in the next batch exactly once;
+//! - [`EnvelopeStore::mark_sending`] is written durably before an envelope's bytes leave, and
+//!   [`EnvelopeStore::mark_answered`] when a collector answered "not accepted": an envelope
+//!   still marked when the process died may have been delivered
+//!   ([`EnvelopeStore::maybe_delivered`]), so it is sent again (the collector answers a
+//!   duplicate with `202`) instead of being evicted and counted as dropped.
 
 use crate::drops::{DropCounts, DropReason};
 use crate::report::UnixMillis;
@@ -101,6 +116,15 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Why an envelope leaves the store ([`EnvelopeStore::remove_as`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// A collector accepted it.
+    Delivered,
+    /// It was dropped, for this reason.
+    Dropped(DropReason),
+}
+
 /// Where sealed envelopes wait for delivery, keyed and ordered by sequence number (which is
 /// also their age order: sequence numbers only grow).
 pub trait EnvelopeStore {
@@ -127,11 +151,72 @@ pub trait EnvelopeStore {
     /// restarted agent never reuses one; `None` for a store that never held one.
     fn last_seq(&self) -> Option<u64>;
 
+    /// Removes the envelope `seq` because it was delivered or dropped. A durable store writes
+    /// the removal and its outcome in one durable write before it returns, and adds a drop to
+    /// [`Self::unsent_drops`]. Default: [`Self::remove`].
+    fn remove_as(
+        &mut self,
+        seq: u64,
+        removal: Removal,
+    ) -> Result<Option<EnvelopeMeta>, StoreError> {
+        let _ = removal;
+        self.remove(seq)
+    }
+
+    /// Stores an envelope whose batch carries the drop counts `carried` (counted before it was
+    /// sealed). A durable store keeps them with it: if the envelope is dropped in turn, they
+    /// must travel again ([`Self::carried_drops`]). Default: [`Self::put`].
+    fn put_carrying(
+        &mut self,
+        envelope: StoredEnvelope,
+        carried: &DropCounts,
+    ) -> Result<(), StoreError> {
+        let _ = carried;
+        self.put(envelope)
+    }
+
+    /// The drop counts the stored envelope `seq` carries ([`Self::put_carrying`]); when it is
+    /// dropped they go into the next batch again. Default: none.
+    fn carried_drops(&self, seq: u64) -> DropCounts {
+        let _ = seq;
+        DropCounts::new()
+    }
+
+    /// Failures dropped by [`Self::remove_as`] (with the counts the removed envelopes carried) (and lost to damage the store found when it
+    /// opened) since the last [`Self::put`]: every put carries the drops counted before it, so
+    /// these are the ones no stored batch carries yet. The core adds them to its next batch
+    /// when it takes the store (after a restart). Default: none.
+    fn unsent_drops(&self) -> DropCounts {
+        DropCounts::new()
+    }
+
+    /// An attempt to send `seq` starts: a durable store writes this before it returns, so
+    /// after a crash it knows the envelope may have reached a collector. Writing nothing when
+    /// `seq` is already marked. Default: nothing.
+    fn mark_sending(&mut self, seq: u64) -> Result<(), StoreError> {
+        let _ = seq;
+        Ok(())
+    }
+
+    /// A collector answered an attempt to send `seq` with a status that means "not accepted,
+    /// try later": it was not delivered. Default: nothing.
+    fn mark_answered(&mut self, seq: u64) -> Result<(), StoreError> {
+        let _ = seq;
+        Ok(())
+    }
+
+    /// Envelopes whose last send attempt in an earlier process has no recorded answer: they
+    /// may have been delivered. They are sent again rather than evicted (a collector answers
+    /// a duplicate with `202`), until an answer settles them. Default: none.
+    fn maybe_delivered(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Drops the oldest envelopes until the store is within `limits` at `now`: first every
     /// envelope sealed `max_age_ms` or more before `now` ([`DropReason::Expired`]), then the
     /// oldest until `bytes_used() <= max_bytes` ([`DropReason::QueueFull`]). Envelopes in
-    /// `keep` (being sent right now; a handful) are skipped. Returns the failures dropped, by reason, and
-    /// the sequence numbers removed.
+    /// `keep` (being sent right now, or maybe delivered; a handful) are skipped. Returns the
+    /// failures dropped, by reason, and the sequence numbers removed.
     fn evict(
         &mut self,
         limits: StoreLimits,
@@ -152,7 +237,7 @@ pub trait EnvelopeStore {
             } else {
                 continue;
             };
-            if self.remove(meta.seq)?.is_some() {
+            if self.remove_as(meta.seq, Removal::Dropped(reason))?.is_some() {
                 used = used.saturating_sub(meta.len);
                 drops.add(reason, meta.failures);
                 removed.push(meta.seq);

@@ -38,7 +38,7 @@
 //! [`Scope::Path`] when the collector was reachable, [`Scope::Local`] when not. Reports sealed
 //! before an answer, or recorded without a check, stay [`Scope::Unknown`].
 
-use crate::buffer::{EnvelopeStore, StoreError, StoreLimits, StoredEnvelope};
+use crate::buffer::{EnvelopeStore, Removal, StoreError, StoreLimits, StoredEnvelope};
 use crate::classify;
 use crate::coalesce::{Coalescer, DEFAULT_MAX_OPEN};
 use crate::consent::{Consent, ConsentAction, record_withdrawn_drops};
@@ -405,6 +405,9 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         for meta in self.store.list()? {
             self.scheduler.enqueue(meta.seq);
         }
+        // Drops an earlier process wrote with their removals but sealed into no batch yet.
+        let unsent = self.store.unsent_drops();
+        self.drops.merge(&unsent);
         Ok(())
     }
 
@@ -626,7 +629,7 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
             Ok(bytes) => {
                 self.next_seq += 1;
                 let envelope = StoredEnvelope { seq: batch.seq, created_at: now, failures, bytes };
-                if let Err(e) = self.store.put(envelope) {
+                if let Err(e) = self.store.put_carrying(envelope, &batch.drops) {
                     self.drops.merge(&batch.drops);
                     self.count_drop(DropReason::StoreError, failures);
                     return Err(e);
@@ -653,10 +656,24 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
     }
 
     fn evict(&mut self, now: UnixMillis) -> Result<(), StoreError> {
-        let (drops, removed) =
-            self.store.evict(self.config.limits, now, self.scheduler.in_flight())?;
+        // Never evicted: envelopes being sent, and those that may have been delivered before a
+        // crash (counting them dropped could count a delivered envelope twice).
+        let mut keep = self.store.maybe_delivered();
+        keep.extend_from_slice(self.scheduler.in_flight());
+        // Drop counts carried by envelopes that may be evicted: they must travel again.
+        let carried: Vec<(u64, DropCounts)> = self
+            .store
+            .list()?
+            .iter()
+            .map(|m| (m.seq, self.store.carried_drops(m.seq)))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        let (drops, removed) = self.store.evict(self.config.limits, now, &keep)?;
         for seq in removed {
             self.scheduler.remove(seq);
+            if let Some((_, c)) = carried.iter().find(|(s, _)| *s == seq) {
+                self.drops.merge(c);
+            }
         }
         for (reason, n) in drops.iter() {
             self.count_drop(reason, n);
@@ -665,14 +682,30 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
     }
 
     /// The next envelope to send at `now`, with its bytes (the same bytes on every attempt).
-    /// Envelopes past the maximum age are dropped ([`DropReason::Expired`]) instead of sent.
+    /// Envelopes past the maximum age are dropped ([`DropReason::Expired`]) instead of sent,
+    /// except those that may have been delivered before a crash
+    /// ([`EnvelopeStore::maybe_delivered`]). The store marks the envelope as being sent
+    /// ([`EnvelopeStore::mark_sending`]) before it is returned.
     pub fn poll_transmit(&mut self, now: UnixMillis) -> Result<Option<CoreTransmit>, StoreError> {
         if !self.consent.is_granted() {
             return Ok(None);
         }
         while let Some(t) = self.scheduler.poll_transmit(now) {
             match self.store.get(t.seq)? {
-                Some(env) if now.since(env.created_at) < self.config.limits.max_age_ms => {
+                Some(env)
+                    if now.since(env.created_at) < self.config.limits.max_age_ms
+                        || self.store.maybe_delivered().contains(&t.seq) =>
+                {
+                    if let Err(e) = self.store.mark_sending(t.seq) {
+                        // Not sent: it waits for its next turn in a working store.
+                        let _ = self.scheduler.handle_outcome(
+                            t.id,
+                            Outcome::NetworkError,
+                            now,
+                            &mut self.rng,
+                        );
+                        return Err(e);
+                    }
                     return Ok(Some(CoreTransmit {
                         id: t.id,
                         seq: t.seq,
@@ -682,8 +715,10 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
                 }
                 Some(env) => {
                     self.scheduler.remove(t.seq);
-                    self.store.remove(t.seq)?;
+                    let carried = self.store.carried_drops(t.seq);
+                    self.store.remove_as(t.seq, Removal::Dropped(DropReason::Expired))?;
                     self.count_drop(DropReason::Expired, env.failures);
+                    self.drops.merge(&carried);
                 }
                 None => self.scheduler.remove(t.seq),
             }
@@ -701,17 +736,26 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         let resolution = self.scheduler.handle_outcome(id, outcome, now, &mut self.rng);
         match resolution {
             Resolution::Delivered { seq } => {
-                if let Some(meta) = self.store.remove(seq)? {
+                if let Some(meta) = self.store.remove_as(seq, Removal::Delivered)? {
                     self.stats.delivered_envelopes += 1;
                     self.stats.delivered_failures += meta.failures;
                 }
             }
             Resolution::Dropped { seq, reason } => {
-                if let Some(meta) = self.store.remove(seq)? {
+                let carried = self.store.carried_drops(seq);
+                if let Some(meta) = self.store.remove_as(seq, Removal::Dropped(reason))? {
                     self.count_drop(reason, meta.failures);
+                    self.drops.merge(&carried);
                 }
             }
-            Resolution::Retry { .. } | Resolution::Stale => {}
+            Resolution::Retry { seq } => {
+                // A status other than acceptance means not stored; a network error may have
+                // come after the collector stored it, so the mark stays.
+                if matches!(outcome, Outcome::RetryAfter { .. } | Outcome::ServerError { .. }) {
+                    self.store.mark_answered(seq)?;
+                }
+            }
+            Resolution::Stale => {}
         }
         Ok(resolution)
     }

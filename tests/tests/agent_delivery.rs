@@ -239,10 +239,10 @@ async fn withdrawal_deletes_buffer_and_key_and_a_new_grant_gets_a_new_key() {
     let out = agent.flush(Duration::from_millis(300)).await.unwrap();
     assert_eq!(out.undelivered, 1, "nothing listens: the envelope stays buffered");
     assert_eq!(agent.buffered_envelopes(), 1);
-    assert!(f.data_dir().join("buffer").is_dir());
+    assert!(f.data_dir().join("envelopes.log").is_file());
     agent.set_consent(false).unwrap();
     assert!(files_under(f.tmp.path()).is_empty(), "left: {:?}", files_under(f.tmp.path()));
-    assert!(!f.data_dir().join("buffer").exists());
+    assert!(!f.data_dir().join("envelopes.log").exists());
     assert_eq!(agent.stats().dropped.count(DropReason::ConsentWithdrawn), 1);
     assert_eq!(agent.agent_key(), None);
     assert_eq!(
@@ -389,12 +389,9 @@ async fn a_corrupt_buffer_is_replaced_and_counted() {
     assert_eq!(agent.buffered_envelopes(), 1);
     agent.shutdown().await.unwrap();
     drop(agent);
-    let buffer = f.data_dir().join("buffer");
-    let files = files_under(&buffer);
-    assert!(!files.is_empty());
-    for file in files {
-        std::fs::write(&file, vec![0x5a; 8192]).unwrap();
-    }
+    let log = f.data_dir().join("envelopes.log");
+    assert!(log.is_file());
+    std::fs::write(&log, vec![0x5a; 8192]).unwrap();
     let rx = Receiver::start_on(addr, &f.cert, f.key.clone()).await;
     let agent = f.builder(&[url]).build().unwrap();
     assert_eq!(agent.agent_key(), Some(key), "consent and key survive the restart");

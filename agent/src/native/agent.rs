@@ -11,13 +11,16 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::config::{AgentBuilder, AgentConfig, ConfigError};
+use super::log_store::{LOG_FILE, LogStore, SEQ_JUMP, remove_log};
 use super::probe::{self, CheckOutcome, ProbeConfig, ProbeError};
-use super::sled_store::{SledStore, remove_dir};
 use super::uploader::Uploader;
 use super::validate::{ConfigWarning, validate};
-use crate::buffer::{EnvelopeMeta, EnvelopeStore, MemoryStore, StoreError, StoredEnvelope};
+use crate::buffer::{
+    EnvelopeMeta, EnvelopeStore, MemoryStore, Removal, StoreError, StoredEnvelope,
+};
 use crate::consent::{ConsentAction, ConsentState};
 use crate::delivery::{Outcome, TransmitId};
+use crate::drops::DropCounts;
 use crate::drops::DropReason;
 use crate::entropy::Entropy;
 use crate::pipeline::{AgentCore, CoreConfig, CoreStats, Recorded, ReportInput};
@@ -26,11 +29,11 @@ use crate::wire::{AgentPublicKey, CollectorPublicKey};
 
 /// File names inside the data dir.
 const IDENTITY_FILE: &str = "identity.key";
-const SEQ_FILE: &str = "seq";
-const BUFFER_DIR: &str = "buffer";
-/// Sequence numbers are reserved on disk in blocks of this many, so a lost or replaced buffer
-/// never makes the agent reuse one (the collector's replay window would refuse it).
-const SEQ_BLOCK: u64 = 10_000;
+/// Left by versions before the log store: a reserved high-water mark of sequence numbers,
+/// taken over once (the log keeps the exact last one since) and deleted.
+const LEGACY_SEQ_FILE: &str = "seq";
+/// Left by versions before the log store: the sled buffer, deleted (counted as lost).
+const LEGACY_BUFFER_DIR: &str = "buffer";
 /// Messages handled per lock before the task looks at timers and uploads again.
 const BATCH_MESSAGES: usize = 256;
 /// Most collectors asked in one scope check.
@@ -97,18 +100,18 @@ pub struct FlushOutcome {
     pub undelivered: usize,
 }
 
-/// Either store: memory before consent (it stays empty), sled after.
+/// Either store: memory before consent (it stays empty), the log file after.
 #[derive(Debug)]
 enum NativeStore {
     Memory(MemoryStore),
-    Sled(SledStore),
+    Log(LogStore),
 }
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             NativeStore::Memory($s) => $e,
-            NativeStore::Sled($s) => $e,
+            NativeStore::Log($s) => $e,
         }
     };
 }
@@ -135,21 +138,49 @@ impl EnvelopeStore for NativeStore {
     fn last_seq(&self) -> Option<u64> {
         delegate!(self, s => s.last_seq())
     }
+    fn remove_as(
+        &mut self,
+        seq: u64,
+        removal: Removal,
+    ) -> Result<Option<EnvelopeMeta>, StoreError> {
+        delegate!(self, s => s.remove_as(seq, removal))
+    }
+    fn unsent_drops(&self) -> DropCounts {
+        delegate!(self, s => s.unsent_drops())
+    }
+    fn put_carrying(
+        &mut self,
+        envelope: StoredEnvelope,
+        carried: &DropCounts,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_carrying(envelope, carried))
+    }
+    fn carried_drops(&self, seq: u64) -> DropCounts {
+        delegate!(self, s => s.carried_drops(seq))
+    }
+    fn mark_sending(&mut self, seq: u64) -> Result<(), StoreError> {
+        delegate!(self, s => s.mark_sending(seq))
+    }
+    fn mark_answered(&mut self, seq: u64) -> Result<(), StoreError> {
+        delegate!(self, s => s.mark_answered(seq))
+    }
+    fn maybe_delivered(&self) -> Vec<u64> {
+        delegate!(self, s => s.maybe_delivered())
+    }
 }
 
 type Core = AgentCore<NativeStore, OsEntropy>;
 
 struct State {
     core: Core,
-    /// Sequence numbers below this are reserved on disk.
-    reserved: u64,
 }
 
 struct Paths {
     data_dir: PathBuf,
     identity: PathBuf,
-    seq: PathBuf,
-    buffer: PathBuf,
+    log: PathBuf,
+    legacy_seq: PathBuf,
+    legacy_buffer: PathBuf,
 }
 
 struct Shared {
@@ -189,7 +220,7 @@ enum Msg {
 /// Cheap calls (`record`, `count_success`) never block and never panic: they hand the report
 /// to one background task through a bounded channel (a full channel drops it and counts
 /// `queue_full`). The task seals pending reports into envelopes at most `seal_delay` (500 ms)
-/// after the first one, writes them to the sled buffer, and delivers them. It sleeps when
+/// after the first one, writes them to the buffer (an append-only log), and delivers them. It sleeps when
 /// there is nothing to do.
 pub struct Agent {
     shared: Arc<Shared>,
@@ -280,8 +311,9 @@ impl Agent {
         }
         let paths = Paths {
             identity: config.data_dir.join(IDENTITY_FILE),
-            seq: config.data_dir.join(SEQ_FILE),
-            buffer: config.data_dir.join(BUFFER_DIR),
+            log: config.data_dir.join(LOG_FILE),
+            legacy_seq: config.data_dir.join(LEGACY_SEQ_FILE),
+            legacy_buffer: config.data_dir.join(LEGACY_BUFFER_DIR),
             data_dir: config.data_dir.clone(),
         };
         let mut core_config =
@@ -306,7 +338,7 @@ impl Agent {
             .http_timeout(Duration::from_secs(3));
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { core, reserved: 0 }),
+            state: Mutex::new(State { core }),
             paths,
             probe,
             uploader,
@@ -351,7 +383,7 @@ impl Agent {
     /// Grants (`true`) or withdraws (`false`) consent, synchronously.
     ///
     /// Granting creates the data dir, a new identity key (`identity.key`, mode 0600) and the
-    /// sled buffer; nothing exists on disk before. Withdrawing stops uploads in flight, deletes
+    /// buffer (`envelopes.log`); nothing exists on disk before. Withdrawing stops uploads in flight, deletes
     /// the buffer and the identity key, and forgets what was pending; a later grant gets a new,
     /// unlinkable key. Either is a no-op when already in that state.
     pub fn set_consent(&self, granted: bool) -> Result<(), AgentError> {
@@ -388,12 +420,12 @@ impl Agent {
                         }
                         let old = state.core.replace_store(NativeStore::Memory(MemoryStore::new()));
                         drop(old);
-                        remove_dir(&shared.paths.buffer)?;
+                        remove_log(&shared.paths.log)?;
+                        remove_dir(&shared.paths.legacy_buffer)?;
                     }
                     ConsentAction::DeleteIdentity => {
                         remove_file(&shared.paths.identity)?;
-                        remove_file(&shared.paths.seq)?;
-                        state.reserved = 0;
+                        remove_file(&shared.paths.legacy_seq)?;
                     }
                     _ => {}
                 }
@@ -689,6 +721,15 @@ fn read_identity(path: &Path) -> Option<([u8; 32], UnixMillis)> {
     Some((secret, UnixMillis(u64::from_be_bytes(since))))
 }
 
+/// Deletes a folder and what is in it (missing is fine).
+fn remove_dir(dir: &Path) -> Result<(), AgentError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(file_error("deleting", dir, e)),
+    }
+}
+
 fn read_seq(path: &Path) -> u64 {
     std::fs::read(path)
         .ok()
@@ -710,43 +751,68 @@ fn restore(shared: &Shared) -> Result<(), AgentError> {
             if shared.paths.identity.exists() {
                 tracing::warn!("the identity key file is unreadable; starting without consent");
             }
-            remove_dir(&shared.paths.buffer)?;
+            remove_log(&shared.paths.log)?;
+            remove_dir(&shared.paths.legacy_buffer)?;
             remove_file(&shared.paths.identity)?;
-            remove_file(&shared.paths.seq)?;
+            remove_file(&shared.paths.legacy_seq)?;
         }
     }
     Ok(())
 }
 
-/// Opens the sled buffer (replacing a corrupt one) and puts it under the core.
+/// Opens the log buffer (replacing one that is not a log) and puts it under the core. What
+/// the log lost to damage is counted by the store itself (unsent `store_error` drops, which
+/// the core sends in its next batch).
 fn open_buffer(shared: &Shared, state: &mut State) -> Result<(), AgentError> {
-    let (store, replaced) = SledStore::open_or_replace(&shared.paths.buffer)?;
-    let _old = state.core.replace_store(NativeStore::Sled(store))?;
+    let paths = &shared.paths;
+    let (mut store, replaced) = match LogStore::open(&paths.log) {
+        Ok(store) => (store, None),
+        Err(first) => {
+            remove_log(&paths.log)?;
+            (LogStore::open(&paths.log)?, Some(first))
+        }
+    };
+    if let Some(repair) = store.repair() {
+        tracing::warn!(
+            discarded_bytes = repair.discarded_bytes,
+            lost_failures = repair.lost_failures,
+            "the envelope buffer had a damaged end (a write cut short); it was cut off and counted"
+        );
+    }
+    let mut lost = 0;
     if let Some(e) = replaced {
         tracing::warn!(error = %e, "the envelope buffer was unreadable and has been replaced");
-        // How many failures it held is unknown: at least one envelope's worth was lost.
-        state.core.count_drop(DropReason::StoreError, 1);
+        // How many failures it held is unknown: at least one envelope's worth was lost. So is
+        // its last sequence number: jump, so that numbers it may have sent are not reused.
+        lost += 1;
+        store.raise_last_seq(SEQ_JUMP)?;
     }
-    let reserved = read_seq(&shared.paths.seq);
-    state.core.ensure_next_seq(reserved);
-    state.reserved = reserved;
+    if paths.legacy_buffer.exists() {
+        tracing::warn!(
+            "deleting the buffer of an earlier agent version (sled); its envelopes are lost"
+        );
+        remove_dir(&paths.legacy_buffer)?;
+        lost += 1;
+    }
+    // An earlier version reserved sequence numbers up to this mark; never go below it.
+    let legacy = read_seq(&paths.legacy_seq);
+    if legacy > 0 {
+        store.raise_last_seq(legacy - 1)?;
+        remove_file(&paths.legacy_seq)?;
+    }
+    let floor = state.core.next_seq().saturating_sub(1);
+    if floor > 0 {
+        store.raise_last_seq(floor)?;
+    }
+    let _old = state.core.replace_store(NativeStore::Log(store))?;
+    if lost > 0 {
+        state.core.count_drop(DropReason::StoreError, lost);
+    }
     Ok(())
 }
 
-/// Makes sure the sequence numbers the next seal may use are reserved on disk.
-fn reserve_seq(shared: &Shared, state: &mut State) -> Result<(), AgentError> {
-    let next = state.core.next_seq();
-    if next + SEQ_BLOCK / 10 <= state.reserved {
-        return Ok(());
-    }
-    let reserved = next + SEQ_BLOCK;
-    write_private(&shared.paths.seq, &reserved.to_be_bytes())
-        .map_err(|e| file_error("writing the sequence mark", &shared.paths.seq, e))?;
-    state.reserved = reserved;
-    Ok(())
-}
-
-/// A store operation failed: count, warn, and start a fresh store.
+/// A store operation failed: count, warn, and start a fresh store (which continues the
+/// sequence numbers).
 fn replace_broken_store(shared: &Shared, state: &mut State, error: &StoreError) {
     tracing::warn!(error = %error, "the envelope buffer failed; replacing it with a fresh one");
     if !state.core.consent().is_granted() {
@@ -754,10 +820,11 @@ fn replace_broken_store(shared: &Shared, state: &mut State, error: &StoreError) 
     }
     let lost = state.core.store().list().map_or(1, |l| l.len().max(1) as u64);
     drop(state.core.replace_store(NativeStore::Memory(MemoryStore::new())));
-    let _ = remove_dir(&shared.paths.buffer);
-    match SledStore::open(&shared.paths.buffer) {
+    let _ = remove_log(&shared.paths.log);
+    let floor = state.core.next_seq().saturating_sub(1);
+    match LogStore::open(&shared.paths.log).and_then(|mut s| s.raise_last_seq(floor).map(|()| s)) {
         Ok(store) => {
-            let _ = state.core.replace_store(NativeStore::Sled(store));
+            let _ = state.core.replace_store(NativeStore::Log(store));
         }
         Err(e) => {
             tracing::warn!(error = %e, "a fresh buffer could not be opened; keeping envelopes in memory")
@@ -777,11 +844,6 @@ fn seal_due(shared: &Shared, state: &mut State, now: UnixMillis) {
     let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
     if dropped > 0 && state.core.consent().is_granted() {
         state.core.count_drop(DropReason::QueueFull, dropped);
-    }
-    if state.core.consent().is_granted() && state.core.pending_failures() > 0 {
-        if let Err(e) = reserve_seq(shared, state) {
-            tracing::warn!(error = %e, "could not reserve sequence numbers");
-        }
     }
     if let Err(e) = state.core.poll_seal(now) {
         replace_broken_store(shared, state, &e);
@@ -825,11 +887,6 @@ fn seal_now(shared: &Shared) -> Result<(), StoreError> {
     let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
     if dropped > 0 && state.core.consent().is_granted() {
         state.core.count_drop(DropReason::QueueFull, dropped);
-    }
-    if state.core.consent().is_granted() && state.core.pending_failures() > 0 {
-        if let Err(e) = reserve_seq(shared, &mut state) {
-            tracing::warn!(error = %e, "could not reserve sequence numbers");
-        }
     }
     match state.core.seal_pending(now_ms()) {
         Ok(_) => Ok(()),
@@ -907,7 +964,7 @@ fn handle_messages(
 
 fn close(shared: &Shared) {
     let mut state = shared.lock();
-    // Dropping the sled store flushes and closes it.
+    // Every write of the log store is already on disk: dropping it only closes the file.
     drop(state.core.replace_store(NativeStore::Memory(MemoryStore::new())));
     shared.consented.store(false, Ordering::SeqCst);
     shared.uploader.close_idle();

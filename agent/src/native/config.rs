@@ -22,7 +22,9 @@
 //! fixed_addrs = ["192.0.2.10:443"]          # used when DNS fails; TLS still checks the name
 //! asn = 64500                               # declared, for the failure-domain checks
 //!
-//! [buffer]     # max_bytes = 1048576, max_age_secs = 604800
+//! [buffer]     # max_bytes = 1048576, max_age_secs = 604800: <data_dir>/envelopes.log, an
+//!              # append-only log (fsync per write, no background thread), oldest dropped
+//!              # first and counted (queue_full, expired); see `native::log_store`
 //! [delivery]   # base_backoff_ms = 1000, max_backoff_ms = 20000, max_in_flight = 2,
 //!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 500,
 //!              # queue_capacity = 1024
@@ -207,7 +209,7 @@ pub struct AgentConfig {
     pub app: AppInfo,
     /// The deployment's collector key.
     pub collector_key: CollectorPublicKey,
-    /// Where the identity key, sequence mark and buffer live (created at opt-in).
+    /// Where the identity key and the buffer (`envelopes.log`) live (created at opt-in).
     pub data_dir: PathBuf,
     /// Monitored services.
     pub services: Vec<ServiceConfig>,
@@ -225,7 +227,8 @@ pub struct AgentConfig {
     /// heartbeat, so collectors see failure ratios and silence); `None`: only with failures.
     /// Default 60 s. Nothing is sent while no success is sampled.
     pub report_interval: Option<Duration>,
-    /// Time a failure waits in memory before it is sealed to disk (default 1 s).
+    /// Time a failure waits in memory before it is sealed to disk (default 500 ms,
+    /// [`DEFAULT_SEAL_DELAY_MS`]).
     pub seal_delay: Duration,
     /// Buffer limits (default 1 MiB, 7 days).
     pub limits: StoreLimits,
@@ -340,13 +343,14 @@ impl AgentBuilder {
         self
     }
 
-    /// Time a failure waits in memory before it is sealed to disk. Default: 1 s.
+    /// Time a failure waits in memory before it is sealed to disk. Default: 500 ms.
     pub fn seal_delay(mut self, d: Duration) -> Self {
         self.config.seal_delay = d;
         self
     }
 
-    /// Buffer byte budget. Default: 1 MiB.
+    /// Buffer byte budget (envelope bytes in `envelopes.log`; the oldest are dropped first,
+    /// counted `queue_full`). Default: 1 MiB.
     pub fn max_buffer_bytes(mut self, bytes: u64) -> Self {
         self.config.limits.max_bytes = bytes;
         self

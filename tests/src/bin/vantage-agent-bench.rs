@@ -454,7 +454,7 @@ fn bench_idle(lab: &Lab, secs: u64) -> Result<(), String> {
     let config = lab.agent_toml("idle", addr)?;
     let mut agent = AgentProc::start(&config)?;
     let pid = agent.pid();
-    // Settle after start-up (runtime, sled open) before reading the memory of an idle agent.
+    // Settle after start-up (runtime, buffer open) before reading the memory of an idle agent.
     std::thread::sleep(Duration::from_secs(2));
     println!(
         "VmRSS after consent, idle, nothing recorded: {} (VmHWM {})",

@@ -11,6 +11,7 @@
 //! | command               | what it does                                       | answer                      |
 //! |-----------------------|----------------------------------------------------|-----------------------------|
 //! | `<n>`                 | records report `n` (host `r<n>.reports.example`)   | `ack <n> <outcome>`         |
+//! | `sealed <n>`          | records report `n`, then seals it to disk (`flush(0)`) | `sealed <n> <outcome>`  |
 //! | `burst <from> <count>`| records reports `from..from+count`                 | `acked <from> <count> <kept>` |
 //! | `flush <ms>`          | [`Agent::flush`] with that timeout                 | `flushed <undelivered>`     |
 //! | `stats`               | the agent's accounting                             | `stats {json}`              |
@@ -95,6 +96,12 @@ fn run() -> Result<(), String> {
                 let kept =
                     (from..from + count).filter(|&n| record(&agent, n) == Recorded::Kept).count();
                 say(format!("acked {from} {count} {kept}"))?;
+            }
+            Some("sealed") => {
+                let n = number(1)?;
+                let recorded = outcome(record(&agent, n));
+                rt.block_on(agent.flush(Duration::ZERO)).map_err(|e| format!("flush: {e}"))?;
+                say(format!("sealed {n} {recorded}"))?;
             }
             Some("flush") => {
                 let timeout = Duration::from_millis(number(1)?);
