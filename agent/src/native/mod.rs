@@ -37,6 +37,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## HTTP clients without code
+//! With the `reqwest` or `tower` feature, one middleware or layer on the client records every
+//! request's outcome ([`integrations`]; not in the docs of builds without either feature):
+//! failures classified from the error chain, successes counted per the sampling, the host
+//! mapped to its service by the config.
+//!
 //! ## Runtime
 //! [`AgentBuilder::build`] (and `from_toml_*`) start a current-thread tokio runtime on a thread
 //! named `vantage-agent`, so the agent works in apps without tokio and never competes with an
@@ -67,6 +73,8 @@
 
 mod agent;
 pub mod config;
+#[cfg(any(feature = "reqwest", feature = "tower"))]
+pub mod integrations;
 pub mod probe;
 pub mod sled_store;
 mod uploader;
