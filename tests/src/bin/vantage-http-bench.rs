@@ -250,7 +250,19 @@ fn main() -> ExitCode {
         ];
         run("hyper-util legacy client", &mut hyper, requests, rounds).await;
 
-        let bare = reqwest::Client::builder().no_proxy().build().expect("reqwest client");
+        // reqwest with `rustls-no-provider` needs a TLS config even for plain HTTP: ring's.
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let bare = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .no_proxy()
+            .build()
+            .expect("reqwest client");
         let with = |m: Option<VantageMiddleware>| {
             let b = reqwest_middleware::ClientBuilder::new(bare.clone());
             match m {
