@@ -452,6 +452,7 @@ impl Agent {
     }
 
     /// True while consent is granted (a relaxed read: a hint for skipping work).
+    #[cfg(any(feature = "reqwest", feature = "tower"))]
     pub(crate) fn is_consented(&self) -> bool {
         self.shared.consented.load(Ordering::Relaxed)
     }

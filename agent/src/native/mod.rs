@@ -39,7 +39,7 @@
 //!
 //! ## HTTP clients without code
 //! With the `reqwest` or `tower` feature, one middleware or layer on the client records every
-//! request's outcome ([`integrations`]; not in the docs of builds without either feature):
+//! request's outcome (`integrations`, in builds with either feature):
 //! failures classified from the error chain, successes counted per the sampling, the host
 //! mapped to its service by the config.
 //!
