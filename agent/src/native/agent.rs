@@ -475,28 +475,46 @@ impl Agent {
     /// failure ratios. Never blocks; ignored without consent, with an invalid id or host, or
     /// when the channel is full.
     pub fn count_success(&self, service: &str, host: &str) {
-        if !self.shared.consented.load(Ordering::SeqCst) {
+        if !self.counts_successes() {
             return;
         }
         if let (Ok(s), Ok(h)) = (service.parse(), Host::from_url(host)) {
-            let _ = self.tx.try_send(Msg::Success(s, h, now_ms()));
+            self.count_success_parsed(s, h);
         }
     }
 
+    /// True while consent is granted (a relaxed read: a hint for skipping work).
+    #[cfg(any(feature = "reqwest", feature = "tower"))]
+    pub(crate) fn is_consented(&self) -> bool {
+        self.shared.consented.load(Ordering::Relaxed)
+    }
+
+    /// True when a success now could be counted: consent is granted and the success
+    /// fraction is above 0 (with 0, the default, the core would discard every success, so
+    /// callers skip the work).
+    pub(crate) fn counts_successes(&self) -> bool {
+        self.shared.config.sampling.success_fraction() > 0.0
+            && self.shared.consented.load(Ordering::Relaxed)
+    }
+
+    /// [`Agent::count_success`] with parsed values (sampling happens in the core).
+    pub(crate) fn count_success_parsed(&self, service: ServiceId, host: Host) {
+        let _ = self.tx.try_send(Msg::Success(service, host, now_ms()));
+    }
+
     /// Probes `url` (DNS, TCP, TLS, HTTP GET: see [`probe::check`]) and records a failure
-    /// when it fails, for the service whose hosts include the URL's host (else the first
-    /// configured service). Must run inside a tokio runtime.
+    /// when it fails, for the URL's host's service ([`AgentConfig::service_for_host`]; else
+    /// the first configured service). Must run inside a tokio runtime.
     pub async fn check(&self, url: &str) -> Result<CheckOutcome, AgentError> {
         let outcome = probe::check(url, &self.shared.probe).await?;
         if let CheckOutcome::Failed(f) = &outcome {
+            let config = &self.shared.config;
             let host = Host::from_url(url).ok();
-            let services = &self.shared.config.services;
-            let service = services
-                .iter()
-                .find(|s| host.as_ref().is_some_and(|h| s.hosts.contains(h)))
-                .or(services.first());
+            let service = host
+                .and_then(|h| config.service_for_host(h.as_str()))
+                .or(config.services.first().map(|s| &s.id));
             if let Some(service) = service {
-                let mut input = ReportInput::new(service.id.as_str(), url, &f.error_type)
+                let mut input = ReportInput::new(service.as_str(), url, &f.error_type)
                     .elapsed_ms(f.elapsed_ms)
                     .protocol(f.protocol)
                     .phase(f.phase);

@@ -15,7 +15,7 @@
 //!
 //! [[services]]
 //! id = "checkout"
-//! hosts = ["api.example.com"]
+//! hosts = ["api.example.com", "*.pay.example.com"]   # "*." = any name under it
 //!
 //! [[collectors]]
 //! url = "https://vantage-a.example.net"
@@ -31,6 +31,8 @@
 //! [sampling]   # failure_fraction = 1.0, success_fraction = 0.0,
 //!              # report_interval_secs = 60 (success counts sealed at least this often)
 //! [scope]      # enabled = true, interval_secs = 30
+//! [capture]    # unmapped_service = (none): the service for requests the HTTP client
+//!              # integrations see to hosts no service lists; none = not recorded
 //! ```
 //!
 //! Every table refuses unknown fields, and every error names the field it is about
@@ -191,13 +193,69 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
 }
 
 /// A monitored service: its id and the hosts it is reached at (the registrable-domain rule
-/// compares collectors against these).
+/// compares collectors against these; the HTTP client integrations map a request's host to
+/// its service with [`AgentConfig::service_for_host`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
     /// The service id.
     pub id: ServiceId,
-    /// Its hosts.
+    /// Its hosts, matched exactly.
     pub hosts: Vec<Host>,
+    /// Names given as `*.suffix` patterns (stored without the `*.`): any name under one of
+    /// them (`a.suffix`, `a.b.suffix`) belongs to the service, the suffix itself does not.
+    pub host_suffixes: Vec<Host>,
+}
+
+impl ServiceConfig {
+    /// A service with these hosts: DNS names, IP addresses or URLs (only the host is kept),
+    /// and `*.example.com` patterns for every name under `example.com`. A `*` anywhere else
+    /// is refused (`services[0].hosts[1]: ...`): wildcards match whole labels at the front.
+    pub fn new(id: &str, hosts: &[&str]) -> Result<ServiceConfig, ConfigError> {
+        Self::parse(0, id, hosts.iter().copied())
+    }
+
+    fn parse<'a>(
+        i: usize,
+        id: &str,
+        hosts: impl Iterator<Item = &'a str>,
+    ) -> Result<ServiceConfig, ConfigError> {
+        let id = id.parse().map_err(|e| ConfigError::invalid(format!("services[{i}].id"), e))?;
+        let mut service = ServiceConfig { id, hosts: Vec::new(), host_suffixes: Vec::new() };
+        for (j, h) in hosts.enumerate() {
+            let bad =
+                |e: &dyn fmt::Display| ConfigError::invalid(format!("services[{i}].hosts[{j}]"), e);
+            match h.strip_prefix("*.") {
+                Some(suffix) if !suffix.contains('*') && !suffix.contains("://") => {
+                    service.host_suffixes.push(Host::parse(suffix).map_err(|e| bad(&e))?);
+                }
+                _ if h.contains('*') => {
+                    return Err(bad(&format!(
+                        "{h:?}: a wildcard must be the whole first label (\"*.example.com\")"
+                    )));
+                }
+                _ => service.hosts.push(Host::from_url(h).map_err(|e| bad(&e))?),
+            }
+        }
+        Ok(service)
+    }
+
+    /// How well `host` (lower-case, no brackets, no trailing dot) matches: `Some(usize::MAX)`
+    /// for an exact host, `Some(len)` for a pattern with a suffix of that length, `None`.
+    fn match_len(&self, host: &str) -> Option<usize> {
+        if self.hosts.iter().any(|h| h.as_str().eq_ignore_ascii_case(host)) {
+            return Some(usize::MAX);
+        }
+        self.host_suffixes
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| {
+                host.len() > s.len() + 1
+                    && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            })
+            .map(str::len)
+            .max()
+    }
 }
 
 /// The whole configuration of a native agent. Made by [`AgentBuilder`] or
@@ -241,6 +299,10 @@ pub struct AgentConfig {
     pub queue_capacity: usize,
     /// Minimum time between scope checks; `None` turns them off (default 30 s).
     pub scope_check_interval: Option<Duration>,
+    /// The service that the HTTP client integrations record requests under when their host
+    /// is in no service's `hosts`; must be a configured service. Default `None`: such
+    /// requests are not recorded (TOML `[capture] unmapped_service`).
+    pub unmapped_service: Option<ServiceId>,
 }
 
 impl AgentConfig {
@@ -262,7 +324,29 @@ impl AgentConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             scope_check_interval: Some(Duration::from_millis(DEFAULT_SCOPE_CHECK_INTERVAL_MS)),
+            unmapped_service: None,
         }
+    }
+
+    /// The service a request to `host` belongs to: the service that lists `host` exactly
+    /// (the first one, in configured order), else the one with the longest matching
+    /// `*.suffix` pattern (the first on a tie), else [`unmapped_service`](Self::unmapped_service).
+    /// `host` is a bare host (no port); case, IPv6 brackets and a trailing dot do not matter.
+    pub fn service_for_host(&self, host: &str) -> Option<&ServiceId> {
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let mut best: Option<(usize, &ServiceId)> = None;
+        for s in &self.services {
+            if let Some(len) = s.match_len(host) {
+                if len == usize::MAX {
+                    return Some(&s.id);
+                }
+                if best.is_none_or(|(b, _)| len > b) {
+                    best = Some((len, &s.id));
+                }
+            }
+        }
+        best.map(|(_, id)| id).or(self.unmapped_service.as_ref())
     }
 
     /// Parses a TOML config (see the [module docs](self)). Relative `extra_ca_files` are read
@@ -301,19 +385,22 @@ impl AgentBuilder {
         AgentBuilder { config: AgentConfig::new(app, key, data_dir) }
     }
 
-    /// A monitored service and its hosts (hosts or URLs; only the host is kept).
+    /// A monitored service and its hosts (hosts or URLs; only the host is kept), and
+    /// `*.example.com` patterns for every name under a domain (see [`ServiceConfig::new`]).
     pub fn service(mut self, id: &str, hosts: &[&str]) -> Result<Self, ConfigError> {
         let i = self.config.services.len();
-        let id = id.parse().map_err(|e| ConfigError::invalid(format!("services[{i}].id"), e))?;
-        let hosts = hosts
-            .iter()
-            .enumerate()
-            .map(|(j, h)| {
-                Host::from_url(h)
-                    .map_err(|e| ConfigError::invalid(format!("services[{i}].hosts[{j}]"), e))
-            })
-            .collect::<Result<_, _>>()?;
-        self.config.services.push(ServiceConfig { id, hosts });
+        let service = ServiceConfig::parse(i, id, hosts.iter().copied())?;
+        self.config.services.push(service);
+        Ok(self)
+    }
+
+    /// The service the HTTP client integrations record requests under when their host is
+    /// in no service's hosts (must be a configured service, checked at build). Default: none,
+    /// such requests are not recorded.
+    pub fn unmapped_service(mut self, id: Option<&str>) -> Result<Self, ConfigError> {
+        self.config.unmapped_service = id
+            .map(|id| id.parse().map_err(|e| ConfigError::invalid("capture.unmapped_service", e)))
+            .transpose()?;
         Ok(self)
     }
 
@@ -428,6 +515,14 @@ struct RawConfig {
     sampling: RawSampling,
     #[serde(default)]
     scope: RawScope,
+    #[serde(default)]
+    capture: RawCapture,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    unmapped_service: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -524,18 +619,11 @@ impl RawConfig {
         };
         let mut c = AgentConfig::new(app, key, data_dir);
         for (i, s) in self.services.into_iter().enumerate() {
-            let id =
-                s.id.parse().map_err(|e| ConfigError::invalid(format!("services[{i}].id"), e))?;
-            let hosts = s
-                .hosts
-                .iter()
-                .enumerate()
-                .map(|(j, h)| {
-                    Host::from_url(h)
-                        .map_err(|e| ConfigError::invalid(format!("services[{i}].hosts[{j}]"), e))
-                })
-                .collect::<Result<_, _>>()?;
-            c.services.push(ServiceConfig { id, hosts });
+            c.services.push(ServiceConfig::parse(i, &s.id, s.hosts.iter().map(String::as_str))?);
+        }
+        if let Some(id) = &self.capture.unmapped_service {
+            c.unmapped_service =
+                Some(id.parse().map_err(|e| ConfigError::invalid("capture.unmapped_service", e))?);
         }
         for (i, raw) in self.collectors.into_iter().enumerate() {
             let mut col = CollectorConfig::parse(&format!("collectors[{i}].url"), &raw.url)?;
@@ -622,5 +710,74 @@ impl RawConfig {
             return Err(ConfigError::invalid("collectors", format!("at most {MAX_COLLECTORS}")));
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config(services: &[(&str, &[&str])]) -> AgentConfig {
+        let app = AppInfo::new("com.example.app", "1.0", "linux", "test").unwrap();
+        let key: CollectorPublicKey =
+            "4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a".parse().unwrap();
+        let mut b = AgentBuilder::new(app, key, PathBuf::from("/tmp/x"));
+        for (id, hosts) in services {
+            b = b.service(id, hosts).unwrap();
+        }
+        b.into_config()
+    }
+
+    #[test]
+    fn hosts_map_to_services_exact_first_then_longest_pattern() {
+        let c = config(&[
+            ("wide", &["*.example.com"]),
+            ("pay", &["*.pay.example.com", "checkout.example.com"]),
+            ("api", &["https://API.example.com:8443/x", "[::1]", "10.0.0.1"]),
+        ]);
+        let of = |h: &str| c.service_for_host(h).map(|s| s.as_str().to_owned());
+        assert_eq!(of("api.example.com").as_deref(), Some("api"));
+        assert_eq!(of("Api.Example.COM.").as_deref(), Some("api"));
+        assert_eq!(of("checkout.example.com").as_deref(), Some("pay"));
+        assert_eq!(of("eu.pay.example.com").as_deref(), Some("pay"));
+        assert_eq!(of("a.b.example.com").as_deref(), Some("wide"));
+        assert_eq!(of("pay.example.com").as_deref(), Some("wide"));
+        assert_eq!(of("[::1]").as_deref(), Some("api"));
+        assert_eq!(of("10.0.0.1").as_deref(), Some("api"));
+        // The pattern's suffix itself, and names that only end in the same letters, do not.
+        assert_eq!(of("example.com"), None);
+        assert_eq!(of("badexample.com"), None);
+        assert_eq!(of("other.test"), None);
+    }
+
+    #[test]
+    fn unmapped_hosts_go_to_the_configured_service() {
+        let mut c = config(&[("api", &["api.example.com"])]);
+        c.unmapped_service = Some("api".parse().unwrap());
+        assert_eq!(c.service_for_host("other.test").unwrap().as_str(), "api");
+    }
+
+    #[test]
+    fn bad_patterns_name_the_field() {
+        for bad in ["*", "*example.com", "a.*.example.com", "*.*.example.com", "*.", "x*.com"] {
+            let e = ServiceConfig::new("api", &["ok.example", bad]).unwrap_err();
+            assert_eq!(e.field(), Some("services[0].hosts[1]"), "{bad}: {e}");
+        }
+        let text = |extra: &str| {
+            format!(
+                "data_dir = \"/tmp/x\"\ncollector_key = \"{}\"\n[app]\nid = \"a.b\"\n\
+                 version = \"1\"\nplatform = \"linux\"\n[[services]]\nid = \"api\"\n\
+                 hosts = [\"*.example.com\"]\n{extra}",
+                "4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a"
+            )
+        };
+        let c =
+            AgentConfig::from_toml_str(&text("[capture]\nunmapped_service = \"api\"\n")).unwrap();
+        assert_eq!(c.services[0].host_suffixes[0].as_str(), "example.com");
+        assert_eq!(c.unmapped_service.unwrap().as_str(), "api");
+        let e = AgentConfig::from_toml_str(&text("[capture]\nunmapped_service = \"no way\"\n"))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("capture.unmapped_service"), "{e}");
     }
 }

@@ -37,6 +37,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## HTTP clients without code
+//! With the `reqwest` or `tower` feature, one middleware or layer on the client records every
+//! request's outcome (`integrations`, in builds with either feature):
+//! failures classified from the error chain, successes counted per the sampling, the host
+//! mapped to its service by the config.
+//!
 //! ## Runtime
 //! [`AgentBuilder::build`] (and `from_toml_*`) start a current-thread tokio runtime on a thread
 //! named `vantage-agent`, so the agent works in apps without tokio and never competes with an
@@ -73,6 +79,8 @@
 
 mod agent;
 pub mod config;
+#[cfg(any(feature = "reqwest", feature = "tower"))]
+pub mod integrations;
 pub mod log_store;
 pub mod probe;
 mod uploader;

@@ -478,7 +478,7 @@ impl Drop for AbortOnDrop {
 /// decides; otherwise a response that is not HTTP, or no response before the close, is
 /// `http.response.invalid` (as curl's `WEIRD_SERVER_REPLY` and `GOT_NOTHING` are); anything
 /// else is `http.failed`.
-fn hyper_error(err: &hyper::Error) -> ErrorType {
+pub(crate) fn hyper_error(err: &hyper::Error) -> ErrorType {
     if let Some(t) = classify::error_chain(err) {
         return t;
     }

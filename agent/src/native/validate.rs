@@ -153,6 +153,19 @@ pub fn validate(config: &AgentConfig) -> Result<Vec<ConfigWarning>, ConfigError>
                 service_domains.entry(d).or_insert(format!("services[{i}].hosts[{j}]"));
             }
         }
+        for h in &s.host_suffixes {
+            if let Some(d) = registrable_domain(h.as_str()) {
+                service_domains.entry(d).or_insert(format!("services[{i}].hosts (\"*.{h}\")"));
+            }
+        }
+    }
+    if let Some(id) = &config.unmapped_service {
+        if !config.services.iter().any(|s| &s.id == id) {
+            return Err(ConfigError::invalid(
+                "capture.unmapped_service",
+                format!("{id:?} is not the id of a configured service"),
+            ));
+        }
     }
     let mut warnings = Vec::new();
     let mut domains: BTreeMap<String, usize> = BTreeMap::new();
@@ -249,6 +262,25 @@ mod tests {
             text.push_str(&format!("[[collectors]]\nurl = \"https://{c}\"\n"));
         }
         AgentConfig::from_toml_str(&text).unwrap()
+    }
+
+    #[test]
+    fn wildcard_hosts_count_for_the_domain_rule_and_unmapped_must_be_a_service() {
+        let err = validate(&config(&["*.example.com"], &["c.example.com"], "")).unwrap_err();
+        assert_eq!(err.field(), Some("collectors[0].url"), "{err}");
+        let err = validate(&config(
+            &["api.example.com"],
+            &["c.other.net"],
+            "[capture]\nunmapped_service = \"nope\"",
+        ))
+        .unwrap_err();
+        assert_eq!(err.field(), Some("capture.unmapped_service"), "{err}");
+        let ok = config(
+            &["api.example.com"],
+            &["c.other.net"],
+            "[capture]\nunmapped_service = \"checkout\"",
+        );
+        assert!(validate(&ok).is_ok());
     }
 
     #[test]
