@@ -189,10 +189,12 @@ impl Ingest {
             ("/v1/ping", Method::GET | Method::HEAD) => empty(StatusCode::NO_CONTENT),
             ("/healthz", Method::GET | Method::HEAD) => text(StatusCode::OK, "ok\n"),
             ("/readyz", Method::GET | Method::HEAD) => {
-                if self.ready.load(Ordering::Relaxed) {
-                    text(StatusCode::OK, "ready\n")
-                } else {
+                if !self.ready.load(Ordering::Relaxed) {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else if let Err(why) = self.store.readiness() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n"))
+                } else {
+                    text(StatusCode::OK, "ready\n")
                 }
             }
             ("/metrics", Method::GET) => {
@@ -280,6 +282,17 @@ impl Ingest {
                 format!("timestamp: batch.reports[{i}].observed_at is after batch.created_at\n");
             return reject(RejectReason::Timestamp, text(StatusCode::BAD_REQUEST, &msg));
         }
+        // Refuse what the store could not keep or could not recognise as a retry (store::admit).
+        let admission = self.store.admission();
+        if let Err(e) =
+            admission.check_created_at(batch.created_at, received_at, self.limits.max_clock_skew)
+        {
+            return reject(
+                RejectReason::Timestamp,
+                text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            );
+        }
+        let sent_at = admission.plausible_sent_at(batch.created_at, sent_at);
         let agent_key = batch.agent_key.0;
         if let Err(wait) = self.agent_limiter.check(agent_key, Instant::now()) {
             return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
@@ -309,7 +322,13 @@ impl Ingest {
                 net,
                 enrichment: enrichment.clone(),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if let Err(e) = admission.check_reports(&reports, received_at) {
+            return reject(
+                RejectReason::Timestamp,
+                text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            );
+        }
         // The counts cover the time up to the batch's creation, which maps to `received_at`
         // on the collector's clock.
         let targets = batch
@@ -385,6 +404,10 @@ impl Ingest {
             Ok(reports) => reports,
             Err(e) => return reject(e.as_str(), text(StatusCode::BAD_REQUEST, &format!("{e}\n"))),
         };
+        if let Err(e) = self.store.admission().check_reports(&reports, ctx.received_at) {
+            let msg = format!("{e}\n").replace("batch.reports", "reports");
+            return reject(RejectReason::Timestamp.as_str(), text(StatusCode::BAD_REQUEST, &msg));
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, &body);
         let mut d = [0u8; 32];
         d.copy_from_slice(digest.as_ref());
@@ -432,6 +455,7 @@ impl Ingest {
                 Ok(outcome)
             }
             Err(StoreError::Closed) => Err(RejectReason::Overload),
+            Err(StoreError::DiskFull { .. }) => Err(RejectReason::DiskFull),
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
                 Err(RejectReason::StoreError)
