@@ -22,15 +22,18 @@
 //!  POST /v1/envelopes                                                       (ingest)
 //!      Content-Type ─415   Content-Length ─413   /24|/48 token bucket ─429
 //!      body ≤ max_body_bytes ─413        Opener::open (HPKE, Ed25519) ─400 "<reason>: .."
-//!      created_at skew, observed_at ≤ created_at ─400 "timestamp: .."
+//!      created_at skew, observed_at ≤ created_at, created_at within the dedup horizon,
+//!      every report kept by retention ≥ 1 h (store::admit) ─400 "timestamp: .."
 //!      agent-key token bucket ─429
 //!      event_at = received_at − (created_at − observed_at)
 //!      peer IP ─▶ Enricher::lookup + NetTagKey::tag ─▶ IP dropped
 //!      IngestBatch { digest, (agent key, seq), reports, targets }
-//!      in-flight bound ─503 ─▶ Store::commit (dedup, group commit, fsync) ─503 on error
+//!      in-flight bound ─503 ─▶ Store::commit (free-space guard ─503 disk_full; dedup by digest,
+//!      group commit, sled flush + fdatasync) ─503 on error
 //!      ─▶ 202 (stored | duplicate)
 //!  POST /v1/nel   Content-Type ─415  bucket ─429  nel::parse_reports ─400  commit ─▶ 204 (CORS)
-//!  OPTIONS /v1/nel ─▶ 204 preflight    GET /v1/ping 204   /healthz   /readyz   /metrics
+//!  OPTIONS /v1/nel ─▶ 204 preflight    GET /v1/ping 204   /healthz   /metrics
+//!  /readyz 503 while shutting down, below the free-space guard, or after a failed store write
 //!
 //!  background: retention every 5 min (Store::enforce_retention on a blocking thread)
 //!  SIGTERM/SIGINT: not ready ─▶ stop accepting ─▶ drain ≤ shutdown_grace ─▶ Store::close
