@@ -106,6 +106,14 @@ pub struct StoreSection {
     pub retention: Duration,
     /// Oldest reports are deleted above this logical size. Default 10 GiB.
     pub max_bytes: u64,
+    /// Envelope digests are kept for the longer of this and `retention`
+    /// (`store.dedup_days`). Default 10 days.
+    pub dedup_horizon: Duration,
+    /// What a `202` waits for (`store.sync`: `"data"`, default, or `"danger_none"`).
+    pub sync: crate::store::SyncMode,
+    /// Free-space guard (`store.min_free_bytes`, default 128 MiB; `store.reserve_bytes`,
+    /// default 32 MiB).
+    pub space: crate::store::SpaceLimits,
 }
 
 /// `[limits]`: rate limits (token buckets) and clock skew.
@@ -267,6 +275,15 @@ struct RawStore {
     retention_days: u64,
     #[serde(default = "default_max_bytes")]
     max_bytes: u64,
+    #[serde(default = "default_dedup_days")]
+    dedup_days: u64,
+    sync: Option<String>,
+    min_free_bytes: Option<u64>,
+    reserve_bytes: Option<u64>,
+}
+
+fn default_dedup_days() -> u64 {
+    10
 }
 
 fn default_retention_days() -> u64 {
@@ -620,6 +637,22 @@ impl Config {
                 if st.max_bytes == 0 {
                     c.fail("store.max_bytes", "must be greater than 0");
                 }
+                if st.dedup_days == 0 {
+                    c.fail("store.dedup_days", "must be at least 1");
+                }
+                let sync = match st.sync.as_deref().map(str::parse) {
+                    None => crate::store::SyncMode::default(),
+                    Some(Ok(mode)) => mode,
+                    Some(Err(e)) => {
+                        c.fail("store.sync", &e);
+                        crate::store::SyncMode::default()
+                    }
+                };
+                let defaults = crate::store::SpaceLimits::default();
+                let space = crate::store::SpaceLimits {
+                    min_free_bytes: st.min_free_bytes.unwrap_or(defaults.min_free_bytes),
+                    reserve_bytes: st.reserve_bytes.unwrap_or(defaults.reserve_bytes),
+                };
                 match st.path {
                     None => {
                         c.fail("store.path", "required");
@@ -633,6 +666,9 @@ impl Config {
                         path: c.resolve(&p),
                         retention: Duration::from_secs(st.retention_days.saturating_mul(86_400)),
                         max_bytes: st.max_bytes,
+                        dedup_horizon: Duration::from_secs(st.dedup_days.saturating_mul(86_400)),
+                        sync,
+                        space,
                     }),
                 }
             }

@@ -31,19 +31,22 @@
 //!   POST /v1/envelopes (CORS) ─────────────────────────────────────────────▶ (ingest)
 //!      Content-Type ─415   Content-Length ─413   /24|/48 token bucket ─429
 //!      body ≤ max_body_bytes ─413      Opener::open (HPKE, Ed25519) ─400 "<reason>: .."
-//!      created_at skew, observed_at ≤ created_at ─400 "timestamp: .."
+//!      created_at skew, observed_at ≤ created_at, created_at within the dedup horizon,
+//!      every report kept by retention ≥ 1 h (store::admit) ─400 "timestamp: .."
 //!      agent-key token bucket ─429
 //!      peer IP ─▶ Enricher::lookup + NetTagKey::tag ─▶ IP dropped
 //!      accept::from_envelope ─▶ IngestBatch { digest, (agent key, seq), reports, targets }
 //!   POST /v1/nel (CORS)
 //!      Content-Type ─415  Content-Length ─413  /24 bucket ─429  nel::parse_upload ─400
-//!      accept::nel_batch ─▶ IngestBatch { digest, reports }
-//!   both: in-flight bound ─503 ─▶ Store::commit (dedup, group commit) ─503 on error
+//!      accept::nel_batch ─▶ IngestBatch { digest, reports }  retention check ─400
+//!   both: in-flight bound ─503 ─▶ Store::commit (free-space guard ─503 disk_full; dedup by
+//!      digest, group commit, sled flush + fdatasync) ─503 on error
 //!      ─▶ Feed::accepted (stored, not duplicates)                              (feed)
 //!           standalone: Alerting::observe ─▶ Detector
 //!           fleet mode: Fleet::submit ─▶ outbox ─▶ JetStream ─▶ every collector's detector
 //!      ─▶ 202 (stored | duplicate) / 204 for NEL
-//!   GET /v1/ping 204   /healthz   /readyz   /metrics
+//!   GET /v1/ping 204   /healthz   /metrics
+//!   /readyz 503 while shutting down, below the free-space guard, or after a failed store write
 //!  admin listener: dashboard, /v1/alerts, /v1/heatmap, /v1/series, /metrics, /healthz, /readyz
 //!
 //!  background: retention every 5 min (Store::enforce_retention on a blocking thread);

@@ -39,11 +39,13 @@ pub enum RejectReason {
     Overload,
     /// The store failed to write (`503`).
     StoreError,
+    /// Free space below the store's guard (`503`).
+    DiskFull,
 }
 
 impl RejectReason {
     /// Every reason, in exposition order.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Malformed,
         RejectReason::BadVersion,
         RejectReason::UnknownKeyId,
@@ -55,6 +57,7 @@ impl RejectReason {
         RejectReason::Timestamp,
         RejectReason::Overload,
         RejectReason::StoreError,
+        RejectReason::DiskFull,
     ];
 
     /// The stable label.
@@ -71,6 +74,7 @@ impl RejectReason {
             RejectReason::Timestamp => "timestamp",
             RejectReason::Overload => "overload",
             RejectReason::StoreError => "store_error",
+            RejectReason::DiskFull => "disk_full",
         }
     }
 

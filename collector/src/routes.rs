@@ -131,10 +131,12 @@ impl Routes {
         match path {
             "/healthz" if read => text(StatusCode::OK, "ok\n"),
             "/readyz" if read => {
-                if self.ready.load(Ordering::Relaxed) {
-                    text(StatusCode::OK, "ready\n")
-                } else {
+                if !self.ready.load(Ordering::Relaxed) {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else if let Err(why) = self.store.readiness() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n"))
+                } else {
+                    text(StatusCode::OK, "ready\n")
                 }
             }
             "/metrics" if *method == Method::GET => {

@@ -155,6 +155,9 @@ impl Collector {
         let mut store_config = StoreConfig::new(&config.store.path);
         store_config.retention = config.store.retention;
         store_config.max_bytes = config.store.max_bytes;
+        store_config.dedup_horizon = config.store.dedup_horizon;
+        store_config.sync = config.store.sync;
+        store_config.space = config.store.space;
         let store = Store::open(store_config)?;
 
         let bind = |addr: SocketAddr| async move {

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! The collector's sled store with real files in temp dirs: round trips, range scans, dedup,
-//! replay window, group commit under concurrency, retention, close/reopen, corruption.
+//! duplicates by digest across sequence gaps, group commit under concurrency, retention, close/reopen, corruption.
 
 use std::path::Path;
 use std::time::Duration;
@@ -179,9 +179,9 @@ async fn duplicates_by_digest_and_by_report_id() {
 }
 
 #[tokio::test]
-async fn replay_window_per_agent_key_and_its_edge() {
+async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { replay_window: 8, ..StoreConfig::new(dir.path()) };
+    let config = StoreConfig::new(dir.path());
     let store = Store::open(config.clone()).unwrap();
     let mut n = 0;
     let mut send = |key: u8, seq: u64| {
@@ -193,27 +193,25 @@ async fn replay_window_per_agent_key_and_its_edge() {
             targets: vec![],
         }
     };
-    assert_eq!(store.commit(send(1, 100)).await.unwrap(), stored(1, 0));
-    // Same (key, seq) in a new envelope (new digest): a replay.
-    assert_eq!(store.commit(send(1, 100)).await.unwrap(), CommitOutcome::Duplicate);
-    // Oldest sequence number still inside the window: 100 - 8 + 1.
-    assert_eq!(store.commit(send(1, 93)).await.unwrap(), stored(1, 0));
-    assert_eq!(store.commit(send(1, 93)).await.unwrap(), CommitOutcome::Duplicate);
-    // Just outside the window: refused as a duplicate, never stored.
-    assert_eq!(store.commit(send(1, 92)).await.unwrap(), CommitOutcome::Duplicate);
-    // Another agent key has a window of its own.
-    assert_eq!(store.commit(send(2, 100)).await.unwrap(), stored(1, 0));
-    // Out of order inside the window is fine.
-    assert_eq!(store.commit(send(1, 97)).await.unwrap(), stored(1, 0));
-    assert_eq!(store.commit(send(1, 101)).await.unwrap(), stored(1, 0));
-    assert_eq!(store.stats().reports, 5);
-
+    // Restarts move an agent's numbers up by 10,000; older envelopes arrive after newer ones,
+    // gaps up to 2^32 and beyond: every new envelope (new digest) is stored.
+    for seq in [40_001, 30_001, 20_001, 10_001, 1, 1 << 32, 5, u64::MAX, 0] {
+        assert_eq!(store.commit(send(1, seq)).await.unwrap(), stored(1, 0), "seq {seq}");
+    }
+    // Even the same (key, seq) under another digest is a different envelope, not a retry.
+    assert_eq!(store.commit(send(1, 5)).await.unwrap(), stored(1, 0));
+    assert_eq!(store.stats().reports, 10);
+    // A retry is the same bytes: the same digest, whatever its sequence number says.
+    let retry = IngestBatch {
+        digest: digest(3),
+        sequence: Some(([1; 32], 20_001)),
+        reports: vec![report(3, 1_003)],
+        targets: vec![],
+    };
+    assert_eq!(store.commit(retry.clone()).await.unwrap(), CommitOutcome::Duplicate);
     let store = reopen(store, config).await;
-    assert_eq!(store.commit(send(1, 97)).await.unwrap(), CommitOutcome::Duplicate);
-    assert_eq!(store.commit(send(1, 99)).await.unwrap(), stored(1, 0));
-    // 101 - 8 = 93 has left the window now.
-    assert_eq!(store.commit(send(1, 94)).await.unwrap(), stored(1, 0));
-    assert_eq!(store.commit(send(1, 93)).await.unwrap(), CommitOutcome::Duplicate);
+    assert_eq!(store.commit(retry).await.unwrap(), CommitOutcome::Duplicate);
+    assert_eq!(store.stats().reports, 10);
     store.close().await.unwrap();
 }
 
@@ -262,8 +260,11 @@ async fn concurrent_commits_are_group_committed_and_all_durable() {
 async fn retention_by_age_drops_old_rows_digests_and_agents() {
     let dir = tempfile::tempdir().unwrap();
     let day = 24 * 3600 * 1000;
-    let config =
-        StoreConfig { retention: Duration::from_secs(24 * 3600), ..StoreConfig::new(dir.path()) };
+    let config = StoreConfig {
+        retention: Duration::from_secs(24 * 3600),
+        dedup_horizon: Duration::from_secs(24 * 3600),
+        ..StoreConfig::new(dir.path())
+    };
     let store = Store::open(config).unwrap();
     let now = 10 * day;
     let old = batch(
@@ -287,7 +288,6 @@ async fn retention_by_age_drops_old_rows_digests_and_agents() {
     assert_eq!(stats.expired_reports, 3);
     assert_eq!(stats.expired_targets, 1);
     assert_eq!(stats.expired_digests, 2);
-    assert_eq!(stats.expired_agents, 1);
     assert_eq!((stats.evicted_reports, stats.evicted_targets), (0, 0));
     let after = store.stats();
     assert_eq!(after.reports, 2);
@@ -295,7 +295,7 @@ async fn retention_by_age_drops_old_rows_digests_and_agents() {
     assert_eq!(before.bytes - after.bytes, stats.freed_bytes);
     let left: Vec<u64> = all_reports(&store).iter().map(|r| r.event_at.0).collect();
     assert_eq!(left, [now - day, now - 5]);
-    // The digest and the agent's window are forgotten with the data.
+    // The digests are forgotten with the data.
     assert_eq!(store.commit(old).await.unwrap(), stored(2, 1));
     assert_eq!(store.commit(replayable).await.unwrap(), stored(1, 0));
     // A second pass removes the re-committed old rows again and keeps the fresh ones.
@@ -380,16 +380,10 @@ async fn closed_stores_refuse_commits_and_reopen_with_their_counts() {
 }
 
 #[test]
-fn opening_needs_a_runtime_and_a_sane_window() {
+fn opening_needs_a_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let err = Store::open(StoreConfig::new(dir.path())).unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    rt.block_on(async {
-        let err = Store::open(StoreConfig { replay_window: 0, ..StoreConfig::new(dir.path()) })
-            .unwrap_err();
-        assert!(err.to_string().contains("replay_window 0"), "{err}");
-    });
 }
 
 fn scribble(dir: &Path, only: Option<&str>) -> usize {

@@ -329,7 +329,8 @@ impl Detector {
             }
             for (index, (state, w)) in t.states.iter_mut().zip(ws).enumerate() {
                 let is_service = *part == Part::Service && index == 0;
-                let verdict = judge_window(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
+                let verdict =
+                    judge_window(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
                 if is_service {
                     parent = Some((name.clone(), verdict.failure_score, state.alert.is_some()));
                 }
@@ -775,4 +776,3 @@ impl Detector {
         out
     }
 }
-

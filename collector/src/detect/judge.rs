@@ -272,4 +272,3 @@ pub(super) fn arbitrate(candidates: &mut [Candidate], dominance: f64) {
         }
     }
 }
-

@@ -186,6 +186,17 @@ impl Ingest {
                 format!("timestamp: batch.reports[{i}].observed_at is after batch.created_at\n");
             return reject(RejectReason::Timestamp, text(StatusCode::BAD_REQUEST, &msg));
         }
+        // Refuse what the store could not keep or could not recognise as a retry (store::admit).
+        let admission = self.store.admission();
+        if let Err(e) =
+            admission.check_created_at(batch.created_at, received_at, self.limits.max_clock_skew)
+        {
+            return reject(
+                RejectReason::Timestamp,
+                text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            );
+        }
+        let sent_at = admission.plausible_sent_at(batch.created_at, sent_at);
         let agent_key = batch.agent_key.0;
         if let Err(wait) = self.agent_limiter.check(agent_key, Instant::now()) {
             return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
@@ -198,6 +209,12 @@ impl Ingest {
             enrichment: self.enricher.lookup(peer),
         };
         let ingest = accept::from_envelope(&opened, &ctx);
+        if let Err(e) = admission.check_reports(&ingest.reports, received_at) {
+            return reject(
+                RejectReason::Timestamp,
+                text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            );
+        }
         match self.commit(ingest).await {
             Ok(CommitOutcome::Duplicate) => {
                 self.metrics.envelope_duplicate();
@@ -253,6 +270,10 @@ impl Ingest {
         };
         let batch = accept::nel_batch(&body, upload, &ctx);
         drop(body);
+        if let Err(e) = self.store.admission().check_reports(&batch.reports, ctx.received_at) {
+            let msg = format!("{e}\n").replace("batch.reports", "reports");
+            return reject(RejectReason::Timestamp.as_str(), text(StatusCode::BAD_REQUEST, &msg));
+        }
         match self.commit(batch).await {
             Ok(CommitOutcome::Duplicate) => {
                 self.metrics.nel_duplicate();
@@ -291,6 +312,7 @@ impl Ingest {
                 Ok(outcome)
             }
             Err(StoreError::Closed) => Err(RejectReason::Overload),
+            Err(StoreError::DiskFull { .. }) => Err(RejectReason::DiskFull),
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
                 Err(RejectReason::StoreError)

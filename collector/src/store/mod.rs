@@ -10,7 +10,7 @@
 //! | `targets`         | `event_at` u64 BE ‖ digest[..16] ‖ index u32 BE | targets record                        |
 //! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
 //! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
-//! | `replay`          | agent key (32)                                 | replay window (see `replay.rs`)        |
+//! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
 //! | `meta`            | `format`, `reports`, `targets`, `bytes`        | u32 BE (format 1), u64 BE counters     |
 //!
 //! Keys start with the big-endian event time, so a time range is one sled range scan and the
@@ -18,26 +18,58 @@
 //! slightly different event time) a no-op instead of a second row. Records are a version byte
 //! and compact varint/label fields (`codec.rs`); labels are stored as their stable strings.
 //!
+//! # Duplicates: by digest, exactly once
+//!
+//! An agent re-sends an unacknowledged envelope byte for byte, so the SHA-256 of the envelope
+//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the `digests`
+//! tree only, inside the group's transaction, so any order, any concurrency and any sequence
+//! gap (an agent restart moves its sequence numbers up by 10,000) gives exactly one `Stored`
+//! per envelope. Digests are kept for the dedup horizon (the longer of the retention and
+//! `dedup_horizon`, default 10 days; agents retry for at most 7 days by default) and then
+//! forgotten by time, so the index is bounded by the upload rate times the horizon; an envelope
+//! older than the horizon is refused at admission ([`Admission::check_created_at`]) so a
+//! replay cannot outlive its digest.
+//!
+//! Format 1 stores also kept a per-agent `(key, seq)` bitmap window. It was dropped: a window
+//! can only prove "duplicate" for a `(key, seq)` it recorded, which the digest proves already,
+//! and what it did beyond that (refusing sequence numbers older than the window) refused new
+//! envelopes that arrived after newer ones. Its tree is emptied when a store is opened.
+//!
 //! # Writes
 //!
 //! One writer task owns all inserts. [`Store::commit`] sends the batch over a bounded channel and
-//! waits; the writer takes everything queued (up to [`MAX_GROUP`] batches), runs dedup and all
-//! inserts of the group in **one multi-tree sled transaction**, then calls `flush_async` once
-//! and only then answers every waiter. sled writes a transaction to its log as one atomic unit,
-//! so after a crash either the whole group (digests, replay windows, rows, counters) is there
-//! or none of it; a client that got no answer retries and gets `Stored` or `Duplicate`, both
-//! of which are correct. Nothing is acknowledged before the flush that made it durable,
-//! including `Duplicate` (the original may be in the same, not yet flushed, group).
+//! waits; the writer checks free space ([`disk`]), takes everything queued (up to
+//! [`MAX_GROUP`] batches), runs dedup and all inserts of the group in **one multi-tree sled
+//! transaction**, flushes sled's log, `fdatasync`s its files ([`SyncMode::Data`], the default;
+//! sled's own flush is `sync_file_range`, which does not reach stable storage) and only then
+//! answers every waiter. sled writes a transaction to its log as one atomic unit, so after a
+//! crash either the whole group (digests, rows, counters) is there or none of it; a client that
+//! got no answer retries and gets `Stored` or `Duplicate`, both of which are correct. Nothing is
+//! acknowledged before the sync that made it durable, including `Duplicate` (the original may be
+//! in the same, not yet synced, group).
+//!
+//! # Admission
+//!
+//! [`Admission`] says which reports the retention pass would delete (the ingest path refuses
+//! them with `400`, naming the field) with the same cutoff arithmetic the retention pass uses.
+//!
+//! # Disk full
+//!
+//! Below `min_free_bytes` of available space the store refuses commits with
+//! [`StoreError::DiskFull`] (`503` + `Retry-After`) before sled sees them, and
+//! [`Store::readiness`] says so; it accepts again within [`disk::GUARD_PERIOD`] of space
+//! returning. See [`disk`] for the reserve file that keeps sled itself from hitting `ENOSPC`.
 //!
 //! Retention ([`Store::enforce_retention`]) deletes in transactions of its own that also
 //! update the counters in `meta`; sled serialises them against the writer's.
 
+pub mod admit;
 mod codec;
-mod replay;
+pub mod disk;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -46,7 +78,9 @@ use tokio::task::JoinHandle;
 use vantage_agent::report::UnixMillis;
 
 use crate::model::{IngestBatch, StoredReport, StoredTargets};
-use replay::{ReplayState, Verdict};
+pub use admit::{Admission, Refusal};
+use disk::{Space, SpaceGuard, Syncer};
+pub use disk::{SpaceLimits, SyncMode};
 
 /// The on-disk format this build writes and reads (the `meta/format` value).
 pub const FORMAT_VERSION: u32 = 1;
@@ -76,9 +110,14 @@ pub struct StoreConfig {
     /// Logical size (see [`StoreStats::bytes`]) above which the oldest data is deleted.
     /// Default 10 GiB.
     pub max_bytes: u64,
-    /// Sequence numbers remembered per agent key for replay protection, 1 to 2^20.
-    /// Default 4096.
-    pub replay_window: u64,
+    /// Envelope digests (duplicate detection) are remembered for the longer of this and
+    /// `retention`. Must cover the longest time an agent re-sends an envelope (7 days by
+    /// default) plus the clock skew allowance. Default 10 days.
+    pub dedup_horizon: Duration,
+    /// What a commit waits for before it is acknowledged. Default [`SyncMode::Data`].
+    pub sync: SyncMode,
+    /// Free-space guard. Default: refuse below 128 MiB available, 32 MiB reserve.
+    pub space: SpaceLimits,
 }
 
 impl StoreConfig {
@@ -88,7 +127,9 @@ impl StoreConfig {
             path: path.into(),
             retention: Duration::from_secs(30 * 24 * 3600),
             max_bytes: 10 * 1024 * 1024 * 1024,
-            replay_window: 4096,
+            dedup_horizon: Duration::from_secs(10 * 24 * 3600),
+            sync: SyncMode::Data,
+            space: SpaceLimits::default(),
         }
     }
 }
@@ -103,8 +144,7 @@ pub enum CommitOutcome {
         /// Target-count records written.
         targets: usize,
     },
-    /// The batch (same digest, or same agent key and sequence number) was already stored, or
-    /// its sequence number is older than the replay window.
+    /// An envelope with the same digest (the same bytes: a retry) was already stored.
     Duplicate,
 }
 
@@ -119,10 +159,8 @@ pub struct RetentionStats {
     pub evicted_reports: u64,
     /// Target counts deleted, oldest first, to get under `max_bytes`.
     pub evicted_targets: u64,
-    /// Dedup digests forgotten because they were received before the retention.
+    /// Dedup digests forgotten because they were received before the dedup horizon.
     pub expired_digests: u64,
-    /// Replay windows forgotten because their agent was not seen within the retention.
-    pub expired_agents: u64,
     /// Logical bytes freed (reports and targets).
     pub freed_bytes: u64,
 }
@@ -170,6 +208,19 @@ pub enum StoreError {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// Less free space than `min_free_bytes`: nothing is written until space returns.
+    #[error(
+        "store at {path}: {available} bytes available on its file system, below min_free_bytes \
+         {min_free}"
+    )]
+    DiskFull {
+        /// The store directory.
+        path: PathBuf,
+        /// Bytes available to the collector.
+        available: u64,
+        /// The configured threshold.
+        min_free: u64,
+    },
 }
 
 /// The durable store. Cheap to clone; all clones share one database and one writer.
@@ -204,6 +255,12 @@ struct Shared {
     config: StoreConfig,
     db: sled::Db,
     trees: Trees,
+    admission: Admission,
+    syncer: Syncer,
+    guard: SpaceGuard,
+    /// Set when a write or sync failed: sled refuses everything after an I/O error until the
+    /// database is opened again, so the collector is not ready until it restarts.
+    failed: Mutex<Option<String>>,
     /// In-memory mirror of the `meta` counters, moved by the deltas of committed transactions
     /// (deltas commute, so the order in which concurrent transactions report them is
     /// irrelevant).
@@ -216,7 +273,6 @@ struct Trees {
     targets: sled::Tree,
     digests: sled::Tree,
     digests_by_time: sled::Tree,
-    replay: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -251,7 +307,6 @@ impl Counts {
 /// A batch with its records encoded, ready for the transaction.
 struct Prepared {
     digest: [u8; 32],
-    sequence: Option<([u8; 32], u64)>,
     received_at: u64,
     reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>)>,
     targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
@@ -265,13 +320,6 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let path = config.path.clone();
         let open_err = |reason: String| StoreError::Open { path: path.clone(), reason };
-        if !(1..=replay::MAX_WINDOW).contains(&config.replay_window) {
-            return Err(open_err(format!(
-                "replay_window {} is not between 1 and {}",
-                config.replay_window,
-                replay::MAX_WINDOW
-            )));
-        }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| open_err("Store::open must be called inside a tokio runtime".into()))?;
         // sled reads a damaged log as an empty database (and writes a fresh head into it);
@@ -293,19 +341,34 @@ impl Store {
             targets: tree("targets")?,
             digests: tree("digests")?,
             digests_by_time: tree("digests_by_time")?,
-            replay: tree("replay")?,
             meta: tree("meta")?,
         };
-        let shared =
-            Shared { path: path.clone(), config, db, trees, counts: Mutex::new(Counts::default()) };
-        shared.check_format(had_data)?;
+        // Format 1's per-agent replay windows: no longer consulted (see "Duplicates").
+        let legacy_replay = tree("replay")?;
+        let syncer = Syncer::open(&path, config.sync).map_err(|e| open_err(e.to_string()))?;
+        let guard = SpaceGuard::open(&path, config.space);
+        let shared = Shared {
+            path: path.clone(),
+            admission: Admission::new(config.retention, config.dedup_horizon),
+            config,
+            db,
+            trees,
+            syncer,
+            guard,
+            failed: Mutex::new(None),
+            counts: Mutex::new(Counts::default()),
+        };
+        shared.check_format(had_data, &legacy_replay)?;
+        legacy_replay.clear().map_err(|e| engine_error(&path, e))?;
         let counts = shared.load_or_rebuild_counts()?;
         *shared.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
         shared.db.flush().map_err(|e| engine_error(&path, e))?;
+        shared.syncer.sync().map_err(|e| open_err(e.to_string()))?;
 
         let shared = Arc::new(shared);
         let (sender, receiver) = mpsc::channel(QUEUE);
         let writer = runtime.spawn(run_writer(Arc::clone(&shared), receiver));
+        runtime.spawn(run_guard(Arc::downgrade(&shared)));
         Ok(Store {
             shared,
             control: Arc::new(Control {
@@ -315,9 +378,13 @@ impl Store {
         })
     }
 
-    /// Dedup (digest; (agent key, seq) window) + atomic write; Ok only once it is on disk
-    /// (group commit: one fsync for many concurrent commits).
+    /// Dedup (by digest) + atomic write; Ok only once it is on stable storage (group commit:
+    /// one flush and one `fdatasync` for many concurrent commits; see [`SyncMode`]).
+    /// [`StoreError::DiskFull`] while free space is below the guard.
     pub async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, StoreError> {
+        if let Space::Low { available } = self.shared.guard.last() {
+            return Err(self.shared.disk_full(available));
+        }
         let sender = self
             .control
             .sender
@@ -355,9 +422,28 @@ impl Store {
         })
     }
 
-    /// Deletes by age (event_at older than now - retention) and then oldest-first down to
-    /// max_bytes. Also forgets dedup digests received before `now - retention` and the replay
-    /// windows of agents not seen since then.
+    /// The retention and dedup arithmetic of this store: what the ingest path must refuse so
+    /// that a `202` is not deleted by the next retention pass.
+    pub fn admission(&self) -> Admission {
+        self.shared.admission
+    }
+
+    /// `Ok` when commits can be accepted; else why not (free space below the guard, or a
+    /// failed write that needs a restart). Takes a fresh free-space reading.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(reason) =
+            self.shared.failed.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
+        {
+            return Err(format!("store failed, restart needed: {reason}"));
+        }
+        match self.shared.guard.check() {
+            Space::Ok => Ok(()),
+            Space::Low { available } => Err(self.shared.disk_full(available).to_string()),
+        }
+    }
+
+    /// Deletes by age (event_at before [`Admission::cutoff`]) and then oldest-first down to
+    /// max_bytes. Also forgets dedup digests received before [`Admission::dedup_cutoff`].
     pub fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionStats, StoreError> {
         self.shared.enforce_retention(now)
     }
@@ -380,9 +466,13 @@ impl Store {
         self.shared.db.open_tree(name).map_err(|e| engine_error(&self.shared.path, e))
     }
 
-    /// Flushes everything written so far to disk.
+    /// Flushes everything written so far to stable storage (sled's flush, then the sync of
+    /// [`SyncMode`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.shared.db.flush_async().await.map(drop).map_err(|e| self.shared.io(e))
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.flush_and_sync())
+            .await
+            .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?
     }
 
     /// Waits for pending commits, flushes, stops the writer. Further commits get
@@ -394,7 +484,16 @@ impl Store {
         if let Some(handle) = writer.take() {
             handle.await.map_err(|e| StoreError::Io(format!("store writer task failed: {e}")))?;
         }
-        self.shared.db.flush_async().await.map(drop).map_err(|e| self.shared.io(e))
+        match self.flush().await {
+            // Every acknowledged commit was synced when it was acknowledged; what this last
+            // flush would add is state that was never promised durable (alerting snapshots,
+            // retention deletes), which is written again after the restart.
+            Err(e) if self.shared.syncer.mode() == SyncMode::Data => {
+                tracing::warn!(error = %e, "final store flush failed; acknowledged data was synced at commit");
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 
@@ -413,14 +512,22 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
             jobs.drain(..).map(|j| (j.batch, j.reply)).unzip();
         let n = batches.len();
         let worker = Arc::clone(&shared);
-        let results = tokio::task::spawn_blocking(move || worker.apply_group(batches))
-            .await
-            .unwrap_or_else(|e| vec![Err(StoreError::Io(format!("store write failed: {e}"))); n]);
-        let flushed = if results.iter().any(Result::is_ok) {
-            shared.db.flush_async().await.map(drop).map_err(|e| shared.io(e))
-        } else {
-            Ok(())
-        };
+        let (results, flushed) = tokio::task::spawn_blocking(move || {
+            // Checked again right before the write: sled must not be the one to find the
+            // disk full (it cannot recover from that without a reopen).
+            if let Space::Low { available } = worker.guard.check() {
+                let e = worker.disk_full(available);
+                return (vec![Err(e); n], Ok(()));
+            }
+            let results = worker.apply_group(batches);
+            let flushed =
+                if results.iter().any(Result::is_ok) { worker.flush_and_sync() } else { Ok(()) };
+            (results, flushed)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (vec![Err(StoreError::Io(format!("store write failed: {e}"))); n], Ok(()))
+        });
         for (reply, result) in replies.into_iter().zip(results) {
             let result = match (&flushed, result) {
                 (Err(e), Ok(_)) => Err(e.clone()),
@@ -432,7 +539,47 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
+/// Re-reads free space every [`disk::GUARD_PERIOD`] until the store is dropped, so the reserve
+/// is released when the disk fills while no commit arrives, and re-created when space returns.
+async fn run_guard(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(disk::GUARD_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        if tokio::task::spawn_blocking(move || shared.guard.check()).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Shared {
+    fn disk_full(&self, available: u64) -> StoreError {
+        StoreError::DiskFull {
+            path: self.path.clone(),
+            available,
+            min_free: self.guard.limits().min_free_bytes,
+        }
+    }
+
+    /// sled's flush, then the data sync; a failure marks the store failed (sled keeps failing
+    /// after an I/O error until reopened).
+    fn flush_and_sync(&self) -> Result<(), StoreError> {
+        let result = self.db.flush().map(drop).map_err(|e| self.io(e)).and_then(|()| {
+            self.syncer
+                .sync()
+                .map_err(|e| StoreError::Io(format!("{}: sync: {e}", self.path.display())))
+        });
+        if let Err(e) = &result {
+            let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            if failed.is_none() {
+                tracing::error!(error = %e, "store write failed; restart the collector to recover");
+                *failed = Some(e.to_string());
+            }
+        }
+        result
+    }
+
     fn counts(&self) -> Counts {
         *self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -448,7 +595,7 @@ impl Shared {
         }
     }
 
-    fn check_format(&self, had_data: bool) -> Result<(), StoreError> {
+    fn check_format(&self, had_data: bool, legacy_replay: &sled::Tree) -> Result<(), StoreError> {
         let meta = &self.trees.meta;
         match meta.get(META_FORMAT).map_err(|e| engine_error(&self.path, e))? {
             Some(v) => {
@@ -467,14 +614,10 @@ impl Shared {
                 Ok(())
             }
             None => {
-                let empty = [
-                    &self.trees.reports,
-                    &self.trees.targets,
-                    &self.trees.digests,
-                    &self.trees.replay,
-                ]
-                .iter()
-                .all(|t| t.is_empty());
+                let empty =
+                    [&self.trees.reports, &self.trees.targets, &self.trees.digests, legacy_replay]
+                        .iter()
+                        .all(|t| t.is_empty());
                 if had_data || !empty {
                     return Err(StoreError::Corrupt {
                         path: self.path.clone(),
@@ -569,13 +712,7 @@ impl Shared {
                 Ok((codec::target_key(t.event_at, &batch.digest, index), value))
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Prepared {
-            digest: batch.digest,
-            sequence: batch.sequence,
-            received_at,
-            reports,
-            targets,
-        })
+        Ok(Prepared { digest: batch.digest, received_at, reports, targets })
     }
 
     /// Dedup and inserts for a whole group in one transaction. One result per batch, in order.
@@ -583,18 +720,9 @@ impl Shared {
         let prepared: Vec<Result<Prepared, StoreError>> =
             batches.iter().map(Self::prepare).collect();
         let t = &self.trees;
-        let window = self.config.replay_window;
-        let result = (
-            &t.reports,
-            &t.report_ids,
-            &t.targets,
-            &t.digests,
-            &t.digests_by_time,
-            &t.replay,
-            &t.meta,
-        )
-            .transaction(
-                |(reports, report_ids, targets, digests, by_time, replay, meta)| {
+        let result =
+            (&t.reports, &t.report_ids, &t.targets, &t.digests, &t.digests_by_time, &t.meta)
+                .transaction(|(reports, report_ids, targets, digests, by_time, meta)| {
                     let mut delta = Delta::default();
                     let mut outcomes = Vec::with_capacity(prepared.len());
                     for p in &prepared {
@@ -605,30 +733,11 @@ impl Shared {
                                 continue;
                             }
                         };
+                        // The one duplicate test: the same envelope bytes were stored. Earlier
+                        // batches of this group are visible here (same transaction).
                         if digests.get(p.digest)?.is_some() {
                             outcomes.push(Ok(CommitOutcome::Duplicate));
                             continue;
-                        }
-                        if let Some((key, seq)) = p.sequence {
-                            let state = match replay.get(key)? {
-                                None => ReplayState::first(window, seq, p.received_at),
-                                Some(bytes) => {
-                                    let mut state = match ReplayState::decode(&bytes, window) {
-                                        Ok(s) => s,
-                                        Err(e) => {
-                                            // Only this batch fails; the rest of the group goes on.
-                                            outcomes.push(Err(self.corrupt("replay", &key, &e)));
-                                            continue;
-                                        }
-                                    };
-                                    if state.check_and_insert(seq, p.received_at) == Verdict::Seen {
-                                        outcomes.push(Ok(CommitOutcome::Duplicate));
-                                        continue;
-                                    }
-                                    state
-                                }
-                            };
-                            replay.insert(&key[..], state.encode())?;
                         }
                         let time = p.received_at.to_be_bytes();
                         digests.insert(&p.digest[..], &time[..])?;
@@ -667,8 +776,7 @@ impl Shared {
                     }
                     self.add_to_meta(meta, delta)?;
                     Ok((outcomes, delta))
-                },
-            );
+                });
         match result {
             Ok((outcomes, delta)) => {
                 self.apply_delta(delta);
@@ -741,8 +849,8 @@ impl Shared {
 
     fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionStats, StoreError> {
         let engine = |e: sled::Error| self.io(e);
-        let retention_ms = u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX);
-        let cutoff = now.0.saturating_sub(retention_ms).to_be_bytes();
+        let cutoff = self.admission.cutoff(now).0.to_be_bytes();
+        let dedup_cutoff = self.admission.dedup_cutoff(now).0.to_be_bytes();
         let mut stats = RetentionStats::default();
         let t = &self.trees;
 
@@ -780,7 +888,7 @@ impl Shared {
         loop {
             let keys = t
                 .digests_by_time
-                .range(..cutoff)
+                .range(..dedup_cutoff)
                 .keys()
                 .take(DELETE_CHUNK)
                 .collect::<Result<Vec<_>, _>>()
@@ -806,38 +914,6 @@ impl Shared {
                 .map_err(|e| self.tx_error(e))?;
             stats.expired_digests += removed;
         }
-        let cutoff_ms = u64::from_be_bytes(cutoff);
-        let mut stale = Vec::new();
-        for entry in t.replay.iter() {
-            let (k, v) = entry.map_err(engine)?;
-            let state = ReplayState::decode(&v, self.config.replay_window)
-                .map_err(|e| self.corrupt("replay", &k, &e))?;
-            if state.last_seen < cutoff_ms {
-                stale.push(k);
-            }
-        }
-        for chunk in stale.chunks(DELETE_CHUNK) {
-            let window = self.config.replay_window;
-            let removed = t
-                .replay
-                .transaction(|replay| {
-                    let mut removed = 0u64;
-                    for key in chunk {
-                        // Re-checked inside the transaction: the agent may have come back.
-                        let still_stale = replay.get(key)?.is_some_and(|v| {
-                            ReplayState::decode(&v, window).is_ok_and(|s| s.last_seen < cutoff_ms)
-                        });
-                        if still_stale {
-                            replay.remove(key)?;
-                            removed += 1;
-                        }
-                    }
-                    Ok::<_, ConflictableTransactionError<StoreError>>(removed)
-                })
-                .map_err(|e| self.tx_error(e))?;
-            stats.expired_agents += removed;
-        }
-
         // By size: oldest event time first across reports and targets.
         while self.counts().bytes > self.config.max_bytes {
             let excess = self.counts().bytes - self.config.max_bytes;

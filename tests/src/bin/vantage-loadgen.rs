@@ -3,12 +3,16 @@
 //!
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
-//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N]
+//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--sync-cost]
 //! ```
 //!
 //! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
 //! - `--duration` (default 10) is the length of each measured phase.
 //! - `--connections` (default 32) keep-alive HTTP/1.1 connections.
+//! - `--sync-cost` instead measures what `store.sync = "data"` (fdatasync of sled's files after
+//!   every group commit, the default) costs against `"danger_none"` (sled's flush only): two
+//!   collectors one after the other, the same closed loop on plain HTTP, and the collector's
+//!   CPU time per accepted envelope and envelopes/s of each, with their ratio.
 //! - `--rss-reports N` (default 0 = skip) keeps sending until the collector has stored N
 //!   reports, then reads its resident memory; 1000000 is the figure the docs quote.
 //!
@@ -50,7 +54,7 @@ const REPORTS_PER_ENVELOPE: usize = 10;
 const AGENTS: usize = 1000;
 
 const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
-                     [--rss-reports N]";
+                     [--rss-reports N] [--sync-cost]";
 
 /// Which listeners to drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +72,8 @@ struct Args {
     rss_reports: u64,
     /// Caps every pre-sealed pool (for the smoke test); `None` sizes pools from the crypto bound.
     max_pool: Option<usize>,
+    /// Compare `store.sync = "data"` with `"danger_none"` instead of the usual phases.
+    sync_cost: bool,
 }
 
 impl Args {
@@ -78,12 +84,14 @@ impl Args {
             connections: 32,
             rss_reports: 0,
             max_pool: None,
+            sync_cost: false,
         };
         while let Some(arg) = it.next() {
             let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
             match arg.as_str() {
                 "--tls" => args.listeners = Listeners::Tls,
                 "--both" => args.listeners = Listeners::Both,
+                "--sync-cost" => args.sync_cost = true,
                 "--duration" => {
                     let secs: f64 =
                         value("--duration")?.parse().map_err(|e| format!("--duration: {e}"))?;
@@ -618,6 +626,73 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     Ok(figures)
 }
 
+/// One collector per sync mode, the same closed loop each: CPU per envelope with and without
+/// the data sync.
+fn sync_cost(args: &Args) -> Result<(), String> {
+    let out = std::io::stdout();
+    let bin = vantage_tests::collector_proc::collector_bin();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let mut agents = Agents::new([0xa7; 32]);
+    let mut figures = Vec::new();
+    for mode in ["data", "danger_none"] {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let key = write_collector_key(dir.path(), [0x1d; 32]);
+        let config = CollectorConfig {
+            unlimited: true,
+            server_extra: format!(
+                "max_connections = {}\nmax_inflight_commits = {}\n",
+                args.connections * 2 + 16,
+                args.connections * 2 + 16
+            ),
+            ..CollectorConfig::default()
+        }
+        .to_toml()
+        .replace("path = \"data\"\n", &format!("path = \"data\"\nsync = \"{mode}\"\n"));
+        let proc = CollectorProc::start_with(&bin, dir.path(), &config);
+        let target = Target::Plain(proc.plain_addr().ok_or("no plain listener")?);
+        let pool = agents.seal(&key.public_key(), args.max_pool.unwrap_or(60_000));
+        let ticks = clock_ticks();
+        let (tally, wall) = rt.block_on(async {
+            let clients = target.connect_all(args.connections).await?;
+            let before = cpu_seconds(proc.pid(), ticks)?;
+            let (tally, wall) = closed_loop(clients, Arc::new(pool), args.duration).await;
+            let cpu = cpu_seconds(proc.pid(), ticks)? - before;
+            Ok::<_, String>(((tally, cpu), wall))
+        })?;
+        let ((mut tally, cpu), wall) = (tally, wall);
+        let p50 = ms(tally.percentile(0.5));
+        if tally.accepted == 0 {
+            return Err(format!("sync = {mode}: nothing accepted: {}", tally.problems()));
+        }
+        let per_env_us = cpu / tally.accepted as f64 * 1e6;
+        let eps = tally.accepted as f64 / wall.as_secs_f64();
+        let _ = writeln!(
+            out.lock(),
+            "store.sync = {mode:<11}: {} envelopes in {:.1} s = {eps:.0} envelopes/s; collector \
+             CPU {cpu:.2} s = {per_env_us:.0} us per envelope; p50 {:.2} ms; problems: {}",
+            tally.accepted,
+            wall.as_secs_f64(),
+            p50,
+            tally.problems()
+        );
+        figures.push((per_env_us, eps));
+        let status = proc.terminate();
+        if !status.success() {
+            return Err(format!("the collector exited with {status} after SIGTERM"));
+        }
+    }
+    let _ = writeln!(
+        out.lock(),
+        "sync cost: CPU per envelope x{:.2} with fdatasync (data vs danger_none), throughput x{:.2}",
+        figures[0].0 / figures[1].0,
+        figures[0].1 / figures[1].1
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
@@ -626,8 +701,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args) {
-        Ok(_) => ExitCode::SUCCESS,
+    let result = if args.sync_cost { sync_cost(&args) } else { run(args).map(drop) };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vantage-loadgen: {e}");
             ExitCode::FAILURE
@@ -669,6 +745,7 @@ mod tests {
             connections: 4,
             rss_reports: 3_000,
             max_pool: Some(200),
+            sync_cost: false,
         };
         let figures = run(args).unwrap();
         assert_eq!(figures.len(), 2);
