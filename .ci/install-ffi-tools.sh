@@ -18,7 +18,7 @@ source "$ROOT/.ci/lib.sh"
 CBINDGEN_VERSION=0.29.4
 
 main() {
-    apt_install gcc libc6-dev valgrind pkg-config
+    apt_install gcc libc6-dev valgrind pkg-config openjdk-17-jdk-headless
 
     local have=""
     if command -v cbindgen >/dev/null 2>&1; then

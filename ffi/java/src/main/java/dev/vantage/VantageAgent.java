@@ -111,7 +111,7 @@ public final class VantageAgent implements AutoCloseable {
      *
      * @param elapsedMillis from the start of the request to the failure
      * @return what became of it (without consent: {@link Recorded#NOT_CONSENTED})
-     * @throws VantageException for a null argument, a service id the config does not name, a
+     * @throws VantageException for a null argument, a service id or host that is not valid, a
      *     negative time ({@link VantageException.Status#INVALID_ARGUMENT}), or after close
      */
     public Recorded record(String service, String url, Throwable error, long elapsedMillis) {
