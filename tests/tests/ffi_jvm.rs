@@ -122,10 +122,7 @@ async fn many_jvm_threads_record_at_once_and_close_leaves_no_thread_or_global_re
         .map(|r| u64::from(r.count))
         .sum();
     assert_eq!(stored, f["ok"], "every failure a Java thread got ACCEPTED for is stored");
-    let threads: std::collections::BTreeSet<&str> = reports
-        .iter()
-        .filter(|r| r.host.starts_with('t'))
-        .map(|r| r.host.as_str())
-        .collect();
+    let threads: std::collections::BTreeSet<&str> =
+        reports.iter().filter(|r| r.host.starts_with('t')).map(|r| r.host.as_str()).collect();
     assert_eq!(threads.len(), 8, "{threads:?}");
 }
