@@ -1,6 +1,6 @@
 //! # vantage-ffi: the C ABI of the Vantage agent
 //!
-//! Mobile and desktop apps (Swift, Kotlin/JNI, C++, C) link `libvantage` (`cdylib` and
+//! Mobile and desktop apps (Swift, Java/Kotlin through the JNI glue, C++, C) link `libvantage` (`cdylib` and
 //! `staticlib`) and include the generated `include/vantage.h`. This crate is a thin shell
 //! over the native agent ([`vantage_agent::native::Agent`]): it converts C strings and structs,
 //! runs each call inside `catch_unwind`, and maps errors onto status codes plus a thread-local
@@ -40,6 +40,13 @@
 //!   (`a.github.io` next to `b.github.io`); the message then says "approximate";
 //! - names resolve through the system resolver only: a config naming `dns_servers` is refused
 //!   (`VANTAGE_ERR_CONFIG`, the message names the field).
+//!
+//! ## The JVM binding (feature `jni`)
+//! With the cargo feature `jni` the same library also exports the native methods of the Java
+//! class `dev.vantage.Native` (`ffi/java`; module `jvm`, `Java_dev_vantage_Native_*`): the JNI
+//! glue behind `dev.vantage.VantageAgent`, over the same handle, guard and last error. It
+//! creates no JNI global reference and no thread. Off by default, so the C library carries
+//! none of it. `docs/jvm.md` has the Java API and its tests.
 //!
 //! A Rust program would use the native agent directly; the example shows the calls as C
 //! makes them:
