@@ -335,3 +335,25 @@ extern "system" fn Java_dev_vantage_Native_version<'l>(
 fn millis(ms: jint) -> Result<u32, FfiError> {
     u32::try_from(ms).map_err(|_| FfiError::invalid(format!("elapsedMs {ms} is negative")))
 }
+
+// The exports need a running JVM: tests/tests/ffi_jvm.rs runs them on one (`java -Xcheck:jni`)
+// against a real collector. What does not need a JVM is tested here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negative_times_are_errors_naming_the_argument() {
+        assert_eq!(millis(0).unwrap(), 0);
+        assert_eq!(millis(jint::MAX).unwrap(), 2_147_483_647);
+        let e = millis(-5).unwrap_err();
+        assert_eq!(e.to_string(), "elapsedMs -5 is negative");
+    }
+
+    #[test]
+    fn a_zero_handle_is_a_closed_agent_and_not_dereferenced() {
+        // SAFETY: 0 is an allowed argument and is never dereferenced.
+        let e = unsafe { agent(0) }.err().unwrap();
+        assert!(matches!(e, FfiError::Closed), "{e}");
+    }
+}
