@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the C library's tests (.ci/test-ffi.sh, tests/tests/ffi_c.rs) need on a Debian
 # machine of this project's kind: cbindgen (pinned, to regenerate and diff ffi/include/vantage.h),
-# gcc (the system C compiler the C tests are built with), valgrind (memcheck) and pkg-config.
+# gcc (the system C compiler the C tests are built with), valgrind (memcheck), pkg-config, and
+# Debian's JDK (openjdk-17-jdk-headless: javac, jar and java for the JVM binding,
+# .ci/build-jvm.sh and tests/tests/ffi_jvm.rs).
 #
 # Idempotent: cbindgen is installed with `cargo install` into ~/.cargo/bin only when it is
 # missing or another version; Debian packages that are installed are skipped, and
@@ -18,7 +20,7 @@ source "$ROOT/.ci/lib.sh"
 CBINDGEN_VERSION=0.29.4
 
 main() {
-    apt_install gcc libc6-dev valgrind pkg-config
+    apt_install gcc libc6-dev valgrind pkg-config openjdk-17-jdk-headless
 
     local have=""
     if command -v cbindgen >/dev/null 2>&1; then
@@ -30,7 +32,7 @@ main() {
         ci_log "cargo install cbindgen $CBINDGEN_VERSION (found: ${have:-none})"
         cargo install --locked --quiet --version "$CBINDGEN_VERSION" cbindgen
     fi
-    ci_log "cbindgen: $(cbindgen --version); gcc: $(gcc -dumpfullversion); $(valgrind --version)"
+    ci_log "cbindgen: $(cbindgen --version); gcc: $(gcc -dumpfullversion); $(valgrind --version); $(javac -version 2>&1)"
 }
 
 main "$@"

@@ -17,7 +17,13 @@
 #      sees (there feature unification turns both on): the approximate registrable domains,
 #      the refusal of `dns_servers`, the system resolver in probes;
 #   6. prints the stripped sizes of the .so and the .a, and the cost of one record call
-#      through the C ABI next to the same call through the Rust API.
+#      through the C ABI next to the same call through the Rust API;
+#   7. the JVM binding (issue 19): step 3 checks that the C library exports no JNI symbol (the
+#      glue is behind the `jni` feature); with step 4, tests/tests/ffi_jvm.rs builds the binding
+#      in the dev profile (.ci/build-jvm.sh) and runs its Java test program on a JVM against a
+#      real collector. VANTAGE_FFI_JVM_RELEASE=1 also builds the release library with the JNI
+#      glue and vantage.jar into $TARGET/jvm and prints its size (another fat-LTO link, 2-5
+#      minutes on the 2-core machine: off by default to keep this script's time).
 #
 # Exits non-zero on any failure. CARGO_TARGET_DIR is honoured (default: target/).
 # VANTAGE_FFI_SKIP_CARGO_TESTS=1 skips step 4, for a caller that runs every workspace test anyway
@@ -86,6 +92,9 @@ gcc "${cflags[@]}" "${pc_cflags[@]}" ffi/tests/c/vantage_test.c -o "$WORK/vt_a" 
 if ldd "$WORK/vt_a" | grep -q libvantage; then
     ci_die "the static build links libvantage.so"
 fi
+if nm -D --defined-only "$STAGE/lib/libvantage.so" | grep -q ' Java_'; then
+    ci_die "the C library exports JNI symbols: the JVM glue must stay behind the jni feature"
+fi
 
 # A config whose collector (the discard port, where nothing listens) refuses connections: enough for the checks that need none, and for
 # the benchmark (delivery does not run on the recording thread).
@@ -116,7 +125,7 @@ if [[ "${VANTAGE_FFI_SKIP_CARGO_TESTS:-0}" == 1 ]]; then
     ci_log "C tests against a collector: skipped here (VANTAGE_FFI_SKIP_CARGO_TESTS=1; the workspace tests run them)"
 else
     ci_log "C tests against a real collector, and under valgrind (cargo test)"
-    cargo test --locked -q -p vantage-tests --test ffi_c --test ffi_valgrind
+    cargo test --locked -q -p vantage-tests --test ffi_c --test ffi_valgrind --test ffi_jvm
 fi
 
 ci_log "unit tests with the C build's agent features (native-base only)"
@@ -139,5 +148,13 @@ fi
 ci_log "record-call cost (200000 calls, consent granted, queue large enough to keep them)"
 "$WORK/vt_so" bench "$WORK/agent.toml" "$WORK/bench-c" 200000
 "$OUT/examples/record_bench" "$WORK/agent.toml" "$WORK/bench-rust" 200000
+
+if [[ "${VANTAGE_FFI_JVM_RELEASE:-0}" == 1 ]]; then
+    ci_log "JVM binding: libvantage.so with the JNI glue, vantage.jar (release)"
+    bash "$ROOT/.ci/build-jvm.sh"
+    strip --strip-all -o "$WORK/libvantage-jni.so" "$TARGET/jvm/libvantage.so"
+    jni_size=$(stat -c %s "$WORK/libvantage-jni.so")
+    ci_log "libvantage.so with feature jni: $jni_size bytes ($(mib "$jni_size") MiB; +$((jni_size - so_size)) bytes over the C library)"
+fi
 
 ci_log "done in $(ci_fmt_secs $(($(date +%s) - start)))"

@@ -1,6 +1,6 @@
 //! # vantage-ffi: the C ABI of the Vantage agent
 //!
-//! Mobile and desktop apps (Swift, Kotlin/JNI, C++, C) link `libvantage` (`cdylib` and
+//! Mobile and desktop apps (Swift, Java/Kotlin through the JNI glue, C++, C) link `libvantage` (`cdylib` and
 //! `staticlib`) and include the generated `include/vantage.h`. This crate is a thin shell
 //! over the native agent ([`vantage_agent::native::Agent`]): it converts C strings and structs,
 //! runs each call inside `catch_unwind`, and maps errors onto status codes plus a thread-local
@@ -41,6 +41,13 @@
 //! - names resolve through the system resolver only: a config naming `dns_servers` is refused
 //!   (`VANTAGE_ERR_CONFIG`, the message names the field).
 //!
+//! ## The JVM binding (feature `jni`)
+//! With the cargo feature `jni` the same library also exports the native methods of the Java
+//! class `dev.vantage.Native` (`ffi/java`; module `jvm`, `Java_dev_vantage_Native_*`): the JNI
+//! glue behind `dev.vantage.VantageAgent`, over the same handle, guard and last error. It
+//! creates no JNI global reference and no thread. Off by default, so the C library carries
+//! none of it. `docs/jvm.md` has the Java API and its tests.
+//!
 //! A Rust program would use the native agent directly; the example shows the calls as C
 //! makes them:
 //!
@@ -53,6 +60,8 @@
 
 mod config;
 mod error;
+#[cfg(feature = "jni")]
+mod jvm;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char};
@@ -276,6 +285,19 @@ impl VantageAgent {
         }
     }
 
+    /// Hands one classified failure to the agent (`vantage_agent_record` and the JNI glue).
+    fn record(&self, input: ReportInput) -> Result<VantageStatus, FfiError> {
+        match self.agent.record(input) {
+            Recorded::Kept | Recorded::NotSampled => Ok(VantageStatus::VANTAGE_OK),
+            Recorded::NotConsented => Err(FfiError::NotConsented),
+            Recorded::Invalid => Err(FfiError::invalid(
+                "failure: the service id or host is not valid (see the config's services)",
+            )),
+            Recorded::Dropped(_) => Err(FfiError::QueueFull),
+            _ => Err(FfiError::invalid("failure: not kept")),
+        }
+    }
+
     fn answer(&self, id: u64, outcome: Outcome) -> Result<VantageStatus, FfiError> {
         self.host_driven()?;
         let pending = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -329,35 +351,41 @@ pub unsafe extern "C" fn vantage_agent_new(
         let text = unsafe { required_str(config, "config") }?;
         // SAFETY: as above.
         let dir = unsafe { required_str(data_dir, "data_dir") }?;
-        if dir.is_empty() {
-            return Err(FfiError::invalid("data_dir is empty"));
-        }
-        if flags & !VANTAGE_AGENT_HOST_DRIVEN != 0 {
-            return Err(FfiError::invalid(format!("flags {flags:#x} has unknown bits")));
-        }
-        let config = config::parse(text, Some(Path::new(dir)))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("vantage-agent")
-            .enable_all()
-            .build()
-            .map_err(|e| vantage_agent::native::AgentError::Runtime(e.to_string()))?;
-        let agent = if flags & VANTAGE_AGENT_HOST_DRIVEN != 0 {
-            Agent::start_host_driven(config, Some(runtime.handle()))?
-        } else {
-            Agent::start(config, Some(runtime.handle()))?
-        };
-        let handle = Box::new(VantageAgent {
-            magic: MAGIC,
-            agent,
-            runtime,
-            closed: AtomicBool::new(false),
-            uploads: Mutex::new(HashMap::new()),
-        });
+        let handle = new_agent(text, dir, flags)?;
         // SAFETY: out is non-null and writable (checked above).
         unsafe { out.write(Box::into_raw(handle)) };
         Ok(VantageStatus::VANTAGE_OK)
     })
+}
+
+/// Parses the config and starts an agent with its runtime (`vantage_agent_new` and the JNI
+/// glue's `open`).
+fn new_agent(config: &str, data_dir: &str, flags: u32) -> Result<Box<VantageAgent>, FfiError> {
+    if data_dir.is_empty() {
+        return Err(FfiError::invalid("data_dir is empty"));
+    }
+    if flags & !VANTAGE_AGENT_HOST_DRIVEN != 0 {
+        return Err(FfiError::invalid(format!("flags {flags:#x} has unknown bits")));
+    }
+    let config = config::parse(config, Some(Path::new(data_dir)))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("vantage-agent")
+        .enable_all()
+        .build()
+        .map_err(|e| vantage_agent::native::AgentError::Runtime(e.to_string()))?;
+    let agent = if flags & VANTAGE_AGENT_HOST_DRIVEN != 0 {
+        Agent::start_host_driven(config, Some(runtime.handle()))?
+    } else {
+        Agent::start(config, Some(runtime.handle()))?
+    };
+    Ok(Box::new(VantageAgent {
+        magic: MAGIC,
+        agent,
+        runtime,
+        closed: AtomicBool::new(false),
+        uploads: Mutex::new(HashMap::new()),
+    }))
 }
 
 /// Shuts the agent down (seals what is pending to disk, as `vantage_agent_shutdown`), stops
@@ -530,15 +558,7 @@ pub unsafe extern "C" fn vantage_agent_record(
         let f = unsafe { failure.read_unaligned() };
         a.open()?;
         let input = classify_failure(&f)?;
-        match a.agent.record(input) {
-            Recorded::Kept | Recorded::NotSampled => Ok(VantageStatus::VANTAGE_OK),
-            Recorded::NotConsented => Err(FfiError::NotConsented),
-            Recorded::Invalid => Err(FfiError::invalid(
-                "failure: the service id or host is not valid (see the config's services)",
-            )),
-            Recorded::Dropped(_) => Err(FfiError::QueueFull),
-            _ => Err(FfiError::invalid("failure: not kept")),
-        }
+        a.record(input)
     })
 }
 

@@ -35,7 +35,22 @@ pub fn profile_dir() -> (PathBuf, String) {
     (dir.to_owned(), profile)
 }
 
-fn run_checked(cmd: &mut Command, what: &str) {
+/// A `cargo` command for a nested build, without the `CARGO_*` variables cargo set for this
+/// test binary: build scripts that watch them (ring's `rerun-if-env-changed=CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, ...) would otherwise rebuild in the nested run and again in the next
+/// `cargo test`.
+pub fn nested_cargo_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let keep = matches!(key, "CARGO" | "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR");
+        if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+pub fn run_checked(cmd: &mut Command, what: &str) {
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
@@ -55,7 +70,7 @@ fn lib_dir() -> &'static Path {
         let (dir, profile) = profile_dir();
         let target = dir.parent().unwrap();
         run_checked(
-            Command::new(env!("CARGO"))
+            nested_cargo_env(&mut Command::new(env!("CARGO")))
                 .args(["build", "--quiet", "-p", "vantage-ffi", "--lib", "--profile", &profile])
                 .arg("--target-dir")
                 .arg(target)
