@@ -174,6 +174,26 @@ pub(crate) fn write_families(out: &mut String, families: &[(&str, &str, &str, u6
     }
 }
 
+/// Writes `vantage_agent_dropped_reports_total{reason}`: what agents reported dropping before
+/// delivery, summed over stored envelopes ([`Store::agent_drops`](crate::store::Store::agent_drops)).
+/// Every known reason has a series from the start (0 until the first drop), so rules and panels
+/// see data; the label set is the agent's fixed reason list plus `other`.
+pub(crate) fn write_agent_drops(out: &mut String, totals: &[(&'static str, u64)]) {
+    use std::fmt::Write as _;
+    let name = "vantage_agent_dropped_reports_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Reports agents dropped before delivery, by reason (from stored envelopes).\n# TYPE {name} counter"
+    );
+    let mut labels: Vec<&'static str> =
+        vantage_agent::drops::DropReason::KNOWN.iter().map(|r| r.as_str()).collect();
+    labels.push("other");
+    for label in labels {
+        let n = totals.iter().filter(|(l, _)| *l == label).map(|(_, n)| *n).sum::<u64>();
+        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {n}");
+    }
+}
+
 fn source_index(source: Source) -> usize {
     match source {
         Source::Agent => 0,

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ring::hmac;
+use vantage_agent::drops::DropReason;
 use vantage_agent::report::UnixMillis;
 use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 
@@ -210,6 +211,9 @@ pub struct IngestBatch {
     pub reports: Vec<StoredReport>,
     /// Success/attempt counts.
     pub targets: Vec<StoredTargets>,
+    /// Reports the agent dropped before this batch, by reason (its "no silent loss" counts;
+    /// empty for NEL). Added to the store's totals exactly once, with the batch.
+    pub agent_drops: Vec<(DropReason, u64)>,
 }
 
 #[cfg(test)]

@@ -161,6 +161,10 @@ impl Routes {
             bytes: stats.bytes,
             disk_bytes: stats.disk_bytes,
         });
+        match self.store.agent_drops() {
+            Ok(totals) => crate::metrics::write_agent_drops(&mut body, &totals),
+            Err(e) => tracing::error!(error = %e, "agent drop totals unreadable"),
+        }
         self.alerting.render_metrics(&mut body);
         if let Some(fleet) = self.ingest.feed().fleet() {
             fleet.render_metrics(&mut body);

@@ -684,3 +684,44 @@ async fn shutdown_drains_in_flight_requests_then_flushes_the_store() {
     assert_eq!(reports.len(), 4);
     store.close().await.unwrap();
 }
+
+/// The drop counts agents send ride into the store with their envelope, exactly once: a
+/// retried envelope (same bytes) adds nothing, and the totals survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_drop_counts_are_stored_once_and_exported() {
+    use vantage_agent::drops::DropReason;
+    let mut h = start("", "").await;
+    let mut rng = SeededEntropy::insecure_from_seed([9; 32]);
+    let agent = AgentIdentity::generate(&mut rng);
+    let mut b = batch(&agent, 1, now_ms());
+    b.drops.add(DropReason::QueueFull, 5);
+    b.drops.add(DropReason::Expired, 2);
+    let bytes = seal_batch(&b, &agent, &h.key.public_key(), &mut rng).unwrap();
+    for expected in ["stored", "duplicate"] {
+        let resp = h.post(bytes.clone(), ENVELOPE).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        assert_eq!(body_text(&resp).trim(), expected);
+    }
+    let mut b2 = batch(&agent, 2, now_ms());
+    b2.drops.add(DropReason::QueueFull, 1);
+    let bytes2 = seal_batch(&b2, &agent, &h.key.public_key(), &mut rng).unwrap();
+    assert_eq!(h.post(bytes2, ENVELOPE).await.status(), StatusCode::ACCEPTED);
+
+    let check = |metrics: &str| {
+        for (reason, n) in [("queue_full", 6), ("expired", 2), ("store_error", 0)] {
+            let line = format!("vantage_agent_dropped_reports_total{{reason=\"{reason}\"}} {n}\n");
+            assert!(metrics.contains(&line), "missing {line:?} in {metrics}");
+        }
+    };
+    check(&body_text(&h.send(Alpn::H1, get("/metrics")).await));
+    let totals = h.running().store().agent_drops().unwrap();
+    assert!(totals.contains(&("queue_full", 6)), "{totals:?}");
+
+    // Restart on the same store: the totals are on disk.
+    h.running.take().unwrap().shutdown().await.unwrap();
+    let running = Collector::start(h.config.clone()).await.unwrap();
+    h.addr = running.tls_addr().unwrap();
+    h.running = Some(running);
+    check(&body_text(&h.send(Alpn::H1, get("/metrics")).await));
+    h.stop().await;
+}

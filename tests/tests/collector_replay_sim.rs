@@ -144,6 +144,7 @@ fn stored_reports(
         sequence: Some((b.agent_key.0, b.seq)),
         reports,
         targets: Vec::new(),
+        agent_drops: Vec::new(),
     }
 }
 

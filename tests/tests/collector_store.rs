@@ -103,6 +103,7 @@ async fn every_field_round_trips_through_disk() {
         sequence: Some(([9; 32], 17)),
         reports: vec![agent.clone(), nel.clone(), future.clone()],
         targets: vec![t.clone()],
+        agent_drops: Vec::new(),
     };
     assert_eq!(store.commit(b).await.unwrap(), stored(3, 1));
     let expected = vec![agent, nel, future];
@@ -191,6 +192,7 @@ async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
             sequence: Some(([key; 32], seq)),
             reports: vec![report(n, 1_000 + n)],
             targets: vec![],
+            agent_drops: Vec::new(),
         }
     };
     // Restarts move an agent's numbers up by 10,000; older envelopes arrive after newer ones,
@@ -207,6 +209,7 @@ async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
         sequence: Some(([1; 32], 20_001)),
         reports: vec![report(3, 1_003)],
         targets: vec![],
+        agent_drops: Vec::new(),
     };
     assert_eq!(store.commit(retry.clone()).await.unwrap(), CommitOutcome::Duplicate);
     let store = reopen(store, config).await;
@@ -230,6 +233,7 @@ async fn concurrent_commits_are_group_committed_and_all_durable() {
                 sequence: Some(([(i % 5) as u8; 32], i)),
                 reports: vec![report(2 * i, 5_000 + i), report(2 * i + 1, 5_000 + i)],
                 targets: vec![targets(0, 5_000 + i)],
+                agent_drops: Vec::new(),
             };
             // Every tenth batch is also sent twice at the same time: one copy is stored.
             if i % 10 == 0 {

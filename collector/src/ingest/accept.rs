@@ -82,7 +82,13 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
             enrichment: ctx.enrichment.clone(),
         })
         .collect();
-    IngestBatch { digest: opened.digest, sequence: Some((agent_key, batch.seq)), reports, targets }
+    IngestBatch {
+        digest: opened.digest,
+        sequence: Some((agent_key, batch.seq)),
+        reports,
+        targets,
+        agent_drops: batch.drops.iter().filter(|(_, n)| *n > 0).collect(),
+    }
 }
 
 /// A parsed browser upload as stored, deduplicated by the digest of its body.
@@ -121,7 +127,7 @@ pub(crate) fn nel_batch(body: &[u8], upload: NelUpload, ctx: &NelContext) -> Ing
             }
         })
         .collect();
-    IngestBatch { digest: d, sequence: None, reports, targets: Vec::new() }
+    IngestBatch { digest: d, sequence: None, reports, targets: Vec::new(), agent_drops: Vec::new() }
 }
 
 fn report_id(body_digest: &[u8; 32], index: usize) -> [u8; 16] {

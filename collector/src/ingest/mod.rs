@@ -298,12 +298,7 @@ impl Ingest {
             return Err(RejectReason::Overload);
         };
         // Detection sees a batch only once it is durable; the copy is what the store consumes.
-        let feed = IngestBatch {
-            digest: batch.digest,
-            sequence: batch.sequence,
-            reports: batch.reports.clone(),
-            targets: batch.targets.clone(),
-        };
+        let feed = batch.clone();
         match self.store.commit(batch).await {
             Ok(outcome) => {
                 if matches!(outcome, CommitOutcome::Stored { .. }) {

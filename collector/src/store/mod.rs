@@ -11,7 +11,7 @@
 //! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
 //! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
 //! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
-//! | `meta`            | `format`, `reports`, `targets`, `bytes`        | u32 BE (format 1), u64 BE counters     |
+//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE | u32 BE (format 1), u64 BE counters |
 //!
 //! Keys start with the big-endian event time, so a time range is one sled range scan and the
 //! oldest data is at the front. `report_ids` makes a report re-sent in a later upload (same id,
@@ -75,6 +75,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use vantage_agent::drops::DropReason;
 use vantage_agent::report::UnixMillis;
 
 use crate::model::{IngestBatch, StoredReport, StoredTargets};
@@ -99,6 +100,14 @@ const META_FORMAT: &[u8] = b"format";
 const META_REPORTS: &[u8] = b"reports";
 const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
+/// `meta` keys `drops/` ‖ reason code (u16 BE): agent drop totals (see [`Store::agent_drops`]).
+const DROPS_PREFIX: &[u8] = b"drops/";
+
+fn drop_key(reason: DropReason) -> Vec<u8> {
+    let mut key = DROPS_PREFIX.to_vec();
+    key.extend_from_slice(&reason.code().to_be_bytes());
+    key
+}
 
 /// Where and how long the store keeps data.
 #[derive(Clone, Debug)]
@@ -310,6 +319,7 @@ struct Prepared {
     received_at: u64,
     reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>)>,
     targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
+    drops: Vec<(DropReason, u64)>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -457,6 +467,29 @@ impl Store {
             bytes: counts.bytes,
             disk_bytes: self.shared.db.size_on_disk().unwrap_or(0),
         }
+    }
+
+    /// Reports agents dropped before delivery (queue full, expired, ...), summed by reason
+    /// over every stored envelope: each envelope's counts are added in the transaction that
+    /// stores it, so a retried envelope never counts twice. Kept for the store's lifetime
+    /// (the labels are a fixed set). Reasons with no drops are left out.
+    pub fn agent_drops(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let mut totals: Vec<(&'static str, u64)> = Vec::new();
+        for item in self.shared.trees.meta.scan_prefix(DROPS_PREFIX) {
+            let (key, value) = item.map_err(|e| self.shared.io(e))?;
+            let n = codec::be_u64(&value).map_err(|e| self.shared.corrupt("meta", &key, &e))?;
+            let code = key
+                .get(DROPS_PREFIX.len()..)
+                .and_then(|c| <[u8; 2]>::try_from(c).ok())
+                .map(u16::from_be_bytes)
+                .ok_or_else(|| self.shared.corrupt("meta", &key, "not a drop reason code"))?;
+            let label = DropReason::from_code(code).as_str();
+            match totals.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, total)) => *total = total.saturating_add(n),
+                None => totals.push((label, n)),
+            }
+        }
+        Ok(totals)
     }
 
     /// A named tree of the same database for state that lives next to the reports (alerts,
@@ -712,7 +745,13 @@ impl Shared {
                 Ok((codec::target_key(t.event_at, &batch.digest, index), value))
             })
             .collect::<Result<_, StoreError>>()?;
-        Ok(Prepared { digest: batch.digest, received_at, reports, targets })
+        Ok(Prepared {
+            digest: batch.digest,
+            received_at,
+            reports,
+            targets,
+            drops: batch.agent_drops.clone(),
+        })
     }
 
     /// Dedup and inserts for a whole group in one transaction. One result per batch, in order.
@@ -768,6 +807,18 @@ impl Shared {
                                     delta.bytes += (key.len() + value.len()) as i64;
                                 }
                             }
+                        }
+                        for (reason, n) in &p.drops {
+                            let key = drop_key(*reason);
+                            let current = match meta.get(&key)? {
+                                Some(v) => codec::be_u64(&v).map_err(|e| {
+                                    ConflictableTransactionError::Abort(
+                                        self.corrupt("meta", &key, &e),
+                                    )
+                                })?,
+                                None => 0,
+                            };
+                            meta.insert(key, &current.saturating_add(*n).to_be_bytes())?;
                         }
                         outcomes.push(Ok(CommitOutcome::Stored {
                             reports: stored_reports,
@@ -1043,7 +1094,13 @@ mod tests {
     }
 
     fn batch(digest: u8, reports: Vec<StoredReport>) -> IngestBatch {
-        IngestBatch { digest: [digest; 32], sequence: None, reports, targets: Vec::new() }
+        IngestBatch {
+            digest: [digest; 32],
+            sequence: None,
+            reports,
+            targets: Vec::new(),
+            agent_drops: Vec::new(),
+        }
     }
 
     #[tokio::test]
