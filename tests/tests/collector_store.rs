@@ -57,7 +57,7 @@ fn digest(n: u64) -> [u8; 32] {
 }
 
 fn batch(n: u64, reports: Vec<StoredReport>, targets: Vec<StoredTargets>) -> IngestBatch {
-    IngestBatch { digest: digest(n), sequence: None, reports, targets }
+    IngestBatch { digest: digest(n), sequence: None, reports, targets, agent_drops: Vec::new() }
 }
 
 fn stored(reports: usize, targets: usize) -> CommitOutcome {
