@@ -56,8 +56,10 @@ step "package build"
 bash .ci/build-wasm-pkg.sh
 
 step "the package in Chromium against a real collector"
+# --workspace --all-features: the feature set of the test command's workspace step, so the
+# agent, the collector and the test harness built here are reused there, not built twice.
 VANTAGE_WASM_PKG_DIR="${VANTAGE_WASM_PKG_DIR:-$ROOT/target/wasm-pkg}" \
-    cargo test -p vantage-tests --locked --test wasm_browser -- --test-threads=1
+    cargo test --workspace --all-features --locked --test wasm_browser -- --test-threads=1
 
 if [[ "${VANTAGE_WASM_BENCH:-0}" == 1 ]]; then
     step "benchmark"

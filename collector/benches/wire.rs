@@ -66,9 +66,42 @@ fn wire(c: &mut Criterion) {
         b.iter(|| seal_batch(black_box(&batch), &agent, &key.public_key(), &mut rng))
     });
     g.bench_function("envelope_decode", |b| b.iter(|| Envelope::decode(black_box(&envelope))));
-    g.bench_function("crypto_bound/open+verify (hpke crate + ring)", |b| {
+    g.bench_function("crypto_bound/open+verify (collector receiver + ring)", |b| {
         b.iter(|| opener.open(black_box(&envelope)).expect("opens"))
     });
+    // The open as it was before the collector's own receiver: the hpke crate's single-shot
+    // open, which derives the recipient public key again on every call. Same envelope, same
+    // run, so the two rows compare directly.
+    {
+        use hpke::aead::ChaCha20Poly1305;
+        use hpke::kdf::HkdfSha256;
+        use hpke::kem::X25519HkdfSha256;
+        use hpke::{Deserializable, OpModeR};
+        let secret = <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(&key.secret_bytes())
+            .expect("32 bytes");
+        g.bench_function(
+            "crypto_bound_before/open+verify (hpke crate single_shot_open + ring)",
+            |b| {
+                b.iter(|| {
+                    let env = Envelope::decode(black_box(&envelope)).expect("decodes");
+                    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&env.enc)
+                        .expect("32 bytes");
+                    let pt =
+                        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                            &OpModeR::Base,
+                            &secret,
+                            &enc,
+                            vantage_agent::wire::HPKE_INFO,
+                            &env.ciphertext,
+                            &env.header_bytes(),
+                        )
+                        .expect("opens");
+                    let signed = SignedBatch::decode(&pt).expect("decodes");
+                    signed.verify(&env.key_id).expect("verifies")
+                })
+            },
+        );
+    }
     g.finish();
 }
 

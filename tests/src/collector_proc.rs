@@ -92,7 +92,11 @@ pub fn collector_bin() -> PathBuf {
             }
         }
         let output = cargo
-            .args(["build", "--quiet", "-p", "vantage-collector", "--bin", "vantage-collector"])
+            // The workspace with all features: the same feature set as `cargo test --workspace
+            // --all-features` (the test command), so this finds the binary that step built
+            // instead of building the agent and the collector again with other features.
+            .args(["build", "--quiet", "--workspace", "--all-features"])
+            .args(["--bin", "vantage-collector"])
             .args(["--profile", profile])
             .arg("--target-dir")
             .arg(target_dir)

@@ -71,7 +71,10 @@ fn lib_dir() -> &'static Path {
         let target = dir.parent().unwrap();
         run_checked(
             nested_cargo_env(&mut Command::new(env!("CARGO")))
-                .args(["build", "--quiet", "-p", "vantage-ffi", "--lib", "--profile", &profile])
+                // All libraries with all features: the feature set of the test command, so the
+                // agent is not built again just for this (the jni exports are inert in C).
+                .args(["build", "--quiet", "--workspace", "--all-features", "--lib"])
+                .args(["--profile", &profile])
                 .arg("--target-dir")
                 .arg(target)
                 .current_dir(root()),

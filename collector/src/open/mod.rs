@@ -3,12 +3,12 @@
 //! Every failure is a typed [`OpenError`] that says what was wrong without echoing secrets;
 //! the ingest endpoint maps all of them to `400` (never retried) except `TooLarge` (`413`).
 
+mod receiver;
+
 use std::fmt;
 
-use hpke::aead::ChaCha20Poly1305;
-use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem as _, OpModeR, Serializable};
+use hpke::{Deserializable, Kem as _, Serializable};
 use vantage_agent::report::Batch;
 use vantage_agent::wire::{
     self, AgentPublicKey, CollectorPublicKey, DecodeError, Envelope, KeyId, SignedBatch,
@@ -16,7 +16,6 @@ use vantage_agent::wire::{
 };
 
 type KemPrivateKey = <X25519HkdfSha256 as hpke::Kem>::PrivateKey;
-type KemEncappedKey = <X25519HkdfSha256 as hpke::Kem>::EncappedKey;
 
 /// Why an envelope did not open. Messages never contain key material or plaintext.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +65,9 @@ impl OpenError {
 pub struct CollectorKey {
     secret: KemPrivateKey,
     public: CollectorPublicKey,
+    key_id: KeyId,
+    /// The secret with its public key and the key schedule's `info` part, for opening.
+    receiver: receiver::Receiver,
 }
 
 impl CollectorKey {
@@ -85,7 +87,9 @@ impl CollectorKey {
     }
 
     fn from_parts(secret: KemPrivateKey, public: [u8; 32]) -> CollectorKey {
-        CollectorKey { secret, public: CollectorPublicKey(public) }
+        let receiver = receiver::Receiver::new(secret.to_bytes().into(), public, wire::HPKE_INFO);
+        let public = CollectorPublicKey(public);
+        CollectorKey { secret, public, key_id: public.key_id(), receiver }
     }
 
     /// The 32 secret bytes, for the collector's key file only. Never log them.
@@ -100,7 +104,7 @@ impl CollectorKey {
 
     /// The key id envelopes sealed to this key carry.
     pub fn key_id(&self) -> KeyId {
-        self.public.key_id()
+        self.key_id
     }
 }
 
@@ -164,17 +168,10 @@ impl Opener {
             .iter()
             .find(|k| k.key_id() == envelope.key_id)
             .ok_or(OpenError::UnknownKeyId(envelope.key_id))?;
-        let encapped =
-            KemEncappedKey::from_bytes(&envelope.enc).map_err(|_| OpenError::DecryptFailed)?;
-        let plaintext = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
-            &key.secret,
-            &encapped,
-            wire::HPKE_INFO,
-            &envelope.ciphertext,
-            &envelope.header_bytes(),
-        )
-        .map_err(|_| OpenError::DecryptFailed)?;
+        let plaintext = key
+            .receiver
+            .open(&envelope.enc, &envelope.header_bytes(), &envelope.ciphertext)
+            .ok_or(OpenError::DecryptFailed)?;
         let signed = SignedBatch::decode(&plaintext).map_err(OpenError::Malformed)?;
         let batch = signed.verify(&envelope.key_id).map_err(|e| match e {
             VerifyError::BadSignature => OpenError::BadSignature,
@@ -190,7 +187,13 @@ impl Opener {
 
 #[cfg(test)]
 mod tests {
+    use hpke::OpModeR;
+    use hpke::aead::ChaCha20Poly1305;
+    use hpke::kdf::HkdfSha256;
+
     use super::*;
+
+    type KemEncappedKey = <X25519HkdfSha256 as hpke::Kem>::EncappedKey;
 
     fn h(s: &str) -> Vec<u8> {
         hex::decode(s).unwrap()
@@ -250,6 +253,59 @@ mod tests {
             )
             .unwrap();
             assert_eq!(opened, pt, "length {len}");
+        }
+    }
+
+    #[test]
+    fn rfc9180_a21_opens_with_the_collectors_receiver() {
+        let key = CollectorKey::from_seed(h(IKM_R).try_into().unwrap());
+        let pk: [u8; 32] = h(PK_RM).try_into().unwrap();
+        // Unclamped as the RFC lists it, and clamped as the key file holds it.
+        for secret in [h(SK_RM).try_into().unwrap(), key.secret_bytes()] {
+            let r = receiver::Receiver::new(secret, pk, &h(INFO));
+            let pt = r.open(&h(ENC), &h(AAD0), &h(CT0)).unwrap();
+            assert_eq!(hex::encode(pt), PT);
+            // Any change to enc, aad or ciphertext fails.
+            let mut enc = h(ENC);
+            enc[0] ^= 1;
+            assert!(r.open(&enc, &h(AAD0), &h(CT0)).is_none());
+            assert!(r.open(&h(ENC), b"Count-1", &h(CT0)).is_none());
+            let mut ct = h(CT0);
+            ct[3] ^= 0x80;
+            assert!(r.open(&h(ENC), &h(AAD0), &ct).is_none());
+            assert!(r.open(&h(ENC)[..31], &h(AAD0), &h(CT0)).is_none());
+            // A small-order point (all zeros) gives an all-zero DH output: refused.
+            assert!(r.open(&[0; 32], &h(AAD0), &h(CT0)).is_none());
+        }
+    }
+
+    #[test]
+    fn the_receiver_agrees_with_the_hpke_crate_on_ring_sealed_messages() {
+        let key = CollectorKey::from_seed([5; 32]);
+        for (i, len) in [0usize, 1, 16, 17, 4096, 60_000].into_iter().enumerate() {
+            let pt: Vec<u8> = (0..len).map(|b| (b * 13 + i) as u8).collect();
+            let ikm = [i as u8 + 9; 32];
+            let (enc, ct) = wire::hpke::seal_base(
+                key.public_key().as_bytes(),
+                &ikm,
+                wire::HPKE_INFO,
+                b"aad",
+                &pt,
+            )
+            .unwrap();
+            let ours = key.receiver.open(&enc, b"aad", &ct).unwrap();
+            let encapped = KemEncappedKey::from_bytes(&enc).unwrap();
+            let theirs = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeR::Base,
+                &key.secret,
+                &encapped,
+                wire::HPKE_INFO,
+                &ct,
+                b"aad",
+            )
+            .unwrap();
+            assert_eq!(ours, pt, "length {len}");
+            assert_eq!(theirs, pt, "length {len}");
         }
     }
 
