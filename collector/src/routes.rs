@@ -301,6 +301,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn envelope_cors_allows_any_origin_without_credentials() {
+        let f = fixture("");
+        let preflight = Request::options("/v1/envelopes")
+            .header(header::ORIGIN, "https://shop.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let post = Request::post("/v1/envelopes")
+            .header(header::ORIGIN, "https://shop.example")
+            .header(header::CONTENT_TYPE, ENVELOPE_CONTENT_TYPE)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        for req in [preflight, post] {
+            let resp = f.routes.public(PEER, req).await;
+            let h = resp.headers();
+            assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+            assert!(!h.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+            assert_eq!(h[header::ACCESS_CONTROL_EXPOSE_HEADERS], "retry-after");
+        }
+        f.routes.store.close().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn prefixes_share_a_bucket_and_others_do_not() {
         let f = fixture("prefix_rps = 0.01\nprefix_burst = 1");
         let post = || {

@@ -200,17 +200,19 @@ impl LegitStats {
     }
 }
 
-/// Posts `n` sealed envelopes (one report each) from `source`, each on a new connection,
-/// `gap` apart, to the plain listener at `target`. Each attempt has `timeout`.
+/// Posts `n` sealed envelopes (one report each) of the agent made from `agent_seed`, from
+/// `source`, each on a new connection, `gap` apart, to the plain listener at `target`. Each
+/// attempt has `timeout`. (A new seed per run keeps the per-agent rate limit out of the way.)
 pub async fn legit_uploads(
     target: SocketAddr,
     source: IpAddr,
+    agent_seed: u8,
     collector: &CollectorPublicKey,
     n: usize,
     gap: Duration,
     timeout: Duration,
 ) -> LegitStats {
-    let mut rng = SeededEntropy::insecure_from_seed([source_seed(source); 32]);
+    let mut rng = SeededEntropy::insecure_from_seed([agent_seed; 32]);
     let agent = AgentIdentity::generate(&mut rng);
     let mut stats = LegitStats::default();
     for seq in 1..=n as u64 {
@@ -236,13 +238,6 @@ pub async fn legit_uploads(
         tokio::time::sleep(gap).await;
     }
     stats
-}
-
-fn source_seed(source: IpAddr) -> u8 {
-    match source {
-        IpAddr::V4(v4) => v4.octets()[3],
-        IpAddr::V6(v6) => v6.octets()[15],
-    }
 }
 
 /// `GET path` on a new plain connection to `target`; the status, or the error.

@@ -45,10 +45,11 @@ const UPLOADS: usize = 30;
 
 /// Legit uploads and admin health checks while an attack runs; asserts all succeed and that
 /// the store holds every acknowledged report.
-async fn legit_gets_through(s: &Setup, what: &str) {
+async fn legit_gets_through(s: &Setup, what: &str, agent_seed: u8) {
     let stats = hostile::legit_uploads(
         s.plain,
         LEGIT,
+        agent_seed,
         &s.key.public_key(),
         UPLOADS,
         Duration::from_millis(20),
@@ -75,7 +76,7 @@ async fn one_prefix_cannot_take_the_connections() {
         // The attacker holds its full share (plus the /metrics probe's own connection).
         let open = hostile::wait_for_open(s.admin, 64, Duration::from_secs(10)).await;
         assert!(open >= 64, "{}: only {open} attack connections open", kind.name());
-        legit_gets_through(&s, kind.name()).await;
+        legit_gets_through(&s, kind.name(), kind as u8 + 1).await;
         uploaded += UPLOADS as u64;
         // The share held: the whole time, at most 64 public connections from 127.1.2.0/24.
         let open = hostile::connections_open(s.admin).await.unwrap();
@@ -99,7 +100,7 @@ async fn a_full_budget_makes_room_by_closing_idle_connections() {
         let attack = hostile::launch(kind, s.plain, &from);
         let open = hostile::wait_for_open(s.admin, 128, Duration::from_secs(10)).await;
         assert!(open >= 128, "{}: the budget never filled ({open} open)", kind.name());
-        legit_gets_through(&s, kind.name()).await;
+        legit_gets_through(&s, kind.name(), kind as u8 + 1).await;
         uploaded += UPLOADS as u64;
         attack.stop().await;
     }
