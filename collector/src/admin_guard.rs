@@ -125,7 +125,8 @@ mod tests {
     #[test]
     fn hosts_are_checked_by_name_without_port_case_or_brackets() {
         let g = guard(None);
-        for ok in ["localhost:9464", "LOCALHOST", "127.0.0.1:1", "[::1]:9464", "10.0.0.5", "localhost."]
+        for ok in
+            ["localhost:9464", "LOCALHOST", "127.0.0.1:1", "[::1]:9464", "10.0.0.5", "localhost."]
         {
             assert_eq!(status(g.check(&req(Some(ok), None), Need::Host)), StatusCode::OK, "{ok}");
         }
@@ -150,7 +151,8 @@ mod tests {
         let r = g.check(&req(host, None), Need::HostAndToken).unwrap_err();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer"));
-        for wrong in ["Bearer s3cret-toke", "Bearer s3cret-token2", "Basic s3cret-token", "s3cret-token"]
+        for wrong in
+            ["Bearer s3cret-toke", "Bearer s3cret-token2", "Basic s3cret-token", "s3cret-token"]
         {
             let r = g.check(&req(host, Some(wrong)), Need::HostAndToken);
             assert_eq!(status(r), StatusCode::UNAUTHORIZED, "{wrong}");

@@ -476,10 +476,7 @@ fn read_admin_token(c: &mut Checker<'_>, path: &Path) -> Option<AdminToken> {
             if mode & 0o077 != 0 {
                 c.fail(
                     FIELD,
-                    format!(
-                        "{}: readable by others (mode {mode:o}); chmod 600 it",
-                        path.display()
-                    ),
+                    format!("{}: readable by others (mode {mode:o}); chmod 600 it", path.display()),
                 );
                 return None;
             }
@@ -1018,8 +1015,10 @@ mod tests {
         std::fs::write(&token, "  s3cret \n").unwrap();
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
         let errors = errors_of(&text, dir.path());
-        assert!(errors.iter().any(|e| e.contains("server.admin_token_file")
-            && e.contains("mode 644")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("server.admin_token_file") && e.contains("mode 644")),
+            "{errors:?}"
+        );
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = Config::from_toml_str(&text, dir.path()).unwrap();
         let t = config.server.admin_token.unwrap();
@@ -1029,7 +1028,8 @@ mod tests {
         std::fs::write(&token, "two words").unwrap();
         let errors = errors_of(&text, dir.path());
         assert!(errors.iter().any(|e| e.contains("visible ASCII")), "{errors:?}");
-        let text = MINIMAL.replace("[keys]", "admin_hosts = [\"Admin.Example.\", \"[::1]\"]\n[keys]");
+        let text =
+            MINIMAL.replace("[keys]", "admin_hosts = [\"Admin.Example.\", \"[::1]\"]\n[keys]");
         let config = Config::from_toml_str(&text, dir.path()).unwrap();
         assert_eq!(config.server.admin_hosts, ["admin.example", "::1"]);
         let bad = MINIMAL.replace("[keys]", "admin_hosts = [\"admin.example:9464\"]\n[keys]");

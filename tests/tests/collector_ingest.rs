@@ -597,9 +597,13 @@ async fn connections_over_the_limit_get_503_and_service_resumes() {
     // connections, a new one makes the least recently used close and is served.
     let mut idle = vec![sender];
     let tls = h.tls(&[b"http/1.1"]).await;
-    let (mut second, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut second, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    assert_eq!(second.send_request(get("/v1/ping")).await.unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        second.send_request(get("/v1/ping")).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
     idle.push(second);
     let tls = h.tls(&[b"http/1.1"]).await;
     let (mut third, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();

@@ -314,7 +314,10 @@ mod tests {
         let map = Value::Map((0..16_384u64).map(|k| (uint(k), Value::Null)).collect());
         let bytes = to_vec(&map);
         let value = from_slice("t", &bytes).unwrap();
-        assert_eq!(Fields::new("t", value).unwrap().finish_strict().unwrap_err().reason(), "unknown key 0");
+        assert_eq!(
+            Fields::new("t", value).unwrap().finish_strict().unwrap_err().reason(),
+            "unknown key 0"
+        );
     }
 
     #[test]
