@@ -10,7 +10,6 @@ pub mod alert_sink;
 pub mod collector_proc;
 pub mod dns_server;
 pub mod hostile;
-pub mod hostile;
 pub mod sim;
 pub mod nats;
 pub mod netns;
