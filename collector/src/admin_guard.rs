@@ -41,11 +41,11 @@ impl AdminGuard {
         AdminGuard { hosts, token }
     }
 
-    /// `Ok` if `req` may have what it asks for, else the answer to send (403 for a Host not
-    /// allowed, 401 + `WWW-Authenticate` for a missing or wrong token).
-    pub(crate) fn check<B>(&self, req: &Request<B>, need: Need) -> Result<(), Response<Body>> {
+    /// `None` if `req` may have what it asks for, else the answer to send instead (403 for a
+    /// Host not allowed, 401 + `WWW-Authenticate` for a missing or wrong token).
+    pub(crate) fn refuse<B>(&self, req: &Request<B>, need: Need) -> Option<Response<Body>> {
         if need == Need::Nothing {
-            return Ok(());
+            return None;
         }
         let host = req
             .uri()
@@ -54,29 +54,29 @@ impl AdminGuard {
             .or_else(|| req.headers().get(header::HOST)?.to_str().ok().map(host_of));
         let allowed = host.map(|h| normalise_host(&h)).is_some_and(|h| self.hosts.contains(&h));
         if !allowed {
-            return Err(text(
+            return Some(text(
                 StatusCode::FORBIDDEN,
                 "host not allowed on the admin listener (see server.admin_hosts)\n",
             ));
         }
         if need == Need::Host {
-            return Ok(());
+            return None;
         }
-        let Some(token) = &self.token else { return Ok(()) };
+        let Some(token) = &self.token else { return None };
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
         if presented.is_some_and(|p| token.matches(p.trim().as_bytes())) {
-            return Ok(());
+            return None;
         }
         let mut r = text(StatusCode::UNAUTHORIZED, "admin token required\n");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"vantage admin\""),
         );
-        Err(r)
+        Some(r)
     }
 }
 
@@ -118,8 +118,8 @@ mod tests {
         b.body(()).unwrap()
     }
 
-    fn status(r: Result<(), Response<Body>>) -> StatusCode {
-        r.err().map_or(StatusCode::OK, |r| r.status())
+    fn status(r: Option<Response<Body>>) -> StatusCode {
+        r.map_or(StatusCode::OK, |r| r.status())
     }
 
     #[test]
@@ -128,40 +128,40 @@ mod tests {
         for ok in
             ["localhost:9464", "LOCALHOST", "127.0.0.1:1", "[::1]:9464", "10.0.0.5", "localhost."]
         {
-            assert_eq!(status(g.check(&req(Some(ok), None), Need::Host)), StatusCode::OK, "{ok}");
+            assert_eq!(status(g.refuse(&req(Some(ok), None), Need::Host)), StatusCode::OK, "{ok}");
         }
         for bad in ["evil.example:9464", "10.0.0.50", "localhost.evil.example", "[::2]:1", ""] {
-            let r = g.check(&req(Some(bad), None), Need::HostAndToken);
+            let r = g.refuse(&req(Some(bad), None), Need::HostAndToken);
             assert_eq!(status(r), StatusCode::FORBIDDEN, "{bad}");
         }
-        assert_eq!(status(g.check(&req(None, None), Need::Host)), StatusCode::FORBIDDEN);
+        assert_eq!(status(g.refuse(&req(None, None), Need::Host)), StatusCode::FORBIDDEN);
         // Health checks need nothing.
-        assert_eq!(status(g.check(&req(Some("evil"), None), Need::Nothing)), StatusCode::OK);
+        assert_eq!(status(g.refuse(&req(Some("evil"), None), Need::Nothing)), StatusCode::OK);
         // HTTP/2 puts the host in the URI.
         let h2 = Request::get("http://127.0.0.1:9464/v1/alerts").body(()).unwrap();
-        assert_eq!(status(g.check(&h2, Need::HostAndToken)), StatusCode::OK);
+        assert_eq!(status(g.refuse(&h2, Need::HostAndToken)), StatusCode::OK);
         let h2 = Request::get("http://rebound.example/v1/alerts").body(()).unwrap();
-        assert_eq!(status(g.check(&h2, Need::HostAndToken)), StatusCode::FORBIDDEN);
+        assert_eq!(status(g.refuse(&h2, Need::HostAndToken)), StatusCode::FORBIDDEN);
     }
 
     #[test]
     fn the_token_is_needed_for_the_api_not_for_assets() {
         let g = guard(Some("s3cret-token"));
         let host = Some("localhost");
-        let r = g.check(&req(host, None), Need::HostAndToken).unwrap_err();
+        let r = g.refuse(&req(host, None), Need::HostAndToken).unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer"));
         for wrong in
             ["Bearer s3cret-toke", "Bearer s3cret-token2", "Basic s3cret-token", "s3cret-token"]
         {
-            let r = g.check(&req(host, Some(wrong)), Need::HostAndToken);
+            let r = g.refuse(&req(host, Some(wrong)), Need::HostAndToken);
             assert_eq!(status(r), StatusCode::UNAUTHORIZED, "{wrong}");
         }
-        let r = g.check(&req(host, Some("Bearer s3cret-token")), Need::HostAndToken);
+        let r = g.refuse(&req(host, Some("Bearer s3cret-token")), Need::HostAndToken);
         assert_eq!(status(r), StatusCode::OK);
-        assert_eq!(status(g.check(&req(host, None), Need::Host)), StatusCode::OK);
+        assert_eq!(status(g.refuse(&req(host, None), Need::Host)), StatusCode::OK);
         // The host is checked first, token or not.
-        let r = g.check(&req(Some("evil.example"), Some("Bearer s3cret-token")), Need::Host);
+        let r = g.refuse(&req(Some("evil.example"), Some("Bearer s3cret-token")), Need::Host);
         assert_eq!(status(r), StatusCode::FORBIDDEN);
     }
 }

@@ -93,7 +93,7 @@ impl Routes {
             p if p.starts_with("/v1/") => Need::HostAndToken,
             _ => Need::Host,
         };
-        if let Err(refused) = self.admin_guard.check(&req, need) {
+        if let Some(refused) = self.admin_guard.refuse(&req, need) {
             return refused;
         }
         let query = req.uri().query().unwrap_or("");

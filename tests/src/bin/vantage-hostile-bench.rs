@@ -78,8 +78,8 @@ async fn connection_attacks(connections: usize, uploads: usize) {
         let stats = hostile::legit_uploads(
             plain,
             legit,
-            &key.public_key(),
             i as u8 + 1,
+            &key.public_key(),
             uploads,
             Duration::from_millis(10),
             Duration::from_secs(10),
