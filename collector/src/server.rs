@@ -63,7 +63,7 @@ use crate::store::{Store, StoreConfig, StoreError};
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Connections answered `503` (or waiting for a reaped connection's place) at the same time,
-/// at most, when a budget is full.
+/// at most, when a budget is full (per budget).
 const MAX_REJECTING: usize = 64;
 
 /// How long a connection that reaped an idle one waits for its place.
@@ -137,6 +137,8 @@ struct Budget {
     permits: Arc<Semaphore>,
     max: usize,
     tracker: Arc<ConnTracker>,
+    /// Connections of this budget waiting for a reaped connection's place or being refused.
+    rejecting: Arc<Semaphore>,
 }
 
 impl Budget {
@@ -145,6 +147,7 @@ impl Budget {
             permits: Arc::new(Semaphore::new(max)),
             max,
             tracker: ConnTracker::new(per_prefix_max),
+            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
         })
     }
 
@@ -164,7 +167,6 @@ struct Shared {
     routes: Arc<Routes>,
     builder: auto::Builder<TokioExecutor>,
     reject_builder: auto::Builder<TokioExecutor>,
-    rejecting: Arc<Semaphore>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -269,7 +271,6 @@ impl Collector {
             routes: routes.clone(),
             builder,
             reject_builder,
-            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             header_read_timeout: s.header_read_timeout,
             idle_timeout: s.idle_timeout,
         });
@@ -481,7 +482,7 @@ async fn accept_loop(
             }
             Err(_) => {
                 // Full: reap an idle connection and take its place, or answer 503.
-                if let Ok(waiting) = shared.rejecting.clone().try_acquire_owned() {
+                if let Ok(waiting) = budget.rejecting.clone().try_acquire_owned() {
                     let (shared, budget, phase) = (shared.clone(), budget.clone(), phase.clone());
                     let tls = tls.clone();
                     tokio::spawn(async move {

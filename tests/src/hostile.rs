@@ -200,9 +200,9 @@ impl LegitStats {
     }
 }
 
-/// Posts `n` sealed envelopes (one report each) of the agent made from `agent_seed`, from
-/// `source`, each on a new connection, `gap` apart, to the plain listener at `target`. Each
-/// attempt has `timeout`. (A new seed per run keeps the per-agent rate limit out of the way.)
+/// Posts `n` sealed envelopes (one report each, each from a new agent made from `agent_seed`
+/// and its number, so the per-agent rate limit stays out of the way) from `source`, each on a
+/// new connection, `gap` apart, to the plain listener at `target`. Each attempt has `timeout`.
 pub async fn legit_uploads(
     target: SocketAddr,
     source: IpAddr,
@@ -212,10 +212,12 @@ pub async fn legit_uploads(
     gap: Duration,
     timeout: Duration,
 ) -> LegitStats {
-    let mut rng = SeededEntropy::insecure_from_seed([agent_seed; 32]);
-    let agent = AgentIdentity::generate(&mut rng);
     let mut stats = LegitStats::default();
     for seq in 1..=n as u64 {
+        let mut seed = [agent_seed; 32];
+        seed[..8].copy_from_slice(&seq.to_le_bytes());
+        let mut rng = SeededEntropy::insecure_from_seed(seed);
+        let agent = AgentIdentity::generate(&mut rng);
         let sealed = seal_envelope(&agent, collector, seq, 1, unix_now(), &mut rng);
         let started = Instant::now();
         let attempt = async {

@@ -102,6 +102,13 @@ async fn connection_attacks(connections: usize, uploads: usize) {
             ms(stats.quantile(0.5)),
             ms(stats.quantile(0.99)),
         );
+        let mut why = std::collections::BTreeMap::<String, usize>::new();
+        for f in &stats.failures {
+            *why.entry(f.chars().take(60).collect()).or_default() += 1;
+        }
+        if !why.is_empty() {
+            println!("|   failures: {why:?} | | | | | | |");
+        }
         attack.stop().await;
         // Let the collector close what the attack left before the next one.
         tokio::time::sleep(Duration::from_secs(1)).await;
