@@ -80,12 +80,61 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A connection with no bytes moving for this long is closed. Default 60 s.
     pub idle_timeout: Duration,
-    /// Open connections at most; more get `503` and are closed. Default 1024.
+    /// Open connections on the public listeners (TLS and plain together) at most. When all
+    /// are taken, a new connection makes an idle one close (no request in progress, from the
+    /// source prefix holding the most, least recently used first) and takes its place; if
+    /// every connection is busy it gets `503` and is closed. Default 1024.
     pub max_connections: usize,
-    /// Envelope commits waiting for the store at most; more get `503`. Default 512.
+    /// Open public connections per source /24 (IPv4) or /48 (IPv6) at most; more are closed
+    /// at once. Default 64.
+    pub max_connections_per_prefix: usize,
+    /// Open connections on the admin listener at most, a budget of its own so public traffic
+    /// never starves monitoring. Default 64.
+    pub max_admin_connections: usize,
+    /// Uploads being opened or committed at most (the permit is taken after the body is read
+    /// and before any decryption, and held until the store answers); more get `503` +
+    /// `Retry-After` without being opened. Default 512.
     pub max_inflight_commits: usize,
     /// How long shutdown waits for in-flight requests. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Bearer token the admin listener's JSON API and `/metrics` require, read from
+    /// `server.admin_token_file` (mode 0600 or stricter, surrounding whitespace ignored).
+    /// `None` (the default): no token.
+    pub admin_token: Option<AdminToken>,
+    /// `Host` names the admin listener answers (against DNS rebinding); lower case, without
+    /// port or brackets. Default: `localhost`, `127.0.0.1`, `::1` and the admin listen
+    /// address (unless it is unspecified, `0.0.0.0` or `::`: then list the names used).
+    pub admin_hosts: Vec<String>,
+}
+
+/// The admin bearer token, kept only as its SHA-256 digest; Debug shows nothing of it.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// A token from its secret bytes.
+    pub fn from_secret(secret: &[u8]) -> AdminToken {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret).as_ref());
+        AdminToken { digest }
+    }
+
+    /// True if `presented` is the token. Constant time: the SHA-256 digests (fixed length,
+    /// so the token's length does not leak) are compared by OR-ing the XOR of every byte, with
+    /// no early exit; and an attacker cannot steer a digest's bytes anyway.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let theirs = ring::digest::digest(&ring::digest::SHA256, presented);
+        let diff = self.digest.iter().zip(theirs.as_ref()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 /// `[keys]`: what the collector opens envelopes with.
@@ -237,8 +286,12 @@ struct RawServer {
     header_read_timeout_ms: u64,
     idle_timeout_ms: u64,
     max_connections: u64,
+    max_connections_per_prefix: u64,
+    max_admin_connections: u64,
     max_inflight_commits: u64,
     shutdown_grace_ms: u64,
+    admin_token_file: Option<PathBuf>,
+    admin_hosts: Option<Vec<String>>,
 }
 
 impl Default for RawServer {
@@ -254,8 +307,12 @@ impl Default for RawServer {
             header_read_timeout_ms: 5_000,
             idle_timeout_ms: 60_000,
             max_connections: 1_024,
+            max_connections_per_prefix: 64,
+            max_admin_connections: 64,
             max_inflight_commits: 512,
             shutdown_grace_ms: 10_000,
+            admin_token_file: None,
+            admin_hosts: None,
         }
     }
 }
@@ -421,6 +478,67 @@ impl Checker<'_> {
             self.fail(field, format!("must be between 1 and {max}, got {n}"));
         }
         usize::try_from(n.min(max)).unwrap_or(usize::MAX)
+    }
+}
+
+/// Reads `server.admin_token_file`: private to its owner (no group or other permission bits),
+/// one token of visible ASCII, at most 4096 bytes.
+fn read_admin_token(c: &mut Checker<'_>, path: &Path) -> Option<AdminToken> {
+    const FIELD: &str = "server.admin_token_file";
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                c.fail(
+                    FIELD,
+                    format!("{}: readable by others (mode {mode:o}); chmod 600 it", path.display()),
+                );
+                return None;
+            }
+        }
+    }
+    let bytes = c.read(FIELD, path)?;
+    let token = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
+    if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        c.fail(
+            FIELD,
+            format!("{}: expected one token of 1 to 4096 visible ASCII characters", path.display()),
+        );
+        return None;
+    }
+    Some(AdminToken::from_secret(token.as_bytes()))
+}
+
+/// `server.admin_hosts`, normalised, or the default (loopback names and the listen address).
+fn admin_hosts(
+    c: &mut Checker<'_>,
+    hosts: Option<&[String]>,
+    listen: Option<SocketAddr>,
+) -> Vec<String> {
+    match hosts {
+        Some(hosts) => {
+            let hosts: Vec<String> =
+                hosts.iter().map(|h| crate::admin_guard::normalise_host(h)).collect();
+            let bad = |h: &String| {
+                h.is_empty() || (h.contains([':', '/']) && h.parse::<std::net::IpAddr>().is_err())
+            };
+            if hosts.is_empty() || hosts.iter().any(bad) {
+                c.fail("server.admin_hosts", "needs host names or IP addresses, without port");
+            }
+            hosts
+        }
+        None => {
+            let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+            if let Some(addr) = listen.filter(|a| !a.ip().is_unspecified()) {
+                let ip = addr.ip().to_string();
+                if !hosts.contains(&ip) {
+                    hosts.push(ip);
+                }
+            }
+            hosts
+        }
     }
 }
 
@@ -590,12 +708,27 @@ impl Config {
                 .positive_ms("server.header_read_timeout_ms", s.header_read_timeout_ms),
             idle_timeout: c.positive_ms("server.idle_timeout_ms", s.idle_timeout_ms),
             max_connections: c.count("server.max_connections", s.max_connections, 1 << 20),
+            max_connections_per_prefix: c.count(
+                "server.max_connections_per_prefix",
+                s.max_connections_per_prefix,
+                1 << 20,
+            ),
+            max_admin_connections: c.count(
+                "server.max_admin_connections",
+                s.max_admin_connections,
+                1 << 16,
+            ),
             max_inflight_commits: c.count(
                 "server.max_inflight_commits",
                 s.max_inflight_commits,
                 1 << 20,
             ),
             shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+            admin_token: s.admin_token_file.as_deref().and_then(|p| {
+                let path = c.resolve(p);
+                read_admin_token(&mut c, &path)
+            }),
+            admin_hosts: admin_hosts(&mut c, s.admin_hosts.as_deref(), listen_admin),
         };
 
         let mut collector_keys = Vec::new();
@@ -888,6 +1021,8 @@ mod tests {
         assert_eq!(config.server.max_body_bytes, 65_536);
         assert_eq!(config.server.header_read_timeout, Duration::from_secs(5));
         assert_eq!(config.server.max_connections, 1024);
+        assert_eq!(config.server.max_connections_per_prefix, 64);
+        assert_eq!(config.server.max_admin_connections, 64);
         assert_eq!(config.store.path, dir.path().join("data"));
         assert_eq!(config.store.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(config.limits.prefix_burst, 400);
@@ -899,6 +1034,42 @@ mod tests {
         let ip = "192.0.2.1".parse().unwrap();
         assert_eq!(config.keys.net_tag_key.tag(ip), again.keys.net_tag_key.tag(ip));
         assert_ne!(config.keys.net_tag_key.tag(ip), NetTagKey::new(&[1; 32]).tag(ip));
+    }
+
+    #[test]
+    fn admin_token_file_must_be_private_and_hosts_default_to_loopback_and_the_listener() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = dir_with_key();
+        let config = Config::from_toml_str(MINIMAL, dir.path()).unwrap();
+        assert!(config.server.admin_token.is_none());
+        assert_eq!(config.server.admin_hosts, ["localhost", "127.0.0.1", "::1"]);
+        let text = MINIMAL.replace(
+            "[keys]",
+            "listen_admin = \"10.1.2.3:9464\"\nadmin_token_file = \"admin.token\"\n[keys]",
+        );
+        let token = dir.path().join("admin.token");
+        std::fs::write(&token, "  s3cret \n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let errors = errors_of(&text, dir.path());
+        assert!(
+            errors.iter().any(|e| e.contains("server.admin_token_file") && e.contains("mode 644")),
+            "{errors:?}"
+        );
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = Config::from_toml_str(&text, dir.path()).unwrap();
+        let t = config.server.admin_token.unwrap();
+        assert!(t.matches(b"s3cret") && !t.matches(b"s3cret ") && !t.matches(b""));
+        assert_eq!(format!("{t:?}"), "AdminToken(..)");
+        assert_eq!(config.server.admin_hosts, ["localhost", "127.0.0.1", "::1", "10.1.2.3"]);
+        std::fs::write(&token, "two words").unwrap();
+        let errors = errors_of(&text, dir.path());
+        assert!(errors.iter().any(|e| e.contains("visible ASCII")), "{errors:?}");
+        let text =
+            MINIMAL.replace("[keys]", "admin_hosts = [\"Admin.Example.\", \"[::1]\"]\n[keys]");
+        let config = Config::from_toml_str(&text, dir.path()).unwrap();
+        assert_eq!(config.server.admin_hosts, ["admin.example", "::1"]);
+        let bad = MINIMAL.replace("[keys]", "admin_hosts = [\"admin.example:9464\"]\n[keys]");
+        assert!(errors_of(&bad, dir.path()).iter().any(|e| e.contains("server.admin_hosts")));
     }
 
     fn errors_of(text: &str, dir: &Path) -> Vec<String> {

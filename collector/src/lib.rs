@@ -23,31 +23,38 @@
 //! (`clock`), and everything downstream takes `now` as an argument.
 //!
 //! ```text
-//!  TCP accept ── max_connections permit? ──no──▶ 503 + Retry-After, close     (server)
+//!  TCP accept ── prefix over max_connections_per_prefix? ──▶ close           (server)
+//!      │ budget permit (public: max_connections; admin: its own)? no ──▶ close an idle
+//!      │   connection of the biggest prefix and take its place, else 503 + Retry-After
 //!      │ TLS handshake (≤ header_read_timeout; ALPN h2 | http/1.1)
-//!      │ hyper auto (HTTP/1.1: header_read_timeout; idle_timeout for any connection)
+//!      │ hyper auto (HTTP/1.1: header_read_timeout; any connection: first request within
+//!      │   header_read_timeout, then idle_timeout between requests; PINGs do not count)
 //!      ▼
 //!  public listener                                                            (routes)
 //!   POST /v1/envelopes (CORS) ─────────────────────────────────────────────▶ (ingest)
 //!      Content-Type ─415   Content-Length ─413   /24|/48 token bucket ─429
-//!      body ≤ max_body_bytes ─413      Opener::open (HPKE, Ed25519) ─400 "<reason>: .."
+//!      body ≤ max_body_bytes ─413      in-flight permit ─503 + Retry-After (nothing opened)
+//!      Opener::open (version, key id, then HPKE, Ed25519) ─400 "<reason>: .."
 //!      created_at skew, observed_at ≤ created_at, created_at within the dedup horizon,
 //!      every report kept by retention ≥ 1 h (store::admit) ─400 "timestamp: .."
 //!      agent-key token bucket ─429
 //!      peer IP ─▶ Enricher::lookup + NetTagKey::tag ─▶ IP dropped
 //!      accept::from_envelope ─▶ IngestBatch { digest, (agent key, seq), reports, targets }
 //!   POST /v1/nel (CORS)
-//!      Content-Type ─415  Content-Length ─413  /24 bucket ─429  nel::parse_upload ─400
-//!      accept::nel_batch ─▶ IngestBatch { digest, reports }  retention check ─400
-//!   both: in-flight bound ─503 ─▶ Store::commit (free-space guard ─503 disk_full; dedup by
-//!      digest, group commit, sled flush + fdatasync) ─503 on error
+//!      Content-Type ─415  Content-Length ─413  /24 bucket ─429  in-flight permit ─503
+//!      nel::parse_upload ─400 ─▶ accept::nel_batch ─▶ IngestBatch { digest, reports }
+//!      retention check ─400
+//!   both: (holding the in-flight permit) ─▶ Store::commit (free-space guard ─503 disk_full;
+//!      dedup by digest, group commit, sled flush + fdatasync) ─503 on error
 //!      ─▶ Feed::accepted (stored, not duplicates)                              (feed)
 //!           standalone: Alerting::observe ─▶ Detector
 //!           fleet mode: Fleet::submit ─▶ outbox ─▶ JetStream ─▶ every collector's detector
 //!      ─▶ 202 (stored | duplicate) / 204 for NEL
 //!   GET /v1/ping 204   /healthz   /metrics
 //!   /readyz 503 while shutting down, below the free-space guard, or after a failed store write
-//!  admin listener: dashboard, /v1/alerts, /v1/heatmap, /v1/series, /metrics, /healthz, /readyz
+//!  admin listener (own connection budget): Host in server.admin_hosts? ─403
+//!      /healthz /readyz (no checks)   dashboard assets (Host only)
+//!      /v1/alerts /v1/heatmap /v1/series /metrics: bearer token if configured ─401
 //!
 //!  background: retention every 5 min (Store::enforce_retention on a blocking thread);
 //!              Alerting::run (detector ticks, snapshots, notifier); fleet publisher/consumer
@@ -55,7 +62,7 @@
 //! ```
 //!
 //! Modules that are not API (`server` internals such as `routes`, `ingest`, `feed`, `clock`,
-//! `ratelimit`, `fleet`) are private; `cli` and `demo` are public for the binary and the test
+//! `ratelimit`, `conntrack`, `fleet`) are private; `cli` and `demo` are public for the binary and the test
 //! crate only and hidden from these docs.
 //!
 //! ## Example: a collector in process
@@ -121,11 +128,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin_guard;
 pub mod alerting;
 #[doc(hidden)]
 pub mod cli;
 mod clock;
 pub mod config;
+mod conntrack;
 #[doc(hidden)]
 pub mod dashboard;
 #[doc(hidden)]

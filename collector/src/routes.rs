@@ -11,7 +11,9 @@
 //! ```
 //!
 //! `/metrics` merges the ingest counters, the store gauges, alerting and (fleet mode) the
-//! fleet's families into one Prometheus text page. The admin router only reads.
+//! fleet's families into one Prometheus text page. The admin router only reads, and only
+//! answers requests its `AdminGuard` lets through: an allowed `Host` for everything but the
+//! health checks, and the bearer token (when configured) for the JSON API and `/metrics`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::admin_guard::{AdminGuard, Need};
 use crate::alerting::Alerting;
 use crate::clock::now_millis;
 use crate::ingest::Ingest;
@@ -38,6 +41,8 @@ pub(crate) struct Routes {
     pub(crate) metrics: Arc<Metrics>,
     /// `/readyz`: false once shutdown began.
     pub(crate) ready: AtomicBool,
+    /// Host allowlist and token of the admin listener.
+    pub(crate) admin_guard: AdminGuard,
 }
 
 impl Routes {
@@ -50,20 +55,16 @@ impl Routes {
         let method = req.method().clone();
         match (req.uri().path(), method) {
             ("/v1/envelopes", Method::POST) => {
-                let origin = req.headers().get(header::ORIGIN).cloned();
                 let started = Instant::now();
                 let mut response = self.ingest.envelope(peer, req).await;
                 self.metrics.observe_ingest(Endpoint::Envelopes, started.elapsed());
-                allow_browser_uploads(&mut response, origin);
+                allow_browser_uploads(&mut response);
                 response
             }
-            ("/v1/envelopes", Method::OPTIONS) => {
-                envelopes_preflight(req.headers().get(header::ORIGIN).cloned())
-            }
+            ("/v1/envelopes", Method::OPTIONS) => envelopes_preflight(),
             ("/v1/envelopes", _) => {
-                let origin = req.headers().get(header::ORIGIN).cloned();
                 let mut response = not_allowed("POST");
-                allow_browser_uploads(&mut response, origin);
+                allow_browser_uploads(&mut response);
                 response
             }
             ("/v1/nel", Method::OPTIONS) => nel_preflight(),
@@ -86,6 +87,15 @@ impl Routes {
     /// metrics and health checks. Read-only: nothing here writes.
     pub(crate) async fn admin<B>(&self, req: Request<B>) -> Response<Body> {
         let path = req.uri().path();
+        let need = match path {
+            "/healthz" | "/readyz" => Need::Nothing,
+            "/metrics" => Need::HostAndToken,
+            p if p.starts_with("/v1/") => Need::HostAndToken,
+            _ => Need::Host,
+        };
+        if let Some(refused) = self.admin_guard.refuse(&req, need) {
+            return refused;
+        }
         let query = req.uri().query().unwrap_or("");
         let get = matches!(*req.method(), Method::GET | Method::HEAD);
         let bad = |e: String| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e }));
@@ -175,13 +185,14 @@ impl Routes {
 
 /// CORS for browser uploads (the wasm agent in a page on another origin). Envelopes carry their
 /// own authentication (signature, HPKE) and the collector reads no cookies, so any origin may
-/// POST them. The page's origin is echoed with `Access-Control-Allow-Credentials: true`
-/// because `navigator.sendBeacon` always sends in credentials mode `include`, which the
-/// wildcard does not satisfy. The preflight allows the envelope media type and the
+/// POST them: `Access-Control-Allow-Origin: *` and never `Allow-Credentials`, so no page can
+/// make a browser send cookies or HTTP authentication along (the wasm agent uploads with
+/// `fetch(credentials: 'omit')`, also on pagehide, instead of `navigator.sendBeacon`, which
+/// always includes credentials). The preflight allows the envelope media type and the
 /// `vantage-sent-at` header; answers expose `Retry-After` so a page can honour it.
-fn envelopes_preflight(origin: Option<HeaderValue>) -> Response<Body> {
+fn envelopes_preflight() -> Response<Body> {
     let mut r = empty(StatusCode::NO_CONTENT);
-    allow_browser_uploads(&mut r, origin);
+    allow_browser_uploads(&mut r);
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
     h.insert(
@@ -193,18 +204,9 @@ fn envelopes_preflight(origin: Option<HeaderValue>) -> Response<Body> {
 }
 
 /// Lets a page read the answer to its upload (see [`envelopes_preflight`]).
-fn allow_browser_uploads(r: &mut Response<Body>, origin: Option<HeaderValue>) {
+fn allow_browser_uploads(r: &mut Response<Body>) {
     let h = r.headers_mut();
-    match origin {
-        Some(origin) => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-            h.insert(header::VARY, HeaderValue::from_static("origin"));
-        }
-        None => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        }
-    }
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after"));
 }
 
@@ -253,7 +255,9 @@ mod tests {
         let feed = crate::feed::Feed::new(alerting.clone(), None);
         let ingest =
             Ingest::new(&config, store.clone(), Enricher::disabled(), metrics.clone(), feed);
-        let routes = Routes { ingest, alerting, store, metrics, ready: AtomicBool::new(true) };
+        let admin_guard = AdminGuard::new(vec!["localhost".into()], None);
+        let routes =
+            Routes { ingest, alerting, store, metrics, ready: AtomicBool::new(true), admin_guard };
         Fixture { _dir: dir, routes, key }
     }
 
@@ -300,6 +304,29 @@ mod tests {
         assert!(resp.headers().contains_key(header::RETRY_AFTER));
         assert_eq!(f.routes.metrics.rejected_count(RejectReason::Overload), 2);
         assert_eq!(f.routes.metrics.accepted_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn envelope_cors_allows_any_origin_without_credentials() {
+        let f = fixture("");
+        let preflight = Request::options("/v1/envelopes")
+            .header(header::ORIGIN, "https://shop.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let post = Request::post("/v1/envelopes")
+            .header(header::ORIGIN, "https://shop.example")
+            .header(header::CONTENT_TYPE, ENVELOPE_CONTENT_TYPE)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        for req in [preflight, post] {
+            let resp = f.routes.public(PEER, req).await;
+            let h = resp.headers();
+            assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+            assert!(!h.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+            assert_eq!(h[header::ACCESS_CONTROL_EXPOSE_HEADERS], "retry-after");
+        }
+        f.routes.store.close().await.unwrap();
     }
 
     #[tokio::test]

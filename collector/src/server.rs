@@ -4,16 +4,27 @@
 //! [`RunningCollector`]; the binary and the in-process tests both use it.
 //!
 //! Connection handling:
-//! - **Connection limit.** At most `max_connections` connections are served (a semaphore
-//!   permit per connection, taken before the TLS handshake). Beyond that, up to 64 more
-//!   connections at a time are answered `503 Service Unavailable` with `Retry-After: 1` and
+//! - **Budgets.** The public listeners (TLS and plain) share `max_connections`; the admin
+//!   listener has its own `max_admin_connections`, so a flood on the public port never starves
+//!   health checks, metrics scrapes or the dashboard. A permit is taken before the TLS
+//!   handshake.
+//! - **Per-prefix share.** A source /24 (IPv4) or /48 (IPv6) holds at most
+//!   `max_connections_per_prefix` public connections; more are closed at accept, before any
+//!   TLS or HTTP work (the `conntrack` module).
+//! - **Idle connections make room.** When a budget is full, a new connection asks one idle
+//!   connection (no request in progress; from the prefix holding the most, least recently
+//!   used first) to close and takes its place, waiting at most 1 s. Only if every connection
+//!   is busy is it answered `503 Service Unavailable` with `Retry-After: 1` and
 //!   `Connection: close` over HTTP/1.1 (for TLS, after a handshake that offers only
-//!   `http/1.1`, so HTTP/2 clients also get a readable answer); further ones are closed at once.
-//!   Nothing waits in a queue.
-//! - **Slow clients.** The TLS handshake, the request headers (HTTP/1.1, hyper's
+//!   `http/1.1`, so HTTP/2 clients also get a readable answer); at most 64 connections at a
+//!   time wait or are answered so, further ones are closed at once. Nothing waits in a queue.
+//! - **Slow and idle clients.** The TLS handshake, the request headers (HTTP/1.1, hyper's
 //!   `header_read_timeout`) and the request body must each arrive within
-//!   `header_read_timeout`; a connection with no bytes moving for `idle_timeout` is shut
-//!   down gracefully, then dropped if it still does not finish within another `idle_timeout`.
+//!   `header_read_timeout`. Only requests count as activity (bytes that are not a request,
+//!   such as HTTP/2 PINGs or a trickled header, do not): a connection whose first request has
+//!   not started within `header_read_timeout`, or with no request for `idle_timeout` after the
+//!   last, is shut down gracefully (HTTP/2: GOAWAY) and dropped if it has not finished
+//!   `header_read_timeout` later. HTTP/2 allows 64 concurrent streams and 16 KiB of headers.
 //! - **Shutdown.** [`RunningCollector::shutdown`] marks the collector not ready, stops
 //!   accepting, asks every connection to finish (HTTP/1.1: after the current response;
 //!   HTTP/2: GOAWAY), waits up to `shutdown_grace` for them, drops what is left, then
@@ -23,23 +34,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin_guard::AdminGuard;
 use crate::alerting::Alerting;
 use crate::config::{Config, load_tls};
+use crate::conntrack::{ConnState, ConnTracker, Registration};
 use crate::enrich::{EnrichError, Enricher};
 use crate::feed::Feed;
 use crate::ingest::Ingest;
@@ -51,8 +62,12 @@ use crate::store::{Store, StoreConfig, StoreError};
 /// How often the retention task runs.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Connections answered `503` at the same time, at most, when `max_connections` are open.
+/// Connections answered `503` (or waiting for a reaped connection's place) at the same time,
+/// at most, when a budget is full (per budget).
 const MAX_REJECTING: usize = 64;
+
+/// How long a connection that reaped an idle one waits for its place.
+const REAP_WAIT: Duration = Duration::from_secs(1);
 
 /// Why the collector did not start, or did not shut down cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +122,7 @@ pub struct RunningCollector {
     plain_addr: Option<SocketAddr>,
     routes: Arc<Routes>,
     phase: watch::Sender<Phase>,
-    connections: Arc<Semaphore>,
-    max_connections: usize,
+    budgets: Vec<Arc<Budget>>,
     shutdown_grace: Duration,
     accept_tasks: Vec<JoinHandle<()>>,
     retention_task: JoinHandle<()>,
@@ -117,13 +131,42 @@ pub struct RunningCollector {
     alerting_task: JoinHandle<()>,
 }
 
+/// A connection budget: the public listeners share one, the admin listener has its own, so
+/// a flood on one never starves the other.
+struct Budget {
+    permits: Arc<Semaphore>,
+    max: usize,
+    tracker: Arc<ConnTracker>,
+    /// Connections of this budget waiting for a reaped connection's place or being refused.
+    rejecting: Arc<Semaphore>,
+}
+
+impl Budget {
+    fn new(max: usize, per_prefix_max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            tracker: ConnTracker::new(per_prefix_max),
+            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
+        })
+    }
+
+    /// Waits until every connection of this budget has ended, or `limit` passes.
+    async fn drained(&self, limit: Duration) -> bool {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        tokio::time::timeout(limit, self.permits.acquire_many(all)).await.is_ok()
+    }
+
+    fn open(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+}
+
 /// What every accept loop and connection task needs.
 struct Shared {
     routes: Arc<Routes>,
     builder: auto::Builder<TokioExecutor>,
     reject_builder: auto::Builder<TokioExecutor>,
-    connections: Arc<Semaphore>,
-    rejecting: Arc<Semaphore>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -222,14 +265,15 @@ impl Collector {
             store: store.clone(),
             metrics,
             ready: std::sync::atomic::AtomicBool::new(true),
+            admin_guard: AdminGuard::new(s.admin_hosts.clone(), s.admin_token.clone()),
         });
-        let connections = Arc::new(Semaphore::new(s.max_connections));
+        let public = Budget::new(s.max_connections, s.max_connections_per_prefix);
+        // The admin listener is private: no per-prefix share, its own budget.
+        let admin = Budget::new(s.max_admin_connections, s.max_admin_connections);
         let shared = Arc::new(Shared {
             routes: routes.clone(),
             builder,
             reject_builder,
-            connections: connections.clone(),
-            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             header_read_timeout: s.header_read_timeout,
             idle_timeout: s.idle_timeout,
         });
@@ -241,6 +285,7 @@ impl Collector {
                 listener,
                 tls,
                 Role::Public,
+                public.clone(),
                 shared.clone(),
                 phase.subscribe(),
             )));
@@ -250,6 +295,7 @@ impl Collector {
                 listener,
                 None,
                 Role::Public,
+                public.clone(),
                 shared.clone(),
                 phase.subscribe(),
             )));
@@ -259,6 +305,7 @@ impl Collector {
                 listener,
                 None,
                 Role::Admin,
+                admin.clone(),
                 shared.clone(),
                 phase.subscribe(),
             )));
@@ -284,8 +331,7 @@ impl Collector {
             alerting_task,
             routes,
             phase,
-            connections,
-            max_connections: s.max_connections,
+            budgets: vec![public, admin],
             shutdown_grace: s.shutdown_grace,
             accept_tasks,
             retention_task,
@@ -362,17 +408,19 @@ impl RunningCollector {
         for task in self.accept_tasks {
             let _ = task.await;
         }
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let drained =
-            tokio::time::timeout(self.shutdown_grace, self.connections.acquire_many(all)).await;
-        if drained.is_err() {
-            let open = self.max_connections - self.connections.available_permits();
+        let grace_end = Instant::now() + self.shutdown_grace;
+        let mut drained = true;
+        for budget in &self.budgets {
+            drained &= budget.drained(grace_end.saturating_duration_since(Instant::now())).await;
+        }
+        if !drained {
+            let open: usize = self.budgets.iter().map(|b| b.open()).sum();
             tracing::warn!(open, "shutdown grace over; closing connections still open");
             let _ = self.phase.send(Phase::Abort);
             // Aborted tasks give their permits back as soon as they are polled.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), self.connections.acquire_many(all))
-                    .await;
+            for budget in &self.budgets {
+                budget.drained(Duration::from_secs(5)).await;
+            }
         }
         let _ = self.phase.send(Phase::Abort);
         let _ = self.retention_task.await;
@@ -402,6 +450,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<(TlsAcceptor, TlsAcceptor)>,
     role: Role,
+    budget: Arc<Budget>,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) {
@@ -422,25 +471,61 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let peer = peer.ip();
-        match shared.connections.clone().try_acquire_owned() {
+        // Its prefix holds its share already: closed at once, it costs nothing more.
+        let Some(registration) = budget.tracker.register(peer, Instant::now()) else {
+            tracing::debug!("connection over the per-prefix limit closed");
+            continue;
+        };
+        let conn = Conn { peer, role };
+        match budget.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let acceptor = tls.as_ref().map(|(a, _)| a.clone());
-                let conn = Conn { peer, role };
-                tokio::spawn(serve(tcp, acceptor, conn, shared.clone(), phase.clone(), permit));
+                let slot = Slot { _permit: permit, registration };
+                tokio::spawn(serve(tcp, acceptor, conn, shared.clone(), phase.clone(), slot));
             }
             Err(_) => {
-                shared.routes.metrics.connection_rejected();
-                if let Ok(permit) = shared.rejecting.clone().try_acquire_owned() {
-                    let acceptor = tls.as_ref().map(|(_, r)| r.clone());
-                    tokio::spawn(refuse(tcp, acceptor, shared.clone(), permit));
+                // Full: reap an idle connection and take its place, or answer 503.
+                if let Ok(waiting) = budget.rejecting.clone().try_acquire_owned() {
+                    let (shared, budget, phase) = (shared.clone(), budget.clone(), phase.clone());
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        let permit = if budget.tracker.reap_idle() {
+                            let permits = budget.permits.clone();
+                            tokio::time::timeout(REAP_WAIT, permits.acquire_owned()).await.ok()
+                        } else {
+                            None
+                        };
+                        match permit {
+                            Some(Ok(permit)) => {
+                                drop(waiting);
+                                let acceptor = tls.as_ref().map(|(a, _)| a.clone());
+                                let slot = Slot { _permit: permit, registration };
+                                serve(tcp, acceptor, conn, shared, phase, slot).await;
+                            }
+                            _ => {
+                                shared.routes.metrics.connection_rejected();
+                                let acceptor = tls.as_ref().map(|(_, r)| r.clone());
+                                refuse(tcp, acceptor, shared.clone(), waiting).await;
+                                drop(registration);
+                            }
+                        }
+                    });
+                } else {
+                    shared.routes.metrics.connection_rejected();
+                    // Dropping `tcp` closes it.
                 }
-                // else: dropping `tcp` closes it.
             }
         }
     }
 }
 
-/// Serves one connection until it ends, idles out, or shutdown says so.
+/// What a served connection holds until it ends: a place in the listener's budget and in
+/// its prefix's share.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    registration: Registration,
+}
+
 /// Who is on a connection and which listener it came in on.
 #[derive(Clone, Copy, Debug)]
 struct Conn {
@@ -448,55 +533,74 @@ struct Conn {
     role: Role,
 }
 
+/// Serves one connection until it ends, idles out, is reaped, or shutdown says so.
 async fn serve(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
     peer: Conn,
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
-    _permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     let metrics = &shared.routes.metrics;
     metrics.connection_opened();
+    slot.registration.serving();
+    let state = slot.registration.state().clone();
     match tls {
-        None => drive(ActivityIo::new(tcp), peer, &shared, phase).await,
+        None => drive(tcp, peer, state, &shared, phase).await,
         Some(acceptor) => {
-            match tokio::time::timeout(shared.header_read_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => drive(ActivityIo::new(stream), peer, &shared, phase).await,
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
+            let handshake = acceptor.accept(tcp);
+            tokio::select! {
+                done = tokio::time::timeout(shared.header_read_timeout, handshake) => match done {
+                    Ok(Ok(stream)) => drive(stream, peer, state, &shared, phase).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+                _ = state.reaped() => tracing::debug!("handshaking connection reaped"),
             }
         }
     }
     metrics.connection_closed();
+    drop(slot);
 }
 
-async fn drive<I>(io: ActivityIo<I>, who: Conn, shared: &Shared, mut phase: watch::Receiver<Phase>)
-where
+async fn drive<I>(
+    io: I,
+    who: Conn,
+    state: Arc<ConnState>,
+    shared: &Shared,
+    mut phase: watch::Receiver<Phase>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = io.activity.clone();
     let routes = shared.routes.clone();
+    let requests = state.clone();
     let service = service_fn(move |req| {
         let routes = routes.clone();
+        let guard = requests.request_started();
         async move {
             let response = match who.role {
                 Role::Public => routes.public(who.peer, req).await,
                 Role::Admin => routes.admin(req).await,
             };
+            drop(guard);
             Ok::<_, std::convert::Infallible>(response)
         }
     });
     let conn = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let idle = shared.idle_timeout;
+    // No request within `header_read_timeout` of connecting (an HTTP/2 connection that only
+    // sends PINGs, say), or none for `idle_timeout` after the last: graceful close, then drop
+    // after `header_read_timeout` more. Only requests count as activity.
+    let (first, idle) = (shared.header_read_timeout, shared.idle_timeout);
+    let mut limit = idle;
     let mut draining = false;
     if *phase.borrow() != Phase::Serving {
         conn.as_mut().graceful_shutdown();
         draining = true;
     }
     loop {
-        let deadline = activity.last() + idle;
+        let deadline = state.idle_deadline(first, limit);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -517,14 +621,24 @@ where
                     Phase::Abort => return,
                 }
             }
+            _ = state.reaped() => {
+                // Nothing in progress: nothing acknowledged is lost by dropping it.
+                if state.active() == 0 {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                if activity.last().elapsed() >= idle {
+                let now = Instant::now();
+                if state.idle_expired(first, limit, now) {
                     if draining {
                         return;
                     }
                     conn.as_mut().graceful_shutdown();
                     draining = true;
-                    activity.touch();
+                    limit = first;
+                    state.restart_clock(now);
                 }
             }
         }
@@ -576,91 +690,5 @@ async fn retention_loop(store: Store, mut phase: watch::Receiver<Phase>) {
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
         }
-    }
-}
-
-/// When bytes last moved on a connection, in milliseconds since the connection began.
-#[derive(Clone)]
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// An I/O stream that records when bytes last moved, for the idle timeout.
-struct ActivityIo<I> {
-    inner: I,
-    activity: Activity,
-}
-
-impl<I> ActivityIo<I> {
-    fn new(inner: I) -> ActivityIo<I> {
-        ActivityIo {
-            inner,
-            activity: Activity { start: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) },
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

@@ -539,17 +539,26 @@ async fn slow_headers_and_silent_handshakes_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_get_503_and_service_resumes() {
     let h = start("max_connections = 2", "").await;
-    // Two keep-alive connections hold both slots.
+    // Two connections hold both slots, each in the middle of a request (a body that does not
+    // come): busy, so neither can be closed to make room.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let tls = h.tls(&[b"http/1.1"]).await;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        let task = tokio::spawn(conn);
-        let resp = sender.send_request(get("/v1/ping")).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-        held.push((sender, task));
+        let mut tls = h.tls(&[b"http/1.1"]).await;
+        tls.write_all(
+            b"POST /v1/envelopes HTTP/1.1\r\nhost: x\r\ncontent-type: \
+              application/vnd.vantage.envelope+cbor\r\ncontent-length: 1000\r\n\r\nab",
+        )
+        .await
+        .unwrap();
+        held.push(tls);
     }
+    // Both requests are in progress before the third connection comes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !h.running().metrics().render(Default::default()).contains("connections_open 2\n") {
+        assert!(Instant::now() < deadline, "the two connections were never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // A third gets 503 + Retry-After (over HTTP/1.1 even when it offers h2), then is closed.
     let tls = h.tls(&[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -560,29 +569,56 @@ async fn connections_over_the_limit_get_503_and_service_resumes() {
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
     tokio::time::timeout(Duration::from_secs(5), closed).await.unwrap().unwrap().unwrap();
-    let metrics = body_text(&collect(held[0].0.send_request(get("/metrics")).await.unwrap()).await);
-    assert!(metrics.contains("\nvantage_connections_rejected_total 1\n"), "{metrics}");
-    assert!(metrics.contains("\nvantage_connections_open 2\n"), "{metrics}");
+    let rejected = || {
+        let text = h.running().metrics().render(Default::default());
+        let line = text.lines().find(|l| l.starts_with("vantage_connections_rejected_total "));
+        line.unwrap().rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(rejected(), 1);
 
     // Once the two close, new connections are served again.
-    for (sender, task) in held {
-        drop(sender);
-        let _ = task.await;
-    }
+    drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let (mut sender, _task) = loop {
         let tls = h.tls(&[b"http/1.1"]).await;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
+        let task = tokio::spawn(conn);
         let status = sender.send_request(get("/v1/ping")).await.unwrap().status();
         if status == StatusCode::NO_CONTENT {
-            break;
+            break (sender, task);
         }
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(Instant::now() < deadline, "slots never freed");
         tokio::task::yield_now().await;
+    };
+    sender.ready().await.unwrap();
+    let rejected_before = rejected();
+
+    // Idle keep-alive connections do not keep newcomers out: with both slots held by idle
+    // connections, a new one makes the least recently used close and is served.
+    let mut idle = vec![sender];
+    let tls = h.tls(&[b"http/1.1"]).await;
+    let (mut second, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        second.send_request(get("/v1/ping")).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    idle.push(second);
+    let tls = h.tls(&[b"http/1.1"]).await;
+    let (mut third, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(third.send_request(get("/v1/ping")).await.unwrap().status(), StatusCode::NO_CONTENT);
+    // The first (least recently used) was closed to make room.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !idle[0].is_closed() {
+        assert!(Instant::now() < deadline, "no idle connection was closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(!idle[1].is_closed());
+    assert_eq!(rejected(), rejected_before, "nobody was refused");
     h.stop().await;
 }
 

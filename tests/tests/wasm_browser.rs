@@ -454,7 +454,7 @@ async fn offline_reports_survive_a_reload_and_arrive_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pagehide_beacons_pending_reports_and_a_resend_is_not_counted_twice() {
+async fn pagehide_sends_pending_reports_without_credentials_and_a_resend_is_not_counted_twice() {
     let dir = tempfile::tempdir().unwrap();
     let collector = start_collector(dir.path(), "127.0.0.1:0").await;
     let collector_url = format!("http://{}", collector.plain_addr().unwrap());
@@ -478,11 +478,12 @@ async fn pagehide_beacons_pending_reports_and_a_resend_is_not_counted_twice() {
     assert_eq!(recorded, "kept");
     assert!(agent_reports(&collector).is_empty());
 
-    // Leaving the page fires pagehide: the pending report is sealed and beaconed.
+    // Leaving the page fires pagehide: the pending report is sealed and sent with
+    // fetch(keepalive, credentials omit), which the collector's credential-less CORS allows.
     let left = browser.command(serde_json::json!({ "cmd": "goto", "url": "about:blank" })).await;
     assert_eq!(left["ok"], true, "{left}");
     let reports = wait_for_reports(&collector, 1).await;
-    assert_eq!(reports.len(), 1, "the beacon arrived: {reports:?}");
+    assert_eq!(reports.len(), 1, "the pagehide upload arrived: {reports:?}");
     assert_eq!(reports[0].error_type, ErrorType::TcpReset);
 
     // Back on the page, whatever IndexedDB kept is sent again; the collector does not count it

@@ -1,7 +1,8 @@
 // Vantage for web pages: the I/O around the wasm agent core (vantage_wasm.js, made by
 // wasm-bindgen). The core classifies, coalesces, seals (HPKE + Ed25519) and schedules; this file
 // stores envelopes in IndexedDB, sends them with fetch(keepalive), pings collectors for the
-// scope, wraps window.fetch, and makes a last sendBeacon attempt on pagehide.
+// scope, wraps window.fetch, and makes a last fetch(keepalive) attempt on pagehide (not
+// sendBeacon: a beacon always carries credentials, and uploads never should).
 //
 // Nothing is stored or sent before consent: the IndexedDB database is not even created until
 // setConsent(true), and withdrawal deletes it.
@@ -12,10 +13,10 @@ const DB_VERSION = 1;
 const DEFAULT_DB_NAME = 'vantage';
 // fetch(keepalive) bodies share a 64 KiB budget per page; larger envelopes go without keepalive.
 const KEEPALIVE_MAX = 60000;
-// sendBeacon has the same budget.
-const BEACON_BUDGET = 60000;
+// What the pagehide attempt may send at most (the same per-page keepalive budget).
+const PAGEHIDE_BUDGET = 60000;
 // Sequence numbers are reserved this far ahead of use in IndexedDB: an envelope sealed (and
-// beaconed) on pagehide may be sent although the write that records its number never
+// sent) on pagehide may be sent although the write that records its number never
 // completes, and the collector drops a reused number as a replay. A reload skips the rest.
 const SEQ_RESERVE = 64;
 
@@ -461,28 +462,35 @@ export class Vantage extends EventTarget {
         this.#kick();
     }
 
-    // The last chance: seal what is pending and beacon every stored envelope to the first
-    // collector. They stay in IndexedDB (a beacon's fate is unknown); the collector answers a
-    // re-send of a delivered envelope as a duplicate.
+    // The last chance: seal what is pending and send every stored envelope to the first
+    // collector with fetch(keepalive), which outlives the page, without credentials. They stay
+    // in IndexedDB (the answer is never seen); the collector answers a re-send of a delivered
+    // envelope as a duplicate.
     #pageHide() {
-        if (!this.#core.isGranted() || typeof navigator.sendBeacon !== 'function') return;
+        if (!this.#core.isGranted()) return;
         try {
             this.#core.sealPending(Date.now());
         } catch (e) {
             this.#lastError = e;
         }
         this.#persist();
-        let budget = BEACON_BUDGET;
+        let budget = PAGEHIDE_BUDGET;
         const url = this.#collectors[0] + '/v1/envelopes';
         for (const bytes of this.#core.envelopes()) {
             if (bytes.length > budget) break;
-            let sent = false;
             try {
-                sent = navigator.sendBeacon(url, new Blob([bytes], { type: MEDIA_TYPE }));
+                this.#fetch(url, {
+                    method: 'POST',
+                    body: bytes,
+                    headers: { 'content-type': MEDIA_TYPE, 'vantage-sent-at': String(Date.now()) },
+                    keepalive: true,
+                    mode: 'cors',
+                    credentials: 'omit',
+                    cache: 'no-store',
+                }).catch(() => {});
             } catch {
-                sent = false;
+                break;
             }
-            if (!sent) break;
             budget -= bytes.length;
         }
     }

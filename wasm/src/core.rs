@@ -371,7 +371,7 @@ impl Core {
         self.inner.store().has_journal()
     }
 
-    /// The bytes of every stored envelope, oldest first (for `sendBeacon` on page hide).
+    /// The bytes of every stored envelope, oldest first (for the last `fetch(keepalive)` on page hide).
     pub fn envelopes(&self) -> Result<Array, JsValue> {
         let store = self.inner.store();
         let out = Array::new();

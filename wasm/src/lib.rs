@@ -5,7 +5,7 @@
 //! Ed25519) and delivery scheduling, so envelopes from a browser open in the collector exactly
 //! like native ones. This crate is an adapter only: it owns no I/O. The JavaScript side of the
 //! package (`wasm/pkg-src/vantage.js`) does the I/O the core asks for: IndexedDB, `fetch`,
-//! timers, `navigator.sendBeacon`.
+//! timers, a last `fetch(keepalive)` on pagehide.
 //!
 //! ```text
 //!  page ── record({...}) / instrumented fetch ──▶ vantage.js ──▶ Core.record ──▶ AgentCore
@@ -27,7 +27,7 @@
 //! consent withdrawal. Because writes are asynchronous, an envelope sealed in the last
 //! moment before the page dies can be lost with the page; that window is the time of one
 //! IndexedDB transaction. Sequence numbers are reserved ahead in IndexedDB (64 at a time), so
-//! an envelope sent by the `pagehide` beacon before its write completed never has its number
+//! an envelope sent on `pagehide` before its write completed never has its number
 //! reused after a reload (the collector would drop the reuse as a replay).
 //!
 //! ## What is not here

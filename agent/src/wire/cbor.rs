@@ -90,10 +90,10 @@ impl Fields {
                 _ => None,
             }
             .ok_or_else(|| DecodeError::new(what, "map key is not an unsigned integer"))?;
-            if entries.iter().any(|(seen, _)| *seen == key) {
-                return Err(DecodeError::new(what, format!("duplicate key {key}")));
-            }
             entries.push((key, v));
+        }
+        if let (Some(key), _) = first_duplicate(&entries) {
+            return Err(DecodeError::new(what, format!("duplicate key {key}")));
         }
         Ok(Fields { what: what.to_owned(), entries })
     }
@@ -181,6 +181,29 @@ impl Fields {
     }
 }
 
+/// The smallest key that occurs twice, and how many key comparisons finding it took.
+///
+/// Linear for maps in key order (what every Vantage encoder writes: one pass); other orders
+/// are sorted first, O(n log n). Never quadratic: an attacker's 16k-key map costs a pass or
+/// a sort, not 16k x 16k comparisons.
+fn first_duplicate(entries: &[(u64, Value)]) -> (Option<u64>, usize) {
+    let mut comparisons = 0usize;
+    let in_order = entries.windows(2).all(|w| {
+        comparisons += 1;
+        w[0].0 < w[1].0
+    });
+    if in_order {
+        return (None, comparisons);
+    }
+    let mut keys: Vec<u64> = entries.iter().map(|(k, _)| *k).collect();
+    keys.sort_unstable_by(|a, b| {
+        comparisons += 1;
+        a.cmp(b)
+    });
+    let duplicate = keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]);
+    (duplicate, comparisons + keys.len())
+}
+
 pub(crate) fn as_uint(path: &str, v: Value) -> Result<u64, DecodeError> {
     match v {
         Value::Integer(i) => u64::try_from(i).map_err(|_| {
@@ -238,6 +261,62 @@ mod tests {
                 .unwrap_err()
                 .reason()
                 .contains("truncated")
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_any_order() {
+        let unordered = Value::Map(vec![
+            (uint(3u8), uint(0u8)),
+            (uint(1u8), uint(0u8)),
+            (uint(2u8), uint(0u8)),
+        ]);
+        let mut f = Fields::new("t", unordered).unwrap();
+        assert_eq!(f.uint(1, "one").unwrap(), 0);
+        let dup = Value::Map(vec![
+            (uint(9u8), uint(0u8)),
+            (uint(4u8), uint(0u8)),
+            (uint(7u8), uint(0u8)),
+            (uint(4u8), uint(1u8)),
+        ]);
+        assert_eq!(Fields::new("t", dup).err().unwrap().to_string(), "t: duplicate key 4");
+    }
+
+    /// The duplicate-key check of an attacker's many-key map is not quadratic: comparisons for
+    /// 16k keys stay within n log2 n (a quadratic check needs n^2 / 2 = 134M), and 4x the keys
+    /// cost at most ~5x the comparisons.
+    #[test]
+    fn duplicate_key_check_is_near_linear() {
+        // 0: in key order, 1: reversed, 2: scrambled (an odd multiplier permutes 0..2^k).
+        let entries = |n: u64, order: u8| -> Vec<(u64, Value)> {
+            (0..n)
+                .map(|k| match order {
+                    0 => k,
+                    1 => n - 1 - k,
+                    _ => k.wrapping_mul(40_503) % n,
+                })
+                .map(|k| (k, Value::Null))
+                .collect()
+        };
+        for order in 0..3 {
+            let (dup4, small) = first_duplicate(&entries(4096, order));
+            let (dup16, big) = first_duplicate(&entries(16_384, order));
+            assert_eq!((dup4, dup16), (None, None));
+            assert!(big <= 16_384 * 20, "{big} comparisons for 16k keys (order {order})");
+            assert!(big <= small * 6, "4k: {small}, 16k: {big} (order {order})");
+        }
+        // In key order (every Vantage encoder): one pass.
+        assert_eq!(first_duplicate(&entries(16_384, 0)).1, 16_383);
+        let mut dup = entries(16_384, 2);
+        dup[9_000].0 = dup[3].0;
+        assert_eq!(first_duplicate(&dup).0, Some(dup[3].0));
+        // And the decoder on a real 16k-key map agrees.
+        let map = Value::Map((0..16_384u64).map(|k| (uint(k), Value::Null)).collect());
+        let bytes = to_vec(&map);
+        let value = from_slice("t", &bytes).unwrap();
+        assert_eq!(
+            Fields::new("t", value).unwrap().finish_strict().unwrap_err().reason(),
+            "unknown key 0"
         );
     }
 

@@ -124,8 +124,36 @@
   }
 
   // fetching
+  // With server.admin_token_file set, the API answers 401 until the page sends the token: it is
+  // asked for once per tab and kept in sessionStorage (never in a URL, gone with the tab).
+  const TOKEN_KEY = 'vantage-admin-token';
+  let asking = null;
+  let declined = false;
+  function headers() {
+    const h = { accept: 'application/json' };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) h.authorization = 'Bearer ' + token;
+    return h;
+  }
+  function askToken() {
+    if (declined) return Promise.resolve(false);
+    asking ??= new Promise((resolve) => {
+      setTimeout(() => {
+        const token = (window.prompt('Admin token for this collector:') || '').trim();
+        if (token) sessionStorage.setItem(TOKEN_KEY, token);
+        else declined = true;
+        asking = null;
+        resolve(!!token);
+      }, 0);
+    });
+    return asking;
+  }
   async function getJson(url) {
-    const r = await fetch(url, { cache: 'no-store', headers: { accept: 'application/json' } });
+    let r = await fetch(url, { cache: 'no-store', headers: headers() });
+    if (r.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      if (await askToken()) r = await fetch(url, { cache: 'no-store', headers: headers() });
+    }
     let body = null;
     try {
       body = await r.json();

@@ -11,16 +11,16 @@
 //!  POST /v1/envelopes
 //!   content type ──415   Content-Length > max ──413   /24 or /48 bucket ──429 + Retry-After
 //!   read body (capped at max_body_bytes, within header_read_timeout) ──413 / 408
-//!   Opener::open ──400 "<reason>: <detail>" (413 for too_large)
+//!   in-flight permit (held to the end) ──503 + Retry-After, nothing opened
+//!   Opener::open: version, key id, then HPKE, signature ──400 "<reason>: <detail>"
 //!   created_at vs now, observed_at vs created_at ──400 "timestamp: ..."
 //!   agent key bucket ──429 + Retry-After
 //!   enrich + net tag; drop the IP ──▶ accept::from_envelope
-//!   in-flight commit permit ──503 + Retry-After
 //!   Store::commit (group commit, on disk) ──503 + Retry-After on error
 //!   Feed::accepted (stored, not duplicates) ──▶ 202 (stored or duplicate)
 //!  POST /v1/nel
 //!   content type ──415   Content-Length ──413   /24 bucket ──429   body ──413 / 408
-//!   nel::parse_upload ──400 "malformed NEL upload: <field>: .." ──▶ accept::nel_batch
+//!   in-flight permit ──503   nel::parse_upload ──400 "malformed NEL upload: <field>: .." ──▶ accept::nel_batch
 //!   commit, feed (as above) ──▶ 204
 //! ```
 
@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::header;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use vantage_agent::report::UnixMillis;
 
 use crate::clock::now_millis;
@@ -154,6 +154,13 @@ impl Ingest {
             Ok(body) => body,
             Err(e) => return reject(e.reason(), e.response(self.max_body_bytes)),
         };
+        // Overload is answered before any crypto: the permit is held through the commit.
+        let Ok(permit) = self.inflight.try_acquire() else {
+            return reject(
+                RejectReason::Overload,
+                retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
+            );
+        };
         let opened = match self.opener.open(&body) {
             Ok(opened) => opened,
             Err(e) => {
@@ -215,7 +222,7 @@ impl Ingest {
                 text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
             );
         }
-        match self.commit(ingest).await {
+        match self.commit(ingest, permit).await {
             Ok(CommitOutcome::Duplicate) => {
                 self.metrics.envelope_duplicate();
                 text(StatusCode::ACCEPTED, "duplicate\n")
@@ -259,6 +266,12 @@ impl Ingest {
             Ok(body) => body,
             Err(e) => return reject(e.reason().as_str(), e.response(self.max_body_bytes)),
         };
+        let Ok(permit) = self.inflight.try_acquire() else {
+            return reject(
+                RejectReason::Overload.as_str(),
+                retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
+            );
+        };
         let upload = match nel::parse_upload(&body) {
             Ok(upload) => upload,
             Err(e) => return reject(e.as_str(), text(StatusCode::BAD_REQUEST, &format!("{e}\n"))),
@@ -274,7 +287,7 @@ impl Ingest {
             let msg = format!("{e}\n").replace("batch.reports", "reports");
             return reject(RejectReason::Timestamp.as_str(), text(StatusCode::BAD_REQUEST, &msg));
         }
-        match self.commit(batch).await {
+        match self.commit(batch, permit).await {
             Ok(CommitOutcome::Duplicate) => {
                 self.metrics.nel_duplicate();
                 empty(StatusCode::NO_CONTENT)
@@ -290,13 +303,14 @@ impl Ingest {
         }
     }
 
-    /// Commits under the in-flight bound, then hands a stored batch to the feed; the error
-    /// is the reject reason (`overload` when the bound is reached or the store is closing,
-    /// `store_error` when the write failed).
-    async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, RejectReason> {
-        let Ok(_permit) = self.inflight.try_acquire() else {
-            return Err(RejectReason::Overload);
-        };
+    /// Commits under the in-flight permit the caller took before opening, then hands a
+    /// stored batch to the feed; the error is the reject reason (`overload` when the store is
+    /// closing, `store_error` when the write failed).
+    async fn commit(
+        &self,
+        batch: IngestBatch,
+        _permit: SemaphorePermit<'_>,
+    ) -> Result<CommitOutcome, RejectReason> {
         // Detection sees a batch only once it is durable; the copy is what the store consumes.
         let feed = batch.clone();
         match self.store.commit(batch).await {
