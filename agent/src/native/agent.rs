@@ -28,7 +28,8 @@ use crate::report::{AppInfo, Host, Report, ServiceId, UnixMillis};
 use crate::wire::{AgentPublicKey, CollectorPublicKey};
 
 /// File names inside the data dir.
-const IDENTITY_FILE: &str = "identity.key";
+/// The identity key's file name in the data dir (present while consent is granted).
+pub const IDENTITY_FILE: &str = "identity.key";
 /// Left by versions before the log store: a reserved high-water mark of sequence numbers,
 /// taken over once (the log keeps the exact last one since) and deleted.
 const LEGACY_SEQ_FILE: &str = "seq";
