@@ -58,6 +58,9 @@ enum vantage_status
   VANTAGE_ERR_QUEUE_FULL = -8,
   // A host-driven call on an agent that delivers by itself.
   VANTAGE_ERR_WRONG_MODE = -9,
+  // A well-formed service id that the config does not list (a typo would otherwise make a
+  // new service): nothing was kept; the message names the id and the configured ones.
+  VANTAGE_ERR_UNKNOWN_SERVICE = -10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

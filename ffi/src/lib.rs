@@ -74,7 +74,7 @@ use vantage_agent::ErrorType;
 use vantage_agent::classify::{self, ErrorDomain};
 use vantage_agent::delivery::{Outcome, TransmitId};
 use vantage_agent::native::{Agent, PlatformCode, Recorded, ReportInput};
-use vantage_agent::report::Protocol;
+use vantage_agent::report::{Protocol, ServiceId};
 use vantage_agent::{NetworkType, Phase};
 
 pub use crate::error::VantageStatus;
@@ -354,6 +354,23 @@ impl VantageAgent {
         }
     }
 
+    /// Refuses a well-formed service id that the config does not list
+    /// (`VANTAGE_ERR_UNKNOWN_SERVICE`); a malformed one is left to `record`, which refuses
+    /// it as an invalid argument.
+    fn known_service(&self, service: &str) -> Result<(), FfiError> {
+        let services = &self.agent.config().services;
+        if service.parse::<ServiceId>().is_err()
+            || services.iter().any(|s| s.id.as_str() == service)
+        {
+            return Ok(());
+        }
+        let known: Vec<&str> = services.iter().map(|s| s.id.as_str()).collect();
+        Err(FfiError::UnknownService(format!(
+            "service {service:?} is not in the config (services: {})",
+            known.join(", ")
+        )))
+    }
+
     fn answer(&self, id: u64, outcome: Outcome) -> Result<VantageStatus, FfiError> {
         self.host_driven()?;
         let pending = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -623,6 +640,8 @@ pub unsafe extern "C" fn vantage_agent_record(
         let f = unsafe { failure.read_unaligned() };
         a.open()?;
         let input = classify_failure(&f)?;
+        // SAFETY: classify_failure read the same pointer as a NUL-terminated string just now.
+        a.known_service(unsafe { required_str(f.service, "failure.service") }?)?;
         a.record(input)
     })
 }
@@ -646,6 +665,7 @@ pub unsafe extern "C" fn vantage_agent_count_success(
         // SAFETY: as above.
         let host = unsafe { required_str(host, "host") }?;
         a.open()?;
+        a.known_service(service)?;
         a.agent.count_success(service, host);
         Ok(VantageStatus::VANTAGE_OK)
     })

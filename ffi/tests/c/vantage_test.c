@@ -403,6 +403,16 @@ static int mode_bad_args(const char *config_file, const char *data_dir) {
     g = f;
     g.host = "";
     EXPECT(vantage_agent_record(agent, &g), VANTAGE_ERR_INVALID_ARGUMENT);
+    /* A well-formed id the config does not list (a typo): an error naming it, not a new
+     * service. */
+    g = f;
+    g.service = "chekout";
+    EXPECT(vantage_agent_record(agent, &g), VANTAGE_ERR_UNKNOWN_SERVICE);
+    CHECK(strstr(vantage_last_error(), "\"chekout\"") != NULL &&
+              strstr(vantage_last_error(), "checkout") != NULL,
+          "msg: %s", vantage_last_error());
+    EXPECT(vantage_agent_count_success(agent, "chekout", "x.example.com"),
+           VANTAGE_ERR_UNKNOWN_SERVICE);
     EXPECT(vantage_agent_count_success(agent, NULL, "x.example.com"), VANTAGE_ERR_INVALID_ARGUMENT);
     EXPECT(vantage_agent_stats(agent, NULL), VANTAGE_ERR_INVALID_ARGUMENT);
     vantage_stats st;
