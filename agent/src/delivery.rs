@@ -848,4 +848,67 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.poll_timeout(), None);
     }
+
+    #[test]
+    fn last_error_per_collector_and_one_change_per_cause() {
+        let mut s =
+            Scheduler::new(2, DeliveryConfig { max_per_second: 1000, ..Default::default() });
+        let mut r = rng();
+        let refused = DeliveryError::network(ErrorType::TcpRefused, "Connection refused");
+        let mut now = UnixMillis(0);
+        // Three refusals at collector 0, each failing over to collector 1, which answers 503.
+        for seq in 0..3 {
+            s.enqueue(seq);
+            let t = loop {
+                if let Some(t) = s.poll_transmit(now) {
+                    break t;
+                }
+                now = s.poll_timeout().unwrap().max(now.plus_ms(1));
+            };
+            let (outcome, cause) = if t.collector == 0 {
+                (Outcome::NetworkError, Some(refused.clone()))
+            } else {
+                (Outcome::RetryAfter { status: 503, delay_ms: 0 }, None)
+            };
+            let _ = s.handle_outcome_with_cause(t.id, outcome, cause, now, &mut r);
+        }
+        let c0 = s.collector_status(0).unwrap();
+        assert_eq!(c0.last_error.as_ref().map(DeliveryError::as_str), Some("tcp.refused"));
+        assert!(c0.consecutive_failures >= 1);
+        assert!(c0.last_error_at.is_some());
+        let changes: Vec<CauseChange> = std::iter::from_fn(|| s.poll_cause_change()).collect();
+        let for_c0: Vec<_> = changes.iter().filter(|c| c.collector == 0).collect();
+        assert_eq!(for_c0.len(), 1, "one change however many refusals: {changes:?}");
+        if let Some(c1) = s.collector_status(1).and_then(|c| c.last_error.clone()) {
+            assert_eq!(c1, DeliveryError::Status { status: 503 });
+            assert!(c1.message().contains("HTTP 503"));
+        }
+        // An acceptance clears the error and is one more change (recovery).
+        s.clear();
+        s.enqueue(10);
+        let t = loop {
+            now = now.plus_ms(MAX_RETRY_AFTER_MS);
+            if let Some(t) = s.poll_transmit(now) {
+                break t;
+            }
+        };
+        let _ = s.handle_outcome(t.id, Outcome::Accepted, now, &mut r);
+        let status = s.collector_status(t.collector).unwrap();
+        assert_eq!(status.last_error, None);
+        assert_eq!(status.consecutive_failures, 0);
+        assert_eq!(status.last_delivered_at, Some(now));
+        assert_eq!(
+            s.poll_cause_change(),
+            Some(CauseChange { collector: t.collector, error: None })
+        );
+        assert_eq!(s.poll_cause_change(), None);
+        // A network error without a cause is `unknown`; labels are stable.
+        assert_eq!(DeliveryError::of_outcome(Outcome::NetworkError).unwrap().as_str(), "unknown");
+        let ca = DeliveryError::network(
+            ErrorType::TlsCertInvalid,
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        );
+        assert_eq!(ca.as_str(), "tls.cert.invalid");
+        assert!(ca.message().contains("CA:TRUE") && ca.message().contains("CaUsedAsEndEntity"));
+    }
 }
