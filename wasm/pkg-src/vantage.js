@@ -183,13 +183,17 @@ export class Vantage extends EventTarget {
     /**
      * The last storage error, if any (the envelopes stay in memory and are still sent); else
      * the last delivery failure as `{ label, message }` (`label`: `tcp.timed_out`,
-     * `http.error`, `unknown`, ...), or null once a collector accepts envelopes again.
+     * `http.error`, `unknown`, ...), or null when no collector's last attempt failed.
      */
     get lastError() {
         return this.#lastError ?? this.deliveryError;
     }
 
-    /** The last delivery failure as `{ label, message }`, or null. */
+    /**
+     * The most recent delivery failure among the collectors whose last attempt failed, as
+     * `{ label, message }`, or null. Browsers do not say why a `fetch` failed, so network
+     * failures are `unknown` (with the browser's words) or `tcp.timed_out`.
+     */
     get deliveryError() {
         const label = this.#core.deliveryErrorLabel();
         return label === undefined ? null : { label, message: this.#core.deliveryErrorMessage() };

@@ -3,7 +3,6 @@
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use vantage_agent::ErrorType;
-use vantage_agent::ErrorType;
 use vantage_agent::buffer::{EnvelopeStore, StoreLimits, StoredEnvelope};
 use vantage_agent::consent::ConsentAction;
 use vantage_agent::delivery::{DeliveryError, Outcome, Resolution, TransmitId};
