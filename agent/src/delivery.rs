@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use crate::drops::DropReason;
 use crate::entropy::Entropy;
 use crate::report::UnixMillis;
+use crate::taxonomy::ErrorType;
 use crate::vecmap::VecMap;
 
 /// Default base of the exponential backoff: 1000 ms.
@@ -101,6 +102,161 @@ pub enum Outcome {
     },
     /// No answer: DNS, connect, TLS, timeout, or the connection dropped before a status.
     NetworkError,
+}
+
+/// Why the last attempt to deliver to a collector failed: a classified cause with a stable
+/// label ([`DeliveryError::as_str`]) and a message for people ([`DeliveryError::message`]).
+///
+/// The scheduler keeps the last one per collector ([`Scheduler::collector_status`]) and
+/// forgets it when the collector accepts an envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// No HTTP answer: DNS, connect, TLS or timeout, classified as a NEL type
+    /// (`dns.name_not_resolved`, `tcp.refused`, `tls.cert.authority_invalid`, ...).
+    Network {
+        /// The NEL type.
+        kind: ErrorType,
+        /// The underlying error in its own words (for TLS, rustls' reason, such as
+        /// `CaUsedAsEndEntity`); never a URL, address or report content. May be empty.
+        detail: String,
+    },
+    /// The collector answered with a status other than 2xx.
+    Status {
+        /// The status.
+        status: u16,
+    },
+}
+
+impl DeliveryError {
+    /// A network error of `kind` with `detail`.
+    pub fn network(kind: ErrorType, detail: impl Into<String>) -> DeliveryError {
+        DeliveryError::Network { kind, detail: detail.into() }
+    }
+
+    /// The stable, low-cardinality label: the NEL type of a network error (`tcp.refused`,
+    /// `tls.cert.invalid`, ...), `http.error` for a status.
+    pub fn as_str(&self) -> &str {
+        match self {
+            DeliveryError::Network { kind, .. } => kind.as_str(),
+            DeliveryError::Status { .. } => "http.error",
+        }
+    }
+
+    /// The HTTP status, for [`DeliveryError::Status`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            DeliveryError::Status { status } => Some(*status),
+            DeliveryError::Network { .. } => None,
+        }
+    }
+
+    /// The underlying error's own words (empty for a status).
+    pub fn detail(&self) -> &str {
+        match self {
+            DeliveryError::Network { detail, .. } => detail,
+            DeliveryError::Status { .. } => "",
+        }
+    }
+
+    /// One line for people: what failed, the underlying reason, and what usually fixes it.
+    pub fn message(&self) -> String {
+        let (what, hint) = match self {
+            DeliveryError::Status { status } => {
+                let hint = match status {
+                    400 | 413 => "the collector refused the envelope as malformed or too large",
+                    401 | 403 => "the collector refused the request; check the URL's path prefix",
+                    404 => "no envelope endpoint at this URL; check the collector URL and prefix",
+                    429 | 503 => "the collector asked to retry later (overloaded or low on disk)",
+                    _ => "the collector answered with an error; see its log",
+                };
+                return format!("{}: HTTP {status}: {hint}", self.as_str());
+            }
+            DeliveryError::Network { kind, .. } => match kind {
+                ErrorType::TlsCertInvalid if self.detail().contains("CaUsedAsEndEntity") => (
+                    "the collector's TLS certificate is a CA certificate (basicConstraints                      CA:TRUE, as `openssl req -x509` makes) used as a server certificate",
+                    "make a CA and a leaf certificate with CA:FALSE and a subjectAltName                      (docs/troubleshooting.md)",
+                ),
+                ErrorType::TlsCertAuthorityInvalid => (
+                    "the collector's TLS certificate is signed by an unknown issuer",
+                    "add the issuing CA to the agent's `ca_file`, or use a publicly trusted                      certificate",
+                ),
+                ErrorType::TlsCertNameInvalid => (
+                    "the collector's TLS certificate does not name the host in the URL",
+                    "add the host to the certificate's subjectAltName, or use a URL with a                      name it has",
+                ),
+                ErrorType::TlsCertDateInvalid => (
+                    "the collector's TLS certificate is expired or not yet valid",
+                    "renew it, and check both clocks",
+                ),
+                k if k.is_certificate() => {
+                    ("the collector's TLS certificate was refused", "see docs/troubleshooting.md")
+                }
+                k if k.is_tls() => {
+                    ("the TLS handshake failed", "check that the URL points at a TLS port")
+                }
+                ErrorType::TcpRefused => (
+                    "the connection was refused",
+                    "is the collector running, and listening on this port?",
+                ),
+                k if k.is_dns() => (
+                    "the collector's name did not resolve",
+                    "check the host name, the DNS servers, or set fixed addresses",
+                ),
+                k if k.is_timeout() => {
+                    ("no answer in time", "check the network path and firewalls to the collector")
+                }
+                _ => ("the connection to the collector failed", "check the network path"),
+            },
+        };
+        if self.detail().is_empty() {
+            format!("{}: {what}; {hint}", self.as_str())
+        } else {
+            format!("{}: {what} ({}); {hint}", self.as_str(), self.detail())
+        }
+    }
+
+    /// The error an [`Outcome`] implies when the runtime has no better cause: a status, or an
+    /// unclassified network error. `None` for [`Outcome::Accepted`].
+    pub fn of_outcome(outcome: Outcome) -> Option<DeliveryError> {
+        match outcome {
+            Outcome::Accepted => None,
+            Outcome::Rejected { status }
+            | Outcome::RetryAfter { status, .. }
+            | Outcome::ServerError { status } => Some(DeliveryError::Status { status }),
+            Outcome::NetworkError => Some(DeliveryError::network(ErrorType::Unknown, "")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// A collector's delivery health, as the scheduler sees it ([`Scheduler::collector_status`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CollectorStatus {
+    /// Why the last attempt failed; `None` when the last answer was an acceptance, or no
+    /// attempt failed yet.
+    pub last_error: Option<DeliveryError>,
+    /// When `last_error` happened.
+    pub last_error_at: Option<UnixMillis>,
+    /// Attempts failed in a row (any error, status or network).
+    pub consecutive_failures: u32,
+    /// When the collector last accepted an envelope.
+    pub last_delivered_at: Option<UnixMillis>,
+}
+
+/// The cause of a collector's failures changed ([`Scheduler::poll_cause_change`]): the moment
+/// for one log line, instead of one per attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CauseChange {
+    /// The collector's index in the configured order.
+    pub collector: usize,
+    /// The new cause; `None`: the collector accepts envelopes again.
+    pub error: Option<DeliveryError>,
 }
 
 /// Identifies one transmit, so an outcome that arrives after its envelope was removed
@@ -176,6 +332,8 @@ pub struct Scheduler {
     in_flight_seqs: Vec<u64>,
     starts: VecDeque<UnixMillis>,
     next_id: u64,
+    status: Vec<CollectorStatus>,
+    changes: VecDeque<CauseChange>,
 }
 
 impl Scheduler {
@@ -192,6 +350,8 @@ impl Scheduler {
             in_flight_seqs: Vec::new(),
             starts: VecDeque::new(),
             next_id: 0,
+            status: vec![CollectorStatus::default(); collectors.min(MAX_COLLECTORS)],
+            changes: VecDeque::new(),
         }
     }
 
@@ -272,7 +432,9 @@ impl Scheduler {
         Some(Transmit { id, seq, collector })
     }
 
-    /// Takes the collector's answer to transmit `id` at `now`; `rng` draws the jitter.
+    /// Takes the collector's answer to transmit `id` at `now`; `rng` draws the jitter. A
+    /// network error is recorded without a cause (`unknown`); runtimes that know the cause
+    /// call [`handle_outcome_with_cause`](Self::handle_outcome_with_cause).
     pub fn handle_outcome(
         &mut self,
         id: TransmitId,
@@ -280,9 +442,24 @@ impl Scheduler {
         now: UnixMillis,
         rng: &mut impl Entropy,
     ) -> Resolution {
+        self.handle_outcome_with_cause(id, outcome, None, now, rng)
+    }
+
+    /// [`handle_outcome`](Self::handle_outcome) with the classified cause of a failure, kept
+    /// as the collector's [`CollectorStatus::last_error`]. `cause` is ignored for an
+    /// acceptance; `None` records what the outcome implies ([`DeliveryError::of_outcome`]).
+    pub fn handle_outcome_with_cause(
+        &mut self,
+        id: TransmitId,
+        outcome: Outcome,
+        cause: Option<DeliveryError>,
+        now: UnixMillis,
+        rng: &mut impl Entropy,
+    ) -> Resolution {
         let Some((seq, c, mut entry)) = self.in_flight.remove(&id) else {
             return Resolution::Stale;
         };
+        self.note_status(c, outcome, cause, now);
         if let Ok(i) = self.in_flight_seqs.binary_search(&seq) {
             self.in_flight_seqs.remove(i);
         }
@@ -320,6 +497,60 @@ impl Scheduler {
         }
         self.queued.insert(seq, entry);
         Resolution::Retry { seq }
+    }
+
+    fn note_status(
+        &mut self,
+        c: usize,
+        outcome: Outcome,
+        cause: Option<DeliveryError>,
+        now: UnixMillis,
+    ) {
+        let Some(status) = self.status.get_mut(c) else {
+            return;
+        };
+        let error = match outcome {
+            Outcome::Accepted => None,
+            _ => cause.or_else(|| DeliveryError::of_outcome(outcome)),
+        };
+        match &error {
+            None => {
+                status.consecutive_failures = 0;
+                status.last_delivered_at = Some(now);
+            }
+            Some(_) => {
+                status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+                status.last_error_at = Some(now);
+            }
+        }
+        // A change of cause is the label and the detail (the same label with another TLS
+        // reason is news; the same reason again is not).
+        let key = |e: &Option<DeliveryError>| {
+            e.as_ref().map(|e| (e.as_str().to_owned(), e.detail().to_owned()))
+        };
+        if key(&status.last_error) != key(&error) {
+            if self.changes.len() >= MAX_COLLECTORS {
+                self.changes.pop_front();
+            }
+            self.changes.push_back(CauseChange { collector: c, error: error.clone() });
+        }
+        status.last_error = error;
+    }
+
+    /// The delivery health of collector `index` (configured order), or `None` past the end.
+    pub fn collector_status(&self, index: usize) -> Option<&CollectorStatus> {
+        self.status.get(index)
+    }
+
+    /// Every collector's delivery health, in configured order.
+    pub fn collector_statuses(&self) -> &[CollectorStatus] {
+        &self.status
+    }
+
+    /// The next change of a collector's failure cause, oldest first (at most
+    /// [`MAX_COLLECTORS`] are kept). Runtimes log these, once each.
+    pub fn poll_cause_change(&mut self) -> Option<CauseChange> {
+        self.changes.pop_front()
     }
 
     /// When [`poll_transmit`](Self::poll_transmit) may next return something: a time at or
@@ -616,5 +847,68 @@ mod tests {
         );
         assert!(s.is_empty());
         assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn last_error_per_collector_and_one_change_per_cause() {
+        let mut s =
+            Scheduler::new(2, DeliveryConfig { max_per_second: 1000, ..Default::default() });
+        let mut r = rng();
+        let refused = DeliveryError::network(ErrorType::TcpRefused, "Connection refused");
+        let mut now = UnixMillis(0);
+        // Three refusals at collector 0, each failing over to collector 1, which answers 503.
+        for seq in 0..3 {
+            s.enqueue(seq);
+            let t = loop {
+                if let Some(t) = s.poll_transmit(now) {
+                    break t;
+                }
+                now = s.poll_timeout().unwrap().max(now.plus_ms(1));
+            };
+            let (outcome, cause) = if t.collector == 0 {
+                (Outcome::NetworkError, Some(refused.clone()))
+            } else {
+                (Outcome::RetryAfter { status: 503, delay_ms: 0 }, None)
+            };
+            let _ = s.handle_outcome_with_cause(t.id, outcome, cause, now, &mut r);
+        }
+        let c0 = s.collector_status(0).unwrap();
+        assert_eq!(c0.last_error.as_ref().map(DeliveryError::as_str), Some("tcp.refused"));
+        assert!(c0.consecutive_failures >= 1);
+        assert!(c0.last_error_at.is_some());
+        let changes: Vec<CauseChange> = std::iter::from_fn(|| s.poll_cause_change()).collect();
+        let for_c0: Vec<_> = changes.iter().filter(|c| c.collector == 0).collect();
+        assert_eq!(for_c0.len(), 1, "one change however many refusals: {changes:?}");
+        if let Some(c1) = s.collector_status(1).and_then(|c| c.last_error.clone()) {
+            assert_eq!(c1, DeliveryError::Status { status: 503 });
+            assert!(c1.message().contains("HTTP 503"));
+        }
+        // An acceptance clears the error and is one more change (recovery).
+        s.clear();
+        s.enqueue(10);
+        let t = loop {
+            now = now.plus_ms(MAX_RETRY_AFTER_MS);
+            if let Some(t) = s.poll_transmit(now) {
+                break t;
+            }
+        };
+        let _ = s.handle_outcome(t.id, Outcome::Accepted, now, &mut r);
+        let status = s.collector_status(t.collector).unwrap();
+        assert_eq!(status.last_error, None);
+        assert_eq!(status.consecutive_failures, 0);
+        assert_eq!(status.last_delivered_at, Some(now));
+        assert_eq!(
+            s.poll_cause_change(),
+            Some(CauseChange { collector: t.collector, error: None })
+        );
+        assert_eq!(s.poll_cause_change(), None);
+        // A network error without a cause is `unknown`; labels are stable.
+        assert_eq!(DeliveryError::of_outcome(Outcome::NetworkError).unwrap().as_str(), "unknown");
+        let ca = DeliveryError::network(
+            ErrorType::TlsCertInvalid,
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        );
+        assert_eq!(ca.as_str(), "tls.cert.invalid");
+        assert!(ca.message().contains("CA:TRUE") && ca.message().contains("CaUsedAsEndEntity"));
     }
 }

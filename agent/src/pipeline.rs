@@ -42,7 +42,10 @@ use crate::buffer::{EnvelopeStore, Removal, StoreError, StoreLimits, StoredEnvel
 use crate::classify;
 use crate::coalesce::{Coalescer, DEFAULT_MAX_OPEN};
 use crate::consent::{Consent, ConsentAction, record_withdrawn_drops};
-use crate::delivery::{DeliveryConfig, Outcome, Resolution, Scheduler, TransmitId};
+use crate::delivery::{
+    CauseChange, CollectorStatus, DeliveryConfig, DeliveryError, Outcome, Resolution, Scheduler,
+    TransmitId,
+};
 use crate::drops::{DropCounts, DropReason};
 use crate::entropy::Entropy;
 use crate::report::{
@@ -726,14 +729,28 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         Ok(None)
     }
 
-    /// The collector's answer to transmit `id`.
+    /// The collector's answer to transmit `id` (a network error without a classified cause;
+    /// see [`AgentCore::handle_outcome_with_cause`]).
     pub fn handle_outcome(
         &mut self,
         id: TransmitId,
         outcome: Outcome,
         now: UnixMillis,
     ) -> Result<Resolution, StoreError> {
-        let resolution = self.scheduler.handle_outcome(id, outcome, now, &mut self.rng);
+        self.handle_outcome_with_cause(id, outcome, None, now)
+    }
+
+    /// The collector's answer to transmit `id`, with the classified cause of a failure (kept
+    /// as the collector's last error: [`AgentCore::collector_statuses`]).
+    pub fn handle_outcome_with_cause(
+        &mut self,
+        id: TransmitId,
+        outcome: Outcome,
+        cause: Option<DeliveryError>,
+        now: UnixMillis,
+    ) -> Result<Resolution, StoreError> {
+        let resolution =
+            self.scheduler.handle_outcome_with_cause(id, outcome, cause, now, &mut self.rng);
         match resolution {
             Resolution::Delivered { seq } => {
                 if let Some(meta) = self.store.remove_as(seq, Removal::Delivered)? {
@@ -758,6 +775,18 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
             Resolution::Stale => {}
         }
         Ok(resolution)
+    }
+
+    /// Every collector's delivery health (last error, failures in a row, last delivery), in
+    /// configured order.
+    pub fn collector_statuses(&self) -> &[CollectorStatus] {
+        self.scheduler.collector_statuses()
+    }
+
+    /// The next change of a collector's failure cause, for one log line per change
+    /// ([`Scheduler::poll_cause_change`](crate::delivery::Scheduler::poll_cause_change)).
+    pub fn poll_cause_change(&mut self) -> Option<CauseChange> {
+        self.scheduler.poll_cause_change()
     }
 
     /// When to call `poll_seal`/`poll_transmit` next: a time at or before now means at once;

@@ -18,6 +18,12 @@
 // with `vantage_agent_upload_done` / `vantage_agent_upload_failed`.
 #define VANTAGE_AGENT_HOST_DRIVEN 1
 
+// Log levels passed to the `vantage_log_callback`.
+#define VANTAGE_LOG_WARN 2
+
+// Log level: information (a collector accepts reports again).
+#define VANTAGE_LOG_INFO 3
+
 // What a call did: `VANTAGE_OK` (0), a positive informational code, or a negative error.
 // After a negative code, `vantage_last_error()` says what was
 // wrong.
@@ -52,6 +58,9 @@ enum vantage_status
   VANTAGE_ERR_QUEUE_FULL = -8,
   // A host-driven call on an agent that delivers by itself.
   VANTAGE_ERR_WRONG_MODE = -9,
+  // A well-formed service id that the config does not list (a typo would otherwise make a
+  // new service): nothing was kept; the message names the id and the configured ones.
+  VANTAGE_ERR_UNKNOWN_SERVICE = -10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -116,7 +125,19 @@ typedef struct vantage_stats {
   uint64_t dropped;
   // Envelopes waiting for delivery or in flight.
   uint64_t queued_envelopes;
+  // Since 0.1 (callers built against an older header get the fields above only): the
+  // stable label of the most recent delivery failure (`tls.cert.invalid`, `tcp.refused`,
+  // `dns.name_not_resolved`, `http.error`, ...), NUL-terminated; empty when every
+  // collector's last answer was an acceptance. `vantage_agent_last_delivery_error` gives
+  // the whole message.
+  char last_delivery_error[64];
+  // Delivery attempts failed in a row at the collector of `last_delivery_error`.
+  uint64_t delivery_failures;
 } vantage_stats;
+
+// A log callback (`vantage_set_log_callback`): `level` is `VANTAGE_LOG_WARN` or
+// `VANTAGE_LOG_INFO`, `message` a NUL-terminated line valid for the call only.
+typedef void (*vantage_log_callback)(int32_t level, const char *message, void *user_data);
 
 // One request header (`vantage_header` in C).
 typedef struct vantage_header {
@@ -233,6 +254,26 @@ vantage_status vantage_agent_flush(const struct vantage_agent *agent, uint32_t t
 // `agent` is null or a live handle; `out` is null or points to a `vantage_stats` whose
 // `struct_size` is set.
 vantage_status vantage_agent_stats(const struct vantage_agent *agent, struct vantage_stats *out);
+
+// Writes the message of the most recent delivery failure (label, reason, what usually fixes
+// it; no URL) into `buf` (`len` bytes, NUL-terminated, cut if too long) and its full length
+// without the NUL into `*needed` (if not null). With no failure the message is empty and
+// `*needed` is 0.
+//
+// # Safety
+// `agent` is null or a live handle; `buf` is null (then `len` must be 0) or has `len`
+// writable bytes; `needed` is null or writable.
+vantage_status vantage_agent_last_delivery_error(const struct vantage_agent *agent, char *buf, size_t len, size_t *needed);
+
+// Sets (or, with a null `callback`, removes) the library's log callback, for every agent of
+// the process: one line each time a collector's delivery failure cause changes (not once per
+// attempt), and when it accepts reports again. Called from the agents' threads; it must not
+// call back into the library. `user_data` is passed through.
+//
+// # Safety
+// `callback` is null or a function safe to call from any thread with `user_data` until it
+// is replaced.
+void vantage_set_log_callback(vantage_log_callback callback, void *user_data);
 
 // Host-driven mode: the next envelope to POST now. `VANTAGE_OK`: `*out` is filled (its
 // pointers stay valid until the upload is answered); `VANTAGE_NO_UPLOAD`: nothing to send

@@ -40,6 +40,9 @@ pub enum VantageStatus {
     VANTAGE_ERR_QUEUE_FULL = -8,
     /// A host-driven call on an agent that delivers by itself.
     VANTAGE_ERR_WRONG_MODE = -9,
+    /// A well-formed service id that the config does not list (a typo would otherwise make a
+    /// new service): nothing was kept; the message names the id and the configured ones.
+    VANTAGE_ERR_UNKNOWN_SERVICE = -10,
 }
 
 /// The error of one call, converted to a status and a message in one place ([`status`]).
@@ -70,6 +73,9 @@ pub(crate) enum FfiError {
     /// Flush or shutdown did not finish in time.
     #[error("{0}")]
     Timeout(String),
+    /// A service id the config does not list.
+    #[error("{0}")]
+    UnknownService(String),
 }
 
 impl FfiError {
@@ -93,6 +99,7 @@ impl FfiError {
             FfiError::Closed => VANTAGE_ERR_CLOSED,
             FfiError::WrongMode => VANTAGE_ERR_WRONG_MODE,
             FfiError::Timeout(_) => VANTAGE_ERR_TIMEOUT,
+            FfiError::UnknownService(_) => VANTAGE_ERR_UNKNOWN_SERVICE,
         }
     }
 }

@@ -155,6 +155,7 @@ unsafe extern "system" fn Java_dev_vantage_Native_recordThrowable<'l>(
         let a = unsafe { agent(handle) }?;
         a.open()?;
         let service = string(&env, &service, "service")?;
+        a.known_service(&service)?;
         let url = string(&env, &url, "url")?;
         let elapsed_ms = millis(elapsed_ms)?;
         if chain.is_null() {
@@ -201,6 +202,7 @@ unsafe extern "system" fn Java_dev_vantage_Native_recordHttpStatus<'l>(
         let a = unsafe { agent(handle) }?;
         a.open()?;
         let service = string(&env, &service, "service")?;
+        a.known_service(&service)?;
         let url = string(&env, &url, "url")?;
         let code = u16::try_from(http_status)
             .ok()
@@ -229,6 +231,7 @@ unsafe extern "system" fn Java_dev_vantage_Native_countSuccess<'l>(
         let a = unsafe { agent(handle) }?;
         a.open()?;
         let service = string(&env, &service, "service")?;
+        a.known_service(&service)?;
         let url = string(&env, &url, "url")?;
         a.agent.count_success(&service, &url);
         Ok(VantageStatus::VANTAGE_OK)

@@ -64,7 +64,7 @@ mod error;
 mod jvm;
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_char};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +74,7 @@ use vantage_agent::ErrorType;
 use vantage_agent::classify::{self, ErrorDomain};
 use vantage_agent::delivery::{Outcome, TransmitId};
 use vantage_agent::native::{Agent, PlatformCode, Recorded, ReportInput};
-use vantage_agent::report::Protocol;
+use vantage_agent::report::{Protocol, ServiceId};
 use vantage_agent::{NetworkType, Phase};
 
 pub use crate::error::VantageStatus;
@@ -176,7 +176,7 @@ pub struct VantageUpload {
 /// The agent's own accounting (`vantage_stats` in C). Set `struct_size` to
 /// `sizeof(vantage_stats)` before `vantage_agent_stats`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct VantageStats {
     /// `sizeof(vantage_stats)`.
     pub struct_size: u32,
@@ -192,6 +192,62 @@ pub struct VantageStats {
     pub dropped: u64,
     /// Envelopes waiting for delivery or in flight.
     pub queued_envelopes: u64,
+    /// Since 0.1 (callers built against an older header get the fields above only): the
+    /// stable label of the most recent delivery failure (`tls.cert.invalid`, `tcp.refused`,
+    /// `dns.name_not_resolved`, `http.error`, ...), NUL-terminated; empty when every
+    /// collector's last answer was an acceptance. `vantage_agent_last_delivery_error` gives
+    /// the whole message.
+    pub last_delivery_error: [c_char; 64],
+    /// Delivery attempts failed in a row at the collector of `last_delivery_error`.
+    pub delivery_failures: u64,
+}
+
+impl Default for VantageStats {
+    fn default() -> Self {
+        VantageStats {
+            struct_size: 0,
+            recorded: 0,
+            sealed_envelopes: 0,
+            delivered_envelopes: 0,
+            delivered_failures: 0,
+            dropped: 0,
+            queued_envelopes: 0,
+            last_delivery_error: [0; 64],
+            delivery_failures: 0,
+        }
+    }
+}
+
+/// The size of `vantage_stats` before `last_delivery_error` was added: callers built against
+/// that header pass it and get the fields it has.
+const STATS_V1_SIZE: usize = std::mem::offset_of!(VantageStats, last_delivery_error);
+
+/// Log levels passed to the `vantage_log_callback`.
+pub const VANTAGE_LOG_WARN: i32 = 2;
+/// Log level: information (a collector accepts reports again).
+pub const VANTAGE_LOG_INFO: i32 = 3;
+
+/// A log callback (`vantage_set_log_callback`): `level` is `VANTAGE_LOG_WARN` or
+/// `VANTAGE_LOG_INFO`, `message` a NUL-terminated line valid for the call only.
+pub type VantageLogCallback =
+    Option<unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void)>;
+
+struct LogHook {
+    callback: unsafe extern "C" fn(i32, *const c_char, *mut c_void),
+    user_data: usize,
+}
+
+static LOG_HOOK: Mutex<Option<LogHook>> = Mutex::new(None);
+
+/// Passes one line to the log callback, if one is set.
+fn log_line(level: i32, line: &str) {
+    let hook = LOG_HOOK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hook) = hook.as_ref() {
+        let text = CString::new(line.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: the caller of vantage_set_log_callback promised a callback safe to call from
+        // any thread with the user_data it gave, until it is replaced.
+        unsafe { (hook.callback)(level, text.as_ptr(), hook.user_data as *mut c_void) };
+    }
 }
 
 struct PendingUpload {
@@ -298,6 +354,23 @@ impl VantageAgent {
         }
     }
 
+    /// Refuses a well-formed service id that the config does not list
+    /// (`VANTAGE_ERR_UNKNOWN_SERVICE`); a malformed one is left to `record`, which refuses
+    /// it as an invalid argument.
+    fn known_service(&self, service: &str) -> Result<(), FfiError> {
+        let services = &self.agent.config().services;
+        if service.parse::<ServiceId>().is_err()
+            || services.iter().any(|s| s.id.as_str() == service)
+        {
+            return Ok(());
+        }
+        let known: Vec<&str> = services.iter().map(|s| s.id.as_str()).collect();
+        Err(FfiError::UnknownService(format!(
+            "service {service:?} is not in the config (services: {})",
+            known.join(", ")
+        )))
+    }
+
     fn answer(&self, id: u64, outcome: Outcome) -> Result<VantageStatus, FfiError> {
         self.host_driven()?;
         let pending = self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -379,6 +452,15 @@ fn new_agent(config: &str, data_dir: &str, flags: u32) -> Result<Box<VantageAgen
     } else {
         Agent::start(config, Some(runtime.handle()))?
     };
+    agent.set_delivery_listener(Some(std::sync::Arc::new(
+        |url: &str, error: Option<&_>| match error {
+            Some(e) => log_line(
+                VANTAGE_LOG_WARN,
+                &format!("vantage: reports are not being delivered to {url}: {}", e.message()),
+            ),
+            None => log_line(VANTAGE_LOG_INFO, &format!("vantage: {url} accepts reports again")),
+        },
+    )));
     Ok(Box::new(VantageAgent {
         magic: MAGIC,
         agent,
@@ -558,6 +640,8 @@ pub unsafe extern "C" fn vantage_agent_record(
         let f = unsafe { failure.read_unaligned() };
         a.open()?;
         let input = classify_failure(&f)?;
+        // SAFETY: classify_failure read the same pointer as a NUL-terminated string just now.
+        a.known_service(unsafe { required_str(f.service, "failure.service") }?)?;
         a.record(input)
     })
 }
@@ -581,6 +665,7 @@ pub unsafe extern "C" fn vantage_agent_count_success(
         // SAFETY: as above.
         let host = unsafe { required_str(host, "host") }?;
         a.open()?;
+        a.known_service(service)?;
         a.agent.count_success(service, host);
         Ok(VantageStatus::VANTAGE_OK)
     })
@@ -640,20 +725,113 @@ pub unsafe extern "C" fn vantage_agent_stats(
         }
         // SAFETY: non-null; the caller promises a vantage_stats.
         let size = unsafe { std::ptr::addr_of!((*out).struct_size).read_unaligned() };
-        struct_size_fits::<VantageStats>(size, "out->struct_size", "vantage_stats")?;
+        if (size as usize) < STATS_V1_SIZE {
+            return Err(FfiError::invalid(format!(
+                "out->struct_size is {size}, expected sizeof(vantage_stats) = {}",
+                size_of::<VantageStats>()
+            )));
+        }
         let s = a.agent.stats();
-        let stats = VantageStats {
-            struct_size: size_of::<VantageStats>() as u32,
+        let written = (size as usize).min(size_of::<VantageStats>());
+        let mut stats = VantageStats {
+            struct_size: written as u32,
             recorded: s.recorded,
             sealed_envelopes: s.sealed_envelopes,
             delivered_envelopes: s.delivered_envelopes,
             delivered_failures: s.delivered_failures,
             dropped: s.dropped.total(),
             queued_envelopes: a.agent.queued_envelopes() as u64,
+            ..VantageStats::default()
         };
-        // SAFETY: non-null, writable, and at least sizeof(vantage_stats) (checked above).
-        unsafe { out.write_unaligned(stats) };
+        if let Some((failures, error)) = latest_delivery_error(&a.agent) {
+            let label = error.as_str().as_bytes();
+            let n = label.len().min(stats.last_delivery_error.len() - 1);
+            for (dst, src) in stats.last_delivery_error.iter_mut().zip(&label[..n]) {
+                *dst = *src as c_char;
+            }
+            stats.delivery_failures = u64::from(failures);
+        }
+        // SAFETY: `out` is non-null and the caller promises `written` (<= its struct_size)
+        // writable bytes; `stats` is a plain repr(C) value at least that long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::addr_of!(stats).cast::<u8>(),
+                out.cast::<u8>(),
+                written,
+            );
+        }
         Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// The most recent delivery failure among the collectors, with the failures in a row there.
+fn latest_delivery_error(agent: &Agent) -> Option<(u32, vantage_agent::native::DeliveryError)> {
+    agent
+        .delivery_status()
+        .into_iter()
+        .filter_map(|c| {
+            let at = c.status.last_error_at?;
+            Some((at, c.status.consecutive_failures, c.status.last_error?))
+        })
+        .max_by_key(|(at, _, _)| *at)
+        .map(|(_, n, e)| (n, e))
+}
+
+/// Writes the message of the most recent delivery failure (label, reason, what usually fixes
+/// it; no URL) into `buf` (`len` bytes, NUL-terminated, cut if too long) and its full length
+/// without the NUL into `*needed` (if not null). With no failure the message is empty and
+/// `*needed` is 0.
+///
+/// # Safety
+/// `agent` is null or a live handle; `buf` is null (then `len` must be 0) or has `len`
+/// writable bytes; `needed` is null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_agent_last_delivery_error(
+    agent: *const VantageAgent,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> VantageStatus {
+    guard(|| {
+        // SAFETY: the caller promises null or a live handle.
+        let a = unsafe { handle(agent) }?;
+        if buf.is_null() && len != 0 {
+            return Err(FfiError::invalid("buf is null but len is not 0"));
+        }
+        let message = latest_delivery_error(&a.agent).map(|(_, e)| e.message()).unwrap_or_default();
+        let bytes = message.as_bytes();
+        if !needed.is_null() {
+            // SAFETY: non-null; the caller promises it is writable.
+            unsafe { needed.write(bytes.len()) };
+        }
+        if len > 0 {
+            let n = bytes.len().min(len - 1);
+            // SAFETY: buf has len >= n + 1 writable bytes (the caller's promise).
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), buf, n);
+                buf.add(n).write(0);
+            }
+        }
+        Ok(VantageStatus::VANTAGE_OK)
+    })
+}
+
+/// Sets (or, with a null `callback`, removes) the library's log callback, for every agent of
+/// the process: one line each time a collector's delivery failure cause changes (not once per
+/// attempt), and when it accepts reports again. Called from the agents' threads; it must not
+/// call back into the library. `user_data` is passed through.
+///
+/// # Safety
+/// `callback` is null or a function safe to call from any thread with `user_data` until it
+/// is replaced.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vantage_set_log_callback(
+    callback: VantageLogCallback,
+    user_data: *mut c_void,
+) {
+    guard_void(|| {
+        *LOG_HOOK.lock().unwrap_or_else(|p| p.into_inner()) =
+            callback.map(|callback| LogHook { callback, user_data: user_data as usize });
     })
 }
 

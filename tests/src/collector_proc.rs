@@ -60,61 +60,79 @@ pub fn collector_bin() -> PathBuf {
         if let Some(path) = std::env::var_os("VANTAGE_COLLECTOR_BIN") {
             return PathBuf::from(path);
         }
-        let exe = std::env::current_exe().expect("the test knows its own path");
-        let mut profile_dir = exe.parent().expect("an executable lives in a directory");
-        if profile_dir.file_name().is_some_and(|n| n == "deps") {
-            profile_dir = profile_dir.parent().expect("deps/ has a parent");
-        }
-        let target_dir = profile_dir.parent().expect("the profile dir sits in the target dir");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => panic!("profile directory {} has no name", profile_dir.display()),
-        };
-        const CRATE_VARS: [&str; 7] = [
-            "CARGO_MANIFEST_DIR",
-            "CARGO_MANIFEST_PATH",
-            "CARGO_MANIFEST_LINKS",
-            "CARGO_CRATE_NAME",
-            "CARGO_BIN_NAME",
-            "CARGO_PRIMARY_PACKAGE",
-            "CARGO_TARGET_TMPDIR",
-        ];
-        let mut cargo = Command::new(env!("CARGO"));
-        // `cargo test` gives the test process the variables of the crate under test
-        // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's declare
-        // `rerun-if-env-changed` on those names, so passing them on would make this build and
-        // the next `cargo test` each rebuild ring and everything above it.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_") || CRATE_VARS.contains(&name.as_ref()) {
-                cargo.env_remove(name.as_ref());
-            }
-        }
-        let output = cargo
-            // The workspace with all features: the same feature set as `cargo test --workspace
-            // --all-features` (the test command), so this finds the binary that step built
-            // instead of building the agent and the collector again with other features.
-            .args(["build", "--quiet", "--workspace", "--all-features"])
-            .args(["--bin", "vantage-collector"])
-            .args(["--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo build for vantage-collector");
-        assert!(
-            output.status.success(),
-            "cargo build -p vantage-collector failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = profile_dir.join("vantage-collector");
-        assert!(bin.is_file(), "cargo build succeeded but {} is missing", bin.display());
-        bin
+        build_bin("vantage-collector")
     })
     .clone()
+}
+
+/// The `vantage-agent` command-line tool (crate `vantage-agent`, feature `cli`), built like
+/// [`collector_bin`]. `VANTAGE_AGENT_CLI_BIN` overrides the path (no build).
+pub fn agent_cli_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("VANTAGE_AGENT_CLI_BIN") {
+            return PathBuf::from(path);
+        }
+        build_bin("vantage-agent")
+    })
+    .clone()
+}
+
+/// Builds the workspace binary `bin` (all features: the `vantage-agent` tool needs `cli`) in the
+/// profile and target directory this test runs from, and returns its path.
+fn build_bin(bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let mut profile_dir = exe.parent().expect("an executable lives in a directory");
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().expect("deps/ has a parent");
+    }
+    let target_dir = profile_dir.parent().expect("the profile dir sits in the target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("profile directory {} has no name", profile_dir.display()),
+    };
+    const CRATE_VARS: [&str; 7] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+    ];
+    let mut cargo = Command::new(env!("CARGO"));
+    // `cargo test` gives the test process the variables of the crate under test
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's declare
+    // `rerun-if-env-changed` on those names, so passing them on would make this build and
+    // the next `cargo test` each rebuild ring and everything above it.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || CRATE_VARS.contains(&name.as_ref()) {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    // The workspace with all features (which include `features`): the feature set of the
+    // test command's `cargo test --workspace --all-features`, so this finds the binary that
+    // step built instead of building the agent and the collector again with other features.
+    cargo.args(["build", "--quiet", "--workspace", "--all-features", "--bin", bin]);
+    let output = cargo
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
+    assert!(
+        output.status.success(),
+        "cargo build --workspace --all-features --bin {bin} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = profile_dir.join(bin);
+    assert!(path.is_file(), "cargo build succeeded but {} is missing", path.display());
+    path
 }
 
 /// Writes `dir/collector.key` (hex of the X25519 secret, mode 0600, as `keygen` does) for a

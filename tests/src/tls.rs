@@ -78,6 +78,21 @@ impl TestCa {
 }
 
 impl TestCert {
+    /// A self-signed certificate for `names` marked as a CA (`basicConstraints CA:TRUE`), as
+    /// `openssl req -x509` makes by default: trusted as a root, it still fails as a server
+    /// certificate (`CaUsedAsEndEntity`).
+    pub fn self_signed_ca(names: &[&str]) -> TestCert {
+        let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(sans).expect("valid SANs");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("generate key");
+        let cert = params.self_signed(&key).expect("self-sign");
+        TestCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+
     /// The chain as rustls certificates.
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
         CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())

@@ -478,3 +478,75 @@ async fn the_heartbeat_sends_success_counts_without_failures_or_flush() {
     assert_eq!((targets[0].attempts(), targets[0].successes()), (3, 3));
     agent.shutdown().await.unwrap();
 }
+
+/// Polls `agent`'s first collector until its last error is set, for at most 10 s.
+async fn wait_for_error(agent: &Agent) -> vantage_agent::native::DeliveryError {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = agent.delivery_status();
+        if let Some(e) = status[0].status.last_error.clone() {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no delivery error after 10 s: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_certificate_used_as_the_server_certificate_is_named_as_the_cause() {
+    let f = Fixture::new();
+    // What `openssl req -x509` makes: self-signed, CA:TRUE; the agent trusts it as a root.
+    let cert = TestCert::self_signed_ca(&["127.0.0.1"]);
+    let rx = Receiver::start(&cert, f.key.clone()).await;
+    let app = AppInfo::new("com.example.test", "1.0", "linux", "vantage-tests").unwrap();
+    let agent = Agent::builder(app, f.key.public_key(), f.data_dir())
+        .service("checkout", &["api.example.com"])
+        .unwrap()
+        .extra_root(cert.chain()[0].clone())
+        .collector(CollectorConfig::new(&rx.url()).unwrap())
+        .build()
+        .unwrap();
+    agent.set_consent(true).unwrap();
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = agent.flush(Duration::from_millis(1500)).await.unwrap();
+    assert_eq!(out.undelivered, 1);
+    let e = wait_for_error(&agent).await;
+    assert_eq!(e.as_str(), "tls.cert.invalid");
+    assert!(e.detail().contains("CaUsedAsEndEntity"), "{e:?}");
+    assert!(e.message().contains("CA:FALSE"), "{}", e.message());
+    assert_eq!(agent.last_delivery_error(), Some(e));
+    assert!(rx.received().is_empty());
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_port_then_a_working_collector_are_told_apart_and_recovery_clears_it() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let closed = format!("https://{}", closed_port());
+    let agent = f.builder(&[closed, rx.url()]).build().unwrap();
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    agent.set_delivery_listener(Some(std::sync::Arc::new(move |url: &str, e: Option<&_>| {
+        let label = e.map(|e: &vantage_agent::native::DeliveryError| e.as_str().to_owned());
+        seen.lock().unwrap().push((url.to_owned(), label));
+    })));
+    agent.set_consent(true).unwrap();
+    for _ in 0..3 {
+        agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+        let out = agent.flush(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(out.undelivered, 0);
+    }
+    let status = agent.delivery_status();
+    let e = status[0].status.last_error.clone().unwrap();
+    assert_eq!(e.as_str(), "tcp.refused");
+    assert!(status[0].status.consecutive_failures >= 1);
+    assert_eq!(status[1].status.last_error, None);
+    assert!(status[1].status.last_delivered_at.is_some());
+    // One change of cause, however many attempts failed the same way.
+    let changes = changes.lock().unwrap().clone();
+    let refused_changes =
+        changes.iter().filter(|(_, l)| l.as_deref() == Some("tcp.refused")).count();
+    assert_eq!(refused_changes, 1, "{changes:?}");
+    agent.shutdown().await.unwrap();
+}

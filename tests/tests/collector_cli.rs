@@ -156,6 +156,8 @@ fn serve_stores_envelopes_and_exits_0_on_sigterm() {
     let stderr = std::fs::read_to_string(stderr_path).unwrap();
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(stderr.contains("collector stopped"), "{stderr}");
+    // Text logs to a file: no colour codes (stderr is not a terminal).
+    assert!(!stderr.contains('\u{1b}'), "colour codes in the log file: {stderr:?}");
 
     rt.block_on(async {
         let store = Store::open(StoreConfig::new(&store_path)).unwrap();

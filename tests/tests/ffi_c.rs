@@ -87,3 +87,45 @@ async fn many_c_threads_record_concurrently_and_the_counts_add_up_at_the_collect
         reports.iter().map(|r| r.host.as_str()).collect();
     assert_eq!(threads.len(), 8, "{threads:?}");
 }
+
+/// Delivery that cannot succeed: a collector serving a self-signed CA:TRUE certificate (as
+/// `openssl req -x509` makes) and a refused port. The C stats, the message and the log
+/// callback name the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_stats_and_log_callback_name_why_delivery_fails() {
+    use vantage_tests::collector_proc::{CollectorConfig, CollectorProc, write_collector_key};
+    use vantage_tests::tls::TestCert;
+    let s = Setup::new("[delivery]\nbase_backoff_ms = 100\nmax_backoff_ms = 400\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let cdir = tmp.path().join("ca-collector");
+    std::fs::create_dir_all(&cdir).unwrap();
+    write_collector_key(&cdir, [7; 32]);
+    let cert = TestCert::self_signed_ca(&["127.0.0.1"]);
+    cert.write_to(&cdir);
+    let config = CollectorConfig { tls: true, plain: false, ..CollectorConfig::default() };
+    let collector = CollectorProc::start(&cdir, &config.to_toml());
+    let url = format!("https://127.0.0.1:{}", collector.tls_addr().unwrap().port());
+    let ca_config = s.config_for("ca-true", &url, &cert.cert_pem);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refused_config = s.config_for("refused", &format!("https://{closed}"), &cert.cert_pem);
+    for (name, program) in [("so", shared_program()), ("a", static_program())] {
+        let out = s.run_with(
+            Some(&ca_config),
+            &[],
+            program,
+            "diagnose",
+            &format!("ca-{name}"),
+            &["tls.cert.invalid"],
+        );
+        assert!(out.contains("CaUsedAsEndEntity"), "{out}");
+        let out = s.run_with(
+            Some(&refused_config),
+            &[],
+            program,
+            "diagnose",
+            &format!("refused-{name}"),
+            &["tcp.refused"],
+        );
+        assert!(out.contains("refused"), "{out}");
+    }
+}

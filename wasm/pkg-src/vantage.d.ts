@@ -76,7 +76,10 @@ export function protocolVersion(): number;
 export class Vantage extends EventTarget {
     static create(config: VantageConfig): Promise<Vantage>;
     readonly consented: boolean;
+    /** The last storage error, else the last delivery failure (`deliveryError`), else null. */
     readonly lastError: unknown;
+    /** The most recent failed delivery (`http.error`, `tcp.timed_out`, `unknown`), or null. */
+    readonly deliveryError: { label: string; message: string } | null;
     setConsent(granted: boolean): Promise<void>;
     record(report: FailureReport): Recorded;
     recordSuccess(url: string, service?: string): void;

@@ -181,9 +181,23 @@ export class Vantage extends EventTarget {
         return this.#core.isGranted();
     }
 
-    /** The last storage error, if any (the envelopes stay in memory and are still sent). */
+    /**
+     * The last storage error, if any (the envelopes stay in memory and are still sent); else
+     * the last delivery failure as `{ label, message }` (`label`: `tcp.timed_out`,
+     * `http.error`, `unknown`, ...), or null when no collector's last attempt failed.
+     */
     get lastError() {
-        return this.#lastError;
+        return this.#lastError ?? this.deliveryError;
+    }
+
+    /**
+     * The most recent delivery failure among the collectors whose last attempt failed, as
+     * `{ label, message }`, or null. Browsers do not say why a `fetch` failed, so network
+     * failures are `unknown` (with the browser's words) or `tcp.timed_out`.
+     */
+    get deliveryError() {
+        const label = this.#core.deliveryErrorLabel();
+        return label === undefined ? null : { label, message: this.#core.deliveryErrorMessage() };
     }
 
     /**
@@ -416,6 +430,7 @@ export class Vantage extends EventTarget {
         const timeoutMs = this.#config.uploadTimeoutMs ?? 10000;
         let status = 0;
         let retry = 0;
+        let error;
         try {
             const r = await this.#fetch(this.#collectors[collector] + '/v1/envelopes', {
                 method: 'POST',
@@ -429,13 +444,15 @@ export class Vantage extends EventTarget {
             });
             status = r.status;
             retry = retryAfterMs(r.headers.get('retry-after'));
-        } catch {
+        } catch (e) {
             status = 0;
+            error = e && e.name === 'TimeoutError' ? 'timeout' : String((e && e.message) || e);
         }
         // Withdrawn meanwhile: the core has forgotten this transmit and must not hear of it.
         if (signal.aborted) return;
-        const resolution = this.#core.handleOutcome(id, status, retry, Date.now());
-        this.dispatchEvent(new CustomEvent('outcome', { detail: { seq, status, resolution } }));
+        const resolution = this.#core.handleOutcome(id, status, retry, Date.now(), error);
+        const cause = resolution === 'delivered' ? null : this.#core.deliveryErrorLabel() ?? null;
+        this.dispatchEvent(new CustomEvent('outcome', { detail: { seq, status, resolution, error: cause } }));
         this.#notify();
         this.#kick();
     }

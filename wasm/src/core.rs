@@ -5,7 +5,7 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use vantage_agent::ErrorType;
 use vantage_agent::buffer::{EnvelopeStore, StoreLimits, StoredEnvelope};
 use vantage_agent::consent::ConsentAction;
-use vantage_agent::delivery::{Outcome, Resolution, TransmitId};
+use vantage_agent::delivery::{DeliveryError, Outcome, Resolution, TransmitId};
 use vantage_agent::drops::DropReason;
 use vantage_agent::pipeline::{AgentCore, CoreConfig, Recorded, ReportInput};
 use vantage_agent::report::{AppInfo, Host, Protocol, ServiceId, UnixMillis};
@@ -291,8 +291,9 @@ impl Core {
     }
 
     /// The collector's answer to transmit `id`: the HTTP `status` (0: no answer) and the
-    /// `Retry-After` delay in ms (0 when absent). Returns `"delivered"`, `"dropped"`, `"retry"`
-    /// or `"stale"`.
+    /// `Retry-After` delay in ms (0 when absent); for status 0, `error` is what `fetch` threw
+    /// (`"timeout"` for a timeout; browsers do not say more, such as a TLS reason). Returns
+    /// `"delivered"`, `"dropped"`, `"retry"` or `"stale"`.
     #[wasm_bindgen(js_name = handleOutcome)]
     pub fn handle_outcome(
         &mut self,
@@ -300,10 +301,22 @@ impl Core {
         status: u16,
         retry_after_ms: f64,
         now: f64,
+        error: Option<String>,
     ) -> Result<String, JsValue> {
+        let outcome = outcome(status, retry_after_ms);
+        let cause = match (outcome, error) {
+            (Outcome::NetworkError, Some(e)) if e == "timeout" => {
+                Some(DeliveryError::network(ErrorType::TcpTimedOut, "no answer in time"))
+            }
+            (Outcome::NetworkError, Some(e)) => Some(DeliveryError::network(
+                ErrorType::Unknown,
+                e.chars().take(200).collect::<String>(),
+            )),
+            _ => None,
+        };
         let r = self
             .inner
-            .handle_outcome(TransmitId(id as u64), outcome(status, retry_after_ms), millis(now))
+            .handle_outcome_with_cause(TransmitId(id as u64), outcome, cause, millis(now))
             .map_err(WasmError::from)?;
         Ok(match r {
             Resolution::Delivered { .. } => "delivered",
@@ -312,6 +325,29 @@ impl Core {
             _ => "stale",
         }
         .into())
+    }
+
+    /// The stable label of the most recent delivery failure (`tcp.timed_out`, `http.error`,
+    /// `unknown`, ...), or `undefined` when every collector's last answer was an acceptance.
+    #[wasm_bindgen(js_name = deliveryErrorLabel)]
+    pub fn delivery_error_label(&self) -> Option<String> {
+        self.latest_delivery_error().map(|e| e.as_str().to_owned())
+    }
+
+    /// The message of the most recent delivery failure (label, reason, what usually fixes
+    /// it), or `undefined`.
+    #[wasm_bindgen(js_name = deliveryErrorMessage)]
+    pub fn delivery_error_message(&self) -> Option<String> {
+        self.latest_delivery_error().map(|e| e.message())
+    }
+
+    fn latest_delivery_error(&self) -> Option<DeliveryError> {
+        self.inner
+            .collector_statuses()
+            .iter()
+            .filter_map(|s| Some((s.last_error_at?, s.last_error.clone()?)))
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, e)| e)
     }
 
     /// When to call `pollSeal`/`pollTransmit` next (Unix ms), or `undefined` when idle.

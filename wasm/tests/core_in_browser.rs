@@ -99,11 +99,19 @@ fn a_failure_is_sealed_journalled_sent_and_removed_after_202() {
     assert!(!String::from_utf8_lossy(&stored).contains("secret-path"));
 
     // A network error fails over to the second collector after backoff.
-    assert_eq!(core.handle_outcome(tx.id(), 0, 0.0, T0 + 110.0).unwrap(), "retry");
+    assert_eq!(core.delivery_error_label(), None);
+    assert_eq!(
+        core.handle_outcome(tx.id(), 0, 0.0, T0 + 110.0, Some("timeout".into())).unwrap(),
+        "retry"
+    );
+    assert_eq!(core.delivery_error_label().as_deref(), Some("tcp.timed_out"));
+    assert!(core.delivery_error_message().unwrap().contains("no answer in time"));
     let later = core.poll_timeout().unwrap();
     let tx2 = core.poll_transmit(later).unwrap().unwrap();
     assert_eq!(tx2.collector(), 1);
-    assert_eq!(core.handle_outcome(tx2.id(), 202, 0.0, later).unwrap(), "delivered");
+    assert_eq!(core.handle_outcome(tx2.id(), 202, 0.0, later, None).unwrap(), "delivered");
+    // The first collector's last attempt still failed: its cause stays until it accepts.
+    assert_eq!(core.delivery_error_label().as_deref(), Some("tcp.timed_out"));
     let journal = core.take_journal();
     assert_eq!(journal.length(), 1);
     assert_eq!(get(&journal.get(0), "op").as_string().unwrap(), "remove");

@@ -19,7 +19,7 @@ use crate::buffer::{
     EnvelopeMeta, EnvelopeStore, MemoryStore, Removal, StoreError, StoredEnvelope,
 };
 use crate::consent::{ConsentAction, ConsentState};
-use crate::delivery::{Outcome, TransmitId};
+use crate::delivery::{CollectorStatus, DeliveryError, Outcome, TransmitId};
 use crate::drops::DropCounts;
 use crate::drops::DropReason;
 use crate::entropy::Entropy;
@@ -28,7 +28,8 @@ use crate::report::{AppInfo, Host, Report, ServiceId, UnixMillis};
 use crate::wire::{AgentPublicKey, CollectorPublicKey};
 
 /// File names inside the data dir.
-const IDENTITY_FILE: &str = "identity.key";
+/// The identity key's file name in the data dir (present while consent is granted).
+pub const IDENTITY_FILE: &str = "identity.key";
 /// Left by versions before the log store: a reserved high-water mark of sequence numbers,
 /// taken over once (the log keeps the exact last one since) and deleted.
 const LEGACY_SEQ_FILE: &str = "seq";
@@ -198,9 +199,47 @@ struct Shared {
     /// takes envelopes with [`Agent::poll_upload`] and answers with
     /// [`Agent::handle_upload_outcome`].
     host_driven: bool,
+    /// Told of every change of a collector's failure cause ([`Agent::set_delivery_listener`]).
+    listener: Mutex<Option<DeliveryListener>>,
+}
+
+/// Called with a collector's URL and its new failure cause (`None`: it accepts envelopes
+/// again), once per change ([`Agent::set_delivery_listener`]).
+pub type DeliveryListener = Arc<dyn Fn(&str, Option<&DeliveryError>) + Send + Sync>;
+
+/// One collector's delivery health ([`Agent::delivery_status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorDelivery {
+    /// The collector's base URL, as configured.
+    pub url: String,
+    /// Last error, failures in a row, last delivery.
+    pub status: CollectorStatus,
 }
 
 impl Shared {
+    /// Logs each change of a collector's failure cause once (not once per attempt), and tells
+    /// the listener. Call after every outcome.
+    fn report_cause_changes(&self, state: &mut State) {
+        while let Some(change) = state.core.poll_cause_change() {
+            let url = self.config.collectors.get(change.collector).map_or("?", |c| c.url());
+            match &change.error {
+                Some(e) => tracing::warn!(
+                    collector = url,
+                    cause = e.as_str(),
+                    "vantage: reports are not being delivered: {}",
+                    e.message()
+                ),
+                None => {
+                    tracing::info!(collector = url, "vantage: the collector accepts reports again")
+                }
+            }
+            let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(listener) = listener {
+                listener(url, change.error.as_ref());
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while the lock was held cannot leave the core half-updated in a way that
         // matters more than stopping the app's reporting: keep going with the state as is.
@@ -348,6 +387,7 @@ impl Agent {
             wake: Notify::new(),
             progress: watch::channel(0).0,
             host_driven,
+            listener: Mutex::new(None),
             config,
         });
         restore(&shared)?;
@@ -564,6 +604,42 @@ impl Agent {
         self.shared.lock().core.stats().clone()
     }
 
+    /// Each collector's delivery health, in configured order: the classified last error
+    /// (`tls.cert.invalid` with rustls' reason, `tcp.refused`, `dns.name_not_resolved`,
+    /// `http.error` with the status, ...), failures in a row, and the last delivery.
+    pub fn delivery_status(&self) -> Vec<CollectorDelivery> {
+        let state = self.shared.lock();
+        self.shared
+            .config
+            .collectors
+            .iter()
+            .zip(state.core.collector_statuses())
+            .map(|(c, status)| CollectorDelivery {
+                url: c.url().to_owned(),
+                status: status.clone(),
+            })
+            .collect()
+    }
+
+    /// The most recent failure cause among the collectors that have one (`None` when every
+    /// collector's last answer was an acceptance).
+    pub fn last_delivery_error(&self) -> Option<DeliveryError> {
+        let state = self.shared.lock();
+        state
+            .core
+            .collector_statuses()
+            .iter()
+            .filter_map(|s| Some((s.last_error_at?, s.last_error.clone()?)))
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, e)| e)
+    }
+
+    /// Calls `listener` once per change of a collector's failure cause (the same moments the
+    /// agent logs a warning), from the agent's task. Replaces any earlier listener.
+    pub fn set_delivery_listener(&self, listener: Option<DeliveryListener>) {
+        *self.shared.listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
+    }
+
     /// Envelopes waiting for delivery or in flight.
     pub fn queued_envelopes(&self) -> usize {
         self.shared.lock().core.queued_envelopes()
@@ -632,10 +708,23 @@ impl Agent {
         id: TransmitId,
         outcome: Outcome,
     ) -> Result<(), AgentError> {
+        self.handle_upload_outcome_with_cause(id, outcome, None)
+    }
+
+    /// Host-driven mode: [`Agent::handle_upload_outcome`] with the classified cause of a
+    /// failure, kept as the collector's last error ([`Agent::delivery_status`]).
+    pub fn handle_upload_outcome_with_cause(
+        &self,
+        id: TransmitId,
+        outcome: Outcome,
+        cause: Option<DeliveryError>,
+    ) -> Result<(), AgentError> {
         let shared = &self.shared;
         let result = {
             let mut state = shared.lock();
-            match state.core.handle_outcome(id, outcome, now_ms()) {
+            let result = state.core.handle_outcome_with_cause(id, outcome, cause, now_ms());
+            shared.report_cause_changes(&mut state);
+            match result {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     replace_broken_store(shared, &mut state, &e);
@@ -1017,7 +1106,7 @@ async fn ping_collectors(shared: Arc<Shared>) -> bool {
 /// The background task. It sleeps on the channel, on upload outcomes, on scope checks and on
 /// the core's next deadline only: no timer runs while nothing is pending.
 async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
-    let mut uploads: JoinSet<(u64, TransmitId, Outcome)> = JoinSet::new();
+    let mut uploads: JoinSet<(u64, TransmitId, (Outcome, Option<DeliveryError>))> = JoinSet::new();
     let mut checks: JoinSet<(u64, bool)> = JoinSet::new();
     let mut epoch = shared.epoch.load(Ordering::SeqCst);
     let started = Instant::now();
@@ -1068,10 +1157,13 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
                 }
             }
             Some(joined) = uploads.join_next(), if !uploads.is_empty() => {
-                if let Ok((sent_in, id, outcome)) = joined {
+                if let Ok((sent_in, id, (outcome, cause))) = joined {
                     if sent_in == shared.epoch.load(Ordering::SeqCst) {
                         let mut state = shared.lock();
-                        if let Err(e) = state.core.handle_outcome(id, outcome, now_ms()) {
+                        let result =
+                            state.core.handle_outcome_with_cause(id, outcome, cause, now_ms());
+                        shared.report_cause_changes(&mut state);
+                        if let Err(e) = result {
                             replace_broken_store(&shared, &mut state, &e);
                         }
                     }

@@ -780,4 +780,107 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field(), Some("capture.unmapped_service"), "{e}");
     }
+
+    /// The TOML tables: each `Raw*` struct of this file and the key prefix of its fields.
+    const TABLES: &[(&str, &str)] = &[
+        ("RawConfig", ""),
+        ("RawCapture", "capture."),
+        ("RawApp", "app."),
+        ("RawService", "services[]."),
+        ("RawCollector", "collectors[]."),
+        ("RawBuffer", "buffer."),
+        ("RawDelivery", "delivery."),
+        ("RawSampling", "sampling."),
+        ("RawScope", "scope."),
+    ];
+
+    /// The fields of every `Raw*` struct in this file's source, as documented keys
+    /// (`delivery.base_backoff_ms`); a `Raw*` struct missing from [`TABLES`] fails.
+    fn fields_in_source() -> Vec<String> {
+        let source = include_str!("config.rs");
+        let mut keys = Vec::new();
+        let mut prefix: Option<&str> = None;
+        for line in source.lines() {
+            if let Some(rest) = line.strip_prefix("struct Raw") {
+                let name = format!("Raw{}", rest.trim_end_matches(" {"));
+                let table = TABLES.iter().find(|(n, _)| *n == name);
+                prefix = Some(table.unwrap_or_else(|| panic!("{name} is not in TABLES")).1);
+                continue;
+            }
+            if line == "}" {
+                prefix = None;
+            }
+            let Some(prefix) = prefix else { continue };
+            let Some((name, ty)) = line.trim().split_once(": ") else { continue };
+            if line.starts_with("    ") && !name.starts_with('#') && !name.starts_with("//") {
+                // Sub-tables (`app: RawApp`) are documented through their own fields.
+                if !ty.contains("Raw") {
+                    keys.push(format!("{prefix}{name}"));
+                }
+            }
+        }
+        keys
+    }
+
+    /// `| `key` | default | meaning |` rows of docs/agent-config.md.
+    fn documented() -> std::collections::BTreeMap<String, String> {
+        include_str!("../../../docs/agent-config.md")
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.split('|').map(str::trim).skip(1);
+                let key = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((key.to_owned(), cells.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_lists_every_field_with_its_default() {
+        let doc = documented();
+        let fields = fields_in_source();
+        assert!(fields.len() >= 25, "parsed only {fields:?}");
+        for key in &fields {
+            assert!(doc.contains_key(key), "docs/agent-config.md does not list `{key}`");
+        }
+        for key in doc.keys() {
+            assert!(fields.contains(key), "docs/agent-config.md lists `{key}`, not in the code");
+        }
+        let d = config(&[]);
+        let secs = |x: Option<Duration>| x.map_or(0, |x| x.as_secs()).to_string();
+        let defaults = [
+            ("buffer.max_bytes", d.limits.max_bytes.to_string()),
+            ("buffer.max_age_secs", (d.limits.max_age_ms / 1000).to_string()),
+            ("delivery.base_backoff_ms", d.delivery.base_backoff_ms.to_string()),
+            ("delivery.max_backoff_ms", d.delivery.max_backoff_ms.to_string()),
+            ("delivery.max_in_flight", d.delivery.max_in_flight.to_string()),
+            ("delivery.max_per_second", d.delivery.max_per_second.to_string()),
+            ("delivery.request_timeout_ms", d.request_timeout.as_millis().to_string()),
+            ("delivery.seal_delay_ms", d.seal_delay.as_millis().to_string()),
+            ("delivery.queue_capacity", d.queue_capacity.to_string()),
+            ("sampling.failure_fraction", format!("{:?}", d.sampling.failure_fraction())),
+            ("sampling.success_fraction", format!("{:?}", d.sampling.success_fraction())),
+            ("sampling.report_interval_secs", secs(d.report_interval)),
+            ("scope.enabled", d.scope_check_interval.is_some().to_string()),
+            ("scope.interval_secs", secs(d.scope_check_interval)),
+            ("extra_ca_files", "`[]`".into()),
+            ("dns_servers", "`[]`".into()),
+            ("capture.unmapped_service", "(none)".into()),
+        ];
+        for (key, value) in defaults {
+            assert_eq!(doc[key], value, "docs/agent-config.md: default of `{key}`");
+        }
+        // And the defaults are what a file without the field gives.
+        let text = format!(
+            "data_dir = \"/tmp/x\"\ncollector_key = \"{}\"\n[app]\nid = \"a.b\"\n\
+             version = \"1\"\nplatform = \"linux\"\n",
+            "4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a"
+        );
+        let parsed = AgentConfig::from_toml_str(&text).unwrap();
+        assert_eq!(parsed.delivery, d.delivery);
+        assert_eq!(parsed.limits, d.limits);
+        assert_eq!(parsed.request_timeout, d.request_timeout);
+        assert_eq!(parsed.queue_capacity, d.queue_capacity);
+        assert_eq!(parsed.report_interval, d.report_interval);
+        assert_eq!(parsed.scope_check_interval, d.scope_check_interval);
+    }
 }

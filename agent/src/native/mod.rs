@@ -86,10 +86,14 @@ pub mod probe;
 mod uploader;
 pub mod validate;
 
-pub use self::agent::{Agent, AgentError, FlushOutcome, HostUpload, OsEntropy};
+pub use self::agent::{
+    Agent, AgentError, CollectorDelivery, DeliveryListener, FlushOutcome, HostUpload,
+    IDENTITY_FILE, OsEntropy,
+};
 pub use self::config::{AgentBuilder, AgentConfig, CollectorConfig, ConfigError, ServiceConfig};
 pub use self::uploader::{ENVELOPE_MEDIA_TYPE, SENT_AT_HEADER, parse_retry_after};
 pub use self::validate::{ConfigWarning, validate};
+pub use crate::delivery::{CollectorStatus, DeliveryError};
 pub use crate::pipeline::{
     Classifiable, ErrorChain, HttpStatus, PlatformCode, Recorded, ReportInput,
 };

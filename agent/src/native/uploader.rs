@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::config::CollectorConfig;
-use crate::delivery::Outcome;
+use crate::classify;
+use crate::delivery::{DeliveryError, Outcome};
+use crate::taxonomy::ErrorType;
 
 /// Header carrying the agent's clock (Unix ms) when an upload attempt is sent. It is outside
 /// the signed envelope, so retries never alter the envelope; the collector uses it only to
@@ -138,17 +140,25 @@ impl Uploader {
         }
     }
 
-    /// Sends `body` to collector `index` and maps the answer.
-    pub(crate) async fn send(&self, index: usize, body: Bytes) -> Outcome {
+    /// Sends `body` to collector `index` and maps the answer; a failure comes with its
+    /// classified cause (no URL or address in it).
+    pub(crate) async fn send(&self, index: usize, body: Bytes) -> (Outcome, Option<DeliveryError>) {
         match tokio::time::timeout(self.timeout, self.send_inner(index, body)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::NetworkError,
+            Ok(Ok(outcome)) => (outcome, DeliveryError::of_outcome(outcome)),
+            Ok(Err(cause)) => (Outcome::NetworkError, Some(cause)),
+            Err(_) => (
+                Outcome::NetworkError,
+                Some(DeliveryError::network(
+                    ErrorType::TcpTimedOut,
+                    format!("no answer within {} ms", self.timeout.as_millis()),
+                )),
+            ),
         }
     }
 
-    async fn send_inner(&self, index: usize, body: Bytes) -> Outcome {
+    async fn send_inner(&self, index: usize, body: Bytes) -> Result<Outcome, DeliveryError> {
         let Some(target) = self.targets.get(index) else {
-            return Outcome::NetworkError;
+            return Err(DeliveryError::network(ErrorType::Unknown, "no such collector"));
         };
         let mut sender = match self.idle_sender(index).await {
             Some(s) => s,
@@ -156,7 +166,7 @@ impl Uploader {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(collector = index, error = %e, "collector connection failed");
-                    return Outcome::NetworkError;
+                    return Err(e);
                 }
             },
         };
@@ -168,14 +178,14 @@ impl Uploader {
             // sent, so the collector dates a buffered report by its age, not by its sealing.
             .header(SENT_AT_HEADER, unix_millis_now().to_string())
             .body(Full::new(body));
-        let Ok(request) = request else {
-            return Outcome::NetworkError;
-        };
+        let request =
+            request.map_err(|e| DeliveryError::network(ErrorType::HttpFailed, e.to_string()))?;
         let response = match sender.send_request(request).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(collector = index, error = %e, "collector request failed");
-                return Outcome::NetworkError;
+                let kind = classify::error_chain(&e).unwrap_or(ErrorType::HttpProtocolError);
+                return Err(DeliveryError::network(kind, e.to_string()));
             }
         };
         let status = response.status().as_u16();
@@ -199,7 +209,7 @@ impl Uploader {
         if hyper::body::Body::is_end_stream(&body) {
             self.return_sender(index, sender);
         }
-        outcome_of(status, retry_after)
+        Ok(outcome_of(status, retry_after))
     }
 
     async fn idle_sender(&self, index: usize) -> Option<SendRequest<Full<Bytes>>> {
@@ -234,65 +244,111 @@ impl Uploader {
         (self.timeout / 3).min(Duration::from_secs(5))
     }
 
-    async fn resolve(&self, target: &Target) -> Vec<SocketAddr> {
+    /// The addresses to try, or the DNS failure when there are none.
+    async fn resolve(&self, target: &Target) -> Result<Vec<SocketAddr>, DeliveryError> {
         let host = target.config.host().as_str();
         let port = target.config.port();
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return vec![SocketAddr::new(ip, port)];
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let resolved: Vec<SocketAddr> = match &self.resolver {
+        let timed_out = || {
+            DeliveryError::network(
+                ErrorType::DnsTimedOut,
+                format!("no answer within {} ms", self.dns_timeout().as_millis()),
+            )
+        };
+        let resolved: Result<Vec<SocketAddr>, DeliveryError> = match &self.resolver {
             Resolver::System => {
                 let lookup = tokio::net::lookup_host((host, port));
                 match tokio::time::timeout(self.dns_timeout(), lookup).await {
-                    Ok(Ok(addrs)) => addrs.collect(),
-                    _ => Vec::new(),
+                    Ok(Ok(addrs)) => Ok(addrs.collect()),
+                    Ok(Err(e)) => {
+                        let kind = match classify::io_error(&e) {
+                            k if k.is_dns() => k,
+                            _ => ErrorType::DnsFailed,
+                        };
+                        Err(DeliveryError::network(kind, e.to_string()))
+                    }
+                    Err(_) => Err(timed_out()),
                 }
             }
             #[cfg(feature = "hickory-dns")]
             Resolver::Hickory(r) => {
                 match tokio::time::timeout(self.dns_timeout(), r.lookup_ip(host)).await {
-                    Ok(Ok(ips)) => ips.iter().map(|ip| SocketAddr::new(ip, port)).collect(),
-                    _ => Vec::new(),
+                    Ok(Ok(ips)) => Ok(ips.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+                    Ok(Err(e)) => {
+                        let kind = if e.is_no_records_found() {
+                            ErrorType::DnsNameNotResolved
+                        } else {
+                            ErrorType::DnsFailed
+                        };
+                        Err(DeliveryError::network(kind, e.to_string()))
+                    }
+                    Err(_) => Err(timed_out()),
                 }
             }
         };
-        if resolved.is_empty() {
-            tracing::debug!(host, "collector name did not resolve; using its fixed addresses");
-            target.config.fixed_addrs.clone()
-        } else {
-            resolved
+        match resolved {
+            Ok(addrs) if !addrs.is_empty() => Ok(addrs),
+            other => {
+                tracing::debug!(host, "collector name did not resolve; using its fixed addresses");
+                if target.config.fixed_addrs.is_empty() {
+                    Err(other.err().unwrap_or_else(|| {
+                        DeliveryError::network(ErrorType::DnsNameNotResolved, "no address")
+                    }))
+                } else {
+                    Ok(target.config.fixed_addrs.clone())
+                }
+            }
         }
     }
 
-    async fn connect(&self, target: &Target) -> std::io::Result<SendRequest<Full<Bytes>>> {
-        let addrs = self.resolve(target).await;
-        let mut last =
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the collector");
+    async fn connect(&self, target: &Target) -> Result<SendRequest<Full<Bytes>>, DeliveryError> {
+        let addrs = self.resolve(target).await?;
+        let io = |e: std::io::Error| DeliveryError::network(classify::io_error(&e), tls_detail(&e));
+        let mut last = DeliveryError::network(ErrorType::TcpFailed, "no address for the collector");
         for addr in addrs {
             let tcp = match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
                 .await
             {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(e)) => {
-                    last = e;
+                    last = io(e);
                     continue;
                 }
                 Err(_) => {
-                    last = std::io::ErrorKind::TimedOut.into();
+                    last = DeliveryError::network(
+                        ErrorType::TcpTimedOut,
+                        "connect: no answer within 10 s",
+                    );
                     continue;
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let tls = self.tls.connect(target.server_name.clone(), tcp).await?;
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .map_err(std::io::Error::other)?;
+            let tls = self.tls.connect(target.server_name.clone(), tcp).await.map_err(io)?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| {
+                    let kind = classify::error_chain(&e).unwrap_or(ErrorType::HttpProtocolError);
+                    DeliveryError::network(kind, e.to_string())
+                })?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
             return Ok(sender);
         }
         Err(last)
+    }
+}
+
+/// The words of an I/O error for a diagnosis: the rustls error inside it when there is one
+/// (its `Debug` names the reason, such as `CaUsedAsEndEntity`, which `Display` may hide).
+fn tls_detail(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(cert)) => {
+            format!("invalid peer certificate: {cert:?}")
+        }
+        Some(tls) => tls.to_string(),
+        None => e.to_string(),
     }
 }
 

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,6 +403,16 @@ static int mode_bad_args(const char *config_file, const char *data_dir) {
     g = f;
     g.host = "";
     EXPECT(vantage_agent_record(agent, &g), VANTAGE_ERR_INVALID_ARGUMENT);
+    /* A well-formed id the config does not list (a typo): an error naming it, not a new
+     * service. */
+    g = f;
+    g.service = "chekout";
+    EXPECT(vantage_agent_record(agent, &g), VANTAGE_ERR_UNKNOWN_SERVICE);
+    CHECK(strstr(vantage_last_error(), "\"chekout\"") != NULL &&
+              strstr(vantage_last_error(), "checkout") != NULL,
+          "msg: %s", vantage_last_error());
+    EXPECT(vantage_agent_count_success(agent, "chekout", "x.example.com"),
+           VANTAGE_ERR_UNKNOWN_SERVICE);
     EXPECT(vantage_agent_count_success(agent, NULL, "x.example.com"), VANTAGE_ERR_INVALID_ARGUMENT);
     EXPECT(vantage_agent_stats(agent, NULL), VANTAGE_ERR_INVALID_ARGUMENT);
     vantage_stats st;
@@ -525,6 +536,53 @@ static int mode_bench(const char *config_file, const char *data_dir, long n) {
     return 0;
 }
 
+/* Delivery fails: the stats, the message and the log callback name the cause. */
+static int log_warnings = 0;
+static char last_log[512];
+
+static void on_log(int level, const char *message, void *user_data) {
+    (void)user_data;
+    if (level == VANTAGE_LOG_WARN) log_warnings++;
+    snprintf(last_log, sizeof last_log, "%s", message);
+}
+
+static int mode_diagnose(const char *config_file, const char *data_dir, const char *label) {
+    vantage_set_log_callback(on_log, NULL);
+    vantage_agent *agent = make_agent(config_file, data_dir, 0);
+    EXPECT(vantage_agent_set_consent(agent, true), VANTAGE_OK);
+    vantage_failure f = failure("checkout", "api.example.com");
+    f.domain = "posix";
+    f.code = ECONNREFUSED;
+    EXPECT(vantage_agent_record(agent, &f), VANTAGE_OK);
+    uint64_t left = 0;
+    EXPECT(vantage_agent_flush(agent, 2500, &left), VANTAGE_ERR_TIMEOUT);
+    CHECK(left == 1, "undelivered %llu", (unsigned long long)left);
+    vantage_stats s = stats(agent);
+    CHECK(strcmp(s.last_delivery_error, label) == 0, "last_delivery_error '%s', expected '%s'",
+          s.last_delivery_error, label);
+    CHECK(s.delivery_failures >= 1, "delivery_failures %llu",
+          (unsigned long long)s.delivery_failures);
+    /* An older caller's struct (without the new fields) still works. */
+    vantage_stats old;
+    memset(&old, 0x5a, sizeof old);
+    old.struct_size = (uint32_t)offsetof(vantage_stats, last_delivery_error);
+    EXPECT(vantage_agent_stats(agent, &old), VANTAGE_OK);
+    CHECK(old.recorded == 1 && old.last_delivery_error[0] == 0x5a, "old-size stats overwritten");
+    size_t needed = 0;
+    EXPECT(vantage_agent_last_delivery_error(agent, NULL, 0, &needed), VANTAGE_OK);
+    CHECK(needed > strlen(label), "needed %zu", needed);
+    char message[512];
+    EXPECT(vantage_agent_last_delivery_error(agent, message, sizeof message, &needed), VANTAGE_OK);
+    CHECK(strncmp(message, label, strlen(label)) == 0, "message '%s'", message);
+    CHECK(log_warnings == 1, "%d warnings logged (one per change of cause expected)",
+          log_warnings);
+    CHECK(strstr(last_log, label) != NULL, "log line '%s'", last_log);
+    vantage_agent_free(agent);
+    vantage_set_log_callback(NULL, NULL);
+    printf("ok diagnose %s\n%s\n", s.last_delivery_error, message);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s <mode> <config-file> <data-dir> [args]\n", argv[0]);
@@ -535,6 +593,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "domains") == 0) return mode_domains(config, dir);
     if (strcmp(mode, "host") == 0 && argc == 5) return mode_host(config, dir, atoi(argv[4]));
     if (strcmp(mode, "bad-args") == 0) return mode_bad_args(config, dir);
+    if (strcmp(mode, "diagnose") == 0 && argc == 5) return mode_diagnose(config, dir, argv[4]);
     if (strcmp(mode, "threads") == 0 && argc == 6)
         return mode_threads(config, dir, atoi(argv[4]), atol(argv[5]));
     if (strcmp(mode, "bench") == 0 && argc == 5) return mode_bench(config, dir, atol(argv[4]));

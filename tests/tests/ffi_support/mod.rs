@@ -173,6 +173,43 @@ impl Setup {
         dir: &str,
         args: &[&str],
     ) -> String {
+        self.run_with(None, wrapper, program, mode, dir, args)
+    }
+
+    /// A copy of the agent config with the collector URL and CA file replaced.
+    #[allow(dead_code)] // not every test file that shares this module uses it
+    pub fn config_for(&self, name: &str, url: &str, ca_pem: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config_file).unwrap();
+        let ca_file = self.tmp.path().join(format!("{name}-ca.pem"));
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("url = ") {
+                    format!("url = \"{url}\"")
+                } else if l.starts_with("extra_ca_files") {
+                    format!("extra_ca_files = [\"{}\"]", ca_file.display())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = self.tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// [`Setup::run`] with another config file (`None`: the setup's own).
+    pub fn run_with(
+        &self,
+        config: Option<&Path>,
+        wrapper: &[&str],
+        program: &Path,
+        mode: &str,
+        dir: &str,
+        args: &[&str],
+    ) -> String {
         let (cmd, pre) = match wrapper.split_first() {
             Some((first, rest)) => (PathBuf::from(first), rest.to_vec()),
             None => (program.to_owned(), Vec::new()),
@@ -182,7 +219,7 @@ impl Setup {
         if !wrapper.is_empty() {
             c.arg(program);
         }
-        c.arg(mode).arg(&self.config_file).arg(self.data_dir(dir)).args(args);
+        c.arg(mode).arg(config.unwrap_or(&self.config_file)).arg(self.data_dir(dir)).args(args);
         let started = std::time::Instant::now();
         let out: Output = c.stdin(Stdio::null()).output().unwrap();
         eprintln!("{} {mode}: {:?}", program.display(), started.elapsed());

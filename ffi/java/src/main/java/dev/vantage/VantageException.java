@@ -29,6 +29,8 @@ public final class VantageException extends RuntimeException {
         QUEUE_FULL(-8),
         /** A call for the other delivery mode. */
         WRONG_MODE(-9),
+        /** A service id the config does not list (the message names it). */
+        UNKNOWN_SERVICE(-10),
         /** A code this version of the binding does not know. */
         UNKNOWN(Integer.MIN_VALUE);
 
