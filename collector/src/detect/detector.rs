@@ -329,7 +329,8 @@ impl Detector {
             }
             for (index, (state, w)) in t.states.iter_mut().zip(ws).enumerate() {
                 let is_service = *part == Part::Service && index == 0;
-                let verdict = judge_window(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
+                let verdict =
+                    judge_window(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
                 if is_service {
                     parent = Some((name.clone(), verdict.failure_score, state.alert.is_some()));
                 }
@@ -407,7 +408,10 @@ impl Detector {
                     // resolve score, not the fire score: an incident still below the evidence
                     // floors (few clients yet, a slow gray failure) must not be learned while
                     // it builds up (spikebench: gray-failure recall 7/8 -> 8/8).
-                    let odd = verdict.failure_score >= cfg.resolve_score;
+                    // Keys failing behind few networks (the per-client test alone) are odd too:
+                    // an attacker's burst is neither paged nor learned.
+                    let odd = verdict.failure_score >= cfg.resolve_score
+                        || verdict.client_score >= cfg.resolve_score;
                     if odd && warm && state.frozen < FREEZE_LIMIT {
                         state.frozen += 1;
                     } else if global_ok {
@@ -775,4 +779,3 @@ impl Detector {
         out
     }
 }
-
