@@ -9,10 +9,10 @@
 pub mod alert_sink;
 pub mod collector_proc;
 pub mod dns_server;
+pub mod sim;
 pub mod nats;
 pub mod netns;
 pub mod receiver;
-pub mod sim;
 pub mod spikebench;
 pub mod tls;
 pub mod vectors;

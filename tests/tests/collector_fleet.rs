@@ -22,8 +22,8 @@ use vantage_collector::open::CollectorKey;
 use vantage_collector::server::Collector;
 use vantage_tests::alert_sink::AlertSink;
 use vantage_tests::collector_proc::HttpClient;
-use vantage_tests::nats::{NatsServer, free_port};
 use vantage_tests::sim::{ClientInfo, FAST_DETECTOR_TOML, Population, PopulationConfig};
+use vantage_tests::nats::{NatsServer, free_port};
 
 const STEP: Duration = Duration::from_millis(500);
 
