@@ -583,14 +583,14 @@ pub fn sweep_table(reports: &[Report]) -> String {
     let mut s = String::new();
     let seeds: Vec<String> = reports.iter().map(|r| r.seed.to_string()).collect();
     let _ = writeln!(s, "sweep over {} seeds: {}", reports.len(), seeds.join(" "));
-    let _ = writeln!(s, "{:<26} {:>9} {:>9} {:>9} {:>5}", "metric", "min", "median", "max", "runs");
+    let _ = writeln!(s, "{:<30} {:>9} {:>9} {:>9} {:>5}", "metric", "min", "median", "max", "runs");
     let names: Vec<&str> =
         reports.first().map(|r| r.metrics().iter().map(|m| m.0).collect()).unwrap_or_default();
     for (i, name) in names.iter().enumerate() {
         let xs: Vec<f64> =
             reports.iter().map(|r| r.metrics()[i].1).filter(|v| !v.is_nan()).collect();
         let q = |p: f64| quantile(&xs, p).map_or("-".to_owned(), |v| format!("{v:.1}"));
-        let _ = writeln!(s, "{name:<26} {:>9} {:>9} {:>9} {:>5}", q(0.0), q(0.5), q(1.0), xs.len());
+        let _ = writeln!(s, "{name:<30} {:>9} {:>9} {:>9} {:>5}", q(0.0), q(0.5), q(1.0), xs.len());
     }
     let goals: Vec<Vec<(String, bool)>> = reports.iter().map(Report::goals).collect();
     let n_goals = goals.first().map_or(0, Vec::len);
