@@ -30,7 +30,7 @@ use vantage_agent::report::UnixMillis;
 
 use crate::detect::{
     Alert, AlertEvent, AlertKind, AlertState, Detector, DetectorConfig, DetectorSnapshot,
-    SeriesPoint, SliceDim, SliceKey,
+    FailureGroup, SeriesPoint, SliceDim, SliceKey,
 };
 use crate::model::{Country, StoredReport, StoredTargets};
 use crate::notify::{Notifier, NotifierHandle, NotifyConfig, Outbox, slice_label};
@@ -538,7 +538,7 @@ impl Alerting {
         })
     }
 
-    /// `GET /v1/series?service=..[&dim=asn|country&key=..]`: `Err` is a 404 message.
+    /// `GET /v1/series?service=..[&dim=group|asn|country&key=..]`: `Err` is a 404 message.
     pub fn series_json(&self, slice: &SliceKey) -> Result<Value, String> {
         let points: Vec<SeriesPoint> =
             self.detector().series(slice).ok_or_else(|| format!("no data for slice {slice}"))?;
@@ -591,11 +591,18 @@ pub fn parse_series_query(query: &str) -> Result<SliceKey, String> {
             })?;
             SliceDim::Country(c.as_str().to_owned())
         }
-        (Some("asn" | "country"), None) => {
+        (Some("group"), Some(k)) => {
+            SliceDim::Group(FailureGroup::ALL.into_iter().find(|g| g.as_str() == k).ok_or_else(
+                || format!("parameter `key`: {k:?} is not a failure group (dns, tcp, tls, http)"),
+            )?)
+        }
+        (Some("asn" | "country" | "group"), None) => {
             return Err("parameter `key` is needed with `dim`".into());
         }
         (Some(other), _) => {
-            return Err(format!("parameter `dim`: {other:?} is not one of service, asn, country"));
+            return Err(format!(
+                "parameter `dim`: {other:?} is not one of service, group, asn, country"
+            ));
         }
     };
     Ok(SliceKey::new(service, dim))
@@ -740,6 +747,15 @@ mod tests {
         assert_eq!(
             parse_series_query("service=shop&dim=country&key=de").unwrap(),
             SliceKey::new("shop", SliceDim::Country("DE".into()))
+        );
+        assert_eq!(
+            parse_series_query("service=shop&dim=group&key=dns").unwrap(),
+            SliceKey::new("shop", SliceDim::Group(FailureGroup::Dns))
+        );
+        assert!(
+            parse_series_query("service=shop&dim=group&key=quic")
+                .unwrap_err()
+                .contains("failure group")
         );
         assert!(parse_series_query("").unwrap_err().contains("`service`"));
         assert!(parse_series_query("service=shop&dim=asn").unwrap_err().contains("`key`"));

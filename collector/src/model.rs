@@ -134,6 +134,16 @@ impl fmt::Debug for NetTagKey {
 /// Who sent a report: the agent's public key, or nothing for browser NEL reports.
 pub type ClientKey = [u8; 32];
 
+/// The stand-in client key of browser (NEL) counts from network `net`: NEL is
+/// unauthenticated, so the browsers behind one network tag are one client, and the detector
+/// files these counts with that network's failure reports (which carry no key).
+pub fn nel_client_key(net: NetTag) -> ClientKey {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(b"vantage-nel-net\0");
+    key[16..24].copy_from_slice(&net.0.to_be_bytes());
+    key
+}
+
 /// One accepted failure report, as stored and as fed to detection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredReport {

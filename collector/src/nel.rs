@@ -28,9 +28,13 @@
 //! - **Ids** are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a
 //!   replayed upload yields the same ids (and the store drops it by its digest), while two
 //!   entries of one upload never share an id.
-//! - Entries of another Reporting API type (`deprecation`, `csp-violation`, ...) and NEL
-//!   success reports (`type: "ok"`) are skipped and counted, not refused: one browser upload
-//!   may mix report types.
+//! - Entries of another Reporting API type (`deprecation`, `csp-violation`, ...) are skipped
+//!   and counted, not refused: one browser upload may mix report types. NEL success reports
+//!   (`type: "ok"`) are kept as [`NelOk`]: they become success counts, scaled up by their
+//!   sampling fraction, so browser traffic has failure ratios.
+//! - **Service** is what [`NelServices`] maps the host to: a configured host pattern, else the
+//!   registrable domain (`missing.nel.test` belongs to `nel.test`), with a cap on how many
+//!   services unknown domains can mint.
 //! - One malformed `network-error` entry refuses the whole upload with an error that names the
 //!   field (`reports[2].body.type: missing`): a browser that sends such a thing is broken or
 //!   hostile, and a partial accept would hide it.
@@ -90,15 +94,37 @@ pub struct NelEntry {
     pub sample_ppm: u32,
 }
 
-/// One parsed upload: the failure entries and what was skipped.
+/// One `network-error` success entry (`type: "ok"`): it counts as an attempt that succeeded,
+/// scaled up by its sampling rate, so browser traffic has failure ratios.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NelOk {
+    /// Position of the entry in the upload.
+    pub index: usize,
+    /// Milliseconds between the request and the upload (`age`).
+    pub age_ms: u64,
+    /// The origin's host; nothing else of the URL.
+    pub host: Host,
+    /// `sampling_fraction` in parts per million, in `1..=1_000_000`.
+    pub sample_ppm: u32,
+}
+
+/// One parsed upload: the failure entries, the success entries and what was skipped.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NelUpload {
     /// One entry per `network-error` failure, in upload order.
     pub entries: Vec<NelEntry>,
+    /// One entry per `network-error` success (`type: "ok"`), in upload order.
+    pub ok: Vec<NelOk>,
     /// Entries skipped because they are not `network-error` reports (other Reporting API types).
     pub other_types: usize,
-    /// `network-error` entries skipped because they report a success (`type: "ok"`).
+    /// `network-error` success entries (`type: "ok"`): not failure reports, counted in `ok`.
     pub successes: usize,
+}
+
+/// A parsed `network-error` entry.
+enum Parsed {
+    Failure(NelEntry),
+    Ok(NelOk),
 }
 
 /// Parses one upload: the failure entries, and counts of the entries that were skipped.
@@ -116,7 +142,8 @@ pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
             &format!("{} entries, at most {MAX_REPORTS_PER_UPLOAD}", entries.len()),
         ));
     }
-    let mut upload = NelUpload { entries: Vec::new(), other_types: 0, successes: 0 };
+    let mut upload =
+        NelUpload { entries: Vec::new(), ok: Vec::new(), other_types: 0, successes: 0 };
     for (index, entry) in entries.iter().enumerate() {
         let at = format!("reports[{index}]");
         let Value::Object(entry) = entry else {
@@ -127,19 +154,18 @@ pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
             continue;
         }
         match parse_entry(entry, &at, index)? {
-            Some(entry) => upload.entries.push(entry),
-            None => upload.successes += 1,
+            Parsed::Failure(entry) => upload.entries.push(entry),
+            Parsed::Ok(ok) => {
+                upload.successes += 1;
+                upload.ok.push(ok);
+            }
         }
     }
     Ok(upload)
 }
 
-/// One `network-error` entry; `None` for a success report.
-fn parse_entry(
-    entry: &Map<String, Value>,
-    at: &str,
-    index: usize,
-) -> Result<Option<NelEntry>, NelError> {
+/// One `network-error` entry, a failure or a success.
+fn parse_entry(entry: &Map<String, Value>, at: &str, index: usize) -> Result<Parsed, NelError> {
     let age_ms = non_negative(entry, at, "age")?;
     let url = string(entry, at, "url")?;
     let host = origin_host(url).map_err(|reason| malformed(&format!("{at}.url"), reason))?;
@@ -152,7 +178,8 @@ fn parse_entry(
 
     let type_label = label(body, &body_at, "type")?;
     if type_label == "ok" {
-        return Ok(None);
+        let sample_ppm = sampling(body, &body_at)?;
+        return Ok(Parsed::Ok(NelOk { index, age_ms, host, sample_ppm }));
     }
     let error_type = ErrorType::from_label(type_label)
         .map_err(|_| malformed(&format!("{body_at}.type"), "not a NEL type label"))?;
@@ -160,12 +187,7 @@ fn parse_entry(
         malformed(&format!("{body_at}.phase"), "not dns, connection or application")
     })?;
 
-    let fraction = number(body, &body_at, "sampling_fraction")?;
-    if fraction <= 0.0 || fraction > 1.0 {
-        return Err(malformed(&format!("{body_at}.sampling_fraction"), "not in (0, 1]"));
-    }
-    // Invariant: fraction is in (0, 1], so the product is in (0, 1e6] and fits a u32.
-    let sample_ppm = ((fraction * 1_000_000.0).round() as u32).clamp(1, 1_000_000);
+    let sample_ppm = sampling(body, &body_at)?;
 
     let elapsed = non_negative(body, &body_at, "elapsed_time")?;
     let elapsed_ms = u32::try_from(elapsed).unwrap_or(u32::MAX);
@@ -179,7 +201,135 @@ fn parse_entry(
     let status =
         (phase == Phase::Application && (100..=599).contains(&status)).then_some(status as u16);
 
-    Ok(Some(NelEntry { index, age_ms, host, phase, error_type, status, elapsed_ms, sample_ppm }))
+    Ok(Parsed::Failure(NelEntry {
+        index,
+        age_ms,
+        host,
+        phase,
+        error_type,
+        status,
+        elapsed_ms,
+        sample_ppm,
+    }))
+}
+
+/// `sampling_fraction` in parts per million.
+fn sampling(body: &Map<String, Value>, body_at: &str) -> Result<u32, NelError> {
+    let fraction = number(body, body_at, "sampling_fraction")?;
+    if fraction <= 0.0 || fraction > 1.0 {
+        return Err(malformed(&format!("{body_at}.sampling_fraction"), "not in (0, 1]"));
+    }
+    // Invariant: fraction is in (0, 1], so the product is in (0, 1e6] and fits a u32.
+    Ok(((fraction * 1_000_000.0).round() as u32).clamp(1, 1_000_000))
+}
+
+/// Service of browser reports whose host maps to no configured service once
+/// [`NelServices`] has minted its maximum of services from unknown domains.
+pub const OTHER_SERVICE: &str = "nel-other";
+
+/// Services minted from unknown domains by default (see [`NelServices::new`]).
+pub const DEFAULT_MAX_MINTED: usize = 100;
+
+/// One configured mapping: reports for `hosts` belong to service `id`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NelServiceRule {
+    /// Service id the reports are filed under.
+    pub id: String,
+    /// Host patterns: `shop.example` (that host) or `*.shop.example` (its subdomains).
+    pub hosts: Vec<String>,
+}
+
+/// Maps the host of a browser report to a service: the first configured rule whose pattern
+/// matches, else the host's registrable domain (public suffix list; an IP literal stays
+/// itself), so `missing.nel.test` and `www.nel.test` land in the series of `nel.test`.
+///
+/// Unknown domains cannot mint services without bound: past `max_minted` distinct ones, reports
+/// go to [`OTHER_SERVICE`] and are counted ([`NelServices::refused`]).
+#[derive(Debug)]
+pub struct NelServices {
+    rules: Vec<(String, Vec<String>)>,
+    max_minted: usize,
+    minted: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl Default for NelServices {
+    fn default() -> Self {
+        NelServices {
+            rules: Vec::new(),
+            max_minted: DEFAULT_MAX_MINTED,
+            minted: std::sync::Mutex::default(),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl NelServices {
+    /// The map of `rules` (checked: ids and patterns must be non-empty host names, a
+    /// wildcard only as a leading `*.`), minting at most `max_minted` unknown services.
+    /// The error names the rule and the pattern.
+    pub fn new(rules: &[NelServiceRule], max_minted: usize) -> Result<NelServices, String> {
+        let mut out = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.id.trim().is_empty() {
+                return Err(format!("nel.services[{i}].id: empty"));
+            }
+            if rule.hosts.is_empty() {
+                return Err(format!("nel.services[{i}].hosts: empty (give at least one host)"));
+            }
+            let mut patterns = Vec::new();
+            for h in &rule.hosts {
+                let bare = h.strip_prefix("*.").unwrap_or(h);
+                let valid = !bare.is_empty()
+                    && !bare.contains('*')
+                    && Host::parse(bare)
+                        .is_ok_and(|host| host.as_str() == bare.to_ascii_lowercase());
+                if !valid {
+                    return Err(format!(
+                        "nel.services[{i}].hosts: {h:?} is not a host name or *.host name pattern"
+                    ));
+                }
+                patterns.push(h.to_ascii_lowercase());
+            }
+            out.push((rule.id.clone(), patterns));
+        }
+        Ok(NelServices { rules: out, max_minted, ..NelServices::default() })
+    }
+
+    /// The service of a report for `host`.
+    pub fn service_for(&self, host: &str) -> String {
+        let host = host.to_ascii_lowercase();
+        for (id, patterns) in &self.rules {
+            let hit = patterns.iter().any(|p| match p.strip_prefix("*.") {
+                Some(domain) => {
+                    host.len() > domain.len() + 1
+                        && host.ends_with(domain)
+                        && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+                }
+                None => *p == host,
+            });
+            if hit {
+                return id.clone();
+            }
+        }
+        let domain = crate::domains::registrable_domain(&host).unwrap_or(host);
+        let mut minted = self.minted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if minted.contains(&domain) {
+            return domain;
+        }
+        if minted.len() < self.max_minted {
+            minted.insert(domain.clone());
+            return domain;
+        }
+        self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OTHER_SERVICE.to_owned()
+    }
+
+    /// Reports filed under [`OTHER_SERVICE`] because the minting cap was reached.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The host of an `http(s)` URL; everything else of the URL is dropped.
@@ -243,7 +393,7 @@ mod tests {
 
     /// Parses and maps, as the ingest path does.
     fn parse_reports(body: &[u8], ctx: &NelContext) -> Result<Vec<StoredReport>, NelError> {
-        Ok(nel_batch(body, parse_upload(body)?, ctx).reports)
+        Ok(nel_batch(body, parse_upload(body)?, ctx, &NelServices::default()).reports)
     }
 
     fn ctx() -> NelContext {
@@ -358,6 +508,61 @@ mod tests {
         assert_eq!(upload.entries.len(), 1);
         assert_eq!(upload.entries[0].error_type, ErrorType::TcpTimedOut);
         assert_eq!(parse_upload(b"[]").unwrap().entries, vec![]);
+    }
+
+    #[test]
+    fn successes_become_scaled_counts_and_hosts_map_to_their_registrable_domain() {
+        let mut ok = entry("application", "ok", 200);
+        ok["body"]["type"] = json!("ok");
+        ok["url"] = json!("https://www.nel.test/");
+        let mut dns = entry("dns", "dns.name_not_resolved", 0);
+        dns["url"] = json!("https://missing.nel.test/x?y=1");
+        dns["body"]["sampling_fraction"] = json!(1.0);
+        let body = bytes(&json!([ok, dns]));
+        let services = NelServices::default();
+        let batch = nel_batch(&body, parse_upload(&body).unwrap(), &ctx(), &services);
+        assert_eq!(batch.reports.len(), 1);
+        assert_eq!(batch.reports[0].service, "nel.test");
+        assert_eq!(batch.reports[0].host, "missing.nel.test");
+        // One count per entry: the success weighs 1 / 0.25, the failure 1.
+        assert_eq!(batch.targets.len(), 2);
+        let ok_t = batch.targets.iter().find(|t| t.successes > 0).unwrap();
+        assert_eq!((ok_t.attempts, ok_t.successes), (4, 4));
+        assert_eq!(ok_t.service, "nel.test");
+        let fail_t = batch.targets.iter().find(|t| t.successes == 0).unwrap();
+        assert_eq!((fail_t.attempts, fail_t.service.as_str()), (1, "nel.test"));
+        assert_eq!(fail_t.client, crate::model::nel_client_key(NetTag(0x1234)));
+        // A bad sampling fraction on a success is refused like on a failure.
+        let mut bad = entry("application", "ok", 200);
+        bad["body"]["type"] = json!("ok");
+        bad["body"]["sampling_fraction"] = json!(0);
+        assert_eq!(err(&json!([bad])), "reports[0].body.sampling_fraction: not in (0, 1]");
+    }
+
+    #[test]
+    fn configured_patterns_win_and_unknown_domains_are_capped() {
+        let rule = |id: &str, hosts: &[&str]| NelServiceRule {
+            id: id.into(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let s = NelServices::new(&[rule("shop", &["example.com", "*.example.com"])], 2).unwrap();
+        assert_eq!(s.service_for("example.com"), "shop");
+        assert_eq!(s.service_for("A.B.Example.com"), "shop");
+        assert_eq!(s.service_for("notexample.com"), "notexample.com");
+        assert_eq!(s.service_for("www.other.co.uk"), "other.co.uk");
+        // The cap: two minted already; a third unknown domain goes to the shared bucket.
+        assert_eq!(s.service_for("third.example.org"), OTHER_SERVICE);
+        assert_eq!(s.service_for("notexample.com"), "notexample.com");
+        assert_eq!(s.refused(), 1);
+        assert_eq!(s.service_for("192.0.2.1"), OTHER_SERVICE);
+        let e = NelServices::new(&[rule("x", &["*.*.example"])], 1).unwrap_err();
+        assert_eq!(
+            e,
+            "nel.services[0].hosts: \"*.*.example\" is not a host name or *.host name pattern"
+        );
+        let e = NelServices::new(&[rule("", &["a.example"])], 1).unwrap_err();
+        assert_eq!(e, "nel.services[0].id: empty");
+        assert!(NelServices::new(&[rule("x", &[])], 1).unwrap_err().contains("hosts: empty"));
     }
 
     #[test]

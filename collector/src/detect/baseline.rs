@@ -132,11 +132,16 @@ mod slots_serde {
 
 impl Baseline {
     /// Folds a quiet window in.
+    ///
+    /// Robust to crowded networks: the per-client ratio and the failing-client count are
+    /// learned with each network's say capped ([`SliceWindow::capped`]), so keys behind one
+    /// /24 (or a handful) cannot move what the next window is judged against.
     pub(crate) fn update(&mut self, w: &SliceWindow, now_ms: u64, alpha: f64) {
-        self.clients.update(f64::from(w.clients.n), w.clients.mean(), w.clients.var(), alpha);
+        let c = &w.capped;
+        self.clients.update(f64::from(c.n), c.mean(), c.var(), alpha);
         self.nets.update(f64::from(w.nets.n), w.nets.mean(), w.nets.var(), alpha);
         let u = self.updates;
-        ewma(&mut self.failing_clients, f64::from(w.failing_clients), alpha, u);
+        ewma(&mut self.failing_clients, f64::from(w.failing_capped), alpha, u);
         ewma(&mut self.failing_nets, f64::from(w.failing_nets), alpha, u);
         // Volume learns growth at most 2x (+5) per window, so a burst of extra keys (a flood,
         // a flush) cannot lift the baseline far enough to look like silence when it stops.
@@ -170,12 +175,12 @@ impl Baseline {
             self.sums = HourSums::default();
         }
         self.sums.hour = hour;
-        if w.clients.n > 0 {
-            self.sums.ratio += w.clients.mean();
+        if w.capped.n > 0 {
+            self.sums.ratio += w.capped.mean();
             self.sums.ratio_n += 1;
         }
         self.sums.active_clients += f64::from(w.active_clients);
-        self.sums.failing_clients += f64::from(w.failing_clients);
+        self.sums.failing_clients += f64::from(w.failing_capped);
         self.sums.n += 1;
     }
 
@@ -206,6 +211,8 @@ mod tests {
             failing_clients: failing,
             failing_nets: failing,
             top_net_failing: 0,
+            capped: unit,
+            failing_capped: failing,
         }
     }
 

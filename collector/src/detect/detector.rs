@@ -40,8 +40,10 @@ impl Detector {
     fn client_id(&self, client: Option<&[u8; 32]>, net: NetTag) -> u64 {
         let seed = self.config.hash_seed.to_be_bytes();
         match client {
-            Some(key) => fnv1a64(&[&seed, b"agent", key]),
-            None => fnv1a64(&[&seed, b"nel", &net.0.to_be_bytes()]),
+            // Browser counts carry their network's stand-in key: the same client as the
+            // network's failure reports, which carry none.
+            Some(key) if *key != nel_client_key(net) => fnv1a64(&[&seed, b"agent", key]),
+            _ => fnv1a64(&[&seed, b"nel", &net.0.to_be_bytes()]),
         }
     }
 
@@ -173,7 +175,10 @@ impl Detector {
         let received = targets.received_at.0;
         self.high_water_ms = self.high_water_ms.max(received);
         let client = self.client_id(Some(&targets.client), targets.net);
+        // Browser counts are dated by their own age; only agents buffer and flush.
+        let nel = targets.client == nel_client_key(targets.net);
         let flushing = match self.clients.get(&client).copied() {
+            _ if nel => false,
             Some((last, _)) if last.saturating_add(self.config.client_gap_ms) < received => {
                 self.clients.insert(client, (received, received + self.config.flush_grace_ms));
                 true
@@ -310,18 +315,20 @@ impl Detector {
         let mut parent: Option<(String, f64, bool)> = None;
         for (name, part, ws) in windows {
             let Some(t) = self.tracked_mut(name, *part) else { continue };
-            if let (Some(w), Some(state)) = (ws.first(), t.states.first()) {
+            // One series point per output (the slice, and a service's failure groups).
+            for (state, w) in t.states.iter_mut().zip(ws) {
                 let b = &state.baseline;
-                if t.history.len() >= HISTORY_POINTS {
-                    t.history.pop_front();
-                }
-                t.history.push_back(SeriesPoint {
+                let point = SeriesPoint {
                     t_ms: (cur + 1) * cfg.bucket_ms,
                     active_clients: w.active_clients,
                     failing_clients: w.failing_clients,
                     failure_ratio: (w.clients.n > 0).then_some(w.clients.mean() as f32),
                     baseline_ratio: (b.clients.weight > 0).then_some(b.clients.mean as f32),
-                });
+                };
+                if state.history.len() >= HISTORY_POINTS {
+                    state.history.pop_front();
+                }
+                state.history.push_back(point);
             }
             let full_window = cfg.window_buckets * cfg.bucket_ms;
             if t.first_data_ms == 0 || now_ms < t.first_data_ms.saturating_add(full_window) {
@@ -408,7 +415,10 @@ impl Detector {
                     // resolve score, not the fire score: an incident still below the evidence
                     // floors (few clients yet, a slow gray failure) must not be learned while
                     // it builds up (spikebench: gray-failure recall 7/8 -> 8/8).
-                    let odd = verdict.failure_score >= cfg.resolve_score;
+                    // Keys failing behind few networks (the per-client test alone) are odd too:
+                    // an attacker's burst is neither paged nor learned.
+                    let odd = verdict.failure_score >= cfg.resolve_score
+                        || verdict.client_score >= cfg.resolve_score;
                     if odd && warm && state.frozen < FREEZE_LIMIT {
                         state.frozen += 1;
                     } else if global_ok {
@@ -670,12 +680,20 @@ impl Detector {
 
     fn tracked_by_key(&self, slice: &SliceKey) -> Option<&Tracked> {
         let part = match &slice.dim {
-            SliceDim::Service => Part::Service,
+            SliceDim::Service | SliceDim::Group(_) => Part::Service,
             SliceDim::Asn(a) => Part::Asn(*a),
             SliceDim::Country(c) => Part::Country(Country::parse(c)?),
-            SliceDim::Group(_) => return None,
         };
         self.tracked(&slice.service, part)
+    }
+
+    /// The state of `slice` (a service's failure group is one of the service's outputs).
+    fn state_by_key(&self, slice: &SliceKey) -> Option<&SliceState> {
+        let index = match &slice.dim {
+            SliceDim::Group(g) => g.index() + 1,
+            _ => 0,
+        };
+        self.tracked_by_key(slice)?.states.get(index)
     }
 
     /// What a restart must not forget: every slice's baseline, the firing alerts and the
@@ -756,7 +774,7 @@ impl Detector {
     /// The evaluated windows of a data slice (service, ASN or country; not a failure group),
     /// oldest first, up to the last hour; `None` when the slice is not tracked.
     pub fn series(&self, slice: &SliceKey) -> Option<Vec<SeriesPoint>> {
-        Some(self.tracked_by_key(slice)?.history.iter().copied().collect())
+        Some(self.state_by_key(slice)?.history.iter().copied().collect())
     }
 
     /// The latest evaluated window of every tracked data slice, with the id of the alert
@@ -768,7 +786,9 @@ impl Detector {
                 .chain(sd.asns.iter().map(|(a, t)| (Part::Asn(*a), t)))
                 .chain(sd.countries.iter().map(|(c, t)| (Part::Country(*c), t)));
             for (part, t) in parts {
-                let Some(point) = t.history.back() else { continue };
+                let Some(point) = t.states.first().and_then(|s| s.history.back()) else {
+                    continue;
+                };
                 let alert = t.states.first().and_then(|s| s.alert.as_ref()).map(|a| a.id);
                 out.push((part.key(name, 0), *point, alert));
             }

@@ -49,6 +49,9 @@ pub(super) struct Verdict {
     pub(super) expected: f64,
     pub(super) excess_clients: f64,
     pub(super) silence_score: f64,
+    /// Evidence of the per-client test alone (no network agreement): a window where it is
+    /// high is suspicious (keys behind few networks failing) and is not learned.
+    pub(super) client_score: f64,
 }
 
 /// The failure and silence tests for one window against one baseline.
@@ -70,6 +73,10 @@ pub(super) fn judge_window(
         let n_n = f64::from(w.nets.n);
         let effect_c = v.observed - v.expected;
         let effect_n = w.nets.mean() - b.nets.mean;
+        if effect_c >= cfg.min_effect {
+            let zc = b.clients.z(n_c, v.observed, slot, cfg.min_unit_variance);
+            v.client_score = normal_upper_score(zc);
+        }
         if effect_c >= cfg.min_effect && effect_n >= cfg.min_effect {
             let zc = b.clients.z(n_c, v.observed, slot, cfg.min_unit_variance);
             let zn = b.nets.z(n_n, w.nets.mean(), 0.0, cfg.min_unit_variance);

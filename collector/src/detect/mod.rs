@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use vantage_agent::report::UnixMillis;
 use vantage_agent::taxonomy::Scope;
 
-use crate::model::{Country, Enrichment, NetTag, StoredReport, StoredTargets};
+use crate::model::{Country, Enrichment, NetTag, StoredReport, StoredTargets, nel_client_key};
 
 pub use alert::{Alert, AlertEvent, AlertId, AlertKind, AlertState};
 pub use slice::{FailureGroup, SliceDim, SliceKey};
@@ -224,6 +224,8 @@ struct SliceState {
     frozen: u32,
     /// Consecutive evaluations a candidate waited for its rising parent.
     held: u32,
+    /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
+    history: VecDeque<SeriesPoint>,
 }
 
 /// Evaluations a child candidate waits for its rising service-wide parent.
@@ -249,8 +251,6 @@ struct Tracked {
     late: BTreeMap<u64, IdMap<u64, LateCell>>,
     late_last_ms: u64,
     states: Vec<SliceState>,
-    /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
-    history: VecDeque<SeriesPoint>,
     /// When the slice's first current data arrived (0: none yet). Until a whole window has
     /// passed since, its windows are partial (quick failure reports, not yet the slower success
     /// counts), so they are neither judged nor learned from.
@@ -297,7 +297,6 @@ impl Tracked {
             late: BTreeMap::new(),
             late_last_ms: 0,
             states: (0..outputs).map(|_| SliceState::default()).collect(),
-            history: VecDeque::new(),
             first_data_ms: 0,
         }
     }
@@ -529,6 +528,12 @@ mod tests {
         assert!(last.baseline_ratio.unwrap() < 0.05, "{last:?}");
         assert!(series.len() > 100 && series.len() <= HISTORY_POINTS);
         assert!(series.windows(2).all(|w| w[0].t_ms < w[1].t_ms));
+        // Each failure group has its own series under the service.
+        let groups: Vec<Vec<SeriesPoint>> = FailureGroup::ALL
+            .iter()
+            .map(|g| f.det.series(&SliceKey::new("shop", SliceDim::Group(*g))).unwrap())
+            .collect();
+        assert!(groups.iter().all(|g| g.len() == series.len()));
         let latest = f.det.latest();
         let shop = latest.iter().find(|(k, _, _)| *k == SliceKey::service("shop")).unwrap();
         assert_eq!(shop.2, Some(paging[0].id));

@@ -139,12 +139,22 @@ pub(crate) struct SliceWindow {
     /// Failing clients behind the network with the most of them: evidence that one /24 can
     /// carry alone, which the floors leave out.
     pub(crate) top_net_failing: u32,
+    /// Per-client ratios with each network's say capped at [`NET_CAP`] clients (a network
+    /// with more clients votes its clients' mean with weight `NET_CAP`): what the baseline
+    /// learns, so one /24 full of keys cannot move it.
+    pub(crate) capped: UnitStats,
+    /// Failing clients with at most [`NET_CAP`] counted per network (what the baseline learns).
+    pub(crate) failing_capped: u32,
 }
+
+/// Most clients one network counts for in what a baseline learns ([`SliceWindow::capped`]).
+pub(crate) const NET_CAP: u32 = 4;
 
 /// Per-network sums while summarising a window.
 #[derive(Default)]
 pub(crate) struct NetAgg {
     sum: [f64; GROUP_SLOTS],
+    sum_sq: [f64; GROUP_SLOTS],
     n: u32,
     failing: [u32; GROUP_SLOTS],
 }
@@ -274,6 +284,7 @@ pub(crate) fn summarise(
             if let Some(r) = cell.ratio(i) {
                 w.clients.add(r);
                 net.sum[i] += r;
+                net.sum_sq[i] += r * r;
             }
             if cell.failing(i) {
                 w.failing_clients += 1;
@@ -285,7 +296,13 @@ pub(crate) fn summarise(
         for (i, w) in windows.iter_mut().enumerate() {
             if net.n > 0 {
                 w.nets.add(net.sum[i] / f64::from(net.n));
+                let kept = net.n.min(NET_CAP);
+                let scale = f64::from(kept) / f64::from(net.n);
+                w.capped.n += kept;
+                w.capped.sum += scale * net.sum[i];
+                w.capped.sum_sq += scale * net.sum_sq[i];
             }
+            w.failing_capped += net.failing[i].min(NET_CAP);
             if net.failing[i] > 0 {
                 w.failing_nets += 1;
                 w.top_net_failing = w.top_net_failing.max(net.failing[i]);
@@ -413,6 +430,11 @@ mod tests {
         assert!((w.clients.mean() - 100.0 / 110.0).abs() < 1e-9);
         // Per network: ten at 0, one at 1.
         assert!((w.nets.mean() - 1.0 / 11.0).abs() < 1e-9);
+        // What a baseline learns: the crowded network counts as NET_CAP clients.
+        let cap = f64::from(NET_CAP);
+        assert_eq!(w.capped.n, 10 + NET_CAP);
+        assert!((w.capped.mean() - cap / (10.0 + cap)).abs() < 1e-9, "{:?}", w.capped);
+        assert_eq!(w.failing_capped, NET_CAP);
     }
 
     #[test]

@@ -12,8 +12,10 @@
 use ring::digest;
 use vantage_agent::report::UnixMillis;
 
-use crate::model::{Enrichment, IngestBatch, NetTag, Source, StoredReport, StoredTargets};
-use crate::nel::NelUpload;
+use crate::model::{
+    Enrichment, IngestBatch, NetTag, Source, StoredReport, StoredTargets, nel_client_key,
+};
+use crate::nel::{NelServices, NelUpload};
 use crate::open::Opened;
 
 /// What the ingest path knows about an upload besides its body.
@@ -93,25 +95,53 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
 
 /// A parsed browser upload as stored, deduplicated by the digest of its body.
 ///
-/// Service is the origin's host; scope and network are unknown (the browser delivers after
-/// the fact, possibly over another network); client is `None` (NEL is unauthenticated). Ids
+/// Service is what `services` maps the origin's host to (a configured service, else the
+/// registrable domain); scope and network are unknown (the browser delivers after the fact,
+/// possibly over another network); client is `None` (NEL is unauthenticated). Every entry,
+/// failure or success (`ok`), also counts as attempts (1 / its sampling fraction, rounded) in
+/// a [`StoredTargets`] of the network's stand-in client ([`nel_client_key`]), successes for
+/// `ok`, so browser traffic has failure ratios. Ids
 /// are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a replayed
 /// upload yields the same ids while two entries of one upload never share one.
-pub(crate) fn nel_batch(body: &[u8], upload: NelUpload, ctx: &NelContext) -> IngestBatch {
+pub(crate) fn nel_batch(
+    body: &[u8],
+    upload: NelUpload,
+    ctx: &NelContext,
+    services: &NelServices,
+) -> IngestBatch {
     let body_digest = digest::digest(&digest::SHA256, body);
     let mut d = [0u8; 32];
     d.copy_from_slice(body_digest.as_ref());
+    let weight = |ppm: u32| (1_000_000 + u64::from(ppm) / 2) / u64::from(ppm.max(1));
+    let target = |service: &str, host: &str, age_ms: u64, ppm: u32, ok: bool| StoredTargets {
+        received_at: ctx.received_at,
+        event_at: UnixMillis(ctx.received_at.0.saturating_sub(age_ms)),
+        service: service.to_owned(),
+        host: host.to_owned(),
+        attempts: weight(ppm),
+        successes: if ok { weight(ppm) } else { 0 },
+        client: nel_client_key(ctx.net),
+        net: ctx.net,
+        enrichment: ctx.enrichment.clone(),
+    };
+    let mut targets = Vec::new();
+    for ok in &upload.ok {
+        let service = services.service_for(ok.host.as_str());
+        targets.push(target(&service, ok.host.as_str(), ok.age_ms, ok.sample_ppm, true));
+    }
     let reports = upload
         .entries
         .into_iter()
         .map(|e| {
             let host = e.host.as_str().to_owned();
+            let service = services.service_for(&host);
+            targets.push(target(&service, &host, e.age_ms, e.sample_ppm, false));
             StoredReport {
                 id: report_id(&d, e.index),
                 received_at: ctx.received_at,
                 event_at: UnixMillis(ctx.received_at.0.saturating_sub(e.age_ms)),
                 source: Source::Nel,
-                service: host.clone(),
+                service,
                 host,
                 phase: e.phase,
                 error_type: e.error_type,
@@ -127,7 +157,7 @@ pub(crate) fn nel_batch(body: &[u8], upload: NelUpload, ctx: &NelContext) -> Ing
             }
         })
         .collect();
-    IngestBatch { digest: d, sequence: None, reports, targets: Vec::new(), agent_drops: Vec::new() }
+    IngestBatch { digest: d, sequence: None, reports, targets, agent_drops: Vec::new() }
 }
 
 fn report_id(body_digest: &[u8; 32], index: usize) -> [u8; 16] {

@@ -74,6 +74,7 @@ pub(crate) struct Ingest {
     prefix_limiter: RateLimiter<SourcePrefix>,
     agent_limiter: RateLimiter<[u8; 32]>,
     nel_limiter: RateLimiter<SourcePrefix>,
+    nel_services: nel::NelServices,
     inflight: Semaphore,
     limits: LimitsConfig,
     max_body_bytes: usize,
@@ -106,6 +107,7 @@ impl Ingest {
                 MAX_LIMITER_KEYS,
                 now,
             ),
+            nel_services: nel::NelServices::default(),
             inflight: Semaphore::new(config.server.max_inflight_commits),
             limits: l.clone(),
             max_body_bytes: config.server.max_body_bytes,
@@ -281,7 +283,7 @@ impl Ingest {
             net: self.net_tag_key.tag(peer),
             enrichment: self.enricher.lookup(peer),
         };
-        let batch = accept::nel_batch(&body, upload, &ctx);
+        let batch = accept::nel_batch(&body, upload, &ctx, &self.nel_services);
         drop(body);
         if let Err(e) = self.store.admission().check_reports(&batch.reports, ctx.received_at) {
             let msg = format!("{e}\n").replace("batch.reports", "reports");

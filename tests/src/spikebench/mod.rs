@@ -23,7 +23,7 @@ mod world;
 
 pub use forge::{ForgeResult, forge_cost};
 pub use rng::Rng;
-pub use score::{ClassScore, Report, quantile};
+pub use score::{ClassScore, Report, quantile, sweep_table};
 
 use vantage_collector::detect::{Detector, DetectorConfig};
 
@@ -40,6 +40,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Simulated days after the warm-up.
     pub days: u64,
+    /// Simulated hours after the warm-up, on top of `days` (short runs for the test gate).
+    pub hours: u64,
     /// Ordinary clients.
     pub clients: usize,
     /// Autonomous systems (Zipf-sized).
@@ -55,11 +57,19 @@ impl Default for SimConfig {
         SimConfig {
             seed: 1,
             days: 7,
+            hours: 0,
             clients: 4_000,
             asns: 150,
             warmup_ms: 2 * 60 * MINUTE_MS,
             detector: DetectorConfig::default(),
         }
+    }
+}
+
+impl SimConfig {
+    /// Simulated time after the warm-up, ms.
+    pub fn duration_ms(&self) -> u64 {
+        (self.days * 24 + self.hours) * 60 * MINUTE_MS
     }
 }
 
@@ -80,6 +90,10 @@ pub enum EventClass {
     AsnBlackout,
     /// Incident: one service fails in an ASN with 0.25-1% of the clients.
     SmallAsn,
+    /// Incident: one service fails for everyone 15-30 minutes after a 20-minute poisoning
+    /// burst (1000 failing keys behind one /24, scheduled as a [`EventClass::KeysOneNet`]
+    /// nuisance just before it) on the same service.
+    OutageAfterPoison,
     /// Nuisance: 3x the requests, same failure ratio.
     Surge,
     /// Nuisance: the quiet night hours of the largest region (nothing injected).
@@ -107,13 +121,14 @@ pub enum EventClass {
 
 impl EventClass {
     /// The scheduled classes, incidents first.
-    pub const SCHEDULED: [EventClass; 14] = [
+    pub const SCHEDULED: [EventClass; 15] = [
         EventClass::ServiceOutage,
         EventClass::GrayFailure,
         EventClass::RegionOutage,
         EventClass::AsnOutage,
         EventClass::AsnBlackout,
         EventClass::SmallAsn,
+        EventClass::OutageAfterPoison,
         EventClass::Surge,
         EventClass::NightTrough,
         EventClass::OneClient,
@@ -134,13 +149,20 @@ impl EventClass {
                 | EventClass::AsnOutage
                 | EventClass::AsnBlackout
                 | EventClass::SmallAsn
+                | EventClass::OutageAfterPoison
                 | EventClass::Forge { .. }
         )
     }
 
     /// True for the hard outages the recall and delay goals are about.
     pub fn is_hard(self) -> bool {
-        matches!(self, EventClass::ServiceOutage | EventClass::RegionOutage | EventClass::AsnOutage)
+        matches!(
+            self,
+            EventClass::ServiceOutage
+                | EventClass::RegionOutage
+                | EventClass::AsnOutage
+                | EventClass::OutageAfterPoison
+        )
     }
 
     /// Short label for the table.
@@ -152,6 +174,7 @@ impl EventClass {
             EventClass::AsnOutage => "ASN outage 1-5%",
             EventClass::AsnBlackout => "ASN blackout",
             EventClass::SmallAsn => "small ASN",
+            EventClass::OutageAfterPoison => "outage after poison",
             EventClass::Surge => "3x surge",
             EventClass::NightTrough => "night trough",
             EventClass::OneClient => "1 client 100%",
@@ -227,7 +250,7 @@ fn fits(class: EventClass, ms: u64, asn: Option<usize>) -> bool {
 /// day has not come yet waits while the next ones that fit go first.
 fn schedule(config: &SimConfig, world_asns: &[(usize, f64)], n_clients: usize) -> Vec<Event> {
     let mut rng = Rng::new(config.seed ^ 0x5eed);
-    let end = EPOCH_MS + config.warmup_ms + config.days * 24 * 60 * MINUTE_MS;
+    let end = EPOCH_MS + config.warmup_ms + config.duration_ms();
     let mut t = EPOCH_MS + config.warmup_ms;
     let mut events = Vec::new();
     let asns_in = |lo: f64, hi: f64| -> Vec<usize> {
@@ -268,7 +291,9 @@ fn schedule(config: &SimConfig, world_asns: &[(usize, f64)], n_clients: usize) -
                     EventClass::OneClient | EventClass::RetryLoop => {
                         e.client = Some(rng.range(0, n_clients as u64) as usize);
                     }
-                    EventClass::KeysOneNet | EventClass::KeysManyNets => {
+                    EventClass::KeysOneNet
+                    | EventClass::KeysManyNets
+                    | EventClass::OutageAfterPoison => {
                         e.asn = pick(&mut rng, &mid);
                     }
                     EventClass::NightTrough
@@ -289,6 +314,16 @@ fn schedule(config: &SimConfig, world_asns: &[(usize, f64)], n_clients: usize) -
         };
         let mut e = pending.remove(i);
         let len = e.end_ms;
+        if e.class == EventClass::OutageAfterPoison {
+            // The poisoning burst first, on the same service, then a quiet gap.
+            let mut poison = Event::new(EventClass::KeysOneNet, t, t + 20 * MINUTE_MS);
+            (poison.service, poison.asn) = (e.service, e.asn);
+            t = poison.end_ms + rng.range(15, 31) * MINUTE_MS;
+            if t + len + 20 * MINUTE_MS > end {
+                break;
+            }
+            events.push(poison);
+        }
         e.start_ms = t;
         e.end_ms = t + len;
         if e.end_ms + 20 * MINUTE_MS > end {
@@ -307,7 +342,7 @@ pub fn run(config: &SimConfig) -> Report {
     drop(probe);
     let events = schedule(config, &shares, config.clients);
     let mut world = World::new(config, &events, Detector::new(config.detector.clone()));
-    let end = EPOCH_MS + config.warmup_ms + config.days * 24 * 60 * MINUTE_MS;
+    let end = EPOCH_MS + config.warmup_ms + config.duration_ms();
     world.run(EPOCH_MS, end, &events, true);
     score::score(config, &events, &world)
 }

@@ -37,6 +37,11 @@ pub struct ClassScore {
     pub flush_pages: usize,
     /// Alerts raised but inhibited by a service-wide alert.
     pub inhibited: usize,
+    /// Pages per detected event (notifications per incident).
+    pub pages_per_event: Vec<usize>,
+    /// Pages attributed to events of this class whose own slice is the right one
+    /// (alert-level localisation: every page is judged, not only the first).
+    pub pages_localized: usize,
 }
 
 impl ClassScore {
@@ -52,6 +57,8 @@ impl ClassScore {
             retro: 0,
             flush_pages: 0,
             inhibited: 0,
+            pages_per_event: Vec::new(),
+            pages_localized: 0,
         }
     }
 
@@ -79,6 +86,8 @@ pub struct Report {
     pub seed: u64,
     /// Simulated days (after the warm-up).
     pub days: u64,
+    /// Simulated hours on top of `days`.
+    pub hours: u64,
     /// Ordinary clients.
     pub clients: usize,
     /// Records (reports + target counts) fed to the detector.
@@ -117,7 +126,7 @@ fn localized(
     let region_country =
         |c: &str| COUNTRIES.iter().position(|x| *x == c).is_some_and(|i| Some(i % 3) == e.region);
     match (e.class, &slice.dim) {
-        (EventClass::ServiceOutage, SliceDim::Service) => true,
+        (EventClass::ServiceOutage | EventClass::OutageAfterPoison, SliceDim::Service) => true,
         (EventClass::GrayFailure, SliceDim::Service | SliceDim::Group(_)) => true,
         (EventClass::RegionOutage, SliceDim::Country(c)) => region_country(c),
         (EventClass::RegionOutage, SliceDim::Service) => top_country.is_some_and(region_country),
@@ -145,9 +154,11 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
     // Per event: first page time and slice, last resolve.
     let mut first: Vec<Option<(u64, bool)>> = vec![None; events.len()];
     let mut last_resolve: Vec<Option<u64>> = vec![None; events.len()];
+    let mut event_pages: Vec<usize> = vec![0; events.len()];
     let mut report = Report {
         seed: config.seed,
         days: config.days,
+        hours: config.hours,
         clients: config.clients,
         records: world.records,
         classes: Vec::new(),
@@ -293,6 +304,13 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                     continue;
                 }
                 report.true_pages += 1;
+                event_pages[i] += 1;
+                let top = a.top_countries.first().map(|c| c.0.as_str());
+                if localized(e, &a.slice, top)
+                    && (e.class != EventClass::AsnBlackout || a.kind == AlertKind::Silence)
+                {
+                    cs.pages_localized += 1;
+                }
                 let counts = if e.class == EventClass::AsnBlackout {
                     if a.kind != AlertKind::Silence {
                         cs.flush_pages += 1;
@@ -302,7 +320,6 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                     true
                 };
                 if counts && first[i].is_none() {
-                    let top = a.top_countries.first().map(|c| c.0.as_str());
                     first[i] = Some((*t, localized(e, &a.slice, top)));
                 }
                 if let Some(r) = resolved.get(&a.id) {
@@ -318,6 +335,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
             cs.detected += 1;
             cs.localized += usize::from(loc);
             cs.delays_s.push((t.saturating_sub(e.start_ms)) as f64 / 1000.0);
+            cs.pages_per_event.push(event_pages[i]);
             if let Some(r) = last_resolve[i] {
                 cs.resolve_s.push(r.saturating_sub(e.end_ms) as f64 / 1000.0);
             }
@@ -340,7 +358,59 @@ impl Report {
 
     /// False pages per simulated week.
     pub fn false_per_week(&self) -> f64 {
-        self.false_pages() as f64 * 7.0 / self.days.max(1) as f64
+        self.false_pages() as f64 * 7.0 / self.simulated_days()
+    }
+
+    /// Simulated days after the warm-up (fractional; at least one hour).
+    pub fn simulated_days(&self) -> f64 {
+        (self.days * 24 + self.hours).max(1) as f64 / 24.0
+    }
+
+    /// Pages per detected incident, over every incident class.
+    pub fn pages_per_incident(&self) -> Vec<f64> {
+        self.classes
+            .iter()
+            .filter(|c| c.class.is_incident())
+            .flat_map(|c| c.pages_per_event.iter().map(|n| *n as f64))
+            .collect()
+    }
+
+    /// Alert-level localisation: the share of incident pages whose own slice is the right one
+    /// (1.0 without pages).
+    pub fn alert_localisation(&self) -> f64 {
+        let local: usize = self.classes.iter().map(|c| c.pages_localized).sum();
+        if self.true_pages == 0 { 1.0 } else { local as f64 / self.true_pages as f64 }
+    }
+
+    /// The metrics the sweep summarises: (name, value). Recalls and shares in percent,
+    /// delays in seconds; `NaN` when the run had nothing to measure.
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let (n, d, delays) = self.hard();
+        let q = |xs: &[f64], p: f64| quantile(xs, p).unwrap_or(f64::NAN);
+        let recall = |c: EventClass| self.class(c).map_or(f64::NAN, |c| 100.0 * c.recall());
+        let ppi = self.pages_per_incident();
+        let blackout = self.class(EventClass::AsnBlackout);
+        vec![
+            ("hard recall %", if n == 0 { f64::NAN } else { 100.0 * d as f64 / n as f64 }),
+            ("hard delay p50 s", q(&delays, 0.5)),
+            ("hard delay p90 s", q(&delays, 0.9)),
+            ("hard delay max s", q(&delays, 1.0)),
+            ("service outage recall %", recall(EventClass::ServiceOutage)),
+            ("region outage recall %", recall(EventClass::RegionOutage)),
+            ("ASN outage recall %", recall(EventClass::AsnOutage)),
+            ("outage after poison recall %", recall(EventClass::OutageAfterPoison)),
+            ("gray failure recall %", recall(EventClass::GrayFailure)),
+            ("small ASN recall %", recall(EventClass::SmallAsn)),
+            ("blackout recall %", recall(EventClass::AsnBlackout)),
+            ("blackout silence max s", blackout.map_or(f64::NAN, |b| q(&b.delays_s, 1.0))),
+            ("blackout flush pages", blackout.map_or(f64::NAN, |b| b.flush_pages as f64)),
+            ("pages per incident p50", q(&ppi, 0.5)),
+            ("pages per incident p95", q(&ppi, 0.95)),
+            ("alert localisation %", 100.0 * self.alert_localisation()),
+            ("precision %", 100.0 * self.precision()),
+            ("false pages / week", self.false_per_week()),
+            ("nuisance pages", self.nuisance_pages() as f64),
+        ]
     }
 
     /// The score of `class`.
@@ -388,6 +458,19 @@ impl Report {
                 b.flush_pages == 0,
             ));
         }
+        let ppi = self.pages_per_incident();
+        let (p50, p95) = (
+            quantile(&ppi, 0.5).unwrap_or(f64::INFINITY),
+            quantile(&ppi, 0.95).unwrap_or(f64::INFINITY),
+        );
+        g.push((
+            format!("notifications per incident: median 1, p95 <= 1.2 ({p50:.0}, {p95:.1})"),
+            p50 <= 1.0 && p95 <= 1.2,
+        ));
+        g.push((
+            format!("alert-level localisation >= 95% ({:.1}%)", 100.0 * self.alert_localisation()),
+            self.alert_localisation() >= 0.95,
+        ));
         g.push((
             format!("<= 1 false page per simulated week ({:.2})", self.false_per_week()),
             self.false_per_week() <= 1.0,
@@ -411,9 +494,9 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "spikebench: seed {} | {} simulated days | {} clients | {} records | {} slices (cap {}), {} evicted",
+            "spikebench: seed {} | {:.2} simulated days | {} clients | {} records | {} slices (cap {}), {} evicted",
             self.seed,
-            self.days,
+            self.simulated_days(),
             self.clients,
             self.records,
             self.detector.slices,
@@ -422,13 +505,14 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:<20} {:>3} {:>7} {:>17} {:>6} {:>6} {:>6} {:>8} {:>5} {:>6}",
+            "{:<20} {:>3} {:>7} {:>17} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>6}",
             "class",
             "n",
             "recall",
             "delay p50/p90/max",
             "local",
             "pages",
+            "p.loc",
             "inhib",
             "resolve",
             "retro",
@@ -448,13 +532,14 @@ impl Report {
                 if c.detected > 0 { format!("{}/{}", c.localized, c.detected) } else { "-".into() };
             let _ = writeln!(
                 s,
-                "{:<20} {:>3} {:>7} {:>17} {:>6} {:>6} {:>6} {:>8} {:>5} {:>6}",
+                "{:<20} {:>3} {:>7} {:>17} {:>6} {:>6} {:>6} {:>6} {:>8} {:>5} {:>6}",
                 c.class.label(),
                 c.events,
                 recall,
                 delay,
                 local,
                 c.pages,
+                if c.class.is_incident() { c.pages_localized.to_string() } else { "-".into() },
                 c.inhibited,
                 resolve,
                 c.retro,
@@ -467,9 +552,10 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "pages {} | true {} | nuisance {} | blip {} | unexplained {} | precision {:.1}% | false/week {:.2} | nuisance retro {}",
+            "pages {} | true {} (on the right slice {:.1}%) | nuisance {} | blip {} | unexplained {} | precision {:.1}% | false/week {:.2} | nuisance retro {}",
             self.pages,
             self.true_pages,
+            100.0 * self.alert_localisation(),
             self.nuisance_pages(),
             self.blip_pages,
             self.unexplained_pages,
@@ -488,6 +574,42 @@ impl Report {
         }
         s
     }
+}
+
+/// The sweep table: per metric, its minimum, median and maximum over `reports` (one per
+/// seed; runs where a metric had nothing to measure are left out of its row), and for every
+/// goal the seeds that miss it.
+pub fn sweep_table(reports: &[Report]) -> String {
+    let mut s = String::new();
+    let seeds: Vec<String> = reports.iter().map(|r| r.seed.to_string()).collect();
+    let _ = writeln!(s, "sweep over {} seeds: {}", reports.len(), seeds.join(" "));
+    let _ = writeln!(s, "{:<30} {:>9} {:>9} {:>9} {:>5}", "metric", "min", "median", "max", "runs");
+    let names: Vec<&str> =
+        reports.first().map(|r| r.metrics().iter().map(|m| m.0).collect()).unwrap_or_default();
+    for (i, name) in names.iter().enumerate() {
+        let xs: Vec<f64> =
+            reports.iter().map(|r| r.metrics()[i].1).filter(|v| !v.is_nan()).collect();
+        let q = |p: f64| quantile(&xs, p).map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let _ = writeln!(s, "{name:<30} {:>9} {:>9} {:>9} {:>5}", q(0.0), q(0.5), q(1.0), xs.len());
+    }
+    let goals: Vec<Vec<(String, bool)>> = reports.iter().map(Report::goals).collect();
+    let n_goals = goals.first().map_or(0, Vec::len);
+    for g in 0..n_goals {
+        let missed: Vec<String> = reports
+            .iter()
+            .zip(&goals)
+            .filter(|(_, gs)| gs.get(g).is_some_and(|x| !x.1))
+            .map(|(r, _)| r.seed.to_string())
+            .collect();
+        let label = goals[0][g].0.split(" (").next().unwrap_or_default().to_owned();
+        let _ = writeln!(
+            s,
+            "[{}] {label}{}",
+            if missed.is_empty() { "met on every seed" } else { "NOT MET" },
+            if missed.is_empty() { String::new() } else { format!(": seeds {}", missed.join(" ")) }
+        );
+    }
+    s
 }
 
 #[cfg(test)]

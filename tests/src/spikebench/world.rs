@@ -448,7 +448,9 @@ impl World {
             let e = &events[i];
             let mine = e.service == s;
             let (hit, t) = match e.class {
-                EventClass::ServiceOutage => (mine, ErrorType::TcpRefused),
+                EventClass::ServiceOutage | EventClass::OutageAfterPoison => {
+                    (mine, ErrorType::TcpRefused)
+                }
                 EventClass::RegionOutage => {
                     (mine && Some(client.region()) == e.region, ErrorType::DnsTimedOut)
                 }
