@@ -14,7 +14,7 @@
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use crate::config::AdminToken;
+use crate::config::{AdminToken, normalise_host};
 use crate::respond::{Body, text};
 
 /// The admin listener's access rules. See the [module docs](self).
@@ -90,12 +90,6 @@ fn host_of(value: &str) -> String {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
         _ => value.to_owned(),
     }
-}
-
-/// Lower case, no IPv6 brackets, no trailing dot: how `admin_hosts` entries are compared.
-pub(crate) fn normalise_host(host: &str) -> String {
-    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
-    h.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]

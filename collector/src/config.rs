@@ -520,7 +520,7 @@ fn admin_hosts(
     match hosts {
         Some(hosts) => {
             let hosts: Vec<String> =
-                hosts.iter().map(|h| crate::admin_guard::normalise_host(h)).collect();
+                hosts.iter().map(|h| normalise_host(h)).collect();
             let bad = |h: &String| {
                 h.is_empty() || (h.contains([':', '/']) && h.parse::<std::net::IpAddr>().is_err())
             };
@@ -990,6 +990,12 @@ impl FleetConfig {
     pub(crate) fn alert_stream(&self) -> String {
         format!("{}_ALERTS", self.stream)
     }
+}
+
+/// Lower case, no IPv6 brackets, no trailing dot: how `admin_hosts` entries are compared.
+pub(crate) fn normalise_host(host: &str) -> String {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -71,10 +71,9 @@ fn lib_dir() -> &'static Path {
         let target = dir.parent().unwrap();
         run_checked(
             nested_cargo_env(&mut Command::new(env!("CARGO")))
-                // All libraries with all features: the feature set of the test command, so the
-                // agent is not built again just for this (the jni exports are inert in C).
-                .args(["build", "--quiet", "--workspace", "--all-features", "--lib"])
-                .args(["--profile", &profile])
+                // The C library's own features (native-base only: no hickory, no psl), which
+                // its tests check; not the workspace's all-features set.
+                .args(["build", "--quiet", "-p", "vantage-ffi", "--lib", "--profile", &profile])
                 .arg("--target-dir")
                 .arg(target)
                 .current_dir(root()),
