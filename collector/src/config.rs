@@ -519,8 +519,7 @@ fn admin_hosts(
 ) -> Vec<String> {
     match hosts {
         Some(hosts) => {
-            let hosts: Vec<String> =
-                hosts.iter().map(|h| normalise_host(h)).collect();
+            let hosts: Vec<String> = hosts.iter().map(|h| normalise_host(h)).collect();
             let bad = |h: &String| {
                 h.is_empty() || (h.contains([':', '/']) && h.parse::<std::net::IpAddr>().is_err())
             };
