@@ -3,7 +3,8 @@
 # finds) -> wasm-bindgen --target web -> wasm-opt -Oz (binaryen 132 from npm) -> the package
 # folder (default target/wasm-pkg; override with VANTAGE_WASM_PKG_DIR), with vantage.js,
 # package.json, README.md and the example page from wasm/pkg-src. Prints raw and gzip -9 sizes
-# of the module and its JavaScript. Needs .ci/install-wasm-tools.sh to have run.
+# of the module and its JavaScript. Runs .ci/install-wasm-tools.sh first (idempotent: a quick
+# check when the tools are there) unless VANTAGE_WASM_NO_INSTALL=1.
 #
 # VANTAGE_WASM_MIN=1 also rebuilds std for size (-Z build-std with optimize_for_size and
 # -Cpanic=immediate-abort; RUSTC_BOOTSTRAP on route A, which then needs the rust-src
@@ -23,6 +24,12 @@ source .ci/wasm-env.sh
 OUT="${VANTAGE_WASM_PKG_DIR:-$ROOT/target/wasm-pkg}"
 WASM_BINDGEN="$VANTAGE_CI_CACHE/tools/bin/wasm-bindgen"
 WASM_OPT="$ROOT/wasm/tools/node_modules/.bin/wasm-opt"
+if [[ "${VANTAGE_WASM_NO_INSTALL:-0}" != 1 ]] && { [[ ! -x "$WASM_BINDGEN" ]] || [[ ! -x "$WASM_OPT" ]]; }; then
+    ci_log "wasm tools missing: running .ci/install-wasm-tools.sh"
+    bash "$ROOT/.ci/install-wasm-tools.sh"
+    # shellcheck source=.ci/wasm-env.sh
+    source .ci/wasm-env.sh
+fi
 [[ -x "$WASM_BINDGEN" ]] || ci_die "$WASM_BINDGEN missing: run .ci/install-wasm-tools.sh"
 [[ -x "$WASM_OPT" ]] || ci_die "$WASM_OPT missing: run .ci/install-wasm-tools.sh"
 

@@ -60,22 +60,11 @@ elif ! diff -u ffi/include/vantage.h "$WORK/vantage.h"; then
     ci_die "ffi/include/vantage.h is stale: run .ci/test-ffi.sh --bless and commit it"
 fi
 
-ci_log "build libvantage (profile $PROFILE)"
-# One crate type per build: with several (cdylib, staticlib, rlib) in one rustc run, cargo
-# cannot run LTO, and the .so comes out about 30 % larger.
-for crate_type in cdylib staticlib; do
-    cargo rustc --locked --quiet -p vantage-ffi --lib --profile "$PROFILE" --crate-type "$crate_type"
-done
-cargo build --locked --quiet -p vantage-ffi --example record_bench --profile "$PROFILE"
-
-ci_log "stage lib/, include/ and lib/pkgconfig/vantage.pc under $STAGE"
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+ci_log "build and install libvantage (profile $PROFILE) under $STAGE with ffi/install.sh"
 rm -rf "$STAGE"
-mkdir -p "$STAGE/lib/pkgconfig" "$STAGE/include"
-cp "$OUT/libvantage.so" "$OUT/libvantage.a" "$STAGE/lib/"
-cp ffi/include/vantage.h "$STAGE/include/"
-sed -e "s|@PREFIX@|$STAGE|" -e "s|@VERSION@|$version|" ffi/vantage.pc.in \
-    >"$STAGE/lib/pkgconfig/vantage.pc"
+bash ffi/install.sh --prefix "$STAGE"
+cargo build --locked --quiet -p vantage-ffi --example record_bench --profile "$PROFILE"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 export PKG_CONFIG_PATH="$STAGE/lib/pkgconfig"
 [[ "$(pkg-config --modversion vantage)" == "$version" ]] || ci_die "pkg-config does not see vantage"
 
@@ -89,6 +78,11 @@ gcc "${cflags[@]}" "${pc_cflags[@]}" ffi/tests/c/vantage_test.c -o "$WORK/vt_so"
     "${pc_libs[@]}" "-Wl,-rpath,$STAGE/lib"
 gcc "${cflags[@]}" "${pc_cflags[@]}" ffi/tests/c/vantage_test.c -o "$WORK/vt_a" \
     "${pc_static[@]}" -Wl,-Bstatic -lvantage -Wl,-Bdynamic "${pc_private[@]}"
+soname="$(readelf -d "$STAGE/lib/libvantage.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')"
+[[ "$soname" == libvantage.so.* ]] || ci_die "the installed libvantage.so has no versioned SONAME ('$soname')"
+readelf -d "$WORK/vt_so" | grep -q "NEEDED.*\[$soname\]" ||
+    ci_die "the C program does not load libvantage by its SONAME $soname"
+ci_log "SONAME $soname; the C program records it as NEEDED"
 if ldd "$WORK/vt_a" | grep -q libvantage; then
     ci_die "the static build links libvantage.so"
 fi

@@ -56,16 +56,34 @@ pub enum Command {
         /// Twice as fast with a smaller fleet (what the test suite runs).
         #[arg(long)]
         short: bool,
-        /// Keep the collector, the fleet and the dashboard up after the resolution.
+        /// Keep the outage going once the alert fires (the dashboard shows it firing) until
+        /// Ctrl-C.
         #[arg(long)]
         hold: bool,
         /// Keep the key, enrichment files and sled store in DIR (default: a scratch
         /// directory, removed at the end).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "collector")]
         dir: Option<PathBuf>,
         /// Address of the admin listener with the dashboard (default 127.0.0.1, any port).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "collector")]
         admin: Option<std::net::SocketAddr>,
+        /// Drive a collector that is already running: its ingest URL (http:// for its plain
+        /// listener, https:// for its TLS one), instead of starting one. Needs --key and
+        /// --dashboard.
+        #[arg(long, value_name = "URL", requires_all = ["key", "dashboard"])]
+        collector: Option<String>,
+        /// With --collector: the collector's public key file (collector.pub from keygen).
+        #[arg(long, value_name = "FILE", requires = "collector")]
+        key: Option<PathBuf>,
+        /// With --collector: the collector's admin listener URL (where the dashboard is).
+        #[arg(long, value_name = "URL", requires = "collector")]
+        dashboard: Option<String>,
+        /// With --collector: the admin bearer token file (server.admin_token_file).
+        #[arg(long, value_name = "FILE", requires = "collector")]
+        token_file: Option<PathBuf>,
+        /// With --collector: extra CA certificates (PEM) to trust for https:// URLs.
+        #[arg(long, value_name = "FILE", requires = "collector")]
+        ca: Option<PathBuf>,
     },
     /// Check that collectors and services sit in separate failure domains (registrable
     /// domain, /24 or /48, ASN, name-server operator); prints a pass/warn/fail table and exits
@@ -143,7 +161,14 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         },
         Command::CheckDomains { spec, dns, json } => check_domains(&spec, dns, json),
-        Command::Demo { short, hold, dir, admin } => {
+        Command::Demo { short, hold, dir, admin, collector, key, dashboard, token_file, ca } => {
+            let remote = match (collector, key, dashboard) {
+                (Some(collector), Some(key), Some(dashboard)) => {
+                    Some(crate::demo::RemoteOptions { collector, key, dashboard, token_file, ca })
+                }
+                // clap's `requires` rules out the other combinations.
+                _ => None,
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -151,7 +176,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let options = crate::demo::DemoOptions { short, hold, dir, admin };
+            let options = crate::demo::DemoOptions { short, hold, dir, admin, remote };
             runtime.block_on(async {
                 let stop = StopSignals::install();
                 match crate::demo::run(options, stop.wait()).await {

@@ -221,6 +221,7 @@ pub struct CollectorProc {
     dir: PathBuf,
     plain: Option<SocketAddr>,
     tls: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
 }
 
 impl CollectorProc {
@@ -255,8 +256,13 @@ impl CollectorProc {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut proc =
-            CollectorProc { child: Some(child), dir: dir.to_owned(), plain: None, tls: None };
+        let mut proc = CollectorProc {
+            child: Some(child),
+            dir: dir.to_owned(),
+            plain: None,
+            tls: None,
+            admin: None,
+        };
         proc.wait_ready(&ready);
         proc
     }
@@ -274,6 +280,7 @@ impl CollectorProc {
                 };
                 self.plain = addr("plain");
                 self.tls = addr("tls");
+                self.admin = addr("admin");
                 assert!(
                     self.plain.is_some() || self.tls.is_some(),
                     "ready file names no listener: {text}"
@@ -294,6 +301,11 @@ impl CollectorProc {
     /// The plain HTTP listener's address, if configured.
     pub fn plain_addr(&self) -> Option<SocketAddr> {
         self.plain
+    }
+
+    /// The admin listener's address (dashboard, `/v1/alerts`), if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The HTTPS listener's address, if configured.

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 //! `vantage-collector demo` (the README's main job), in its short mode: the simulated fleet's
 //! outage raises an alert that the collector serves, it resolves, the sled store holds what
-//! the fleet sent, and SIGINT stops the demo cleanly at any stage.
+//! the fleet sent, and SIGINT stops the demo cleanly at any stage. With `--collector URL --key
+//! FILE --dashboard URL` the same story drives a collector process started here, and `--hold`
+//! keeps its alert firing until Ctrl-C.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -10,8 +12,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vantage_agent::report::UnixMillis;
+use vantage_collector::demo::sim::{Population, PopulationConfig};
 use vantage_collector::store::{Store, StoreConfig};
-use vantage_tests::collector_proc::collector_bin;
+use vantage_tests::collector_proc::{
+    CollectorConfig, CollectorProc, collector_bin, write_collector_key,
+};
 
 /// The demo's stdout, line by line, with a deadline per wait.
 struct Story {
@@ -106,11 +111,10 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 #[test]
-fn the_short_demo_raises_an_alert_serves_it_resolves_it_and_stops_on_ctrl_c() {
+fn the_short_demo_raises_an_alert_serves_it_resolves_it_and_exits() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let mut story =
-        Story::start(&["--short", "--hold", "--dir", dir.to_str().unwrap()], tmp.path());
+    let mut story = Story::start(&["--short", "--dir", dir.to_str().unwrap()], tmp.path());
     let dashboard = story.wait_for("dashboard: http://", Duration::from_secs(30));
     let admin: SocketAddr = dashboard
         .trim_start_matches("dashboard: http://")
@@ -137,17 +141,12 @@ fn the_short_demo_raises_an_alert_serves_it_resolves_it_and_stops_on_ctrl_c() {
     assert!(all[0]["clients"].as_u64().unwrap() >= 5, "{body}");
     assert!(all[0]["breakdown"]["tcp"].as_u64().unwrap() > 0, "{body}");
 
-    story.wait_for("RESOLVED shop", Duration::from_secs(120));
-    story.wait_for("--hold:", Duration::from_secs(10));
     let (status, page) = http_get(admin, "/");
     assert_eq!(status, 200);
     assert!(page.contains("<html") || page.contains("<!doctype") || page.contains("<!DOCTYPE"));
-    let (_, body) = http_get(admin, "/v1/alerts");
-    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let recent = doc["recent"].as_array().unwrap();
-    assert!(recent.iter().any(|a| a["id"] == id.as_str() && a["state"] == "resolved"), "{body}");
 
-    story.signal("-INT");
+    story.wait_for("RESOLVED shop", Duration::from_secs(120));
+    // Without --hold the story ends by itself, with the collector shut down cleanly.
     assert_eq!(story.exit_code(Duration::from_secs(30)), Some(0), "{}", story.seen.join("\n"));
     let rest = story.rest();
     assert!(rest.iter().any(|l| l == "collector stopped cleanly"), "{rest:?}");
@@ -175,4 +174,93 @@ fn ctrl_c_while_learning_stops_cleanly_and_removes_the_scratch_directory() {
     assert!(rest.iter().any(|l| l.starts_with("stopping (signal)")), "{rest:?}");
     assert!(rest.iter().any(|l| l == "collector stopped cleanly"), "{rest:?}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory left behind");
+}
+
+/// The demo's short detector timing, for the collector process the remote demo drives.
+const SHORT_DETECTOR: &str = "[detector]\nbucket_ms = 500\nwindow_buckets = 4\n\
+    warmup_windows = 12\nlateness_ms = 5000\nclient_gap_ms = 5000\nflush_grace_ms = 1500\n\
+    retro_settle_ms = 2500\nresolve_after = 3\n";
+
+#[test]
+fn the_demo_drives_a_running_collector_and_hold_keeps_its_alert_firing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("collector");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = write_collector_key(&dir, [42; 32]);
+    std::fs::write(dir.join("collector.pub"), format!("{}\n", key.public_key())).unwrap();
+    // The enrichment the demo's fleet maps its loopback /24s with, as an operator would have.
+    Population::new(PopulationConfig::default(), key.public_key()).write_enrichment(&dir).unwrap();
+    let config = CollectorConfig {
+        server_extra: "listen_admin = \"127.0.0.1:0\"\n".into(),
+        ..CollectorConfig::default()
+    };
+    let toml = format!(
+        "{}[enrich]\nasn_csv = [\"asn.csv\"]\ncountry_csv = [\"country.csv\"]\n{SHORT_DETECTOR}",
+        config.to_toml()
+    );
+    let collector = CollectorProc::start(&dir, &toml);
+    let plain = collector.plain_addr().unwrap();
+    let admin = collector.admin_addr().unwrap();
+    let (url, dashboard) = (format!("http://{plain}"), format!("http://{admin}/"));
+    let public = dir.join("collector.pub");
+    let args = |key: &std::path::Path| {
+        let key = key.to_str().unwrap().to_owned();
+        vec![
+            "--short".into(),
+            "--hold".into(),
+            "--collector".into(),
+            url.clone(),
+            "--key".into(),
+            key,
+            "--dashboard".into(),
+            dashboard.clone(),
+        ]
+    };
+
+    // Mistakes are named before anything is sent: the secret key instead of the public one,
+    // a missing --dashboard (a usage error, exit 2).
+    let secret = Command::new(collector_bin())
+        .arg("demo")
+        .args(args(&dir.join("collector.key")))
+        .output()
+        .unwrap();
+    assert_eq!(secret.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&secret.stderr);
+    assert!(said.contains("secret key") && said.contains("collector.pub"), "{said}");
+    let usage = Command::new(collector_bin())
+        .args(["demo", "--collector", &url, "--key", public.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2), "{}", String::from_utf8_lossy(&usage.stderr));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--dashboard"));
+
+    let args: Vec<String> = args(&public);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut story = Story::start(&args, tmp.path());
+    story.wait_for("learning baselines", Duration::from_secs(30));
+    let alert = story.wait_for("ALERT ", Duration::from_secs(120));
+    let id = alert.split(' ').nth(1).unwrap().to_owned();
+    assert!(alert.contains(" shop [failures] "), "{alert}");
+    story.wait_for("--hold:", Duration::from_secs(10));
+
+    // The running collector serves the alert, and it stays firing while the demo holds the
+    // outage: for four times the detector's resolution period (3 quiet windows of 2 s).
+    let firing = || {
+        let (status, body) = http_get(admin, "/v1/alerts");
+        assert_eq!(status, 200, "{body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["firing"].as_array().unwrap().iter().any(|a| a["id"] == id.as_str())
+    };
+    let held_until = Instant::now() + Duration::from_secs(24);
+    while Instant::now() < held_until {
+        assert!(firing(), "alert {id} stopped firing while the demo held the outage");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    story.signal("-INT");
+    assert_eq!(story.exit_code(Duration::from_secs(30)), Some(0), "{}", story.seen.join("\n"));
+    assert!(story.rest().iter().any(|l| l.starts_with("stopping (signal)")));
+    // The collector is the operator's: the demo leaves it running.
+    assert_eq!(http_get(admin, "/v1/alerts").0, 200);
+    drop(collector);
 }

@@ -33,6 +33,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use vantage_agent::buffer::MemoryStore;
@@ -136,11 +137,31 @@ struct SimClient {
     conn_addr: Option<SocketAddr>,
 }
 
+/// How the clients reach the collector: plain HTTP by default; TLS and the `Host` header for
+/// a collector named by URL (`vantage-collector demo --collector https://...`).
+#[derive(Clone, Default)]
+pub struct Transport {
+    /// TLS to the collector: the connector (its roots) and the name the certificate must carry.
+    pub tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// The `Host` header (default: the address).
+    pub host: Option<String>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
 /// Simulated clients; see the [module docs](self).
 pub struct Population {
     config: PopulationConfig,
     clients: Vec<SimClient>,
     services: Vec<(String, ServiceId, Host)>,
+    transport: Arc<Transport>,
 }
 
 impl Population {
@@ -190,7 +211,15 @@ impl Population {
                 (s.clone(), id, host)
             })
             .collect();
-        Population { config, clients, services }
+        Population { config, clients, services, transport: Arc::new(Transport::default()) }
+    }
+
+    /// Uses `transport` (TLS, `Host`) for the connections opened from now on.
+    pub fn set_transport(&mut self, transport: Transport) {
+        self.transport = Arc::new(transport);
+        for client in &mut self.clients {
+            client.conn = None;
+        }
     }
 
     /// The population's shape.
@@ -257,7 +286,7 @@ impl Population {
                 }
             }
             let addrs = route(&client.info);
-            stats += client.deliver(&addrs, now).await;
+            stats += client.deliver(&addrs, &self.transport, now).await;
         }
         stats
     }
@@ -268,14 +297,19 @@ impl Population {
         let now = unix_now();
         for client in &mut self.clients {
             let _ = client.core.seal_pending(now);
-            stats += client.deliver(&[addr], now).await;
+            stats += client.deliver(&[addr], &self.transport, now).await;
         }
         stats
     }
 }
 
 impl SimClient {
-    async fn deliver(&mut self, addrs: &[SocketAddr], now: UnixMillis) -> StepStats {
+    async fn deliver(
+        &mut self,
+        addrs: &[SocketAddr],
+        transport: &Transport,
+        now: UnixMillis,
+    ) -> StepStats {
         let mut stats = StepStats::default();
         if self.core.poll_seal(now).is_err() {
             return stats;
@@ -284,7 +318,7 @@ impl SimClient {
             let body = Bytes::from(tx.bytes);
             let mut answer = None;
             for addr in addrs {
-                answer = self.post(*addr, body.clone()).await;
+                answer = self.post(*addr, transport, body.clone()).await;
                 if answer.is_some() {
                     break;
                 }
@@ -309,14 +343,14 @@ impl SimClient {
     }
 
     /// POSTs on the kept-alive connection, reconnecting once if it went away.
-    async fn post(&mut self, addr: SocketAddr, body: Bytes) -> Option<u16> {
+    async fn post(&mut self, addr: SocketAddr, transport: &Transport, body: Bytes) -> Option<u16> {
         if self.conn_addr != Some(addr) {
             self.conn = None;
             self.conn_addr = Some(addr);
         }
         for _ in 0..2 {
             if self.conn.is_none() {
-                self.conn = Conn::open(addr, self.source).await.ok();
+                self.conn = Conn::open(addr, self.source, transport).await.ok();
             }
             let conn = self.conn.as_mut()?;
             match conn.post_envelope(body.clone()).await {
@@ -335,28 +369,51 @@ pub fn unix_now() -> UnixMillis {
     UnixMillis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A plain HTTP/1.1 keep-alive connection from a chosen source address.
+/// An HTTP/1.1 keep-alive connection (plain or TLS) from a chosen source address.
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     authority: String,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr, source: IpAddr) -> std::io::Result<Conn> {
-        let socket = match source {
+    /// Binds `source` when the collector is on loopback (every 127/8 address is local there);
+    /// towards any other address the system picks the source, so all clients share one network.
+    async fn open(
+        addr: SocketAddr,
+        source: IpAddr,
+        transport: &Transport,
+    ) -> std::io::Result<Conn> {
+        let socket = match addr.ip() {
             IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
             IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
         };
-        socket.bind(SocketAddr::new(source, 0))?;
+        if addr.ip().is_loopback() && addr.is_ipv4() == source.is_ipv4() {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
         let tcp = socket.connect(addr).await?;
         tcp.set_nodelay(true)?;
+        let sender = match &transport.tls {
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await?;
+                Conn::handshake(tls).await?
+            }
+            None => Conn::handshake(tcp).await?,
+        };
+        let authority = transport.host.clone().unwrap_or_else(|| addr.to_string());
+        Ok(Conn { sender, authority })
+    }
+
+    async fn handshake<T>(io: T) -> std::io::Result<http1::SendRequest<Full<Bytes>>>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) =
-            http1::handshake(TokioIo::new(tcp)).await.map_err(std::io::Error::other)?;
+            http1::handshake(TokioIo::new(io)).await.map_err(std::io::Error::other)?;
         tokio::spawn(async move {
             // Ends when the peer closes; the error then shows up on the next request.
             let _ = conn.await;
         });
-        Ok(Conn { sender, authority: addr.to_string() })
+        Ok(sender)
     }
 
     /// `POST /v1/envelopes`; the answer's status (its body is read and dropped).

@@ -216,7 +216,7 @@ where
 }
 
 /// A rustls client config (ring) trusting the webpki roots plus `extra`; HTTP/1.1 by ALPN.
-fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+pub(crate) fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let (_added, _ignored) = roots.add_parsable_certificates(extra.iter().cloned());

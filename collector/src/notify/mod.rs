@@ -23,7 +23,7 @@
 //! path; headers carry tokens): they are never logged and never shown by `Debug`. Logs name the
 //! receiver by its `name`.
 
-mod client;
+pub(crate) mod client;
 mod outbox;
 mod payload;
 mod sender;
