@@ -8,13 +8,17 @@
 #   alertmanager the inhibit rules, on a real Alertmanager on loopback
 #   systemd      `systemd-analyze verify` of the unit, alone and with the port-443 drop-in, with
 #                no warning allowed; `systemd-analyze security --offline` exposure <= 2.0
-#   syscalls     the collector, run under strace, uses only system calls and socket families
-#                the unit's SystemCallFilter= and RestrictAddressFamilies= allow
+#   syscalls     the collector, run under strace with real work (fleet mode on nats-server,
+#                sealed envelopes from `demo --collector` until an alert fires and resolves, its
+#                webhook notification, a NEL upload, TLS and admin requests, shutdown), uses only
+#                system calls and socket families the unit's SystemCallFilter= and
+#                RestrictAddressFamilies= allow
 #   collector    `vantage-collector check-config` on every deploy/collector/*.toml
 #   scripts      bash -n and shellcheck -x
 #   grafana      the dashboard is valid JSON with unique panel ids and a query in every panel
-#   local fleet  deploy/local-fleet.sh --smoke: nats-server + three collectors, every health
-#                endpoint answered, then stopped
+#   local fleet  deploy/local-fleet.sh --smoke: nats-server + three collectors in fleet mode,
+#                every health endpoint answered, a failover from a to b by `vantage-agent
+#                send-test` seen by collector c through the stream, then stopped
 #
 # Tools: bash .ci/install-deploy-tools.sh. The collector binary is VANTAGE_COLLECTOR if set,
 # else built (`cargo build -p vantage-collector`, a no-op when up to date) in CARGO_TARGET_DIR.
@@ -30,7 +34,14 @@ DEPLOY="$ROOT/deploy"
 MAX_EXPOSURE=2.0
 TMP=
 
-cleanup() { [[ -n "$TMP" ]] && rm -rf "$TMP"; }
+BG_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    [[ -n "$TMP" ]] && rm -rf "$TMP"
+}
 
 need_tools() {
     local t
@@ -115,6 +126,9 @@ check_alertmanager() {
     route vantage-ops-page alertname=VantageFleetReportDrop team=vantage severity=page
     route vantage-ops alertname=VantageIngestRejects team=vantage severity=warning
     route vantage-ops alertname=VantageFleetAlertFiring team=vantage severity=warning
+    route vantage-ops alertname=VantageFleetDisconnected team=vantage severity=warning
+    route vantage-ops alertname=VantageFleetOutboxDropping team=vantage severity=warning
+    route vantage-ops alertname=VantageAgentDrops team=vantage severity=warning
     route vantage-ops alertname=SomethingElse
 }
 
@@ -208,17 +222,59 @@ check_systemd() {
 }
 
 # The unit's seccomp and socket-family filters cannot be tried without a running systemd, so
-# the collector runs under strace (TLS, plain and admin listeners, a request on each, shutdown)
-# and every system call and socket family it used must pass the unit's SystemCallFilter= and
-# RestrictAddressFamilies=, with the groups expanded by `systemd-analyze syscall-filter`.
+# the collector runs under strace with real work and every system call and socket family it
+# used must pass the unit's SystemCallFilter= and RestrictAddressFamilies=, with the groups
+# expanded by `systemd-analyze syscall-filter`. The work: fleet mode on a real nats-server
+# (publish, consume, the alert stream), `vantage-collector demo --collector` driving sealed
+# envelopes through ingest, store and detector until an alert fires and resolves, the webhook
+# notification of it (to a local receiver, which must get the firing event), a browser NEL
+# upload, TLS and admin requests, and a clean shutdown.
 check_syscalls() {
-    ci_log "collector system calls against the unit's filters"
-    local dir="$TMP/strace" spid cpid i ready
-    mkdir -p "$dir"
+    ci_log "collector system calls against the unit's filters (real ingest, store, NATS, notify)"
+    local dir="$TMP/strace" spid cpid i ready npid hpid
+    mkdir -p "$dir/nats"
     "$COLLECTOR" keygen --out "$dir" >/dev/null
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
         -keyout "$dir/tls.key" -out "$dir/tls.crt" -subj /CN=localhost \
         -addext subjectAltName=DNS:localhost 2>/dev/null
+    nats-server --jetstream --store_dir "$dir/nats" --addr 127.0.0.1 --port -1 \
+        --ports_file_dir "$dir/nats" --log "$dir/nats/log" &
+    npid=$!
+    BG_PIDS+=("$npid")
+    for ((i = 0; i < 300; i++)); do
+        [[ -s "$dir/nats/nats-server_$npid.ports" ]] && break
+        sleep 0.1
+    done
+    local nats_url
+    nats_url="$(sed -n 's/.*"nats":\["\([^"]*\)".*/\1/p' "$dir/nats/nats-server_$npid.ports")"
+    [[ -n "$nats_url" ]] || ci_die "nats-server did not start: $(cat "$dir/nats/log")"
+    # The webhook receiver: answers 200 and keeps every body.
+    python3 - "$dir/hook" <<'EOF' &
+import http.server, sys
+out = sys.argv[1]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(out + ".bodies", "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+with open(out + ".port.tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+import os
+os.rename(out + ".port.tmp", out + ".port")
+server.serve_forever()
+EOF
+    hpid=$!
+    BG_PIDS+=("$hpid")
+    for ((i = 0; i < 100; i++)); do
+        [[ -s "$dir/hook.port" ]] && break
+        sleep 0.1
+    done
+    [[ -s "$dir/hook.port" ]] || ci_die "the webhook receiver did not start"
     cat >"$dir/collector.toml" <<EOF
 [server]
 listen_tls = "127.0.0.1:0"
@@ -231,11 +287,29 @@ ready_file = "ready.json"
 private_key_files = ["collector.key"]
 [store]
 path = "store"
+[fleet]
+nats_url = "$nats_url"
+collector_id = "strace"
+[notify]
+[[notify.receivers]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:$(cat "$dir/hook.port")/vantage"
+[detector]
+bucket_ms = 500
+window_buckets = 4
+warmup_windows = 12
+lateness_ms = 5000
+client_gap_ms = 5000
+flush_grace_ms = 1500
+retro_settle_ms = 2500
+resolve_after = 3
 EOF
     ready="$dir/ready.json"
     strace -f -qq -o "$dir/trace" "$COLLECTOR" serve --config "$dir/collector.toml" \
         >"$dir/log" 2>&1 &
     spid=$!
+    BG_PIDS+=("$spid")
     for ((i = 0; i < 300; i++)); do
         [[ -s "$ready" ]] && break
         kill -0 "$spid" 2>/dev/null || ci_die "collector under strace exited: $(cat "$dir/log")"
@@ -248,15 +322,30 @@ EOF
     admin="$(sed -n 's/.*"admin":"\([^"]*\)".*/\1/p' "$ready")"
     curl -fsS -o /dev/null --cacert "$dir/tls.crt" --resolve "localhost:${tls##*:}:127.0.0.1" \
         "https://localhost:${tls##*:}/healthz"
-    curl -sS -o /dev/null -X POST -H 'Content-Type: application/vantage-envelope' \
-        --data-binary 'not an envelope' "http://$plain/v1/reports"
+    local nel='[{"age":10,"type":"network-error","url":"https://shop.example/cart","body":{"sampling_fraction":1.0,"phase":"dns","type":"dns.name_not_resolved","elapsed_time":12}}]'
+    [[ "$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/reports+json' \
+        --data-binary "$nel" "http://$plain/v1/nel")" == 2* ]] || ci_die "the NEL upload was refused"
+    timeout 240 "$COLLECTOR" demo --short --collector "http://$plain" --key "$dir/collector.pub" \
+        --dashboard "http://$admin/" >"$dir/demo.log" 2>&1 ||
+        ci_die "demo against the collector under strace failed: $(tail -n 20 "$dir/demo.log")"
+    grep -q '^RESOLVED ' "$dir/demo.log" || ci_die "no resolution in the demo: $(cat "$dir/demo.log")"
+    for ((i = 0; i < 100; i++)); do
+        grep -q '"fired"' "$dir/hook.bodies" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q '"fired"' "$dir/hook.bodies" 2>/dev/null ||
+        ci_die "the webhook receiver got no firing notification"
     for path in / /metrics /v1/alerts /readyz; do
         curl -fsS -o /dev/null "http://$admin$path"
     done
+    curl -fsS "http://$admin/metrics" | grep -q '^vantage_fleet_consumed_total [1-9]' ||
+        ci_die "the collector under strace consumed nothing from the fleet stream"
     cpid="$(pgrep -P "$spid" | head -n 1)"
     [[ -n "$cpid" ]] || ci_die "no collector process under strace"
     kill -TERM "$cpid"
     wait "$spid" || ci_die "collector under strace did not exit cleanly: $(tail -n 5 "$dir/log")"
+    kill -TERM "$npid" "$hpid" 2>/dev/null || true
+    wait "$npid" "$hpid" 2>/dev/null || true
     systemd-analyze syscall-filter >"$dir/groups" 2>/dev/null
     python3 - "$DEPLOY/systemd/vantage-collector.service" "$dir/groups" "$dir/trace" <<'EOF'
 import re, sys
@@ -324,11 +413,14 @@ check_collector_configs() {
         cp "$cfg" "$dir/collector.toml"
         "$COLLECTOR" check-config --config "$dir/collector.toml" >/dev/null ||
             ci_die "$cfg: check-config failed"
-        grep -q '^\[fleet\]' "$cfg" && ci_die "$cfg: no [fleet] section until fleet mode lands"
+        grep -q '^\[fleet\]' "$cfg" || ci_die "$cfg: no [fleet] section (the kit runs in fleet mode)"
+        sed -n 's/^collector_id = "\(.*\)"/\1/p' "$cfg" >>"$dir/ids"
         ci_log "  ok $(basename "$cfg")"
         n=$((n + 1))
     done
     [[ $n -eq 3 ]] || ci_die "expected 3 example configs, found $n"
+    [[ "$(sort -u "$dir/ids" | wc -l)" -eq 3 ]] ||
+        ci_die "the example configs need three distinct fleet.collector_id values: $(tr '\n' ' ' <"$dir/ids")"
     # The check is not vacuous: without the key file the same config is refused (exit 2).
     rm "$dir/collector.key"
     local rc=0
@@ -361,9 +453,15 @@ print(f"{len(ids)} panels")
 EOF
 }
 
+# The agent tool for the failover: VANTAGE_AGENT, else the one the workspace tests built
+# (all features), else a build of it.
 check_local_fleet() {
     ci_log "deploy/local-fleet.sh --smoke"
-    VANTAGE_COLLECTOR="$COLLECTOR" timeout 120 bash "$DEPLOY/local-fleet.sh" --smoke
+    local agent="${VANTAGE_AGENT:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/vantage-agent}"
+    if [[ ! -x "$agent" ]]; then
+        (cd "$ROOT" && cargo build -q --locked -p vantage-agent --features cli --bin vantage-agent)
+    fi
+    VANTAGE_COLLECTOR="$COLLECTOR" VANTAGE_AGENT="$agent" timeout 180 bash "$DEPLOY/local-fleet.sh" --smoke
 }
 
 main() {

@@ -339,8 +339,14 @@ impl Metrics {
             "NEL uploads answered without storing: the same body was stored before.",
             &[(String::new(), load(&self.nel_uploads_duplicate))],
         );
+        // Every reason a NEL upload can be refused for has a series from the start (0 until
+        // the first refusal), so rules and panels see data; the labels are a fixed set.
         let nel_rejected: Vec<_> = {
-            let map = self.nel_rejected.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.nel_rejected.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for reason in RejectReason::ALL {
+                map.entry(reason.as_str()).or_default();
+            }
+            map.entry(crate::nel::NelError::Malformed(String::new()).as_str()).or_default();
             map.iter().map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v)).collect()
         };
         family(
@@ -539,6 +545,16 @@ mod tests {
             samples.iter().filter(|s| s.name == "vantage_envelopes_rejected_total").count();
         assert_eq!(reasons, RejectReason::ALL.len());
         assert_eq!(value(&samples, "vantage_nel_rejected_total", &[("reason", "malformed")]), 1.0);
+        // NEL refusals too: a series per reason before the first refusal of that reason.
+        assert_eq!(value(&samples, "vantage_nel_rejected_total", &[("reason", "too_large")]), 0.0);
+        assert_eq!(
+            value(
+                &parse(&Metrics::new().render(StoreGauges::default())).1,
+                "vantage_nel_rejected_total",
+                &[("reason", "malformed")]
+            ),
+            0.0
+        );
         assert_eq!(value(&samples, "vantage_connections_open", &[]), 1.0);
         assert_eq!(value(&samples, "vantage_connections_rejected_total", &[]), 1.0);
         assert_eq!(value(&samples, "vantage_store_reports", &[]), 9.0);
