@@ -237,6 +237,13 @@ impl CollectorProc {
 
     /// Like [`CollectorProc::start`], with a given binary.
     pub fn start_with(bin: &Path, dir: &Path, config_toml: &str) -> CollectorProc {
+        Self::start_command(Command::new(bin), dir, config_toml)
+    }
+
+    /// Like [`CollectorProc::start`], running the collector through `command` (the collector
+    /// binary itself, or a wrapper such as `ip netns exec NS vantage-collector`), to which
+    /// `serve --config FILE` is appended.
+    pub fn start_command(mut command: Command, dir: &Path, config_toml: &str) -> CollectorProc {
         let config = dir.join(CONFIG_FILE);
         std::fs::write(&config, config_toml).expect("write collector.toml");
         let ready = dir.join(READY_FILE);
@@ -246,7 +253,8 @@ impl CollectorProc {
             Err(e) => panic!("remove stale {}: {e}", ready.display()),
         }
         let stderr = std::fs::File::create(dir.join(STDERR_FILE)).expect("create stderr log");
-        let child = Command::new(bin)
+        let shown = format!("{command:?}");
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -255,7 +263,7 @@ impl CollectorProc {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
         let mut proc = CollectorProc {
             child: Some(child),
             dir: dir.to_owned(),

@@ -15,8 +15,8 @@
 //!  Agent (consented) ──TLS──▶ vantage-collector serve ──▶ sled store ──▶ Store::open after SIGTERM
 //! ```
 //!
-//! DNS failures and connect timeouts need network namespaces; the probe's tests
-//! (`agent_faults.rs`) cover those paths of the same classification tables.
+//! DNS failures (NXDOMAIN, resolver timeout, SERVFAIL) and connect timeouts need network
+//! namespaces: `agent_http_netns.rs` runs the same clients inside one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

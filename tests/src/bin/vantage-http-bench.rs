@@ -13,8 +13,10 @@
 //!
 //! - hyper-util legacy `Client`: bare; with `VantageLayer` (default sampling: successes are
 //!   not counted); with `VantageLayer` counting every success (`success_fraction = 1.0`);
-//! - reqwest: bare `reqwest::Client`; `ClientWithMiddleware` with no middleware; with
-//!   `VantageMiddleware` (default sampling); with it counting every success.
+//! - reqwest: bare `reqwest::Client`; `ClientWithMiddleware` with no middleware; with a
+//!   middleware that does nothing but call the next one (what reqwest-middleware itself costs
+//!   per middleware: its boxed futures); with `VantageMiddleware` (default sampling); with it
+//!   counting every success.
 //!
 //! The agents are consented and map the server's host to a service, so every request takes
 //! the whole path (host lookup, service mapping, outcome). Printed per variant: median and p99
@@ -166,6 +168,22 @@ fn middleware_variant<'a>(
     }
 }
 
+/// A middleware that only calls the next one: what one middleware costs in reqwest-middleware
+/// whatever it does (its `async_trait` future and `Next` are boxed per request).
+struct NoopMiddleware;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for NoopMiddleware {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut http::Extensions,
+        next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        next.run(req, extensions).await
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -270,9 +288,12 @@ fn main() -> ExitCode {
                 None => b.build(),
             }
         };
+        let noop =
+            reqwest_middleware::ClientBuilder::new(bare.clone()).with(NoopMiddleware).build();
         let mut reqwest = [
             reqwest_variant("reqwest Client (bare)", &url, bare.clone()),
             middleware_variant("ClientWithMiddleware, no middleware", &url, with(None)),
+            middleware_variant("+ a no-op middleware (the framework's cost)", &url, noop),
             middleware_variant(
                 "+ VantageMiddleware (successes not sampled)",
                 &url,

@@ -93,6 +93,10 @@ impl HttpCapture {
     /// A response arrived: a 5xx is recorded as `http.error`, anything else is a success.
     pub(crate) fn response(&self, flight: &InFlight, status: u16, version: http::Version) {
         let Some(host) = flight.host.as_deref() else { return };
+        // The common case, a success that is not sampled, costs no lookup.
+        if status < 500 && !self.agent.counts_successes() {
+            return;
+        }
         let Some(service) = self.agent.config().service_for_host(host) else { return };
         if status >= 500 {
             let status = crate::pipeline::HttpStatus(status);
