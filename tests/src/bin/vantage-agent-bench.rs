@@ -300,6 +300,9 @@ fn bench_record(lab: &Lab, calls: usize) -> Result<(), String> {
     show("baseline: empty call through the harness", &empty, None);
     show("baseline: std sync_channel try_send (64 B)", &mpsc, None);
     show("record(prebuilt input)", &prebuilt, Some(&mpsc));
+    // For .ci/bench.sh: `bench-row: KEY VALUE UNIT`.
+    println!("bench-row: record_median_us {:.3} us", with_input.median as f64 / 1e3);
+    println!("bench-row: record_p99_us {:.3} us", with_input.p99 as f64 / 1e3);
     show("record(ReportInput::new(..)) (call site)", &with_input, Some(&mpsc));
     show("part: OsEntropy fill of 16 B (report id)", &entropy, None);
     show("part: ReportInput::new(..).build(..) only", &build, None);
@@ -491,6 +494,10 @@ fn bench_idle(lab: &Lab, secs: u64) -> Result<(), String> {
         );
     }
     println!("  total context switches: {total} ({:.2}/s)", total as f64 / secs as f64);
+    println!(
+        "bench-row: idle_agent_context_switches_per_min {:.3} /min",
+        total as f64 * 60.0 / secs as f64
+    );
 
     match strace_window(pid, secs) {
         Ok(summary) => {

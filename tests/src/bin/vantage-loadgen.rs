@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
-//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--sync-cost]
+//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--nel]
+//!     [--sync-cost]
 //! ```
 //!
 //! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
@@ -15,14 +16,23 @@
 //!   CPU time per accepted envelope and envelopes/s of each, with their ratio.
 //! - `--rss-reports N` (default 0 = skip) keeps sending until the collector has stored N
 //!   reports, then reads its resident memory; 1000000 is the figure the docs quote.
+//! - `--nel` adds a browser NEL phase on the plain listener: closed loop of `POST /v1/nel`
+//!   uploads of 3 `network-error` reports each (every body distinct, so none is a duplicate),
+//!   and the collector's CPU time per upload.
+//!
+//! Every figure also goes to a `bench-row:` line (`bench-row: key value unit`) that
+//! `.ci/bench.sh` collects into its table.
 //!
 //! Phases, per listener:
 //! 1. **Crypto bound** (once): `Opener::open` per second on one core, in this process, on
-//!    envelopes of the same shape: the most any collector core could open.
+//!    envelopes of the same shape: the most any collector core could open; and its CPU time
+//!    per open (this thread's, from `/proc/thread-self/schedstat`).
 //! 2. **Max rate**, closed loop: every connection sends its next pre-sealed envelope as soon as
 //!    the previous one is answered. Envelopes/s and reports/s (202 only), the collector's CPU
 //!    cores (utime+stime from `/proc/<pid>/stat` over wall time), and
-//!    `ratio = (envelopes/s per collector core) / crypto bound`.
+//!    `ratio = (envelopes/s per collector core) / crypto bound`, and the collector's CPU time
+//!    per accepted envelope against the crypto bound's CPU per open (the same ratio, in CPU
+//!    time, steady when wall-clock rates swing).
 //! 3. **Latency at half the max rate**, open loop: requests are due on a fixed schedule and
 //!    latency is measured from when each was due (no coordinated omission).
 //!
@@ -54,7 +64,9 @@ const REPORTS_PER_ENVELOPE: usize = 10;
 const AGENTS: usize = 1000;
 
 const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
-                     [--rss-reports N] [--sync-cost]";
+                     [--rss-reports N] [--nel] [--sync-cost]";
+/// Reports per NEL upload in the `--nel` phase.
+const NEL_REPORTS_PER_UPLOAD: usize = 3;
 
 /// Which listeners to drive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +86,8 @@ struct Args {
     max_pool: Option<usize>,
     /// Compare `store.sync = "data"` with `"danger_none"` instead of the usual phases.
     sync_cost: bool,
+    /// Add the NEL phase.
+    nel: bool,
 }
 
 impl Args {
@@ -85,6 +99,7 @@ impl Args {
             rss_reports: 0,
             max_pool: None,
             sync_cost: false,
+            nel: false,
         };
         while let Some(arg) = it.next() {
             let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -92,6 +107,7 @@ impl Args {
                 "--tls" => args.listeners = Listeners::Tls,
                 "--both" => args.listeners = Listeners::Both,
                 "--sync-cost" => args.sync_cost = true,
+                "--nel" => args.nel = true,
                 "--duration" => {
                     let secs: f64 =
                         value("--duration")?.parse().map_err(|e| format!("--duration: {e}"))?;
@@ -178,10 +194,12 @@ impl Agents {
     }
 }
 
-/// `Opener::open` per second on this thread, over `envelopes` (opened round-robin).
-fn crypto_bound(key: &CollectorKey, envelopes: &[Bytes], min_time: Duration) -> f64 {
+/// `Opener::open` per second on this thread, over `envelopes` (opened round-robin), and this
+/// thread's CPU time per open in µs.
+fn crypto_bound(key: &CollectorKey, envelopes: &[Bytes], min_time: Duration) -> (f64, f64) {
     let opener = Opener::new(vec![key.clone()]);
     let start = Instant::now();
+    let cpu_start = thread_cpu_ns();
     let mut opened = 0usize;
     while start.elapsed() < min_time || opened < envelopes.len().min(100) {
         let env = &envelopes[opened % envelopes.len()];
@@ -189,7 +207,22 @@ fn crypto_bound(key: &CollectorKey, envelopes: &[Bytes], min_time: Duration) -> 
         std::hint::black_box(batch);
         opened += 1;
     }
-    opened as f64 / start.elapsed().as_secs_f64()
+    let cpu_us = (thread_cpu_ns().saturating_sub(cpu_start)) as f64 / 1e3 / opened as f64;
+    (opened as f64 / start.elapsed().as_secs_f64(), cpu_us)
+}
+
+/// This thread's time on a CPU in ns (`/proc/thread-self/schedstat`, first field); 0 when
+/// unreadable.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A `bench-row:` line for `.ci/bench.sh`: `bench-row: KEY VALUE UNIT`.
+fn row(key: &str, value: f64, unit: &str) {
+    println!("bench-row: {key} {value:.3} {unit}");
 }
 
 /// Collector CPU time (user + system) from `/proc/<pid>/stat`, in seconds.
@@ -424,6 +457,8 @@ struct Bench {
     proc: CollectorProc,
     ticks: f64,
     crypto_per_sec: f64,
+    /// CPU µs per open on this process's thread.
+    crypto_cpu_us: f64,
     out: std::io::Stdout,
 }
 
@@ -451,6 +486,23 @@ impl Bench {
         let eps = tally.accepted as f64 / wall_s;
         let cores = cpu / wall_s;
         let ratio = if cores > 0.0 { eps / cores / self.crypto_per_sec } else { 0.0 };
+        let cpu_per_env_us =
+            if tally.accepted > 0 { cpu / tally.accepted as f64 * 1e6 } else { 0.0 };
+        let slug = if matches!(target, Target::Tls(..)) { "tls" } else { "plain" };
+        self.say(&format!(
+            "[{}] collector CPU per accepted envelope {cpu_per_env_us:.0} us vs open+verify \
+             {:.0} us in this process: {:.2} x crypto bound (CPU time)",
+            target.name(),
+            self.crypto_cpu_us,
+            if cpu_per_env_us > 0.0 { self.crypto_cpu_us / cpu_per_env_us } else { 0.0 },
+        ));
+        row(&format!("ingest_{slug}_cpu_us_per_envelope"), cpu_per_env_us, "us");
+        row(
+            &format!("ingest_{slug}_cpu_ratio_to_crypto"),
+            if cpu_per_env_us > 0.0 { self.crypto_cpu_us / cpu_per_env_us } else { 0.0 },
+            "x",
+        );
+        row(&format!("ingest_{slug}_envelopes_per_sec"), eps, "env/s");
         self.say(&format!(
             "[{}] max rate (closed loop, {} connections, {:.1} s): {:.0} envelopes/s = {:.0} reports/s; \
              collector CPU {:.2} cores; {:.0} envelopes/s per core = {:.2} x crypto bound; \
@@ -503,6 +555,73 @@ impl Bench {
         })
     }
 
+    /// The NEL phase: closed loop of distinct 3-report uploads on the plain listener; prints
+    /// uploads/s and the collector's CPU µs per upload.
+    async fn nel_phase(&mut self, plain: std::net::SocketAddr) -> Result<(), String> {
+        let pid = self.proc.pid();
+        // Enough distinct bodies for the phase at a generous rate.
+        let n = self.args.max_pool.unwrap_or(200_000);
+        let pool: Vec<Bytes> = (0..n).map(nel_body).collect();
+        let clients = Target::Plain(plain).connect_all(self.args.connections).await?;
+        let cpu_before = cpu_seconds(pid, self.ticks)?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let pool = Arc::new(pool);
+        let start = Instant::now();
+        let end = start + self.args.duration;
+        let workers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                let (pool, next) = (pool.clone(), next.clone());
+                tokio::spawn(async move {
+                    let mut tally = Tally::default();
+                    while Instant::now() < end {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = pool.get(i) else { break };
+                        let sent = Instant::now();
+                        let result = client
+                            .post("/v1/nel", vantage_collector::NEL_CONTENT_TYPE, body.clone())
+                            .await
+                            // NEL answers 204 when stored: count it like a 202.
+                            .map(|(status, b)| match status {
+                                http::StatusCode::NO_CONTENT | http::StatusCode::OK => {
+                                    (http::StatusCode::ACCEPTED, b)
+                                }
+                                other => (other, b),
+                            });
+                        let failed = result.is_err();
+                        tally.record(result, sent.elapsed());
+                        if failed {
+                            break;
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        let mut tally = Tally::default();
+        for w in workers {
+            tally.merge(w.await.map_err(|e| format!("NEL worker: {e}"))?);
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(pid, self.ticks)? - cpu_before;
+        if tally.accepted == 0 {
+            return Err(format!("NEL phase: nothing stored: {}", tally.problems()));
+        }
+        let per_upload_us = cpu / tally.accepted as f64 * 1e6;
+        self.say(&format!(
+            "[NEL] closed loop, {} connections, {wall:.1} s: {:.0} uploads/s of {} reports; \
+             collector CPU {per_upload_us:.0} us per upload; p50 {:.2} ms; problems: {}",
+            self.args.connections,
+            tally.accepted as f64 / wall,
+            NEL_REPORTS_PER_UPLOAD,
+            ms(tally.percentile(0.5)),
+            tally.problems()
+        ));
+        row("nel_cpu_us_per_upload", per_upload_us, "us");
+        row("nel_uploads_per_sec", tally.accepted as f64 / wall, "req/s");
+        Ok(())
+    }
+
     /// Sends fresh envelopes until `total` reports are stored (counting `already`), then reads
     /// the collector's memory. Returns (VmRSS kB, VmHWM kB, seconds taken).
     async fn rss_phase(
@@ -527,6 +646,23 @@ impl Bench {
         let pid = self.proc.pid();
         Ok((status_kb(pid, "VmRSS")?, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64()))
     }
+}
+
+/// The `i`-th NEL upload: 3 `network-error` reports (DNS, TCP, HTTP), distinct per `i`.
+fn nel_body(i: usize) -> Bytes {
+    let entry = |k: usize, phase: &str, t: &str, status: u16| {
+        format!(
+            r#"{{"age":{age},"type":"network-error","url":"https://shop{k}.example/p?i={i}","user_agent":"Mozilla/5.0 (X11; Linux x86_64) loadgen","body":{{"sampling_fraction":1.0,"server_ip":"","protocol":"http/1.1","method":"GET","status_code":{status},"elapsed_time":{el},"phase":"{phase}","type":"{t}","referrer":""}}}}"#,
+            age = i % 60_000,
+            el = 10 + i % 500,
+        )
+    };
+    Bytes::from(format!(
+        "[{},{},{}]",
+        entry(0, "dns", "dns.name_not_resolved", 0),
+        entry(1, "connection", "tcp.refused", 0),
+        entry(2, "application", "http.error", 503)
+    ))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -568,16 +704,26 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     let mut agents = Agents::new([0xa7; 32]);
     let sample = agents.seal(&key.public_key(), 2000.min(args.max_pool.unwrap_or(2000)));
     let crypto_time = Duration::from_secs(2).min(args.duration);
-    let crypto_per_sec = crypto_bound(&key, &sample, crypto_time);
+    let (crypto_per_sec, crypto_cpu_us) = crypto_bound(&key, &sample, crypto_time);
     let _ = writeln!(
         out.lock(),
-        "crypto bound: {crypto_per_sec:.0} Opener::open/s on one core ({} B envelopes of {} reports)",
+        "crypto bound: {crypto_per_sec:.0} Opener::open/s on one core, {crypto_cpu_us:.1} us CPU \
+         per open ({} B envelopes of {} reports)",
         sample[0].len(),
         REPORTS_PER_ENVELOPE
     );
+    row("crypto_cpu_us_per_open", crypto_cpu_us, "us");
 
-    let mut bench =
-        Bench { args: args.clone(), key, agents, proc, ticks: clock_ticks(), crypto_per_sec, out };
+    let mut bench = Bench {
+        args: args.clone(),
+        key,
+        agents,
+        proc,
+        ticks: clock_ticks(),
+        crypto_per_sec,
+        crypto_cpu_us,
+        out,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -591,6 +737,9 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     for target in &targets {
         figures.push(rt.block_on(bench.drive(target))?);
     }
+    if args.nel {
+        rt.block_on(bench.nel_phase(plain))?;
+    }
     if args.rss_reports > 0 {
         let already: u64 =
             figures.iter().map(|f| f.accepted).sum::<u64>() * REPORTS_PER_ENVELOPE as u64;
@@ -601,6 +750,8 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0,
         ));
+        row("collector_rss_mib", rss as f64 / 1024.0, "MiB");
+        row("collector_rss_reports", args.rss_reports.max(already) as f64, "reports");
     }
     for f in &figures {
         bench.say(&format!(

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The performance table in one run (issue 17): not part of the test step (.ci/test.sh), run it
+# by hand on a quiet machine. Builds the release tools once, then measures and prints every
+# row with its goal:
+#
+#   row                                   tool                                     how
+#   ingest over TLS, CPU per envelope     vantage-loadgen --tls                    collector utime+stime (/proc/PID/stat)
+#     vs HPKE open + verify, same run                                              CPU of one thread (/proc/thread-self/schedstat)
+#   NEL /v1/nel, CPU per upload (3 rep.)  vantage-loadgen --nel                    collector utime+stime per stored upload
+#   collector memory after N reports      vantage-loadgen --rss-reports N          VmRSS (/proc/PID/status)
+#   idle agent wakeups, empty queue       vantage-agent-bench --only idle          context switches of every thread
+#   record() on the caller thread         vantage-agent-bench --only record        median and p99 of the call site
+#   C library, stripped                   ffi/install.sh (release-ffi) + strip     bytes
+#   wasm module, gzip -9                  .ci/build-wasm-pkg.sh                    bytes
+#
+#   bash .ci/bench.sh                 everything (about 10 minutes on 2 cores; the memory row
+#                                     stores 2,000,000 reports)
+#   bash .ci/bench.sh --quick         short phases, 200,000 reports for the memory row, 20 s idle
+#   VANTAGE_BENCH_ONLY="ingest nel"   only some rows (ingest nel memory idle record ffi wasm)
+#
+# Every tool prints `bench-row: KEY VALUE UNIT` lines; this script gathers them (its log, with
+# each tool's full output, is kept in $TARGET/bench/) and prints the table. CPU time per request
+# is what the rows compare: wall-clock rates swing on shared machines, CPU time much less.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CI_LOG_TAG=bench
+# shellcheck source=.ci/lib.sh
+source "$ROOT/.ci/lib.sh"
+cd "$ROOT"
+
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+if [[ $# -gt 0 && "$1" != "--quick" ]]; then
+    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+ONLY="${VANTAGE_BENCH_ONLY:-ingest nel memory idle record ffi wasm}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="$TARGET/bench"
+mkdir -p "$OUT"
+ROWS="$OUT/rows.txt"
+: >"$ROWS"
+if ((QUICK)); then
+    DURATION=3 RSS_REPORTS=200000 IDLE_SECS=20 CALLS=20000
+else
+    DURATION=10 RSS_REPORTS=2000000 IDLE_SECS=60 CALLS=100000
+fi
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
+
+ci_log "release build of the tools (vantage-collector, vantage-loadgen, vantage-agent-bench, vantage-agent-proc)"
+cargo build --release --locked -q -p vantage-collector --bin vantage-collector
+cargo build --release --locked -q -p vantage-tests --bin vantage-loadgen \
+    --bin vantage-agent-bench --bin vantage-agent-proc
+export VANTAGE_COLLECTOR_BIN="$TARGET/release/vantage-collector"
+
+# run NAME COMMAND...: runs a tool with its output in $OUT/NAME.log, keeps its bench-rows.
+run() {
+    local name="$1"
+    shift
+    ci_log "$name: $*"
+    if ! "$@" >"$OUT/$name.log" 2>&1; then
+        tail -n 20 "$OUT/$name.log" >&2
+        ci_die "$name failed (log: $OUT/$name.log)"
+    fi
+    grep '^bench-row: ' "$OUT/$name.log" | sed 's/^bench-row: //' >>"$ROWS" || true
+}
+
+if wants ingest || wants nel || wants memory; then
+    args=(--tls --duration "$DURATION")
+    wants nel && args+=(--nel)
+    wants memory && args+=(--rss-reports "$RSS_REPORTS")
+    run loadgen "$TARGET/release/vantage-loadgen" "${args[@]}"
+fi
+if wants record; then
+    run record "$TARGET/release/vantage-agent-bench" --only record --calls "$CALLS"
+fi
+if wants idle; then
+    run idle "$TARGET/release/vantage-agent-bench" --only idle --idle-secs "$IDLE_SECS"
+fi
+if wants ffi; then
+    prefix="$OUT/ffi"
+    rm -rf "$prefix"
+    run ffi bash ffi/install.sh --prefix "$prefix"
+    strip --strip-all -o "$OUT/libvantage.so.stripped" "$prefix/lib/libvantage.so"
+    echo "ffi_so_bytes $(stat -c %s "$OUT/libvantage.so.stripped") B" >>"$ROWS"
+fi
+if wants wasm; then
+    run wasm bash .ci/build-wasm-pkg.sh
+    pkg="${VANTAGE_WASM_PKG_DIR:-$TARGET/wasm-pkg}"
+    echo "wasm_gzip_bytes $(gzip -9 <"$pkg/vantage_wasm_bg.wasm" | wc -c) B" >>"$ROWS"
+fi
+
+# The table: measure, figure now, goal (from the issue).
+python3 - "$ROWS" "$QUICK" "$RSS_REPORTS" <<'EOF'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) >= 2:
+        rows[parts[0]] = float(parts[1])
+quick, rss_reports = sys.argv[2] == "1", int(sys.argv[3])
+def get(k, fmt="{:.0f}"):
+    return fmt.format(rows[k]) if k in rows else "not run"
+table = [
+    ("envelope ingest over TLS: collector CPU per envelope",
+     get("ingest_tls_cpu_us_per_envelope") + " us", ""),
+    ("  HPKE open + verify in the same run (CPU)", get("crypto_cpu_us_per_open") + " us", ""),
+    ("  ratio: open+verify / ingest (CPU time)", get("ingest_tls_cpu_ratio_to_crypto", "{:.2f}") + "x", ">= 0.7x"),
+    ("NEL /v1/nel: collector CPU per upload (3 reports)", get("nel_cpu_us_per_upload") + " us", "<= 25 us"),
+    (f"collector VmRSS after {rss_reports:,} reports", get("collector_rss_mib") + " MiB",
+     "<= 160 MiB at 2M, flat after"),
+    ("idle agent: context switches, all threads", get("idle_agent_context_switches_per_min", "{:.1f}") + " /min", "0 /min"),
+    ("record() at the call site: median", get("record_median_us", "{:.2f}") + " us", "<= 0.5 us"),
+    ("record() at the call site: p99", get("record_p99_us", "{:.2f}") + " us", "<= 5 us"),
+    ("C library, stripped (release-ffi)", get("ffi_so_bytes", "{:,.0f}") + " B", "<= 2,097,152 B"),
+    ("wasm module, gzip -9", get("wasm_gzip_bytes", "{:,.0f}") + " B", "<= 61,440 B"),
+]
+w = max(len(r[0]) for r in table)
+print(f"\n{'measure':<{w}}  {'now':>16}  goal")
+for name, now, goal in table:
+    print(f"{name:<{w}}  {now:>16}  {goal}")
+if quick:
+    print("\n(--quick: short phases; the memory row is not at 2M reports)")
+EOF
+ci_log "logs and rows in $OUT"
