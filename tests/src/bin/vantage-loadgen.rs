@@ -887,7 +887,8 @@ mod tests {
         assert!(status_kb(pid, "VmRSS").unwrap() > 0);
     }
 
-    /// The whole benchmark in a tiny mode: a few hundred envelopes per phase, both listeners.
+    /// The whole benchmark in a tiny mode: a few hundred envelopes per phase, both listeners,
+    /// the NEL phase.
     #[test]
     fn tiny_run_accepts_envelopes_on_both_listeners() {
         let args = Args {
@@ -897,6 +898,7 @@ mod tests {
             rss_reports: 3_000,
             max_pool: Some(200),
             sync_cost: false,
+            nel: true,
         };
         let figures = run(args).unwrap();
         assert_eq!(figures.len(), 2);
