@@ -152,6 +152,7 @@ pub mod nel;
 pub mod notify;
 pub mod open;
 mod ratelimit;
+pub mod reports;
 mod respond;
 mod routes;
 pub mod server;
