@@ -539,6 +539,7 @@ impl Alerting {
                     if fresh {
                         totals.push(json!({
                             "row": key.service,
+                            "t_ms": point.t_ms,
                             "active_clients": point.active_clients,
                             "failing_clients": point.failing_clients,
                             "failure_ratio": point.failure_ratio,
@@ -590,6 +591,7 @@ impl Alerting {
                 json!({
                     "row": row,
                     "key": col,
+                    "t_ms": p.t_ms,
                     "active_clients": p.active_clients,
                     "failing_clients": p.failing_clients,
                     "failure_ratio": p.failure_ratio,
@@ -715,7 +717,15 @@ impl Alerting {
                 let mine: Vec<&Alert> = alerts.iter().filter(|a| a.slice == *k).collect();
                 for (i, f) in firing.iter_mut().enumerate() {
                     let (c0, c1) = (from + i as u64 * column_ms, from + (i as u64 + 1) * column_ms);
-                    *f = mine.iter().any(|a| a.start_ms < c1 && a.end_ms.unwrap_or(u64::MAX) > c0);
+                    // Firing from when it was raised (its start is the start of the window
+                    // that showed it, earlier); a retrospective one over its incident.
+                    *f = mine.iter().any(|a| {
+                        let from = match a.kind {
+                            AlertKind::Retrospective => a.start_ms,
+                            _ => a.raised_at_ms.max(a.start_ms),
+                        };
+                        from < c1 && a.end_ms.unwrap_or(u64::MAX) > c0
+                    });
                 }
                 json!({
                     "label": slice_label(k),

@@ -70,7 +70,7 @@ async function main() {
                 inhibited: c.dataset.inhibited,
                 text: c.textContent,
             })),
-            cells: [...document.querySelectorAll('#heatmap td.cell')].map((td) => ({
+            cells: [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
                 row: td.dataset.row,
                 key: td.dataset.key,
                 ratio: td.dataset.ratio === '' ? null : Number(td.dataset.ratio),
@@ -121,7 +121,7 @@ async function main() {
         await page.waitForSelector('#heatmap td.cell[data-dim="country"]', { timeout });
         await page.check('input[name="colour"][value="failing"]');
         seen.countryCells = await page.evaluate(() =>
-            [...document.querySelectorAll('#heatmap td.cell')].map((td) => ({
+            [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
                 row: td.dataset.row,
                 key: td.dataset.key,
                 dim: td.dataset.dim,
