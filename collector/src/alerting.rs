@@ -1063,4 +1063,115 @@ mod tests {
         let long = format!("filter={}", "a".repeat(65));
         assert!(parse_heatmap_query(&long).unwrap_err().contains("`filter`"));
     }
+
+    /// A deployment with thousands of ASNs: the collector ranks, filters and cuts the columns,
+    /// so the page gets at most `top` of them.
+    #[tokio::test]
+    async fn the_heat_map_ranks_and_filters_thousands_of_asns_itself() {
+        use crate::model::{Enrichment, NetTag, Source, StoredTargets};
+        use vantage_agent::taxonomy::{ErrorType, NetworkType, Scope};
+        const T0: u64 = 1_800_000_000_000;
+        const ASNS: u32 = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        let config = DetectorConfig::default();
+        let bucket = config.bucket_ms;
+        let alerting =
+            Alerting::start(&store, config, NotifyConfig::default(), UnixMillis(T0)).unwrap();
+        // One client per ASN, none failing, except: AS100042 5 failing clients, AS100043 3,
+        // AS100044 2 (and one client each that does not fail).
+        let failing = |asn: u32| match asn {
+            100_042 => 5,
+            100_043 => 3,
+            100_044 => 2,
+            _ => 0,
+        };
+        let mut clients = Vec::new();
+        for i in 0..ASNS {
+            let asn = 100_000 + i;
+            clients.push((asn, false));
+            clients.extend((0..failing(asn)).map(|_| (asn, true)));
+        }
+        let enrichment = |asn| Enrichment { asn: Some(asn), country: None };
+        let mut now = T0;
+        for _ in 0..3 {
+            let at = UnixMillis(now);
+            let mut reports = Vec::new();
+            let mut targets = Vec::new();
+            for (n, &(asn, fails)) in clients.iter().enumerate() {
+                let mut client = [0u8; 32];
+                client[..8].copy_from_slice(&(n as u64).to_be_bytes());
+                let net = NetTag(n as u64);
+                targets.push(StoredTargets {
+                    received_at: at,
+                    event_at: at,
+                    service: "shop".into(),
+                    host: "shop.example".into(),
+                    attempts: 10,
+                    successes: if fails { 0 } else { 10 },
+                    client,
+                    net,
+                    enrichment: enrichment(asn),
+                });
+                if fails {
+                    reports.push(StoredReport {
+                        id: [0; 16],
+                        received_at: at,
+                        event_at: at,
+                        source: Source::Agent,
+                        service: "shop".into(),
+                        host: "shop.example".into(),
+                        phase: ErrorType::TcpRefused.phase(),
+                        error_type: ErrorType::TcpRefused,
+                        elapsed_ms: 5,
+                        status: None,
+                        network: NetworkType::Wifi,
+                        scope: Scope::Path,
+                        count: 10,
+                        sample_ppm: 1_000_000,
+                        client: Some(client),
+                        net,
+                        enrichment: enrichment(asn),
+                    });
+                }
+            }
+            alerting.observe(&reports, &targets);
+            now += bucket;
+            alerting.tick(UnixMillis(now));
+        }
+        let now = UnixMillis(now);
+        let heat = |q: &str| alerting.heatmap_json(&parse_heatmap_query(q).unwrap(), now);
+        let keys = |v: &Value| -> Vec<String> {
+            v["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["key"].as_str().unwrap().to_owned())
+                .collect()
+        };
+
+        let all = heat("");
+        assert_eq!(all["columns_total"], ASNS);
+        assert_eq!(all["columns_matched"], ASNS);
+        assert_eq!(keys(&all).len(), HEATMAP_COLUMNS);
+        assert_eq!(keys(&all)[..3], ["100042", "100043", "100044"]);
+        assert_eq!(all["cells"].as_array().unwrap().len(), HEATMAP_COLUMNS);
+        let total = &all["totals"][0];
+        assert_eq!(total["active_clients"], ASNS + 10);
+        assert_eq!(total["failing_clients"], 10);
+
+        let most = heat("top=200");
+        assert_eq!(keys(&most).len(), HEATMAP_MAX_COLUMNS);
+        assert!(most.to_string().len() < 100_000, "{} bytes", most.to_string().len());
+
+        let filtered = heat("filter=as10004&top=2");
+        assert_eq!(filtered["columns_matched"], 10, "AS100040 to AS100049");
+        assert_eq!(keys(&filtered), ["100042", "100043"]);
+        let active = heat("filter=10004&sort=active&top=1");
+        assert_eq!(keys(&active), ["100042"], "6 active clients");
+        let none = heat("filter=AS99");
+        assert_eq!(none["columns_matched"], 0);
+        assert_eq!(none["cells"], serde_json::json!([]));
+        store.close().await.unwrap();
+    }
 }
