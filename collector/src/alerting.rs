@@ -688,25 +688,26 @@ impl Alerting {
             })
             .collect();
         drop(det);
-        let first = series
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|p| p.t_ms))
-            .filter(|t| *t > span_start)
-            .min()
-            .unwrap_or(now.0);
+        // A window is stamped with the end of its last bucket, so the newest one ends after
+        // `now` (by less than a bucket): the strip ends with it.
+        let newest = now.0.saturating_add(self.bucket_ms);
+        let stamps =
+            || series.iter().flat_map(|(_, p)| p.iter().map(|p| p.t_ms)).filter(|t| *t <= newest);
+        let end = stamps().max().unwrap_or(now.0).max(now.0);
+        let first = stamps().filter(|t| *t > span_start).min().unwrap_or(end);
         let from = first.saturating_sub(self.bucket_ms).max(span_start);
-        let span = now.0.saturating_sub(from).max(1);
+        let span = end.saturating_sub(from).max(1);
         let per = span.div_ceil(STRIP_COLUMNS as u64);
         let column_ms = per.div_ceil(self.bucket_ms) * self.bucket_ms;
         let n = (span.div_ceil(column_ms) as usize).clamp(1, STRIP_COLUMNS);
-        let from = now.0.saturating_sub(n as u64 * column_ms);
+        let from = end.saturating_sub(n as u64 * column_ms);
         let rows: Vec<Value> = series
             .iter()
             .map(|(k, points)| {
                 let mut ratio: Vec<Option<f32>> = vec![None; n];
                 let mut failing: Vec<Option<u32>> = vec![None; n];
                 let mut firing = vec![false; n];
-                for p in points.iter().filter(|p| p.t_ms > from && p.t_ms <= now.0) {
+                for p in points.iter().filter(|p| p.t_ms > from && p.t_ms <= end) {
                     let i = (((p.t_ms - from - 1) / column_ms) as usize).min(n - 1);
                     if let Some(r) = p.failure_ratio {
                         ratio[i] = Some(ratio[i].map_or(r, |x| x.max(r)));
@@ -742,6 +743,7 @@ impl Alerting {
         json!({
             "now_ms": now.0,
             "from_ms": from,
+            "to_ms": end,
             "column_ms": column_ms,
             "columns": n,
             "rows": rows,
@@ -1172,6 +1174,21 @@ mod tests {
         let none = heat("filter=AS99");
         assert_eq!(none["columns_matched"], 0);
         assert_eq!(none["cells"], serde_json::json!([]));
+
+        // The strip: the one service, its windows in the last columns, nothing firing.
+        let strip = alerting.strip_json(now);
+        let n = strip["columns"].as_u64().unwrap() as usize;
+        assert!((1..=STRIP_COLUMNS).contains(&n), "{strip}");
+        assert_eq!(strip["column_ms"].as_u64().unwrap() % bucket, 0);
+        let rows = strip["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{strip}");
+        assert_eq!(rows[0]["label"], "shop");
+        assert_eq!(rows[0]["child"], false);
+        let failing = rows[0]["failing"].as_array().unwrap();
+        assert_eq!(failing.len(), n);
+        assert_eq!(failing[n - 1], 10, "the newest window is in the last column: {strip}");
+        assert_eq!(failing.iter().filter(|f| !f.is_null()).count(), 3, "{strip}");
+        assert!(rows[0]["firing"].as_array().unwrap().iter().all(|f| f == false));
         store.close().await.unwrap();
     }
 }
