@@ -10,7 +10,7 @@
 // under it; wait until the card's client figures and the heat map's "All" cell of the service
 // come from the same window (they must then agree); read the card (visible text and the
 // statistics hidden in its closed <details>), the strip and the heat map; screenshot; unfold
-// the children; screenshot; filter the heat map (text, then top 3); press "Show its reports" and
+// the children (a click, which chooses no series; Enter folds them again); screenshot; filter the heat map (text, then top 3); press "Show its reports" and
 // read the reports table; screenshot. Prints ONE JSON line:
 //   {"ok": true, "incidents": [{id, label, inhibited, headline, visibleText, statsText,
 //    foldSummary, foldCount, childIds, childInhibitedBy, foldOpen}], "firstCardId",
@@ -112,6 +112,11 @@ async function main() {
         const before = await page.evaluate(() => Number(document.documentElement.dataset.refreshes));
         await page.waitForFunction((n) => Number(document.documentElement.dataset.refreshes) > n, before, { timeout, polling: 100 });
         seen.stillUnfolded = await page.evaluate(() => document.querySelector('#firing details.children').open);
+        // Unfolding chose nothing; the keyboard folds them again.
+        seen.seriesAfterUnfold = await page.evaluate(() => document.getElementById('series').dataset.slice || null);
+        await page.focus('#firing > .card details.children summary');
+        await page.keyboard.press('Enter');
+        seen.keyboardFolded = await page.evaluate(() => !document.querySelector('#firing details.children').open);
 
         // Heat map columns: the filter and top-N run on the collector.
         await page.fill('#heat-controls input[name="filter"]', config.filter);

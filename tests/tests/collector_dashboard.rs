@@ -498,6 +498,8 @@ async fn the_dashboard_folds_a_service_outage_under_one_incident_in_plain_words(
     assert_eq!(card["foldOpen"], false, "children start folded");
     assert_eq!(seen["unfolded"], true);
     assert_eq!(seen["stillUnfolded"], true, "a poll folded them again");
+    assert_eq!(seen["seriesAfterUnfold"], Value::Null, "unfolding chose a series");
+    assert_eq!(seen["keyboardFolded"], true, "Enter on the summary does not fold");
     assert!(seen["firingCount"].as_str().unwrap().starts_with("(1 incident"), "{seen:#}");
 
     // Plain words, the same window as the map; the statistic only behind "Statistics".

@@ -281,7 +281,7 @@
     const rows = [
       ['Since', clock(a.start_ms) + 'Z (' + duration(state.alerts.now_ms - a.start_ms) + ' ago)'],
       ['What fails', a.kind === 'silence' ? 'clients stopped reporting' : causeText(a.breakdown)],
-      ['Where', topText(a.top_asns, (k) => 'AS' + k) + '; ' + topText(a.top_countries, (k) => k)],
+      ['Where', topText(a.top_asns, (k) => 'AS' + k) + '; ' + topText(a.top_countries, (k) => k) + ' (failing clients)'],
       ['Covered by', inhibited ? labelOfId(a.inhibited_by) + ' (this one is not notified)' : null],
     ];
     const dl = el('dl');
@@ -731,14 +731,16 @@
   // wiring
   function onActivate(container, selector, handler) {
     container.addEventListener('click', (ev) => {
+      // Unfolding a card's <details> is not choosing the card.
+      if (ev.target.closest('summary')) return;
       const target = ev.target.closest(selector);
       if (target && container.contains(target)) handler(target);
     });
     container.addEventListener('keydown', (ev) => {
       if (ev.key !== 'Enter' && ev.key !== ' ') return;
       const target = ev.target.closest(selector);
-      // Buttons already turn Enter and Space into a click.
-      if (!target || ev.target.tagName === 'BUTTON') return;
+      // Buttons and summaries already turn Enter and Space into a click or a toggle.
+      if (!target || ev.target.tagName === 'BUTTON' || ev.target.tagName === 'SUMMARY') return;
       ev.preventDefault();
       handler(target);
     });
@@ -769,7 +771,7 @@
     $('firing').addEventListener('click', (ev) => {
       const b = ev.target.closest('button.show-reports');
       if (!b) return;
-      ev.stopPropagation();
+      ev.stopImmediatePropagation();
       const a = alertById(b.dataset.alertId);
       if (a) reportsOf(a);
     });
