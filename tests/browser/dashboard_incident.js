@@ -18,6 +18,9 @@
 //    "strip": [{label, child, firing, cells}], "heat": {filtered: {note, keys}, top: {keys}},
 //    "reports": {note, rows: [{service, type, asn, country}], form: {...}},
 //    "consoleErrors", "pageErrors", "failedRequests", "screenshots"}
+// With "mode": "recent" (after the outage resolved): wait for Recent to list the resolved alert
+// with the ones it covered indented under it, read its rows {id, child, label} and screenshot
+// to screenshots.recent.
 // or {"ok": false, "error": MESSAGE, ...what was seen so far} (exit 1).
 'use strict';
 
@@ -41,6 +44,21 @@ async function main() {
             if (r.status() >= 400) seen.failedRequests.push(r.url() + ' ' + r.status());
         });
         await page.goto(config.url, { timeout });
+
+        if (config.mode === 'recent') {
+            // After the outage: the resolved alert in Recent, the ones it covered under it.
+            await page.waitForFunction(() => document.querySelector('#recent tbody tr.child'), null, { timeout, polling: 200 });
+            seen.recent = await page.evaluate(() => [...document.querySelectorAll('#recent tbody tr')].map((tr) => ({
+                id: tr.dataset.alertId,
+                child: tr.classList.contains('child'),
+                label: tr.querySelector('th').textContent,
+            })));
+            seen.firingText = await page.textContent('#firing');
+            await page.screenshot({ path: shots.recent, fullPage: true });
+            seen.screenshots.push(shots.recent);
+            process.stdout.write(JSON.stringify({ ok: true, ...seen }) + '\n');
+            return;
+        }
 
         // The incident: the service's card, children folded under it.
         await page.waitForFunction(

@@ -429,12 +429,17 @@ async fn the_dashboard_folds_a_service_outage_under_one_incident_in_plain_words(
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let recovered = Arc::new(AtomicBool::new(false));
     let feeder = tokio::spawn({
-        let stop = stop.clone();
+        let (stop, recovered) = (stop.clone(), recovered.clone());
         async move {
             while !stop.load(Ordering::Relaxed) {
                 let next = Instant::now() + STEP;
-                fleet.step(plain, 2, outage).await;
+                if recovered.load(Ordering::Relaxed) {
+                    fleet.step(plain, 2, background).await;
+                } else {
+                    fleet.step(plain, 2, outage).await;
+                }
                 tokio::time::sleep_until(next.into()).await;
             }
         }
@@ -459,9 +464,41 @@ async fn the_dashboard_folds_a_service_outage_under_one_incident_in_plain_words(
     )
     .await;
     let (_, alerts) = get_json(admin, "/v1/alerts").await;
+
+    // The outage ends: once resolved, Recent lists the service's alert with the ones it
+    // covered indented under it.
+    recovered.store(true, Ordering::Relaxed);
+    let recent_png = artifact("dashboard-resolved.png");
+    let user_data = tempfile::tempdir().unwrap();
+    let after = run_driver(
+        "dashboard_incident.js",
+        serde_json::json!({
+            "mode": "recent",
+            "userDataDir": user_data.path(),
+            "url": format!("http://{admin}/"),
+            "screenshots": { "recent": recent_png },
+            "timeoutMs": 30_000,
+        }),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     feeder.await.unwrap();
     running.shutdown().await.unwrap();
+    let recent = after["recent"].as_array().unwrap();
+    let at = recent
+        .iter()
+        .position(|r| r["id"] == parent.as_str())
+        .unwrap_or_else(|| panic!("{after:#}"));
+    assert_eq!(recent[at]["child"], false, "{after:#}");
+    let under: Vec<&Value> = recent[at + 1..].iter().take_while(|r| r["child"] == true).collect();
+    assert!(!under.is_empty(), "nothing under the resolved service alert: {after:#}");
+    assert!(
+        under.iter().all(|r| r["label"].as_str().unwrap().starts_with(&format!("↳ {SERVICE} / "))),
+        "{after:#}"
+    );
+    assert_eq!(after["pageErrors"], serde_json::json!([]), "{after:#}");
+    png_ok(&recent_png);
+    println!("dashboard screenshot: {}", recent_png.display());
 
     // No script error; the one failed request is the bad filter typed on purpose.
     assert_eq!(seen["pageErrors"], serde_json::json!([]), "{seen:#}");

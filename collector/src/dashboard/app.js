@@ -309,12 +309,18 @@
     return card;
   }
 
+  // The alert at the top of a's chain of covering alerts (among those in byId).
+  function rootOf(a, byId) {
+    for (let n = 0; n < 8 && a.inhibited_by && byId.has(a.inhibited_by); n++) a = byId.get(a.inhibited_by);
+    return a;
+  }
+
   // One card per incident: an alert that notifies, with the alerts it covers (inhibited_by
   // it) folded under it. An alert whose parent is not firing stands alone.
   function renderFiring() {
     const firing = state.alerts.firing || [];
-    const ids = new Set(firing.map((a) => a.id));
-    const parents = firing.filter((a) => !a.inhibited_by || !ids.has(a.inhibited_by));
+    const byId = new Map(firing.map((a) => [a.id, a]));
+    const parents = firing.filter((a) => rootOf(a, byId) === a);
     const incidents = parents.length;
     $('firing-count').textContent = '(' + plural(incidents, 'incident', 'incidents')
       + (firing.length > incidents ? ', ' + firing.length + ' alerts' : '') + ')';
@@ -333,7 +339,7 @@
     for (const a of sorted) {
       // Children: failure groups, then ASNs, then countries, each by name.
       const order = { group: 0, asn: 1, country: 2 };
-      const children = firing.filter((c) => c.inhibited_by === a.id).sort((x, y) =>
+      const children = firing.filter((c) => c !== a && rootOf(c, byId) === a).sort((x, y) =>
         (order[x.slice.dim.kind] ?? 3) - (order[y.slice.dim.kind] ?? 3) || x.label.localeCompare(y.label));
       const card = alertCard(a, children);
       // A poll keeps what the reader unfolded.
@@ -356,22 +362,31 @@
       return;
     }
     const head = el('tr');
-    for (const h of ['Alert', 'Kind', 'Start', 'End', 'Lasted', 'Clients', 'Networks', 'Ratio vs baseline']) {
+    for (const h of ['Alert', 'Kind', 'Start', 'End', 'Lasted', 'Clients', 'Networks', 'Ratio when raised (usual)']) {
       head.append(el('th', { scope: 'col' }, h));
     }
     const body = el('tbody');
-    for (const a of recent) {
+    // Each alert that notified, then the narrower ones it covered, indented under it.
+    const ids = new Set(recent.map((a) => a.id));
+    const ordered = [];
+    for (const p of recent.filter((a) => !a.inhibited_by || !ids.has(a.inhibited_by))) {
+      ordered.push(p, ...recent.filter((c) => c.inhibited_by === p.id));
+    }
+    // (A chain of covering alerts: nothing is left out.)
+    ordered.push(...recent.filter((a) => !ordered.includes(a)));
+    for (const a of ordered) {
       const end = a.end_ms === null || a.end_ms === undefined ? null : a.end_ms;
-      const tr = el('tr', { tabindex: 0, 'data-alert-id': a.id, 'data-kind': a.kind });
+      const child = !!a.inhibited_by && ids.has(a.inhibited_by);
+      const tr = el('tr', { tabindex: 0, 'data-alert-id': a.id, 'data-kind': a.kind, class: child ? 'child' : null });
       tr.append(
-        el('th', { scope: 'row' }, a.label),
+        el('th', { scope: 'row', title: child ? 'covered by ' + labelOfId(a.inhibited_by) : null }, (child ? '↳ ' : '') + a.label),
         el('td', null, a.kind),
         el('td', null, iso(a.start_ms)),
         el('td', null, iso(end)),
         el('td', null, end === null ? '–' : duration(end - a.start_ms)),
         el('td', null, a.clients),
         el('td', null, a.networks),
-        el('td', null, a.kind === 'silence' ? '–' : pct(a.observed_ratio) + ' vs ' + pct(a.baseline_ratio)),
+        el('td', null, a.kind === 'silence' ? '–' : pct(a.observed_ratio) + ' (' + pct(a.baseline_ratio) + ')'),
       );
       body.append(tr);
     }
