@@ -478,9 +478,9 @@ impl Alerting {
         recent
     }
 
-    /// `GET /v1/alerts`. Every alert carries `label` and, when its slice has one, `window`:
-    /// the slice's latest evaluated window (the figures the heat map and the strip show, so a
-    /// card and a cell never disagree); `window_ms` says how long a window is.
+    /// `GET /v1/alerts`. Every alert carries `label`; a firing one also `window`: its slice's
+    /// latest evaluated window (the figures the heat map and the strip show, so a card and a
+    /// cell never disagree; `null` when stale), `window_ms` says how long a window is.
     pub fn alerts_json(&self, now: UnixMillis) -> Value {
         let firing = self.firing();
         let recent = self.recent(now);
@@ -488,7 +488,6 @@ impl Alerting {
             let det = self.detector();
             firing
                 .iter()
-                .chain(&recent)
                 .filter_map(|a| {
                     let last = det.series(&a.slice)?.last().copied()?;
                     Some((a.slice.clone(), last))
