@@ -13,6 +13,7 @@
 // countries and to colour by failing clients, and read it again; open `?alert=ID` (the link in
 // notifications) in a new tab and wait for that alert's series, and an unknown id for its
 // status note; last, read the page in a tab with JavaScript off. Prints ONE JSON line:
+//   (cells and countryCells leave out the whole-service "All" column)
 //   {"ok": true, "cards": [{id, label, kind, inhibited, text}], "cells": [{row, key, ratio,
 //    failing, active, alert, title, outlined}], "series": {label, slice, points, paths: {cls: d}},
 //    "selectedCell": bool, "linked": {slice, hash, search, selectedCards}, "linkedMissing": TEXT,
