@@ -620,7 +620,7 @@ impl Alerting {
     /// an alert firing or ended within that time, under its service, then the services with
     /// the most failing clients, [`STRIP_ROWS`] rows at most. Each row has, per column, the
     /// highest failure ratio and failing-client count of its windows in that column and
-    /// whether one of its alerts was firing then.
+    /// whether that was within one of its alerts (from its start to its end).
     pub fn strip_json(&self, now: UnixMillis) -> Value {
         let span_start = now.0.saturating_sub(STRIP_SPAN_MS);
         let mut alerts: Vec<Alert> = self.firing();
@@ -717,15 +717,9 @@ impl Alerting {
                 let mine: Vec<&Alert> = alerts.iter().filter(|a| a.slice == *k).collect();
                 for (i, f) in firing.iter_mut().enumerate() {
                     let (c0, c1) = (from + i as u64 * column_ms, from + (i as u64 + 1) * column_ms);
-                    // Firing from when it was raised (its start is the start of the window
-                    // that showed it, earlier); a retrospective one over its incident.
-                    *f = mine.iter().any(|a| {
-                        let from = match a.kind {
-                            AlertKind::Retrospective => a.start_ms,
-                            _ => a.raised_at_ms.max(a.start_ms),
-                        };
-                        from < c1 && a.end_ms.unwrap_or(u64::MAX) > c0
-                    });
+                    // Over the incident as the alert states it (its start is the start of the
+                    // window that showed it, as on its card and its series).
+                    *f = mine.iter().any(|a| a.start_ms < c1 && a.end_ms.unwrap_or(u64::MAX) > c0);
                 }
                 json!({
                     "label": slice_label(k),

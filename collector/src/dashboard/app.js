@@ -642,7 +642,7 @@
     const n = strip.columns;
     $('strip-note').textContent = 'Which slices failed when: ' + n + ' columns of ' + duration(strip.column_ms)
       + ' from ' + clock(strip.from_ms) + 'Z to ' + clock(strip.to_ms ?? strip.now_ms) + 'Z; colour = highest failure ratio in the column; '
-      + 'an outlined cell had an alert firing. Slices with an alert come first, under their service.'
+      + 'an outlined cell is within an alert (its start to its end, as on its card). Slices with an alert come first, under their service.'
       + (strip.more_rows ? ' ' + strip.more_rows + ' more not shown.' : '');
     const head = el('tr', null, el('th', { scope: 'col' }, 'Slice'));
     for (let i = 0; i < n; i += 10) {
