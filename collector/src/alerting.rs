@@ -46,8 +46,18 @@ const RECENT_MS: u64 = 24 * 3_600_000;
 const RECENT_MAX: usize = 200;
 /// Alerts older than this are deleted from the `alerts` tree.
 const KEEP_ALERTS_MS: u64 = 30 * 24 * 3_600_000;
-/// Heat map columns at most.
-const HEATMAP_COLUMNS: usize = 40;
+/// Heat map columns without `top`.
+pub const HEATMAP_COLUMNS: usize = 40;
+/// The largest `top` of `GET /v1/heatmap`.
+pub const HEATMAP_MAX_COLUMNS: usize = 200;
+/// The longest `filter` of `GET /v1/heatmap`.
+const HEATMAP_MAX_FILTER: usize = 64;
+/// `GET /v1/strip` looks back this far ...
+const STRIP_SPAN_MS: u64 = 3_600_000;
+/// ... in at most this many columns ...
+pub const STRIP_COLUMNS: usize = 60;
+/// ... and shows at most this many slices.
+pub const STRIP_ROWS: usize = 30;
 /// Reports and target counts replayed into the detector at start, at most.
 const REPLAY_MAX: usize = 2_000_000;
 
@@ -468,50 +478,110 @@ impl Alerting {
         recent
     }
 
-    /// `GET /v1/alerts`.
+    /// `GET /v1/alerts`. Every alert carries `label`; a firing one also `window`: its slice's
+    /// latest evaluated window (the figures the heat map and the strip show, so a card and a
+    /// cell never disagree; `null` when stale), `window_ms` says how long a window is.
     pub fn alerts_json(&self, now: UnixMillis) -> Value {
+        let firing = self.firing();
+        let recent = self.recent(now);
+        let windows: HashMap<SliceKey, SeriesPoint> = {
+            let det = self.detector();
+            firing
+                .iter()
+                .filter_map(|a| {
+                    let last = det.series(&a.slice)?.last().copied()?;
+                    Some((a.slice.clone(), last))
+                })
+                .collect()
+        };
+        let fresh_after = now.0.saturating_sub(2 * self.window_ms);
         let with_label = |a: Alert| {
+            let window = windows.get(&a.slice).filter(|p| p.t_ms >= fresh_after).copied();
             let mut v = serde_json::to_value(&a).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut v {
                 map.insert("label".into(), Value::String(slice_label(&a.slice)));
+                map.insert("window".into(), serde_json::to_value(window).unwrap_or(Value::Null));
             }
             v
         };
         json!({
             "now_ms": now.0,
-            "firing": self.firing().into_iter().map(with_label).collect::<Vec<_>>(),
-            "recent": self.recent(now).into_iter().map(with_label).collect::<Vec<_>>(),
+            "window_ms": self.window_ms,
+            "bucket_ms": self.bucket_ms,
+            "firing": firing.into_iter().map(with_label).collect::<Vec<_>>(),
+            "recent": recent.into_iter().map(with_label).collect::<Vec<_>>(),
         })
     }
 
-    /// `GET /v1/heatmap?dim=asn|country`.
-    pub fn heatmap_json(&self, dim: HeatDim, now: UnixMillis) -> Value {
+    /// `GET /v1/heatmap?dim=asn|country[&top=N&filter=TEXT&sort=failing|active]`: services x
+    /// the top `top` columns (default 40, at most 200) among those whose label contains
+    /// `filter`, ranked by failing clients (or active clients) summed over services. The
+    /// ranking runs here, so thousands of ASNs never reach the page; `columns_total` and
+    /// `columns_matched` say how many there were. `totals` has each service's whole-service
+    /// cell (where a service-wide alert is marked).
+    pub fn heatmap_json(&self, q: &HeatQuery, now: UnixMillis) -> Value {
+        let dim = q.dim;
         let latest = self.detector().latest();
         let fresh_after = now.0.saturating_sub(2 * self.window_ms);
         let mut rows: Vec<String> = Vec::new();
-        let mut columns: HashMap<String, (String, u64)> = HashMap::new();
+        // column key -> (label, active clients, failing clients)
+        let mut columns: HashMap<String, (String, u64, u64)> = HashMap::new();
         let mut cells = Vec::new();
+        let mut totals = Vec::new();
         for (key, point, alert) in latest {
             if !rows.contains(&key.service) {
                 rows.push(key.service.clone());
             }
+            let fresh = point.t_ms >= fresh_after && point.active_clients > 0;
             let (col, label) = match (&key.dim, dim) {
+                (SliceDim::Service, _) => {
+                    if fresh {
+                        totals.push(json!({
+                            "row": key.service,
+                            "t_ms": point.t_ms,
+                            "active_clients": point.active_clients,
+                            "failing_clients": point.failing_clients,
+                            "failure_ratio": point.failure_ratio,
+                            "baseline_ratio": point.baseline_ratio,
+                            "alert": alert,
+                        }));
+                    }
+                    continue;
+                }
                 (SliceDim::Asn(a), HeatDim::Asn) => (a.to_string(), format!("AS{a}")),
                 (SliceDim::Country(c), HeatDim::Country) => (c.clone(), c.clone()),
                 _ => continue,
             };
-            if point.t_ms < fresh_after || point.active_clients == 0 {
+            if !fresh {
                 continue;
             }
-            let entry = columns.entry(col.clone()).or_insert((label, 0));
+            let entry = columns.entry(col.clone()).or_insert((label, 0, 0));
             entry.1 += u64::from(point.active_clients);
+            entry.2 += u64::from(point.failing_clients);
             cells.push((key.service.clone(), col, point, alert));
         }
         rows.sort();
-        let mut cols: Vec<(String, String, u64)> =
-            columns.into_iter().map(|(k, (label, n))| (k, label, n)).collect();
-        cols.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-        cols.truncate(HEATMAP_COLUMNS);
+        let columns_total = columns.len();
+        let needle = q.filter.to_ascii_lowercase();
+        let mut cols: Vec<(String, String, u64, u64)> = columns
+            .into_iter()
+            .filter(|(k, (label, _, _))| {
+                needle.is_empty()
+                    || label.to_ascii_lowercase().contains(&needle)
+                    || k.to_ascii_lowercase().contains(&needle)
+            })
+            .map(|(k, (label, active, failing))| (k, label, active, failing))
+            .collect();
+        let columns_matched = cols.len();
+        match q.sort {
+            HeatSort::Failing => {
+                cols.sort_by(|a, b| b.3.cmp(&a.3).then(b.2.cmp(&a.2)).then_with(|| a.0.cmp(&b.0)))
+            }
+            HeatSort::Active => {
+                cols.sort_by(|a, b| b.2.cmp(&a.2).then(b.3.cmp(&a.3)).then_with(|| a.0.cmp(&b.0)))
+            }
+        }
+        cols.truncate(q.top);
         let kept: std::collections::HashSet<&str> = cols.iter().map(|c| c.0.as_str()).collect();
         let cells: Vec<Value> = cells
             .iter()
@@ -520,6 +590,7 @@ impl Alerting {
                 json!({
                     "row": row,
                     "key": col,
+                    "t_ms": p.t_ms,
                     "active_clients": p.active_clients,
                     "failing_clients": p.failing_clients,
                     "failure_ratio": p.failure_ratio,
@@ -532,9 +603,144 @@ impl Alerting {
             "now_ms": now.0,
             "window_ms": self.window_ms,
             "dim": dim.as_str(),
+            "sort": q.sort.as_str(),
+            "top": q.top,
+            "filter": q.filter,
+            "columns_total": columns_total,
+            "columns_matched": columns_matched,
             "rows": rows,
-            "columns": cols.iter().map(|(k, label, n)| json!({"key": k, "label": label, "active_clients": n})).collect::<Vec<_>>(),
+            "columns": cols.iter().map(|(k, label, active, failing)| json!({"key": k, "label": label, "active_clients": active, "failing_clients": failing})).collect::<Vec<_>>(),
             "cells": cells,
+            "totals": totals,
+        })
+    }
+
+    /// `GET /v1/strip`: which slices failed when over the last hour (or since the detector's
+    /// history begins, if later), in at most [`STRIP_COLUMNS`] columns. Rows: every slice with
+    /// an alert firing or ended within that time, under its service, then the services with
+    /// the most failing clients, [`STRIP_ROWS`] rows at most. Each row has, per column, the
+    /// highest failure ratio and failing-client count of its windows in that column and
+    /// whether that was within one of its alerts (from its start to its end).
+    pub fn strip_json(&self, now: UnixMillis) -> Value {
+        let span_start = now.0.saturating_sub(STRIP_SPAN_MS);
+        let mut alerts: Vec<Alert> = self.firing();
+        alerts.extend(
+            self.recent(now)
+                .into_iter()
+                .filter(|a| a.end_ms.unwrap_or(a.raised_at_ms) >= span_start),
+        );
+        let det = self.detector();
+        // Services in order of alerts, then of failing clients now.
+        let mut slices: Vec<SliceKey> = Vec::new();
+        let push = |slices: &mut Vec<SliceKey>, k: SliceKey| {
+            if !slices.contains(&k) {
+                slices.push(k);
+            }
+        };
+        let mut busy: Vec<(u32, String)> = det
+            .latest()
+            .into_iter()
+            .filter(|(k, p, _)| k.dim == SliceDim::Service && p.t_ms >= span_start)
+            .map(|(k, p, _)| (p.failing_clients, k.service))
+            .collect();
+        busy.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut services: Vec<String> = Vec::new();
+        for a in &alerts {
+            if !services.contains(&a.slice.service) {
+                services.push(a.slice.service.clone());
+            }
+        }
+        for (_, s) in &busy {
+            if !services.contains(s) {
+                services.push(s.clone());
+            }
+        }
+        let mut more = 0usize;
+        for service in &services {
+            let children: Vec<&Alert> =
+                alerts.iter().filter(|a| a.slice.service == *service).collect();
+            if slices.len() + 1 > STRIP_ROWS {
+                more += 1 + children.iter().filter(|a| a.slice.dim != SliceDim::Service).count();
+                continue;
+            }
+            push(&mut slices, SliceKey::service(service));
+            let mut kids: Vec<SliceKey> = children
+                .iter()
+                .filter(|a| a.slice.dim != SliceDim::Service)
+                .map(|a| a.slice.clone())
+                .collect();
+            kids.sort();
+            kids.dedup();
+            for k in kids {
+                if slices.len() < STRIP_ROWS {
+                    slices.push(k);
+                } else {
+                    more += 1;
+                }
+            }
+        }
+        let series: Vec<(SliceKey, Vec<SeriesPoint>)> = slices
+            .into_iter()
+            .map(|k| {
+                let pts = det.series(&k).unwrap_or_default();
+                (k, pts)
+            })
+            .collect();
+        drop(det);
+        // A window is stamped with the end of its last bucket, so the newest one ends after
+        // `now` (by less than a bucket): the strip ends with it.
+        let newest = now.0.saturating_add(self.bucket_ms);
+        let stamps =
+            || series.iter().flat_map(|(_, p)| p.iter().map(|p| p.t_ms)).filter(|t| *t <= newest);
+        let end = stamps().max().unwrap_or(now.0).max(now.0);
+        let first = stamps().filter(|t| *t > span_start).min().unwrap_or(end);
+        let from = first.saturating_sub(self.bucket_ms).max(span_start);
+        let span = end.saturating_sub(from).max(1);
+        let per = span.div_ceil(STRIP_COLUMNS as u64);
+        let column_ms = per.div_ceil(self.bucket_ms) * self.bucket_ms;
+        let n = (span.div_ceil(column_ms) as usize).clamp(1, STRIP_COLUMNS);
+        let from = end.saturating_sub(n as u64 * column_ms);
+        let rows: Vec<Value> = series
+            .iter()
+            .map(|(k, points)| {
+                let mut ratio: Vec<Option<f32>> = vec![None; n];
+                let mut failing: Vec<Option<u32>> = vec![None; n];
+                let mut firing = vec![false; n];
+                for p in points.iter().filter(|p| p.t_ms > from && p.t_ms <= end) {
+                    let i = (((p.t_ms - from - 1) / column_ms) as usize).min(n - 1);
+                    if let Some(r) = p.failure_ratio {
+                        ratio[i] = Some(ratio[i].map_or(r, |x| x.max(r)));
+                    }
+                    failing[i] =
+                        Some(failing[i].map_or(p.failing_clients, |x| x.max(p.failing_clients)));
+                }
+                let mine: Vec<&Alert> = alerts.iter().filter(|a| a.slice == *k).collect();
+                for (i, f) in firing.iter_mut().enumerate() {
+                    let (c0, c1) = (from + i as u64 * column_ms, from + (i as u64 + 1) * column_ms);
+                    // Over the incident as the alert states it (its start is the start of the
+                    // window that showed it, as on its card and its series).
+                    *f = mine.iter().any(|a| a.start_ms < c1 && a.end_ms.unwrap_or(u64::MAX) > c0);
+                }
+                json!({
+                    "label": slice_label(k),
+                    "slice": k,
+                    "child": k.dim != SliceDim::Service,
+                    "alerts": mine.iter().map(|a| a.id).collect::<Vec<_>>(),
+                    "inhibited": !mine.is_empty() && mine.iter().all(|a| a.inhibited_by.is_some()),
+                    "ratio": ratio,
+                    "failing": failing,
+                    "firing": firing,
+                })
+            })
+            .collect();
+        json!({
+            "now_ms": now.0,
+            "from_ms": from,
+            "to_ms": end,
+            "column_ms": column_ms,
+            "columns": n,
+            "rows": rows,
+            "more_rows": more,
         })
     }
 
@@ -608,18 +814,82 @@ pub fn parse_series_query(query: &str) -> Result<SliceKey, String> {
     Ok(SliceKey::new(service, dim))
 }
 
-/// The query of `GET /v1/heatmap`, parsed.
-pub fn parse_heatmap_query(query: &str) -> Result<HeatDim, String> {
-    let params = parse_query(query)?;
-    match params.get("dim").map(String::as_str) {
-        None | Some("asn") => Ok(HeatDim::Asn),
-        Some("country") => Ok(HeatDim::Country),
-        Some(other) => Err(format!("parameter `dim`: {other:?} is not one of asn, country")),
+/// How `GET /v1/heatmap` ranks its columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeatSort {
+    /// Most failing clients first (the default: an incident's networks come first).
+    Failing,
+    /// Most active clients first.
+    Active,
+}
+
+impl HeatSort {
+    /// `failing` or `active`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeatSort::Failing => "failing",
+            HeatSort::Active => "active",
+        }
     }
 }
 
+/// The query of `GET /v1/heatmap`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeatQuery {
+    /// Columns: ASNs or countries.
+    pub dim: HeatDim,
+    /// How many columns at most.
+    pub top: usize,
+    /// Only columns whose label or key contains this (case-insensitive); empty: all.
+    pub filter: String,
+    /// Which columns come first.
+    pub sort: HeatSort,
+}
+
+/// The query of `GET /v1/heatmap`, parsed: an error names the parameter.
+pub fn parse_heatmap_query(query: &str) -> Result<HeatQuery, String> {
+    let params = parse_query(query)?;
+    if let Some(unknown) =
+        params.keys().find(|k| !["dim", "top", "filter", "sort"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown parameter `{unknown}` (known: `dim`, `top`, `filter`, `sort`)"
+        ));
+    }
+    let dim = match params.get("dim").map(String::as_str) {
+        None | Some("asn") => HeatDim::Asn,
+        Some("country") => HeatDim::Country,
+        Some(other) => {
+            return Err(format!("parameter `dim`: {other:?} is not one of asn, country"));
+        }
+    };
+    let top = match params.get("top") {
+        None => HEATMAP_COLUMNS,
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if (1..=HEATMAP_MAX_COLUMNS).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "parameter `top`: {t:?} is not a number from 1 to {HEATMAP_MAX_COLUMNS}"
+                ));
+            }
+        },
+    };
+    let filter = params.get("filter").map(|f| f.trim().to_owned()).unwrap_or_default();
+    if filter.chars().count() > HEATMAP_MAX_FILTER {
+        return Err(format!("parameter `filter`: longer than {HEATMAP_MAX_FILTER} characters"));
+    }
+    let sort = match params.get("sort").map(String::as_str) {
+        None | Some("failing") => HeatSort::Failing,
+        Some("active") => HeatSort::Active,
+        Some(other) => {
+            return Err(format!("parameter `sort`: {other:?} is not one of failing, active"));
+        }
+    };
+    Ok(HeatQuery { dim, top, filter, sort })
+}
+
 /// `a=1&b=x%20y` into a map (later duplicates win); bad percent escapes are errors.
-fn parse_query(query: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_query(query: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -764,8 +1034,154 @@ mod tests {
         );
         assert!(parse_series_query("service=shop&dim=pop&key=x").unwrap_err().contains("`dim`"));
         assert!(parse_series_query("service=%zz").unwrap_err().contains("percent"));
-        assert_eq!(parse_heatmap_query("").unwrap(), HeatDim::Asn);
-        assert_eq!(parse_heatmap_query("dim=country").unwrap(), HeatDim::Country);
-        assert!(parse_heatmap_query("dim=city").unwrap_err().contains("`dim`"));
+        let q = parse_heatmap_query("").unwrap();
+        assert_eq!(
+            (q.dim, q.top, q.filter.as_str(), q.sort),
+            (HeatDim::Asn, 40, "", HeatSort::Failing)
+        );
+        let q = parse_heatmap_query("dim=country&top=200&filter=%20AS645%20&sort=active").unwrap();
+        assert_eq!(
+            (q.dim, q.top, q.filter.as_str(), q.sort),
+            (HeatDim::Country, 200, "AS645", HeatSort::Active)
+        );
+        for (query, name) in [
+            ("dim=city", "`dim`"),
+            ("top=0", "`top`"),
+            ("top=201", "`top`"),
+            ("top=x", "`top`"),
+            ("sort=ratio", "`sort`"),
+            ("dims=asn", "`dims`"),
+        ] {
+            let e = parse_heatmap_query(query).unwrap_err();
+            assert!(e.contains(name), "{query}: {e}");
+        }
+        let long = format!("filter={}", "a".repeat(65));
+        assert!(parse_heatmap_query(&long).unwrap_err().contains("`filter`"));
+    }
+
+    /// A deployment with thousands of ASNs: the collector ranks, filters and cuts the columns,
+    /// so the page gets at most `top` of them.
+    #[tokio::test]
+    async fn the_heat_map_ranks_and_filters_thousands_of_asns_itself() {
+        use crate::model::{Enrichment, NetTag, Source, StoredTargets};
+        use vantage_agent::taxonomy::{ErrorType, NetworkType, Scope};
+        const T0: u64 = 1_800_000_000_000;
+        const ASNS: u32 = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        let config = DetectorConfig::default();
+        let bucket = config.bucket_ms;
+        let alerting =
+            Alerting::start(&store, config, NotifyConfig::default(), UnixMillis(T0)).unwrap();
+        // One client per ASN, none failing, except: AS100042 5 failing clients, AS100043 3,
+        // AS100044 2 (and one client each that does not fail).
+        let failing = |asn: u32| match asn {
+            100_042 => 5,
+            100_043 => 3,
+            100_044 => 2,
+            _ => 0,
+        };
+        let mut clients = Vec::new();
+        for i in 0..ASNS {
+            let asn = 100_000 + i;
+            clients.push((asn, false));
+            clients.extend((0..failing(asn)).map(|_| (asn, true)));
+        }
+        let enrichment = |asn| Enrichment { asn: Some(asn), country: None };
+        let mut now = T0;
+        for _ in 0..3 {
+            let at = UnixMillis(now);
+            let mut reports = Vec::new();
+            let mut targets = Vec::new();
+            for (n, &(asn, fails)) in clients.iter().enumerate() {
+                let mut client = [0u8; 32];
+                client[..8].copy_from_slice(&(n as u64).to_be_bytes());
+                let net = NetTag(n as u64);
+                targets.push(StoredTargets {
+                    received_at: at,
+                    event_at: at,
+                    service: "shop".into(),
+                    host: "shop.example".into(),
+                    attempts: 10,
+                    successes: if fails { 0 } else { 10 },
+                    client,
+                    net,
+                    enrichment: enrichment(asn),
+                });
+                if fails {
+                    reports.push(StoredReport {
+                        id: [0; 16],
+                        received_at: at,
+                        event_at: at,
+                        source: Source::Agent,
+                        service: "shop".into(),
+                        host: "shop.example".into(),
+                        phase: ErrorType::TcpRefused.phase(),
+                        error_type: ErrorType::TcpRefused,
+                        elapsed_ms: 5,
+                        status: None,
+                        network: NetworkType::Wifi,
+                        scope: Scope::Path,
+                        count: 10,
+                        sample_ppm: 1_000_000,
+                        client: Some(client),
+                        net,
+                        enrichment: enrichment(asn),
+                    });
+                }
+            }
+            alerting.observe(&reports, &targets);
+            now += bucket;
+            alerting.tick(UnixMillis(now));
+        }
+        let now = UnixMillis(now);
+        let heat = |q: &str| alerting.heatmap_json(&parse_heatmap_query(q).unwrap(), now);
+        let keys = |v: &Value| -> Vec<String> {
+            v["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["key"].as_str().unwrap().to_owned())
+                .collect()
+        };
+
+        let all = heat("");
+        assert_eq!(all["columns_total"], ASNS);
+        assert_eq!(all["columns_matched"], ASNS);
+        assert_eq!(keys(&all).len(), HEATMAP_COLUMNS);
+        assert_eq!(keys(&all)[..3], ["100042", "100043", "100044"]);
+        assert_eq!(all["cells"].as_array().unwrap().len(), HEATMAP_COLUMNS);
+        let total = &all["totals"][0];
+        assert_eq!(total["active_clients"], ASNS + 10);
+        assert_eq!(total["failing_clients"], 10);
+
+        let most = heat("top=200");
+        assert_eq!(keys(&most).len(), HEATMAP_MAX_COLUMNS);
+        assert!(most.to_string().len() < 100_000, "{} bytes", most.to_string().len());
+
+        let filtered = heat("filter=as10004&top=2");
+        assert_eq!(filtered["columns_matched"], 10, "AS100040 to AS100049");
+        assert_eq!(keys(&filtered), ["100042", "100043"]);
+        let active = heat("filter=10004&sort=active&top=1");
+        assert_eq!(keys(&active), ["100042"], "6 active clients");
+        let none = heat("filter=AS99");
+        assert_eq!(none["columns_matched"], 0);
+        assert_eq!(none["cells"], serde_json::json!([]));
+
+        // The strip: the one service, its windows in the last columns, nothing firing.
+        let strip = alerting.strip_json(now);
+        let n = strip["columns"].as_u64().unwrap() as usize;
+        assert!((1..=STRIP_COLUMNS).contains(&n), "{strip}");
+        assert_eq!(strip["column_ms"].as_u64().unwrap() % bucket, 0);
+        let rows = strip["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{strip}");
+        assert_eq!(rows[0]["label"], "shop");
+        assert_eq!(rows[0]["child"], false);
+        let failing = rows[0]["failing"].as_array().unwrap();
+        assert_eq!(failing.len(), n);
+        assert_eq!(failing[n - 1], 10, "the newest window is in the last column: {strip}");
+        assert_eq!(failing.iter().filter(|f| !f.is_null()).count(), 3, "{strip}");
+        assert!(rows[0]["firing"].as_array().unwrap().iter().all(|f| f == false));
+        store.close().await.unwrap();
     }
 }

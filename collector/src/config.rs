@@ -64,7 +64,7 @@ pub struct ServerConfig {
     /// Plain HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge), e.g. behind a proxy.
     pub listen_plain: Option<SocketAddr>,
     /// Admin listener (plain HTTP): the dashboard at `/`, `GET /v1/alerts`, `/v1/heatmap`,
-    /// `/v1/series`, plus `/metrics` and the health checks. Off by default; bind it to a
+    /// `/v1/strip`, `/v1/series`, `/v1/reports`, plus `/metrics` and the health checks. Off by default; bind it to a
     /// private address (it shows which networks fail), never to the public one.
     pub listen_admin: Option<SocketAddr>,
     /// PEM certificate chain, leaf first (required with `listen_tls`).

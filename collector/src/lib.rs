@@ -54,7 +54,8 @@
 //!   /readyz 503 while shutting down, below the free-space guard, or after a failed store write
 //!  admin listener (own connection budget): Host in server.admin_hosts? ─403
 //!      /healthz /readyz (no checks)   dashboard assets (Host only)
-//!      /v1/alerts /v1/heatmap /v1/series /metrics: bearer token if configured ─401
+//!      /v1/alerts /v1/heatmap /v1/strip /v1/series /v1/reports /metrics: bearer token if
+//!      configured ─401
 //!
 //!  background: retention every 5 min (Store::enforce_retention on a blocking thread);
 //!              Alerting::run (detector ticks, snapshots, notifier); fleet publisher/consumer
@@ -152,6 +153,7 @@ pub mod nel;
 pub mod notify;
 pub mod open;
 mod ratelimit;
+pub mod reports;
 mod respond;
 mod routes;
 pub mod server;

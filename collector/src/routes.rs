@@ -6,8 +6,9 @@
 //!   OPTIONS /v1/envelopes  CORS preflight         GET /v1/alerts   Alerting::alerts_json
 //!   POST /v1/nel ─▶ Ingest::nel (+ CORS)          GET /v1/heatmap  Alerting::heatmap_json
 //!   OPTIONS /v1/nel        CORS preflight         GET /v1/series   Alerting::series_json
-//!   GET /v1/ping  204                             /metrics /healthz /readyz (as public)
-//!   GET /healthz  /readyz  /metrics
+//!   GET /v1/ping  204                             GET /v1/strip    Alerting::strip_json
+//!   GET /healthz  /readyz  /metrics               GET /v1/reports  reports::reports_json
+//!                                                 /metrics /healthz /readyz (as public)
 //! ```
 //!
 //! `/metrics` merges the ingest counters, the store gauges, alerting and (fleet mode) the
@@ -101,16 +102,33 @@ impl Routes {
         let bad = |e: String| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e }));
         let now = now_millis();
         match path {
-            "/v1/alerts" | "/v1/heatmap" | "/v1/series" if !get => not_allowed("GET, HEAD"),
+            "/v1/alerts" | "/v1/heatmap" | "/v1/series" | "/v1/strip" | "/v1/reports" if !get => {
+                not_allowed("GET, HEAD")
+            }
             "/v1/alerts" => json(StatusCode::OK, &self.alerting.alerts_json(now)),
             "/v1/heatmap" => match crate::alerting::parse_heatmap_query(query) {
-                Ok(dim) => json(StatusCode::OK, &self.alerting.heatmap_json(dim, now)),
+                Ok(q) => json(StatusCode::OK, &self.alerting.heatmap_json(&q, now)),
                 Err(e) => bad(e),
             },
             "/v1/series" => match crate::alerting::parse_series_query(query) {
                 Ok(slice) => match self.alerting.series_json(&slice) {
                     Ok(v) => json(StatusCode::OK, &v),
                     Err(e) => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": e })),
+                },
+                Err(e) => bad(e),
+            },
+            "/v1/strip" if query.is_empty() => json(StatusCode::OK, &self.alerting.strip_json(now)),
+            "/v1/strip" => bad("`/v1/strip` takes no parameters".into()),
+            "/v1/reports" => match crate::reports::parse_reports_query(query, now) {
+                Ok(q) => match crate::reports::reports_json(&self.store, &q) {
+                    Ok(v) => json(StatusCode::OK, &v),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reports unreadable");
+                        json(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &serde_json::json!({ "error": "the store could not be read" }),
+                        )
+                    }
                 },
                 Err(e) => bad(e),
             },

@@ -13,6 +13,7 @@
 // countries and to colour by failing clients, and read it again; open `?alert=ID` (the link in
 // notifications) in a new tab and wait for that alert's series, and an unknown id for its
 // status note; last, read the page in a tab with JavaScript off. Prints ONE JSON line:
+//   (cells and countryCells leave out the whole-service "All" column)
 //   {"ok": true, "cards": [{id, label, kind, inhibited, text}], "cells": [{row, key, ratio,
 //    failing, active, alert, title, outlined}], "series": {label, slice, points, paths: {cls: d}},
 //    "selectedCell": bool, "linked": {slice, hash, search, selectedCards}, "linkedMissing": TEXT,
@@ -70,7 +71,7 @@ async function main() {
                 inhibited: c.dataset.inhibited,
                 text: c.textContent,
             })),
-            cells: [...document.querySelectorAll('#heatmap td.cell')].map((td) => ({
+            cells: [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
                 row: td.dataset.row,
                 key: td.dataset.key,
                 ratio: td.dataset.ratio === '' ? null : Number(td.dataset.ratio),
@@ -121,7 +122,7 @@ async function main() {
         await page.waitForSelector('#heatmap td.cell[data-dim="country"]', { timeout });
         await page.check('input[name="colour"][value="failing"]');
         seen.countryCells = await page.evaluate(() =>
-            [...document.querySelectorAll('#heatmap td.cell')].map((td) => ({
+            [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
                 row: td.dataset.row,
                 key: td.dataset.key,
                 dim: td.dataset.dim,

@@ -530,6 +530,29 @@ impl HttpClient {
         Ok((status, body))
     }
 
+    /// Sends one GET with extra headers (a `host` among them replaces the default `Host`) and
+    /// reads the whole answer.
+    pub async fn get_with(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(http::StatusCode, Bytes), hyper::Error> {
+        let mut builder = http::Request::get(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            builder = builder.header(http::header::HOST, &self.authority);
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request =
+            builder.body(Full::new(Bytes::new())).expect("test headers are valid header values");
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
     /// `POST /v1/envelopes` with `envelope`.
     pub async fn post_envelope(
         &mut self,

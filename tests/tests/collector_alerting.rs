@@ -281,7 +281,9 @@ async fn the_admin_api_is_only_on_the_admin_listener_and_names_bad_parameters() 
 
     // The public listener knows none of it.
     let mut c = HttpClient::connect_plain(plain).await.unwrap();
-    for path in ["/", "/v1/alerts", "/v1/heatmap", "/v1/series?service=shop"] {
+    for path in
+        ["/", "/v1/alerts", "/v1/heatmap", "/v1/series?service=shop", "/v1/strip", "/v1/reports"]
+    {
         let (status, _) = c.get(path).await.unwrap();
         assert_eq!(status.as_u16(), 404, "{path} on the public listener");
     }

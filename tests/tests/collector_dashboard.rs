@@ -33,6 +33,10 @@ use vantage_tests::sim::{
     ClientInfo, FAST_DETECTOR_TOML, Population, PopulationConfig, asn_of, country_of,
 };
 
+/// One browser test at a time: each runs a collector, a fleet and Chromium, which is plenty for
+/// two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How often the fleet steps (its clients seal counts every 2 s).
 const STEP: Duration = Duration::from_millis(500);
 /// The network whose ASN fails. With [`fleet_config`] every test ASN has 8 networks of 2
@@ -133,18 +137,25 @@ fn is_target(alert: &Value) -> bool {
         && alert["slice"]["dim"]["value"] == failing_asn()
 }
 
-/// Where the screenshot goes: `<target dir>/test-artifacts/dashboard.png`.
-fn screenshot_path() -> PathBuf {
+/// Where a screenshot goes: `<target dir>/test-artifacts/<name>`.
+fn artifact(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let dir = target.join("test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join("dashboard.png")
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 /// Runs `tests/browser/dashboard.js` and returns its one JSON line.
 async fn run_browser(config: Value) -> Value {
+    run_driver("dashboard.js", config).await
+}
+
+/// Runs the driver `script` in tests/browser and returns its one JSON line.
+async fn run_driver(script: &str, config: Value) -> Value {
     let browser_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         Path::new("/usr/bin/chromium").is_file(),
@@ -155,7 +166,7 @@ async fn run_browser(config: Value) -> Value {
         "tests/browser/node_modules/playwright-core is missing: run .ci/install-chromium.sh"
     );
     let child = tokio::process::Command::new("node")
-        .arg("dashboard.js")
+        .arg(script)
         .arg(config.to_string())
         .current_dir(&browser_dir)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -178,6 +189,7 @@ async fn run_browser(config: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let key = CollectorKey::from_seed([7; 32]);
     let mut fleet = Population::new(fleet_config(), key.public_key());
@@ -236,8 +248,7 @@ async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
             }
         }
     });
-    let screenshot = screenshot_path();
-    let _ = std::fs::remove_file(&screenshot);
+    let screenshot = artifact("dashboard.png");
     let user_data = tempfile::tempdir().unwrap();
     let seen = run_browser(serde_json::json!({
         "userDataDir": user_data.path(),
@@ -270,7 +281,10 @@ async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
     let card = cards.iter().find(|c| c["id"] == id.as_str()).unwrap_or_else(|| panic!("{seen:#}"));
     assert_eq!(card["label"], label.as_str());
     assert_eq!(card["kind"], "failures");
-    assert!(card["text"].as_str().unwrap().contains("tcp"), "no failure breakdown: {card:#}");
+    assert!(
+        card["text"].as_str().unwrap().contains("connections ("),
+        "no failure breakdown: {card:#}"
+    );
 
     // The heat map: the failing cell carries the alert and stands far above every other cell.
     let cells = seen["cells"].as_array().unwrap();
@@ -363,4 +377,237 @@ async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
     let png = std::fs::read(&screenshot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{} bytes", png.len());
     println!("dashboard screenshot: {}", screenshot.display());
+}
+
+/// A service-wide outage: every client fails to reach "shop".
+fn outage(c: &ClientInfo, service: &str) -> Option<ErrorType> {
+    if service == SERVICE { Some(ErrorType::TcpRefused) } else { background(c, service) }
+}
+
+fn png_ok(path: &Path) {
+    let png = std::fs::read(path).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{}", path.display());
+}
+
+/// The dashboard while a service-wide outage fires, at the scale of the demo (120 clients on
+/// 40 networks): one incident card for the service with the narrower alerts it covers folded
+/// under it, plain figures that agree with the heat map's whole-service cell (the same window),
+/// the statistic only behind "Statistics", the strip marking the firing slices, the heat map's
+/// filter and top-N (run by the collector), and the reports view, from the card's button and
+/// from typed filters (a bad one named).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_folds_a_service_outage_under_one_incident_in_plain_words() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = CollectorKey::from_seed([7; 32]);
+    let mut fleet = Population::new(PopulationConfig::default(), key.public_key());
+    let running =
+        vantage_collector::server::Collector::start(config(dir.path(), &fleet)).await.unwrap();
+    let (plain, admin) = (running.plain_addr().unwrap(), running.admin_addr().unwrap());
+
+    let need = warmup_windows() + 2;
+    let warm =
+        step_until(&mut fleet, plain, admin, Duration::from_secs(45), background, async |a| {
+            (learned_points(a, &format!("service={SERVICE}")).await >= need).then_some(())
+        })
+        .await;
+    assert!(warm.is_some(), "the {SERVICE} baseline did not learn {need} windows");
+
+    // The outage: the service alert fires and narrower alerts fire under it.
+    let fired = step_until(&mut fleet, plain, admin, Duration::from_secs(40), outage, async |a| {
+        let (_, alerts) = get_json(a, "/v1/alerts").await;
+        let firing = alerts["firing"].as_array().unwrap();
+        let parent = firing.iter().find(|x| x["label"] == SERVICE)?;
+        let id = parent["id"].as_str()?;
+        let children = firing.iter().filter(|x| x["inhibited_by"] == id).count();
+        // Which narrower alerts fire, and when, is the detector's business: one is enough.
+        (children >= 1).then(|| id.to_owned())
+    })
+    .await;
+    let Some(parent) = fired else {
+        let (_, alerts) = get_json(admin, "/v1/alerts").await;
+        panic!("no service alert with narrower alerts under it: {alerts:#}");
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let recovered = Arc::new(AtomicBool::new(false));
+    let feeder = tokio::spawn({
+        let (stop, recovered) = (stop.clone(), recovered.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let next = Instant::now() + STEP;
+                if recovered.load(Ordering::Relaxed) {
+                    fleet.step(plain, 2, background).await;
+                } else {
+                    fleet.step(plain, 2, outage).await;
+                }
+                tokio::time::sleep_until(next.into()).await;
+            }
+        }
+    });
+    let shots = [
+        ("incident", artifact("dashboard-incident.png")),
+        ("expanded", artifact("dashboard-incident-unfolded.png")),
+        ("reports", artifact("dashboard-reports.png")),
+    ];
+    let user_data = tempfile::tempdir().unwrap();
+    let filter = format!("AS{}", failing_asn());
+    let seen = run_driver(
+        "dashboard_incident.js",
+        serde_json::json!({
+            "userDataDir": user_data.path(),
+            "url": format!("http://{admin}/"),
+            "service": SERVICE,
+            "filter": filter,
+            "screenshots": shots.iter().map(|(k, p)| (k.to_string(), p.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+            "timeoutMs": 20_000,
+        }),
+    )
+    .await;
+    let (_, alerts) = get_json(admin, "/v1/alerts").await;
+
+    // The outage ends: once resolved, Recent lists the service's alert with the ones it
+    // covered indented under it.
+    recovered.store(true, Ordering::Relaxed);
+    let recent_png = artifact("dashboard-resolved.png");
+    let user_data = tempfile::tempdir().unwrap();
+    let after = run_driver(
+        "dashboard_incident.js",
+        serde_json::json!({
+            "mode": "recent",
+            "userDataDir": user_data.path(),
+            "url": format!("http://{admin}/"),
+            "screenshots": { "recent": recent_png },
+            "timeoutMs": 30_000,
+        }),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    feeder.await.unwrap();
+    running.shutdown().await.unwrap();
+    let recent = after["recent"].as_array().unwrap();
+    let at = recent
+        .iter()
+        .position(|r| r["id"] == parent.as_str())
+        .unwrap_or_else(|| panic!("{after:#}"));
+    assert_eq!(recent[at]["child"], false, "{after:#}");
+    let under: Vec<&Value> = recent[at + 1..].iter().take_while(|r| r["child"] == true).collect();
+    assert!(!under.is_empty(), "nothing under the resolved service alert: {after:#}");
+    assert!(
+        under.iter().all(|r| r["label"].as_str().unwrap().starts_with(&format!("↳ {SERVICE} / "))),
+        "{after:#}"
+    );
+    assert_eq!(after["pageErrors"], serde_json::json!([]), "{after:#}");
+    png_ok(&recent_png);
+    println!("dashboard screenshot: {}", recent_png.display());
+
+    // No script error; the one failed request is the bad filter typed on purpose.
+    assert_eq!(seen["pageErrors"], serde_json::json!([]), "{seen:#}");
+    let failed = seen["failedRequests"].as_array().unwrap();
+    assert!(failed.len() == 1 && failed[0].as_str().unwrap().contains("asn=sixty"), "{failed:#?}");
+    assert!(seen["consoleErrors"].as_array().unwrap().len() <= 1, "{seen:#}");
+
+    // One incident, the service first, its children folded under it (and nowhere else).
+    assert_eq!(seen["firstCardId"], parent.as_str(), "the parent is not first: {seen:#}");
+    let incidents = seen["incidents"].as_array().unwrap();
+    let card = &incidents[0];
+    assert_eq!(card["label"], SERVICE);
+    assert_eq!(card["inhibited"], "");
+    let children: Vec<&str> =
+        card["childIds"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(!children.is_empty(), "{card:#}");
+    assert_eq!(card["foldCount"], children.len());
+    assert!(
+        card["foldSummary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("+ {} narrower alert", children.len())),
+        "{card:#}"
+    );
+    assert!(card["childInhibitedBy"].as_array().unwrap().iter().all(|p| p == parent.as_str()));
+    for child in &children {
+        assert!(incidents.iter().all(|i| i["id"] != *child), "{child} is also a top-level card");
+        let api = alerts["firing"].as_array().unwrap().iter().find(|a| a["id"] == *child);
+        assert_eq!(
+            api.unwrap_or_else(|| panic!("{child}: {alerts:#}"))["inhibited_by"],
+            parent.as_str()
+        );
+    }
+    assert_eq!(card["foldOpen"], false, "children start folded");
+    assert_eq!(seen["unfolded"], true);
+    assert_eq!(seen["stillUnfolded"], true, "a poll folded them again");
+    assert_eq!(seen["seriesAfterUnfold"], Value::Null, "unfolding chose a series");
+    assert_eq!(seen["keyboardFolded"], true, "Enter on the summary does not fold");
+    assert!(seen["firingCount"].as_str().unwrap().starts_with("(1 incident"), "{seen:#}");
+
+    // Plain words, the same window as the map; the statistic only behind "Statistics".
+    let headline = card["headline"].as_str().unwrap();
+    let words: Vec<&str> = headline.split(' ').collect();
+    let same = &seen["sameWindow"];
+    assert_eq!(same["card"], same["cell"], "card and map disagree: {same:#}");
+    assert_eq!(same["cellOutlined"], true, "the service alert's cell is not outlined");
+    let (failing, active) =
+        (same["card"]["failing"].as_u64().unwrap(), same["card"]["active"].as_u64().unwrap());
+    assert_eq!(failing, active, "every client of {SERVICE} fails: {same:#}");
+    let networks = words.get(6).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+    assert_eq!(
+        headline,
+        format!("{failing} of {active} clients failing on {networks} networks"),
+        "{headline}"
+    );
+    assert!(active >= 100 && (30..=40).contains(&networks), "{headline}");
+    let visible = card["visibleText"].as_str().unwrap();
+    assert!(!visible.contains("ln p") && !visible.contains("Evidence"), "{visible}");
+    assert!(card["statsText"].as_str().unwrap().contains("−ln p = "), "{card:#}");
+    assert!(visible.contains("of their requests fail"), "{visible}");
+    assert!(seen["windowNote"].as_str().unwrap().contains("all come from the last"), "{seen:#}");
+
+    // The strip: the service first, then the slices of its folded alerts, firing.
+    let strip = seen["strip"].as_array().unwrap();
+    assert_eq!(strip[0]["label"], SERVICE);
+    assert_eq!(strip[0]["child"], false);
+    assert!(strip[0]["firing"].as_u64().unwrap() >= 1, "{strip:#?}");
+    let child_rows: Vec<&Value> = strip.iter().filter(|r| r["child"] == true).collect();
+    assert!(child_rows.len() >= children.len(), "{strip:#?}");
+    assert!(child_rows.iter().all(|r| r["firing"].as_u64().unwrap() >= 1), "{strip:#?}");
+    assert!(strip.iter().all(|r| r["cells"] == strip[0]["cells"]));
+
+    // Heat map: the filter and the top-N.
+    let heat = &seen["heat"];
+    assert_eq!(
+        heat["filtered"]["keys"],
+        serde_json::json!([failing_asn().to_string()]),
+        "{heat:#}"
+    );
+    assert!(
+        heat["filtered"]["note"].as_str().unwrap().starts_with("Showing 1 of 10 ASNs (1 match"),
+        "{heat:#}"
+    );
+    assert_eq!(heat["top"]["keys"].as_array().unwrap().len(), 5, "{heat:#}");
+    assert!(heat["top"]["note"].as_str().unwrap().starts_with("Showing 5 of 10 ASNs"), "{heat:#}");
+
+    // Reports: the card's button filled the service; typed filters narrowed it; a bad one named.
+    let reports = &seen["reports"];
+    assert_eq!(reports["form"]["service"], SERVICE, "{reports:#}");
+    let rows = reports["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 50, "one page of 50: {reports:#}");
+    assert!(rows.iter().all(|r| r["service"] == SERVICE && r["type"] == "tcp.refused"));
+    assert_eq!(reports["more"], true);
+    for h in ["Time (UTC)", "Host", "Type", "ASN", "Country"] {
+        assert!(reports["headers"].as_array().unwrap().iter().any(|x| x == h), "{reports:#}");
+    }
+    let filtered = seen["reportsFiltered"].as_array().unwrap();
+    let asn = failing_asn().to_string();
+    let country = country_of(FAILING_NET);
+    assert!(!filtered.is_empty());
+    assert!(
+        filtered.iter().all(|r| r["asn"] == asn.as_str() && r["country"] == country),
+        "{filtered:#?}"
+    );
+    assert!(seen["reportsError"].as_str().unwrap().contains("parameter `asn`"), "{seen:#}");
+
+    for (_, path) in &shots {
+        png_ok(path);
+        println!("dashboard screenshot: {}", path.display());
+    }
 }

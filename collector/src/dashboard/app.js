@@ -1,5 +1,6 @@
-// Vantage collector dashboard: polls the admin JSON API (/v1/alerts, /v1/heatmap, /v1/series)
-// every 5 s and draws alert cards, a heat map table and inline SVG series. No framework, no
+// Vantage collector dashboard: polls the admin JSON API (/v1/alerts, /v1/heatmap, /v1/strip,
+// /v1/series) every 5 s and draws incident cards (children folded under their parent), a
+// slices x time strip, a heat map table and inline SVG series; lists /v1/reports on demand. No framework, no
 // build step, no external origin. Text from the API only ever goes through textContent and
 // setAttribute, never through an HTML parser, so a hostile service name stays text.
 'use strict';
@@ -14,6 +15,11 @@
   const state = {
     dim: 'asn',
     colour: 'ratio',
+    top: '40',
+    sort: 'failing',
+    filter: '',
+    strip: null,
+    reports: { query: null, cursor: null, rows: 0 },
     selected: null, // {service, dim: 'service'|'asn'|'country', key}
     alerts: null,
     heat: null,
@@ -62,6 +68,7 @@
     return (p < 1 ? p.toFixed(2) : p < 10 ? p.toFixed(1) : p.toFixed(0)) + ' %';
   }
   function duration(ms) {
+    if (ms > 0 && ms < 10000 && ms % 1000) return (ms / 1000).toFixed(1) + ' s';
     const s = Math.max(0, Math.round(ms / 1000));
     if (s < 120) return s + ' s';
     const m = Math.round(s / 60);
@@ -87,10 +94,10 @@
   }
 
   // slices
-  // An alert's slice as a series selection; failure-group cuts show the whole service.
+  // An alert's slice as a series selection (service, failure group, ASN or country).
   function selectionOf(slice) {
     const d = slice.dim || {};
-    if (d.kind === 'asn' || d.kind === 'country') {
+    if (d.kind === 'asn' || d.kind === 'country' || d.kind === 'group') {
       return { service: slice.service, dim: d.kind, key: String(d.value) };
     }
     return { service: slice.service, dim: 'service', key: '' };
@@ -118,7 +125,7 @@
     const service = q.get('service');
     if (!service) return null;
     const dim = q.get('dim');
-    return dim === 'asn' || dim === 'country'
+    return dim === 'asn' || dim === 'country' || dim === 'group'
       ? { service, dim, key: q.get('key') || '' }
       : { service, dim: 'service', key: '' };
   }
@@ -175,17 +182,20 @@
     const seq = ++state.seq;
     const status = $('status');
     try {
-      const [alerts, heat] = await Promise.all([
+      const [alerts, heat, strip] = await Promise.all([
         getJson('/v1/alerts'),
-        getJson('/v1/heatmap?dim=' + encodeURIComponent(state.dim)),
+        getJson('/v1/heatmap?dim=' + encodeURIComponent(state.dim) + heatParams()),
+        getJson('/v1/strip'),
       ]);
       if (seq !== state.seq) return;
       state.alerts = alerts;
       state.heat = heat;
+      state.strip = strip;
       const missing = followAlertLink();
       renderFiring();
       renderRecent();
       renderHeat();
+      renderStrip();
       if (state.selected) await loadSeries();
       state.refreshes += 1;
       document.documentElement.dataset.refreshes = String(state.refreshes);
@@ -206,65 +216,138 @@
     const a = all.find((x) => x.id === id);
     return a ? a.label : id;
   }
-  function breakdownText(b) {
-    const parts = Object.entries(b || {}).sort((x, y) => y[1] - x[1]);
-    return parts.length ? parts.map(([k, n]) => k + ' ' + n).join(' · ') : '–';
-  }
   function topText(list, fmt) {
     return list && list.length ? list.map(([k, n]) => fmt(k) + ' (' + n + ')').join(', ') : '–';
   }
-  function evidence(a) {
+  // Plain words for failure groups (the detector's breakdown keys).
+  const GROUP_WORDS = {
+    dns: 'DNS lookups', tcp: 'connections', tls: 'TLS handshakes', http: 'HTTP errors',
+    other: 'other failures', unreported: 'failures without a report',
+  };
+  function causeText(b) {
+    const parts = Object.entries(b || {}).sort((x, y) => y[1] - x[1]);
+    return parts.length ? parts.map(([k, n]) => (GROUP_WORDS[k] || k) + ' (' + n + ' failures)').join(', ') : '–';
+  }
+  function plural(n, one, many) {
+    return n + ' ' + (n === 1 ? one : many);
+  }
+  // The window every figure on the page comes from (cards, heat map, strip).
+  function windowText() {
+    const a = state.alerts;
+    return 'the last ' + duration(a.window_ms) + ' up to ' + clock(a.now_ms) + 'Z';
+  }
+  // "120 of 120 clients failing on 40 networks": the current window (the heat map's figures),
+  // networks from the alert (the most failing networks in one window since it began).
+  function plainNow(a) {
+    const w = a.window;
     if (a.kind === 'silence') {
-      return ['Active clients', a.clients + ' (expected ' + a.active_clients + '), ' + a.networks + ' networks'];
+      const now = w ? w.active_clients : a.clients;
+      return now + ' of ' + plural(a.active_clients, 'expected client', 'expected clients') + ' reporting';
     }
-    return ['Failure ratio', pct(a.observed_ratio) + ' vs baseline ' + pct(a.baseline_ratio)];
+    if (!w) return plural(a.clients, 'client', 'clients') + ' failing on ' + plural(a.networks, 'network', 'networks') + ' (no fresh window)';
+    return w.failing_clients + ' of ' + plural(w.active_clients, 'client', 'clients') + ' failing on '
+      + plural(a.networks, 'network', 'networks');
+  }
+  function plainRatio(a) {
+    const w = a.window;
+    if (a.kind === 'silence' || !w || w.failure_ratio === null || w.failure_ratio === undefined) return null;
+    return pct(w.failure_ratio) + ' of their requests fail (usually ' + pct(w.baseline_ratio) + ')';
   }
 
-  function alertCard(a) {
+  function alertCard(a, children) {
     const inhibited = !!a.inhibited_by;
-    const card = el('article', {
-      class: 'card' + (inhibited ? ' inhibited' : ''),
+    const child = children === null;
+    const w = a.window || {};
+    const card = el(child ? 'li' : 'article', {
+      class: 'card' + (inhibited ? ' inhibited' : '') + (child ? ' child' : ' incident'),
       tabindex: 0,
       'data-alert-id': a.id,
       'data-kind': a.kind,
       'data-inhibited': inhibited ? a.inhibited_by : '',
-      'aria-label': a.label + ', ' + a.kind + (inhibited ? ', inhibited' : '') + '. Show its series.',
+      'data-failing': w.failing_clients,
+      'data-active': w.active_clients,
+      'data-ratio': w.failure_ratio,
+      'data-t': w.t_ms,
+      'aria-label': a.label + ', ' + a.kind + (inhibited ? ', covered by ' + labelOfId(a.inhibited_by) : '') + '. Show its series.',
     });
-    const h = el('h3', null, el('span', { class: 'label' }, a.label));
-    h.append(el('span', { class: 'badge kind-' + a.kind }, a.kind));
-    if (inhibited) h.append(el('span', { class: 'badge inhibited' }, 'inhibited'));
+    const h = el(child ? 'h4' : 'h3', null, el('span', { class: 'label' }, a.label));
+    h.append(el('span', { class: 'badge kind-' + a.kind }, a.kind === 'failures' ? 'failing' : a.kind));
+    if (inhibited && !child) h.append(el('span', { class: 'badge inhibited' }, 'not notified'));
     card.append(h);
-    const [evName, evText] = evidence(a);
+    card.append(el('p', { class: 'headline', title: 'Clients: ' + windowText() + '. Networks: the most with failing clients in one window since it began.' }, plainNow(a)));
+    if (child) return card;
+    const ratio = plainRatio(a);
+    if (ratio) card.append(el('p', { class: 'plain' }, ratio));
     const rows = [
-      ['Since', iso(a.start_ms) + ' (' + duration(state.alerts.now_ms - a.start_ms) + ')'],
-      ['Clients', a.kind === 'silence' ? null : a.clients + ' failing of ' + a.active_clients + ' active, ' + a.networks + ' networks'],
-      [evName, evText],
-      ['Failure types', breakdownText(a.breakdown)],
-      ['Top ASNs', topText(a.top_asns, (k) => 'AS' + k)],
-      ['Top countries', topText(a.top_countries, (k) => k)],
-      ['Evidence', '−ln p = ' + Number(a.score).toFixed(1)],
-      ['Inhibited by', inhibited ? labelOfId(a.inhibited_by) + ' (not notified)' : null],
+      ['Since', clock(a.start_ms) + 'Z (' + duration(state.alerts.now_ms - a.start_ms) + ' ago)'],
+      ['What fails', a.kind === 'silence' ? 'clients stopped reporting' : causeText(a.breakdown)],
+      ['Where', topText(a.top_asns, (k) => 'AS' + k) + '; ' + topText(a.top_countries, (k) => k) + ' (failing clients)'],
+      ['Covered by', inhibited ? labelOfId(a.inhibited_by) + ' (this one is not notified)' : null],
     ];
     const dl = el('dl');
     for (const [k, v] of rows) {
       if (v !== null) dl.append(el('dt', null, k), el('dd', null, v));
     }
     card.append(dl);
+    const stats = el('details', { class: 'stats' }, el('summary', null, 'Statistics'));
+    stats.append(el('p', { class: 'note' },
+      'Evidence −ln p = ' + Number(a.score).toFixed(1) + ' (how unlikely this is under the baseline; larger is stronger). '
+      + 'When raised: failure ratio ' + pct(a.observed_ratio) + ' vs baseline ' + pct(a.baseline_ratio) + ', '
+      + a.clients + ' failing of ' + a.active_clients + ' active clients. Alert ' + a.id + '.'));
+    card.append(stats);
+    card.append(el('p', { class: 'actions' }, el('button', { type: 'button', class: 'show-reports', 'data-alert-id': a.id }, 'Show its reports')));
+    if (children && children.length) {
+      const names = children.slice(0, 3).map((c) => c.label.replace(a.slice.service + ' / ', '')).join(', ');
+      const fold = el('details', { class: 'children', 'data-count': children.length });
+      fold.append(el('summary', null, '+ ' + plural(children.length, 'narrower alert', 'narrower alerts')
+        + ' (' + names + (children.length > 3 ? ', …' : '') + '), covered by this one'));
+      const list = el('ul', { class: 'child-list' });
+      for (const c of children) list.append(alertCard(c, null));
+      fold.append(list);
+      card.append(fold);
+    }
     return card;
   }
 
+  // The alert at the top of a's chain of covering alerts (among those in byId).
+  function rootOf(a, byId) {
+    for (let n = 0; n < 8 && a.inhibited_by && byId.has(a.inhibited_by); n++) a = byId.get(a.inhibited_by);
+    return a;
+  }
+
+  // One card per incident: an alert that notifies, with the alerts it covers (inhibited_by
+  // it) folded under it. An alert whose parent is not firing stands alone.
   function renderFiring() {
     const firing = state.alerts.firing || [];
-    $('firing-count').textContent = '(' + firing.length + ')';
+    const byId = new Map(firing.map((a) => [a.id, a]));
+    const parents = firing.filter((a) => rootOf(a, byId) === a);
+    const incidents = parents.length;
+    $('firing-count').textContent = '(' + plural(incidents, 'incident', 'incidents')
+      + (firing.length > incidents ? ', ' + firing.length + ' alerts' : '') + ')';
+    $('window-note').textContent = firing.length
+      ? 'Client counts on cards, the heat map and the strip all come from ' + windowText() + '.'
+      : '';
     const box = $('firing');
+    const open = new Set([...box.querySelectorAll('details[open]')].map((d) => (d.closest('[data-alert-id]') || {}).dataset?.alertId + '/' + d.className));
     box.replaceChildren();
     if (!firing.length) {
       box.append(el('p', { class: 'empty' }, 'Nothing is firing.'));
       return;
     }
-    // Alerts that notify first, inhibited ones after them; newest first within each.
-    const sorted = [...firing.filter((a) => !a.inhibited_by), ...firing.filter((a) => a.inhibited_by)];
-    for (const a of sorted) box.append(alertCard(a));
+    // Incidents that notify first; newest first within each.
+    const sorted = [...parents.filter((a) => !a.inhibited_by), ...parents.filter((a) => a.inhibited_by)];
+    for (const a of sorted) {
+      // Children: failure groups, then ASNs, then countries, each by name.
+      const order = { group: 0, asn: 1, country: 2 };
+      const children = firing.filter((c) => c !== a && rootOf(c, byId) === a).sort((x, y) =>
+        (order[x.slice.dim.kind] ?? 3) - (order[y.slice.dim.kind] ?? 3) || x.label.localeCompare(y.label));
+      const card = alertCard(a, children);
+      // A poll keeps what the reader unfolded.
+      for (const d of card.querySelectorAll('details')) {
+        if (open.has(a.id + '/' + d.className)) d.open = true;
+      }
+      box.append(card);
+    }
     markSelection();
   }
 
@@ -279,22 +362,31 @@
       return;
     }
     const head = el('tr');
-    for (const h of ['Alert', 'Kind', 'Start', 'End', 'Lasted', 'Clients', 'Networks', 'Ratio vs baseline']) {
+    for (const h of ['Alert', 'Kind', 'Start', 'End', 'Lasted', 'Clients', 'Networks', 'Ratio when raised (usual)']) {
       head.append(el('th', { scope: 'col' }, h));
     }
     const body = el('tbody');
-    for (const a of recent) {
+    // Each alert that notified, then the narrower ones it covered, indented under it.
+    const ids = new Set(recent.map((a) => a.id));
+    const ordered = [];
+    for (const p of recent.filter((a) => !a.inhibited_by || !ids.has(a.inhibited_by))) {
+      ordered.push(p, ...recent.filter((c) => c.inhibited_by === p.id));
+    }
+    // (A chain of covering alerts: nothing is left out.)
+    ordered.push(...recent.filter((a) => !ordered.includes(a)));
+    for (const a of ordered) {
       const end = a.end_ms === null || a.end_ms === undefined ? null : a.end_ms;
-      const tr = el('tr', { tabindex: 0, 'data-alert-id': a.id, 'data-kind': a.kind });
+      const child = !!a.inhibited_by && ids.has(a.inhibited_by);
+      const tr = el('tr', { tabindex: 0, 'data-alert-id': a.id, 'data-kind': a.kind, class: child ? 'child' : null });
       tr.append(
-        el('th', { scope: 'row' }, a.label),
+        el('th', { scope: 'row', title: child ? 'covered by ' + labelOfId(a.inhibited_by) : null }, (child ? '↳ ' : '') + a.label),
         el('td', null, a.kind),
         el('td', null, iso(a.start_ms)),
         el('td', null, iso(end)),
         el('td', null, end === null ? '–' : duration(end - a.start_ms)),
         el('td', null, a.clients),
         el('td', null, a.networks),
-        el('td', null, a.kind === 'silence' ? '–' : pct(a.observed_ratio) + ' vs ' + pct(a.baseline_ratio)),
+        el('td', null, a.kind === 'silence' ? '–' : pct(a.observed_ratio) + ' (' + pct(a.baseline_ratio) + ')'),
       );
       body.append(tr);
     }
@@ -306,6 +398,13 @@
   function cellValue(c, maxFailing) {
     if (state.colour === 'failing') return c.failing_clients / maxFailing;
     return c.failure_ratio === null || c.failure_ratio === undefined ? null : Math.sqrt(c.failure_ratio);
+  }
+
+  // Top-N, ranking and the filter run on the collector: the page never holds thousands of columns.
+  function heatParams() {
+    const q = new URLSearchParams({ top: state.top, sort: state.sort });
+    if (state.filter) q.set('filter', state.filter);
+    return '&' + q.toString();
   }
 
   function renderHeat() {
@@ -321,59 +420,72 @@
       maxFailing = Math.max(maxFailing, c.failing_clients);
     }
     const what = heat.dim === 'country' ? 'countries' : 'ASNs';
-    $('heat-note').textContent = rows.length && columns.length
-      ? 'Services × ' + what + ', last ' + duration(heat.window_ms) + ' up to ' + iso(heat.now_ms)
-       + '; colour = ' + (state.colour === 'ratio' ? 'mean per-client failure ratio' : 'failing clients')
-       + '. An outlined cell has a firing alert. Choose a cell for its series.'
+    const totals = new Map((heat.totals || []).map((t) => [t.row, t]));
+    for (const t of heat.totals || []) maxFailing = Math.max(maxFailing, t.failing_clients);
+    const shown = 'Showing ' + columns.length + ' of ' + (heat.columns_total ?? columns.length) + ' ' + what
+      + (heat.filter ? ' (' + heat.columns_matched + ' match “' + heat.filter + '”)' : '')
+      + ', most ' + (heat.sort === 'active' ? 'active' : 'failing') + ' clients first. ';
+    $('heat-note').textContent = rows.length
+      ? shown + 'Services × ' + what + ', the last ' + duration(heat.window_ms) + ' up to ' + clock(heat.now_ms)
+       + 'Z; colour = ' + (state.colour === 'ratio' ? 'mean per-client failure ratio' : 'failing clients')
+       + '. An outlined cell has a firing alert; “All” is the whole service. Choose a cell for its series.'
       : 'No data in the current window yet.';
-    if (!rows.length || !columns.length) {
+    if (!rows.length) {
       renderLegend(maxFailing, false);
       return;
     }
     table.append(el('caption', { class: 'note' }, 'Heat map of services by ' + what));
-    const head = el('tr', null, el('th', { scope: 'col' }, 'Service'));
+    const head = el('tr', null, el('th', { scope: 'col' }, 'Service'), el('th', { scope: 'col', class: 'all', title: 'All of the service\'s clients' }, 'All'));
     for (const col of columns) {
       head.append(el('th', { scope: 'col', title: col.label + ': ' + col.active_clients + ' active clients' }, col.label));
     }
     const body = el('tbody');
     for (const row of rows) {
       const tr = el('tr', null, el('th', { scope: 'row' }, row));
+      const total = totals.get(row);
+      tr.append(total ? heatCell(row, { key: '', label: 'all clients' }, total, maxFailing, 'service')
+        : el('td', { class: 'nodata', title: row + ': no data' }));
       for (const col of columns) {
         const c = cells.get(row + '\u0000' + col.key);
         if (!c) {
           tr.append(el('td', { class: 'nodata', title: row + ' × ' + col.label + ': no data' }));
           continue;
         }
-        const ratio = c.failure_ratio === null || c.failure_ratio === undefined ? null : c.failure_ratio;
-        const tip = row + ' × ' + col.label + ': failure ratio ' + pct(ratio) + ' (baseline '
-          + pct(c.baseline_ratio) + '), ' + c.failing_clients + ' of ' + c.active_clients
-          + ' clients failing' + (c.alert ? '; firing alert ' + labelOfId(c.alert) : '');
-        const td = el('td', {
-          class: 'cell' + (c.alert ? ' alert' : ''),
-          title: tip,
-          'data-row': row,
-          'data-key': col.key,
-          'data-dim': heat.dim,
-          'data-ratio': ratio === null ? '' : ratio,
-          'data-failing': c.failing_clients,
-          'data-active': c.active_clients,
-          'data-alert': c.alert || '',
-        });
-        const v = cellValue(c, maxFailing);
-        const text = state.colour === 'failing' ? String(c.failing_clients) : ratio === null ? '–' : pct(ratio).replace(' ', '');
-        const button = el('button', { type: 'button', 'aria-label': tip }, (c.alert ? '! ' : '') + text);
-        if (v !== null) {
-          button.style.background = rampColour(v);
-          button.style.color = v > 0.55 ? '#fff' : '#1d1f23';
-        }
-        td.append(button);
-        tr.append(td);
+        tr.append(heatCell(row, col, c, maxFailing, heat.dim));
       }
       body.append(tr);
     }
     table.append(el('thead', null, head), body);
     renderLegend(maxFailing, true);
     markSelection();
+  }
+
+  function heatCell(row, col, c, maxFailing, dim) {
+    const ratio = c.failure_ratio === null || c.failure_ratio === undefined ? null : c.failure_ratio;
+    const tip = row + ' × ' + col.label + ': ' + c.failing_clients + ' of ' + c.active_clients
+      + ' clients failing, failure ratio ' + pct(ratio) + ' (usually ' + pct(c.baseline_ratio) + ')'
+      + (c.alert ? '; firing alert ' + labelOfId(c.alert) : '');
+    const td = el('td', {
+      class: 'cell' + (c.alert ? ' alert' : '') + (dim === 'service' ? ' all' : ''),
+      title: tip,
+      'data-row': row,
+      'data-key': col.key,
+      'data-dim': dim,
+      'data-ratio': ratio === null ? '' : ratio,
+      'data-failing': c.failing_clients,
+      'data-active': c.active_clients,
+      'data-alert': c.alert || '',
+      'data-t': c.t_ms,
+    });
+    const v = cellValue(c, maxFailing);
+    const text = state.colour === 'failing' ? String(c.failing_clients) : ratio === null ? '–' : pct(ratio).replace(' ', '');
+    const button = el('button', { type: 'button', 'aria-label': tip }, (c.alert ? '! ' : '') + text);
+    if (v !== null) {
+      button.style.background = rampColour(v);
+      button.style.color = v > 0.55 ? '#fff' : '#1d1f23';
+    }
+    td.append(button);
+    return td;
   }
 
   function renderLegend(maxFailing, shown) {
@@ -517,17 +629,133 @@
     }));
   }
 
+  // the last hour: slices x time
+  function renderStrip() {
+    const strip = state.strip;
+    const table = $('strip');
+    table.replaceChildren();
+    const rows = strip.rows || [];
+    if (!rows.length) {
+      $('strip-note').textContent = 'No slice has data in the last hour yet.';
+      return;
+    }
+    const n = strip.columns;
+    $('strip-note').textContent = 'Which slices failed when: ' + n + ' columns of ' + duration(strip.column_ms)
+      + ' from ' + clock(strip.from_ms) + 'Z to ' + clock(strip.to_ms ?? strip.now_ms) + 'Z; colour = highest failure ratio in the column; '
+      + 'an outlined cell is within an alert (its start to its end, as on its card). Slices with an alert come first, under their service.'
+      + (strip.more_rows ? ' ' + strip.more_rows + ' more not shown.' : '');
+    const head = el('tr', null, el('th', { scope: 'col' }, 'Slice'));
+    for (let i = 0; i < n; i += 10) {
+      head.append(el('th', { scope: 'col', colspan: Math.min(10, n - i), class: 'time' }, clock(strip.from_ms + i * strip.column_ms) + 'Z'));
+    }
+    const body = el('tbody');
+    for (const r of rows) {
+      const sel = selectionOf(r.slice);
+      const tr = el('tr', {
+        tabindex: 0,
+        class: (r.child ? 'child' : 'service') + (r.inhibited ? ' inhibited' : ''),
+        'data-label': r.label,
+        'data-service': sel.service,
+        'data-dim': sel.dim,
+        'data-key': sel.key,
+        'data-firing': r.firing.filter(Boolean).length,
+      });
+      tr.append(el('th', { scope: 'row', title: r.label + (r.inhibited ? ' (covered by its service alert)' : '') }, r.label));
+      for (let i = 0; i < n; i++) {
+        const ratio = r.ratio[i];
+        const t0 = strip.from_ms + i * strip.column_ms;
+        const tip = r.label + ', ' + clock(t0) + '–' + clock(t0 + strip.column_ms) + 'Z: '
+          + (ratio === null ? 'no data' : 'failure ratio up to ' + pct(ratio) + ', up to ' + r.failing[i] + ' failing clients')
+          + (r.firing[i] ? '; alert firing' : '');
+        const td = el('td', { class: r.firing[i] ? 'firing' : null, title: tip });
+        if (ratio !== null) td.style.background = rampColour(Math.sqrt(ratio));
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+    table.append(el('thead', null, head), body);
+  }
+
+  // reports
+  function reportQuery(form, cursor) {
+    const q = new URLSearchParams();
+    for (const name of ['service', 'type', 'asn', 'country']) {
+      const v = form.elements[name].value.trim();
+      if (v) q.set(name, v);
+    }
+    q.set('since', String(Date.now() - Number(form.elements.span.value)));
+    q.set('limit', '50');
+    if (cursor) q.set('cursor', cursor);
+    return q;
+  }
+  async function loadReports(more) {
+    const form = $('reports-form');
+    const note = $('reports-note');
+    const table = $('reports');
+    const r = state.reports;
+    if (!more) {
+      r.query = reportQuery(form, null);
+      r.rows = 0;
+      r.scanned = 0;
+    }
+    const q = new URLSearchParams(r.query);
+    if (more && r.cursor) q.set('cursor', r.cursor);
+    note.textContent = 'Loading …';
+    try {
+      const page = await getJson('/v1/reports?' + q.toString());
+      if (!more) {
+        table.replaceChildren();
+        const head = el('tr');
+        for (const h of ['Time (UTC)', 'Service', 'Host', 'Type', 'Phase', 'Status', 'ASN', 'Country', 'Network', 'Source', 'Count']) {
+          head.append(el('th', { scope: 'col' }, h));
+        }
+        table.append(el('thead', null, head), el('tbody'));
+      }
+      const body = table.querySelector('tbody');
+      for (const x of page.reports) {
+        body.append(el('tr', { 'data-service': x.service, 'data-type': x.type, 'data-asn': x.asn ?? '', 'data-country': x.country ?? '' },
+          el('td', null, iso(x.event_ms)), el('td', null, x.service), el('td', null, x.host), el('td', null, x.type),
+          el('td', null, x.phase), el('td', null, x.status ?? '–'), el('td', null, x.asn === null ? '–' : 'AS' + x.asn),
+          el('td', null, x.country ?? '–'), el('td', null, x.network), el('td', null, x.source), el('td', null, x.count)));
+      }
+      r.rows += page.reports.length;
+      r.scanned += page.scanned;
+      r.cursor = page.next_cursor;
+      $('reports-more').hidden = !r.cursor;
+      note.textContent = plural(r.rows, 'report', 'reports') + ' shown, newest first'
+        + (r.cursor ? '; there are older ones' : '; that is all in this time range')
+        + ' (' + r.scanned + ' stored reports read).';
+    } catch (e) {
+      note.textContent = 'Cannot load reports: ' + e.message;
+      $('reports-more').hidden = true;
+    }
+  }
+  // "Show its reports" on a card: the alert's slice as filters.
+  function reportsOf(a) {
+    const form = $('reports-form');
+    const d = a.slice.dim || {};
+    form.elements.service.value = a.slice.service;
+    form.elements.type.value = d.kind === 'group' ? String(d.value) : '';
+    form.elements.asn.value = d.kind === 'asn' ? String(d.value) : '';
+    form.elements.country.value = d.kind === 'country' ? String(d.value) : '';
+    form.elements.span.value = state.alerts.now_ms - a.start_ms < 3_000_000 ? '3600000' : '86400000';
+    loadReports(false);
+    $('h-reports').scrollIntoView();
+  }
+
   // wiring
   function onActivate(container, selector, handler) {
     container.addEventListener('click', (ev) => {
+      // Unfolding a card's <details> is not choosing the card.
+      if (ev.target.closest('summary')) return;
       const target = ev.target.closest(selector);
       if (target && container.contains(target)) handler(target);
     });
     container.addEventListener('keydown', (ev) => {
       if (ev.key !== 'Enter' && ev.key !== ' ') return;
       const target = ev.target.closest(selector);
-      // Buttons already turn Enter and Space into a click.
-      if (!target || ev.target.tagName === 'BUTTON') return;
+      // Buttons and summaries already turn Enter and Space into a click or a toggle.
+      if (!target || ev.target.tagName === 'BUTTON' || ev.target.tagName === 'SUMMARY') return;
       ev.preventDefault();
       handler(target);
     });
@@ -555,16 +783,41 @@
 
   function start() {
     onActivate($('heatmap'), 'td.cell', (td) => select({ service: td.dataset.row, dim: td.dataset.dim, key: td.dataset.key }));
+    $('firing').addEventListener('click', (ev) => {
+      const b = ev.target.closest('button.show-reports');
+      if (!b) return;
+      ev.stopImmediatePropagation();
+      const a = alertById(b.dataset.alertId);
+      if (a) reportsOf(a);
+    });
     onActivate($('firing'), '.card', (card) => {
       const a = alertById(card.dataset.alertId);
       if (a) select(selectionOf(a.slice));
     });
+    onActivate($('strip'), 'tbody tr', (tr) => select({ service: tr.dataset.service, dim: tr.dataset.dim, key: tr.dataset.key }));
+    $('reports-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      loadReports(false);
+    });
+    $('reports-more').addEventListener('click', () => loadReports(true));
     onActivate($('recent'), 'tbody tr', (tr) => {
       const a = alertById(tr.dataset.alertId);
       if (a) select(selectionOf(a.slice));
     });
+    let typing = null;
+    $('heat-controls').addEventListener('input', (ev) => {
+      if (ev.target.name !== 'filter') return;
+      clearTimeout(typing);
+      typing = setTimeout(() => {
+        state.filter = ev.target.value.trim();
+        refresh();
+      }, 300);
+    });
     $('heat-controls').addEventListener('change', (ev) => {
-      if (ev.target.name === 'dim') {
+      if (ev.target.name === 'top' || ev.target.name === 'sort') {
+        state[ev.target.name] = ev.target.value;
+        refresh();
+      } else if (ev.target.name === 'dim') {
         state.dim = ev.target.value;
         refresh();
       } else if (ev.target.name === 'colour') {
@@ -577,6 +830,9 @@
     const form = $('heat-controls');
     state.dim = form.elements.dim.value || 'asn';
     state.colour = form.elements.colour.value || 'ratio';
+    state.top = form.elements.top.value || '40';
+    state.sort = form.elements.sort.value || 'failing';
+    state.filter = form.elements.filter.value.trim();
     state.selected = selectionFromHash();
     refresh();
   }

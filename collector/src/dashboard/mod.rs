@@ -1,15 +1,20 @@
-//! The operator dashboard the admin listener serves at `/`: firing and recent alerts, a heat map
-//! of services by ASN or country, and the time series of a chosen slice.
+//! The operator dashboard the admin listener serves at `/`: incidents (the alert that notifies,
+//! with the narrower alerts it covers folded under it), a slices x time strip of the last hour,
+//! a heat map of services by the top ASNs or countries (ranked and filtered by the collector),
+//! the time series of a chosen slice, the stored reports, and recent alerts.
 //!
 //! ```text
 //!  GET /                    index.html ── <link> style.css, <script src> app.js (no inline code)
 //!  GET /dashboard/app.js    polls every 5 s:  GET /v1/alerts
-//!                                             GET /v1/heatmap?dim=asn|country
+//!                                             GET /v1/heatmap?dim=asn|country&top=N&sort=..[&filter=..]
+//!                                             GET /v1/strip
 //!                                             GET /v1/series?service=..[&dim=..&key=..]  (chosen slice)
+//!                           on demand:        GET /v1/reports?service=..&type=..&asn=..&country=..&since=..
+//!                                                            [&cursor=..]  ("Older reports")
 //! ```
 //!
 //! The page is plain HTML, CSS and one vanilla JavaScript file, embedded in the binary: no
-//! framework, no build step, no external origin, under 30 KB in all. It works under
+//! framework, no build step, no external origin, under 64 KB in all. It works under
 //! [`CONTENT_SECURITY_POLICY`], renders API text only as text (never as markup), and reads
 //! without JavaScript as far as a title and a note pointing at the JSON endpoints. This module
 //! only serves the files; the JSON API is [`crate::alerting`].
@@ -139,7 +144,9 @@ mod tests {
         for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
             assert!(!js.contains(sink), "app.js uses {sink}");
         }
-        for endpoint in ["'/v1/alerts'", "'/v1/heatmap?dim='", "'/v1/series?'"] {
+        for endpoint in
+            ["'/v1/alerts'", "'/v1/heatmap?dim='", "'/v1/series?'", "'/v1/strip'", "'/v1/reports?'"]
+        {
             assert!(js.contains(endpoint), "app.js does not call {endpoint}");
         }
     }
@@ -147,7 +154,7 @@ mod tests {
     #[test]
     fn the_page_is_small_and_the_policy_is_strict() {
         let total: usize = ASSETS.iter().skip(1).map(|(_, _, b)| b.len()).sum();
-        assert!(total < 30 * 1024, "{total} bytes");
+        assert!(total < 64 * 1024, "{total} bytes");
         assert!(CONTENT_SECURITY_POLICY.starts_with("default-src 'self';"));
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
         assert!(!CONTENT_SECURITY_POLICY.contains("http"));

@@ -420,6 +420,25 @@ impl Store {
         })
     }
 
+    /// Reports with `from <= event_at` whose position (event time, report id) is before
+    /// `before`, newest first, each with its position: the admin API's paging
+    /// (`GET /v1/reports`) starts the next page before the last position it returned.
+    pub fn scan_reports_newest_first(
+        &self,
+        from: UnixMillis,
+        before: (UnixMillis, [u8; 16]),
+    ) -> impl Iterator<Item = Result<((UnixMillis, [u8; 16]), StoredReport), StoreError>> + '_ {
+        let start = from.0.to_be_bytes().to_vec();
+        let end = codec::report_key(before.0, &before.1).to_vec();
+        let range = if start < end { start..end } else { start.clone()..start };
+        self.shared.trees.reports.range(range).rev().map(|entry| {
+            let (k, v) = entry.map_err(|e| self.shared.io(e))?;
+            let r =
+                codec::decode_report(&k, &v).map_err(|e| self.shared.corrupt("reports", &k, &e))?;
+            Ok(((r.event_at, r.id), r))
+        })
+    }
+
     /// Target counts with `from <= event_at < to`, in `event_at` order.
     pub fn scan_targets(
         &self,
