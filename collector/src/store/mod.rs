@@ -1202,7 +1202,7 @@ mod tests {
         let b = batch(1, vec![report(1, 100)]);
         let stored = store.commit_with_outbox(b.clone(), b"first".to_vec()).await.unwrap();
         assert_eq!(stored, CommitOutcome::Stored { reports: 1, targets: 0 });
-        // A batch that fails to prepare writes no entry; nor does a plain commit.
+        // A plain commit writes no entry.
         store.commit(batch(2, vec![report(2, 100)])).await.unwrap();
         let dup = store.commit_with_outbox(b, b"again".to_vec()).await.unwrap();
         assert_eq!(dup, CommitOutcome::Duplicate);
