@@ -51,8 +51,8 @@
 //!
 //! # The fleet outbox
 //!
-//! In fleet mode the ingest path hands [`Store::commit_with_outbox`] the batch *and* the bytes
-//! [`fleet`](crate::fleet) will publish to the stream; the writer inserts them into
+//! In fleet mode the ingest path hands `Store::commit_with_outbox` the batch *and* the bytes
+//! the fleet publisher sends to the stream; the writer inserts them into
 //! `fleet_outbox` in the same transaction as the batch, both when it stores the batch and when
 //! it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
 //! killed before it published; the consumers drop the second copy by digest). So whatever
