@@ -553,7 +553,12 @@ impl Fleet {
             if *stop.borrow() {
                 return;
             }
-            match self.open_consumer(next).await {
+            // Opening waits on JetStream requests; a stop must not wait for their timeouts.
+            let opened = tokio::select! {
+                opened = self.open_consumer(next) => opened,
+                _ = stop.changed() => return,
+            };
+            match opened {
                 Ok(mut messages) => {
                     backoff = BACKOFF_MIN;
                     loop {
@@ -1032,6 +1037,50 @@ mod tests {
             net: NetTag(0xdead_beef),
             enrichment: Enrichment { asn: Some(64500), country: Country::parse("DE") },
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_digest_feeds_the_detector_once_until_the_dedup_horizon_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // NATS is never reachable here: the seen-digest set works without it.
+        let text = "[server]\nlisten_plain = \"127.0.0.1:0\"\n[keys]\nprivate_key_files = [\"k\"]\n[store]\npath = \"data\"\n\
+                    [fleet]\nnats_url = \"nats://127.0.0.1:1\"\ncollector_id = \"t\"\n\
+                    publish_timeout_ms = 200\n";
+        let key = crate::open::CollectorKey::from_seed([4; 32]);
+        let hex_key: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(dir.path().join("k"), hex_key).unwrap();
+        let config = crate::config::Config::from_toml_str(text, dir.path()).unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        let now = crate::clock::now_millis();
+        let alerting =
+            Alerting::start(&store, config.detector.clone(), config.notify.clone(), now).unwrap();
+        let fleet =
+            Fleet::start(config.fleet.clone().unwrap(), &store, alerting.clone()).await.unwrap();
+        let observed = || {
+            let mut out = String::new();
+            alerting.render_metrics(&mut out);
+            out.lines()
+                .find_map(|l| l.strip_prefix("vantage_detector_observed_reports_total "))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let (a, b) = ([1; 32], [2; 32]);
+        assert!(fleet.observe_once(&a, &[report()], &[]));
+        assert!(!fleet.observe_once(&a, &[report()], &[]), "the same digest twice");
+        assert!(fleet.observe_once(&b, &[report()], &[]));
+        assert_eq!(observed(), 4, "two batches of one report with count 2");
+        // Within the horizon nothing is forgotten; past it, both digests are.
+        let horizon = store.admission().dedup_horizon().as_millis() as u64;
+        assert_eq!(fleet.prune_seen(UnixMillis(now.0 + horizon / 2)), 0);
+        assert!(!fleet.observe_once(&b, &[report()], &[]));
+        assert_eq!(fleet.prune_seen(UnixMillis(now.0 + horizon + 60_000)), 2);
+        assert!(fleet.seen.is_empty() && fleet.seen_by_time.is_empty());
+        assert!(fleet.observe_once(&a, &[report()], &[]), "forgotten: fed again");
+        assert_eq!(observed(), 6);
+        // Without NATS the consumer is opening a stream: the stop does not wait for that.
+        fleet.stop().await;
+        store.close().await.unwrap();
     }
 
     #[test]
