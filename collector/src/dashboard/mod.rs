@@ -139,7 +139,8 @@ mod tests {
         for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
             assert!(!js.contains(sink), "app.js uses {sink}");
         }
-        for endpoint in ["'/v1/alerts'", "'/v1/heatmap?dim='", "'/v1/series?'"] {
+        for endpoint in ["'/v1/alerts'", "'/v1/heatmap?dim='", "'/v1/series?'", "'/v1/agent_drops'"]
+        {
             assert!(js.contains(endpoint), "app.js does not call {endpoint}");
         }
     }
@@ -147,7 +148,8 @@ mod tests {
     #[test]
     fn the_page_is_small_and_the_policy_is_strict() {
         let total: usize = ASSETS.iter().skip(1).map(|(_, _, b)| b.len()).sum();
-        assert!(total < 30 * 1024, "{total} bytes");
+        // 32 KiB: 30 until the agent drops panel (issue 14) took the last 1.5 KiB.
+        assert!(total < 32 * 1024, "{total} bytes");
         assert!(CONTENT_SECURITY_POLICY.starts_with("default-src 'self';"));
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe"));
         assert!(!CONTENT_SECURITY_POLICY.contains("http"));
