@@ -146,6 +146,8 @@ pub(crate) struct Fleet {
     wake: Notify,
     wake_alerts: Notify,
     stop: watch::Sender<bool>,
+    /// Bumped on every (re)connection to NATS.
+    connections: watch::Sender<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     counters: Counters,
 }
@@ -182,8 +184,17 @@ impl Fleet {
         }
         counters.outbox_batches.store(batches, Ordering::Relaxed);
         counters.outbox_bytes.store(bytes, Ordering::Relaxed);
+        // Counts (re)connections: the consumer reopens after each one (see `consume_loop`).
+        let (connections, _) = watch::channel(0u64);
+        let count = connections.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("vantage-collector-{}", config.collector_id))
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    count.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            })
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_millis(config.publish_timeout_ms))
@@ -213,6 +224,7 @@ impl Fleet {
             wake: Notify::new(),
             wake_alerts: Notify::new(),
             stop,
+            connections,
             tasks: Mutex::new(Vec::new()),
             counters,
         });
@@ -553,6 +565,8 @@ impl Fleet {
             if *stop.borrow() {
                 return;
             }
+            let mut connections = self.connections.subscribe();
+            connections.borrow_and_update();
             // Opening waits on JetStream requests; a stop must not wait for their timeouts.
             let opened = tokio::select! {
                 opened = self.open_consumer(next) => opened,
@@ -565,6 +579,12 @@ impl Fleet {
                         let item = tokio::select! {
                             item = futures_next(&mut messages) => item,
                             _ = stop.changed() => return,
+                            // A restarted server may have lost the ephemeral consumer; the
+                            // client would notice only after missed heartbeats (~15 s).
+                            _ = connections.changed() => {
+                                tracing::debug!("fleet: reconnected; reopening the consumer");
+                                break;
+                            }
                         };
                         match item {
                             Some(Ok(message)) => {
