@@ -44,7 +44,7 @@
 //! same alert.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -108,8 +108,11 @@ pub(crate) enum FleetError {
 struct Counters {
     published: AtomicU64,
     publish_failures: AtomicU64,
-    outbox_batches: AtomicU64,
-    outbox_bytes: AtomicU64,
+    /// Signed: the publisher can delete an entry (the store wrote it) before the feed counted
+    /// it in; the two updates commute, so the sum is right once both happened.
+    outbox_batches: AtomicI64,
+    /// ... likewise.
+    outbox_bytes: AtomicI64,
     outbox_dropped: AtomicU64,
     consumed: AtomicU64,
     skipped_local: AtomicU64,
@@ -180,7 +183,7 @@ impl Fleet {
         for entry in outbox.iter() {
             let (_, v) = entry.map_err(|e| FleetError::Outbox(e.to_string()))?;
             batches += 1;
-            bytes += v.len() as u64;
+            bytes += signed(v.len());
         }
         counters.outbox_batches.store(batches, Ordering::Relaxed);
         counters.outbox_bytes.store(bytes, Ordering::Relaxed);
@@ -269,7 +272,7 @@ impl Fleet {
         {
             let _guard = self.append.lock().unwrap_or_else(PoisonError::into_inner);
             self.counters.outbox_batches.fetch_add(1, Ordering::Relaxed);
-            self.counters.outbox_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            self.counters.outbox_bytes.fetch_add(signed(len), Ordering::Relaxed);
             if let Err(e) = self.make_room(0) {
                 tracing::error!(error = %e, "fleet outbox bound");
             }
@@ -392,7 +395,9 @@ impl Fleet {
     /// Drops the oldest outbox entries until `incoming` more bytes fit the bound.
     fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
         let max = self.config.max_buffer_bytes;
-        while self.counters.outbox_bytes.load(Ordering::Relaxed) + incoming > max {
+        while self.counters.outbox_bytes.load(Ordering::Relaxed).saturating_add(signed(incoming))
+            > signed(max)
+        {
             let Some((k, v)) =
                 self.outbox.pop_min().map_err(|e| StoreError::Io(format!("fleet outbox: {e}")))?
             else {
@@ -401,7 +406,7 @@ impl Fleet {
             tracing::warn!(key = key_seq(&k), "fleet outbox full: oldest batch dropped");
             self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed);
             self.counters.outbox_batches.fetch_sub(1, Ordering::Relaxed);
-            self.counters.outbox_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
+            self.counters.outbox_bytes.fetch_sub(signed(v.len()), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -520,7 +525,7 @@ impl Fleet {
                 .map_err(|e| format!("ack: {e}"))?;
             if self.outbox.remove(key).ok().flatten().is_some() {
                 self.counters.outbox_batches.fetch_sub(1, Ordering::Relaxed);
-                self.counters.outbox_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+                self.counters.outbox_bytes.fetch_sub(signed(len), Ordering::Relaxed);
             }
             self.counters.published.fetch_add(1, Ordering::Relaxed);
         }
@@ -751,6 +756,7 @@ impl Fleet {
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
         let families: [(&str, &str, &str, u64); 15] = [
             (
                 "vantage_fleet_connected",
@@ -774,9 +780,9 @@ impl Fleet {
                 "vantage_fleet_outbox_batches",
                 "gauge",
                 "Accepted batches not yet acknowledged by JetStream.",
-                load(&c.outbox_batches),
+                gauge(&c.outbox_batches),
             ),
-            ("vantage_fleet_outbox_bytes", "gauge", "Bytes of the outbox.", load(&c.outbox_bytes)),
+            ("vantage_fleet_outbox_bytes", "gauge", "Bytes of the outbox.", gauge(&c.outbox_bytes)),
             (
                 "vantage_fleet_outbox_dropped_total",
                 "counter",
@@ -848,6 +854,11 @@ async fn futures_next(
 ) -> Option<Result<jetstream::Message, consumer::pull::OrderedError>> {
     use futures_util::StreamExt as _;
     messages.next().await
+}
+
+/// A size as the signed outbox counters take it.
+fn signed(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 fn key_seq(key: &[u8]) -> u64 {

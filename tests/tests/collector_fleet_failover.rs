@@ -15,7 +15,11 @@
 //!           nats-server back, collector restarted: the outbox drains, the other consumes it
 //! ```
 //!
-//! The stream is created by the test with a 200 ms duplicate window (the collectors take an
+//! A second test SIGKILLs a collector at seeded random moments while uploads flow with NATS
+//! up, six times, and checks that the envelopes in its store and in the stream are the same
+//! number (each published once) and cover every `202`.
+//!
+//! The stream of the first test is created by the test with a 200 ms duplicate window (the collectors take an
 //! existing stream as it is), so the de-duplication seen here is the collectors' own, by
 //! digest, and not JetStream's `Nats-Msg-Id` window. `nats-server` comes from
 //! `.ci/install-nats.sh`.
@@ -377,4 +381,104 @@ async fn a_lost_202_and_a_kill_before_publishing_each_count_once_across_the_flee
         took + 1,
         started.elapsed()
     );
+}
+
+/// SIGKILL at seeded random moments while uploads flow and NATS is up: after the restarts,
+/// every envelope the store holds is in the stream exactly once (the outbox entry is written
+/// in the same transaction as the envelope), and every envelope answered `202` is in the
+/// store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_at_random_moments_leave_no_stored_envelope_unpublished() {
+    use vantage_agent::entropy::{Entropy, SeededEntropy};
+    use vantage_agent::report::UnixMillis;
+    use vantage_agent::wire::AgentIdentity;
+    use vantage_collector::store::{Store, StoreConfig};
+    use vantage_tests::collector_proc::{seal_envelope, unix_now};
+
+    const ROUNDS: usize = 6;
+    const SENDERS: usize = 4;
+    let seed = [21u8; 32];
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(&tmp.path().join("nats"), free_port(), free_port()).await;
+    let (mut c1, _ca) = Member::new(tmp.path(), "c-1", &nats.url());
+    let key = CollectorKey::from_seed(KEY_SEED).public_key();
+    let mut rng = SeededEntropy::insecure_from_seed(seed);
+    let agents: Vec<AgentIdentity> =
+        (0..SENDERS).map(|_| AgentIdentity::generate(&mut rng)).collect();
+    let mut acked = 0u64;
+    let mut seq = 0u64;
+    for round in 0..ROUNDS {
+        if c1.proc.is_none() {
+            c1.start();
+        }
+        let plain = c1.plain();
+        // Envelopes sealed up front, so the senders only post.
+        let mut queues = Vec::new();
+        for agent in &agents {
+            let mut q = Vec::new();
+            for _ in 0..200 {
+                seq += 1;
+                q.push(seal_envelope(agent, &key, seq, 1, unix_now(), &mut rng).bytes);
+            }
+            queues.push(q);
+        }
+        let ok = Arc::new(AtomicU64::new(0));
+        let senders: Vec<_> = queues
+            .into_iter()
+            .map(|q| {
+                let ok = ok.clone();
+                tokio::spawn(async move {
+                    let Ok(mut c) = HttpClient::connect_plain(plain).await else { return };
+                    for body in q {
+                        match c.post_envelope(body).await {
+                            Ok((status, _)) if status.as_u16() == 202 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            _ => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Wait until uploads are flowing, then a seeded random moment more.
+        wait_for("uploads flowing", async || match ok.load(Ordering::SeqCst) {
+            0 => Err("none acknowledged yet".to_owned()),
+            _ => Ok(()),
+        })
+        .await;
+        let extra = Duration::from_millis(rng.next_u64() % 150);
+        tokio::time::sleep(extra).await;
+        c1.proc.take().unwrap().kill9();
+        for s in senders {
+            s.await.unwrap();
+        }
+        let n = ok.load(Ordering::SeqCst);
+        eprintln!("round {round}: killed after {extra:?} extra, {n} acknowledged");
+        acked += n;
+    }
+
+    // Restart once more: the outbox drains; then stop gracefully and count the store.
+    c1.start();
+    let drained = wait_for("c-1's outbox drained", async || {
+        let m = c1.metrics().await;
+        assert_eq!(m["vantage_fleet_outbox_dropped_total"], 0, "outbox entries dropped");
+        match m["vantage_fleet_outbox_batches"] {
+            0 => Ok(nats.stream_messages("VANTAGE").await),
+            n => Err(format!("outbox {n}")),
+        }
+    })
+    .await;
+    let exit = c1.proc.take().unwrap().terminate();
+    assert!(exit.success(), "c-1 exited with {exit}");
+    let store = Store::open(StoreConfig::new(c1.dir.join("data"))).unwrap();
+    let stored = store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX)).count() as u64;
+    store.close().await.unwrap();
+    let in_stream = nats.stream_messages("VANTAGE").await;
+    eprintln!(
+        "seed {seed:?}: {acked} acknowledged, {stored} stored (one report each), {in_stream} in \
+         the stream ({drained} when the outbox drained)"
+    );
+    assert!(acked > 0);
+    assert!(stored >= acked, "an acknowledged envelope is missing from the store");
+    assert_eq!(in_stream, stored, "every stored envelope published, once");
 }
