@@ -70,6 +70,8 @@ struct Counters {
     duplicates: AtomicU64,
     persist_errors: AtomicU64,
     replayed: AtomicU64,
+    observed_reports: AtomicU64,
+    observed_targets: AtomicU64,
 }
 
 /// A "should this collector queue notifications for this event now?" gate (fleet mode).
@@ -195,6 +197,9 @@ impl Alerting {
 
     /// Feeds what one durable commit stored.
     pub fn observe(&self, reports: &[StoredReport], targets: &[StoredTargets]) {
+        let occurrences = reports.iter().map(|r| u64::from(r.count.max(1))).sum();
+        self.counters.observed_reports.fetch_add(occurrences, Ordering::Relaxed);
+        self.counters.observed_targets.fetch_add(targets.len() as u64, Ordering::Relaxed);
         let mut det = self.detector();
         for r in reports {
             det.observe_report(r, r.received_at);
@@ -358,7 +363,7 @@ impl Alerting {
         let s = self.detector().stats();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let c = &self.counters;
-        let families: [(&str, &str, &str, u64); 13] = [
+        let families: [(&str, &str, &str, u64); 15] = [
             (
                 "vantage_alerts_firing",
                 "gauge",
@@ -419,6 +424,19 @@ impl Alerting {
                 "counter",
                 "Reports and counts replayed from the store at start.",
                 load(&c.replayed),
+            ),
+            (
+                "vantage_detector_observed_reports_total",
+                "counter",
+                "Failure occurrences (report counts, unscaled) fed to the detector since start \
+                 (fleet mode: from the whole fleet, each envelope once).",
+                load(&c.observed_reports),
+            ),
+            (
+                "vantage_detector_observed_targets_total",
+                "counter",
+                "Success/attempt count records fed to the detector since start.",
+                load(&c.observed_targets),
             ),
             (
                 "vantage_alert_duplicates_total",

@@ -3,26 +3,38 @@
 //! an alert that several detectors raise.
 //!
 //! ```text
-//!  Feed ──durable commit──▶ Fleet::submit ──▶ tree `fleet_outbox` (flushed) ──▶ publisher
-//!    │ NATS unreachable:                                                           │ Nats-Msg-Id =
-//!    └─▶ Alerting::observe (local), entry marked "fed locally"                     │ hex(digest)
-//!                                                                                  ▼
-//!                                                           JetStream stream `VANTAGE`
-//!                                                           (subject `vantage.batches`)
-//!  Alerting::observe ◀── consumer (ordered, whole stream; ◀──────────────────────────┘
-//!                        skips batches this collector already fed locally)
+//!  ingest ──Store::commit_with_outbox: batch + tree `fleet_outbox` entry, one transaction,
+//!    │       synced before the 202 (a duplicate writes its entry too)──▶ publisher
+//!    │ NATS unreachable: Feed ─▶ observe_once (local), entry marked    │ Nats-Msg-Id = hex(digest)
+//!    │ "fed locally"                                                   ▼
+//!    │                                                   JetStream stream `VANTAGE`
+//!    ▼                                                   (subject `vantage.batches`)
+//!  observe_once(digest) ◀── consumer (ordered, whole stream) ◀──────────┘
+//!    │ digest in tree `fleet_seen` (kept store.dedup_days)? skip : insert, then
+//!    └─▶ Alerting::observe
 //!
 //!  Alerting (new alert state) ──NotifyGate──▶ tree `fleet_alert_outbox` ──▶ alert publisher
 //!      ──▶ stream `VANTAGE_ALERTS` (Nats-Msg-Id = "{id}-{state}") ──PubAck.duplicate == false──▶
 //!      Alerting::queue_notification (this collector pages); duplicate: another one did.
 //! ```
 //!
-//! **Nothing accepted is lost.** A batch is appended to the outbox (same sled database as the
-//! store, flushed) before `submit` returns, and an entry is deleted only after JetStream
-//! acknowledged it; re-publishes after a lost ack are deduplicated by JetStream (`Nats-Msg-Id`,
-//! 10 minute window). The one exception is the byte bound: beyond `max_buffer_bytes` the
-//! oldest entries are dropped and counted (`vantage_fleet_outbox_dropped_total`); they stay in
-//! the local store and were fed to the local detector.
+//! **Nothing accepted is lost.** The outbox entry is written in the store's own transaction
+//! (see "The fleet outbox" in [`store`](crate::store)), so a batch acknowledged with `202` is
+//! in the outbox even if the collector dies right after the commit; the publisher drains the
+//! outbox after a restart. An entry is deleted only after JetStream acknowledged it. The one
+//! exception is the byte bound: beyond `max_buffer_bytes` the oldest entries are dropped and
+//! counted (`vantage_fleet_outbox_dropped_total`); they stay in the local store and were fed to
+//! the local detector.
+//!
+//! **Counted once, whatever the delay.** An envelope can reach the stream more than once: a
+//! re-publish after a lost ack, the duplicate path above, or two collectors that both accepted
+//! it (an agent failed over after a lost `202`). JetStream's `Nats-Msg-Id` window (10 minutes)
+//! drops close copies; every consumer also keeps the digests it fed to its detector in the
+//! tree `fleet_seen` (with a time index, forgotten after the store's dedup horizon,
+//! `store.dedup_days`, the same horizon beyond which the ingest path refuses an envelope), and
+//! skips a digest it has seen (`vantage_fleet_skipped_duplicate_total`). Batches fed locally
+//! during an outage go through the same set, so this collector skips them when they come back
+//! through the stream.
 //!
 //! **Partitions.** While a publish fails (or the NATS connection is down), accepted batches are
 //! fed to the local detector at once and their outbox entries are marked; they are published
@@ -32,13 +44,14 @@
 //! same alert.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sled::transaction::Transactional as _;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use vantage_agent::report::UnixMillis;
@@ -66,6 +79,10 @@ const BATCH_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const ALERT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Publishes in flight at once (acks awaited in order).
 const PUBLISH_WINDOW: usize = 64;
+/// How often digests older than the dedup horizon are forgotten from `fleet_seen`.
+const SEEN_PRUNE_PERIOD: Duration = Duration::from_secs(60);
+/// Seen digests forgotten per transaction.
+const SEEN_PRUNE_CHUNK: usize = 1024;
 /// Retry delays while NATS is unreachable.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ... at most.
@@ -91,11 +108,16 @@ pub(crate) enum FleetError {
 struct Counters {
     published: AtomicU64,
     publish_failures: AtomicU64,
-    outbox_batches: AtomicU64,
-    outbox_bytes: AtomicU64,
+    /// Signed: the publisher can delete an entry (the store wrote it) before the feed counted
+    /// it in; the two updates commute, so the sum is right once both happened.
+    outbox_batches: AtomicI64,
+    /// ... likewise.
+    outbox_bytes: AtomicI64,
     outbox_dropped: AtomicU64,
     consumed: AtomicU64,
     skipped_local: AtomicU64,
+    skipped_duplicate: AtomicU64,
+    seen_expired: AtomicU64,
     fed_locally: AtomicU64,
     decode_errors: AtomicU64,
     alerts_paged: AtomicU64,
@@ -111,18 +133,24 @@ pub(crate) struct Fleet {
     js: jetstream::Context,
     outbox: sled::Tree,
     alert_outbox: sled::Tree,
+    /// Digests fed to this collector's detector: digest → time (u64 BE) ...
+    seen: sled::Tree,
+    /// ... and time (u64 BE) ‖ digest → empty, for expiry.
+    seen_by_time: sled::Tree,
+    /// The store's dedup horizon: how long `seen` keeps a digest.
+    admission: crate::store::Admission,
     alerting: Arc<Alerting>,
-    /// Serialises outbox appends (key allocation and the byte bound).
-    append: tokio::sync::Mutex<()>,
+    /// Serialises the byte bound (counters and the oldest entries dropped).
+    append: Mutex<()>,
     /// The last publish succeeded (cleared by a failure or a timeout).
     online: AtomicBool,
     /// Highest outbox key the publisher has fed locally while offline.
     fed_upto: AtomicU64,
-    /// Next outbox key: monotonic for the process (never reused once the outbox drains).
-    next_key: AtomicU64,
     wake: Notify,
     wake_alerts: Notify,
     stop: watch::Sender<bool>,
+    /// Bumped on every (re)connection to NATS.
+    connections: watch::Sender<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     counters: Counters,
 }
@@ -146,23 +174,30 @@ impl Fleet {
         store: &Store,
         alerting: Arc<Alerting>,
     ) -> Result<Arc<Fleet>, FleetError> {
-        let outbox = store.open_tree("fleet_outbox")?;
+        let outbox = store.open_tree(crate::store::FLEET_OUTBOX_TREE)?;
         let alert_outbox = store.open_tree("fleet_alert_outbox")?;
+        let seen = store.open_tree("fleet_seen")?;
+        let seen_by_time = store.open_tree("fleet_seen_by_time")?;
         let counters = Counters::default();
         let (mut batches, mut bytes) = (0, 0);
         for entry in outbox.iter() {
             let (_, v) = entry.map_err(|e| FleetError::Outbox(e.to_string()))?;
             batches += 1;
-            bytes += v.len() as u64;
+            bytes += signed(v.len());
         }
-        let next_key = outbox
-            .last()
-            .map_err(|e| FleetError::Outbox(e.to_string()))?
-            .map_or(1, |(k, _)| key_seq(&k) + 1);
         counters.outbox_batches.store(batches, Ordering::Relaxed);
         counters.outbox_bytes.store(bytes, Ordering::Relaxed);
+        // Counts (re)connections: the consumer reopens after each one (see `consume_loop`).
+        let (connections, _) = watch::channel(0u64);
+        let count = connections.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("vantage-collector-{}", config.collector_id))
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    count.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            })
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_millis(config.publish_timeout_ms))
@@ -182,14 +217,17 @@ impl Fleet {
             js,
             outbox,
             alert_outbox,
+            seen,
+            seen_by_time,
+            admission: store.admission(),
             alerting: alerting.clone(),
-            append: tokio::sync::Mutex::new(()),
+            append: Mutex::new(()),
             online: AtomicBool::new(true),
             fed_upto: AtomicU64::new(0),
-            next_key: AtomicU64::new(next_key),
             wake: Notify::new(),
             wake_alerts: Notify::new(),
             stop,
+            connections,
             tasks: Mutex::new(Vec::new()),
             counters,
         });
@@ -203,48 +241,148 @@ impl Fleet {
             tokio::spawn(fleet.clone().publish_loop(fleet.stop.subscribe())),
             tokio::spawn(fleet.clone().consume_loop(started, fleet.stop.subscribe())),
             tokio::spawn(fleet.clone().alert_loop(fleet.stop.subscribe())),
+            tokio::spawn(fleet.clone().prune_loop(fleet.stop.subscribe())),
         ];
         *fleet.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
         tracing::info!(collector_id = %fleet.config.collector_id, "fleet mode on");
         Ok(fleet)
     }
 
-    /// Hands over one durably stored batch: appended to the outbox (flushed) before this
-    /// returns, for the publisher. `fed_locally`: the caller ([`Feed`](crate::feed)) already
-    /// gave it to the local detector (NATS unreachable), so this collector's consumer skips it
-    /// when it comes back through the stream.
-    pub(crate) async fn submit(
+    /// The outbox entry for one batch, for [`Store::commit_with_outbox`]: a flag byte (1:
+    /// `fed_locally`, the caller gives the batch to the local detector itself because NATS is
+    /// unreachable), the digest (the stream's `Nats-Msg-Id`), and the stream payload.
+    pub(crate) fn outbox_entry(
         &self,
-        digest: [u8; 32],
+        digest: &[u8; 32],
         reports: &[StoredReport],
         targets: &[StoredTargets],
         fed_locally: bool,
-    ) -> Result<(), StoreError> {
-        let payload = encode_batch(&digest, reports, targets);
-        let offline = fed_locally;
-        if offline {
+    ) -> Vec<u8> {
+        let payload = encode_batch(digest, reports, targets);
+        let mut value = Vec::with_capacity(33 + payload.len());
+        value.push(u8::from(fed_locally));
+        value.extend_from_slice(digest);
+        value.extend_from_slice(&payload);
+        value
+    }
+
+    /// Called after the store committed an outbox entry of `len` bytes: counts it, applies the
+    /// byte bound and wakes the publisher.
+    pub(crate) fn enqueued(&self, len: usize) {
+        {
+            let _guard = self.append.lock().unwrap_or_else(PoisonError::into_inner);
+            self.counters.outbox_batches.fetch_add(1, Ordering::Relaxed);
+            self.counters.outbox_bytes.fetch_add(signed(len), Ordering::Relaxed);
+            if let Err(e) = self.make_room(0) {
+                tracing::error!(error = %e, "fleet outbox bound");
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Feeds a batch to this collector's detector unless its digest was fed already (from the
+    /// stream, or locally during an outage); records the digest. Returns whether it was fed.
+    /// The check and the insert are one transaction, so two paths racing on one digest feed it
+    /// once.
+    fn observe_once(
+        &self,
+        digest: &[u8; 32],
+        reports: &[StoredReport],
+        targets: &[StoredTargets],
+    ) -> bool {
+        let now = crate::clock::now_millis().0.to_be_bytes();
+        let mut by_time = [0u8; 40];
+        by_time[..8].copy_from_slice(&now);
+        by_time[8..].copy_from_slice(digest);
+        let first = (&self.seen, &self.seen_by_time).transaction(|(seen, index)| {
+            if seen.get(digest)?.is_some() {
+                return Ok(false);
+            }
+            seen.insert(&digest[..], &now[..])?;
+            index.insert(&by_time[..], &[][..])?;
+            Ok(true)
+        });
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                // Better counted twice than not at all.
+                let e: sled::transaction::TransactionError<()> = e;
+                tracing::error!(error = ?e, "fleet seen-digest set unavailable; feeding anyway");
+                true
+            }
+        };
+        if first {
+            self.alerting.observe(reports, targets);
+        }
+        first
+    }
+
+    /// Feeds a batch accepted while NATS is unreachable to the local detector now (once, see
+    /// [`Fleet::observe_once`]); its outbox entry carries the "fed locally" flag.
+    pub(crate) fn feed_locally(
+        &self,
+        digest: &[u8; 32],
+        reports: &[StoredReport],
+        targets: &[StoredTargets],
+    ) {
+        if self.observe_once(digest, reports, targets) {
             self.counters.fed_locally.fetch_add(1, Ordering::Relaxed);
         }
-        let mut value = Vec::with_capacity(33 + payload.len());
-        value.push(u8::from(offline));
-        value.extend_from_slice(&digest);
-        value.extend_from_slice(&payload);
-        {
-            let _guard = self.append.lock().await;
-            self.make_room(value.len() as u64)?;
-            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-            self.outbox
-                .insert(key.to_be_bytes(), value.as_slice())
-                .map_err(|e| StoreError::Io(format!("fleet outbox: {e}")))?;
-            self.counters.outbox_batches.fetch_add(1, Ordering::Relaxed);
-            self.counters.outbox_bytes.fetch_add(value.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets seen digests recorded before the store's dedup horizon; returns how many.
+    fn prune_seen(&self, now: UnixMillis) -> u64 {
+        let cutoff = self.admission.dedup_cutoff(now).0.to_be_bytes();
+        let mut removed = 0;
+        loop {
+            let keys: Vec<sled::IVec> = self
+                .seen_by_time
+                .range(..cutoff)
+                .keys()
+                .take(SEEN_PRUNE_CHUNK)
+                .filter_map(Result::ok)
+                .collect();
+            if keys.is_empty() {
+                return removed;
+            }
+            let done = (&self.seen, &self.seen_by_time).transaction(|(seen, index)| {
+                let mut n = 0;
+                for key in &keys {
+                    index.remove(key)?;
+                    // Only the entry this index row describes (the same time).
+                    if seen.get(&key[8..])?.is_some_and(|v| v.as_ref() == &key[..8]) {
+                        seen.remove(&key[8..])?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            });
+            match done {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    let e: sled::transaction::TransactionError<()> = e;
+                    tracing::warn!(error = ?e, "fleet seen-digest expiry");
+                    return removed;
+                }
+            }
         }
-        self.outbox
-            .flush_async()
-            .await
-            .map_err(|e| StoreError::Io(format!("fleet outbox flush: {e}")))?;
-        self.wake.notify_one();
-        Ok(())
+    }
+
+    /// Expires `fleet_seen` every [`SEEN_PRUNE_PERIOD`].
+    async fn prune_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let fleet = Arc::clone(&self);
+            if let Ok(n) =
+                tokio::task::spawn_blocking(move || fleet.prune_seen(crate::clock::now_millis()))
+                    .await
+            {
+                self.counters.seen_expired.fetch_add(n, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SEEN_PRUNE_PERIOD) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     /// Whether batches currently go through the stream (the last publish succeeded and the
@@ -257,7 +395,9 @@ impl Fleet {
     /// Drops the oldest outbox entries until `incoming` more bytes fit the bound.
     fn make_room(&self, incoming: u64) -> Result<(), StoreError> {
         let max = self.config.max_buffer_bytes;
-        while self.counters.outbox_bytes.load(Ordering::Relaxed) + incoming > max {
+        while self.counters.outbox_bytes.load(Ordering::Relaxed).saturating_add(signed(incoming))
+            > signed(max)
+        {
             let Some((k, v)) =
                 self.outbox.pop_min().map_err(|e| StoreError::Io(format!("fleet outbox: {e}")))?
             else {
@@ -266,7 +406,7 @@ impl Fleet {
             tracing::warn!(key = key_seq(&k), "fleet outbox full: oldest batch dropped");
             self.counters.outbox_dropped.fetch_add(1, Ordering::Relaxed);
             self.counters.outbox_batches.fetch_sub(1, Ordering::Relaxed);
-            self.counters.outbox_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
+            self.counters.outbox_bytes.fetch_sub(signed(v.len()), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -385,7 +525,7 @@ impl Fleet {
                 .map_err(|e| format!("ack: {e}"))?;
             if self.outbox.remove(key).ok().flatten().is_some() {
                 self.counters.outbox_batches.fetch_sub(1, Ordering::Relaxed);
-                self.counters.outbox_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+                self.counters.outbox_bytes.fetch_sub(signed(len), Ordering::Relaxed);
             }
             self.counters.published.fetch_add(1, Ordering::Relaxed);
         }
@@ -402,8 +542,9 @@ impl Fleet {
             }
             match decode_batch(&value[33..]) {
                 Ok(batch) => {
-                    self.alerting.observe(&batch.reports, &batch.targets);
-                    self.counters.fed_locally.fetch_add(1, Ordering::Relaxed);
+                    if self.observe_once(&batch.digest, &batch.reports, &batch.targets) {
+                        self.counters.fed_locally.fetch_add(1, Ordering::Relaxed);
+                    }
                     let mut marked = value.to_vec();
                     marked[0] = 1;
                     // Only if the publisher has not deleted it meanwhile.
@@ -429,13 +570,26 @@ impl Fleet {
             if *stop.borrow() {
                 return;
             }
-            match self.open_consumer(next).await {
+            let mut connections = self.connections.subscribe();
+            connections.borrow_and_update();
+            // Opening waits on JetStream requests; a stop must not wait for their timeouts.
+            let opened = tokio::select! {
+                opened = self.open_consumer(next) => opened,
+                _ = stop.changed() => return,
+            };
+            match opened {
                 Ok(mut messages) => {
                     backoff = BACKOFF_MIN;
                     loop {
                         let item = tokio::select! {
                             item = futures_next(&mut messages) => item,
                             _ = stop.changed() => return,
+                            // A restarted server may have lost the ephemeral consumer; the
+                            // client would notice only after missed heartbeats (~15 s).
+                            _ = connections.changed() => {
+                                tracing::debug!("fleet: reconnected; reopening the consumer");
+                                break;
+                            }
                         };
                         match item {
                             Some(Ok(message)) => {
@@ -483,14 +637,16 @@ impl Fleet {
             .as_ref()
             .and_then(|h| h.get(FED_LOCALLY_HEADER))
             .is_some_and(|v| v.as_str() == self.config.collector_id);
-        if fed_here {
-            self.counters.skipped_local.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         match decode_batch(&message.payload) {
             Ok(batch) => {
-                self.alerting.observe(&batch.reports, &batch.targets);
-                self.counters.consumed.fetch_add(1, Ordering::Relaxed);
+                let counter = if self.observe_once(&batch.digest, &batch.reports, &batch.targets) {
+                    &self.counters.consumed
+                } else if fed_here {
+                    &self.counters.skipped_local
+                } else {
+                    &self.counters.skipped_duplicate
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -600,7 +756,8 @@ impl Fleet {
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let families: [(&str, &str, &str, u64); 13] = [
+        let gauge = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
+        let families: [(&str, &str, &str, u64); 15] = [
             (
                 "vantage_fleet_connected",
                 "gauge",
@@ -623,9 +780,9 @@ impl Fleet {
                 "vantage_fleet_outbox_batches",
                 "gauge",
                 "Accepted batches not yet acknowledged by JetStream.",
-                load(&c.outbox_batches),
+                gauge(&c.outbox_batches),
             ),
-            ("vantage_fleet_outbox_bytes", "gauge", "Bytes of the outbox.", load(&c.outbox_bytes)),
+            ("vantage_fleet_outbox_bytes", "gauge", "Bytes of the outbox.", gauge(&c.outbox_bytes)),
             (
                 "vantage_fleet_outbox_dropped_total",
                 "counter",
@@ -643,6 +800,19 @@ impl Fleet {
                 "counter",
                 "Batches from the stream skipped: already fed locally during an outage.",
                 load(&c.skipped_local),
+            ),
+            (
+                "vantage_fleet_skipped_duplicate_total",
+                "counter",
+                "Batches from the stream skipped: their digest was fed already (another \
+                 collector accepted the same envelope, or a re-publish).",
+                load(&c.skipped_duplicate),
+            ),
+            (
+                "vantage_fleet_seen_expired_total",
+                "counter",
+                "Seen digests forgotten after the dedup horizon (store.dedup_days).",
+                load(&c.seen_expired),
             ),
             (
                 "vantage_fleet_fed_locally_total",
@@ -684,6 +854,11 @@ async fn futures_next(
 ) -> Option<Result<jetstream::Message, consumer::pull::OrderedError>> {
     use futures_util::StreamExt as _;
     messages.next().await
+}
+
+/// A size as the signed outbox counters take it.
+fn signed(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 fn key_seq(key: &[u8]) -> u64 {
@@ -760,6 +935,7 @@ struct WireTargets {
 
 /// What a decoded stream message holds.
 struct DecodedBatch {
+    digest: [u8; 32],
     reports: Vec<StoredReport>,
     targets: Vec<StoredTargets>,
 }
@@ -865,7 +1041,7 @@ fn decode_batch(bytes: &[u8]) -> Result<DecodedBatch, String> {
             enrichment: enrichment(t.asn, t.country),
         });
     }
-    Ok(DecodedBatch { reports, targets })
+    Ok(DecodedBatch { digest: unhex::<32>(&w.digest, "batch.digest")?, reports, targets })
 }
 
 #[cfg(test)]
@@ -892,6 +1068,50 @@ mod tests {
             net: NetTag(0xdead_beef),
             enrichment: Enrichment { asn: Some(64500), country: Country::parse("DE") },
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_digest_feeds_the_detector_once_until_the_dedup_horizon_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // NATS is never reachable here: the seen-digest set works without it.
+        let text = "[server]\nlisten_plain = \"127.0.0.1:0\"\n[keys]\nprivate_key_files = [\"k\"]\n[store]\npath = \"data\"\n\
+                    [fleet]\nnats_url = \"nats://127.0.0.1:1\"\ncollector_id = \"t\"\n\
+                    publish_timeout_ms = 200\n";
+        let key = crate::open::CollectorKey::from_seed([4; 32]);
+        let hex_key: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(dir.path().join("k"), hex_key).unwrap();
+        let config = crate::config::Config::from_toml_str(text, dir.path()).unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        let now = crate::clock::now_millis();
+        let alerting =
+            Alerting::start(&store, config.detector.clone(), config.notify.clone(), now).unwrap();
+        let fleet =
+            Fleet::start(config.fleet.clone().unwrap(), &store, alerting.clone()).await.unwrap();
+        let observed = || {
+            let mut out = String::new();
+            alerting.render_metrics(&mut out);
+            out.lines()
+                .find_map(|l| l.strip_prefix("vantage_detector_observed_reports_total "))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let (a, b) = ([1; 32], [2; 32]);
+        assert!(fleet.observe_once(&a, &[report()], &[]));
+        assert!(!fleet.observe_once(&a, &[report()], &[]), "the same digest twice");
+        assert!(fleet.observe_once(&b, &[report()], &[]));
+        assert_eq!(observed(), 4, "two batches of one report with count 2");
+        // Within the horizon nothing is forgotten; past it, both digests are.
+        let horizon = store.admission().dedup_horizon().as_millis() as u64;
+        assert_eq!(fleet.prune_seen(UnixMillis(now.0 + horizon / 2)), 0);
+        assert!(!fleet.observe_once(&b, &[report()], &[]));
+        assert_eq!(fleet.prune_seen(UnixMillis(now.0 + horizon + 60_000)), 2);
+        assert!(fleet.seen.is_empty() && fleet.seen_by_time.is_empty());
+        assert!(fleet.observe_once(&a, &[report()], &[]), "forgotten: fed again");
+        assert_eq!(observed(), 6);
+        // Without NATS the consumer is opening a stream: the stop does not wait for that.
+        fleet.stop().await;
+        store.close().await.unwrap();
     }
 
     #[test]

@@ -185,13 +185,38 @@ pub(crate) fn write_agent_drops(out: &mut String, totals: &[(&'static str, u64)]
         out,
         "# HELP {name} Reports agents dropped before delivery, by reason (from stored envelopes).\n# TYPE {name} counter"
     );
+    for (label, n) in agent_drop_rows(totals) {
+        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {n}");
+    }
+}
+
+/// Every reason label (the agent's known reasons, then `other`) with its total from `totals`
+/// (0 when absent): the rows of the metric and of `GET /v1/agent_drops`.
+fn agent_drop_rows(totals: &[(&'static str, u64)]) -> Vec<(&'static str, u64)> {
     let mut labels: Vec<&'static str> =
         vantage_agent::drops::DropReason::KNOWN.iter().map(|r| r.as_str()).collect();
     labels.push("other");
-    for label in labels {
-        let n = totals.iter().filter(|(l, _)| *l == label).map(|(_, n)| *n).sum::<u64>();
-        let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {n}");
-    }
+    labels
+        .into_iter()
+        .map(|label| {
+            let n = totals.iter().filter(|(l, _)| *l == label).map(|(_, n)| *n).sum::<u64>();
+            (label, n)
+        })
+        .collect()
+}
+
+/// `GET /v1/agent_drops` (admin): `{"total": N, "reasons": [{"reason": "queue_full", "count":
+/// N}, ...]}`, every reason listed (the same rows as `vantage_agent_dropped_reports_total`).
+pub(crate) fn agent_drops_json(totals: &[(&'static str, u64)]) -> serde_json::Value {
+    let rows = agent_drop_rows(totals);
+    let total = rows.iter().map(|(_, n)| *n).fold(0u64, u64::saturating_add);
+    serde_json::json!({
+        "total": total,
+        "reasons": rows
+            .into_iter()
+            .map(|(reason, count)| serde_json::json!({ "reason": reason, "count": count }))
+            .collect::<Vec<_>>(),
+    })
 }
 
 fn source_index(source: Source) -> usize {

@@ -8,6 +8,7 @@
 //!   OPTIONS /v1/nel        CORS preflight         GET /v1/series   Alerting::series_json
 //!   GET /v1/ping  204                             GET /v1/strip    Alerting::strip_json
 //!   GET /healthz  /readyz  /metrics               GET /v1/reports  reports::reports_json
+//!                                                 GET /v1/agent_drops  Store::agent_drops
 //!                                                 /metrics /healthz /readyz (as public)
 //! ```
 //!
@@ -102,9 +103,22 @@ impl Routes {
         let bad = |e: String| json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e }));
         let now = now_millis();
         match path {
-            "/v1/alerts" | "/v1/heatmap" | "/v1/series" | "/v1/strip" | "/v1/reports" if !get => {
+            "/v1/alerts" | "/v1/heatmap" | "/v1/series" | "/v1/strip" | "/v1/reports"
+            | "/v1/agent_drops"
+                if !get =>
+            {
                 not_allowed("GET, HEAD")
             }
+            "/v1/agent_drops" => match self.store.agent_drops() {
+                Ok(totals) => json(StatusCode::OK, &crate::metrics::agent_drops_json(&totals)),
+                Err(e) => {
+                    tracing::error!(error = %e, "agent drop totals unreadable");
+                    json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &serde_json::json!({ "error": "agent drop totals unreadable" }),
+                    )
+                }
+            },
             "/v1/alerts" => json(StatusCode::OK, &self.alerting.alerts_json(now)),
             "/v1/heatmap" => match crate::alerting::parse_heatmap_query(query) {
                 Ok(q) => json(StatusCode::OK, &self.alerting.heatmap_json(&q, now)),

@@ -94,6 +94,51 @@ impl NatsServer {
     }
 }
 
+impl NatsServer {
+    /// Creates a JetStream stream with `config` (the JSON of `$JS.API.STREAM.CREATE`, e.g.
+    /// `{"name":"VANTAGE","subjects":["vantage.batches"],"duplicate_window":200000000}`,
+    /// durations in ns) over the plain NATS client protocol, and returns the API's answer.
+    /// Panics when the server does not answer within 10 s or answers with an error.
+    pub async fn create_stream(&self, config: &serde_json::Value) -> serde_json::Value {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let name = config["name"].as_str().expect("the stream config has a name");
+        let body = config.to_string();
+        let stream = tokio::net::TcpStream::connect(self.addr()).await.expect("NATS accepts");
+        let (rx, mut tx) = stream.into_split();
+        let mut rx = BufReader::new(rx);
+        let request = format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB _INBOX.vt 1\r\n\
+             PUB $JS.API.STREAM.CREATE.{name} _INBOX.vt {}\r\n{body}\r\nPING\r\n",
+            body.len()
+        );
+        tx.write_all(request.as_bytes()).await.expect("NATS takes the request");
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                assert!(rx.read_line(&mut line).await.expect("NATS answers") > 0, "NATS closed");
+                if line.starts_with("PING") {
+                    tx.write_all(b"PONG\r\n").await.expect("PONG");
+                }
+                assert!(!line.starts_with("-ERR"), "NATS refused: {line}");
+                if let Some(rest) = line.strip_prefix("MSG _INBOX.vt ") {
+                    let len: usize =
+                        rest.split_whitespace().last().and_then(|n| n.parse().ok()).expect("size");
+                    let mut payload = vec![0u8; len + 2];
+                    rx.read_exact(&mut payload).await.expect("the payload");
+                    payload.truncate(len);
+                    return payload;
+                }
+            }
+        })
+        .await
+        .expect("the JetStream API answers within 10 s");
+        let answer: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");
+        assert!(answer.get("error").is_none(), "stream {name} not created: {answer}");
+        answer
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();

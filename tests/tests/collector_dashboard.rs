@@ -16,6 +16,10 @@
 //! ```
 //!
 //! The fleet keeps reporting while the browser looks: the heat map only shows fresh windows.
+//!
+//! A further test sends envelopes carrying agent drop counts (one of them twice) and reads them
+//! back from `GET /v1/agent_drops` and from the page's "Agent drops" panel
+//! (`tests/browser/drops.js`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -610,4 +614,93 @@ async fn the_dashboard_folds_a_service_outage_under_one_incident_in_plain_words(
         png_ok(path);
         println!("dashboard screenshot: {}", path.display());
     }
+}
+
+/// Agent drop counts reach the admin API and the dashboard panel, each envelope once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_what_agents_dropped() {
+    use vantage_agent::drops::DropReason;
+    use vantage_agent::entropy::SeededEntropy;
+    use vantage_agent::report::{AppInfo, Batch, Report};
+    use vantage_agent::wire::{AgentIdentity, seal_batch};
+    use vantage_tests::collector_proc::unix_now;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = CollectorKey::from_seed([9; 32]);
+    std::fs::write(dir.path().join("collector.key"), hex::encode(key.secret_bytes())).unwrap();
+    let text = "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n\
+                [keys]\nprivate_key_files = [\"collector.key\"]\n[store]\npath = \"data\"\n\
+                [log]\nlevel = \"warn\"\n";
+    let running = vantage_collector::server::Collector::start(
+        Config::from_toml_str(text, dir.path()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let (plain, admin) = (running.plain_addr().unwrap(), running.admin_addr().unwrap());
+
+    let mut rng = SeededEntropy::insecure_from_seed([4; 32]);
+    let agent = AgentIdentity::generate(&mut rng);
+    let app = AppInfo::new("com.example.shop", "1.0", "android", "vantage-tests").unwrap();
+    let now = unix_now();
+    let sealed = |seq: u64, drops: &[(DropReason, u64)], rng: &mut SeededEntropy| {
+        let report = Report::builder("checkout", "api.example.com", ErrorType::TcpRefused)
+            .observed_at(vantage_agent::report::UnixMillis(now.0 - 1_000))
+            .build(rng, now)
+            .unwrap();
+        let mut batch =
+            Batch::new(agent.public_key(), seq, now, app.clone()).with_reports(vec![report]);
+        for (reason, n) in drops {
+            batch.drops.add(*reason, *n);
+        }
+        bytes::Bytes::from(seal_batch(&batch, &agent, &key.public_key(), rng).unwrap())
+    };
+    let first = sealed(1, &[(DropReason::QueueFull, 5), (DropReason::Expired, 2)], &mut rng);
+    let second = sealed(2, &[(DropReason::QueueFull, 1)], &mut rng);
+    let mut c = HttpClient::connect_plain(plain).await.unwrap();
+    // The first envelope twice (a retry): its counts are added once.
+    for (body, expect) in [(&first, "stored"), (&first, "duplicate"), (&second, "stored")] {
+        let (status, answer) = c.post_envelope(body.clone()).await.unwrap();
+        assert_eq!(status.as_u16(), 202);
+        assert_eq!(String::from_utf8_lossy(&answer).trim(), expect);
+    }
+
+    let (status, api) = get_json(admin, "/v1/agent_drops").await;
+    assert_eq!(status, 200, "{api}");
+    assert_eq!(api["total"], 8, "{api:#}");
+    let reasons = api["reasons"].as_array().unwrap();
+    let count = |reason: &str| {
+        reasons.iter().find(|r| r["reason"] == reason).map(|r| r["count"].as_u64().unwrap())
+    };
+    assert_eq!((count("queue_full"), count("expired")), (Some(6), Some(2)), "{api:#}");
+    // Every reason is listed, at 0 when nothing was dropped for it.
+    for reason in DropReason::KNOWN.iter().map(|r| r.as_str()).chain(["other"]) {
+        assert!(count(reason).is_some(), "{reason} missing from {api:#}");
+    }
+    assert_eq!(reasons.len(), DropReason::KNOWN.len() + 1);
+
+    let user_data = tempfile::tempdir().unwrap();
+    let seen = run_driver(
+        "drops.js",
+        serde_json::json!({
+            "userDataDir": user_data.path(),
+            "url": format!("http://{admin}/"),
+            "total": 8,
+            "timeoutMs": 20_000,
+        }),
+    )
+    .await;
+    let rows: Vec<(String, u64)> = seen["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["reason"].as_str().unwrap().to_owned(), r["count"].as_u64().unwrap()))
+        .collect();
+    let mut rows = rows;
+    rows.sort();
+    assert_eq!(rows, [("expired".to_owned(), 2), ("queue_full".to_owned(), 6)], "{seen:#}");
+    assert_eq!(seen["count"], "(8)", "{seen:#}");
+    for list in ["consoleErrors", "pageErrors", "failedRequests"] {
+        assert_eq!(seen[list].as_array().map(Vec::len), Some(0), "{list}: {seen:#}");
+    }
+    running.shutdown().await.unwrap();
 }

@@ -1,6 +1,7 @@
 // Vantage collector dashboard: polls the admin JSON API (/v1/alerts, /v1/heatmap, /v1/strip,
-// /v1/series) every 5 s and draws incident cards (children folded under their parent), a
-// slices x time strip, a heat map table and inline SVG series; lists /v1/reports on demand. No framework, no
+// /v1/series, /v1/agent_drops) every 5 s and draws incident cards (children folded under their
+// parent), a slices x time strip, a heat map table, inline SVG series and the agent drop counts;
+// lists /v1/reports on demand. No framework, no
 // build step, no external origin. Text from the API only ever goes through textContent and
 // setAttribute, never through an HTML parser, so a hostile service name stays text.
 'use strict';
@@ -182,10 +183,11 @@
     const seq = ++state.seq;
     const status = $('status');
     try {
-      const [alerts, heat, strip] = await Promise.all([
+      const [alerts, heat, strip, drops] = await Promise.all([
         getJson('/v1/alerts'),
         getJson('/v1/heatmap?dim=' + encodeURIComponent(state.dim) + heatParams()),
         getJson('/v1/strip'),
+        getJson('/v1/agent_drops'),
       ]);
       if (seq !== state.seq) return;
       state.alerts = alerts;
@@ -194,6 +196,7 @@
       const missing = followAlertLink();
       renderFiring();
       renderRecent();
+      renderDrops(drops);
       renderHeat();
       renderStrip();
       if (state.selected) await loadSeries();
@@ -389,6 +392,37 @@
         el('td', null, a.kind === 'silence' ? '–' : pct(a.observed_ratio) + ' (' + pct(a.baseline_ratio) + ')'),
       );
       body.append(tr);
+    }
+    table.append(el('thead', null, head), body);
+  }
+
+  // Agent drop counts: one row per reason with drops (all zero: a caption says so).
+  function renderDrops(drops) {
+    const reasons = (drops && drops.reasons) || [];
+    const total = (drops && drops.total) || 0;
+    const count = $('drops-count');
+    count.textContent = '(' + total + ')';
+    count.dataset.total = String(total);
+    const table = $('drops');
+    table.replaceChildren();
+    const rows = reasons.filter((r) => r.count > 0);
+    if (!rows.length) {
+      table.append(el('caption', { class: 'empty' }, 'No agent reported dropping anything.'));
+      return;
+    }
+    const head = el('tr');
+    for (const h of ['Reason', 'Reports dropped', 'Share']) head.append(el('th', { scope: 'col' }, h));
+    const body = el('tbody');
+    for (const r of rows) {
+      body.append(
+        el(
+          'tr',
+          { 'data-reason': r.reason, 'data-count': r.count },
+          el('th', { scope: 'row' }, r.reason),
+          el('td', null, r.count),
+          el('td', null, pct(r.count / total)),
+        ),
+      );
     }
     table.append(el('thead', null, head), body);
   }

@@ -144,9 +144,14 @@ mod tests {
         for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
             assert!(!js.contains(sink), "app.js uses {sink}");
         }
-        for endpoint in
-            ["'/v1/alerts'", "'/v1/heatmap?dim='", "'/v1/series?'", "'/v1/strip'", "'/v1/reports?'"]
-        {
+        for endpoint in [
+            "'/v1/alerts'",
+            "'/v1/heatmap?dim='",
+            "'/v1/series?'",
+            "'/v1/strip'",
+            "'/v1/reports?'",
+            "'/v1/agent_drops'",
+        ] {
             assert!(js.contains(endpoint), "app.js does not call {endpoint}");
         }
     }

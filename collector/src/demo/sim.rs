@@ -2,7 +2,7 @@
 //! `vantage-collector demo` runs, and what the end-to-end detection tests drive.
 //!
 //! Every simulated client is a real [`AgentCore`] (consent granted, every failure and every
-//! success sampled, counts sealed every `report_interval_ms`) with its own identity. Its
+//! success sampled unless [`PopulationConfig::sampling`] says otherwise, counts sealed every `report_interval_ms`) with its own identity. Its
 //! envelopes go over a real HTTP/1.1 keep-alive connection to the collector's plain listener,
 //! bound to the source address `127.0.<net>.<host>`: Linux routes all of 127.0.0.0/8 to
 //! loopback, so the collector sees distinct /24 networks without any namespace. Client `i`
@@ -80,6 +80,8 @@ pub struct PopulationConfig {
     pub report_interval_ms: u64,
     /// Seeds the clients' identities and randomness.
     pub seed: u8,
+    /// What each client samples. Default: every failure and every success.
+    pub sampling: Sampling,
 }
 
 impl Default for PopulationConfig {
@@ -90,6 +92,7 @@ impl Default for PopulationConfig {
             services: vec!["shop".into(), "search".into()],
             report_interval_ms: 2_000,
             seed: 1,
+            sampling: Sampling::new(1.0, 1.0).expect("full sampling is a valid rate"),
         }
     }
 }
@@ -178,8 +181,7 @@ impl Population {
                 let mut seed = [config.seed; 32];
                 seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
                 let mut core_config = CoreConfig::new(app.clone(), collector, 1);
-                core_config.sampling =
-                    Sampling::new(1.0, 1.0).expect("full sampling is a valid rate");
+                core_config.sampling = config.sampling;
                 core_config.report_interval_ms = Some(config.report_interval_ms);
                 core_config.delivery.max_per_second = 1_000;
                 core_config.scope_check_interval_ms = None;

@@ -68,17 +68,24 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
         })
         .collect();
     // The counts cover the time up to the batch's creation, which maps to `received_at` on
-    // the collector's clock.
+    // the collector's clock. They are stored as estimates of what really happened: each part
+    // scaled up by its own sampling rate (see `scaled_counts`).
+    let rates = batch.sampling;
     let targets = batch
         .targets
         .iter()
-        .map(|t| StoredTargets {
+        .map(|t| {
+            let (attempts, successes) =
+                scaled_counts(t.attempts(), t.successes(), rates.failure_ppm, rates.success_ppm);
+            (t, attempts, successes)
+        })
+        .map(|(t, attempts, successes)| StoredTargets {
             received_at,
             event_at: received_at,
             service: t.service().as_str().to_owned(),
             host: t.host().as_str().to_owned(),
-            attempts: t.attempts(),
-            successes: t.successes(),
+            attempts,
+            successes,
             client: agent_key,
             net: ctx.net,
             enrichment: ctx.enrichment.clone(),
@@ -112,7 +119,7 @@ pub(crate) fn nel_batch(
     let body_digest = digest::digest(&digest::SHA256, body);
     let mut d = [0u8; 32];
     d.copy_from_slice(body_digest.as_ref());
-    let weight = |ppm: u32| (1_000_000 + u64::from(ppm) / 2) / u64::from(ppm.max(1));
+    let weight = |ppm: u32| scale_up(1, ppm);
     let target = |service: &str, host: &str, age_ms: u64, ppm: u32, ok: bool| StoredTargets {
         received_at: ctx.received_at,
         event_at: UnixMillis(ctx.received_at.0.saturating_sub(age_ms)),
@@ -160,6 +167,37 @@ pub(crate) fn nel_batch(
     IngestBatch { digest: d, sequence: None, reports, targets, agent_drops: Vec::new() }
 }
 
+/// `count` samples taken at `ppm` parts per million, as an estimate of the occurrences they
+/// stand for: `count / (ppm / 10^6)`, rounded to the nearest integer, saturating. A rate of 0
+/// cannot have produced a sample; a sender that claims one anyway gets its count taken as is.
+/// The one place the collector undoes sampling: agent target counts ([`scaled_counts`]) and
+/// NEL entries ([`nel_batch`]) both use it, and the detector weighs a failure report by the
+/// same rule (`count * 10^6 / sample_ppm`).
+pub(crate) fn scale_up(count: u64, ppm: u32) -> u64 {
+    if ppm == 0 || ppm >= 1_000_000 {
+        return count;
+    }
+    let ppm = u128::from(ppm);
+    let scaled = (u128::from(count) * 1_000_000 + ppm / 2) / ppm;
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+/// An agent's per-target counts (`attempts` = sampled failures + sampled successes) scaled to
+/// estimates of all requests: `(F + S, S)` with `F = scale_up(attempts - successes,
+/// failure_ppm)` and `S = scale_up(successes, success_ppm)`, so `1 - S / (F + S)` estimates
+/// the failure ratio whatever the two fractions are (`agent/src/sampling.rs`: the raw ratio is
+/// biased by `failure_fraction / success_fraction`).
+pub(crate) fn scaled_counts(
+    attempts: u64,
+    successes: u64,
+    failure_ppm: u32,
+    success_ppm: u32,
+) -> (u64, u64) {
+    let failures = scale_up(attempts.saturating_sub(successes), failure_ppm);
+    let successes = scale_up(successes.min(attempts), success_ppm);
+    (failures.saturating_add(successes), successes)
+}
+
 fn report_id(body_digest: &[u8; 32], index: usize) -> [u8; 16] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(body_digest);
@@ -192,6 +230,23 @@ pub fn event_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampled_counts_scale_each_part_by_its_own_rate() {
+        // Every failure, 5 % of successes: 10 failures and 4 counted successes stand for 10
+        // failures and 80 successes.
+        assert_eq!(scaled_counts(14, 4, 1_000_000, 50_000), (90, 80));
+        // Full sampling leaves the counts alone; so does a rate that cannot have sampled.
+        assert_eq!(scaled_counts(14, 4, 1_000_000, 1_000_000), (14, 4));
+        assert_eq!(scaled_counts(14, 0, 1_000_000, 0), (14, 0));
+        assert_eq!(scaled_counts(14, 4, 500_000, 0), (24, 4));
+        // Successes beyond attempts (a broken sender) are cut, nothing overflows.
+        assert_eq!(scaled_counts(3, 9, 1_000_000, 250_000), (12, 12));
+        assert_eq!(scale_up(u64::MAX, 1), u64::MAX);
+        // NEL's weight of one entry: 1 / fraction, rounded.
+        assert_eq!(scale_up(1, 300_000), 3);
+        assert_eq!(scale_up(1, 1), 1_000_000);
+    }
 
     #[test]
     fn event_time_subtracts_the_age_and_saturates() {

@@ -17,7 +17,8 @@
 //!   agent key bucket ──429 + Retry-After
 //!   enrich + net tag; drop the IP ──▶ accept::from_envelope
 //!   Store::commit (group commit, on disk) ──503 + Retry-After on error
-//!   Feed::accepted (stored, not duplicates) ──▶ 202 (stored or duplicate)
+//!   (fleet mode: the stream message in the same transaction, see feed)
+//!   Feed::committed ──▶ 202 (stored or duplicate)
 //!  POST /v1/nel
 //!   content type ──415   Content-Length ──413   /24 bucket ──429   body ──413 / 408
 //!   in-flight permit ──503   nel::parse_upload ──400 "malformed NEL upload: <field>: .." ──▶ accept::nel_batch
@@ -315,11 +316,16 @@ impl Ingest {
     ) -> Result<CommitOutcome, RejectReason> {
         // Detection sees a batch only once it is durable; the copy is what the store consumes.
         let feed = batch.clone();
-        match self.store.commit(batch).await {
+        // Fleet mode: the stream message is written in the batch's own transaction.
+        let entry = self.feed.outbox_entry(&batch);
+        let enqueued = entry.as_ref().map(crate::feed::OutboxEntry::enqueued);
+        let result = match entry {
+            Some(entry) => self.store.commit_with_outbox(batch, entry.value).await,
+            None => self.store.commit(batch).await,
+        };
+        match result {
             Ok(outcome) => {
-                if matches!(outcome, CommitOutcome::Stored { .. }) {
-                    self.feed.accepted(&feed).await;
-                }
+                self.feed.committed(&feed, outcome, enqueued);
                 Ok(outcome)
             }
             Err(StoreError::Closed) => Err(RejectReason::Overload),

@@ -12,6 +12,7 @@
 //! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
 //! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
 //! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE | u32 BE (format 1), u64 BE counters |
+//! | `fleet_outbox`    | u64 BE, increasing (fleet mode only)           | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! Keys start with the big-endian event time, so a time range is one sled range scan and the
 //! oldest data is at the front. `report_ids` makes a report re-sent in a later upload (same id,
@@ -47,6 +48,16 @@
 //! got no answer retries and gets `Stored` or `Duplicate`, both of which are correct. Nothing is
 //! acknowledged before the sync that made it durable, including `Duplicate` (the original may be
 //! in the same, not yet synced, group).
+//!
+//! # The fleet outbox
+//!
+//! In fleet mode the ingest path hands `Store::commit_with_outbox` the batch *and* the bytes
+//! the fleet publisher sends to the stream; the writer inserts them into
+//! `fleet_outbox` in the same transaction as the batch, both when it stores the batch and when
+//! it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
+//! killed before it published; the consumers drop the second copy by digest). So whatever
+//! was acknowledged is either published or still in the outbox: a kill between the commit and
+//! the publish cannot lose it.
 //!
 //! # Admission
 //!
@@ -101,6 +112,9 @@ const META_REPORTS: &[u8] = b"reports";
 const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
 /// `meta` keys `drops/` ‖ reason code (u16 BE): agent drop totals (see [`Store::agent_drops`]).
+/// The tree of stream messages waiting for JetStream's ack, written with the batches they
+/// publish (see "The fleet outbox").
+pub(crate) const FLEET_OUTBOX_TREE: &str = "fleet_outbox";
 const DROPS_PREFIX: &[u8] = b"drops/";
 
 fn drop_key(reason: DropReason) -> Vec<u8> {
@@ -256,6 +270,8 @@ struct Control {
 
 struct Job {
     batch: IngestBatch,
+    /// The fleet outbox entry written with the batch (fleet mode).
+    outbox: Option<Vec<u8>>,
     reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
 }
 
@@ -274,6 +290,9 @@ struct Shared {
     /// (deltas commute, so the order in which concurrent transactions report them is
     /// irrelevant).
     counts: Mutex<Counts>,
+    /// Next `fleet_outbox` key. Only the writer inserts (one group at a time), so keys
+    /// increase in commit order and are never reused.
+    next_outbox_key: std::sync::atomic::AtomicU64,
 }
 
 struct Trees {
@@ -283,6 +302,7 @@ struct Trees {
     digests: sled::Tree,
     digests_by_time: sled::Tree,
     meta: sled::Tree,
+    fleet_outbox: sled::Tree,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -320,6 +340,8 @@ struct Prepared {
     reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>)>,
     targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
     drops: Vec<(DropReason, u64)>,
+    /// Key and value of the fleet outbox entry (fleet mode).
+    outbox: Option<([u8; 8], Vec<u8>)>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -352,7 +374,13 @@ impl Store {
             digests: tree("digests")?,
             digests_by_time: tree("digests_by_time")?,
             meta: tree("meta")?,
+            fleet_outbox: tree(FLEET_OUTBOX_TREE)?,
         };
+        let next_outbox_key = trees
+            .fleet_outbox
+            .last()
+            .map_err(|e| engine_error(&path, e))?
+            .map_or(1, |(k, _)| codec::be_u64(&k).unwrap_or(u64::MAX - 1).saturating_add(1));
         // Format 1's per-agent replay windows: no longer consulted (see "Duplicates").
         let legacy_replay = tree("replay")?;
         let syncer = Syncer::open(&path, config.sync).map_err(|e| open_err(e.to_string()))?;
@@ -367,6 +395,7 @@ impl Store {
             guard,
             failed: Mutex::new(None),
             counts: Mutex::new(Counts::default()),
+            next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
         };
         shared.check_format(had_data, &legacy_replay)?;
         legacy_replay.clear().map_err(|e| engine_error(&path, e))?;
@@ -392,6 +421,25 @@ impl Store {
     /// one flush and one `fdatasync` for many concurrent commits; see [`SyncMode`]).
     /// [`StoreError::DiskFull`] while free space is below the guard.
     pub async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, StoreError> {
+        self.submit(batch, None).await
+    }
+
+    /// [`Store::commit`] plus one `fleet_outbox` entry (`outbox_entry`, opaque here) written in
+    /// the same transaction, whether the batch is stored or found a duplicate; see "The fleet
+    /// outbox" in the [module docs](self).
+    pub(crate) async fn commit_with_outbox(
+        &self,
+        batch: IngestBatch,
+        outbox_entry: Vec<u8>,
+    ) -> Result<CommitOutcome, StoreError> {
+        self.submit(batch, Some(outbox_entry)).await
+    }
+
+    async fn submit(
+        &self,
+        batch: IngestBatch,
+        outbox: Option<Vec<u8>>,
+    ) -> Result<CommitOutcome, StoreError> {
         if let Space::Low { available } = self.shared.guard.last() {
             return Err(self.shared.disk_full(available));
         }
@@ -403,7 +451,7 @@ impl Store {
             .clone()
             .ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        sender.send(Job { batch, reply }).await.map_err(|_| StoreError::Closed)?;
+        sender.send(Job { batch, outbox, reply }).await.map_err(|_| StoreError::Closed)?;
         drop(sender);
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -561,7 +609,7 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
             }
         }
         let (batches, replies): (Vec<_>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.batch, j.reply)).unzip();
+            jobs.drain(..).map(|j| ((j.batch, j.outbox), j.reply)).unzip();
         let n = batches.len();
         let worker = Arc::clone(&shared);
         let (results, flushed) = tokio::task::spawn_blocking(move || {
@@ -734,7 +782,11 @@ impl Shared {
         tree.range(start..end).map(move |entry| entry.map_err(|e| self.io(e)))
     }
 
-    fn prepare(batch: &IngestBatch) -> Result<Prepared, StoreError> {
+    fn prepare(
+        &self,
+        batch: &IngestBatch,
+        outbox: Option<Vec<u8>>,
+    ) -> Result<Prepared, StoreError> {
         let received_at = batch
             .reports
             .iter()
@@ -770,17 +822,32 @@ impl Shared {
             reports,
             targets,
             drops: batch.agent_drops.clone(),
+            outbox: outbox.map(|value| {
+                let key = self.next_outbox_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (key.to_be_bytes(), value)
+            }),
         })
     }
 
     /// Dedup and inserts for a whole group in one transaction. One result per batch, in order.
-    fn apply_group(&self, batches: Vec<IngestBatch>) -> Vec<Result<CommitOutcome, StoreError>> {
+    fn apply_group(
+        &self,
+        batches: Vec<(IngestBatch, Option<Vec<u8>>)>,
+    ) -> Vec<Result<CommitOutcome, StoreError>> {
         let prepared: Vec<Result<Prepared, StoreError>> =
-            batches.iter().map(Self::prepare).collect();
+            batches.into_iter().map(|(b, outbox)| self.prepare(&b, outbox)).collect();
         let t = &self.trees;
-        let result =
-            (&t.reports, &t.report_ids, &t.targets, &t.digests, &t.digests_by_time, &t.meta)
-                .transaction(|(reports, report_ids, targets, digests, by_time, meta)| {
+        let result = (
+            &t.reports,
+            &t.report_ids,
+            &t.targets,
+            &t.digests,
+            &t.digests_by_time,
+            &t.meta,
+            &t.fleet_outbox,
+        )
+            .transaction(
+                |(reports, report_ids, targets, digests, by_time, meta, fleet_outbox)| {
                     let mut delta = Delta::default();
                     let mut outcomes = Vec::with_capacity(prepared.len());
                     for p in &prepared {
@@ -791,6 +858,11 @@ impl Shared {
                                 continue;
                             }
                         };
+                        // Published with the batch, or published again with its duplicate:
+                        // whoever stored the first copy may have died before publishing it.
+                        if let Some((key, value)) = &p.outbox {
+                            fleet_outbox.insert(&key[..], value.as_slice())?;
+                        }
                         // The one duplicate test: the same envelope bytes were stored. Earlier
                         // batches of this group are visible here (same transaction).
                         if digests.get(p.digest)?.is_some() {
@@ -846,7 +918,8 @@ impl Shared {
                     }
                     self.add_to_meta(meta, delta)?;
                     Ok((outcomes, delta))
-                });
+                },
+            );
         match result {
             Ok((outcomes, delta)) => {
                 self.apply_delta(delta);
@@ -1130,12 +1203,47 @@ mod tests {
         let mut replayed = b.clone();
         replayed.digest = [2; 32];
         replayed.sequence = None;
-        let results = store.shared.apply_group(vec![b.clone(), b.clone(), replayed]);
+        let results =
+            store.shared.apply_group(vec![(b.clone(), None), (b.clone(), None), (replayed, None)]);
         assert_eq!(results[0].as_ref().unwrap(), &CommitOutcome::Stored { reports: 2, targets: 0 });
         assert_eq!(results[1].as_ref().unwrap(), &CommitOutcome::Duplicate);
         // Another upload carrying the same report ids stores none of them again.
         assert_eq!(results[2].as_ref().unwrap(), &CommitOutcome::Stored { reports: 0, targets: 0 });
         assert_eq!(store.stats().reports, 2);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_fleet_outbox_entry_is_written_with_the_batch_and_again_with_its_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
+        let b = batch(1, vec![report(1, 100)]);
+        let stored = store.commit_with_outbox(b.clone(), b"first".to_vec()).await.unwrap();
+        assert_eq!(stored, CommitOutcome::Stored { reports: 1, targets: 0 });
+        // A plain commit writes no entry.
+        store.commit(batch(2, vec![report(2, 100)])).await.unwrap();
+        let dup = store.commit_with_outbox(b, b"again".to_vec()).await.unwrap();
+        assert_eq!(dup, CommitOutcome::Duplicate);
+        let entries = |t: &sled::Tree| -> Vec<(u64, Vec<u8>)> {
+            t.iter()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (codec::be_u64(&k).unwrap(), v.to_vec())
+                })
+                .collect()
+        };
+        assert_eq!(entries(&outbox), vec![(1, b"first".to_vec()), (2, b"again".to_vec())]);
+        // The publisher drains the front; keys go on after a reopen, never reused.
+        outbox.remove(1u64.to_be_bytes()).unwrap();
+        outbox.remove(2u64.to_be_bytes()).unwrap();
+        outbox.insert(7u64.to_be_bytes(), &b"left"[..]).unwrap();
+        store.close().await.unwrap();
+        drop((store, outbox));
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.commit_with_outbox(batch(3, vec![report(3, 100)]), b"third".to_vec()).await.unwrap();
+        let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
+        assert_eq!(entries(&outbox), vec![(7, b"left".to_vec()), (8, b"third".to_vec())]);
         store.close().await.unwrap();
     }
 
