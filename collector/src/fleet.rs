@@ -146,6 +146,8 @@ pub(crate) struct Fleet {
     online: AtomicBool,
     /// Highest outbox key the publisher has fed locally while offline.
     fed_upto: AtomicU64,
+    /// The store, for how far its outbox is durable ([`Store::outbox_durable_below`]).
+    store: Store,
     wake: Notify,
     wake_alerts: Notify,
     stop: watch::Sender<bool>,
@@ -224,6 +226,7 @@ impl Fleet {
             append: Mutex::new(()),
             online: AtomicBool::new(true),
             fed_upto: AtomicU64::new(0),
+            store: store.clone(),
             wake: Notify::new(),
             wake_alerts: Notify::new(),
             stop,
@@ -453,8 +456,15 @@ impl Fleet {
             if *stop.borrow() {
                 return;
             }
-            let entries: Vec<_> =
-                self.outbox.iter().take(PUBLISH_WINDOW).filter_map(Result::ok).collect();
+            // Only entries already synced with their batch: one published before its group's
+            // sync could reach the stream and then vanish from the store in a crash.
+            let below = self.store.outbox_durable_below();
+            let entries: Vec<_> = self
+                .outbox
+                .range(..below.to_be_bytes())
+                .take(PUBLISH_WINDOW)
+                .filter_map(Result::ok)
+                .collect();
             if entries.is_empty() {
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -535,7 +545,12 @@ impl Fleet {
     /// While offline: feeds outbox entries not fed yet to the local detector and marks them.
     fn feed_outbox_locally(&self) {
         let from = self.fed_upto.load(Ordering::Relaxed) + 1;
-        for (key, value) in self.outbox.range(from.to_be_bytes()..).filter_map(Result::ok) {
+        let below = self.store.outbox_durable_below();
+        if from >= below {
+            return;
+        }
+        let range = self.outbox.range(from.to_be_bytes()..below.to_be_bytes());
+        for (key, value) in range.filter_map(Result::ok) {
             self.fed_upto.fetch_max(key_seq(&key), Ordering::Relaxed);
             if value.len() < 33 || value[0] == 1 {
                 continue;

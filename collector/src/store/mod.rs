@@ -293,6 +293,11 @@ struct Shared {
     /// Next `fleet_outbox` key. Only the writer inserts (one group at a time), so keys
     /// increase in commit order and are never reused.
     next_outbox_key: std::sync::atomic::AtomicU64,
+    /// Every `fleet_outbox` key below this is on stable storage: what the publisher may send.
+    /// (sled applies a group's transaction in memory before the group's flush and sync; an
+    /// entry published before its sync could reach the stream and then vanish from the store
+    /// in a crash.)
+    outbox_durable_below: std::sync::atomic::AtomicU64,
 }
 
 struct Trees {
@@ -396,6 +401,8 @@ impl Store {
             failed: Mutex::new(None),
             counts: Mutex::new(Counts::default()),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
+            // What is in the tree at open was read back from disk.
+            outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
         };
         shared.check_format(had_data, &legacy_replay)?;
         legacy_replay.clear().map_err(|e| engine_error(&path, e))?;
@@ -422,6 +429,12 @@ impl Store {
     /// [`StoreError::DiskFull`] while free space is below the guard.
     pub async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, StoreError> {
         self.submit(batch, None).await
+    }
+
+    /// Every `fleet_outbox` key below this one is on stable storage (flushed and synced with
+    /// its batch); the fleet publisher sends nothing at or above it.
+    pub(crate) fn outbox_durable_below(&self) -> u64 {
+        self.shared.outbox_durable_below.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// [`Store::commit`] plus one `fleet_outbox` entry (`outbox_entry`, opaque here) written in
@@ -622,6 +635,12 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
             let results = worker.apply_group(batches);
             let flushed =
                 if results.iter().any(Result::is_ok) { worker.flush_and_sync() } else { Ok(()) };
+            if flushed.is_ok() {
+                // This writer alone assigns outbox keys: every key handed out so far is now
+                // synced. Before the replies, so the publisher a commit wakes sees its entry.
+                let next = worker.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
+                worker.outbox_durable_below.fetch_max(next, std::sync::atomic::Ordering::Release);
+            }
             (results, flushed)
         })
         .await
