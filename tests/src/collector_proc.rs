@@ -207,7 +207,13 @@ impl CollectorConfig {
             s.push_str(
                 "[limits]\nprefix_rps = 1000000000.0\nprefix_burst = 1000000000\n\
                  agent_rps = 1000000000.0\nagent_burst = 1000000000\n\
-                 nel_prefix_rps = 1000000000.0\nnel_prefix_burst = 1000000000\n",
+                 nel_prefix_rps = 1000000000.0\nnel_prefix_burst = 1000000000\n\
+                 prefix_bytes_per_sec = 1000000000000\nprefix_bytes_burst = 1000000000000\n\
+                 prefix_reports_per_sec = 1000000000.0\nprefix_reports_burst = 1000000000\n\
+                 prefix_store_bytes_per_sec = 1000000000000\n\
+                 prefix_store_bytes_burst = 1000000000000\n\
+                 agent_reports_per_sec = 1000000000.0\nagent_reports_burst = 1000000000\n\
+                 agent_bytes_per_sec = 1000000000000\nagent_bytes_burst = 1000000000000\n",
             );
         }
         let _ = writeln!(s, "[log]\nformat = \"text\"\nlevel = \"{}\"", self.log_level);
