@@ -491,6 +491,17 @@ impl HttpClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<(http::StatusCode, Bytes), hyper::Error> {
+        let (status, _, body) = self.post_with_headers(path, content_type, body).await?;
+        Ok((status, body))
+    }
+
+    /// Sends one POST and reads the whole answer, with its headers.
+    pub async fn post_with_headers(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), hyper::Error> {
         let request = http::Request::post(path)
             .header(http::header::HOST, &self.authority)
             .header(http::header::CONTENT_TYPE, content_type)
@@ -499,8 +510,9 @@ impl HttpClient {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        Ok((status, headers, body))
     }
 
     /// Sends one GET and reads the whole answer.
