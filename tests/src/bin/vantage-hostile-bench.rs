@@ -48,8 +48,14 @@ fn main() {
     let uploads = arg("--uploads", 200);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     let rt = rt.unwrap();
-    rt.block_on(connection_attacks(connections, uploads));
-    cpu_per_request();
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if run("connections") {
+        rt.block_on(connection_attacks(connections, uploads));
+    }
+    if run("cpu") {
+        cpu_per_request();
+    }
 }
 
 async fn connection_attacks(connections: usize, uploads: usize) {
