@@ -257,9 +257,19 @@ impl<'a> Item<'a> {
         read_head(self.bytes, 0).map_err(|m| m.reason())
     }
 
-    /// The item starting at `at` within `buf`, and where it ends.
+    /// The item starting at `at` within `buf`, and where it ends. Scalars and strings (nearly
+    /// every item) end where their head says; only containers and tags are walked.
     fn at(buf: &'a [u8], at: usize) -> Result<(Item<'a>, usize), String> {
-        let end = walk(buf, at, &mut 0, usize::MAX, false).map_err(|m| m.reason())?;
+        let head = read_head(buf, at).map_err(|m| m.reason())?;
+        let end = match head.major {
+            0 | 1 | 7 => at + head.len,
+            2 | 3 => usize::try_from(head.arg)
+                .ok()
+                .and_then(|n| (at + head.len).checked_add(n))
+                .filter(|end| *end <= buf.len())
+                .ok_or_else(|| Malformed::Truncated.reason())?,
+            _ => walk(buf, at, &mut 0, usize::MAX, false).map_err(|m| m.reason())?,
+        };
         Ok((Item { bytes: &buf[at..end] }, end))
     }
 

@@ -182,7 +182,7 @@ fn goodput(rts: &Rts) {
          envelopes (each from its own agent), 4 s per level, default limits"
     );
     // Pre-sealed, each from its own agent (the per-agent budget is not what is measured).
-    let pool_size = 60_000;
+    let pool_size = 30_000;
     let public = key.public_key();
     let pool: Arc<Vec<bytes::Bytes>> = Arc::new(
         (0..pool_size as u64)
