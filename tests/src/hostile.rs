@@ -372,7 +372,7 @@ pub async fn volume_flood(
                                 .get(http::header::RETRY_AFTER)
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| v.parse::<u64>().ok());
-                            if !retry.is_some_and(|r| r >= 1) {
+                            if retry.is_none_or(|r| r < 1) {
                                 s.refused_without_retry_after += 1;
                             }
                             let text = String::from_utf8_lossy(&body);
@@ -401,6 +401,6 @@ pub async fn volume_flood(
     for task in tasks {
         let _ = task.await;
     }
-    let stats = stats.lock().expect("stats lock").clone();
-    stats
+    let guard = stats.lock().expect("stats lock");
+    guard.clone()
 }

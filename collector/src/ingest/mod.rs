@@ -191,7 +191,7 @@ impl Ingest {
             Ok(body) => body,
             Err(e) => return reject(e.reason(), e.response(self.max_body_bytes)),
         };
-        if let Err(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
+        if let Some(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
             return reject(RejectReason::RateLimited, refused);
         }
         // Overload is answered before any crypto: the permit is held through the commit.
@@ -267,7 +267,7 @@ impl Ingest {
                 text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
             );
         }
-        if let Err(refused) = self.charge_prefix(prefix, volume(&ingest)) {
+        if let Some(refused) = self.charge_prefix(prefix, volume(&ingest)) {
             return reject(RejectReason::RateLimited, refused);
         }
         match self.commit(ingest, permit).await {
@@ -315,7 +315,7 @@ impl Ingest {
             Ok(body) => body,
             Err(e) => return reject(e.reason().as_str(), e.response(self.max_body_bytes)),
         };
-        if let Err(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
+        if let Some(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
             return reject(RejectReason::RateLimited.as_str(), refused);
         }
         let Ok(permit) = self.inflight.try_acquire() else {
@@ -339,7 +339,7 @@ impl Ingest {
             let msg = format!("{e}\n").replace("batch.reports", "reports");
             return reject(RejectReason::Timestamp.as_str(), text(StatusCode::BAD_REQUEST, &msg));
         }
-        if let Err(refused) = self.charge_prefix(prefix, volume(&batch)) {
+        if let Some(refused) = self.charge_prefix(prefix, volume(&batch)) {
             return reject(RejectReason::RateLimited.as_str(), refused);
         }
         match self.commit(batch, permit).await {
@@ -359,9 +359,9 @@ impl Ingest {
     }
 
     /// Charges `cost` ([body bytes, reports, store bytes]) to the source prefix's volume
-    /// budget; the `429` naming the budget when it is short.
-    fn charge_prefix(&self, prefix: SourcePrefix, cost: [f64; 3]) -> Result<(), Response<Body>> {
-        self.prefix_volume.take(prefix, cost, Instant::now()).map_err(|Refused { dim, wait }| {
+    /// budget; the `429` naming the budget when it is short (`None`: charged).
+    fn charge_prefix(&self, prefix: SourcePrefix, cost: [f64; 3]) -> Option<Response<Body>> {
+        self.prefix_volume.take(prefix, cost, Instant::now()).err().map(|Refused { dim, wait }| {
             let budget =
                 [BudgetKind::PrefixBytes, BudgetKind::PrefixReports, BudgetKind::PrefixStoreBytes]
                     [dim];
