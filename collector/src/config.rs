@@ -92,8 +92,8 @@ pub struct ServerConfig {
     /// never starves monitoring. Default 64.
     pub max_admin_connections: usize,
     /// Uploads being opened or committed at most (the permit is taken after the body is read
-    /// and before any decryption, and held until the store answers); more get `503` +
-    /// `Retry-After` without being opened. Default 512.
+    /// and before any decryption, and held until the store answers); more wait up to 250 ms
+    /// for one, then get `503` + `Retry-After` without being opened. Default 512.
     pub max_inflight_commits: usize,
     /// How long shutdown waits for in-flight requests. Default 10 s.
     pub shutdown_grace: Duration,

@@ -12,7 +12,7 @@
 //!   content type ──415   Content-Length > max ──413   /24 or /48 envelopes/s ──429 + Retry-After
 //!   read body (capped at max_body_bytes, within header_read_timeout) ──413 / 408
 //!   /24 body bytes/s ──429 + Retry-After
-//!   in-flight permit (held to the end) ──503 + Retry-After, nothing opened
+//!   in-flight permit (held to the end; waits up to 250 ms) ──503 + Retry-After, nothing opened
 //!   Opener::open: version, key id, then HPKE, signature ──400 "<reason>: <detail>"
 //!   created_at vs now, observed_at vs created_at ──400 "timestamp: ..."
 //!   agent key envelopes/s, reports/s, bytes/s ──429 + Retry-After
@@ -67,6 +67,10 @@ pub const NEL_CONTENT_TYPE: &str = "application/reports+json";
 /// outside the signed envelope, because a buffered envelope is sent unchanged long after it
 /// was sealed.
 pub const SENT_AT_HEADER: &str = "vantage-sent-at";
+
+/// How long an upload waits for an in-flight permit before `503` (its body is read and
+/// nothing is opened while it waits).
+const INFLIGHT_WAIT: Duration = Duration::from_millis(250);
 
 /// How many sources and agent keys each rate limiter tracks individually (memory bound).
 const MAX_LIMITER_KEYS: usize = 100_000;
@@ -195,7 +199,7 @@ impl Ingest {
             return reject(RejectReason::RateLimited, refused);
         }
         // Overload is answered before any crypto: the permit is held through the commit.
-        let Ok(permit) = self.inflight.try_acquire() else {
+        let Some(permit) = self.inflight_permit().await else {
             return reject(
                 RejectReason::Overload,
                 retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
@@ -318,7 +322,7 @@ impl Ingest {
         if let Some(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
             return reject(RejectReason::RateLimited.as_str(), refused);
         }
-        let Ok(permit) = self.inflight.try_acquire() else {
+        let Some(permit) = self.inflight_permit().await else {
             return reject(
                 RejectReason::Overload.as_str(),
                 retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
@@ -356,6 +360,16 @@ impl Ingest {
                 retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
             ),
         }
+    }
+
+    /// An in-flight permit: at once if one is free, else the first to free up within
+    /// [`INFLIGHT_WAIT`] (a queue, not a spin: a burst of uploads waits briefly instead of
+    /// bouncing off `503`s that cost as much to answer as to retry); `None` after that.
+    async fn inflight_permit(&self) -> Option<SemaphorePermit<'_>> {
+        if let Ok(permit) = self.inflight.try_acquire() {
+            return Some(permit);
+        }
+        tokio::time::timeout(INFLIGHT_WAIT, self.inflight.acquire()).await.ok()?.ok()
     }
 
     /// Charges `cost` ([body bytes, reports, store bytes]) to the source prefix's volume

@@ -1,11 +1,15 @@
 //! The hostile-traffic benchmark (issue 15's goals): runs each attack against an in-process
-//! collector and prints what a legitimate client got, then the CPU cost of worst-case inputs
-//! against a valid envelope measured in the same run. Not a timed test; run it by hand:
+//! collector and prints what a legitimate client got, goodput under load, one /24's store
+//! growth against its budget, and the CPU cost of generated worst-case inputs against a valid
+//! envelope measured in the same run. Not a timed test; run it by hand:
 //!
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-hostile-bench -- [--connections N]
-//!     [--uploads N]
+//!     [--uploads N] [--only connections|goodput|volume|cpu]
 //! ```
+//!
+//! The collector runs on a tokio runtime of its own (2 threads), attackers and load clients on
+//! another (2 threads), the legitimate client on a third (1 thread): all share the machine.
 //!
 //! 1. **Connections.** For each attack (slowloris, idle HTTP/1.1 keep-alive, idle HTTP/2 with
 //!    PINGs), one /24 (127.1.2.0/24) runs `--connections` (default 2000) attacking tasks, each
@@ -14,11 +18,23 @@
 //!    posts `--uploads` (default 200) sealed envelopes, each on a new connection, 10 ms apart;
 //!    the table shows its success rate, p50 and p99 (connect to full answer), and whether
 //!    admin `/healthz` answered 5 of 5.
-//! 2. **CPU per request.** `Opener::open` (or `nel::parse_upload`) on each input shape, in a
-//!    loop for about a second on this thread; CPU time from `/proc/thread-self/schedstat`
-//!    (nanoseconds). The valid envelope is the baseline (ratio 1.0).
+//! 2. **Goodput.** 16, 64, 256 and 1000 closed-loop clients (keep-alive connections from 64
+//!    /24s) post pre-sealed one-report envelopes for 4 s each: accepted envelopes per second,
+//!    503s and 429s per second, and the rate at 1000 connections against the peak.
+//! 3. **Volume.** One /24 posts 200-report batches back to back from 16 connections for 20 s
+//!    with the default limits: store growth (logical bytes) against
+//!    `prefix_store_bytes_burst + prefix_store_bytes_per_sec * t`, and the growth rate once the
+//!    burst is spent.
+//! 4. **CPU per request.** A generator of worst-case shapes (outer CBOR: many-key maps, long
+//!    arrays, nesting, tag chains, noise, forged ciphertexts; sealed batches signed by an
+//!    attacker's own agent key: 1000 minimal reports, reports with unknown keys, unknown keys
+//!    holding big arrays and maps; NEL JSON: nesting, many objects, tiny values, escapes), each
+//!    family at three sizes up to the 64 KiB body limit, through `Opener::open` or
+//!    `nel::parse_upload` in a loop for ~0.3 s; CPU time from `/proc/thread-self/schedstat`.
+//!    The table shows each family's worst size; the valid one-report envelope is the baseline.
 //!
-//! Goals: legit >= 99 % with p99 <= 50 ms under every attack, healthz answering; no input up
+//! Goals: legit >= 99 % with p99 <= 50 ms under every attack, healthz answering; goodput at
+//! 1000 connections >= 90 % of the peak; a /24's store growth within its budget; no input up
 //! to the body limit costing more than 1 ms of CPU.
 #![forbid(unsafe_code)]
 // Printing the figures on stdout is this tool's interface.
