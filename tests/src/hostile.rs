@@ -6,7 +6,8 @@
 //! Attacks ([`Attack`]) run as tokio tasks that reconnect whenever the collector closes their
 //! connection, until [`AttackHandle::stop`]. [`legit_uploads`] posts sealed envelopes, each on a
 //! fresh connection (the worst case: every request needs a connection slot), and reports
-//! successes and latencies.
+//! successes and latencies. [`volume_flood`] posts big batches ([`big_envelopes`]) back to back
+//! from one /24, as a volume attacker would, and counts what was acknowledged and refused.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
