@@ -64,9 +64,9 @@ fn nothing_acknowledged_is_lost(running: &RunningCollector, acknowledged: &[[u8;
     assert_eq!(missing, 0, "{missing} acknowledged reports are not in the store");
 }
 
-/// One /24 posts 200-report batches back to back from 8 connections (under its envelope
-/// rate, so only the volume budgets can stop it) for 4 s, with a storage share of 40 kB/s
-/// (burst 80 kB). Its store growth stays within burst + rate x time, it gets `429` +
+/// One /24 posts 200-report batches back to back from 8 connections for 4 s, its envelope,
+/// body and reports budgets lifted so that only its storage share, 40 kB/s (burst 80 kB),
+/// can stop it. Its store growth stays within burst + rate x time, it gets `429` +
 /// `Retry-After` naming `limits.prefix_store_bytes_per_sec`, and a legit client on another
 /// /24 gets >= 99 % of its uploads acknowledged throughout. Nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +74,8 @@ async fn one_prefix_flooding_big_batches_is_held_to_its_storage_share() {
     const RATE: f64 = 40_000.0;
     const BURST: f64 = 80_000.0;
     let s = start(&format!(
-        "prefix_rps = 1000.0\nprefix_burst = 1000\n\
+        "prefix_rps = 100000.0\nprefix_burst = 100000\n\
+         prefix_bytes_per_sec = 1000000000\nprefix_bytes_burst = 1000000000\n\
          prefix_reports_per_sec = 1000000.0\nprefix_reports_burst = 1000000\n\
          prefix_store_bytes_per_sec = {RATE}\nprefix_store_bytes_burst = {BURST}\n"
     ))
