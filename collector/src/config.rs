@@ -92,8 +92,8 @@ pub struct ServerConfig {
     /// never starves monitoring. Default 64.
     pub max_admin_connections: usize,
     /// Uploads being opened or committed at most (the permit is taken after the body is read
-    /// and before any decryption, and held until the store answers); more get `503` +
-    /// `Retry-After` without being opened. Default 512.
+    /// and before any decryption, and held until the store answers); more wait up to 250 ms
+    /// for one, then get `503` + `Retry-After` without being opened. Default 512.
     pub max_inflight_commits: usize,
     /// How long shutdown waits for in-flight requests. Default 10 s.
     pub shutdown_grace: Duration,
@@ -180,6 +180,30 @@ pub struct LimitsConfig {
     pub nel_prefix_rps: f64,
     /// Bucket size for `nel_prefix_rps`. Default 100.
     pub nel_prefix_burst: u32,
+    /// Request body bytes per second per source prefix, envelopes and NEL uploads together,
+    /// charged after the body is read and before anything is opened. Default 1 MiB/s.
+    pub prefix_bytes_per_sec: u64,
+    /// Bucket size for `prefix_bytes_per_sec`. Default 8 MiB.
+    pub prefix_bytes_burst: u64,
+    /// Reports per second per source prefix (agent reports and NEL entries), charged after
+    /// opening or parsing and before the commit. Default 2000.
+    pub prefix_reports_per_sec: f64,
+    /// Bucket size for `prefix_reports_per_sec`. Default 40000.
+    pub prefix_reports_burst: u64,
+    /// The source prefix's share of store growth: logical store bytes (the figure
+    /// `store.max_bytes` bounds) per second its uploads may add, charged before the commit
+    /// with an upper bound of what the batch adds. Default 512 KiB/s.
+    pub prefix_store_bytes_per_sec: u64,
+    /// Bucket size for `prefix_store_bytes_per_sec`. Default 8 MiB.
+    pub prefix_store_bytes_burst: u64,
+    /// Reports per second per agent key, after verification. Default 200.
+    pub agent_reports_per_sec: f64,
+    /// Bucket size for `agent_reports_per_sec`. Default 20000.
+    pub agent_reports_burst: u64,
+    /// Envelope bytes per second per agent key, after verification. Default 128 KiB/s.
+    pub agent_bytes_per_sec: u64,
+    /// Bucket size for `agent_bytes_per_sec`. Default 2 MiB.
+    pub agent_bytes_burst: u64,
     /// A batch made further in the future than this is refused (`400`). Default 86400 s.
     pub max_clock_skew: Duration,
 }
@@ -369,6 +393,16 @@ struct RawLimits {
     agent_burst: u32,
     nel_prefix_rps: f64,
     nel_prefix_burst: u32,
+    prefix_bytes_per_sec: u64,
+    prefix_bytes_burst: u64,
+    prefix_reports_per_sec: f64,
+    prefix_reports_burst: u64,
+    prefix_store_bytes_per_sec: u64,
+    prefix_store_bytes_burst: u64,
+    agent_reports_per_sec: f64,
+    agent_reports_burst: u64,
+    agent_bytes_per_sec: u64,
+    agent_bytes_burst: u64,
     max_clock_skew_secs: u64,
 }
 
@@ -381,6 +415,16 @@ impl Default for RawLimits {
             agent_burst: 50,
             nel_prefix_rps: 20.0,
             nel_prefix_burst: 100,
+            prefix_bytes_per_sec: 1 << 20,
+            prefix_bytes_burst: 8 << 20,
+            prefix_reports_per_sec: 2_000.0,
+            prefix_reports_burst: 40_000,
+            prefix_store_bytes_per_sec: 512 << 10,
+            prefix_store_bytes_burst: 8 << 20,
+            agent_reports_per_sec: 200.0,
+            agent_reports_burst: 20_000,
+            agent_bytes_per_sec: 128 << 10,
+            agent_bytes_burst: 2 << 20,
             max_clock_skew_secs: 86_400,
         }
     }
@@ -464,6 +508,13 @@ impl Checker<'_> {
             self.fail(field, format!("must be a positive number, got {rps}"));
         }
         rps
+    }
+
+    fn amount(&mut self, field: &str, n: u64) -> u64 {
+        if n == 0 {
+            self.fail(field, "must be at least 1");
+        }
+        n
     }
 
     fn burst(&mut self, field: &str, burst: u32) -> u32 {
@@ -822,6 +873,19 @@ impl Config {
             agent_burst: c.burst("limits.agent_burst", l.agent_burst),
             nel_prefix_rps: c.rate("limits.nel_prefix_rps", l.nel_prefix_rps),
             nel_prefix_burst: c.burst("limits.nel_prefix_burst", l.nel_prefix_burst),
+            prefix_bytes_per_sec: c.amount("limits.prefix_bytes_per_sec", l.prefix_bytes_per_sec),
+            prefix_bytes_burst: c.amount("limits.prefix_bytes_burst", l.prefix_bytes_burst),
+            prefix_reports_per_sec: c
+                .rate("limits.prefix_reports_per_sec", l.prefix_reports_per_sec),
+            prefix_reports_burst: c.amount("limits.prefix_reports_burst", l.prefix_reports_burst),
+            prefix_store_bytes_per_sec: c
+                .amount("limits.prefix_store_bytes_per_sec", l.prefix_store_bytes_per_sec),
+            prefix_store_bytes_burst: c
+                .amount("limits.prefix_store_bytes_burst", l.prefix_store_bytes_burst),
+            agent_reports_per_sec: c.rate("limits.agent_reports_per_sec", l.agent_reports_per_sec),
+            agent_reports_burst: c.amount("limits.agent_reports_burst", l.agent_reports_burst),
+            agent_bytes_per_sec: c.amount("limits.agent_bytes_per_sec", l.agent_bytes_per_sec),
+            agent_bytes_burst: c.amount("limits.agent_bytes_burst", l.agent_bytes_burst),
             max_clock_skew: Duration::from_secs(l.max_clock_skew_secs),
         };
 
@@ -1031,6 +1095,9 @@ mod tests {
         assert_eq!(config.store.path, dir.path().join("data"));
         assert_eq!(config.store.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(config.limits.prefix_burst, 400);
+        assert_eq!(config.limits.prefix_bytes_per_sec, 1 << 20);
+        assert_eq!(config.limits.prefix_store_bytes_per_sec, 512 << 10);
+        assert_eq!(config.limits.agent_reports_burst, 20_000);
         assert_eq!(config.log.format, LogFormat::Text);
         let key = CollectorKey::from_secret_bytes(&[1; 32]);
         assert_eq!(config.keys.collector_keys[0].key_id(), key.key_id());
@@ -1141,6 +1208,14 @@ mod tests {
             (
                 format!("{MINIMAL}\n[limits]\nnel_prefix_burst = 0"),
                 "limits.nel_prefix_burst: must be at least 1",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nprefix_store_bytes_per_sec = 0"),
+                "limits.prefix_store_bytes_per_sec: must be at least 1",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nprefix_reports_per_sec = -1.0"),
+                "limits.prefix_reports_per_sec: must be a positive",
             ),
             (format!("{MINIMAL}\n[log]\nlevel = \"info,=[\""), "log.level: "),
         ];

@@ -95,6 +95,75 @@ impl RejectReason {
     }
 }
 
+/// Which budget refused an upload with `429`: the `budget` label of
+/// `vantage_budget_refusals_total` (a fixed set; the prefix or key itself is never a label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BudgetKind {
+    /// Envelopes per second of the source prefix (`limits.prefix_rps`).
+    PrefixEnvelopes,
+    /// NEL uploads per second of the source prefix (`limits.nel_prefix_rps`).
+    PrefixNelUploads,
+    /// Body bytes per second of the source prefix (`limits.prefix_bytes_per_sec`).
+    PrefixBytes,
+    /// Reports per second of the source prefix (`limits.prefix_reports_per_sec`).
+    PrefixReports,
+    /// Store growth of the source prefix (`limits.prefix_store_bytes_per_sec`).
+    PrefixStoreBytes,
+    /// Envelopes per second of the agent key (`limits.agent_rps`).
+    AgentEnvelopes,
+    /// Reports per second of the agent key (`limits.agent_reports_per_sec`).
+    AgentReports,
+    /// Envelope bytes per second of the agent key (`limits.agent_bytes_per_sec`).
+    AgentBytes,
+}
+
+impl BudgetKind {
+    /// Every budget, in exposition order.
+    pub const ALL: [BudgetKind; 8] = [
+        BudgetKind::PrefixEnvelopes,
+        BudgetKind::PrefixNelUploads,
+        BudgetKind::PrefixBytes,
+        BudgetKind::PrefixReports,
+        BudgetKind::PrefixStoreBytes,
+        BudgetKind::AgentEnvelopes,
+        BudgetKind::AgentReports,
+        BudgetKind::AgentBytes,
+    ];
+
+    /// The stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetKind::PrefixEnvelopes => "prefix_envelopes",
+            BudgetKind::PrefixNelUploads => "prefix_nel_uploads",
+            BudgetKind::PrefixBytes => "prefix_bytes",
+            BudgetKind::PrefixReports => "prefix_reports",
+            BudgetKind::PrefixStoreBytes => "prefix_store_bytes",
+            BudgetKind::AgentEnvelopes => "agent_envelopes",
+            BudgetKind::AgentReports => "agent_reports",
+            BudgetKind::AgentBytes => "agent_bytes",
+        }
+    }
+
+    /// The `[limits]` setting that sets the rate.
+    pub fn setting(self) -> &'static str {
+        match self {
+            BudgetKind::PrefixEnvelopes => "limits.prefix_rps",
+            BudgetKind::PrefixNelUploads => "limits.nel_prefix_rps",
+            BudgetKind::PrefixBytes => "limits.prefix_bytes_per_sec",
+            BudgetKind::PrefixReports => "limits.prefix_reports_per_sec",
+            BudgetKind::PrefixStoreBytes => "limits.prefix_store_bytes_per_sec",
+            BudgetKind::AgentEnvelopes => "limits.agent_rps",
+            BudgetKind::AgentReports => "limits.agent_reports_per_sec",
+            BudgetKind::AgentBytes => "limits.agent_bytes_per_sec",
+        }
+    }
+
+    fn index(self) -> usize {
+        BudgetKind::ALL.iter().position(|b| *b == self).unwrap_or(0)
+    }
+}
+
 /// Which ingest endpoint a duration belongs to (the `endpoint` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -164,6 +233,7 @@ pub struct Metrics {
     ingest_duration: [Histogram; 2],
     connections_open: AtomicU64,
     connections_rejected: AtomicU64,
+    budget_refusals: [AtomicU64; BudgetKind::ALL.len()],
 }
 
 /// Writes single-sample families `(name, kind, help, value)` in the Prometheus text format.
@@ -289,6 +359,16 @@ impl Metrics {
         self.connections_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An upload was refused with `429` by `budget`.
+    pub fn budget_refused(&self, budget: BudgetKind) {
+        self.budget_refusals[budget.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uploads refused by `budget` so far.
+    pub fn budget_refusal_count(&self, budget: BudgetKind) -> u64 {
+        self.budget_refusals[budget.index()].load(Ordering::Relaxed)
+    }
+
     /// Envelopes refused for `reason` so far.
     pub fn rejected_count(&self, reason: RejectReason) -> u64 {
         self.envelopes_rejected[reason.index()].load(Ordering::Relaxed)
@@ -391,6 +471,18 @@ impl Metrics {
             "counter",
             "Connections refused with 503 because max_connections were open.",
             &[(String::new(), load(&self.connections_rejected))],
+        );
+        let budgets: Vec<_> = BudgetKind::ALL
+            .iter()
+            .map(|b| {
+                (format!("{{budget=\"{}\"}}", b.as_str()), load(&self.budget_refusals[b.index()]))
+            })
+            .collect();
+        family(
+            "vantage_budget_refusals_total",
+            "counter",
+            "Uploads refused with 429 by a per-source-prefix or per-agent budget, by budget.",
+            &budgets,
         );
         family(
             "vantage_store_reports",
@@ -547,6 +639,8 @@ mod tests {
         m.connection_opened();
         m.connection_closed();
         m.connection_rejected();
+        m.budget_refused(BudgetKind::PrefixStoreBytes);
+        m.budget_refused(BudgetKind::PrefixStoreBytes);
         m.observe_ingest(Endpoint::Envelopes, Duration::from_micros(300));
         m.observe_ingest(Endpoint::Envelopes, Duration::from_millis(30));
         m.observe_ingest(Endpoint::Envelopes, Duration::from_secs(60));
@@ -582,6 +676,11 @@ mod tests {
         );
         assert_eq!(value(&samples, "vantage_connections_open", &[]), 1.0);
         assert_eq!(value(&samples, "vantage_connections_rejected_total", &[]), 1.0);
+        let budget = |b: &str| value(&samples, "vantage_budget_refusals_total", &[("budget", b)]);
+        assert_eq!(budget("prefix_store_bytes"), 2.0);
+        assert_eq!(budget("agent_reports"), 0.0);
+        let n = samples.iter().filter(|s| s.name == "vantage_budget_refusals_total").count();
+        assert_eq!(n, BudgetKind::ALL.len());
         assert_eq!(value(&samples, "vantage_store_reports", &[]), 9.0);
         assert_eq!(value(&samples, "vantage_store_bytes", &[]), 1234.0);
         let version = env!("CARGO_PKG_VERSION");

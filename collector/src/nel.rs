@@ -127,8 +127,64 @@ enum Parsed {
     Ok(NelOk),
 }
 
+/// At most this many JSON tokens (`{`, `[`, `:` and `,` outside strings) in one upload: a
+/// browser's network-error entry has about 35, so 100 entries of any report type fit easily,
+/// while a body of tiny values is refused before a value tree is built for it.
+pub const MAX_JSON_TOKENS: usize = 8192;
+
+/// Counts the top-level entries and the tokens of a JSON body without parsing it (one pass
+/// over the bytes, nothing allocated), refusing an upload with more than
+/// [`MAX_REPORTS_PER_UPLOAD`] entries or [`MAX_JSON_TOKENS`] tokens. Whether it is valid JSON
+/// is left to the parser.
+fn check_size(body: &[u8]) -> Result<(), NelError> {
+    let (mut depth, mut tokens, mut entries) = (0usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                tokens += 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' => tokens += 1,
+            b',' => {
+                tokens += 1;
+                if depth == 1 {
+                    entries += 1;
+                }
+            }
+            _ => {}
+        }
+        if tokens > MAX_JSON_TOKENS {
+            return Err(malformed("reports", &format!("more than {MAX_JSON_TOKENS} JSON tokens")));
+        }
+        // n commas between top-level entries: n + 1 entries.
+        if entries >= MAX_REPORTS_PER_UPLOAD {
+            return Err(malformed(
+                "reports",
+                &format!("more than {MAX_REPORTS_PER_UPLOAD} entries"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses one upload: the failure entries, and counts of the entries that were skipped.
+///
+/// The size of the upload (entries, tokens) is checked before any parsing, so every input up
+/// to the body limit costs a pass over the bytes plus a bounded parse.
 pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
+    check_size(body)?;
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         // serde_json's message names line and column only, never the input.
         NelError::Malformed(format!("reports: not JSON ({e})"))
@@ -631,7 +687,18 @@ mod tests {
         assert_eq!(err(&json!([{"age": 1}])), "reports[0].type: missing");
         let many: Vec<Value> =
             (0..=MAX_REPORTS_PER_UPLOAD).map(|_| entry("dns", "dns.failed", 0)).collect();
-        assert_eq!(err(&Value::Array(many)), "reports: 101 entries, at most 100");
+        assert_eq!(err(&Value::Array(many)), "reports: more than 100 entries");
+        // Counted before parsing: commas inside strings and nested values do not count.
+        let hundred: Vec<String> =
+            (0..100).map(|i| format!(r#"{{"type":"x,{i}","b":[1,2]}}"#)).collect();
+        let body = format!("[{}]", hundred.join(","));
+        assert_eq!(parse_upload(body.as_bytes()).unwrap().other_types, 100);
+        let tiny = format!("[[{}]]", vec!["0"; MAX_JSON_TOKENS + 1].join(","));
+        let e = parse_upload(tiny.as_bytes()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            format!("malformed NEL upload: reports: more than {MAX_JSON_TOKENS} JSON tokens")
+        );
         let e = parse_reports(b"{not json", &ctx()).unwrap_err();
         assert_eq!(e.as_str(), "malformed");
         assert!(e.to_string().starts_with("malformed NEL upload: reports: not JSON"));

@@ -45,6 +45,14 @@ pub(crate) fn retry(status: StatusCode, wait: Duration) -> Response<Body> {
     r
 }
 
+/// A `429` or `503` with `Retry-After` in whole seconds, the body saying why.
+pub(crate) fn retry_because(status: StatusCode, wait: Duration, why: &str) -> Response<Body> {
+    let secs = retry_after_secs(wait);
+    let mut r = text(status, &format!("{why}; retry after {secs} s\n"));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
 /// `413` naming the limit.
 pub(crate) fn too_large(max: usize) -> Response<Body> {
     text(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds {max} bytes\n"))

@@ -316,7 +316,7 @@ mod tests {
         let resp = f.routes.public(PEER, envelope(&f.key, 1)).await;
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
 
-        // Every in-flight slot taken: the next commit is refused, not queued.
+        // Every in-flight slot taken: the next commit waits 250 ms for one, then is refused.
         let held = f.routes.ingest.inflight().try_acquire().unwrap();
         let resp = f.routes.public(PEER, envelope(&f.key, 2)).await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -469,13 +469,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
         let peer = peer.ip();
-        // Its prefix holds its share already: closed at once, it costs nothing more.
+        // Its prefix holds its share already: closed at once, it costs nothing more (not even
+        // a setsockopt).
         let Some(registration) = budget.tracker.register(peer, Instant::now()) else {
             tracing::debug!("connection over the per-prefix limit closed");
             continue;
         };
+        let _ = tcp.set_nodelay(true);
         let conn = Conn { peer, role };
         match budget.permits.clone().try_acquire_owned() {
             Ok(permit) => {

@@ -207,7 +207,13 @@ impl CollectorConfig {
             s.push_str(
                 "[limits]\nprefix_rps = 1000000000.0\nprefix_burst = 1000000000\n\
                  agent_rps = 1000000000.0\nagent_burst = 1000000000\n\
-                 nel_prefix_rps = 1000000000.0\nnel_prefix_burst = 1000000000\n",
+                 nel_prefix_rps = 1000000000.0\nnel_prefix_burst = 1000000000\n\
+                 prefix_bytes_per_sec = 1000000000000\nprefix_bytes_burst = 1000000000000\n\
+                 prefix_reports_per_sec = 1000000000.0\nprefix_reports_burst = 1000000000\n\
+                 prefix_store_bytes_per_sec = 1000000000000\n\
+                 prefix_store_bytes_burst = 1000000000000\n\
+                 agent_reports_per_sec = 1000000000.0\nagent_reports_burst = 1000000000\n\
+                 agent_bytes_per_sec = 1000000000000\nagent_bytes_burst = 1000000000000\n",
             );
         }
         let _ = writeln!(s, "[log]\nformat = \"text\"\nlevel = \"{}\"", self.log_level);
@@ -505,6 +511,17 @@ impl HttpClient {
         content_type: &str,
         body: Bytes,
     ) -> Result<(http::StatusCode, Bytes), hyper::Error> {
+        let (status, _, body) = self.post_with_headers(path, content_type, body).await?;
+        Ok((status, body))
+    }
+
+    /// Sends one POST and reads the whole answer, with its headers.
+    pub async fn post_with_headers(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), hyper::Error> {
         let request = http::Request::post(path)
             .header(http::header::HOST, &self.authority)
             .header(http::header::CONTENT_TYPE, content_type)
@@ -513,8 +530,9 @@ impl HttpClient {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        Ok((status, headers, body))
     }
 
     /// Sends one GET and reads the whole answer.

@@ -6,7 +6,8 @@
 //! Attacks ([`Attack`]) run as tokio tasks that reconnect whenever the collector closes their
 //! connection, until [`AttackHandle::stop`]. [`legit_uploads`] posts sealed envelopes, each on a
 //! fresh connection (the worst case: every request needs a connection slot), and reports
-//! successes and latencies.
+//! successes and latencies. [`volume_flood`] posts big batches ([`big_envelopes`]) back to back
+//! from one /24, as a volume attacker would, and counts what was acknowledged and refused.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use tokio::task::JoinHandle;
 use vantage_agent::entropy::SeededEntropy;
 use vantage_agent::wire::{AgentIdentity, CollectorPublicKey};
 
-use crate::collector_proc::{ENVELOPE_CONTENT_TYPE, HttpClient, seal_envelope, unix_now};
+use crate::collector_proc::{
+    ENVELOPE_CONTENT_TYPE, HttpClient, SealedEnvelope, seal_envelope, unix_now,
+};
 
 /// A kind of connection attack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,4 +275,133 @@ pub async fn wait_for_open(admin: SocketAddr, n: u64, within: Duration) -> u64 {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `n` sealed envelopes of `reports` reports each, every one from its own agent (made from
+/// `seed` and its number), so only per-source budgets apply to them.
+pub fn big_envelopes(
+    collector: &CollectorPublicKey,
+    seed: u8,
+    n: usize,
+    reports: usize,
+) -> Vec<SealedEnvelope> {
+    (0..n as u64)
+        .map(|i| {
+            let mut s = [seed; 32];
+            s[..8].copy_from_slice(&i.to_le_bytes());
+            let mut rng = SeededEntropy::insecure_from_seed(s);
+            let agent = AgentIdentity::generate(&mut rng);
+            seal_envelope(&agent, collector, 1, reports, unix_now(), &mut rng)
+        })
+        .collect()
+}
+
+/// What a volume flood got.
+#[derive(Clone, Debug, Default)]
+pub struct FloodStats {
+    /// Envelopes answered `202` (stored or duplicate).
+    pub accepted: usize,
+    /// Report ids of the accepted envelopes.
+    pub accepted_ids: Vec<[u8; 16]>,
+    /// Body bytes of the accepted envelopes.
+    pub accepted_bytes: u64,
+    /// `429` answers.
+    pub refused: usize,
+    /// `429` answers without a `Retry-After` header of whole seconds.
+    pub refused_without_retry_after: usize,
+    /// The first line of each distinct `429` body.
+    pub refusal_bodies: Vec<String>,
+    /// Any other outcome (status and body, or the error).
+    pub failures: Vec<String>,
+    /// Posts made.
+    pub attempts: usize,
+}
+
+/// Floods `target`'s `/v1/envelopes` from `from` (one keep-alive connection per address,
+/// posting back to back, ignoring `Retry-After`) with `envelopes`, until each was accepted
+/// once or `within` passes. A refused envelope is posted again later, as a retrying agent
+/// would.
+pub async fn volume_flood(
+    target: SocketAddr,
+    from: &[IpAddr],
+    envelopes: Vec<SealedEnvelope>,
+    within: Duration,
+) -> FloodStats {
+    let queue = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(envelopes)));
+    let stats = Arc::new(std::sync::Mutex::new(FloodStats::default()));
+    let deadline = Instant::now() + within;
+    let tasks: Vec<_> = from
+        .iter()
+        .map(|&source| {
+            let (queue, stats) = (queue.clone(), stats.clone());
+            tokio::spawn(async move {
+                let mut client = None;
+                while Instant::now() < deadline {
+                    let Some(envelope) = queue.lock().expect("queue lock").pop_front() else {
+                        return;
+                    };
+                    if client.is_none() {
+                        client = HttpClient::connect_plain_from(target, source).await.ok();
+                    }
+                    let Some(c) = client.as_mut() else {
+                        queue.lock().expect("queue lock").push_back(envelope);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let answer = tokio::time::timeout(
+                        left,
+                        c.post_with_headers(
+                            "/v1/envelopes",
+                            ENVELOPE_CONTENT_TYPE,
+                            envelope.bytes.clone(),
+                        ),
+                    )
+                    .await;
+                    let mut s = stats.lock().expect("stats lock");
+                    s.attempts += 1;
+                    match answer {
+                        Ok(Ok((status, _, _))) if status.as_u16() == 202 => {
+                            s.accepted += 1;
+                            s.accepted_bytes += envelope.bytes.len() as u64;
+                            s.accepted_ids.extend_from_slice(&envelope.report_ids);
+                            continue;
+                        }
+                        Ok(Ok((status, headers, body))) if status.as_u16() == 429 => {
+                            s.refused += 1;
+                            let retry = headers
+                                .get(http::header::RETRY_AFTER)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok());
+                            if retry.is_none_or(|r| r < 1) {
+                                s.refused_without_retry_after += 1;
+                            }
+                            let text = String::from_utf8_lossy(&body);
+                            let line = text.lines().next().unwrap_or("").to_owned();
+                            // "…; retry after N s": keep the part before the wait.
+                            let why = line.split("; retry after").next().unwrap_or("").to_owned();
+                            if !s.refusal_bodies.contains(&why) {
+                                s.refusal_bodies.push(why);
+                            }
+                        }
+                        Ok(Ok((status, _, body))) => s
+                            .failures
+                            .push(format!("{status} {}", String::from_utf8_lossy(&body).trim())),
+                        Ok(Err(e)) => {
+                            s.failures.push(e.to_string());
+                            client = None;
+                        }
+                        Err(_) => {}
+                    }
+                    drop(s);
+                    queue.lock().expect("queue lock").push_back(envelope);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let guard = stats.lock().expect("stats lock");
+    guard.clone()
 }

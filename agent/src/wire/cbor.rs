@@ -49,75 +49,360 @@ pub(crate) fn to_vec(value: &Value) -> Vec<u8> {
     out
 }
 
-/// Parses exactly one CBOR item that fills all of `bytes`, nesting at most `MAX_CBOR_DEPTH`.
+/// Parses exactly one CBOR item that fills all of `bytes` into a value tree (tests only: the
+/// decoders read the bytes directly, see [`parse`]).
+#[cfg(test)]
 pub(crate) fn from_slice(what: &str, bytes: &[u8]) -> Result<Value, DecodeError> {
+    parse(what, bytes, Shape { max_entries: usize::MAX, max_items: usize::MAX })?;
     let mut rest = bytes;
-    let value: Value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_CBOR_DEPTH)
-        .map_err(|e| {
-            let reason = match e {
-                ciborium::de::Error::RecursionLimitExceeded => {
-                    format!("nested deeper than {MAX_CBOR_DEPTH} levels")
-                }
-                ciborium::de::Error::Io(_) => "truncated CBOR".to_owned(),
-                ciborium::de::Error::Syntax(at) => format!("invalid CBOR at byte {at}"),
-                ciborium::de::Error::Semantic(at, msg) => {
-                    format!("invalid CBOR at byte {}: {msg}", at.unwrap_or(0))
-                }
-            };
-            DecodeError::new(what, reason)
-        })?;
-    if !rest.is_empty() {
-        return Err(DecodeError::new(what, format!("{} bytes after the CBOR item", rest.len())));
+    ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_CBOR_DEPTH + 1)
+        .map_err(|_| DecodeError::new(what, "ciborium refused what parse accepted"))
+}
+
+/// Bounds on a document's shape, checked by [`parse`] from the CBOR heads alone, before any
+/// field is decoded or anything allocated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    /// Entries (map) or elements (array) the top-level item may have.
+    pub(crate) max_entries: usize,
+    /// Data items in the whole document (every head counts: keys, values, tags).
+    pub(crate) max_items: usize,
+}
+
+/// Where a decoded structure sits (`batch.reports[3]`), formatted only when an error names it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Path<'p> {
+    base: &'p str,
+    index: Option<usize>,
+}
+
+impl<'p> Path<'p> {
+    pub(crate) const fn new(base: &'p str) -> Path<'p> {
+        Path { base, index: None }
     }
-    Ok(value)
+
+    pub(crate) const fn indexed(base: &'p str, index: usize) -> Path<'p> {
+        Path { base, index: Some(index) }
+    }
+
+    /// `path.name`, for an error message.
+    pub(crate) fn field(&self, name: &str) -> String {
+        format!("{self}.{name}")
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.base)?;
+        if let Some(i) = self.index {
+            write!(f, "[{i}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with the bytes themselves (before any field is looked at).
+#[derive(Debug)]
+enum Malformed {
+    Truncated,
+    Reserved(usize),
+    Indefinite(usize),
+    NotUtf8(usize),
+    TooDeep,
+    TooManyItems(usize),
+}
+
+impl Malformed {
+    fn reason(&self) -> String {
+        match self {
+            Malformed::Truncated => "truncated CBOR".to_owned(),
+            Malformed::Reserved(at) => format!("invalid CBOR at byte {at}"),
+            Malformed::Indefinite(at) => {
+                format!("indefinite-length item at byte {at} (v1 uses definite lengths)")
+            }
+            Malformed::NotUtf8(at) => format!("invalid CBOR at byte {at}: text is not UTF-8"),
+            Malformed::TooDeep => format!("nested deeper than {MAX_CBOR_DEPTH} levels"),
+            Malformed::TooManyItems(max) => format!("more than {max} CBOR items"),
+        }
+    }
+}
+
+/// A CBOR head: major type, additional information, argument, and its own length in bytes.
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    major: u8,
+    info: u8,
+    arg: u64,
+    len: usize,
+}
+
+fn read_head(buf: &[u8], at: usize) -> Result<Head, Malformed> {
+    let first = *buf.get(at).ok_or(Malformed::Truncated)?;
+    let (major, info) = (first >> 5, first & 0x1f);
+    let width = match info {
+        0..=23 => 0,
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        27 => 8,
+        28..=30 => return Err(Malformed::Reserved(at)),
+        _ => return Err(Malformed::Indefinite(at)),
+    };
+    let arg = if width == 0 {
+        u64::from(info)
+    } else {
+        let bytes = buf.get(at + 1..at + 1 + width).ok_or(Malformed::Truncated)?;
+        bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b))
+    };
+    Ok(Head { major, info, arg, len: 1 + width })
+}
+
+/// Walks the one item at `at` without building anything; returns where it ends. Nesting of
+/// more than [`MAX_CBOR_DEPTH`] containers, more than `max_items` heads (counted into
+/// `items`), reserved or indefinite-length heads, lengths past the end and (with `utf8`)
+/// text that is not UTF-8 are refused. Linear in the bytes walked, with no recursion.
+fn walk(
+    buf: &[u8],
+    at: usize,
+    items: &mut usize,
+    max_items: usize,
+    utf8: bool,
+) -> Result<usize, Malformed> {
+    // Items still to read in each open container; level 0 is the item itself.
+    let mut left = [0u64; MAX_CBOR_DEPTH + 1];
+    let mut depth = 0;
+    left[0] = 1;
+    let mut pos = at;
+    loop {
+        while left[depth] == 0 {
+            if depth == 0 {
+                return Ok(pos);
+            }
+            depth -= 1;
+        }
+        left[depth] -= 1;
+        *items += 1;
+        if *items > max_items {
+            return Err(Malformed::TooManyItems(max_items));
+        }
+        let head = read_head(buf, pos)?;
+        pos += head.len;
+        let rest = (buf.len() - pos) as u64;
+        match head.major {
+            2 | 3 => {
+                if head.arg > rest {
+                    return Err(Malformed::Truncated);
+                }
+                // Invariant: arg <= rest, which fits in usize.
+                let end = pos + head.arg as usize;
+                if head.major == 3 && utf8 && std::str::from_utf8(&buf[pos..end]).is_err() {
+                    return Err(Malformed::NotUtf8(pos));
+                }
+                pos = end;
+            }
+            4 | 5 => {
+                let n = if head.major == 4 { Some(head.arg) } else { head.arg.checked_mul(2) };
+                // Every element takes at least one byte.
+                let n = n.filter(|n| *n <= rest).ok_or(Malformed::Truncated)?;
+                if n > 0 {
+                    if depth == MAX_CBOR_DEPTH {
+                        return Err(Malformed::TooDeep);
+                    }
+                    depth += 1;
+                    left[depth] = n;
+                }
+            }
+            // A tag is followed by the item it tags, at the same level.
+            6 => left[depth] += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Checks that `bytes` hold exactly one well-formed CBOR item within `shape` (heads only:
+/// nothing is allocated or decoded), and returns it for field-by-field reading.
+pub(crate) fn parse<'a>(
+    what: &str,
+    bytes: &'a [u8],
+    shape: Shape,
+) -> Result<Item<'a>, DecodeError> {
+    let fail = |m: Malformed| DecodeError::new(what, m.reason());
+    let head = read_head(bytes, 0).map_err(fail)?;
+    if matches!(head.major, 4 | 5) && head.arg > shape.max_entries as u64 {
+        let kind = if head.major == 4 { "an array" } else { "a map" };
+        return Err(DecodeError::new(
+            what,
+            format!("{kind} of {} entries, at most {} allowed", head.arg, shape.max_entries),
+        ));
+    }
+    let mut items = 0;
+    let end = walk(bytes, 0, &mut items, shape.max_items, true).map_err(fail)?;
+    if end != bytes.len() {
+        return Err(DecodeError::new(
+            what,
+            format!("{} bytes after the CBOR item", bytes.len() - end),
+        ));
+    }
+    Ok(Item { bytes })
+}
+
+/// The encoding of one well-formed CBOR item (a part of what [`parse`] accepted).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Item<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Item<'a> {
+    fn head(&self) -> Result<Head, String> {
+        read_head(self.bytes, 0).map_err(|m| m.reason())
+    }
+
+    /// The item starting at `at` within `buf`, and where it ends. Scalars and strings (nearly
+    /// every item) end where their head says; only containers and tags are walked.
+    fn at(buf: &'a [u8], at: usize) -> Result<(Item<'a>, usize), String> {
+        let head = read_head(buf, at).map_err(|m| m.reason())?;
+        let end = match head.major {
+            0 | 1 | 7 => at + head.len,
+            2 | 3 => usize::try_from(head.arg)
+                .ok()
+                .and_then(|n| (at + head.len).checked_add(n))
+                .filter(|end| *end <= buf.len())
+                .ok_or_else(|| Malformed::Truncated.reason())?,
+            _ => walk(buf, at, &mut 0, usize::MAX, false).map_err(|m| m.reason())?,
+        };
+        Ok((Item { bytes: &buf[at..end] }, end))
+    }
+
+    /// What the item is, for error messages ("an array").
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.head() {
+            Ok(h) => match (h.major, h.info) {
+                (0 | 1, _) => "an integer",
+                (2, _) => "a byte string",
+                (3, _) => "text",
+                (4, _) => "an array",
+                (5, _) => "a map",
+                (6, _) => "a tagged item",
+                (_, 20 | 21) => "a boolean",
+                (_, 22) => "null",
+                (_, 25..=27) => "a float",
+                _ => "an unsupported item",
+            },
+            Err(_) => "an unsupported item",
+        }
+    }
+
+    fn uint(self) -> Result<u64, String> {
+        let h = self.head()?;
+        match h.major {
+            0 => Ok(h.arg),
+            1 => Err("expected an unsigned integer, got a negative one".to_owned()),
+            _ => Err(format!("expected an unsigned integer, got {}", self.kind())),
+        }
+    }
+
+    fn payload(self, major: u8, want: &str) -> Result<&'a [u8], String> {
+        let h = self.head()?;
+        if h.major != major {
+            return Err(format!("expected {want}, got {}", self.kind()));
+        }
+        self.bytes.get(h.len..).ok_or_else(|| Malformed::Truncated.reason())
+    }
+
+    fn byte_string(self) -> Result<&'a [u8], String> {
+        self.payload(2, "a byte string")
+    }
+
+    fn text(self) -> Result<&'a str, String> {
+        let bytes = self.payload(3, "text")?;
+        std::str::from_utf8(bytes).map_err(|_| "text is not UTF-8".to_owned())
+    }
+
+    /// The elements of an array, or the keys and values of a map, in order.
+    fn elements(self, major: u8) -> Result<Vec<Item<'a>>, String> {
+        let h = self.head()?;
+        if h.major != major {
+            let want = if major == 4 { "an array" } else { "a map" };
+            return Err(format!("expected {want}, got {}", self.kind()));
+        }
+        let n = if major == 4 { h.arg } else { h.arg.saturating_mul(2) };
+        // `parse` checked that every length fits the bytes, so n is small.
+        let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(self.bytes.len()));
+        let mut pos = h.len;
+        for _ in 0..n {
+            let (item, end) = Item::at(self.bytes, pos)?;
+            out.push(item);
+            pos = end;
+        }
+        Ok(out)
+    }
+
+    /// The elements of an array.
+    pub(crate) fn array(self) -> Result<Vec<Item<'a>>, String> {
+        self.elements(4)
+    }
+
+    /// The `(key, value)` pairs of a map.
+    pub(crate) fn map_pairs(self) -> Result<Vec<(Item<'a>, Item<'a>)>, String> {
+        let flat = self.elements(5)?;
+        Ok(flat.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())
+    }
 }
 
 /// The entries of a map with unsigned integer keys, for strict field-by-field reading.
-pub(crate) struct Fields {
-    what: String,
-    entries: Vec<(u64, Value)>,
+pub(crate) struct Fields<'a, 'p> {
+    what: Path<'p>,
+    entries: Vec<(u64, Item<'a>)>,
 }
 
-impl Fields {
-    pub(crate) fn new(what: &str, value: Value) -> Result<Fields, DecodeError> {
-        let Value::Map(pairs) = value else {
-            return Err(DecodeError::new(what, format!("expected a map, got {}", kind(&value))));
-        };
-        let mut entries: Vec<(u64, Value)> = Vec::with_capacity(pairs.len());
-        for (k, v) in pairs {
-            let key = match k {
-                Value::Integer(i) => u64::try_from(i).ok(),
-                _ => None,
-            }
-            .ok_or_else(|| DecodeError::new(what, "map key is not an unsigned integer"))?;
-            entries.push((key, v));
+impl<'a, 'p> Fields<'a, 'p> {
+    pub(crate) fn new(what: Path<'p>, item: Item<'a>) -> Result<Fields<'a, 'p>, DecodeError> {
+        let h = item.head().map_err(|r| DecodeError::new(what.to_string(), r))?;
+        if h.major != 5 {
+            return Err(DecodeError::new(
+                what.to_string(),
+                format!("expected a map, got {}", item.kind()),
+            ));
+        }
+        let mut entries = Vec::with_capacity(usize::try_from(h.arg).unwrap_or(0).min(64));
+        let mut pos = h.len;
+        let bytes = item.bytes;
+        let bad = |r: String| DecodeError::new(what.to_string(), r);
+        for _ in 0..h.arg {
+            let (key, end) = Item::at(bytes, pos).map_err(bad)?;
+            let key = key.uint().map_err(|_| {
+                DecodeError::new(what.to_string(), "map key is not an unsigned integer")
+            })?;
+            let (value, end) = Item::at(bytes, end).map_err(bad)?;
+            entries.push((key, value));
+            pos = end;
         }
         if let (Some(key), _) = first_duplicate(&entries) {
-            return Err(DecodeError::new(what, format!("duplicate key {key}")));
+            return Err(DecodeError::new(what.to_string(), format!("duplicate key {key}")));
         }
-        Ok(Fields { what: what.to_owned(), entries })
+        Ok(Fields { what, entries })
     }
 
-    fn path(&self, name: &str) -> String {
-        format!("{}.{name}", self.what)
+    fn error(&self, name: &str, reason: String) -> DecodeError {
+        DecodeError::new(self.what.field(name), reason)
     }
 
-    pub(crate) fn take(&mut self, key: u64) -> Option<Value> {
+    pub(crate) fn take(&mut self, key: u64) -> Option<Item<'a>> {
         let at = self.entries.iter().position(|(k, _)| *k == key)?;
         Some(self.entries.swap_remove(at).1)
     }
 
-    pub(crate) fn required(&mut self, key: u64, name: &str) -> Result<Value, DecodeError> {
-        self.take(key).ok_or_else(|| DecodeError::new(self.path(name), "missing"))
+    pub(crate) fn required(&mut self, key: u64, name: &str) -> Result<Item<'a>, DecodeError> {
+        self.take(key).ok_or_else(|| self.error(name, "missing".to_owned()))
     }
 
     pub(crate) fn uint(&mut self, key: u64, name: &str) -> Result<u64, DecodeError> {
         let v = self.required(key, name)?;
-        as_uint(&self.path(name), v)
+        v.uint().map_err(|r| self.error(name, r))
     }
 
     pub(crate) fn opt_uint(&mut self, key: u64, name: &str) -> Result<Option<u64>, DecodeError> {
-        self.take(key).map(|v| as_uint(&self.path(name), v)).transpose()
+        self.take(key).map(|v| v.uint().map_err(|r| self.error(name, r))).transpose()
     }
 
     pub(crate) fn bytes<const N: usize>(
@@ -125,27 +410,18 @@ impl Fields {
         key: u64,
         name: &str,
     ) -> Result<[u8; N], DecodeError> {
-        let v = self.required(key, name)?;
-        let path = self.path(name);
-        let b = as_bytes(&path, v)?;
-        let len = b.len();
-        b.try_into().map_err(|_| DecodeError::new(path, format!("expected {N} bytes, got {len}")))
+        let b = self.byte_string(key, name)?;
+        b.try_into().map_err(|_| self.error(name, format!("expected {N} bytes, got {}", b.len())))
     }
 
-    pub(crate) fn byte_string(&mut self, key: u64, name: &str) -> Result<Vec<u8>, DecodeError> {
+    pub(crate) fn byte_string(&mut self, key: u64, name: &str) -> Result<&'a [u8], DecodeError> {
         let v = self.required(key, name)?;
-        as_bytes(&self.path(name), v)
+        v.byte_string().map_err(|r| self.error(name, r))
     }
 
-    pub(crate) fn text(&mut self, key: u64, name: &str) -> Result<String, DecodeError> {
+    pub(crate) fn text(&mut self, key: u64, name: &str) -> Result<&'a str, DecodeError> {
         let v = self.required(key, name)?;
-        match v {
-            Value::Text(s) => Ok(s),
-            other => Err(DecodeError::new(
-                self.path(name),
-                format!("expected text, got {}", kind(&other)),
-            )),
-        }
+        v.text().map_err(|r| self.error(name, r))
     }
 
     pub(crate) fn array(
@@ -153,31 +429,28 @@ impl Fields {
         key: u64,
         name: &str,
         max: usize,
-    ) -> Result<Vec<Value>, DecodeError> {
+    ) -> Result<Vec<Item<'a>>, DecodeError> {
         let Some(v) = self.take(key) else { return Ok(Vec::new()) };
-        match v {
-            Value::Array(items) if items.len() <= max => Ok(items),
-            Value::Array(items) => Err(DecodeError::new(
-                self.path(name),
-                format!("{} items, at most {max} allowed", items.len()),
-            )),
-            other => Err(DecodeError::new(
-                self.path(name),
-                format!("expected an array, got {}", kind(&other)),
-            )),
+        let h = v.head().map_err(|r| self.error(name, r))?;
+        if h.major == 4 && h.arg > max as u64 {
+            return Err(self.error(name, format!("{} items, at most {max} allowed", h.arg)));
         }
+        v.array().map_err(|r| self.error(name, r))
     }
 
     /// Fails if any key is left (for structures that must not grow within a version).
     pub(crate) fn finish_strict(self) -> Result<(), DecodeError> {
         match self.entries.first() {
             None => Ok(()),
-            Some((k, _)) => Err(DecodeError::new(self.what, format!("unknown key {k}"))),
+            Some((k, _)) => {
+                Err(DecodeError::new(self.what.to_string(), format!("unknown key {k}")))
+            }
         }
     }
 
-    pub(crate) fn what(&self) -> &str {
-        &self.what
+    /// The path of this map, for an error message.
+    pub(crate) fn what(&self) -> String {
+        self.what.to_string()
     }
 }
 
@@ -186,7 +459,7 @@ impl Fields {
 /// Linear for maps in key order (what every Vantage encoder writes: one pass); other orders
 /// are sorted first, O(n log n). Never quadratic: an attacker's 16k-key map costs a pass or
 /// a sort, not 16k x 16k comparisons.
-fn first_duplicate(entries: &[(u64, Value)]) -> (Option<u64>, usize) {
+fn first_duplicate<V>(entries: &[(u64, V)]) -> (Option<u64>, usize) {
     let mut comparisons = 0usize;
     let in_order = entries.windows(2).all(|w| {
         comparisons += 1;
@@ -204,60 +477,43 @@ fn first_duplicate(entries: &[(u64, Value)]) -> (Option<u64>, usize) {
     (duplicate, comparisons + keys.len())
 }
 
-pub(crate) fn as_uint(path: &str, v: Value) -> Result<u64, DecodeError> {
-    match v {
-        Value::Integer(i) => u64::try_from(i).map_err(|_| {
-            DecodeError::new(path, "expected an unsigned integer, got a negative one")
-        }),
-        other => Err(DecodeError::new(
-            path,
-            format!("expected an unsigned integer, got {}", kind(&other)),
-        )),
-    }
-}
-
-pub(crate) fn as_bytes(path: &str, v: Value) -> Result<Vec<u8>, DecodeError> {
-    match v {
-        Value::Bytes(b) => Ok(b),
-        other => {
-            Err(DecodeError::new(path, format!("expected a byte string, got {}", kind(&other))))
-        }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Integer(_) => "an integer",
-        Value::Bytes(_) => "a byte string",
-        Value::Float(_) => "a float",
-        Value::Text(_) => "text",
-        Value::Bool(_) => "a boolean",
-        Value::Null => "null",
-        Value::Tag(..) => "a tagged item",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "a map",
-        _ => "an unsupported item",
-    }
+/// An unsigned integer item, or an error naming `path`.
+pub(crate) fn as_uint(path: &str, v: Item<'_>) -> Result<u64, DecodeError> {
+    v.uint().map_err(|r| DecodeError::new(path, r))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const ANY: Shape = Shape { max_entries: usize::MAX, max_items: usize::MAX };
+
+    fn fields<'a>(bytes: &'a [u8]) -> Result<Fields<'a, 'static>, DecodeError> {
+        Fields::new(Path::new("t"), parse("t", bytes, ANY)?)
+    }
+
     #[test]
     fn strict_reader_rejects_trailing_bytes_depth_and_duplicates() {
         let v = map(vec![(1, uint(5u8)), (2, Value::Text("x".into()))]);
         let mut bytes = to_vec(&v);
         assert_eq!(from_slice("t", &bytes).unwrap(), v);
+        let mut f = fields(&bytes).unwrap();
+        assert_eq!(f.uint(1, "one").unwrap(), 5);
+        assert_eq!(f.text(2, "two").unwrap(), "x");
+        f.finish_strict().unwrap();
         bytes.push(0);
-        assert_eq!(from_slice("t", &bytes).unwrap_err().reason(), "1 bytes after the CBOR item");
+        assert_eq!(parse("t", &bytes, ANY).unwrap_err().reason(), "1 bytes after the CBOR item");
         let deep = [0x81u8; 20].iter().copied().chain([0x01]).collect::<Vec<_>>();
-        assert!(from_slice("t", &deep).unwrap_err().reason().contains("nested deeper"));
-        let dup = Value::Map(vec![(uint(1u8), uint(1u8)), (uint(1u8), uint(2u8))]);
-        let err = Fields::new("t", dup).err().unwrap();
-        assert_eq!(err.to_string(), "t: duplicate key 1");
+        assert!(parse("t", &deep, ANY).unwrap_err().reason().contains("nested deeper"));
+        // Eight levels are fine, nine are not.
+        let eight = [0x81u8; 8].iter().copied().chain([0x01]).collect::<Vec<_>>();
+        parse("t", &eight, ANY).unwrap();
+        let nine = [0x81u8; 9].iter().copied().chain([0x01]).collect::<Vec<_>>();
+        assert!(parse("t", &nine, ANY).unwrap_err().reason().contains("nested deeper"));
+        let dup = to_vec(&Value::Map(vec![(uint(1u8), uint(1u8)), (uint(1u8), uint(2u8))]));
+        assert_eq!(fields(&dup).err().unwrap().to_string(), "t: duplicate key 1");
         assert!(
-            from_slice("t", &[0x5a, 0xff, 0xff, 0xff, 0xff])
+            parse("t", &[0x5a, 0xff, 0xff, 0xff, 0xff], ANY)
                 .unwrap_err()
                 .reason()
                 .contains("truncated")
@@ -265,21 +521,81 @@ mod tests {
     }
 
     #[test]
+    fn heads_are_checked_before_anything_is_built() {
+        // Lengths past the end, reserved and indefinite heads, bad UTF-8 anywhere.
+        for (bytes, want) in [
+            (vec![0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "truncated CBOR"),
+            (vec![0xbb, 0x80, 0, 0, 0, 0, 0, 0, 0], "truncated CBOR"),
+            (vec![0x1c], "invalid CBOR at byte 0"),
+            (vec![0x9f, 0x01, 0xff], "indefinite-length item at byte 0"),
+            (vec![0x82, 0x01, 0x62, 0xc3, 0x28], "invalid CBOR at byte 3: text is not UTF-8"),
+            (vec![], "truncated CBOR"),
+        ] {
+            let err = parse("t", &bytes, ANY).unwrap_err();
+            assert!(err.reason().starts_with(want), "{bytes:02x?}: {err}");
+        }
+        // Shape: entries of the top-level item and items overall.
+        let many = to_vec(&Value::Map((0..100u64).map(|k| (uint(k), Value::Null)).collect()));
+        let err = parse("t", &many, Shape { max_entries: 16, max_items: 1000 }).unwrap_err();
+        assert_eq!(err.to_string(), "t: a map of 100 entries, at most 16 allowed");
+        let err = parse("t", &many, Shape { max_entries: 100, max_items: 150 }).unwrap_err();
+        assert_eq!(err.to_string(), "t: more than 150 CBOR items");
+        parse("t", &many, Shape { max_entries: 100, max_items: 201 }).unwrap();
+        // Tags count as items, never as depth.
+        let tagged: Vec<u8> = std::iter::repeat_n(0xc0u8, 1000).chain([0x01]).collect();
+        parse("t", &tagged, ANY).unwrap();
+        assert!(parse("t", &tagged, Shape { max_entries: 1, max_items: 500 }).is_err());
+    }
+
+    #[test]
+    fn field_types_are_named() {
+        let v = map(vec![
+            (1, Value::Integer((-3).into())),
+            (2, Value::Float(1.5)),
+            (3, Value::Array(vec![uint(1u8)])),
+            (4, Value::Bytes(vec![1, 2])),
+            (5, Value::Tag(1, Box::new(uint(1u8)))),
+            (6, Value::Bool(true)),
+            (7, Value::Null),
+        ]);
+        let bytes = to_vec(&v);
+        let mut f = fields(&bytes).unwrap();
+        let e = |r: Result<u64, DecodeError>| r.unwrap_err().to_string();
+        assert_eq!(e(f.uint(1, "a")), "t.a: expected an unsigned integer, got a negative one");
+        assert_eq!(e(f.uint(2, "b")), "t.b: expected an unsigned integer, got a float");
+        assert_eq!(e(f.uint(3, "c")), "t.c: expected an unsigned integer, got an array");
+        assert_eq!(f.bytes::<2>(4, "d").unwrap(), [1, 2]);
+        assert_eq!(e(f.uint(5, "e")), "t.e: expected an unsigned integer, got a tagged item");
+        assert_eq!(f.text(6, "f").unwrap_err().to_string(), "t.f: expected text, got a boolean");
+        assert_eq!(f.array(7, "g", 4).unwrap_err().to_string(), "t.g: expected an array, got null");
+        let arr = to_vec(&map(vec![(1, Value::Array(vec![uint(1u8); 5]))]));
+        let err = fields(&arr).unwrap().array(1, "list", 4).unwrap_err().to_string();
+        assert_eq!(err, "t.list: 5 items, at most 4 allowed");
+        let not_map = to_vec(&Value::Array(vec![]));
+        assert_eq!(fields(&not_map).err().unwrap().to_string(), "t: expected a map, got an array");
+        let text_key = to_vec(&Value::Map(vec![(Value::Text("k".into()), uint(1u8))]));
+        assert_eq!(
+            fields(&text_key).err().unwrap().to_string(),
+            "t: map key is not an unsigned integer"
+        );
+    }
+
+    #[test]
     fn duplicate_keys_are_found_in_any_order() {
-        let unordered = Value::Map(vec![
+        let unordered = to_vec(&Value::Map(vec![
             (uint(3u8), uint(0u8)),
             (uint(1u8), uint(0u8)),
             (uint(2u8), uint(0u8)),
-        ]);
-        let mut f = Fields::new("t", unordered).unwrap();
+        ]));
+        let mut f = fields(&unordered).unwrap();
         assert_eq!(f.uint(1, "one").unwrap(), 0);
-        let dup = Value::Map(vec![
+        let dup = to_vec(&Value::Map(vec![
             (uint(9u8), uint(0u8)),
             (uint(4u8), uint(0u8)),
             (uint(7u8), uint(0u8)),
             (uint(4u8), uint(1u8)),
-        ]);
-        assert_eq!(Fields::new("t", dup).err().unwrap().to_string(), "t: duplicate key 4");
+        ]));
+        assert_eq!(fields(&dup).err().unwrap().to_string(), "t: duplicate key 4");
     }
 
     /// The duplicate-key check of an attacker's many-key map is not quadratic: comparisons for
@@ -288,14 +604,14 @@ mod tests {
     #[test]
     fn duplicate_key_check_is_near_linear() {
         // 0: in key order, 1: reversed, 2: scrambled (an odd multiplier permutes 0..2^k).
-        let entries = |n: u64, order: u8| -> Vec<(u64, Value)> {
+        let entries = |n: u64, order: u8| -> Vec<(u64, ())> {
             (0..n)
                 .map(|k| match order {
                     0 => k,
                     1 => n - 1 - k,
                     _ => k.wrapping_mul(40_503) % n,
                 })
-                .map(|k| (k, Value::Null))
+                .map(|k| (k, ()))
                 .collect()
         };
         for order in 0..3 {
@@ -313,21 +629,21 @@ mod tests {
         // And the decoder on a real 16k-key map agrees.
         let map = Value::Map((0..16_384u64).map(|k| (uint(k), Value::Null)).collect());
         let bytes = to_vec(&map);
-        let value = from_slice("t", &bytes).unwrap();
-        assert_eq!(
-            Fields::new("t", value).unwrap().finish_strict().unwrap_err().reason(),
-            "unknown key 0"
-        );
+        assert_eq!(fields(&bytes).unwrap().finish_strict().unwrap_err().reason(), "unknown key 0");
     }
 
     #[test]
     fn field_errors_carry_the_path() {
-        let v = map(vec![(1, Value::Text("no".into()))]);
-        let mut f = Fields::new("batch", v).unwrap();
+        let v = to_vec(&map(vec![(1, Value::Text("no".into()))]));
+        let mut f =
+            Fields::new(Path::indexed("batch.reports", 3), parse("t", &v, ANY).unwrap()).unwrap();
         assert_eq!(
             f.uint(1, "seq").unwrap_err().to_string(),
-            "batch.seq: expected an unsigned integer, got text"
+            "batch.reports[3].seq: expected an unsigned integer, got text"
         );
-        assert_eq!(f.uint(2, "created_at").unwrap_err().to_string(), "batch.created_at: missing");
+        assert_eq!(
+            f.uint(2, "created_at").unwrap_err().to_string(),
+            "batch.reports[3].created_at: missing"
+        );
     }
 }

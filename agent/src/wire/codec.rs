@@ -7,7 +7,7 @@
 
 use ciborium::Value;
 
-use super::cbor::{DecodeError, Fields, as_uint, from_slice, map, to_vec, uint};
+use super::cbor::{DecodeError, Fields, Item, Path, Shape, as_uint, map, parse, to_vec, uint};
 use super::{AgentPublicKey, MAX_REPORTS, MAX_TARGETS};
 use crate::drops::{DropCounts, DropReason};
 use crate::report::{
@@ -15,6 +15,13 @@ use crate::report::{
     TargetCounts, UnixMillis, app_field, check_status,
 };
 use crate::taxonomy::{ErrorType, NetworkType, Phase, Scope};
+
+/// A batch: a map of at most 64 entries (the v1 fields and room for optional ones a later
+/// v1 agent may add), at most 64 Ki CBOR items in all (every legitimate batch of up to
+/// [`MAX_REPORTS`] reports has fewer; a 64 KiB envelope cannot carry more heads anyway).
+const BATCH_SHAPE: Shape = Shape { max_entries: 64, max_items: 64 * 1024 };
+/// A report alone (agent and collector buffers).
+const REPORT_SHAPE: Shape = Shape { max_entries: 64, max_items: 1024 };
 
 fn phase_code(p: Phase) -> u8 {
     match p {
@@ -45,31 +52,30 @@ impl Report {
         map(e)
     }
 
-    pub(crate) fn from_value(what: &str, v: Value) -> Result<Report, DecodeError> {
+    pub(crate) fn from_item(what: Path<'_>, v: Item<'_>) -> Result<Report, DecodeError> {
         let mut f = Fields::new(what, v)?;
-        let invalid = |field: &str, e: ReportError| {
-            DecodeError::new(format!("{what}.{field}"), e.to_string())
-        };
+        let invalid =
+            |field: &str, e: ReportError| DecodeError::new(what.field(field), e.to_string());
         let id = ReportId(f.bytes::<16>(1, "id")?);
         let observed_at = UnixMillis(f.uint(2, "observed_at")?);
         let service: ServiceId =
             f.text(3, "service")?.parse().map_err(|e| invalid("service", e))?;
-        let host = Host::parse(&f.text(4, "host")?).map_err(|e| invalid("host", e))?;
+        let host = Host::parse(f.text(4, "host")?).map_err(|e| invalid("host", e))?;
         let phase = match f.uint(5, "phase")? {
             0 => Phase::Dns,
             1 => Phase::Connection,
             2 => Phase::Application,
             n => {
                 return Err(DecodeError::new(
-                    format!("{what}.phase"),
+                    what.field("phase"),
                     format!("unknown phase code {n}"),
                 ));
             }
         };
-        let error_type = ErrorType::from_label(&f.text(6, "type")?)
-            .map_err(|e| DecodeError::new(format!("{what}.type"), e.to_string()))?;
+        let error_type = ErrorType::from_label(f.text(6, "type")?)
+            .map_err(|e| DecodeError::new(what.field("type"), e.to_string()))?;
         let elapsed_ms = u32::try_from(f.uint(7, "elapsed_ms")?)
-            .map_err(|_| DecodeError::new(format!("{what}.elapsed_ms"), "larger than u32"))?;
+            .map_err(|_| DecodeError::new(what.field("elapsed_ms"), "larger than u32"))?;
         let protocol = code(what, "protocol", f.uint(8, "protocol")?, Protocol::from_code)?;
         // Out-of-range values become u16::MAX, which check_status refuses with its own message.
         let status = f.opt_uint(9, "status")?.map(|s| u16::try_from(s).unwrap_or(u16::MAX));
@@ -79,7 +85,7 @@ impl Report {
         let count = u32::try_from(f.uint(12, "count")?)
             .ok()
             .filter(|c| *c >= 1)
-            .ok_or_else(|| DecodeError::new(format!("{what}.count"), "must be 1..=4294967295"))?;
+            .ok_or_else(|| DecodeError::new(what.field("count"), "must be 1..=4294967295"))?;
         Ok(Report {
             id,
             observed_at,
@@ -103,12 +109,17 @@ impl Report {
 
     /// Decodes one report from untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
-        Report::from_value("report", from_slice("report", bytes)?)
+        Report::from_item(Path::new("report"), parse("report", bytes, REPORT_SHAPE)?)
     }
 }
 
-fn code<T>(what: &str, field: &str, n: u64, from: fn(u64) -> Option<T>) -> Result<T, DecodeError> {
-    from(n).ok_or_else(|| DecodeError::new(format!("{what}.{field}"), format!("unknown code {n}")))
+fn code<T>(
+    what: Path<'_>,
+    field: &str,
+    n: u64,
+    from: fn(u64) -> Option<T>,
+) -> Result<T, DecodeError> {
+    from(n).ok_or_else(|| DecodeError::new(what.field(field), format!("unknown code {n}")))
 }
 
 impl Batch {
@@ -159,7 +170,7 @@ impl Batch {
     /// Decodes a batch from untrusted bytes (the signature is checked elsewhere:
     /// [`crate::wire::SignedBatch::verify`]).
     pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
-        let mut f = Fields::new("batch", from_slice("batch", bytes)?)?;
+        let mut f = Fields::new(Path::new("batch"), parse("batch", bytes, BATCH_SHAPE)?)?;
         let agent_key = AgentPublicKey(f.bytes::<32>(1, "agent_key")?);
         let seq = f.uint(2, "seq")?;
         let created_at = UnixMillis(f.uint(3, "created_at")?);
@@ -168,11 +179,11 @@ impl Batch {
             .array(5, "reports", MAX_REPORTS)?
             .into_iter()
             .enumerate()
-            .map(|(i, v)| Report::from_value(&format!("batch.reports[{i}]"), v))
+            .map(|(i, v)| Report::from_item(Path::indexed("batch.reports", i), v))
             .collect::<Result<Vec<_>, _>>()?;
         let mut drops = DropCounts::new();
         if let Some(v) = f.take(6) {
-            let Value::Map(pairs) = v else {
+            let Ok(pairs) = v.map_pairs() else {
                 return Err(DecodeError::new("batch.drops", "expected a map"));
             };
             if pairs.len() > 64 {
@@ -195,12 +206,12 @@ impl Batch {
             .array(7, "targets", MAX_TARGETS)?
             .into_iter()
             .enumerate()
-            .map(|(i, v)| decode_target(&format!("batch.targets[{i}]"), v))
+            .map(|(i, v)| decode_target(Path::indexed("batch.targets", i), v))
             .collect::<Result<Vec<_>, _>>()?;
         let sampling = match f.take(8) {
             None => SampleRates::ALL,
             Some(v) => {
-                let mut r = Fields::new("batch.sampling", v)?;
+                let mut r = Fields::new(Path::new("batch.sampling"), v)?;
                 let mut ppm = |key, name: &str| -> Result<u32, DecodeError> {
                     u32::try_from(r.uint(key, name)?).ok().filter(|p| *p <= 1_000_000).ok_or_else(
                         || {
@@ -221,11 +232,11 @@ impl Batch {
     }
 }
 
-fn decode_app(v: Value) -> Result<AppInfo, DecodeError> {
-    let mut f = Fields::new("batch.app", v)?;
+fn decode_app(v: Item<'_>) -> Result<AppInfo, DecodeError> {
+    let mut f = Fields::new(Path::new("batch.app"), v)?;
     let mut field = |key, name: &'static str| -> Result<String, DecodeError> {
         let text = f.text(key, name)?;
-        app_field(name, &text)
+        app_field(name, text)
             .map_err(|e| DecodeError::new(format!("batch.app.{name}"), e.to_string()))
     };
     Ok(AppInfo {
@@ -236,14 +247,14 @@ fn decode_app(v: Value) -> Result<AppInfo, DecodeError> {
     })
 }
 
-fn decode_target(what: &str, v: Value) -> Result<TargetCounts, DecodeError> {
+fn decode_target(what: Path<'_>, v: Item<'_>) -> Result<TargetCounts, DecodeError> {
     let mut f = Fields::new(what, v)?;
     let service: ServiceId = f
         .text(1, "service")?
         .parse()
-        .map_err(|e: ReportError| DecodeError::new(format!("{what}.service"), e.to_string()))?;
-    let host = Host::parse(&f.text(2, "host")?)
-        .map_err(|e| DecodeError::new(format!("{what}.host"), e.to_string()))?;
+        .map_err(|e: ReportError| DecodeError::new(what.field("service"), e.to_string()))?;
+    let host = Host::parse(f.text(2, "host")?)
+        .map_err(|e| DecodeError::new(what.field("host"), e.to_string()))?;
     let attempts = f.uint(3, "attempts")?;
     let successes = f.uint(4, "successes")?;
     TargetCounts::new(service, host, attempts, successes)
@@ -308,7 +319,10 @@ pub(crate) mod tests {
     #[test]
     fn unknown_keys_are_skipped_but_bad_values_are_named() {
         let b = sample_batch();
-        let Value::Map(mut entries) = from_slice("x", &b.encode()).unwrap() else { panic!() };
+        let Value::Map(mut entries) = super::super::cbor::from_slice("x", &b.encode()).unwrap()
+        else {
+            panic!()
+        };
         entries.push((uint(99u8), Value::Text("future".into())));
         assert_eq!(Batch::decode(&to_vec(&Value::Map(entries.clone()))).unwrap(), b);
 
@@ -336,7 +350,9 @@ pub(crate) mod tests {
         let err = Batch::decode(&b.encode()).unwrap_err().to_string();
         assert_eq!(err, "batch.sampling.success_ppm: must be 0..=1000000 (ppm)");
         b.sampling = SampleRates::ALL;
-        let mut fields = Fields::new("batch", from_slice("x", &b.encode()).unwrap()).unwrap();
+        let bytes = b.encode();
+        let mut fields =
+            Fields::new(Path::new("batch"), parse("x", &bytes, BATCH_SHAPE).unwrap()).unwrap();
         assert!(fields.take(8).is_none(), "full sampling is omitted from the wire");
     }
 

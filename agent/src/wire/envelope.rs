@@ -2,13 +2,17 @@
 
 use ciborium::Value;
 
-use super::cbor::{DecodeError, Fields, from_slice, map, to_vec, uint};
+use super::cbor::{DecodeError, Fields, Path, Shape, map, parse, to_vec, uint};
 use super::hpke::{SealError, seal_base_with_aad};
 use super::{
     AgentIdentity, CollectorPublicKey, HPKE_INFO, KeyId, MAX_ENVELOPE_BYTES, SIGNATURE_TAG, VERSION,
 };
 use crate::entropy::Entropy;
 use crate::report::Batch;
+
+/// The envelope and the signed batch are small flat maps (4 and 2 v1 keys; room for a later
+/// version's header to be recognised as such): anything bigger is refused from its heads.
+const ENVELOPE_SHAPE: Shape = Shape { max_entries: 16, max_items: 64 };
 
 /// Sealing a batch failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -107,7 +111,9 @@ impl Envelope {
                 format!("{} bytes, more than the {MAX_ENVELOPE_BYTES}-byte limit", bytes.len()),
             ));
         }
-        let mut f = Fields::new("envelope", from_slice("envelope", bytes)?)?;
+        // Heads first: the envelope is a small flat map, so a 16k-key map or a long array is
+        // refused at its first byte, before anything is built.
+        let mut f = Fields::new(Path::new("envelope"), parse("envelope", bytes, ENVELOPE_SHAPE)?)?;
         let version = f.uint(1, "version")?;
         if version != VERSION {
             return Err(DecodeError::new(
@@ -117,7 +123,7 @@ impl Envelope {
         }
         let key_id = KeyId(f.bytes::<8>(2, "key_id")?);
         let enc = f.bytes::<32>(3, "enc")?;
-        let ciphertext = f.byte_string(4, "ciphertext")?;
+        let ciphertext = f.byte_string(4, "ciphertext")?.to_vec();
         f.finish_strict()?;
         if ciphertext.len() < 16 {
             return Err(DecodeError::new(
@@ -195,8 +201,9 @@ impl SignedBatch {
 
     /// Decodes a signed batch from untrusted bytes (without checking the signature).
     pub fn decode(bytes: &[u8]) -> Result<SignedBatch, DecodeError> {
-        let mut f = Fields::new("signed_batch", from_slice("signed_batch", bytes)?)?;
-        let batch = f.byte_string(1, "batch")?;
+        let top = parse("signed_batch", bytes, ENVELOPE_SHAPE)?;
+        let mut f = Fields::new(Path::new("signed_batch"), top)?;
+        let batch = f.byte_string(1, "batch")?.to_vec();
         let signature = f.bytes::<64>(2, "signature")?;
         f.finish_strict()?;
         Ok(SignedBatch { batch, signature })

@@ -9,20 +9,28 @@
 //!
 //! ```text
 //!  POST /v1/envelopes
-//!   content type ──415   Content-Length > max ──413   /24 or /48 bucket ──429 + Retry-After
+//!   content type ──415   Content-Length > max ──413   /24 or /48 envelopes/s ──429 + Retry-After
 //!   read body (capped at max_body_bytes, within header_read_timeout) ──413 / 408
-//!   in-flight permit (held to the end) ──503 + Retry-After, nothing opened
+//!   /24 body bytes/s ──429 + Retry-After
+//!   in-flight permit (held to the end; waits up to 250 ms) ──503 + Retry-After, nothing opened
 //!   Opener::open: version, key id, then HPKE, signature ──400 "<reason>: <detail>"
 //!   created_at vs now, observed_at vs created_at ──400 "timestamp: ..."
-//!   agent key bucket ──429 + Retry-After
+//!   agent key envelopes/s, reports/s, bytes/s ──429 + Retry-After
 //!   enrich + net tag; drop the IP ──▶ accept::from_envelope
+//!   /24 reports/s and store bytes/s (its storage share) ──429 + Retry-After
 //!   Store::commit (group commit, on disk) ──503 + Retry-After on error
 //!   (fleet mode: the stream message in the same transaction, see feed)
 //!   Feed::committed ──▶ 202 (stored or duplicate)
 //!  POST /v1/nel
-//!   content type ──415   Content-Length ──413   /24 bucket ──429   body ──413 / 408
-//!   in-flight permit ──503   nel::parse_upload ──400 "malformed NEL upload: <field>: .." ──▶ accept::nel_batch
-//!   commit, feed (as above) ──▶ 204
+//!   content type ──415   Content-Length ──413   /24 uploads/s ──429   body ──413 / 408
+//!   /24 body bytes/s ──429   in-flight permit ──503
+//!   nel::parse_upload ──400 "malformed NEL upload: <field>: .." ──▶ accept::nel_batch
+//!   /24 reports/s and store bytes/s ──429   commit, feed (as above) ──▶ 204
+//!
+//! A `429` body names the budget's setting ("rate limited: source network over its budget
+//! (limits.prefix_store_bytes_per_sec); retry after 3 s") and counts in
+//! `vantage_budget_refusals_total{budget}`. The per-/24 volume budgets (body bytes, reports,
+//! store bytes) are shared by both endpoints.
 //! ```
 
 pub(crate) mod accept;
@@ -41,12 +49,12 @@ use crate::clock::now_millis;
 use crate::config::{Config, LimitsConfig};
 use crate::enrich::Enricher;
 use crate::feed::Feed;
-use crate::metrics::{Metrics, RejectReason};
+use crate::metrics::{BudgetKind, Metrics, RejectReason};
 use crate::model::{IngestBatch, NetTagKey};
 use crate::nel;
 use crate::open::Opener;
-use crate::ratelimit::{RateLimiter, SourcePrefix};
-use crate::respond::{Body, empty, retry, text, too_large};
+use crate::ratelimit::{Budget, RateLimiter, Refused, SourcePrefix};
+use crate::respond::{Body, empty, retry, retry_because, text, too_large};
 use crate::store::{CommitOutcome, Store, StoreError};
 pub use accept::event_time;
 use accept::{EnvelopeContext, NelContext};
@@ -61,6 +69,10 @@ pub const NEL_CONTENT_TYPE: &str = "application/reports+json";
 /// was sealed.
 pub const SENT_AT_HEADER: &str = "vantage-sent-at";
 
+/// How long an upload waits for an in-flight permit before `503` (its body is read and
+/// nothing is opened while it waits).
+const INFLIGHT_WAIT: Duration = Duration::from_millis(250);
+
 /// How many sources and agent keys each rate limiter tracks individually (memory bound).
 const MAX_LIMITER_KEYS: usize = 100_000;
 
@@ -73,7 +85,10 @@ pub(crate) struct Ingest {
     metrics: std::sync::Arc<Metrics>,
     feed: Feed,
     prefix_limiter: RateLimiter<SourcePrefix>,
-    agent_limiter: RateLimiter<[u8; 32]>,
+    /// Per source prefix, envelopes and NEL together: [body bytes, reports, store bytes].
+    prefix_volume: RateLimiter<SourcePrefix, 3>,
+    /// Per agent key: [envelopes, reports, envelope bytes].
+    agent_limiter: RateLimiter<[u8; 32], 3>,
     nel_limiter: RateLimiter<SourcePrefix>,
     nel_services: nel::NelServices,
     inflight: Semaphore,
@@ -101,7 +116,27 @@ impl Ingest {
             metrics,
             feed,
             prefix_limiter: RateLimiter::new(l.prefix_rps, l.prefix_burst, MAX_LIMITER_KEYS, now),
-            agent_limiter: RateLimiter::new(l.agent_rps, l.agent_burst, MAX_LIMITER_KEYS, now),
+            prefix_volume: RateLimiter::with_budgets(
+                [
+                    Budget::new(l.prefix_bytes_per_sec as f64, l.prefix_bytes_burst as f64),
+                    Budget::new(l.prefix_reports_per_sec, l.prefix_reports_burst as f64),
+                    Budget::new(
+                        l.prefix_store_bytes_per_sec as f64,
+                        l.prefix_store_bytes_burst as f64,
+                    ),
+                ],
+                MAX_LIMITER_KEYS,
+                now,
+            ),
+            agent_limiter: RateLimiter::with_budgets(
+                [
+                    Budget::new(l.agent_rps, f64::from(l.agent_burst)),
+                    Budget::new(l.agent_reports_per_sec, l.agent_reports_burst as f64),
+                    Budget::new(l.agent_bytes_per_sec as f64, l.agent_bytes_burst as f64),
+                ],
+                MAX_LIMITER_KEYS,
+                now,
+            ),
             nel_limiter: RateLimiter::new(
                 l.nel_prefix_rps,
                 l.nel_prefix_burst,
@@ -149,16 +184,23 @@ impl Ingest {
         if declared_length(req.headers()).is_some_and(|n| n > self.max_body_bytes as u64) {
             return reject(RejectReason::TooLarge, too_large(self.max_body_bytes));
         }
-        if let Err(wait) = self.prefix_limiter.check(SourcePrefix::of(peer), Instant::now()) {
-            return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
+        let prefix = SourcePrefix::of(peer);
+        if let Err(wait) = self.prefix_limiter.check(prefix, Instant::now()) {
+            return reject(
+                RejectReason::RateLimited,
+                self.over_budget(BudgetKind::PrefixEnvelopes, wait),
+            );
         }
         let sent_at = sent_at(req.headers());
         let body = match read_body(req.into_body(), self.max_body_bytes, self.body_timeout).await {
             Ok(body) => body,
             Err(e) => return reject(e.reason(), e.response(self.max_body_bytes)),
         };
+        if let Some(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
+            return reject(RejectReason::RateLimited, refused);
+        }
         // Overload is answered before any crypto: the permit is held through the commit.
-        let Ok(permit) = self.inflight.try_acquire() else {
+        let Some(permit) = self.inflight_permit().await else {
             return reject(
                 RejectReason::Overload,
                 retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
@@ -182,6 +224,7 @@ impl Ingest {
                 return reject(RejectReason::of_open_error(&e), text(status, &body));
             }
         };
+        let body_len = body.len();
         drop(body);
         let received_at = now_millis();
         let batch = &opened.batch;
@@ -208,8 +251,12 @@ impl Ingest {
         }
         let sent_at = admission.plausible_sent_at(batch.created_at, sent_at);
         let agent_key = batch.agent_key.0;
-        if let Err(wait) = self.agent_limiter.check(agent_key, Instant::now()) {
-            return reject(RejectReason::RateLimited, retry(StatusCode::TOO_MANY_REQUESTS, wait));
+        let cost = [1.0, batch.reports.len() as f64, body_len as f64];
+        if let Err(Refused { dim, wait }) = self.agent_limiter.take(agent_key, cost, Instant::now())
+        {
+            let budget =
+                [BudgetKind::AgentEnvelopes, BudgetKind::AgentReports, BudgetKind::AgentBytes][dim];
+            return reject(RejectReason::RateLimited, self.over_budget(budget, wait));
         }
 
         let ctx = EnvelopeContext {
@@ -224,6 +271,9 @@ impl Ingest {
                 RejectReason::Timestamp,
                 text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
             );
+        }
+        if let Some(refused) = self.charge_prefix(prefix, volume(&ingest)) {
+            return reject(RejectReason::RateLimited, refused);
         }
         match self.commit(ingest, permit).await {
             Ok(CommitOutcome::Duplicate) => {
@@ -259,17 +309,21 @@ impl Ingest {
         if declared_length(req.headers()).is_some_and(|n| n > self.max_body_bytes as u64) {
             return reject(RejectReason::TooLarge.as_str(), too_large(self.max_body_bytes));
         }
-        if let Err(wait) = self.nel_limiter.check(SourcePrefix::of(peer), Instant::now()) {
+        let prefix = SourcePrefix::of(peer);
+        if let Err(wait) = self.nel_limiter.check(prefix, Instant::now()) {
             return reject(
                 RejectReason::RateLimited.as_str(),
-                retry(StatusCode::TOO_MANY_REQUESTS, wait),
+                self.over_budget(BudgetKind::PrefixNelUploads, wait),
             );
         }
         let body = match read_body(req.into_body(), self.max_body_bytes, self.body_timeout).await {
             Ok(body) => body,
             Err(e) => return reject(e.reason().as_str(), e.response(self.max_body_bytes)),
         };
-        let Ok(permit) = self.inflight.try_acquire() else {
+        if let Some(refused) = self.charge_prefix(prefix, [body.len() as f64, 0.0, 0.0]) {
+            return reject(RejectReason::RateLimited.as_str(), refused);
+        }
+        let Some(permit) = self.inflight_permit().await else {
             return reject(
                 RejectReason::Overload.as_str(),
                 retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
@@ -290,6 +344,9 @@ impl Ingest {
             let msg = format!("{e}\n").replace("batch.reports", "reports");
             return reject(RejectReason::Timestamp.as_str(), text(StatusCode::BAD_REQUEST, &msg));
         }
+        if let Some(refused) = self.charge_prefix(prefix, volume(&batch)) {
+            return reject(RejectReason::RateLimited.as_str(), refused);
+        }
         match self.commit(batch, permit).await {
             Ok(CommitOutcome::Duplicate) => {
                 self.metrics.nel_duplicate();
@@ -304,6 +361,40 @@ impl Ingest {
                 retry(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(1)),
             ),
         }
+    }
+
+    /// An in-flight permit: at once if one is free, else the first to free up within
+    /// [`INFLIGHT_WAIT`] (a queue, not a spin: a burst of uploads waits briefly instead of
+    /// bouncing off `503`s that cost as much to answer as to retry); `None` after that.
+    async fn inflight_permit(&self) -> Option<SemaphorePermit<'_>> {
+        if let Ok(permit) = self.inflight.try_acquire() {
+            return Some(permit);
+        }
+        tokio::time::timeout(INFLIGHT_WAIT, self.inflight.acquire()).await.ok()?.ok()
+    }
+
+    /// Charges `cost` ([body bytes, reports, store bytes]) to the source prefix's volume
+    /// budget; the `429` naming the budget when it is short (`None`: charged).
+    fn charge_prefix(&self, prefix: SourcePrefix, cost: [f64; 3]) -> Option<Response<Body>> {
+        self.prefix_volume.take(prefix, cost, Instant::now()).err().map(|Refused { dim, wait }| {
+            let budget =
+                [BudgetKind::PrefixBytes, BudgetKind::PrefixReports, BudgetKind::PrefixStoreBytes]
+                    [dim];
+            self.over_budget(budget, wait)
+        })
+    }
+
+    /// Counts the refusal and answers `429` + `Retry-After`, naming the budget's setting.
+    fn over_budget(&self, budget: BudgetKind, wait: Duration) -> Response<Body> {
+        self.metrics.budget_refused(budget);
+        let whose = match budget {
+            BudgetKind::AgentEnvelopes | BudgetKind::AgentReports | BudgetKind::AgentBytes => {
+                "agent key"
+            }
+            _ => "source network",
+        };
+        let why = format!("rate limited: {whose} over its budget ({})", budget.setting());
+        retry_because(StatusCode::TOO_MANY_REQUESTS, wait, &why)
     }
 
     /// Commits under the in-flight permit the caller took before opening, then hands a
@@ -336,6 +427,12 @@ impl Ingest {
             }
         }
     }
+}
+
+/// What a batch costs its source prefix after opening: [0 body bytes (charged earlier),
+/// reports, an upper bound of the store bytes it adds].
+fn volume(batch: &IngestBatch) -> [f64; 3] {
+    [0.0, batch.reports.len() as f64, crate::store::logical_bytes_bound(batch) as f64]
 }
 
 /// The `vantage-sent-at` header, when present and a number.

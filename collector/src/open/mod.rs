@@ -309,6 +309,29 @@ mod tests {
         }
     }
 
+    /// Shapes no envelope has are refused from their first heads, before anything is built:
+    /// a 16k-key map, a long array, deep nesting, a tag chain.
+    #[test]
+    fn oversized_shapes_are_refused_from_their_heads() {
+        let opener = Opener::new(vec![CollectorKey::from_seed([8; 32])]);
+        let mut map = vec![0xb9, 0x3e, 0x80]; // a map of 16000 entries
+        for k in 0..16_000u16 {
+            map.extend([0x19, (k >> 8) as u8, k as u8, 0xf6]);
+        }
+        let mut array = vec![0x99, 0x4e, 0x20]; // an array of 20000 entries
+        array.extend(std::iter::repeat_n(0u8, 20_000));
+        let deep: Vec<u8> = std::iter::repeat_n(0x81u8, 60_000).chain([0]).collect();
+        let tags: Vec<u8> = std::iter::repeat_n(0xc6u8, 60_000).chain([0]).collect();
+        for (bytes, want) in [
+            (map, "malformed: envelope: a map of 16000 entries, at most 16 allowed"),
+            (array, "malformed: envelope: an array of 20000 entries, at most 16 allowed"),
+            (deep, "malformed: envelope: nested deeper than 8 levels"),
+            (tags, "malformed: envelope: more than 64 CBOR items"),
+        ] {
+            assert_eq!(opener.open(&bytes).unwrap_err().to_string(), want);
+        }
+    }
+
     #[test]
     fn secret_bytes_round_trip_and_debug_hides_them() {
         let key = CollectorKey::from_seed([8; 32]);

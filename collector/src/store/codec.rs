@@ -82,6 +82,45 @@ pub(super) fn encode_report(r: &StoredReport) -> Result<Vec<u8>, String> {
     Ok(w.0)
 }
 
+/// Longest LEB128 varint of a u64.
+const MAX_VARINT: usize = 10;
+/// Longest varint length prefix of a string (at most [`MAX_STRING`] bytes).
+const MAX_LEN_PREFIX: usize = 3;
+
+/// An upper bound on `encode_report(r)`'s length, without encoding (no allocation).
+pub(super) fn report_len_bound(r: &StoredReport) -> usize {
+    let strings = [
+        r.source.as_str().len(),
+        r.service.len(),
+        r.host.len(),
+        r.phase.as_str().len(),
+        r.error_type.as_str().len(),
+        r.network.as_str().len(),
+        r.scope.as_str().len(),
+    ];
+    // version, received_at, elapsed, status, count, ppm; client flag + key; net; enrichment.
+    1 + 6 * MAX_VARINT
+        + strings.iter().map(|l| MAX_LEN_PREFIX + l).sum::<usize>()
+        + 33
+        + 8
+        + enrichment_len_bound(&r.enrichment)
+}
+
+/// An upper bound on `encode_targets(t)`'s length, without encoding.
+pub(super) fn targets_len_bound(t: &StoredTargets) -> usize {
+    1 + 3 * MAX_VARINT
+        + 2 * MAX_LEN_PREFIX
+        + t.service.len()
+        + t.host.len()
+        + 32
+        + 8
+        + enrichment_len_bound(&t.enrichment)
+}
+
+fn enrichment_len_bound(e: &Enrichment) -> usize {
+    MAX_VARINT + MAX_LEN_PREFIX + e.country.as_ref().map_or(0, |c| c.as_str().len())
+}
+
 pub(super) fn decode_report(key: &[u8], value: &[u8]) -> Result<StoredReport, String> {
     if key.len() != REPORT_KEY_LEN {
         return Err(format!("report key of {} bytes, expected {REPORT_KEY_LEN}", key.len()));

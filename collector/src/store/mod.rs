@@ -202,6 +202,20 @@ pub struct StoreStats {
     pub disk_bytes: u64,
 }
 
+/// An upper bound on the logical bytes (see [`StoreStats::bytes`]) committing `batch` adds,
+/// computed without encoding anything: what a source's storage share is charged before the
+/// commit.
+pub fn logical_bytes_bound(batch: &IngestBatch) -> u64 {
+    let reports: usize = batch
+        .reports
+        .iter()
+        .map(|r| codec::REPORT_KEY_LEN + ID_ENTRY_BYTES as usize + codec::report_len_bound(r))
+        .sum();
+    let targets: usize =
+        batch.targets.iter().map(|t| codec::TARGET_KEY_LEN + codec::targets_len_bound(t)).sum();
+    (reports + targets) as u64
+}
+
 /// Store errors. Each names the store path or the key that was wrong.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1179,7 +1193,7 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Enrichment, NetTag, Source};
+    use crate::model::{Country, Enrichment, NetTag, Source};
     use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 
     fn report(id: u8, event_at: u64) -> StoredReport {
@@ -1267,6 +1281,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_logical_bytes_bound_is_not_exceeded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut big = report(4, 700);
+        big.service = "s".repeat(300);
+        big.host = "h".repeat(200);
+        big.elapsed_ms = u32::MAX;
+        big.status = Some(u16::MAX);
+        big.count = u32::MAX;
+        big.received_at = UnixMillis(u64::MAX);
+        big.enrichment = Enrichment { asn: Some(u32::MAX), country: Country::parse("DE") };
+        let mut b = batch(5, vec![report(1, 100), report(2, 100), big]);
+        b.targets.push(StoredTargets {
+            received_at: UnixMillis(u64::MAX),
+            event_at: UnixMillis(100),
+            service: "svc".into(),
+            host: "example.org".into(),
+            attempts: u64::MAX,
+            successes: u64::MAX,
+            client: [1; 32],
+            net: NetTag(1),
+            enrichment: Enrichment { asn: Some(7), country: None },
+        });
+        let bound = logical_bytes_bound(&b);
+        store.commit(b).await.unwrap();
+        let added = store.stats().bytes;
+        assert!(added <= bound && bound <= added * 2, "added {added}, bound {bound}");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_damaged_record_is_corrupt_naming_its_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
@@ -1303,8 +1348,7 @@ mod tests {
     fn report_records_round_trip_with_unknown_labels() {
         let mut r = report(4, 123_456);
         r.status = Some(503);
-        r.enrichment =
-            Enrichment { asn: Some(u32::MAX), country: crate::model::Country::parse("nz") };
+        r.enrichment = Enrichment { asn: Some(u32::MAX), country: Country::parse("nz") };
         let key = codec::report_key(r.event_at, &r.id);
         let value = codec::encode_report(&r).unwrap();
         assert_eq!(codec::decode_report(&key, &value).unwrap(), r);
