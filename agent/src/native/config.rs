@@ -612,20 +612,16 @@ impl RawConfig {
         let collector_key = f.required("collector_key", key)?;
         let extra_ca_files = f.strs("extra_ca_files")?.into_iter().map(PathBuf::from).collect();
         let dns_servers = f.strs("dns_servers")?;
-        let app = match f.table("app")? {
-            None => return Err(f.required::<()>("app", None).unwrap_err()),
-            Some(mut t) => {
-                let (id, version, platform) = (t.str("id")?, t.str("version")?, t.str("platform")?);
-                let app = RawApp {
-                    id: t.required("id", id)?,
-                    version: t.required("version", version)?,
-                    platform: t.required("platform", platform)?,
-                    sdk: t.str("sdk")?,
-                };
-                t.finish()?;
-                app
-            }
+        let app = f.table("app")?;
+        let mut t = f.required("app", app)?;
+        let (id, version, platform) = (t.str("id")?, t.str("version")?, t.str("platform")?);
+        let app = RawApp {
+            id: t.required("id", id)?,
+            version: t.required("version", version)?,
+            platform: t.required("platform", platform)?,
+            sdk: t.str("sdk")?,
         };
+        t.finish()?;
         let mut services = Vec::new();
         for mut t in f.tables("services")? {
             let id = t.str("id")?;

@@ -521,3 +521,102 @@ impl<'t> Fields<'t> {
         Err(error_at(self.text, *at, msg))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn msg(e: ConfigError) -> String {
+        e.to_string()
+    }
+
+    fn json(text: &str) -> Node {
+        Doc::json(text).unwrap().root.node
+    }
+
+    #[test]
+    fn json_values_strings_and_numbers() {
+        let Node::Table(t) = json(
+            r#" { "s": "a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00é", "i": -42, "z": 0, "f": 1.5e2,
+                  "g": -0.25, "t": true, "n": false, "a": [1, [2], {}], "o": {"k": []} } "#,
+        ) else {
+            panic!("not a table")
+        };
+        let get = |k: &str| &t.iter().find(|(n, _, _)| n == k).unwrap().2.node;
+        assert!(
+            matches!(get("s"), Node::Str(s) if s == "a\"b\\c/d\u{8}\u{c}\n\r\t\u{e9}\u{1f600}\u{e9}")
+        );
+        assert!(matches!(get("i"), Node::Int(-42)));
+        assert!(matches!(get("z"), Node::Int(0)));
+        assert!(matches!(get("f"), Node::Float(x) if *x == 150.0));
+        assert!(matches!(get("g"), Node::Float(x) if *x == -0.25));
+        assert!(matches!(get("t"), Node::Bool(true)));
+        assert!(matches!(get("n"), Node::Bool(false)));
+        assert!(matches!(get("a"), Node::Array(a) if a.len() == 3));
+        assert!(matches!(get("o"), Node::Table(o) if o.len() == 1));
+        assert!(matches!(json(r#"{"big": 9223372036854775808}"#), Node::Table(t)
+            if matches!(t[0].2.node, Node::Other("an integer out of range"))));
+    }
+
+    #[test]
+    fn json_errors_name_line_column_and_what_was_found() {
+        let cases = [
+            ("", "line 1, column 1: expected a JSON value (found the end of the text)"),
+            ("[1]", "line 1, column 1: the config must be a JSON object"),
+            ("{\"a\": 1,}", "line 1, column 9: expected a key in double quotes (found '}')"),
+            ("{\n  \"a\": nul}", "line 2, column 8: expected a JSON value (found 'n')"),
+            ("{\"a\": null}", "line 1, column 7: null is not a config value (leave the key out)"),
+            ("{\"a\": 1, \"a\": 2}", "line 1, column 10: duplicate key `a`"),
+            ("{\"a\": 01}", "line 1, column 7: invalid number (found '0')"),
+            ("{\"a\": 1.}", "line 1, column 9: expected digits after '.' (found '}')"),
+            ("{\"a\": \"x\\q\"}", "line 1, column 10: invalid escape in a string (found 'q')"),
+            ("{\"a\": \"\\ud800x\"}", "expected the low half of a surrogate pair"),
+            ("{\"a\": \"\\udc00\"}", "lone surrogate"),
+            ("{\"a\": \"tab\there\"}", "control character in a string"),
+            ("{\"a\": \"open", "unterminated string"),
+            ("{\"a\": 1} x", "line 1, column 10: text after the JSON value (found 'x')"),
+            ("{\"a\" 1}", "expected ':'"),
+            ("{\"a\": [1 2]}", "expected ',' or ']'"),
+        ];
+        for (text, want) in cases {
+            let e = msg(Doc::json(text).err().unwrap_or_else(|| panic!("{text:?} parsed")));
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(40), "]".repeat(40));
+        assert!(msg(Doc::json(&deep).err().unwrap()).contains("nested too deeply"));
+    }
+
+    #[test]
+    fn fields_refuse_wrong_types_unknown_keys_and_missing_ones() {
+        let text = "a = 1\nb = \"x\"\nn = -3\n[t]\nk = 1\nextra = 2\n";
+        let mut f = Fields::root(Doc::toml(text).unwrap()).unwrap();
+        assert_eq!(f.uint::<u64>("a").unwrap(), Some(1));
+        let e = msg(f.uint::<u64>("b").unwrap_err());
+        assert!(
+            e.contains("line 2, column 5: `b`: expected a non-negative integer, found a string"),
+            "{e}"
+        );
+        let e = msg(f.uint::<u64>("n").unwrap_err());
+        assert!(
+            e.contains("`n`: expected a non-negative integer in range, found an integer"),
+            "{e}"
+        );
+        let mut t = f.table("t").unwrap().unwrap();
+        assert_eq!(t.float("k").unwrap(), Some(1.0));
+        let e = msg(t.required::<u8>("gone", None).unwrap_err());
+        assert!(e.contains("missing field `gone` in `t`"), "{e}");
+        let e = msg(t.finish().unwrap_err());
+        assert!(
+            e.contains("line 6, column 1: unknown field `extra` in `t`, expected one of `k`"),
+            "{e}"
+        );
+        let e = msg(Fields::root(Doc::toml("x = 1979-05-27\n").unwrap())
+            .unwrap()
+            .str("x")
+            .unwrap_err());
+        assert!(e.contains("expected a string, found a date-time"), "{e}");
+        let e = msg(Doc::toml("a = \n").err().unwrap());
+        assert!(e.contains("TOML parse error"), "{e}");
+    }
+}
