@@ -72,9 +72,10 @@ mod tests {
         let bad = toml_text().replace("https://127.0.0.1:8443", "http://127.0.0.1:8443");
         let e = parse(&bad, Some(Path::new("/tmp/x"))).unwrap_err();
         assert!(e.to_string().contains("collectors[0].url"), "{e}");
-        let e = parse(&toml_text().replace("[app]", "[app]\ncolour = 1"), None).unwrap_err();
+        let colour = toml_text().replace("[app]", "[app]\ncolour = 1");
+        let e = parse(&colour, Some(Path::new("/tmp/x"))).unwrap_err();
         assert!(
-            e.to_string().starts_with("config (TOML): line 2, column 1: unknown field `colour`"),
+            e.to_string().starts_with("config (TOML): line 3, column 1: unknown field `colour`"),
             "{e}"
         );
         let e = parse(r#"{"data_dir": "/tmp/x", "collector_key": 7}"#, None).unwrap_err();
@@ -82,6 +83,6 @@ mod tests {
             e.to_string().contains("`collector_key`: expected a string, found an integer"),
             "{e}"
         );
-        assert!(e.to_string().starts_with("config (JSON): line 1, column 42"), "{e}");
+        assert!(e.to_string().starts_with("config (JSON): line 1, column 41"), "{e}");
     }
 }
