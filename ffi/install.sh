@@ -16,13 +16,16 @@
 #   lib/pkgconfig/vantage.pc    pkg-config metadata (Version = the crate version)
 #
 # Options: --prefix DIR (required), --libdir NAME (default lib), --destdir DIR (or $DESTDIR),
-# --no-build (install what target/release-ffi already holds). Needs cargo and the Rust
-# toolchain of rust-toolchain / Cargo.toml (rust-version); CARGO_TARGET_DIR is honoured.
+# --no-build (install what target/release-ffi already holds), --tls13-only (leave TLS 1.2 out:
+# 68 kB smaller, but a collector behind a front end without TLS 1.3 is then unreachable,
+# docs/ffi.md). Needs cargo
+# and the Rust toolchain of rust-toolchain / Cargo.toml (rust-version); CARGO_TARGET_DIR is
+# honoured.
 # Idempotent: running it again replaces the files. Exit 2 on a usage error, 1 on a failure.
 set -euo pipefail
 
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
@@ -31,6 +34,7 @@ PREFIX=""
 LIBDIR=lib
 DESTDIR="${DESTDIR:-}"
 BUILD=1
+FEATURES=()
 while (($#)); do
     case "$1" in
     --prefix)
@@ -51,6 +55,10 @@ while (($#)); do
         ;;
     --no-build)
         BUILD=0
+        shift
+        ;;
+    --tls13-only)
+        FEATURES=(--no-default-features)
         shift
         ;;
     -h | --help) usage 0 ;;
@@ -85,9 +93,10 @@ if ((BUILD)); then
     cd "$ROOT"
     # One crate type per build: with several in one rustc run cargo cannot run LTO (the .so
     # comes out about 30 % larger). The SONAME goes on the cdylib only.
-    cargo rustc --locked --quiet -p vantage-ffi --lib --profile release-ffi --crate-type cdylib \
-        -- -C "link-arg=-Wl,-soname,$soname"
-    cargo rustc --locked --quiet -p vantage-ffi --lib --profile release-ffi --crate-type staticlib
+    cargo rustc --locked --quiet -p vantage-ffi --lib --profile release-ffi "${FEATURES[@]}" \
+        --crate-type cdylib -- -C "link-arg=-Wl,-soname,$soname"
+    cargo rustc --locked --quiet -p vantage-ffi --lib --profile release-ffi "${FEATURES[@]}" \
+        --crate-type staticlib
 fi
 for f in libvantage.so libvantage.a; do
     [[ -f "$OUT/$f" ]] || {

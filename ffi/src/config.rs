@@ -8,22 +8,27 @@ use crate::error::FfiError;
 
 /// Parses `text` (JSON when its first non-blank character is `{`, else TOML) as the native
 /// agent's config (see `vantage_agent::native::config`), with `data_dir`, when given,
-/// replacing the config's own.
+/// replacing the config's own. Both formats go through the agent's one reader, so they have
+/// the same schema and the same error messages (after a `config (JSON):` or `config (TOML):`
+/// prefix for syntax and schema errors).
 pub(crate) fn parse(text: &str, data_dir: Option<&Path>) -> Result<AgentConfig, FfiError> {
-    let mut table: toml::Table = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| FfiError::Config(format!("config (JSON): {e}")))?
-    } else {
-        text.parse().map_err(|e| FfiError::Config(format!("config (TOML): {e}")))?
+    let dir = match data_dir {
+        Some(d) => {
+            Some(d.to_str().ok_or_else(|| FfiError::invalid("data_dir is not UTF-8"))?.into())
+        }
+        None => None,
     };
-    if let Some(dir) = data_dir {
-        let dir =
-            dir.to_str().ok_or_else(|| FfiError::invalid("data_dir is not UTF-8"))?.to_owned();
-        table.insert("data_dir".into(), toml::Value::String(dir));
-    }
-    // One schema, one set of error messages: the agent's TOML reader checks everything.
-    let toml_text = toml::to_string(&table)
-        .map_err(|e| FfiError::Config(format!("config: cannot be represented as TOML: {e}")))?;
-    Ok(AgentConfig::from_toml_str(&toml_text).map_err(vantage_agent::native::AgentError::from)?)
+    let (format, parsed) = if text.trim_start().starts_with('{') {
+        ("JSON", AgentConfig::from_json_str(text, dir))
+    } else {
+        ("TOML", AgentConfig::from_toml_str_with_data_dir(text, dir))
+    };
+    parsed.map_err(|e| match e {
+        vantage_agent::native::ConfigError::Toml(msg) => {
+            FfiError::Config(format!("config ({format}): {msg}"))
+        }
+        e => vantage_agent::native::AgentError::from(e).into(),
+    })
 }
 
 #[cfg(test)]
@@ -42,13 +47,12 @@ mod tests {
 
     #[test]
     fn toml_and_json_give_the_same_config_with_the_given_data_dir() {
-        let json = serde_json::json!({
-            "collector_key": KEY,
-            "app": {"id": "com.example.app", "version": "1.0", "platform": "ios"},
-            "services": [{"id": "checkout", "hosts": ["api.example.com"]}],
-            "collectors": [{"url": "https://127.0.0.1:8443"}],
-        })
-        .to_string();
+        let json = format!(
+            r#"{{"collector_key": "{KEY}",
+                "app": {{"id": "com.example.app", "version": "1.0", "platform": "ios"}},
+                "services": [{{"id": "checkout", "hosts": ["api.example.com"]}}],
+                "collectors": [{{"url": "https://127.0.0.1:8443"}}]}}"#
+        );
         let dir = Path::new("/tmp/vantage-ffi-config-test");
         let a = parse(&toml_text(), Some(dir)).unwrap();
         let b = parse(&json, Some(dir)).unwrap();
@@ -68,5 +72,17 @@ mod tests {
         let bad = toml_text().replace("https://127.0.0.1:8443", "http://127.0.0.1:8443");
         let e = parse(&bad, Some(Path::new("/tmp/x"))).unwrap_err();
         assert!(e.to_string().contains("collectors[0].url"), "{e}");
+        let colour = toml_text().replace("[app]", "[app]\ncolour = 1");
+        let e = parse(&colour, Some(Path::new("/tmp/x"))).unwrap_err();
+        assert!(
+            e.to_string().starts_with("config (TOML): line 3, column 1: unknown field `colour`"),
+            "{e}"
+        );
+        let e = parse(r#"{"data_dir": "/tmp/x", "collector_key": 7}"#, None).unwrap_err();
+        assert!(
+            e.to_string().contains("`collector_key`: expected a string, found an integer"),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("config (JSON): line 1, column 41"), "{e}");
     }
 }

@@ -45,7 +45,6 @@ use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use serde::Deserialize;
 
 use crate::buffer::StoreLimits;
 use crate::delivery::{DeliveryConfig, MAX_COLLECTORS};
@@ -55,6 +54,8 @@ use crate::pipeline::{
 use crate::report::{AppInfo, Host, ServiceId};
 use crate::sampling::Sampling;
 use crate::wire::CollectorPublicKey;
+
+use super::doc::{Doc, Fields};
 
 /// Default request timeout of one upload: 30 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,8 +77,8 @@ pub enum ConfigError {
         /// What was wrong.
         reason: String,
     },
-    /// The TOML did not parse or did not fit the schema (unknown field, wrong type, missing
-    /// field); toml's message names the key and the line.
+    /// The TOML (or JSON) did not parse or did not fit the schema (unknown field, wrong type,
+    /// missing field); the message names the key and the line.
     #[error("config: {0}")]
     Toml(String),
     /// The config file could not be read.
@@ -365,9 +366,27 @@ impl AgentConfig {
         Self::from_toml_in(&text, path.parent())
     }
 
+    /// Parses a config given as JSON: the same schema as the TOML, the tables as objects
+    /// (`{"app": {"id": ...}, "collectors": [{"url": ...}]}`). `data_dir`, when given, replaces
+    /// the document's own (which may then be left out); the C library passes its argument here.
+    pub fn from_json_str(
+        text: &str,
+        data_dir: Option<PathBuf>,
+    ) -> Result<AgentConfig, ConfigError> {
+        RawConfig::read(Doc::json(text)?, data_dir)?.into_config(None)
+    }
+
+    /// [`from_toml_str`](Self::from_toml_str) with `data_dir`, when given, replacing the
+    /// document's own (which may then be left out).
+    pub fn from_toml_str_with_data_dir(
+        text: &str,
+        data_dir: Option<PathBuf>,
+    ) -> Result<AgentConfig, ConfigError> {
+        RawConfig::read(Doc::toml(text)?, data_dir)?.into_config(None)
+    }
+
     fn from_toml_in(text: &str, base: Option<&Path>) -> Result<AgentConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
-        raw.into_config(base)
+        RawConfig::read(Doc::toml(text)?, None)?.into_config(base)
     }
 }
 
@@ -491,42 +510,31 @@ impl AgentBuilder {
     }
 }
 
-// ---- TOML ----
+// ---- TOML and JSON ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+// The documents' tables, read by hand from `doc::Fields` (no serde: see `doc`). The field
+// lists here are what docs/agent-config.md is checked against (`fields_in_source`).
+
 struct RawConfig {
     data_dir: PathBuf,
     collector_key: String,
-    #[serde(default)]
     extra_ca_files: Vec<PathBuf>,
-    #[serde(default)]
     dns_servers: Vec<String>,
     app: RawApp,
-    #[serde(default)]
     services: Vec<RawService>,
-    #[serde(default)]
     collectors: Vec<RawCollector>,
-    #[serde(default)]
     buffer: RawBuffer,
-    #[serde(default)]
     delivery: RawDelivery,
-    #[serde(default)]
     sampling: RawSampling,
-    #[serde(default)]
     scope: RawScope,
-    #[serde(default)]
     capture: RawCapture,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawCapture {
     unmapped_service: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawApp {
     id: String,
     version: String,
@@ -534,32 +542,24 @@ struct RawApp {
     sdk: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawService {
     id: String,
-    #[serde(default)]
     hosts: Vec<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawCollector {
     url: String,
-    #[serde(default)]
     fixed_addrs: Vec<String>,
     asn: Option<u32>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawBuffer {
     max_bytes: Option<u64>,
     max_age_secs: Option<u64>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawDelivery {
     base_backoff_ms: Option<u64>,
     max_backoff_ms: Option<u64>,
@@ -570,19 +570,117 @@ struct RawDelivery {
     queue_capacity: Option<usize>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawSampling {
     failure_fraction: Option<f64>,
     success_fraction: Option<f64>,
     report_interval_secs: Option<u64>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawScope {
     enabled: Option<bool>,
     interval_secs: Option<u64>,
+}
+
+/// Reads an optional sub-table with `read`, refusing its unknown keys.
+fn sub<T: Default>(
+    f: &mut Fields<'_>,
+    key: &'static str,
+    read: impl FnOnce(&mut Fields<'_>) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    match f.table(key)? {
+        None => Ok(T::default()),
+        Some(mut t) => {
+            let v = read(&mut t)?;
+            t.finish()?;
+            Ok(v)
+        }
+    }
+}
+
+impl RawConfig {
+    /// Reads a document; `data_dir`, when given, replaces the document's own.
+    fn read(doc: Doc<'_>, data_dir: Option<PathBuf>) -> Result<RawConfig, ConfigError> {
+        let mut f = Fields::root(doc)?;
+        let own_dir = f.str("data_dir")?;
+        let data_dir = match data_dir {
+            Some(d) => d,
+            None => PathBuf::from(f.required("data_dir", own_dir)?),
+        };
+        let key = f.str("collector_key")?;
+        let collector_key = f.required("collector_key", key)?;
+        let extra_ca_files = f.strs("extra_ca_files")?.into_iter().map(PathBuf::from).collect();
+        let dns_servers = f.strs("dns_servers")?;
+        let app = f.table("app")?;
+        let mut t = f.required("app", app)?;
+        let (id, version, platform) = (t.str("id")?, t.str("version")?, t.str("platform")?);
+        let app = RawApp {
+            id: t.required("id", id)?,
+            version: t.required("version", version)?,
+            platform: t.required("platform", platform)?,
+            sdk: t.str("sdk")?,
+        };
+        t.finish()?;
+        let mut services = Vec::new();
+        for mut t in f.tables("services")? {
+            let id = t.str("id")?;
+            services.push(RawService { id: t.required("id", id)?, hosts: t.strs("hosts")? });
+            t.finish()?;
+        }
+        let mut collectors = Vec::new();
+        for mut t in f.tables("collectors")? {
+            let url = t.str("url")?;
+            collectors.push(RawCollector {
+                url: t.required("url", url)?,
+                fixed_addrs: t.strs("fixed_addrs")?,
+                asn: t.uint("asn")?,
+            });
+            t.finish()?;
+        }
+        let buffer = sub(&mut f, "buffer", |t| {
+            Ok(RawBuffer { max_bytes: t.uint("max_bytes")?, max_age_secs: t.uint("max_age_secs")? })
+        })?;
+        let delivery = sub(&mut f, "delivery", |t| {
+            Ok(RawDelivery {
+                base_backoff_ms: t.uint("base_backoff_ms")?,
+                max_backoff_ms: t.uint("max_backoff_ms")?,
+                max_in_flight: t.uint("max_in_flight")?,
+                max_per_second: t.uint("max_per_second")?,
+                request_timeout_ms: t.uint("request_timeout_ms")?,
+                seal_delay_ms: t.uint("seal_delay_ms")?,
+                queue_capacity: t.uint("queue_capacity")?,
+            })
+        })?;
+        let sampling = sub(&mut f, "sampling", |t| {
+            Ok(RawSampling {
+                failure_fraction: t.float("failure_fraction")?,
+                success_fraction: t.float("success_fraction")?,
+                report_interval_secs: t.uint("report_interval_secs")?,
+            })
+        })?;
+        let scope = sub(&mut f, "scope", |t| {
+            Ok(RawScope { enabled: t.bool("enabled")?, interval_secs: t.uint("interval_secs")? })
+        })?;
+        let capture = sub(&mut f, "capture", |t| {
+            Ok(RawCapture { unmapped_service: t.str("unmapped_service")? })
+        })?;
+        f.finish()?;
+        Ok(RawConfig {
+            data_dir,
+            collector_key,
+            extra_ca_files,
+            dns_servers,
+            app,
+            services,
+            collectors,
+            buffer,
+            delivery,
+            sampling,
+            scope,
+            capture,
+        })
+    }
 }
 
 fn socket_addr(field: String, s: &str) -> Result<SocketAddr, ConfigError> {

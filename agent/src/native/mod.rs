@@ -79,6 +79,7 @@
 
 mod agent;
 pub mod config;
+mod doc;
 #[cfg(any(feature = "reqwest", feature = "tower"))]
 pub mod integrations;
 pub mod log_store;

@@ -104,19 +104,18 @@ impl ProbeConfig {
     /// private CA, or the test CA in tests). An extra root that is not a usable CA certificate
     /// is ignored.
     ///
-    /// TLS uses the *ring* provider with its default versions (1.2 and 1.3) and offers ALPN
-    /// `http/1.1` only, since the probe speaks HTTP/1.1.
+    /// TLS uses the *ring* provider with TLS 1.3, and 1.2 with the feature `tls12` (part of
+    /// `native`), and offers ALPN `http/1.1` only, since the probe speaks HTTP/1.1.
     pub fn new(extra_roots: Vec<CertificateDer<'static>>) -> ProbeConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let (added, _ignored) = roots.add_parsable_certificates(extra_roots);
-        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports rustls' default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let mut tls =
+            rustls::ClientConfig::builder_with_provider(super::uploader::client_provider())
+                .with_safe_default_protocol_versions()
+                .expect("the ring provider supports rustls' default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         ProbeConfig {
             tls: Arc::new(tls),

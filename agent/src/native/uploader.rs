@@ -46,15 +46,38 @@ pub(crate) fn tls_config(extra: &[CertificateDer<'static>]) -> Arc<rustls::Clien
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let (_added, _ignored) = roots.add_parsable_certificates(extra.iter().cloned());
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("the ring provider supports rustls' default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(client_provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports rustls' default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// rustls' *ring* provider as a client without a certificate needs it: every cipher suite,
+/// key exchange and signature check of `default_provider()`, but a key provider that loads no
+/// private key. The agent never signs in TLS, and the default key provider kept RSA, ECDSA and
+/// Ed25519 signing linked in (about 30 kB of the C library, docs/ffi.md "Size").
+pub(crate) fn client_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::CryptoProvider {
+        key_provider: &NoPrivateKeys,
+        ..rustls::crypto::ring::default_provider()
+    })
+}
+
+/// A [`KeyProvider`](rustls::crypto::KeyProvider) that refuses every key (see
+/// [`client_provider`]).
+#[derive(Debug)]
+struct NoPrivateKeys;
+
+impl rustls::crypto::KeyProvider for NoPrivateKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General("the Vantage agent uses no TLS client key".into()))
+    }
 }
 
 enum Resolver {
@@ -438,5 +461,21 @@ mod tests {
         assert_eq!(outcome_of(503, None), Outcome::RetryAfter { status: 503, delay_ms: 0 });
         assert_eq!(outcome_of(500, None), Outcome::ServerError { status: 500 });
         assert_eq!(outcome_of(404, None), Outcome::ServerError { status: 404 });
+    }
+
+    #[test]
+    fn the_client_provider_keeps_every_suite_and_group_and_loads_no_key() {
+        let ours = client_provider();
+        let default = rustls::crypto::ring::default_provider();
+        let suites = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>()
+        };
+        assert_eq!(suites(&ours), suites(&default));
+        let groups = |p: &rustls::crypto::CryptoProvider| {
+            p.kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>()
+        };
+        assert_eq!(groups(&ours), groups(&default));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(vec![0x30, 0x00].into());
+        assert!(ours.key_provider.load_private_key(key).is_err());
     }
 }

@@ -39,14 +39,122 @@ pub(crate) fn uint(n: impl Into<u64>) -> Value {
     Value::Integer(n.into().into())
 }
 
+/// Encodes `value` exactly as `ciborium::into_writer` does (minimal-length heads, definite
+/// lengths, floats in the shortest of 16/32/64 bits that keeps the value bit for bit), by hand:
+/// ciborium's writer goes through serde's `Serializer`, several kilobytes of the WebAssembly
+/// module (wasm/pkg-src/README.md, "Size"). Decoding reads the bytes directly ([`parse`], then
+/// typed fields from borrowed slices).
 pub(crate) fn to_vec(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    // Not `expect`: that would Debug-print the error, linking `std::io::Error`'s Debug (and
-    // string escaping) into the WebAssembly module for a panic that cannot happen.
-    if ciborium::into_writer(value, &mut out).is_err() {
-        unreachable!("writing CBOR into a Vec cannot fail");
-    }
+    write(&mut out, value);
     out
+}
+
+fn head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    if n < 24 {
+        out.push(m | n as u8);
+    } else if n <= u8::MAX.into() {
+        out.extend_from_slice(&[m | 24, n as u8]);
+    } else if n <= u16::MAX.into() {
+        out.push(m | 25);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else if n <= u32::MAX.into() {
+        out.push(m | 26);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+fn write(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Integer(i) => {
+            // ciborium's integers are -2^64..2^64: every one has a major-0 or -1 head.
+            let n = i128::from(*i);
+            if n >= 0 {
+                head(out, 0, n as u64);
+            } else {
+                head(out, 1, (-1 - n) as u64);
+            }
+        }
+        Value::Bytes(b) => {
+            head(out, 2, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        Value::Text(t) => {
+            head(out, 3, t.len() as u64);
+            out.extend_from_slice(t.as_bytes());
+        }
+        Value::Array(items) => {
+            head(out, 4, items.len() as u64);
+            for v in items {
+                write(out, v);
+            }
+        }
+        Value::Map(entries) => {
+            head(out, 5, entries.len() as u64);
+            for (k, v) in entries {
+                write(out, k);
+                write(out, v);
+            }
+        }
+        Value::Tag(tag, v) => {
+            head(out, 6, *tag);
+            write(out, v);
+        }
+        Value::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Value::Null => out.push(0xf6),
+        Value::Float(x) => write_float(out, *x),
+        // `Value` is non-exhaustive; ciborium 0.2 has no other variant.
+        _ => unreachable!("a CBOR value kind this encoder does not know"),
+    }
+}
+
+/// The float as ciborium writes it: half precision when that is exact (bit for bit, NaN
+/// payloads included, as the `half` crate converts), else single, else double.
+fn write_float(out: &mut Vec<u8>, x: f64) {
+    let single = x as f32;
+    if f64::from(single).to_bits() != x.to_bits() {
+        out.push(0xfb);
+        out.extend_from_slice(&x.to_be_bytes());
+    } else if let Some(h) = exact_half(single) {
+        out.push(0xf9);
+        out.extend_from_slice(&h.to_be_bytes());
+    } else {
+        out.push(0xfa);
+        out.extend_from_slice(&single.to_be_bytes());
+    }
+}
+
+/// The IEEE half-precision bits of `x` when converting to half and back gives `x` again.
+fn exact_half(x: f32) -> Option<u16> {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let man = bits & 0x7f_ffff;
+    if exp == 0xff {
+        // Infinity, or a NaN: half keeps the top 10 payload bits and sets the quiet bit.
+        let quiet_ok = man == 0 || man & 0x40_0000 != 0;
+        return (man & 0x1fff == 0 && quiet_ok).then_some(sign | 0x7c00 | (man >> 13) as u16);
+    }
+    if exp == 0 {
+        // Zero; single-precision subnormals are far below half's range.
+        return (man == 0).then_some(sign);
+    }
+    let e = exp - 127;
+    if (-14..=15).contains(&e) {
+        return (man & 0x1fff == 0)
+            .then_some(sign | (((e + 15) as u16) << 10) | (man >> 13) as u16);
+    }
+    if (-24..-14).contains(&e) {
+        // A half subnormal: k * 2^-24 with k < 1024.
+        let full = man | 0x80_0000;
+        let shift = (13 + (-14 - e)) as u32;
+        return (full & ((1 << shift) - 1) == 0).then_some(sign | (full >> shift) as u16);
+    }
+    None
 }
 
 /// Parses exactly one CBOR item that fills all of `bytes` into a value tree (tests only: the
@@ -645,5 +753,63 @@ mod tests {
             f.uint(2, "created_at").unwrap_err().to_string(),
             "batch.reports[3].created_at: missing"
         );
+    }
+
+    #[test]
+    fn the_encoder_writes_what_ciborium_writes() {
+        let mut values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Bytes(vec![7; 300]),
+            Value::Text("h\u{e9}llo".repeat(20)),
+            Value::Tag(1, Box::new(uint(1_700_000_000u64))),
+            Value::Tag(70_000, Box::new(Value::Text(String::new()))),
+        ];
+        for n in [0u64, 23, 24, 255, 256, 65_535, 65_536, u32::MAX.into(), 1 << 32, u64::MAX] {
+            values.push(uint(n));
+            values.push(Value::Integer((-1 - i128::from(n)).try_into().unwrap()));
+        }
+        let floats = [
+            0.0,
+            -0.0,
+            1.0,
+            -2.5,
+            65504.0,
+            65520.0,
+            1e-5,
+            5.960464477539063e-8,
+            6.1e-5,
+            0.1,
+            1.0e300,
+            3.4028234663852886e38,
+            1.401298464324817e-45,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::from_bits(0x7ff0_0000_0000_0001),
+            f64::from_bits(0x7ff4_0000_0000_0000),
+            f64::from_bits(0xfff8_0000_0000_0000),
+            f64::from(f32::from_bits(0x7fa0_0000)),
+            f64::MIN_POSITIVE,
+            1.0 / 3.0,
+        ];
+        values.extend(floats.iter().map(|x| Value::Float(*x)));
+        for e in -30..20 {
+            values.push(Value::Float(2f64.powi(e)));
+            values.push(Value::Float(3.0 * 2f64.powi(e)));
+            values.push(Value::Float(1025.0 * 2f64.powi(e)));
+        }
+        values.push(Value::Array(values.clone()));
+        values.push(map(vec![
+            (1, uint(2u8)),
+            (3, Value::Array(vec![])),
+            (300, Value::Map(vec![])),
+        ]));
+        for v in &values {
+            let mut want = Vec::new();
+            ciborium::into_writer(v, &mut want).unwrap();
+            assert_eq!(to_vec(v), want, "{v:?}");
+        }
     }
 }
