@@ -52,6 +52,11 @@ pub(super) struct Verdict {
     /// Evidence of the per-client test alone (no network agreement): a window where it is
     /// high is suspicious (keys behind few networks failing) and is not learned.
     pub(super) client_score: f64,
+    /// Evidence against the long reference (the per-client ratio over hours): a window where
+    /// it is high is odd (a slow burn building up) and is learned by neither baseline.
+    pub(super) slow_score: f64,
+    /// Evidence of the exact small-slice test (broken clients against their null rate).
+    pub(super) small_score: f64,
 }
 
 /// The failure and silence tests for one window against one baseline.
@@ -91,6 +96,28 @@ pub(super) fn judge_window(
                 }
             }
         }
+        // The long reference: the same test against the ratio over hours (capped per network,
+        // as it learns), so a drift the fast mean followed still shows.
+        if b.slow.weight > 0 && w.capped.n > 0 {
+            let observed = w.capped.mean();
+            if observed - b.slow.mean >= cfg.min_effect {
+                let z = b.slow.z(f64::from(w.capped.n), observed, 0.0, cfg.min_unit_variance);
+                v.slow_score = normal_upper_score(z);
+            }
+        }
+        // Small slices: when most of a slice's clients are broken (at least half their
+        // attempts failed) on enough networks, the exact binomial tail of that count against
+        // the learned (floored) rate of broken clients decides; one /24 counts for at most
+        // NET_CAP clients in both the count and the total, so keys behind it cannot supply it.
+        let (k, n) = (w.broken_capped, w.capped.n);
+        if b.updates > 0
+            && k >= cfg.min_clients
+            && w.broken_nets >= cfg.min_networks
+            && f64::from(k) >= cfg.small_min_share * f64::from(n)
+        {
+            let q = b.broken.max(cfg.small_null_rate);
+            v.small_score = binomial_upper_score(k, n, q);
+        }
     } else {
         // No attempt counts (browser NEL): failing networks against their baseline count.
         let lambda = b.failing_nets.max(1.0);
@@ -115,7 +142,9 @@ pub(super) fn judge_window(
         && spread_nets >= f64::from(cfg.min_networks)
         && (excess_nets >= f64::from(cfg.min_networks_alone)
             || spread_clients >= cfg.min_client_share * active);
-    v.failure_fires = floors && v.failure_score >= cfg.fire_score;
+    v.failure_fires = (floors && v.failure_score >= cfg.fire_score)
+        || v.small_score >= cfg.fire_score;
+    v.failure_score = v.failure_score.max(v.small_score);
 
     let expected = b.active_clients;
     let k = f64::from(w.active_clients);

@@ -65,7 +65,10 @@ pub use slice::{FailureGroup, SliceDim, SliceKey};
 
 use baseline::Baseline;
 use slice::OTHER_GROUP;
-use stats::{IdMap, fnv1a64, normal_upper_score, poisson_lower_score, poisson_upper_score};
+use stats::{
+    IdMap, binomial_upper_score, fnv1a64, normal_upper_score, poisson_lower_score,
+    poisson_upper_score,
+};
 use window::{Cell, DataSlice, Description, GROUP_SLOTS, SliceWindow, describe, summarise};
 
 /// Tuning of the detector. Every field has a default (see [`DetectorConfig::default`]).
@@ -145,6 +148,22 @@ pub struct DetectorConfig {
     /// Keys the client-id hash, so nobody can aim keys at one hash bucket. Default 0; set a
     /// secret value in production.
     pub hash_seed: u64,
+    /// EWMA weight of each window in the long reference, the per-client ratio over hours that
+    /// a slow burn cannot drag along: windows odd against it are learned by neither baseline,
+    /// so a drift accumulates into a step the fast test sees. Default 1/2160 (6 hours).
+    pub slow_alpha: f64,
+    /// Small-slice test: the share of a slice's (per-network capped) clients that must be
+    /// broken (at least half their attempts failed) for the exact binomial test to apply.
+    /// Default 0.5.
+    pub small_min_share: f64,
+    /// Small-slice test: the smallest per-window null rate of a broken client, whatever the
+    /// baseline learned (a slice that never saw one still has some chance). Default 0.002.
+    pub small_null_rate: f64,
+    /// A notifying alert that fires while another of the same service and kind is firing, or
+    /// within this long after one resolved, joins that incident (it is raised inhibited by
+    /// it) instead of paging again: flapping and the slices of one outage are one
+    /// notification. Default 900 000 (15 minutes).
+    pub incident_cooldown_ms: u64,
 }
 
 impl Default for DetectorConfig {
@@ -181,6 +200,10 @@ impl Default for DetectorConfig {
             max_clients: 1_000_000,
             max_late_entries: 2_000_000,
             hash_seed: 0,
+            slow_alpha: 1.0 / 2160.0,
+            small_min_share: 0.5,
+            small_null_rate: 0.002,
+            incident_cooldown_ms: 900_000,
         }
     }
 }
@@ -222,6 +245,8 @@ struct SliceState {
     quiet: u32,
     /// Consecutive odd windows not learned from.
     frozen: u32,
+    /// Consecutive windows the long reference found odd and did not learn.
+    slow_frozen: u32,
     /// Consecutive evaluations a candidate waited for its rising parent.
     held: u32,
     /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
@@ -233,6 +258,13 @@ const HOLD: u32 = 2;
 
 /// Odd windows a baseline skips before it learns them anyway: one hour of 10 s windows.
 const FREEZE_LIMIT: u32 = 360;
+
+/// Windows odd against the long reference it skips before it follows them (a new normal):
+/// six hours of 10 s windows.
+const SLOW_FREEZE_LIMIT: u32 = 2160;
+
+/// Notifying alerts remembered (per service and kind) for incident grouping.
+const RECENT_INCIDENTS: usize = 10_000;
 
 /// A late failure report's contribution to one bucket of one slice.
 #[derive(Clone, Copy, Debug, Default)]
@@ -412,6 +444,9 @@ pub struct Detector {
     /// Recent notifying ASN retrospectives (ASN, first bucket, last bucket, id), so one
     /// network's flush is one retrospective across services.
     recent_network_retro: VecDeque<(u32, u64, u64, AlertId)>,
+    /// Alerts that resolved recently: (service, kind, the incident's paging alert, end of the
+    /// cool-down).
+    recent_incidents: VecDeque<(String, AlertKind, AlertId, u64)>,
     stats: DetectorStats,
     scratch: IdMap<u64, Cell>,
 }
