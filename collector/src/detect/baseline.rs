@@ -144,14 +144,18 @@ impl Baseline {
     /// Robust to crowded networks: the per-client ratio and the failing-client count are
     /// learned with each network's say capped ([`SliceWindow::capped`]), so keys behind one
     /// /24 (or a handful) cannot move what the next window is judged against.
-    pub(crate) fn update(&mut self, w: &SliceWindow, now_ms: u64, alpha: f64) {
+    ///
+    /// `learn_broken` is false for windows whose broken clients were already improbable
+    /// (p < 0.1): the null rate of the small-slice test learns only ordinary windows, so one
+    /// broken client in a slice of eight does not make the next five look ordinary.
+    pub(crate) fn update(&mut self, w: &SliceWindow, now_ms: u64, alpha: f64, learn_broken: bool) {
         let c = &w.capped;
         self.clients.update(f64::from(c.n), c.mean(), c.var(), alpha);
         self.nets.update(f64::from(w.nets.n), w.nets.mean(), w.nets.var(), alpha);
         let u = self.updates;
         ewma(&mut self.failing_clients, f64::from(w.failing_capped), alpha, u);
         ewma(&mut self.failing_nets, f64::from(w.failing_nets), alpha, u);
-        if c.n > 0 {
+        if c.n > 0 && learn_broken {
             let broken = f64::from(w.broken_capped) / f64::from(c.n);
             ewma(&mut self.broken, broken, alpha, u);
         }
@@ -250,7 +254,7 @@ mod tests {
         let mut b = Baseline::default();
         let start = 4 * 24 * HOUR_MS; // Monday 00:00
         for i in 0..400u64 {
-            b.update(&window(100, 0.02, 100, 10), start + i * 10_000, 0.05);
+            b.update(&window(100, 0.02, 100, 10), start + i * 10_000, 0.05, true);
         }
         assert!((b.clients.mean - 0.02).abs() < 1e-9);
         assert!((b.active_clients - 100.0).abs() < 1e-9);

@@ -456,12 +456,14 @@ impl Detector {
                     }
                     let odd = verdict.failure_score >= cfg.resolve_score
                         || verdict.client_score >= cfg.resolve_score
+                        || verdict.small_score >= cfg.resolve_score
                         || slow_odd;
                     if odd && warm && state.frozen < FREEZE_LIMIT {
                         state.frozen += 1;
                     } else if global_ok {
                         state.frozen = 0;
-                        state.baseline.update(w, now_ms, cfg.baseline_alpha);
+                        let learn_broken = verdict.small_score < BROKEN_ODD_SCORE;
+                        state.baseline.update(w, now_ms, cfg.baseline_alpha, learn_broken);
                     }
                     continue;
                 };

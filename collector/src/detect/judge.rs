@@ -57,6 +57,15 @@ pub(super) struct Verdict {
     pub(super) slow_score: f64,
     /// Evidence of the exact small-slice test (broken clients against their null rate).
     pub(super) small_score: f64,
+    /// The small-slice test applies (enough broken clients on enough networks, and most of
+    /// the slice): then its score can fire.
+    pub(super) small_gated: bool,
+}
+
+impl Verdict {
+    fn failure_fires_floors(&self, floors: bool, cfg: &DetectorConfig) -> bool {
+        floors && self.failure_score >= cfg.fire_score
+    }
 }
 
 /// The failure and silence tests for one window against one baseline.
@@ -96,27 +105,34 @@ pub(super) fn judge_window(
                 }
             }
         }
-        // The long reference: the same test against the ratio over hours (capped per network,
-        // as it learns), so a drift the fast mean followed still shows.
+        // The long reference: has the fast mean (a 30-minute average of the level) drifted
+        // above the ratio over hours by more than its own noise, with this window above it
+        // too? The noise of an EWMA of windows is the window's variance times a / (2 - a),
+        // so a slow burn shows long before any single window could.
         if b.slow.weight > 0 && w.capped.n > 0 {
-            let observed = w.capped.mean();
-            if observed - b.slow.mean >= cfg.min_effect {
-                let z = b.slow.z(f64::from(w.capped.n), observed, 0.0, cfg.min_unit_variance);
-                v.slow_score = normal_upper_score(z);
+            let drift = b.clients.mean - b.slow.mean;
+            let above = w.capped.mean() - b.slow.mean;
+            if drift >= cfg.min_effect && above >= cfg.min_effect {
+                let n = f64::from(w.capped.n);
+                let window_var =
+                    b.clients.var_unit.max(cfg.min_unit_variance) / n + b.clients.var_time;
+                let a = cfg.baseline_alpha.clamp(1e-6, 1.0);
+                v.slow_score = normal_upper_score(drift / (window_var * a / (2.0 - a)).sqrt());
             }
         }
         // Small slices: when most of a slice's clients are broken (at least half their
         // attempts failed) on enough networks, the exact binomial tail of that count against
         // the learned (floored) rate of broken clients decides; one /24 counts for at most
         // NET_CAP clients in both the count and the total, so keys behind it cannot supply it.
+        // Below those gates the same score still marks the window odd (not learned), so a
+        // few broken clients do not raise the null rate the next small outage is judged by.
         let (k, n) = (w.broken_capped, w.capped.n);
-        if b.updates > 0
-            && k >= cfg.min_clients
-            && w.broken_nets >= cfg.min_networks
-            && f64::from(k) >= cfg.small_min_share * f64::from(n)
-        {
+        if b.updates > 0 && k > 0 {
             let q = b.broken.max(cfg.small_null_rate);
             v.small_score = binomial_upper_score(k, n, q);
+            v.small_gated = k >= cfg.min_clients
+                && w.broken_nets >= cfg.min_networks
+                && f64::from(k) >= cfg.small_min_share * f64::from(n);
         }
     } else {
         // No attempt counts (browser NEL): failing networks against their baseline count.
@@ -142,9 +158,12 @@ pub(super) fn judge_window(
         && spread_nets >= f64::from(cfg.min_networks)
         && (excess_nets >= f64::from(cfg.min_networks_alone)
             || spread_clients >= cfg.min_client_share * active);
-    v.failure_fires = (floors && v.failure_score >= cfg.fire_score)
-        || v.small_score >= cfg.fire_score;
-    v.failure_score = v.failure_score.max(v.small_score);
+    if v.small_gated {
+        v.failure_fires = v.failure_fires_floors(floors, cfg) || v.small_score >= cfg.fire_score;
+        v.failure_score = v.failure_score.max(v.small_score);
+    } else {
+        v.failure_fires = v.failure_fires_floors(floors, cfg);
+    }
 
     let expected = b.active_clients;
     let k = f64::from(w.active_clients);
