@@ -20,10 +20,17 @@
 //!       overdispersion learned), or failing networks vs baseline (Poisson) without counts
 //!    floors: >= 5 failing clients on >= 3 networks, and >= 20 failing networks or >= 5% of the
 //!       slice's active clients, above what the baseline expects
+//!    small slices: >= 5 broken clients (half their attempts failed) on >= 3 networks, half
+//!       the slice or more: exact binomial tail against the learned (floored) broken rate
+//!    long reference (hours): a fast mean drifted above it marks windows odd (not learned),
+//!       so a slow burn builds into a step instead of being learned
 //!    silence test: active clients far below baseline while the rest of the fleet reports
 //!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess;
 //!       a firing service alert inhibits its child slices
 //!    lifecycle: Fired ─▶ (quiet for 3 evaluations) ─▶ Resolved; baselines learn quiet windows
+//!    incidents: a new alert of a service joins the firing (or < 15 min resolved) incident of
+//!       the same kind there: raised inhibited by the alert that paged
+//!    flushes: a client's local-scope report makes its counts a flush (not current evidence)
 //! ```
 //!
 //! Slices are the service, service x failure group (dns, tcp, tls, http), service x ASN and
@@ -854,7 +861,10 @@ mod tests {
         let mut f = Feed::new(400);
         f.run(1800, background);
         let start = f.now;
-        f.run(1800, move |c, now| if (now - start) / 60_000 % 2 == 0 { 10 } else { background(c, now) });
+        f.run(
+            1800,
+            move |c, now| if (now - start) / 60_000 % 2 == 0 { 10 } else { background(c, now) },
+        );
         let pages = paging(&f);
         assert_eq!(pages.len(), 1, "{pages:?}");
         // It resolved and fired again several times: the later alerts joined the incident.

@@ -137,9 +137,10 @@ fn localized(
             | EventClass::SmallService,
             SliceDim::Service,
         ) => true,
-        (EventClass::GrayFailure | EventClass::SlowBurn, SliceDim::Service | SliceDim::Group(_)) => {
-            true
-        }
+        (
+            EventClass::GrayFailure | EventClass::SlowBurn,
+            SliceDim::Service | SliceDim::Group(_),
+        ) => true,
         (EventClass::RegionOutage, SliceDim::Country(c)) => region_country(c),
         // The service, or one of its failure groups, with the region's country on top.
         (EventClass::RegionOutage, SliceDim::Service | SliceDim::Group(_)) => {
@@ -268,8 +269,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                     let e = &events[i];
                     if let Some(ci) = idx(e.class) {
                         if e.class.is_incident() {
-                            if !e.class.is_blackout() || localized(e, &alert.slice, None)
-                            {
+                            if !e.class.is_blackout() || localized(e, &alert.slice, None) {
                                 classes[ci].retro += 1;
                             }
                         } else {
@@ -435,7 +435,10 @@ impl Report {
             ("outage after poison recall %", recall(EventClass::OutageAfterPoison)),
             ("gray failure recall %", recall(EventClass::GrayFailure)),
             ("small ASN recall %", recall(EventClass::SmallAsn)),
-            ("small slice recall %", if sn == 0 { f64::NAN } else { 100.0 * sd as f64 / sn as f64 }),
+            (
+                "small slice recall %",
+                if sn == 0 { f64::NAN } else { 100.0 * sd as f64 / sn as f64 },
+            ),
             ("small slice delay max s", q(&sdelays, 1.0)),
             ("slow burn recall %", recall(EventClass::SlowBurn)),
             ("slow burn delay after level max s", max_delay(EventClass::SlowBurn)),
@@ -622,11 +625,7 @@ impl Report {
                 c.inhibited,
                 resolve,
                 c.retro,
-                if c.class.is_blackout() {
-                    c.flush_pages.to_string()
-                } else {
-                    "-".into()
-                },
+                if c.class.is_blackout() { c.flush_pages.to_string() } else { "-".into() },
             );
         }
         let _ = writeln!(

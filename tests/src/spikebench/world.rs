@@ -345,9 +345,7 @@ impl World {
             match e.class {
                 EventClass::Surge => surge = 3.0,
                 EventClass::RetryLoop if e.client == Some(c) => retry_loop = true,
-                EventClass::AsnBlackout
-                | EventClass::ShortBlackout
-                | EventClass::LongBlackout
+                EventClass::AsnBlackout | EventClass::ShortBlackout | EventClass::LongBlackout
                     if e.asn == Some(client.asn) =>
                 {
                     blackout = true;
