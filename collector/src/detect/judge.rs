@@ -62,12 +62,6 @@ pub(super) struct Verdict {
     pub(super) small_gated: bool,
 }
 
-impl Verdict {
-    fn failure_fires_floors(&self, floors: bool, cfg: &DetectorConfig) -> bool {
-        floors && self.failure_score >= cfg.fire_score
-    }
-}
-
 /// The failure and silence tests for one window against one baseline.
 pub(super) fn judge_window(
     cfg: &DetectorConfig,
@@ -158,11 +152,11 @@ pub(super) fn judge_window(
         && spread_nets >= f64::from(cfg.min_networks)
         && (excess_nets >= f64::from(cfg.min_networks_alone)
             || spread_clients >= cfg.min_client_share * active);
+    v.failure_fires = floors && v.failure_score >= cfg.fire_score;
     if v.small_gated {
-        v.failure_fires = v.failure_fires_floors(floors, cfg) || v.small_score >= cfg.fire_score;
+        // The small-slice test stands on its own (its gates are its floors).
+        v.failure_fires |= v.small_score >= cfg.fire_score;
         v.failure_score = v.failure_score.max(v.small_score);
-    } else {
-        v.failure_fires = v.failure_fires_floors(floors, cfg);
     }
 
     let expected = b.active_clients;
