@@ -92,9 +92,18 @@ fn short_days_on_several_seeds_meet_the_goals() {
     for r in &reports {
         check(r);
     }
-    // Across the seeds, every hard class and the blackouts were injected at least once.
-    for class in EventClass::SCHEDULED.iter().filter(|c| c.is_hard() || c.is_blackout()) {
-        let n: usize = reports.iter().map(|r| r.class(*class).unwrap().events).sum();
-        assert!(n >= 1, "no {} injected on seeds {SEEDS:?}", class.label());
+    // Across the seeds, every hard class, a slow burn, a flapping outage and a blackout were
+    // injected at least once.
+    let injected = |class: &EventClass| -> usize {
+        reports.iter().map(|r| r.class(*class).unwrap().events).sum()
+    };
+    for class in EventClass::SCHEDULED.iter().filter(|c| c.is_hard()) {
+        assert!(injected(class) >= 1, "no {} injected on seeds {SEEDS:?}", class.label());
     }
+    for class in [EventClass::SlowBurn, EventClass::Flapping] {
+        assert!(injected(&class) >= 1, "no {} injected on seeds {SEEDS:?}", class.label());
+    }
+    let blackouts: usize =
+        EventClass::SCHEDULED.iter().filter(|c| c.is_blackout()).map(injected).sum();
+    assert!(blackouts >= 1, "no blackout injected on seeds {SEEDS:?}");
 }
