@@ -100,6 +100,14 @@ pub(crate) struct Baseline {
     pub(crate) active_clients: f64,
     /// Distinct active networks per window.
     pub(crate) active_nets: f64,
+    /// Share of the (per-network capped) clients that are broken (at least half their
+    /// attempts failed) per window: the small-slice test's null rate.
+    #[serde(default)]
+    pub(crate) broken: f64,
+    /// The long reference: the per-client ratio over hours ([`Baseline::update_slow`]), which
+    /// a slow burn cannot drag along the way it drags the fast mean.
+    #[serde(default)]
+    pub(crate) slow: RatioBaseline,
     #[serde(with = "slots_serde")]
     slots: Option<Box<[Slot; SLOTS]>>,
     sums: HourSums,
@@ -136,13 +144,21 @@ impl Baseline {
     /// Robust to crowded networks: the per-client ratio and the failing-client count are
     /// learned with each network's say capped ([`SliceWindow::capped`]), so keys behind one
     /// /24 (or a handful) cannot move what the next window is judged against.
-    pub(crate) fn update(&mut self, w: &SliceWindow, now_ms: u64, alpha: f64) {
+    ///
+    /// `learn_broken` is false for windows whose broken clients were already improbable
+    /// (p < 0.1): the null rate of the small-slice test learns only ordinary windows, so one
+    /// broken client in a slice of eight does not make the next five look ordinary.
+    pub(crate) fn update(&mut self, w: &SliceWindow, now_ms: u64, alpha: f64, learn_broken: bool) {
         let c = &w.capped;
         self.clients.update(f64::from(c.n), c.mean(), c.var(), alpha);
         self.nets.update(f64::from(w.nets.n), w.nets.mean(), w.nets.var(), alpha);
         let u = self.updates;
         ewma(&mut self.failing_clients, f64::from(w.failing_capped), alpha, u);
         ewma(&mut self.failing_nets, f64::from(w.failing_nets), alpha, u);
+        if c.n > 0 && learn_broken {
+            let broken = f64::from(w.broken_capped) / f64::from(c.n);
+            ewma(&mut self.broken, broken, alpha, u);
+        }
         // Volume learns growth at most 2x (+5) per window, so a burst of extra keys (a flood,
         // a flush) cannot lift the baseline far enough to look like silence when it stops.
         let capped = |sample: u32, base: f64| {
@@ -156,6 +172,13 @@ impl Baseline {
         ewma(&mut self.active_nets, an, alpha, u);
         self.updates = self.updates.saturating_add(1);
         self.record_hour(w, now_ms);
+    }
+
+    /// Folds a window into the long reference only (`alpha` small: hours). Called for the
+    /// windows the long reference does not find odd, whether or not the fast baseline learns.
+    pub(crate) fn update_slow(&mut self, w: &SliceWindow, alpha: f64) {
+        let c = &w.capped;
+        self.slow.update(f64::from(c.n), c.mean(), c.var(), alpha);
     }
 
     fn record_hour(&mut self, w: &SliceWindow, now_ms: u64) {
@@ -213,6 +236,8 @@ mod tests {
             top_net_failing: 0,
             capped: unit,
             failing_capped: failing,
+            broken_capped: 0,
+            broken_nets: 0,
         }
     }
 
@@ -229,7 +254,7 @@ mod tests {
         let mut b = Baseline::default();
         let start = 4 * 24 * HOUR_MS; // Monday 00:00
         for i in 0..400u64 {
-            b.update(&window(100, 0.02, 100, 10), start + i * 10_000, 0.05);
+            b.update(&window(100, 0.02, 100, 10), start + i * 10_000, 0.05, true);
         }
         assert!((b.clients.mean - 0.02).abs() < 1e-9);
         assert!((b.active_clients - 100.0).abs() < 1e-9);

@@ -28,6 +28,7 @@ impl Detector {
             recent_ids: VecDeque::new(),
             recent_set: HashSet::new(),
             recent_network_retro: VecDeque::new(),
+            recent_incidents: VecDeque::new(),
             scratch: IdMap::default(),
         }
     }
@@ -135,6 +136,20 @@ impl Detector {
         let e = &report.enrichment;
         let net = report.net.0;
         let received = received_at.0;
+        if report.scope == Scope::Local {
+            // The client says its own network was down: what it delivers now is a flush of
+            // buffered batches, and the counts that come with it (however short the gap)
+            // are not current evidence either.
+            let grace_end = received.saturating_add(self.config.flush_grace_ms);
+            let room = self.clients.len() < self.config.max_clients;
+            match self.clients.get_mut(&client) {
+                Some(entry) => entry.1 = entry.1.max(grace_end),
+                None if room => {
+                    self.clients.insert(client, (received, grace_end));
+                }
+                None => {}
+            }
+        }
         if late {
             self.stats.late_reports += 1;
             if self.late_entries >= self.config.max_late_entries {
@@ -311,6 +326,7 @@ impl Detector {
     ) -> Vec<Candidate> {
         let cfg = self.config.clone();
         let mut candidates = Vec::new();
+        let mut resolved = Vec::new();
         // The service slice's verdict, seen before its children (windows list it first).
         let mut parent: Option<(String, f64, bool)> = None;
         for (name, part, ws) in windows {
@@ -366,6 +382,11 @@ impl Detector {
                         alert.state = AlertState::Resolved;
                         alert.end_ms = Some((end_bucket * cfg.bucket_ms).max(alert.start_ms));
                         events.push(AlertEvent::Resolved(alert.clone()));
+                        // The incident it belongs to (itself when it paged) stays open for
+                        // the cool-down.
+                        let incident = alert.inhibited_by.unwrap_or(alert.id);
+                        let until = now_ms.saturating_add(cfg.incident_cooldown_ms);
+                        resolved.push((name.clone(), alert.kind, incident, until));
                         state.alert = None;
                         state.quiet = 0;
                     } else if !is_service && index == 0 {
@@ -417,13 +438,32 @@ impl Detector {
                     // it builds up (spikebench: gray-failure recall 7/8 -> 8/8).
                     // Keys failing behind few networks (the per-client test alone) are odd too:
                     // an attacker's burst is neither paged nor learned.
+                    // Odd against the long reference (a slow burn building up) is odd too,
+                    // and the long reference itself learns only what it finds normal (or,
+                    // after SLOW_FREEZE_LIMIT, a lasting new normal).
+                    let slow_odd = verdict.slow_score >= cfg.resolve_score;
+                    if !warm || !slow_odd {
+                        state.slow_frozen = 0;
+                        if global_ok {
+                            state.baseline.update_slow(w, cfg.slow_alpha);
+                        }
+                    } else if state.slow_frozen >= SLOW_FREEZE_LIMIT {
+                        if global_ok {
+                            state.baseline.update_slow(w, cfg.slow_alpha);
+                        }
+                    } else {
+                        state.slow_frozen += 1;
+                    }
                     let odd = verdict.failure_score >= cfg.resolve_score
-                        || verdict.client_score >= cfg.resolve_score;
+                        || verdict.client_score >= cfg.resolve_score
+                        || verdict.small_score >= cfg.resolve_score
+                        || slow_odd;
                     if odd && warm && state.frozen < FREEZE_LIMIT {
                         state.frozen += 1;
                     } else if global_ok {
                         state.frozen = 0;
-                        state.baseline.update(w, now_ms, cfg.baseline_alpha);
+                        let learn_broken = verdict.small_score < BROKEN_ODD_SCORE;
+                        state.baseline.update(w, now_ms, cfg.baseline_alpha, learn_broken);
                     }
                     continue;
                 };
@@ -453,7 +493,34 @@ impl Detector {
                 });
             }
         }
+        self.recent_incidents.retain(|(_, _, _, until)| *until >= now_ms);
+        self.recent_incidents.extend(resolved);
+        while self.recent_incidents.len() > RECENT_INCIDENTS {
+            self.recent_incidents.pop_front();
+        }
         candidates
+    }
+
+    /// The incident a new alert of `c`'s service and kind belongs to: the incident of an alert
+    /// of the same service and kind still firing (on any of its slices), or of one that
+    /// resolved less than [`DetectorConfig::incident_cooldown_ms`] ago. An incident is named
+    /// by the alert that paged for it.
+    fn incident_of(&self, c: &Candidate, now_ms: u64) -> Option<AlertId> {
+        let firing = self.services.get(&c.service).and_then(|sd| {
+            std::iter::once(&sd.service)
+                .chain(sd.asns.values())
+                .chain(sd.countries.values())
+                .flat_map(|t| t.states.iter().filter_map(|s| s.alert.as_ref()))
+                .find(|a| a.kind == c.kind)
+                .map(|a| a.inhibited_by.unwrap_or(a.id))
+        });
+        firing.or_else(|| {
+            self.recent_incidents
+                .iter()
+                .rev()
+                .find(|(s, k, _, until)| *s == c.service && *k == c.kind && *until >= now_ms)
+                .map(|r| r.2)
+        })
     }
 
     fn describe_candidates(&mut self, candidates: &mut [Candidate], from: u64, to: u64) {
@@ -504,7 +571,8 @@ impl Detector {
                     .and_then(|sd| sd.service.states[0].alert.as_ref())
                     .map(|a| a.id)
                     .or_else(|| self.network_silence(&c))
-            };
+            }
+            .or_else(|| self.incident_of(&c, now_ms));
             let alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
             let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
             if let Some(state) = t.states.get_mut(c.index) {

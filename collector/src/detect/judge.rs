@@ -52,6 +52,14 @@ pub(super) struct Verdict {
     /// Evidence of the per-client test alone (no network agreement): a window where it is
     /// high is suspicious (keys behind few networks failing) and is not learned.
     pub(super) client_score: f64,
+    /// Evidence against the long reference (the per-client ratio over hours): a window where
+    /// it is high is odd (a slow burn building up) and is learned by neither baseline.
+    pub(super) slow_score: f64,
+    /// Evidence of the exact small-slice test (broken clients against their null rate).
+    pub(super) small_score: f64,
+    /// The small-slice test applies (enough broken clients on enough networks, and most of
+    /// the slice): then its score can fire.
+    pub(super) small_gated: bool,
 }
 
 /// The failure and silence tests for one window against one baseline.
@@ -91,6 +99,35 @@ pub(super) fn judge_window(
                 }
             }
         }
+        // The long reference: has the fast mean (a 30-minute average of the level) drifted
+        // above the ratio over hours by more than its own noise, with this window above it
+        // too? The noise of an EWMA of windows is the window's variance times a / (2 - a),
+        // so a slow burn shows long before any single window could.
+        if b.slow.weight > 0 && w.capped.n > 0 {
+            let drift = b.clients.mean - b.slow.mean;
+            let above = w.capped.mean() - b.slow.mean;
+            if drift >= cfg.min_effect && above >= cfg.min_effect {
+                let n = f64::from(w.capped.n);
+                let window_var =
+                    b.clients.var_unit.max(cfg.min_unit_variance) / n + b.clients.var_time;
+                let a = cfg.baseline_alpha.clamp(1e-6, 1.0);
+                v.slow_score = normal_upper_score(drift / (window_var * a / (2.0 - a)).sqrt());
+            }
+        }
+        // Small slices: when most of a slice's clients are broken (at least half their
+        // attempts failed) on enough networks, the exact binomial tail of that count against
+        // the learned (floored) rate of broken clients decides; one /24 counts for at most
+        // NET_CAP clients in both the count and the total, so keys behind it cannot supply it.
+        // Below those gates the same score still marks the window odd (not learned), so a
+        // few broken clients do not raise the null rate the next small outage is judged by.
+        let (k, n) = (w.broken_capped, w.capped.n);
+        if b.updates > 0 && k > 0 {
+            let q = b.broken.max(cfg.small_null_rate);
+            v.small_score = binomial_upper_score(k, n, q);
+            v.small_gated = k >= cfg.min_clients
+                && w.broken_nets >= cfg.min_networks
+                && f64::from(k) >= cfg.small_min_share * f64::from(n);
+        }
     } else {
         // No attempt counts (browser NEL): failing networks against their baseline count.
         let lambda = b.failing_nets.max(1.0);
@@ -116,6 +153,11 @@ pub(super) fn judge_window(
         && (excess_nets >= f64::from(cfg.min_networks_alone)
             || spread_clients >= cfg.min_client_share * active);
     v.failure_fires = floors && v.failure_score >= cfg.fire_score;
+    if v.small_gated {
+        // The small-slice test stands on its own (its gates are its floors).
+        v.failure_fires |= v.small_score >= cfg.fire_score;
+        v.failure_score = v.failure_score.max(v.small_score);
+    }
 
     let expected = b.active_clients;
     let k = f64::from(w.active_clients);

@@ -20,10 +20,17 @@
 //!       overdispersion learned), or failing networks vs baseline (Poisson) without counts
 //!    floors: >= 5 failing clients on >= 3 networks, and >= 20 failing networks or >= 5% of the
 //!       slice's active clients, above what the baseline expects
+//!    small slices: >= 5 broken clients (half their attempts failed) on >= 3 networks, half
+//!       the slice or more: exact binomial tail against the learned (floored) broken rate
+//!    long reference (hours): a fast mean drifted above it marks windows odd (not learned),
+//!       so a slow burn builds into a step instead of being learned
 //!    silence test: active clients far below baseline while the rest of the fleet reports
 //!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess;
 //!       a firing service alert inhibits its child slices
 //!    lifecycle: Fired ─▶ (quiet for 3 evaluations) ─▶ Resolved; baselines learn quiet windows
+//!    incidents: a new alert of a service joins the firing (or < 15 min resolved) incident of
+//!       the same kind there: raised inhibited by the alert that paged
+//!    flushes: a client's local-scope report makes its counts a flush (not current evidence)
 //! ```
 //!
 //! Slices are the service, service x failure group (dns, tcp, tls, http), service x ASN and
@@ -65,7 +72,10 @@ pub use slice::{FailureGroup, SliceDim, SliceKey};
 
 use baseline::Baseline;
 use slice::OTHER_GROUP;
-use stats::{IdMap, fnv1a64, normal_upper_score, poisson_lower_score, poisson_upper_score};
+use stats::{
+    IdMap, binomial_upper_score, fnv1a64, normal_upper_score, poisson_lower_score,
+    poisson_upper_score,
+};
 use window::{Cell, DataSlice, Description, GROUP_SLOTS, SliceWindow, describe, summarise};
 
 /// Tuning of the detector. Every field has a default (see [`DetectorConfig::default`]).
@@ -145,6 +155,22 @@ pub struct DetectorConfig {
     /// Keys the client-id hash, so nobody can aim keys at one hash bucket. Default 0; set a
     /// secret value in production.
     pub hash_seed: u64,
+    /// EWMA weight of each window in the long reference, the per-client ratio over hours that
+    /// a slow burn cannot drag along: windows odd against it are learned by neither baseline,
+    /// so a drift accumulates into a step the fast test sees. Default 1/2160 (6 hours).
+    pub slow_alpha: f64,
+    /// Small-slice test: the share of a slice's (per-network capped) clients that must be
+    /// broken (at least half their attempts failed) for the exact binomial test to apply.
+    /// Default 0.5.
+    pub small_min_share: f64,
+    /// Small-slice test: the smallest per-window null rate of a broken client, whatever the
+    /// baseline learned (a slice that never saw one still has some chance). Default 0.002.
+    pub small_null_rate: f64,
+    /// A notifying alert that fires while another of the same service and kind is firing, or
+    /// within this long after one resolved, joins that incident (it is raised inhibited by
+    /// it) instead of paging again: flapping and the slices of one outage are one
+    /// notification. Default 900 000 (15 minutes).
+    pub incident_cooldown_ms: u64,
 }
 
 impl Default for DetectorConfig {
@@ -181,6 +207,10 @@ impl Default for DetectorConfig {
             max_clients: 1_000_000,
             max_late_entries: 2_000_000,
             hash_seed: 0,
+            slow_alpha: 1.0 / 2160.0,
+            small_min_share: 0.5,
+            small_null_rate: 0.002,
+            incident_cooldown_ms: 900_000,
         }
     }
 }
@@ -222,6 +252,8 @@ struct SliceState {
     quiet: u32,
     /// Consecutive odd windows not learned from.
     frozen: u32,
+    /// Consecutive windows the long reference found odd and did not learn.
+    slow_frozen: u32,
     /// Consecutive evaluations a candidate waited for its rising parent.
     held: u32,
     /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
@@ -233,6 +265,17 @@ const HOLD: u32 = 2;
 
 /// Odd windows a baseline skips before it learns them anyway: one hour of 10 s windows.
 const FREEZE_LIMIT: u32 = 360;
+
+/// Windows odd against the long reference it skips before it follows them (a new normal):
+/// six hours of 10 s windows.
+const SLOW_FREEZE_LIMIT: u32 = 2160;
+
+/// Small-slice evidence (`-ln p`) above which a window's broken clients are not learned into
+/// the null rate: p < 0.1.
+const BROKEN_ODD_SCORE: f64 = 2.3;
+
+/// Notifying alerts remembered (per service and kind) for incident grouping.
+const RECENT_INCIDENTS: usize = 10_000;
 
 /// A late failure report's contribution to one bucket of one slice.
 #[derive(Clone, Copy, Debug, Default)]
@@ -412,6 +455,9 @@ pub struct Detector {
     /// Recent notifying ASN retrospectives (ASN, first bucket, last bucket, id), so one
     /// network's flush is one retrospective across services.
     recent_network_retro: VecDeque<(u32, u64, u64, AlertId)>,
+    /// Alerts that resolved recently: (service, kind, the incident's paging alert, end of the
+    /// cool-down).
+    recent_incidents: VecDeque<(String, AlertKind, AlertId, u64)>,
     stats: DetectorStats,
     scratch: IdMap<u64, Cell>,
 }
@@ -710,6 +756,124 @@ mod tests {
         );
         assert!(retro[0].end_ms.unwrap() >= outage_start + 540_000);
         assert!(h.det.stats().late_reports >= 2000);
+    }
+
+    /// Deterministic "random" failures: how many of a client's 10 attempts fail at ratio `p`.
+    fn failures_at(c: u64, now: u64, p: f64) -> u64 {
+        (0..10u64)
+            .filter(|i| {
+                // splitmix64's finaliser over FNV, so the ten draws are independent.
+                let mut z = fnv1a64(&[&c.to_be_bytes(), &(now / 1000).to_be_bytes(), &[*i as u8]]);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z >> 11) as f64) < p * (1u64 << 53) as f64
+            })
+            .count() as u64
+    }
+
+    fn paging(f: &Feed) -> Vec<Alert> {
+        f.fired().into_iter().filter(|a| a.notifies()).cloned().collect()
+    }
+
+    #[test]
+    fn a_slow_burn_to_five_points_over_two_hours_pages_before_it_is_learned() {
+        // 1% background; from t0 the ratio climbs linearly to 6% over two hours, then holds.
+        let mut f = Feed::new(300);
+        f.run(3600, |c, now| failures_at(c, now, 0.01));
+        assert!(paging(&f).is_empty(), "{:?}", paging(&f));
+        let t0 = f.now;
+        let ramp = 7_200_000.0;
+        let level = move |now: u64| 0.01 + 0.05 * ((now - t0) as f64 / ramp).min(1.0);
+        f.run(7200 + 900, |c, now| failures_at(c, now, level(now)));
+        let pages = paging(&f);
+        assert!(!pages.is_empty(), "the slow burn never paged");
+        let first = &pages[0];
+        assert_eq!(first.slice.service, "shop");
+        assert!(first.raised_at_ms <= t0 + 7_200_000 + 900_000, "{}", first.raised_at_ms - t0);
+        // Paged once, not once per slice.
+        assert_eq!(pages.len(), 1, "{pages:?}");
+        // Without the long reference (it follows as fast as the baseline), the same drift
+        // is learned and never pages: the long reference is what catches it.
+        let fast = DetectorConfig { slow_alpha: 1.0 / 180.0, ..DetectorConfig::default() };
+        let mut g = Feed { det: Detector::new(fast), ..Feed::new(300) };
+        g.run(3600, |c, now| failures_at(c, now, 0.01));
+        let t0 = g.now;
+        let level = move |now: u64| 0.01 + 0.05 * ((now - t0) as f64 / ramp).min(1.0);
+        g.run(7200 + 900, |c, now| failures_at(c, now, level(now)));
+        assert!(paging(&g).is_empty(), "{:?}", paging(&g));
+    }
+
+    #[test]
+    fn five_clients_on_three_networks_all_failing_page_within_a_report_interval_and_a_minute() {
+        // A small service: 8 clients, each on its own /24, 1% background.
+        let mut f = Feed::new(8);
+        f.run(1800, |c, now| failures_at(c, now, 0.01));
+        assert!(paging(&f).is_empty());
+        // Four of them fail completely: below the floor, no page.
+        f.run(300, |c, now| if c < 4 { 10 } else { failures_at(c, now, 0.01) });
+        assert!(paging(&f).is_empty(), "{:?}", paging(&f));
+        f.run(600, |c, now| failures_at(c, now, 0.01));
+        // Five of them (clients 0..5, five networks): a page within 30 s + 60 s.
+        let start = f.now;
+        f.run(300, |c, now| if c < 5 { 10 } else { failures_at(c, now, 0.01) });
+        let pages = paging(&f);
+        assert_eq!(pages.len(), 1, "{pages:?}");
+        assert_eq!(pages[0].slice, SliceKey::service("shop"));
+        assert!(pages[0].raised_at_ms - start <= 90_000, "{}", pages[0].raised_at_ms - start);
+    }
+
+    #[test]
+    fn a_flush_after_a_gap_shorter_than_the_client_gap_is_not_current() {
+        // ASN 64502's clients lose their network for 80 s (shorter than client_gap_ms), then
+        // deliver their buffered batch: local-scope failures and counts with every attempt
+        // failed, then their current batch.
+        let dark = |c: u64| c % 4 == 2;
+        let mut f = Feed::new(400);
+        f.run(1800, background);
+        let start = f.now;
+        f.run(80, |c, now| if dark(c) { 10 } else { background(c, now) });
+        // The sends during the outage never arrived: replay the dark clients' flush.
+        f.events.clear();
+        for c in (0..f.n).filter(|c| dark(*c)) {
+            let r = report(c, c, start + 40_000, f.now, Scope::Local);
+            f.det.observe_report(&r, UnixMillis(f.now));
+            f.det.observe_targets(&StoredTargets {
+                received_at: UnixMillis(f.now),
+                event_at: UnixMillis(f.now),
+                service: "shop".into(),
+                host: "shop.example".into(),
+                attempts: 10,
+                successes: 0,
+                client: key(c),
+                net: NetTag(c),
+                enrichment: enrichment(c),
+            });
+        }
+        f.run(300, background);
+        let current: Vec<_> =
+            paging(&f).into_iter().filter(|a| a.kind == AlertKind::Failures).collect();
+        assert!(current.is_empty(), "{current:?}");
+    }
+
+    #[test]
+    fn an_outage_flapping_a_minute_on_a_minute_off_is_one_notification() {
+        let mut f = Feed::new(400);
+        f.run(1800, background);
+        let start = f.now;
+        f.run(
+            1800,
+            move |c, now| if (now - start) / 60_000 % 2 == 0 { 10 } else { background(c, now) },
+        );
+        let pages = paging(&f);
+        assert_eq!(pages.len(), 1, "{pages:?}");
+        // It resolved and fired again several times: the later alerts joined the incident.
+        let grouped = f.fired().iter().filter(|a| a.inhibited_by == Some(pages[0].id)).count();
+        assert!(grouped >= 5, "{grouped}");
+        // Long after the cool-down, a new outage is a new incident.
+        f.run(1800, background);
+        f.run(120, |_, _| 10);
+        assert_eq!(paging(&f).len(), 2);
     }
 
     #[test]

@@ -66,6 +66,37 @@ pub(crate) fn poisson_lower_score(k: f64, lambda: f64) -> f64 {
     k * (k / lambda).ln() - k + lambda
 }
 
+/// `-ln P(X >= k)` for `X ~ Binomial(n, q)`, exactly (summed in log space from the k-th term;
+/// no approximation, so it holds at the smallest counts). Zero when `k == 0`; infinite when
+/// `k > n` or `q == 0`.
+pub(crate) fn binomial_upper_score(k: u32, n: u32, q: f64) -> f64 {
+    if k == 0 {
+        return 0.0;
+    }
+    if k > n || q <= 0.0 {
+        return f64::INFINITY;
+    }
+    let q = q.min(1.0);
+    if q >= 1.0 {
+        return 0.0;
+    }
+    let (nf, kf) = (f64::from(n), f64::from(k));
+    // ln of the k-th term: ln C(n, k) + k ln q + (n - k) ln(1 - q).
+    let ln_choose: f64 = (1..=k).map(|i| ((nf - kf + f64::from(i)) / f64::from(i)).ln()).sum();
+    let ln_first = ln_choose + kf * q.ln() + (nf - kf) * (1.0 - q).ln();
+    // The tail relative to its first term: 1 + t(k+1)/t(k) + ...
+    let odds = q / (1.0 - q);
+    let (mut term, mut sum) = (1.0f64, 1.0f64);
+    for j in k..n {
+        term *= f64::from(n - j) / f64::from(j + 1) * odds;
+        sum += term;
+        if term < 1e-17 * sum {
+            break;
+        }
+    }
+    (-(ln_first + sum.ln())).max(0.0)
+}
+
 /// `-ln` of the one-sided normal tail for a z-score, approximated as `z^2 / 2` (zero for
 /// `z <= 0`). On the same scale as the Poisson scores, so one threshold serves both.
 pub(crate) fn normal_upper_score(z: f64) -> f64 {
@@ -103,6 +134,20 @@ mod tests {
         // P(X <= 0 | 30) = e^-30 exactly.
         assert!((poisson_lower_score(0.0, 30.0) - 30.0).abs() < 1e-9);
         assert!(poisson_lower_score(10.0, 30.0) > 5.0);
+    }
+
+    #[test]
+    fn binomial_score_is_exact_at_small_counts() {
+        // P(X >= 5 | 5, 0.01) = 1e-10 exactly.
+        let s = binomial_upper_score(5, 5, 0.01);
+        assert!((s - 10.0 * std::f64::consts::LN_10).abs() < 1e-9, "{s}");
+        // P(X >= 1 | 2, 0.5) = 3/4.
+        assert!((binomial_upper_score(1, 2, 0.5) - (4.0f64 / 3.0).ln()).abs() < 1e-12);
+        // P(X >= 3 | 10, 0.1) = 0.0701908...
+        let p = (-binomial_upper_score(3, 10, 0.1)).exp();
+        assert!((p - 0.070_190_8).abs() < 1e-6, "{p}");
+        assert_eq!(binomial_upper_score(0, 10, 0.1), 0.0);
+        assert!(binomial_upper_score(6, 5, 0.1).is_infinite());
     }
 
     #[test]

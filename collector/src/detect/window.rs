@@ -145,6 +145,11 @@ pub(crate) struct SliceWindow {
     pub(crate) capped: UnitStats,
     /// Failing clients with at most [`NET_CAP`] counted per network (what the baseline learns).
     pub(crate) failing_capped: u32,
+    /// Broken clients (at least half their attempts failed) with at most [`NET_CAP`] counted
+    /// per network: the small-slice test's count, which one /24 cannot inflate.
+    pub(crate) broken_capped: u32,
+    /// Distinct networks with a broken client.
+    pub(crate) broken_nets: u32,
 }
 
 /// Most clients one network counts for in what a baseline learns ([`SliceWindow::capped`]).
@@ -157,6 +162,7 @@ pub(crate) struct NetAgg {
     sum_sq: [f64; GROUP_SLOTS],
     n: u32,
     failing: [u32; GROUP_SLOTS],
+    broken: [u32; GROUP_SLOTS],
 }
 
 /// The buckets of one data slice, and their running merge over the current window.
@@ -285,6 +291,9 @@ pub(crate) fn summarise(
                 w.clients.add(r);
                 net.sum[i] += r;
                 net.sum_sq[i] += r * r;
+                if r >= 0.5 {
+                    net.broken[i] += 1;
+                }
             }
             if cell.failing(i) {
                 w.failing_clients += 1;
@@ -303,6 +312,8 @@ pub(crate) fn summarise(
                 w.capped.sum_sq += scale * net.sum_sq[i];
             }
             w.failing_capped += net.failing[i].min(NET_CAP);
+            w.broken_capped += net.broken[i].min(NET_CAP);
+            w.broken_nets += u32::from(net.broken[i] > 0);
             if net.failing[i] > 0 {
                 w.failing_nets += 1;
                 w.top_net_failing = w.top_net_failing.max(net.failing[i]);

@@ -24,6 +24,7 @@ mod world;
 pub use forge::{ForgeResult, forge_cost};
 pub use rng::Rng;
 pub use score::{ClassScore, Report, quantile, sweep_table};
+pub use world::{MAIN_SERVICES, SMALL_SERVICE};
 
 use vantage_collector::detect::{Detector, DetectorConfig};
 
@@ -94,6 +95,21 @@ pub enum EventClass {
     /// burst (1000 failing keys behind one /24, scheduled as a [`EventClass::KeysOneNet`]
     /// nuisance just before it) on the same service.
     OutageAfterPoison,
+    /// Incident: one service's failure ratio climbs linearly by 2 to 5 points over 60-120
+    /// minutes, then holds for 20 minutes (scored from the moment the level is reached).
+    SlowBurn,
+    /// Incident: one service fails for everyone 1 minute on, 1 minute off, for 30 minutes
+    /// (one incident: one notification).
+    Flapping,
+    /// Incident: the small service (a few dozen users, 5-12 active at a time) fails for all
+    /// of them.
+    SmallService,
+    /// Incident: an ASN with 2-6% of the clients loses connectivity for 60-90 s (shorter than
+    /// the agents' gap), then flushes; its flush must not page as current.
+    ShortBlackout,
+    /// Incident: an ASN with 2-6% of the clients loses connectivity for 40-60 minutes at its
+    /// peak, then flushes.
+    LongBlackout,
     /// Nuisance: 3x the requests, same failure ratio.
     Surge,
     /// Nuisance: the quiet night hours of the largest region (nothing injected).
@@ -121,7 +137,7 @@ pub enum EventClass {
 
 impl EventClass {
     /// The scheduled classes, incidents first.
-    pub const SCHEDULED: [EventClass; 15] = [
+    pub const SCHEDULED: [EventClass; 20] = [
         EventClass::ServiceOutage,
         EventClass::GrayFailure,
         EventClass::RegionOutage,
@@ -129,6 +145,11 @@ impl EventClass {
         EventClass::AsnBlackout,
         EventClass::SmallAsn,
         EventClass::OutageAfterPoison,
+        EventClass::SlowBurn,
+        EventClass::Flapping,
+        EventClass::SmallService,
+        EventClass::ShortBlackout,
+        EventClass::LongBlackout,
         EventClass::Surge,
         EventClass::NightTrough,
         EventClass::OneClient,
@@ -150,8 +171,27 @@ impl EventClass {
                 | EventClass::AsnBlackout
                 | EventClass::SmallAsn
                 | EventClass::OutageAfterPoison
+                | EventClass::SlowBurn
+                | EventClass::Flapping
+                | EventClass::SmallService
+                | EventClass::ShortBlackout
+                | EventClass::LongBlackout
                 | EventClass::Forge { .. }
         )
+    }
+
+    /// True for an ASN losing connectivity (its agents buffer, then flush).
+    pub fn is_blackout(self) -> bool {
+        matches!(
+            self,
+            EventClass::AsnBlackout | EventClass::ShortBlackout | EventClass::LongBlackout
+        )
+    }
+
+    /// True for the small-slice classes, whose recall counts only the events where the slice
+    /// had >= 5 active clients on >= 3 networks when it began.
+    pub fn is_small(self) -> bool {
+        matches!(self, EventClass::SmallAsn | EventClass::SmallService)
     }
 
     /// True for the hard outages the recall and delay goals are about.
@@ -175,6 +215,11 @@ impl EventClass {
             EventClass::AsnBlackout => "ASN blackout",
             EventClass::SmallAsn => "small ASN",
             EventClass::OutageAfterPoison => "outage after poison",
+            EventClass::SlowBurn => "slow burn",
+            EventClass::Flapping => "flapping outage",
+            EventClass::SmallService => "small service",
+            EventClass::ShortBlackout => "short blackout",
+            EventClass::LongBlackout => "long blackout",
             EventClass::Surge => "3x surge",
             EventClass::NightTrough => "night trough",
             EventClass::OneClient => "1 client 100%",
@@ -205,8 +250,10 @@ pub struct Event {
     pub region: Option<usize>,
     /// The client affected, if any.
     pub client: Option<usize>,
-    /// Failure ratio added (gray failures).
+    /// Failure ratio added (gray failures; slow burns at the end of their ramp).
     pub delta: f64,
+    /// Slow burns: how long the ratio climbs before it holds.
+    pub ramp_ms: u64,
     /// True when the event concerns every service.
     pub all_services: bool,
 }
@@ -222,6 +269,7 @@ impl Event {
             region: None,
             client: None,
             delta: 0.0,
+            ramp_ms: 0,
             all_services: false,
         }
     }
@@ -238,8 +286,10 @@ fn fits(class: EventClass, ms: u64, asn: Option<usize>) -> bool {
     let region = asn.unwrap_or(0) % world::COUNTRIES.len() % 3;
     let hour = local_time(ms, region).0;
     match class {
-        EventClass::AsnBlackout => (12.0..19.0).contains(&hour),
-        EventClass::AsnOutage | EventClass::SmallAsn => (8.0..22.0).contains(&hour),
+        EventClass::AsnBlackout | EventClass::ShortBlackout | EventClass::LongBlackout => {
+            (12.0..19.0).contains(&hour)
+        }
+        EventClass::AsnOutage => (8.0..22.0).contains(&hour),
         EventClass::NightTrough => online_share(ms, 0) <= 0.25,
         _ => true,
     }
@@ -268,23 +318,40 @@ fn schedule(config: &SimConfig, world_asns: &[(usize, f64)], n_clients: usize) -
                 order.swap(i, rng.range(0, i as u64 + 1) as usize);
             }
             for class in order {
+                let mut ramp_ms = 0;
                 let len = if class == EventClass::CollectorOutage {
                     10 * MINUTE_MS
+                } else if class == EventClass::SlowBurn {
+                    ramp_ms = rng.range(60, 121) * MINUTE_MS;
+                    ramp_ms + 20 * MINUTE_MS
+                } else if class == EventClass::Flapping {
+                    30 * MINUTE_MS
+                } else if class == EventClass::ShortBlackout {
+                    rng.range(60, 91) * 1000
+                } else if class == EventClass::LongBlackout {
+                    rng.range(40, 61) * MINUTE_MS
                 } else if class.is_incident() {
                     rng.range(6, 13) * MINUTE_MS
                 } else {
                     rng.range(15, 26) * MINUTE_MS
                 };
                 let mut e = Event::new(class, 0, len);
-                e.service = rng.range(0, world::SERVICES.len() as u64) as usize;
+                e.ramp_ms = ramp_ms;
+                e.service = rng.range(0, MAIN_SERVICES as u64) as usize;
                 match class {
                     EventClass::GrayFailure => e.delta = 0.005 + 0.045 * rng.f64(),
+                    EventClass::SlowBurn => e.delta = 0.02 + 0.03 * rng.f64(),
+                    EventClass::SmallService => e.service = SMALL_SERVICE,
                     EventClass::RegionOutage => e.region = Some(rng.range(0, 3) as usize),
                     // An ASN's path to the busiest service breaks: at night a 1% ASN has one
-                    // or two active clients, below every evidence floor, hence `fits`.
+                    // or two active clients, below every evidence floor, hence `fits`. Small
+                    // ASNs fail day or night; they count when they had >= 5 active clients
+                    // on >= 3 networks.
                     EventClass::AsnOutage => (e.asn, e.service) = (pick(&mut rng, &mid), 0),
                     EventClass::SmallAsn => (e.asn, e.service) = (pick(&mut rng, &small), 0),
-                    EventClass::AsnBlackout => {
+                    EventClass::AsnBlackout
+                    | EventClass::ShortBlackout
+                    | EventClass::LongBlackout => {
                         e.asn = pick(&mut rng, &blackout);
                         e.all_services = true;
                     }

@@ -42,6 +42,9 @@ pub struct ClassScore {
     /// Pages attributed to events of this class whose own slice is the right one
     /// (alert-level localisation: every page is judged, not only the first).
     pub pages_localized: usize,
+    /// Small-slice classes: events left out of `events` because their slice had fewer than
+    /// 5 active clients or 3 networks when they began (below the documented floor).
+    pub below_floor: usize,
 }
 
 impl ClassScore {
@@ -59,6 +62,7 @@ impl ClassScore {
             inhibited: 0,
             pages_per_event: Vec::new(),
             pages_localized: 0,
+            below_floor: 0,
         }
     }
 
@@ -126,12 +130,28 @@ fn localized(
     let region_country =
         |c: &str| COUNTRIES.iter().position(|x| *x == c).is_some_and(|i| Some(i % 3) == e.region);
     match (e.class, &slice.dim) {
-        (EventClass::ServiceOutage | EventClass::OutageAfterPoison, SliceDim::Service) => true,
-        (EventClass::GrayFailure, SliceDim::Service | SliceDim::Group(_)) => true,
-        (EventClass::RegionOutage, SliceDim::Country(c)) => region_country(c),
-        (EventClass::RegionOutage, SliceDim::Service) => top_country.is_some_and(region_country),
         (
-            EventClass::AsnOutage | EventClass::SmallAsn | EventClass::AsnBlackout,
+            EventClass::ServiceOutage
+            | EventClass::OutageAfterPoison
+            | EventClass::Flapping
+            | EventClass::SmallService,
+            SliceDim::Service,
+        ) => true,
+        (
+            EventClass::GrayFailure | EventClass::SlowBurn,
+            SliceDim::Service | SliceDim::Group(_),
+        ) => true,
+        (EventClass::RegionOutage, SliceDim::Country(c)) => region_country(c),
+        // The service, or one of its failure groups, with the region's country on top.
+        (EventClass::RegionOutage, SliceDim::Service | SliceDim::Group(_)) => {
+            top_country.is_some_and(region_country)
+        }
+        (
+            EventClass::AsnOutage
+            | EventClass::SmallAsn
+            | EventClass::AsnBlackout
+            | EventClass::ShortBlackout
+            | EventClass::LongBlackout,
             SliceDim::Asn(a),
         ) => e.asn.map(|i| ASN_BASE + i as u32) == Some(*a),
         _ => false,
@@ -220,9 +240,18 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
     }
     log.sort_by_key(|(t, _)| *t);
     report.log = log.into_iter().map(|(_, l)| l).collect();
-    for e in events {
-        if let Some(i) = idx(e.class) {
-            classes[i].events += 1;
+    // Small slices below the floor (< 5 active clients or < 3 networks) are not scored.
+    let below_floor = |i: usize| {
+        events[i].class.is_small()
+            && world.event_active[i].is_none_or(|(clients, nets)| clients < 5 || nets < 3)
+    };
+    for (i, e) in events.iter().enumerate() {
+        if let Some(ci) = idx(e.class) {
+            if below_floor(i) {
+                classes[ci].below_floor += 1;
+            } else {
+                classes[ci].events += 1;
+            }
         }
     }
     for (t, ev) in &world.alerts {
@@ -240,9 +269,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                     let e = &events[i];
                     if let Some(ci) = idx(e.class) {
                         if e.class.is_incident() {
-                            if e.class != EventClass::AsnBlackout
-                                || localized(e, &alert.slice, None)
-                            {
+                            if !e.class.is_blackout() || localized(e, &alert.slice, None) {
                                 classes[ci].retro += 1;
                             }
                         } else {
@@ -307,11 +334,11 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                 event_pages[i] += 1;
                 let top = a.top_countries.first().map(|c| c.0.as_str());
                 if localized(e, &a.slice, top)
-                    && (e.class != EventClass::AsnBlackout || a.kind == AlertKind::Silence)
+                    && (!e.class.is_blackout() || a.kind == AlertKind::Silence)
                 {
                     cs.pages_localized += 1;
                 }
-                let counts = if e.class == EventClass::AsnBlackout {
+                let counts = if e.class.is_blackout() {
                     if a.kind != AlertKind::Silence {
                         cs.flush_pages += 1;
                     }
@@ -330,11 +357,16 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
     }
     for (i, e) in events.iter().enumerate() {
         let Some(ci) = idx(e.class) else { continue };
+        if below_floor(i) {
+            continue;
+        }
         if let Some((t, loc)) = first[i] {
             let cs = &mut classes[ci];
             cs.detected += 1;
             cs.localized += usize::from(loc);
-            cs.delays_s.push((t.saturating_sub(e.start_ms)) as f64 / 1000.0);
+            // A slow burn is late only once its level is reached (an earlier page counts 0).
+            let from = e.start_ms + e.ramp_ms;
+            cs.delays_s.push((t.saturating_sub(from)) as f64 / 1000.0);
             cs.pages_per_event.push(event_pages[i]);
             if let Some(r) = last_resolve[i] {
                 cs.resolve_s.push(r.saturating_sub(e.end_ms) as f64 / 1000.0);
@@ -390,6 +422,8 @@ impl Report {
         let recall = |c: EventClass| self.class(c).map_or(f64::NAN, |c| 100.0 * c.recall());
         let ppi = self.pages_per_incident();
         let blackout = self.class(EventClass::AsnBlackout);
+        let max_delay = |c: EventClass| self.class(c).map_or(f64::NAN, |c| q(&c.delays_s, 1.0));
+        let (sn, sd, sdelays) = self.small();
         vec![
             ("hard recall %", if n == 0 { f64::NAN } else { 100.0 * d as f64 / n as f64 }),
             ("hard delay p50 s", q(&delays, 0.5)),
@@ -401,9 +435,18 @@ impl Report {
             ("outage after poison recall %", recall(EventClass::OutageAfterPoison)),
             ("gray failure recall %", recall(EventClass::GrayFailure)),
             ("small ASN recall %", recall(EventClass::SmallAsn)),
+            (
+                "small slice recall %",
+                if sn == 0 { f64::NAN } else { 100.0 * sd as f64 / sn as f64 },
+            ),
+            ("small slice delay max s", q(&sdelays, 1.0)),
+            ("slow burn recall %", recall(EventClass::SlowBurn)),
+            ("slow burn delay after level max s", max_delay(EventClass::SlowBurn)),
+            ("flapping recall %", recall(EventClass::Flapping)),
             ("blackout recall %", recall(EventClass::AsnBlackout)),
             ("blackout silence max s", blackout.map_or(f64::NAN, |b| q(&b.delays_s, 1.0))),
-            ("blackout flush pages", blackout.map_or(f64::NAN, |b| b.flush_pages as f64)),
+            ("long blackout silence max s", max_delay(EventClass::LongBlackout)),
+            ("flush pages (all blackouts)", self.flush_pages() as f64),
             ("pages per incident p50", q(&ppi, 0.5)),
             ("pages per incident p95", q(&ppi, 0.95)),
             ("alert localisation %", 100.0 * self.alert_localisation()),
@@ -421,6 +464,21 @@ impl Report {
     /// Pages attributed to nuisances.
     pub fn nuisance_pages(&self) -> usize {
         self.classes.iter().filter(|c| !c.class.is_incident()).map(|c| c.pages).sum()
+    }
+
+    /// Failure pages raised by blackouts (their flushes), over every blackout class.
+    pub fn flush_pages(&self) -> usize {
+        self.classes.iter().filter(|c| c.class.is_blackout()).map(|c| c.flush_pages).sum()
+    }
+
+    /// (events, detected, delays) over the small-slice classes (events at or above the floor).
+    pub fn small(&self) -> (usize, usize, Vec<f64>) {
+        let small: Vec<&ClassScore> = self.classes.iter().filter(|c| c.class.is_small()).collect();
+        (
+            small.iter().map(|c| c.events).sum(),
+            small.iter().map(|c| c.detected).sum(),
+            small.iter().flat_map(|c| c.delays_s.iter().copied()).collect(),
+        )
     }
 
     /// (events, detected, delays) over the hard outage classes.
@@ -443,21 +501,45 @@ impl Report {
             (format!("hard outages: median delay <= 50 s ({p50:.0} s)"), p50 <= 50.0),
             (format!("hard outages: p90 delay <= 60 s ({p90:.0} s)"), p90 <= 60.0),
         ];
-        if let Some(b) = self.class(EventClass::AsnBlackout) {
+        let (sn, sd, sdelays) = self.small();
+        let smax = sdelays.iter().copied().fold(0.0, f64::max);
+        g.push((
+            format!(
+                "small slices (>= 5 active on >= 3 /24s): recall 100%, paged <= 90 s ({sd}/{sn}, max {smax:.0} s)"
+            ),
+            sd == sn && smax <= 90.0,
+        ));
+        if let Some(b) = self.class(EventClass::SlowBurn) {
             let max = b.delays_s.iter().copied().fold(0.0, f64::max);
             g.push((
                 format!(
-                    "ASN blackout: silence page within 90 s at peak ({}/{}, max {max:.0} s)",
-                    b.delays_s.iter().filter(|d| **d <= 90.0).count(),
-                    b.events
+                    "slow burns: paged within 15 min of reaching the level ({}/{}, max {max:.0} s)",
+                    b.detected, b.events
                 ),
-                b.events > 0 && b.delays_s.iter().filter(|d| **d <= 90.0).count() == b.events,
-            ));
-            g.push((
-                format!("ASN blackout: flush raises no current alert ({} pages)", b.flush_pages),
-                b.flush_pages == 0,
+                b.detected == b.events && max <= 900.0,
             ));
         }
+        let silent: Vec<&ClassScore> = [EventClass::AsnBlackout, EventClass::LongBlackout]
+            .iter()
+            .filter_map(|c| self.class(*c))
+            .collect();
+        let events: usize = silent.iter().map(|b| b.events).sum();
+        let in_time: usize =
+            silent.iter().map(|b| b.delays_s.iter().filter(|d| **d <= 90.0).count()).sum();
+        let max = silent.iter().flat_map(|b| b.delays_s.iter().copied()).fold(0.0, f64::max);
+        g.push((
+            format!(
+                "ASN blackouts: silence page within 90 s at peak ({in_time}/{events}, max {max:.0} s)"
+            ),
+            in_time == events,
+        ));
+        g.push((
+            format!(
+                "blackouts of any length: flush raises no current alert ({} pages)",
+                self.flush_pages()
+            ),
+            self.flush_pages() == 0,
+        ));
         let ppi = self.pages_per_incident();
         let (p50, p95) = (
             quantile(&ppi, 0.5).unwrap_or(f64::INFINITY),
@@ -543,11 +625,7 @@ impl Report {
                 c.inhibited,
                 resolve,
                 c.retro,
-                if c.class == EventClass::AsnBlackout {
-                    c.flush_pages.to_string()
-                } else {
-                    "-".into()
-                },
+                if c.class.is_blackout() { c.flush_pages.to_string() } else { "-".into() },
             );
         }
         let _ = writeln!(
@@ -563,6 +641,14 @@ impl Report {
             self.false_per_week(),
             self.nuisance_retro
         );
+        for c in self.classes.iter().filter(|c| c.below_floor > 0) {
+            let _ = writeln!(
+                s,
+                "{}: {} event(s) below the floor (< 5 active clients or < 3 /24s), not scored",
+                c.class.label(),
+                c.below_floor
+            );
+        }
         if let Some(f) = &self.forge {
             let _ = writeln!(s, "{}", f.table_line());
         }

@@ -10,11 +10,22 @@ use vantage_collector::model::{Country, Enrichment, NetTag, Source, StoredReport
 use super::rng::Rng;
 use super::{Event, EventClass, SimConfig};
 
-/// Services, their baseline failure ratios, and how likely a client is to use each.
-pub(crate) const SERVICES: [(&str, f64, f64); 4] =
-    [("shop", 0.005, 0.6), ("api", 0.01, 0.5), ("media", 0.02, 0.3), ("auth", 0.008, 0.2)];
+/// Services, their baseline failure ratios, and how likely a client is to use each. The last
+/// one is small (a few dozen users at 4000 clients).
+pub(crate) const SERVICES: [(&str, f64, f64); 5] = [
+    ("shop", 0.005, 0.6),
+    ("api", 0.01, 0.5),
+    ("media", 0.02, 0.3),
+    ("auth", 0.008, 0.2),
+    ("tiny", 0.01, 0.003),
+];
+/// The services ordinary events pick from (the small one has its own class).
+pub const MAIN_SERVICES: usize = 4;
+/// Index of the small service in [`SERVICES`].
+pub const SMALL_SERVICE: usize = 4;
 /// The host each service's requests go to.
-const HOSTS: [&str; 4] = ["shop.example", "api.example", "media.example", "auth.example"];
+const HOSTS: [&str; 5] =
+    ["shop.example", "api.example", "media.example", "auth.example", "tiny.example"];
 /// Countries (index = country id); region = index % 3.
 pub(crate) const COUNTRIES: [&str; 12] =
     ["DE", "US", "JP", "FR", "CA", "AU", "GB", "MX", "IN", "NL", "BR", "SG"];
@@ -109,7 +120,7 @@ pub(crate) struct World {
     pub(crate) asns: Vec<Asn>,
     wheel: Vec<Vec<u32>>,
     rng: Rng,
-    service_drift: [f64; 4],
+    service_drift: [f64; 5],
     pub(crate) detector: Detector,
     pub(crate) alerts: Vec<(u64, AlertEvent)>,
     /// Background micro-blips, 20-60 s: (start, end, service, 1-3 clients failing 100%, or
@@ -119,6 +130,9 @@ pub(crate) struct World {
     live_blips: Vec<usize>,
     next_blip_ms: u64,
     pub(crate) records: u64,
+    /// Per event: (online clients, their distinct /24s) of the affected slice (the ASN's
+    /// clients of the service, or the service's) when the event began.
+    pub(crate) event_active: Vec<Option<(u32, u32)>>,
 }
 
 fn net_tag(asn: usize, index: usize) -> u64 {
@@ -219,7 +233,8 @@ impl World {
             asns,
             wheel,
             rng: rng.fork(2),
-            service_drift: [0.0; 4],
+            service_drift: [0.0; 5],
+            event_active: vec![None; events.len()],
             detector,
             alerts: Vec::new(),
             blips: Vec::new(),
@@ -247,6 +262,11 @@ impl World {
             self.live_blips.retain(|i| all[*i].1 > now_ms);
             let active: Vec<usize> =
                 (0..events.len()).filter(|i| events[*i].covers(now_ms)).collect();
+            for &i in &active {
+                if self.event_active[i].is_none() {
+                    self.event_active[i] = Some(self.active_in(&events[i]));
+                }
+            }
             let slot = (t % 64) as usize;
             let due = std::mem::take(&mut self.wheel[slot]);
             for &c in &due {
@@ -260,6 +280,24 @@ impl World {
             }
             t += 1;
         }
+    }
+
+    /// Online clients of `e`'s slice (its service, within its ASN if it has one) and their
+    /// distinct /24s.
+    fn active_in(&self, e: &Event) -> (u32, u32) {
+        let mut nets = std::collections::HashSet::new();
+        let mut n = 0;
+        for c in &self.clients {
+            if c.kind == Kind::User
+                && c.online
+                && c.services & (1 << e.service) != 0
+                && e.asn.is_none_or(|a| a == c.asn)
+            {
+                n += 1;
+                nets.insert(c.net);
+            }
+        }
+        (n, nets.len() as u32)
     }
 
     fn add_blip(&mut self, now_ms: u64) {
@@ -307,7 +345,11 @@ impl World {
             match e.class {
                 EventClass::Surge => surge = 3.0,
                 EventClass::RetryLoop if e.client == Some(c) => retry_loop = true,
-                EventClass::AsnBlackout if e.asn == Some(client.asn) => blackout = true,
+                EventClass::AsnBlackout | EventClass::ShortBlackout | EventClass::LongBlackout
+                    if e.asn == Some(client.asn) =>
+                {
+                    blackout = true;
+                }
                 EventClass::CollectorOutage => collector_down = true,
                 EventClass::ClockSkew if c % 10 == 0 => {
                     skew_ms = if c % 20 == 0 { 3_600_000 } else { -86_400_000 };
@@ -448,8 +490,18 @@ impl World {
             let e = &events[i];
             let mine = e.service == s;
             let (hit, t) = match e.class {
-                EventClass::ServiceOutage | EventClass::OutageAfterPoison => {
-                    (mine, ErrorType::TcpRefused)
+                EventClass::ServiceOutage
+                | EventClass::OutageAfterPoison
+                | EventClass::SmallService => (mine, ErrorType::TcpRefused),
+                EventClass::Flapping => {
+                    let on = (now_ms - e.start_ms) / 60_000 % 2 == 0;
+                    (mine && on, ErrorType::TcpRefused)
+                }
+                EventClass::SlowBurn if mine => {
+                    let climbed = (now_ms - e.start_ms) as f64 / e.ramp_ms.max(1) as f64;
+                    p = (p + e.delta * climbed.min(1.0)).min(1.0);
+                    kind = Some(ErrorType::HttpError);
+                    (false, ErrorType::HttpError)
                 }
                 EventClass::RegionOutage => {
                     (mine && Some(client.region()) == e.region, ErrorType::DnsTimedOut)
