@@ -97,6 +97,9 @@ pub struct Alerting {
     counters: Counters,
     bucket_ms: u64,
     window_ms: u64,
+    /// The snapshot time the start-up replay began after (`None`: no snapshot, no replay):
+    /// the store's batches received after it are already in the detector.
+    replayed_since: Option<u64>,
 }
 
 impl std::fmt::Debug for Alerting {
@@ -124,6 +127,7 @@ impl Alerting {
         let mut det = Detector::new(detector);
         let counters = Counters::default();
         let mut replayed_events = Vec::new();
+        let mut replayed_since = None;
         let snapshot = state
             .get(SNAPSHOT_KEY)
             .map_err(|e| StoreError::Io(format!("reading the detector snapshot: {e}")))?;
@@ -140,6 +144,7 @@ impl Alerting {
                     let (n, events) = replay(store, &mut det, since, lateness_ms, now)?;
                     counters.replayed.store(n as u64, Ordering::Relaxed);
                     replayed_events = events;
+                    replayed_since = Some(since);
                 }
                 // A snapshot from an incompatible version: start learning afresh rather than
                 // refuse to start; the alerts tree still suppresses re-sent notifications.
@@ -165,11 +170,19 @@ impl Alerting {
             counters,
             bucket_ms,
             window_ms,
+            replayed_since,
         });
         // Alerts raised while replaying are handled like live ones (persisted, notified
         // unless already known in the same state).
         alerting.handle(&replayed_events, now);
         Ok(alerting)
+    }
+
+    /// The detector snapshot's time when the start-up replay fed it everything the store
+    /// received after that time; `None` when there was no replay. Fleet mode marks its own
+    /// unpublished batches from after it as seen, so the stream does not feed them twice.
+    pub(crate) fn replayed_since(&self) -> Option<u64> {
+        self.replayed_since
     }
 
     /// Installs the notification gate (at most once; fleet mode sets it at start). Returns

@@ -234,6 +234,12 @@ impl Fleet {
             tasks: Mutex::new(Vec::new()),
             counters,
         });
+        if let Some(since) = alerting.replayed_since() {
+            let marked = fleet.mark_replayed(since);
+            if marked > 0 {
+                tracing::info!(batches = marked, "fleet: own unpublished batches already replayed");
+            }
+        }
         let weak = Arc::downgrade(&fleet);
         alerting.set_notify_gate(Arc::new(move |event: &AlertEvent| match weak.upgrade() {
             Some(fleet) => fleet.gate(event),
@@ -318,6 +324,32 @@ impl Fleet {
             self.alerting.observe(reports, targets);
         }
         first
+    }
+
+    /// At start, after the detector replayed what the store received after `since`: the
+    /// outbox entries (not yet published) of batches received after `since` are in the
+    /// detector already, so their digests go into the seen set and the stream's copy is not fed
+    /// again. Entries fed locally carry their own marker; entries from before `since` were not
+    /// replayed and are fed once from the stream. Returns how many were marked.
+    fn mark_replayed(&self, since: u64) -> usize {
+        let mut marked = 0;
+        for (_, value) in self.outbox.iter().filter_map(Result::ok) {
+            if value.len() < 33 || value[0] == 1 {
+                continue;
+            }
+            let Ok(batch) = decode_batch(&value[33..]) else { continue };
+            let after = batch.reports.iter().map(|r| r.received_at.0);
+            let after = after.chain(batch.targets.iter().map(|t| t.received_at.0));
+            if after.into_iter().any(|at| at > since) {
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(&value[1..33]);
+                // Nothing to feed: only the digest is recorded.
+                if self.observe_once(&digest, &[], &[]) {
+                    marked += 1;
+                }
+            }
+        }
+        marked
     }
 
     /// Feeds a batch accepted while NATS is unreachable to the local detector now (once, see
@@ -1085,23 +1117,30 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_digest_feeds_the_detector_once_until_the_dedup_horizon_forgets_it() {
-        let dir = tempfile::tempdir().unwrap();
-        // NATS is never reachable here: the seen-digest set works without it.
+    /// A store, alerting and a fleet whose NATS is never reachable (the seen-digest set and the
+    /// outbox work without it), in `dir`.
+    async fn fleet_without_nats(dir: &std::path::Path) -> (Store, Arc<Alerting>, Arc<Fleet>) {
         let text = "[server]\nlisten_plain = \"127.0.0.1:0\"\n[keys]\nprivate_key_files = [\"k\"]\n[store]\npath = \"data\"\n\
                     [fleet]\nnats_url = \"nats://127.0.0.1:1\"\ncollector_id = \"t\"\n\
                     publish_timeout_ms = 200\n";
         let key = crate::open::CollectorKey::from_seed([4; 32]);
         let hex_key: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(dir.path().join("k"), hex_key).unwrap();
-        let config = crate::config::Config::from_toml_str(text, dir.path()).unwrap();
-        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        std::fs::write(dir.join("k"), hex_key).unwrap();
+        let config = crate::config::Config::from_toml_str(text, dir).unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.join("data"))).unwrap();
         let now = crate::clock::now_millis();
         let alerting =
             Alerting::start(&store, config.detector.clone(), config.notify.clone(), now).unwrap();
         let fleet =
             Fleet::start(config.fleet.clone().unwrap(), &store, alerting.clone()).await.unwrap();
+        (store, alerting, fleet)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_digest_feeds_the_detector_once_until_the_dedup_horizon_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alerting, fleet) = fleet_without_nats(dir.path()).await;
+        let now = crate::clock::now_millis();
         let observed = || {
             let mut out = String::new();
             alerting.render_metrics(&mut out);
@@ -1125,6 +1164,36 @@ mod tests {
         assert!(fleet.observe_once(&a, &[report()], &[]), "forgotten: fed again");
         assert_eq!(observed(), 6);
         // Without NATS the consumer is opening a stream: the stop does not wait for that.
+        fleet.stop().await;
+        store.close().await.unwrap();
+    }
+
+    /// After a restart the detector replayed the store's batches received after its snapshot:
+    /// those of them still in the outbox (unpublished) are marked seen, so their copy from the
+    /// stream is not fed again; older ones, and ones fed locally, are left to their paths.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_unpublished_batches_replayed_at_start_are_not_fed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _alerting, fleet) = fleet_without_nats(dir.path()).await;
+        let since = 1_700_000_000_000;
+        let entry = |flag: u8, digest: [u8; 32], received_at: u64| {
+            let mut r = report();
+            r.received_at = UnixMillis(received_at);
+            let mut v = vec![flag];
+            v.extend_from_slice(&digest);
+            v.extend_from_slice(&encode_batch(&digest, &[r], &[]));
+            v
+        };
+        let (after, before, local) = ([1; 32], [2; 32], [3; 32]);
+        fleet.outbox.insert(10u64.to_be_bytes(), entry(0, after, since + 1)).unwrap();
+        fleet.outbox.insert(11u64.to_be_bytes(), entry(0, before, since)).unwrap();
+        fleet.outbox.insert(12u64.to_be_bytes(), entry(1, local, since + 5)).unwrap();
+        assert_eq!(fleet.mark_replayed(since), 1);
+        assert!(!fleet.observe_once(&after, &[report()], &[]), "replayed: not fed again");
+        assert!(fleet.observe_once(&before, &[report()], &[]), "not replayed: fed once");
+        assert!(fleet.seen.get(local).unwrap().is_none(), "fed locally: its own marker");
+        // Marking is idempotent.
+        assert_eq!(fleet.mark_replayed(since), 0);
         fleet.stop().await;
         store.close().await.unwrap();
     }
