@@ -276,15 +276,39 @@ fn agent_drop_rows(totals: &[(&'static str, u64)]) -> Vec<(&'static str, u64)> {
 }
 
 /// `GET /v1/agent_drops` (admin): `{"total": N, "reasons": [{"reason": "queue_full", "count":
-/// N}, ...]}`, every reason listed (the same rows as `vantage_agent_dropped_reports_total`).
-pub(crate) fn agent_drops_json(totals: &[(&'static str, u64)]) -> serde_json::Value {
+/// N}, ...], "apps": [{"app": "com.example.shop", "total": N, "reasons": [...]}, ...]}`: every
+/// reason listed (the same rows as `vantage_agent_dropped_reports_total`), then per app (at
+/// most `store::MAX_DROP_APPS`, plus `(other)`), most drops first, reasons with drops only.
+pub(crate) fn agent_drops_json(
+    totals: &[(&'static str, u64)],
+    by_app: &[(String, &'static str, u64)],
+) -> serde_json::Value {
     let rows = agent_drop_rows(totals);
     let total = rows.iter().map(|(_, n)| *n).fold(0u64, u64::saturating_add);
+    let mut apps: Vec<(&str, u64, Vec<serde_json::Value>)> = Vec::new();
+    for (app, reason, count) in by_app {
+        let entry = match apps.iter_mut().find(|(a, _, _)| *a == app.as_str()) {
+            Some(e) => e,
+            None => {
+                apps.push((app.as_str(), 0, Vec::new()));
+                apps.last_mut().expect("just pushed")
+            }
+        };
+        entry.1 = entry.1.saturating_add(*count);
+        entry.2.push(serde_json::json!({ "reason": reason, "count": count }));
+    }
+    apps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     serde_json::json!({
         "total": total,
         "reasons": rows
             .into_iter()
             .map(|(reason, count)| serde_json::json!({ "reason": reason, "count": count }))
+            .collect::<Vec<_>>(),
+        "apps": apps
+            .into_iter()
+            .map(|(app, total, reasons)| {
+                serde_json::json!({ "app": app, "total": total, "reasons": reasons })
+            })
             .collect::<Vec<_>>(),
     })
 }

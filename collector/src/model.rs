@@ -224,6 +224,9 @@ pub struct IngestBatch {
     /// Reports the agent dropped before this batch, by reason (its "no silent loss" counts;
     /// empty for NEL). Added to the store's totals exactly once, with the batch.
     pub agent_drops: Vec<(DropReason, u64)>,
+    /// The app whose agent sent `agent_drops` (its app id; empty for NEL), for the per-app
+    /// totals (bounded: see [`Store::agent_drops_by_app`](crate::store::Store::agent_drops_by_app)).
+    pub agent_app: String,
 }
 
 #[cfg(test)]

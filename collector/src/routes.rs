@@ -109,8 +109,14 @@ impl Routes {
             {
                 not_allowed("GET, HEAD")
             }
-            "/v1/agent_drops" => match self.store.agent_drops() {
-                Ok(totals) => json(StatusCode::OK, &crate::metrics::agent_drops_json(&totals)),
+            "/v1/agent_drops" => match self
+                .store
+                .agent_drops()
+                .and_then(|t| self.store.agent_drops_by_app().map(|a| (t, a)))
+            {
+                Ok((totals, by_app)) => {
+                    json(StatusCode::OK, &crate::metrics::agent_drops_json(&totals, &by_app))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "agent drop totals unreadable");
                     json(

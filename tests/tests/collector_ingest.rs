@@ -752,6 +752,11 @@ async fn agent_drop_counts_are_stored_once_and_exported() {
     check(&body_text(&h.send(Alpn::H1, get("/metrics")).await));
     let totals = h.running().store().agent_drops().unwrap();
     assert!(totals.contains(&("queue_full", 6)), "{totals:?}");
+    // The same totals under the sending app.
+    let by_app = h.running().store().agent_drops_by_app().unwrap();
+    let app = b.app.id().to_owned();
+    assert!(by_app.contains(&(app.clone(), "queue_full", 6)), "{by_app:?}");
+    assert!(by_app.contains(&(app, "expired", 2)), "{by_app:?}");
 
     // Restart on the same store: the totals are on disk.
     h.running.take().unwrap().shutdown().await.unwrap();

@@ -145,6 +145,7 @@ fn stored_reports(
         reports,
         targets: Vec::new(),
         agent_drops: Vec::new(),
+        agent_app: String::new(),
     }
 }
 

@@ -57,7 +57,14 @@ fn digest(n: u64) -> [u8; 32] {
 }
 
 fn batch(n: u64, reports: Vec<StoredReport>, targets: Vec<StoredTargets>) -> IngestBatch {
-    IngestBatch { digest: digest(n), sequence: None, reports, targets, agent_drops: Vec::new() }
+    IngestBatch {
+        digest: digest(n),
+        sequence: None,
+        reports,
+        targets,
+        agent_drops: Vec::new(),
+        agent_app: String::new(),
+    }
 }
 
 fn stored(reports: usize, targets: usize) -> CommitOutcome {
@@ -104,6 +111,7 @@ async fn every_field_round_trips_through_disk() {
         reports: vec![agent.clone(), nel.clone(), future.clone()],
         targets: vec![t.clone()],
         agent_drops: Vec::new(),
+        agent_app: String::new(),
     };
     assert_eq!(store.commit(b).await.unwrap(), stored(3, 1));
     let expected = vec![agent, nel, future];
@@ -193,6 +201,7 @@ async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
             reports: vec![report(n, 1_000 + n)],
             targets: vec![],
             agent_drops: Vec::new(),
+            agent_app: String::new(),
         }
     };
     // Restarts move an agent's numbers up by 10,000; older envelopes arrive after newer ones,
@@ -210,6 +219,7 @@ async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
         reports: vec![report(3, 1_003)],
         targets: vec![],
         agent_drops: Vec::new(),
+        agent_app: String::new(),
     };
     assert_eq!(store.commit(retry.clone()).await.unwrap(), CommitOutcome::Duplicate);
     let store = reopen(store, config).await;
@@ -234,6 +244,7 @@ async fn concurrent_commits_are_group_committed_and_all_durable() {
                 reports: vec![report(2 * i, 5_000 + i), report(2 * i + 1, 5_000 + i)],
                 targets: vec![targets(0, 5_000 + i)],
                 agent_drops: Vec::new(),
+                agent_app: String::new(),
             };
             // Every tenth batch is also sent twice at the same time: one copy is stored.
             if i % 10 == 0 {

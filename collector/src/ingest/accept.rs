@@ -97,6 +97,7 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
         reports,
         targets,
         agent_drops: batch.drops.iter().filter(|(_, n)| *n > 0).collect(),
+        agent_app: batch.app.id().to_owned(),
     }
 }
 
@@ -164,7 +165,14 @@ pub(crate) fn nel_batch(
             }
         })
         .collect();
-    IngestBatch { digest: d, sequence: None, reports, targets, agent_drops: Vec::new() }
+    IngestBatch {
+        digest: d,
+        sequence: None,
+        reports,
+        targets,
+        agent_drops: Vec::new(),
+        agent_app: String::new(),
+    }
 }
 
 /// `count` samples taken at `ppm` parts per million, as an estimate of the occurrences they

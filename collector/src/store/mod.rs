@@ -11,7 +11,7 @@
 //! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
 //! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
 //! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
-//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE | u32 BE (format 1), u64 BE counters |
+//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE, `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u32 BE (format 1), u64 BE counters |
 //! | `fleet_outbox`    | u64 BE, increasing (fleet mode only)           | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! Keys start with the big-endian event time, so a time range is one sled range scan and the
@@ -116,6 +116,34 @@ const META_BYTES: &[u8] = b"bytes";
 /// publish (see "The fleet outbox").
 pub(crate) const FLEET_OUTBOX_TREE: &str = "fleet_outbox";
 const DROPS_PREFIX: &[u8] = b"drops/";
+/// `meta` keys `drops_app/` ‖ app id ‖ 0 ‖ reason code (u16 BE): agent drop totals per app
+/// (see [`Store::agent_drops_by_app`]).
+const DROPS_APP_PREFIX: &[u8] = b"drops_app/";
+/// Apps with totals of their own, at most; the drops of any further app are kept under
+/// [`OTHER_APP`]. App ids come from unauthenticated senders: this bounds the keys they make.
+pub const MAX_DROP_APPS: usize = 100;
+/// Where the drops of apps beyond [`MAX_DROP_APPS`] (and of an empty app id) are summed.
+pub const OTHER_APP: &str = "(other)";
+
+/// `(app id, reason code)` of a `drops_app/` key.
+fn split_drop_app_key(key: &[u8]) -> Option<(String, u16)> {
+    let rest = key.strip_prefix(DROPS_APP_PREFIX)?;
+    let (app, code) = rest.split_at(rest.len().checked_sub(3)?);
+    let (zero, code) = code.split_first()?;
+    if *zero != 0 {
+        return None;
+    }
+    let app = std::str::from_utf8(app).ok()?.to_owned();
+    Some((app, u16::from_be_bytes(<[u8; 2]>::try_from(code).ok()?)))
+}
+
+fn drop_app_key(app: &str, reason: DropReason) -> Vec<u8> {
+    let mut key = DROPS_APP_PREFIX.to_vec();
+    key.extend_from_slice(app.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&reason.code().to_be_bytes());
+    key
+}
 
 fn drop_key(reason: DropReason) -> Vec<u8> {
     let mut key = DROPS_PREFIX.to_vec();
@@ -312,6 +340,8 @@ struct Shared {
     /// entry published before its sync could reach the stream and then vanish from the store
     /// in a crash.)
     outbox_durable_below: std::sync::atomic::AtomicU64,
+    /// Apps with per-app drop totals (at most [`MAX_DROP_APPS`]; loaded at open).
+    drop_apps: Mutex<std::collections::BTreeSet<String>>,
 }
 
 struct Trees {
@@ -359,6 +389,8 @@ struct Prepared {
     reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>)>,
     targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
     drops: Vec<(DropReason, u64)>,
+    /// The app the drops are counted under (its id, or [`OTHER_APP`]).
+    drops_app: String,
     /// Key and value of the fleet outbox entry (fleet mode).
     outbox: Option<([u8; 8], Vec<u8>)>,
 }
@@ -417,10 +449,13 @@ impl Store {
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
+            drop_apps: Mutex::new(std::collections::BTreeSet::new()),
         };
         shared.check_format(had_data, &legacy_replay)?;
         legacy_replay.clear().map_err(|e| engine_error(&path, e))?;
         let counts = shared.load_or_rebuild_counts()?;
+        let apps = shared.drop_apps_on_disk()?;
+        *shared.drop_apps.lock().unwrap_or_else(PoisonError::into_inner) = apps;
         *shared.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
         shared.db.flush().map_err(|e| engine_error(&path, e))?;
         shared.syncer.sync().map_err(|e| open_err(e.to_string()))?;
@@ -584,6 +619,21 @@ impl Store {
             }
         }
         Ok(totals)
+    }
+
+    /// The same totals per app: `(app id, reason, count)`, apps in id order. At most
+    /// [`MAX_DROP_APPS`] apps have totals of their own; later apps' drops are under
+    /// [`OTHER_APP`].
+    pub fn agent_drops_by_app(&self) -> Result<Vec<(String, &'static str, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.shared.trees.meta.scan_prefix(DROPS_APP_PREFIX) {
+            let (key, value) = item.map_err(|e| self.shared.io(e))?;
+            let n = codec::be_u64(&value).map_err(|e| self.shared.corrupt("meta", &key, &e))?;
+            let (app, code) = split_drop_app_key(&key)
+                .ok_or_else(|| self.shared.corrupt("meta", &key, "not an app drop key"))?;
+            out.push((app, DropReason::from_code(code).as_str(), n));
+        }
+        Ok(out)
     }
 
     /// A named tree of the same database for state that lives next to the reports (alerts,
@@ -769,6 +819,37 @@ impl Shared {
 
     /// The counters from `meta`, or recounted from the trees when any is missing (a store
     /// written before they existed, or one whose meta entries were lost).
+    /// The apps that have per-app drop totals on disk.
+    fn drop_apps_on_disk(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut apps = std::collections::BTreeSet::new();
+        for item in self.trees.meta.scan_prefix(DROPS_APP_PREFIX) {
+            let (key, _) = item.map_err(|e| self.io(e))?;
+            if let Some((app, _)) = split_drop_app_key(&key) {
+                apps.insert(app);
+            }
+        }
+        Ok(apps)
+    }
+
+    /// The app a batch's drops are counted under: its own id while fewer than
+    /// [`MAX_DROP_APPS`] apps have totals (or it has some already), else [`OTHER_APP`].
+    fn drop_app_slot(&self, app: &str) -> String {
+        if app.is_empty() || app.contains('\0') {
+            return OTHER_APP.to_owned();
+        }
+        let mut apps = self.drop_apps.lock().unwrap_or_else(PoisonError::into_inner);
+        if apps.contains(app) {
+            return app.to_owned();
+        }
+        // OTHER_APP itself does not count against the bound.
+        if apps.iter().filter(|a| a.as_str() != OTHER_APP).count() < MAX_DROP_APPS {
+            apps.insert(app.to_owned());
+            return app.to_owned();
+        }
+        apps.insert(OTHER_APP.to_owned());
+        OTHER_APP.to_owned()
+    }
+
     fn load_or_rebuild_counts(&self) -> Result<Counts, StoreError> {
         let meta = &self.trees.meta;
         let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
@@ -855,6 +936,11 @@ impl Shared {
             reports,
             targets,
             drops: batch.agent_drops.clone(),
+            drops_app: if batch.agent_drops.is_empty() {
+                String::new()
+            } else {
+                self.drop_app_slot(&batch.agent_app)
+            },
             outbox: outbox.map(|value| {
                 let key = self.next_outbox_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 (key.to_be_bytes(), value)
@@ -934,6 +1020,16 @@ impl Shared {
                         }
                         for (reason, n) in &p.drops {
                             let key = drop_key(*reason);
+                            let current = match meta.get(&key)? {
+                                Some(v) => codec::be_u64(&v).map_err(|e| {
+                                    ConflictableTransactionError::Abort(
+                                        self.corrupt("meta", &key, &e),
+                                    )
+                                })?,
+                                None => 0,
+                            };
+                            meta.insert(key, &current.saturating_add(*n).to_be_bytes())?;
+                            let key = drop_app_key(&p.drops_app, *reason);
                             let current = match meta.get(&key)? {
                                 Some(v) => codec::be_u64(&v).map_err(|e| {
                                     ConflictableTransactionError::Abort(
@@ -1225,7 +1321,40 @@ mod tests {
             reports,
             targets: Vec::new(),
             agent_drops: Vec::new(),
+            agent_app: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn agent_drops_are_kept_per_app_for_a_bounded_number_of_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let dropping = |d: u8, app: String, n: u64| IngestBatch {
+            agent_drops: vec![(DropReason::QueueFull, n)],
+            agent_app: app,
+            ..batch(d, vec![report(d, 100)])
+        };
+        for i in 0..MAX_DROP_APPS + 3 {
+            let app = format!("com.example.app{i:03}");
+            store.commit(dropping(i as u8, app, 1)).await.unwrap();
+        }
+        // Again for a known app after the bound was reached: still its own.
+        store.commit(dropping(250, "com.example.app000".into(), 4)).await.unwrap();
+        let by_app = store.agent_drops_by_app().unwrap();
+        let count = |app: &str| by_app.iter().find(|(a, _, _)| a == app).map(|(_, _, n)| *n);
+        assert_eq!(by_app.len(), MAX_DROP_APPS + 1, "{by_app:?}");
+        assert_eq!(count("com.example.app000"), Some(5));
+        assert_eq!(count(OTHER_APP), Some(3), "the three apps past the bound");
+        assert_eq!(count(&format!("com.example.app{:03}", MAX_DROP_APPS)), None);
+        assert_eq!(store.agent_drops().unwrap(), vec![("queue_full", MAX_DROP_APPS as u64 + 7)]);
+        // The slots survive a restart: a new app still goes to OTHER_APP.
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.commit(dropping(251, "com.example.new".into(), 2)).await.unwrap();
+        let by_app = store.agent_drops_by_app().unwrap();
+        assert!(by_app.contains(&(OTHER_APP.to_owned(), "queue_full", 5)), "{by_app:?}");
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
