@@ -21,7 +21,7 @@ pub(crate) const SERVICES: [(&str, f64, f64); 5] = [
 ];
 /// The services ordinary events pick from (the small one has its own class).
 pub const MAIN_SERVICES: usize = 4;
-/// Index of the small service in [`SERVICES`].
+/// Index of the small service in `SERVICES`.
 pub const SMALL_SERVICE: usize = 4;
 /// The host each service's requests go to.
 const HOSTS: [&str; 5] =
