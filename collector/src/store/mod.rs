@@ -308,6 +308,10 @@ struct Control {
     /// `None` once closed. Dropping the last sender ends the writer after it drained the queue.
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Stops the free-space guard; `close` waits for it, so no check in flight still holds
+    /// the database (and its file lock) after `close` returned.
+    guard_stop: tokio::sync::watch::Sender<bool>,
+    guard: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Job {
@@ -463,12 +467,15 @@ impl Store {
         let shared = Arc::new(shared);
         let (sender, receiver) = mpsc::channel(QUEUE);
         let writer = runtime.spawn(run_writer(Arc::clone(&shared), receiver));
-        runtime.spawn(run_guard(Arc::downgrade(&shared)));
+        let (guard_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let guard = runtime.spawn(run_guard(Arc::downgrade(&shared), stop_rx));
         Ok(Store {
             shared,
             control: Arc::new(Control {
                 sender: Mutex::new(Some(sender)),
                 writer: tokio::sync::Mutex::new(Some(writer)),
+                guard_stop,
+                guard: tokio::sync::Mutex::new(Some(guard)),
             }),
         })
     }
@@ -661,6 +668,11 @@ impl Store {
         if let Some(handle) = writer.take() {
             handle.await.map_err(|e| StoreError::Io(format!("store writer task failed: {e}")))?;
         }
+        let _ = self.control.guard_stop.send(true);
+        if let Some(handle) = self.control.guard.lock().await.take() {
+            // A check in flight ends on its own (a statvfs); the task then sees the stop.
+            let _ = handle.await;
+        }
         match self.flush().await {
             // Every acknowledged commit was synced when it was acknowledged; what this last
             // flush would add is state that was never promised durable (alerting snapshots,
@@ -722,13 +734,20 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// Re-reads free space every [`disk::GUARD_PERIOD`] until the store is dropped, so the reserve
-/// is released when the disk fills while no commit arrives, and re-created when space returns.
-async fn run_guard(shared: Weak<Shared>) {
+/// Re-reads free space every [`disk::GUARD_PERIOD`] until the store is closed or dropped, so
+/// the reserve is released when the disk fills while no commit arrives, and re-created when
+/// space returns.
+async fn run_guard(shared: Weak<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(disk::GUARD_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
         let Some(shared) = shared.upgrade() else { return };
         if tokio::task::spawn_blocking(move || shared.guard.check()).await.is_err() {
             return;
