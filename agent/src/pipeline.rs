@@ -35,8 +35,10 @@
 //! once per `scope_check_interval_ms`, default 30 s, and only while consented) for a
 //! reachability check of a collector. The answer ([`AgentCore::handle_scope_result`]) sets the
 //! scope of every report observed from the check's start until one interval after its answer:
-//! [`Scope::Path`] when the collector was reachable, [`Scope::Local`] when not. Reports sealed
-//! before an answer, or recorded without a check, stay [`Scope::Unknown`].
+//! [`Scope::Path`] when the collector was reachable, [`Scope::Local`] when not. While a check
+//! is pending, a due seal waits for its answer, at most [`SCOPE_HOLD_MS`] longer (a blackholed
+//! ping answers only at its timeout); reports sealed before an answer, or recorded without a
+//! check, stay [`Scope::Unknown`].
 
 use crate::buffer::{EnvelopeStore, Removal, StoreError, StoreLimits, StoredEnvelope};
 use crate::classify;
@@ -60,6 +62,10 @@ use crate::wire::{CollectorPublicKey, MAX_REPORTS, WireError, seal_batch};
 /// be durable within about a second of `record()`; the other half second is margin for the
 /// seal, the fsync and a busy machine (the kill -9 test failed with 900 ms under full CI load).
 pub const DEFAULT_SEAL_DELAY_MS: u64 = 500;
+
+/// How much longer than `seal_delay_ms` pending failures wait for a scope check in flight, so
+/// they carry path/local rather than unknown (see [Scope](self#scope)).
+pub const SCOPE_HOLD_MS: u64 = 2_000;
 
 /// Default minimum time between two scope checks: 30 000 ms.
 pub const DEFAULT_SCOPE_CHECK_INTERVAL_MS: u64 = 30_000;
@@ -557,6 +563,15 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
         }
     }
 
+    /// When failures pending since `first` are due to be sealed: `seal_delay_ms` after the
+    /// first, held up to [`SCOPE_HOLD_MS`] longer while a scope check started by the runtime
+    /// has not answered.
+    fn seal_due_at(&self, first: UnixMillis) -> UnixMillis {
+        let due = first.plus_ms(self.config.seal_delay_ms);
+        let in_flight = self.consent.is_granted() && self.scope.in_flight_since.is_some();
+        if in_flight { due.plus_ms(SCOPE_HOLD_MS) } else { due }
+    }
+
     /// When sampled success counts are due to be sealed on their own (the heartbeat).
     fn counts_due_at(&self) -> Option<UnixMillis> {
         let interval = self.config.report_interval_ms?;
@@ -569,9 +584,7 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
     /// On a store error the envelope that failed is counted as [`DropReason::StoreError`] and
     /// the error is returned: the runtime should replace the store ([`Self::replace_store`]).
     pub fn poll_seal(&mut self, now: UnixMillis) -> Result<usize, StoreError> {
-        let due = self
-            .first_pending
-            .is_some_and(|t| now.since(t) >= self.config.seal_delay_ms || now < t);
+        let due = self.first_pending.is_some_and(|t| now >= self.seal_due_at(t) || now < t);
         let counts_due = self.counts_due_at().is_some_and(|at| now >= at)
             || self.targets_since.is_some_and(|t| now < t);
         if due || counts_due || self.ready.len() >= MAX_REPORTS {
@@ -792,9 +805,9 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
     /// When to call `poll_seal`/`poll_transmit` next: a time at or before now means at once;
     /// `None` when nothing is pending or due (an idle agent never wakes up).
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        let seal = self.first_pending.map(|t| {
-            if self.ready.len() >= MAX_REPORTS { t } else { t.plus_ms(self.config.seal_delay_ms) }
-        });
+        let seal = self
+            .first_pending
+            .map(|t| if self.ready.len() >= MAX_REPORTS { t } else { self.seal_due_at(t) });
         let seal = match (seal, self.counts_due_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1047,6 +1060,28 @@ mod tests {
         c.handle_record(report(ErrorType::DnsFailed, later.0 + 10), later.plus_ms(10));
         let last = c.coalescer.flush_all();
         assert!(last.iter().any(|r| r.scope() == Scope::Local), "{last:?}");
+    }
+
+    #[test]
+    fn a_due_seal_waits_for_the_scope_check_at_most_the_hold() {
+        let delay = DEFAULT_SEAL_DELAY_MS;
+        let mut c = core(1);
+        let _ = c.grant(UnixMillis(0));
+        c.handle_record(report(ErrorType::TcpRefused, 100), UnixMillis(100));
+        assert!(c.poll_scope_check(UnixMillis(100)));
+        assert_eq!(c.poll_timeout(), Some(UnixMillis(100 + delay + SCOPE_HOLD_MS)));
+        assert_eq!(c.poll_seal(UnixMillis(100 + delay)).unwrap(), 0, "held for the check");
+        // The check answers (a blackholed ping would answer late): the seal is due at once.
+        c.handle_scope_result(false, UnixMillis(100 + delay + 300));
+        assert_eq!(c.poll_timeout(), Some(UnixMillis(100 + delay)));
+        assert_eq!(c.poll_seal(UnixMillis(100 + delay + 300)).unwrap(), 1);
+
+        // A check that never answers holds the seal for SCOPE_HOLD_MS only.
+        let t = 100 + DEFAULT_SCOPE_CHECK_INTERVAL_MS + 1_000;
+        c.handle_record(report(ErrorType::TcpReset, t), UnixMillis(t));
+        assert!(c.poll_scope_check(UnixMillis(t)));
+        assert_eq!(c.poll_seal(UnixMillis(t + delay + SCOPE_HOLD_MS - 1)).unwrap(), 0);
+        assert_eq!(c.poll_seal(UnixMillis(t + delay + SCOPE_HOLD_MS)).unwrap(), 1);
     }
 
     #[test]
