@@ -54,6 +54,37 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Fleet mode over NATS JetStream (`[fleet]`); `None` (off) when the section is absent.
     pub fleet: Option<FleetConfig>,
+    /// Which service browser NEL reports belong to (`[nel]`); every field has a default.
+    pub nel: NelConfig,
+}
+
+/// `[nel]`: how the host of a browser report maps to a service
+/// ([`NelServices`](crate::nel::NelServices)).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NelConfig {
+    /// `[[nel.services]]`: `id` and `hosts` (`shop.example` or `*.shop.example`); the first
+    /// rule that matches wins. Hosts no rule matches go to their registrable domain.
+    pub services: Vec<crate::nel::NelServiceRule>,
+    /// Services at most minted from registrable domains no rule names (default
+    /// [`DEFAULT_MAX_MINTED`](crate::nel::DEFAULT_MAX_MINTED)); past it, reports go to
+    /// [`OTHER_SERVICE`](crate::nel::OTHER_SERVICE). Uploads are unauthenticated, so this
+    /// bounds the services, slices and label values a sender can create.
+    pub max_services: usize,
+}
+
+impl Default for NelConfig {
+    fn default() -> Self {
+        NelConfig { services: Vec::new(), max_services: crate::nel::DEFAULT_MAX_MINTED }
+    }
+}
+
+impl NelConfig {
+    /// The service map this section describes (validated when the config was read).
+    pub fn services(&self) -> crate::nel::NelServices {
+        crate::nel::NelServices::new(&self.services, self.max_services)
+            .unwrap_or_else(|_| crate::nel::NelServices::default())
+    }
 }
 
 /// `[server]`: listeners and connection limits.
@@ -295,6 +326,8 @@ struct RawConfig {
     #[serde(default)]
     notify: NotifyConfig,
     fleet: Option<FleetConfig>,
+    #[serde(default)]
+    nel: NelConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -914,6 +947,16 @@ impl Config {
             }
         }
 
+        if let Err(problem) = crate::nel::NelServices::new(&raw.nel.services, raw.nel.max_services)
+        {
+            // The message starts with the field ("nel.services[0].hosts: ...").
+            let (field, problem) = problem.split_once(": ").unwrap_or(("nel.services", &problem));
+            c.fail(field, problem);
+        }
+        if raw.nel.max_services > 100_000 {
+            c.fail("nel.max_services", "at most 100000 (each one is a detector slice)");
+        }
+
         match (c.errors.is_empty(), store) {
             (true, Some(store)) if !collector_keys.is_empty() => {
                 let net_tag_secret =
@@ -931,6 +974,7 @@ impl Config {
                     detector,
                     notify,
                     fleet: raw.fleet,
+                    nel: raw.nel,
                 })
             }
             _ => Err(ConfigError::Invalid(c.errors)),

@@ -227,6 +227,7 @@ pub struct Metrics {
     reports_accepted: [AtomicU64; 2],
     nel_reports_accepted: AtomicU64,
     nel_uploads_duplicate: AtomicU64,
+    nel_other_service: AtomicU64,
     // Keys are `&'static str` labels from a fixed set (`RejectReason` and `NelError::as_str`),
     // so the map cannot grow with input.
     nel_rejected: Mutex<BTreeMap<&'static str, u64>>,
@@ -353,6 +354,12 @@ impl Metrics {
         self.nel_uploads_duplicate.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Browser reports filed under [`OTHER_SERVICE`](crate::nel::OTHER_SERVICE) so far (the
+    /// service map's running total: kept as the largest value seen).
+    pub fn nel_other_service(&self, total: u64) {
+        self.nel_other_service.fetch_max(total, Ordering::Relaxed);
+    }
+
     /// A NEL upload was refused; `reason` is a fixed label.
     pub fn nel_rejected(&self, reason: &'static str) {
         let mut map = self.nel_rejected.lock().unwrap_or_else(|p| p.into_inner());
@@ -467,6 +474,12 @@ impl Metrics {
             "counter",
             "NEL uploads answered without storing: the same body was stored before.",
             &[(String::new(), load(&self.nel_uploads_duplicate))],
+        );
+        family(
+            "vantage_nel_other_service_total",
+            "counter",
+            "Browser NEL reports filed under nel-other: their domain matched no [[nel.services]] rule after nel.max_services were minted.",
+            &[(String::new(), load(&self.nel_other_service))],
         );
         // Every reason a NEL upload can be refused for has a series from the start (0 until
         // the first refusal), so rules and panels see data; the labels are a fixed set.

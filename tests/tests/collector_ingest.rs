@@ -766,3 +766,46 @@ async fn agent_drop_counts_are_stored_once_and_exported() {
     check(&body_text(&h.send(Alpn::H1, get("/metrics")).await));
     h.stop().await;
 }
+
+/// `[nel]`: a `[[nel.services]]` rule files a subdomain's reports under its service, other
+/// domains become their registrable domain until `max_services` is reached, and past it they
+/// go to `nel-other`, counted in `/metrics`; a bad rule is a config error naming the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nel_reports_map_to_configured_services_within_a_bound() {
+    let nel = "[nel]\nmax_services = 1\n[[nel.services]]\nid = \"checkout\"\nhosts = [\"shop.example\", \"*.shop.example\"]";
+    let h = start("", nel).await;
+    let upload = |hosts: &[&str]| {
+        let entries: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                serde_json::json!({
+                    "age": 100, "type": "network-error", "url": format!("https://{host}/a/b?c=d"),
+                    "body": {"sampling_fraction": 1.0, "phase": "dns",
+                             "type": "dns.name_not_resolved", "elapsed_time": 12}
+                })
+            })
+            .collect();
+        post("/v1/nel", serde_json::to_vec(&entries).unwrap(), "application/reports+json")
+    };
+    let hosts = ["missing.shop.example", "shop.example", "www.news.example", "cdn.third.example"];
+    let resp = h.send(Alpn::H1, upload(&hosts)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{}", body_text(&resp));
+    let mut got: Vec<(String, String)> =
+        h.stored_reports().into_iter().map(|r| (r.host, r.service)).collect();
+    got.sort();
+    let want = [
+        ("cdn.third.example", "nel-other"),
+        ("missing.shop.example", "checkout"),
+        ("shop.example", "checkout"),
+        ("www.news.example", "news.example"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    let metrics = body_text(&h.send(Alpn::H1, get("/metrics")).await);
+    assert!(metrics.contains("\nvantage_nel_other_service_total 1\n"), "{metrics}");
+    h.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "[keys]\nprivate_key_files = [\"k\"]\n[store]\npath = \"d\"\n[server]\nlisten_plain = \"127.0.0.1:0\"\n[[nel.services]]\nid = \"x\"\nhosts = [\"*.*.example\"]";
+    let e = Config::from_toml_str(bad, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("nel.services[0].hosts") && e.contains("*.*.example"), "{e}");
+}

@@ -143,7 +143,7 @@ impl Ingest {
                 MAX_LIMITER_KEYS,
                 now,
             ),
-            nel_services: nel::NelServices::default(),
+            nel_services: config.nel.services(),
             inflight: Semaphore::new(config.server.max_inflight_commits),
             limits: l.clone(),
             max_body_bytes: config.server.max_body_bytes,
@@ -339,6 +339,7 @@ impl Ingest {
             enrichment: self.enricher.lookup(peer),
         };
         let batch = accept::nel_batch(&body, upload, &ctx, &self.nel_services);
+        self.metrics.nel_other_service(self.nel_services.refused());
         drop(body);
         if let Err(e) = self.store.admission().check_reports(&batch.reports, ctx.received_at) {
             let msg = format!("{e}\n").replace("batch.reports", "reports");
