@@ -413,6 +413,21 @@ fn proc_status(pid: u32, field: &str) -> String {
 }
 
 /// Per thread: name, voluntary and involuntary context switches, utime + stime ticks.
+/// [`thread_counters`] once two readings 500 ms apart agree (at most 10 s of polling).
+fn settled_counters(pid: u32) -> BTreeMap<u32, (String, u64, u64, u64)> {
+    let mut last = thread_counters(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = thread_counters(pid);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 fn thread_counters(pid: u32) -> BTreeMap<u32, (String, u64, u64, u64)> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
@@ -477,7 +492,9 @@ fn bench_idle(lab: &Lab, secs: u64) -> Result<(), String> {
         agent.stats()?
     );
 
-    let before = thread_counters(pid);
+    // The stats command just answered wakes both threads; start the window once they are
+    // back asleep (counters unchanged over 500 ms), or the window counts the answer's wakeups.
+    let before = settled_counters(pid);
     std::thread::sleep(Duration::from_secs(secs));
     let after = thread_counters(pid);
     println!("per-thread activity over {secs} s with an empty queue (/proc/{pid}/task/*):");
@@ -531,6 +548,11 @@ fn strace_window(pid: u32, secs: u64) -> Result<String, String> {
         .map_err(|e| format!("timeout/strace: {e} (apt-get install strace)"))?;
     let text = std::fs::read_to_string(out.path()).map_err(|e| e.to_string())?;
     if text.trim().is_empty() {
+        // timeout's 124: strace ran the whole window and was stopped by SIGINT; an empty
+        // summary then means the process made no system call at all.
+        if status.code() == Some(124) {
+            return Ok("no system call in the window".to_owned());
+        }
         return Err(format!("strace wrote nothing ({status}); is strace installed?"));
     }
     Ok(text)
