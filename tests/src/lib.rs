@@ -9,6 +9,7 @@
 pub mod alert_sink;
 pub mod collector_proc;
 pub mod dns_server;
+pub mod fleet;
 pub mod hostile;
 pub mod nats;
 pub mod netns;

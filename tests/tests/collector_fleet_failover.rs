@@ -24,10 +24,8 @@
 //! digest, and not JetStream's `Nats-Msg-Id` window. `nats-server` comes from
 //! `.ci/install-nats.sh`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,14 +34,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
-use vantage_agent::native::{
-    Agent, CollectorConfig as AgentCollector, HttpStatus, Recorded, ReportInput,
-};
+use vantage_agent::native::{Agent, CollectorConfig as AgentCollector};
 use vantage_agent::report::AppInfo;
 use vantage_collector::ENVELOPE_CONTENT_TYPE;
 use vantage_collector::open::CollectorKey;
-use vantage_tests::collector_proc::{
-    CollectorConfig, CollectorProc, HttpClient, write_collector_key, write_tls,
+use vantage_tests::collector_proc::HttpClient;
+use vantage_tests::fleet::{
+    FleetMember, HOST, KEY_SEED, SERVICE, flush_all, metrics, record, wait_for,
 };
 use vantage_tests::nats::{NatsServer, free_port};
 use vantage_tests::tls::{TestCa, TestCert};
@@ -54,11 +51,6 @@ const PHASE_1: Range<u16> = 500..503;
 const PHASE_2: Range<u16> = 503..505;
 /// JetStream's duplicate window on the test's stream.
 const DUP_WINDOW: Duration = Duration::from_millis(200);
-const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(50);
-const KEY_SEED: [u8; 32] = [9; 32];
-const SERVICE: &str = "checkout";
-const HOST: &str = "api.example.com";
 
 /// A TLS front for one collector: each upload is forwarded to the collector's plain listener;
 /// while `lose_next` is set, the collector's answer to the next upload is not relayed: the
@@ -127,92 +119,6 @@ impl Drop for LossyProxy {
     }
 }
 
-/// The unlabelled samples of a collector's `/metrics` (plain listener).
-async fn metrics(addr: SocketAddr) -> HashMap<String, u64> {
-    let mut c = HttpClient::connect_plain(addr).await.unwrap();
-    let (status, body) = c.get("/metrics").await.unwrap();
-    assert_eq!(status.as_u16(), 200);
-    String::from_utf8(body.to_vec())
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.contains('{'))
-        .filter_map(|l| {
-            let (name, value) = l.split_once(' ')?;
-            Some((name.to_owned(), value.trim().parse::<f64>().ok()? as u64))
-        })
-        .collect()
-}
-
-/// Polls `probe` until it returns `Ok`, failing with `what` and the last value after
-/// [`DEADLINE`].
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what} within {DEADLINE:?}: {last}"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-struct Member {
-    id: &'static str,
-    dir: PathBuf,
-    config: String,
-    proc: Option<CollectorProc>,
-}
-
-impl Member {
-    fn new(root: &Path, id: &'static str, nats_url: &str) -> (Member, TestCa) {
-        let dir = root.join(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        write_collector_key(&dir, KEY_SEED);
-        let (ca, _) = write_tls(&dir, &["127.0.0.1", "localhost"]);
-        let mut config =
-            CollectorConfig { tls: true, unlimited: true, ..Default::default() }.to_toml();
-        config.push_str(&format!(
-            "[fleet]\nnats_url = {nats_url:?}\ncollector_id = {id:?}\npublish_timeout_ms = 500\n"
-        ));
-        let mut m = Member { id, dir, config, proc: None };
-        m.start();
-        (m, ca)
-    }
-
-    fn start(&mut self) {
-        assert!(self.proc.is_none(), "{} runs already", self.id);
-        self.proc = Some(CollectorProc::start(&self.dir, &self.config));
-    }
-
-    fn plain(&self) -> SocketAddr {
-        self.proc.as_ref().unwrap().plain_addr().unwrap()
-    }
-
-    async fn metrics(&self) -> HashMap<String, u64> {
-        metrics(self.plain()).await
-    }
-}
-
-fn record(agent: &Agent, statuses: Range<u16>) {
-    for status in statuses {
-        let input = ReportInput::new(SERVICE, &format!("https://{HOST}/pay"), &HttpStatus(status));
-        assert_eq!(agent.record(input), Recorded::Kept, "status {status}");
-    }
-}
-
-/// Flushes until nothing is left for a collector; returns the envelopes delivered meanwhile.
-async fn flush_all(agent: &Agent) -> u64 {
-    let before = agent.stats().delivered_envelopes;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let out = agent.flush(Duration::from_secs(2)).await.unwrap();
-        if out.undelivered == 0 {
-            return agent.stats().delivered_envelopes - before;
-        }
-        assert!(Instant::now() < deadline, "{} envelopes undelivered", out.undelivered);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_202_and_a_kill_before_publishing_each_count_once_across_the_fleet() {
     let started = Instant::now();
@@ -236,7 +142,8 @@ async fn a_lost_202_and_a_kill_before_publishing_each_count_once_across_the_flee
     let mut cas = Vec::new();
     let mut fleet = Vec::new();
     for id in ["c-1", "c-2"] {
-        let (m, ca) = Member::new(tmp.path(), id, &nats.url());
+        let (mut m, ca) = FleetMember::new(tmp.path(), id, &nats.url(), true);
+        m.start();
         fleet.push(m);
         cas.push(ca);
     }
@@ -400,7 +307,8 @@ async fn kills_at_random_moments_leave_no_stored_envelope_unpublished() {
     let seed = [21u8; 32];
     let tmp = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(&tmp.path().join("nats"), free_port(), free_port()).await;
-    let (mut c1, _ca) = Member::new(tmp.path(), "c-1", &nats.url());
+    let (mut c1, _ca) = FleetMember::new(tmp.path(), "c-1", &nats.url(), true);
+    c1.start();
     let key = CollectorKey::from_seed(KEY_SEED).public_key();
     let mut rng = SeededEntropy::insecure_from_seed(seed);
     let agents: Vec<AgentIdentity> =

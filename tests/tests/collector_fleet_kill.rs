@@ -23,26 +23,23 @@
 //! `nats-server` comes from `.ci/install-nats.sh`; `tests/tests/collector_fleet.rs` covers
 //! detection and paging with in-process collectors.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use vantage_agent::native::{
-    Agent, CollectorConfig as AgentCollector, HttpStatus, Recorded, ReportInput,
-};
+use vantage_agent::native::{Agent, CollectorConfig as AgentCollector};
 use vantage_agent::report::{AppInfo, UnixMillis};
 use vantage_collector::open::CollectorKey;
 use vantage_collector::store::{Store, StoreConfig};
-use vantage_tests::collector_proc::{
-    CollectorConfig, CollectorProc, HttpClient, write_collector_key, write_tls,
+use vantage_tests::fleet::{
+    FleetMember, HOST, KEY_SEED, SERVICE, flush_all, metric, metrics, record, wait_for,
 };
 use vantage_tests::nats::{NatsServer, free_port};
-use vantage_tests::tls::TestCa;
 
 /// HTTP statuses of the failures recorded while c-1 is up and NATS too.
 const PHASE_A: Range<u16> = 500..510;
@@ -52,13 +49,6 @@ const PHASE_B1: Range<u16> = 510..515;
 const PHASE_B2: Range<u16> = 515..520;
 /// ... after c-1 was killed.
 const PHASE_C: Range<u16> = 520..540;
-/// How long any one wait below may take.
-const DEADLINE: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(50);
-/// Every collector holds the key made from this seed: the agent seals to one public key.
-const KEY_SEED: [u8; 32] = [9; 32];
-const SERVICE: &str = "checkout";
-const HOST: &str = "api.example.com";
 
 /// What a [`Relay`] lets through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,97 +123,6 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// The unlabelled samples of a collector's `/metrics` (plain listener).
-async fn metrics(addr: SocketAddr) -> HashMap<String, u64> {
-    let mut c = HttpClient::connect_plain(addr).await.unwrap();
-    let (status, body) = c.get("/metrics").await.unwrap();
-    assert_eq!(status.as_u16(), 200);
-    String::from_utf8(body.to_vec())
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.contains('{'))
-        .filter_map(|l| {
-            let (name, value) = l.split_once(' ')?;
-            Some((name.to_owned(), value.trim().parse::<f64>().ok()? as u64))
-        })
-        .collect()
-}
-
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    *metrics(addr).await.get(name).unwrap_or_else(|| panic!("{name} not in {addr}/metrics"))
-}
-
-/// Polls `probe` until it returns `Ok`, failing with `what` (and the last value seen) after
-/// [`DEADLINE`].
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) => assert!(Instant::now() < deadline, "{what} within {DEADLINE:?}: {last}"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// A collector's directory, config and (while running) process.
-struct Member {
-    id: &'static str,
-    dir: PathBuf,
-    config: String,
-    proc: Option<CollectorProc>,
-}
-
-impl Member {
-    fn proc(&self) -> &CollectorProc {
-        self.proc.as_ref().unwrap_or_else(|| panic!("{} is not running", self.id))
-    }
-
-    fn plain(&self) -> SocketAddr {
-        self.proc().plain_addr().unwrap()
-    }
-
-    fn start(&mut self) {
-        assert!(self.proc.is_none(), "{} runs already", self.id);
-        self.proc = Some(CollectorProc::start(&self.dir, &self.config));
-    }
-}
-
-/// Sets up a collector directory: its own TLS CA and certificate, the fleet's collector key,
-/// and a config with TLS, the plain listener (for `/metrics`) and `[fleet]`.
-fn member(root: &Path, id: &'static str, nats_url: &str) -> (Member, TestCa) {
-    let dir = root.join(id);
-    std::fs::create_dir_all(&dir).unwrap();
-    write_collector_key(&dir, KEY_SEED);
-    let (ca, _) = write_tls(&dir, &["127.0.0.1", "localhost"]);
-    let mut config = CollectorConfig { tls: true, ..Default::default() }.to_toml();
-    config.push_str(&format!(
-        "[fleet]\nnats_url = {nats_url:?}\ncollector_id = {id:?}\npublish_timeout_ms = 500\n"
-    ));
-    (Member { id, dir, config, proc: None }, ca)
-}
-
-/// Records one failure per status (distinct statuses: nothing is coalesced).
-fn record(agent: &Agent, statuses: Range<u16>) {
-    for status in statuses {
-        let input = ReportInput::new(SERVICE, &format!("https://{HOST}/pay"), &HttpStatus(status));
-        assert_eq!(agent.record(input), Recorded::Kept, "status {status}");
-    }
-}
-
-/// Flushes until nothing is left for a collector, returning the envelopes delivered meanwhile.
-async fn flush_all(agent: &Agent) -> u64 {
-    let before = agent.stats().delivered_envelopes;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let out = agent.flush(Duration::from_secs(2)).await.unwrap();
-        if out.undelivered == 0 {
-            return agent.stats().delivered_envelopes - before;
-        }
-        assert!(Instant::now() < deadline, "{} envelopes undelivered", out.undelivered);
-    }
-}
-
 /// `(status, id, count)` of every report in the sled store at `path` (its collector stopped).
 async fn stored_reports(path: &Path) -> Vec<(u16, [u8; 16], u32)> {
     let store = Store::open(StoreConfig::new(path)).unwrap();
@@ -249,7 +148,7 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
     let mut fleet = Vec::new();
     let mut cas = Vec::new();
     for (id, url) in [("c-1", relay.url()), ("c-2", nats.url()), ("c-3", nats.url())] {
-        let (mut m, ca) = member(tmp.path(), id, &url);
+        let (mut m, ca) = FleetMember::new(tmp.path(), id, &url, false);
         m.start();
         fleet.push(m);
         cas.push(ca);
@@ -279,7 +178,7 @@ async fn agent_fails_over_from_a_killed_collector_and_the_stream_holds_every_bat
     record(&agent, PHASE_A);
     let env_a = flush_all(&agent).await;
     assert!(env_a > 0);
-    let plain: Vec<SocketAddr> = fleet.iter().map(Member::plain).collect();
+    let plain: Vec<SocketAddr> = fleet.iter().map(FleetMember::plain).collect();
     let accepted: Vec<u64> = {
         let mut v = Vec::new();
         for a in &plain {
