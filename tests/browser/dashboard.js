@@ -24,161 +24,132 @@
 // or {"ok": false, "error": MESSAGE, ...what was seen so far} (exit 1).
 'use strict';
 
-const { launch } = require('./launch');
+const { runPageScript } = require('./launch');
 
-// What the page showed so far; printed on failure too, so the test can say what was missing.
-const seen = { consoleErrors: [], pageErrors: [], failedRequests: [] };
 // CSS.escape exists in the page, not in node: enough of it for attribute values.
 const CSS = { escape: (s) => String(s).replace(/["\\]/g, '\\$&') };
 
-async function main() {
-    const config = JSON.parse(process.argv[2] || '{}');
-    const timeout = config.timeoutMs || 20000;
-    const context = await launch(config.userDataDir, { viewport: { width: 1280, height: 900 } });
-    try {
-        const page = context.pages()[0] || (await context.newPage());
-        page.on('console', (m) => {
-            if (m.type() === 'error') seen.consoleErrors.push(m.text());
-        });
-        page.on('pageerror', (e) => seen.pageErrors.push(String(e.message)));
-        page.on('requestfailed', (r) => seen.failedRequests.push(r.url() + ' ' + (r.failure() || {}).errorText));
-        page.on('response', (r) => {
-            if (r.status() >= 400) seen.failedRequests.push(r.url() + ' ' + r.status());
-        });
+runPageScript({ viewport: { width: 1280, height: 900 } }, async ({ config, timeout, page, seen, context, response }) => {
+    seen.status = response ? response.status() : null;
+    seen.csp = response ? response.headers()['content-security-policy'] || null : null;
 
-        const response = await page.goto(config.url, { timeout });
-        seen.status = response ? response.status() : null;
-        seen.csp = response ? response.headers()['content-security-policy'] || null : null;
+    // The page polls every 5 s: wait for a render that has the alert and its cell.
+    await page.waitForFunction(
+        ({ label, row, key }) => {
+            const cards = [...document.querySelectorAll('#firing .card .label')];
+            const cell = [...document.querySelectorAll('#heatmap td.cell')].find(
+                (td) => td.dataset.row === row && td.dataset.key === key,
+            );
+            return cards.some((c) => c.textContent === label) && cell && cell.dataset.alert !== '';
+        },
+        { label: config.alertLabel, row: config.row, key: config.key },
+        { timeout, polling: 200 },
+    );
 
-        // The page polls every 5 s: wait for a render that has the alert and its cell.
-        await page.waitForFunction(
-            ({ label, row, key }) => {
-                const cards = [...document.querySelectorAll('#firing .card .label')];
-                const cell = [...document.querySelectorAll('#heatmap td.cell')].find(
-                    (td) => td.dataset.row === row && td.dataset.key === key,
-                );
-                return cards.some((c) => c.textContent === label) && cell && cell.dataset.alert !== '';
-            },
-            { label: config.alertLabel, row: config.row, key: config.key },
-            { timeout, polling: 200 },
-        );
+    const snapshot = await page.evaluate(() => ({
+        cards: [...document.querySelectorAll('#firing .card')].map((c) => ({
+            id: c.dataset.alertId,
+            label: c.querySelector('.label').textContent,
+            kind: c.dataset.kind,
+            inhibited: c.dataset.inhibited,
+            text: c.textContent,
+        })),
+        cells: [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
+            row: td.dataset.row,
+            key: td.dataset.key,
+            ratio: td.dataset.ratio === '' ? null : Number(td.dataset.ratio),
+            failing: Number(td.dataset.failing),
+            active: Number(td.dataset.active),
+            alert: td.dataset.alert,
+            title: td.title,
+            outlined: getComputedStyle(td.querySelector('button')).outlineStyle !== 'none',
+            background: td.querySelector('button').style.background,
+        })),
+        headings: [...document.querySelectorAll('h1, h2')].map((h) => h.textContent.trim()),
+    }));
+    Object.assign(seen, snapshot);
 
-        const snapshot = await page.evaluate(() => ({
-            cards: [...document.querySelectorAll('#firing .card')].map((c) => ({
-                id: c.dataset.alertId,
-                label: c.querySelector('.label').textContent,
-                kind: c.dataset.kind,
-                inhibited: c.dataset.inhibited,
-                text: c.textContent,
-            })),
-            cells: [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
-                row: td.dataset.row,
-                key: td.dataset.key,
-                ratio: td.dataset.ratio === '' ? null : Number(td.dataset.ratio),
-                failing: Number(td.dataset.failing),
-                active: Number(td.dataset.active),
-                alert: td.dataset.alert,
-                title: td.title,
-                outlined: getComputedStyle(td.querySelector('button')).outlineStyle !== 'none',
-                background: td.querySelector('button').style.background,
-            })),
-            headings: [...document.querySelectorAll('h1, h2')].map((h) => h.textContent.trim()),
-        }));
-        Object.assign(seen, snapshot);
-
-        // Choose the cell: its series must be drawn.
-        const selector = `#heatmap td.cell[data-row="${CSS.escape(config.row)}"][data-key="${CSS.escape(config.key)}"] button`;
-        await page.click(selector, { timeout });
-        const slice = config.alertLabel;
-        await page.waitForFunction(
-            (want) => {
-                const box = document.getElementById('series');
-                return box.dataset.slice === want && box.querySelector('path.ratio') !== null;
-            },
-            slice,
-            { timeout, polling: 100 },
-        );
-        seen.series = await page.evaluate(() => {
+    // Choose the cell: its series must be drawn.
+    const selector = `#heatmap td.cell[data-row="${CSS.escape(config.row)}"][data-key="${CSS.escape(config.key)}"] button`;
+    await page.click(selector, { timeout });
+    const slice = config.alertLabel;
+    await page.waitForFunction(
+        (want) => {
             const box = document.getElementById('series');
-            const paths = {};
-            for (const p of box.querySelectorAll('path')) paths[p.getAttribute('class')] = p.getAttribute('d');
-            return {
-                label: document.getElementById('series-label').textContent,
-                slice: box.dataset.slice,
-                points: Number(box.dataset.points),
-                charts: box.querySelectorAll('svg').length,
-                paths,
-            };
-        });
-        seen.selectedCell = await page.evaluate(
-            (sel) => document.querySelector(sel).closest('td').classList.contains('selected'),
-            selector,
-        );
-        await page.screenshot({ path: config.screenshot, fullPage: true });
-        seen.screenshot = config.screenshot;
-
-        // The toggles: countries as columns, then colour by failing clients.
-        await page.check('input[name="dim"][value="country"]');
-        await page.waitForSelector('#heatmap td.cell[data-dim="country"]', { timeout });
-        await page.check('input[name="colour"][value="failing"]');
-        seen.countryCells = await page.evaluate(() =>
-            [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
-                row: td.dataset.row,
-                key: td.dataset.key,
-                dim: td.dataset.dim,
-                ratio: td.dataset.ratio === '' ? null : Number(td.dataset.ratio),
-                failing: Number(td.dataset.failing),
-                shown: td.querySelector('button').textContent.replace(/^! /, ''),
-            })),
-        );
-        seen.legend = await page.evaluate(() => document.getElementById('legend').textContent);
-
-        // A notification's link, `/?alert=ID`, opens the page on that alert's slice; an unknown
-        // id says so in the status line.
-        const alertId = (seen.cards.find((c) => c.label === config.alertLabel) || {}).id;
-        const linked = await context.newPage();
-        await linked.goto(config.url + '?alert=' + encodeURIComponent(alertId), { timeout });
-        await linked.waitForFunction(
-            (want) => {
-                const box = document.getElementById('series');
-                return box.dataset.slice === want && box.querySelector('path.ratio') !== null;
-            },
-            config.alertLabel,
-            { timeout, polling: 100 },
-        );
-        seen.linked = await linked.evaluate(() => ({
-            slice: document.getElementById('series').dataset.slice,
-            hash: location.hash,
-            search: location.search,
-            selectedCards: [...document.querySelectorAll('#firing .card.selected')].map((c) => c.dataset.alertId),
-        }));
-        await linked.goto(config.url + '?alert=ffffffffffffffff', { timeout });
-        await linked.waitForFunction(() => /not among/.test(document.getElementById('status').textContent), null, {
-            timeout,
-            polling: 100,
-        });
-        seen.linkedMissing = await linked.evaluate(() => document.getElementById('status').textContent);
-        await linked.close();
-
-        // With JavaScript off the page still says what it is and where the data is.
-        const plain = await context.newPage();
-        const cdp = await context.newCDPSession(plain);
-        await cdp.send('Emulation.setScriptExecutionDisabled', { value: true });
-        await plain.goto(config.url, { timeout });
-        seen.noScript = {
-            text: await plain.innerText('body'),
-            refreshes: await plain.getAttribute('html', 'data-refreshes'),
+            return box.dataset.slice === want && box.querySelector('path.ratio') !== null;
+        },
+        slice,
+        { timeout, polling: 100 },
+    );
+    seen.series = await page.evaluate(() => {
+        const box = document.getElementById('series');
+        const paths = {};
+        for (const p of box.querySelectorAll('path')) paths[p.getAttribute('class')] = p.getAttribute('d');
+        return {
+            label: document.getElementById('series-label').textContent,
+            slice: box.dataset.slice,
+            points: Number(box.dataset.points),
+            charts: box.querySelectorAll('svg').length,
+            paths,
         };
-        process.stdout.write(JSON.stringify({ ok: true, ...seen }) + '\n');
-    } finally {
-        await context.close();
-    }
-}
+    });
+    seen.selectedCell = await page.evaluate(
+        (sel) => document.querySelector(sel).closest('td').classList.contains('selected'),
+        selector,
+    );
+    await page.screenshot({ path: config.screenshot, fullPage: true });
+    seen.screenshot = config.screenshot;
 
-main().then(
-    () => process.exit(0),
-    (e) => {
-        process.stdout.write(JSON.stringify({ ...seen, ok: false, error: String(e && e.stack ? e.stack : e) }) + '\n');
-        process.exit(1);
-    },
-);
+    // The toggles: countries as columns, then colour by failing clients.
+    await page.check('input[name="dim"][value="country"]');
+    await page.waitForSelector('#heatmap td.cell[data-dim="country"]', { timeout });
+    await page.check('input[name="colour"][value="failing"]');
+    seen.countryCells = await page.evaluate(() =>
+        [...document.querySelectorAll('#heatmap td.cell:not(.all)')].map((td) => ({
+            row: td.dataset.row,
+            key: td.dataset.key,
+            dim: td.dataset.dim,
+            ratio: td.dataset.ratio === '' ? null : Number(td.dataset.ratio),
+            failing: Number(td.dataset.failing),
+            shown: td.querySelector('button').textContent.replace(/^! /, ''),
+        })),
+    );
+    seen.legend = await page.evaluate(() => document.getElementById('legend').textContent);
+
+    // A notification's link, `/?alert=ID`, opens the page on that alert's slice; an unknown
+    // id says so in the status line.
+    const alertId = (seen.cards.find((c) => c.label === config.alertLabel) || {}).id;
+    const linked = await context.newPage();
+    await linked.goto(config.url + '?alert=' + encodeURIComponent(alertId), { timeout });
+    await linked.waitForFunction(
+        (want) => {
+            const box = document.getElementById('series');
+            return box.dataset.slice === want && box.querySelector('path.ratio') !== null;
+        },
+        config.alertLabel,
+        { timeout, polling: 100 },
+    );
+    seen.linked = await linked.evaluate(() => ({
+        slice: document.getElementById('series').dataset.slice,
+        hash: location.hash,
+        search: location.search,
+        selectedCards: [...document.querySelectorAll('#firing .card.selected')].map((c) => c.dataset.alertId),
+    }));
+    await linked.goto(config.url + '?alert=ffffffffffffffff', { timeout });
+    await linked.waitForFunction(() => /not among/.test(document.getElementById('status').textContent), null, {
+        timeout,
+        polling: 100,
+    });
+    seen.linkedMissing = await linked.evaluate(() => document.getElementById('status').textContent);
+    await linked.close();
+
+    // With JavaScript off the page still says what it is and where the data is.
+    const plain = await context.newPage();
+    const cdp = await context.newCDPSession(plain);
+    await cdp.send('Emulation.setScriptExecutionDisabled', { value: true });
+    await plain.goto(config.url, { timeout });
+    seen.noScript = {
+        text: await plain.innerText('body'),
+        refreshes: await plain.getAttribute('html', 'data-refreshes'),
+    };
+});

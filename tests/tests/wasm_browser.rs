@@ -5,7 +5,7 @@
 //! IndexedDB; without consent nothing is stored or sent.
 //!
 //! ```text
-//!  node tests/browser/wasm_driver.js ── playwright-core ── /usr/bin/chromium (headless,
+//!  node tests/browser/driver.js ── playwright-core ── /usr/bin/chromium (headless,
 //!        │ goto http://127.0.0.1:P/                         host-resolver-rules guard)
 //!        ▼
 //!  page server (this test)  /  wasm_page.html   /pkg/*  the package   /status/503
@@ -215,7 +215,7 @@ impl Browser {
         );
         let config = serde_json::json!({ "userDataDir": user_data_dir });
         let mut child = tokio::process::Command::new("node")
-            .arg("wasm_driver.js")
+            .arg("driver.js")
             .arg(config.to_string())
             .current_dir(browser_dir())
             .stdin(std::process::Stdio::piped())
