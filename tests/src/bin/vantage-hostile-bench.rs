@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-hostile-bench -- [--connections N]
-//!     [--uploads N] [--rounds N] [--seconds N] [--cpu-ms N] [--family TEXT]
+//!     [--uploads N] [--rounds N] [--seconds N] [--cpu-ms N] [--family TEXT] [--inflight N]
 //!     [--only connections|goodput|volume|cpu]
 //! ```
 //!
@@ -170,7 +170,8 @@ fn connection_attacks(rts: &Rts, connections: usize, uploads: usize) {
     rts.server.block_on(running.shutdown()).unwrap();
 }
 
-/// A collector with the default limits (and the plain and admin listeners) in `dir`.
+/// A collector with the default limits (and the plain and admin listeners) in `dir`;
+/// `--inflight N` sets `server.max_inflight_commits`.
 async fn start_default(
     dir: &std::path::Path,
     key: &CollectorKey,
@@ -178,8 +179,12 @@ async fn start_default(
 ) -> vantage_collector::server::RunningCollector {
     let hex: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(dir.join("collector.key"), hex).unwrap();
+    let inflight = match arg("--inflight", 0) {
+        0 => String::new(),
+        n => format!("max_inflight_commits = {n}\n"),
+    };
     let text = format!(
-        "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n\
+        "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n{inflight}\
          [keys]\nprivate_key_files = [\"collector.key\"]\n[store]\npath = \"data\"\n{extra}"
     );
     let config = Config::from_toml_str(&text, dir).unwrap();
