@@ -465,30 +465,38 @@ pub(crate) struct Fields<'a, 'p> {
 
 impl<'a, 'p> Fields<'a, 'p> {
     pub(crate) fn new(what: Path<'p>, item: Item<'a>) -> Result<Fields<'a, 'p>, DecodeError> {
-        let h = item.head().map_err(|r| DecodeError::new(what.to_string(), r))?;
+        Fields::read(what, item.bytes, 0).map(|(fields, _)| fields)
+    }
+
+    /// The map starting at `at` within `buf` (a part of what [`parse`] accepted), and where
+    /// it ends: its entries are read once, and its end is where the last one ends, so a map
+    /// read this way is not walked a second time.
+    fn read(
+        what: Path<'p>,
+        buf: &'a [u8],
+        at: usize,
+    ) -> Result<(Fields<'a, 'p>, usize), DecodeError> {
+        let bad = |r: String| DecodeError::new(what.to_string(), r);
+        let h = read_head(buf, at).map_err(|m| bad(m.reason()))?;
         if h.major != 5 {
-            return Err(DecodeError::new(
-                what.to_string(),
-                format!("expected a map, got {}", item.kind()),
-            ));
+            let kind = Item { bytes: &buf[at..] }.kind();
+            return Err(bad(format!("expected a map, got {kind}")));
         }
         let mut entries = Vec::with_capacity(usize::try_from(h.arg).unwrap_or(0).min(64));
-        let mut pos = h.len;
-        let bytes = item.bytes;
-        let bad = |r: String| DecodeError::new(what.to_string(), r);
+        let mut pos = at + h.len;
         for _ in 0..h.arg {
-            let (key, end) = Item::at(bytes, pos).map_err(bad)?;
+            let (key, end) = Item::at(buf, pos).map_err(bad)?;
             let key = key.uint().map_err(|_| {
                 DecodeError::new(what.to_string(), "map key is not an unsigned integer")
             })?;
-            let (value, end) = Item::at(bytes, end).map_err(bad)?;
+            let (value, end) = Item::at(buf, end).map_err(bad)?;
             entries.push((key, value));
             pos = end;
         }
         if let (Some(key), _) = first_duplicate(&entries) {
             return Err(DecodeError::new(what.to_string(), format!("duplicate key {key}")));
         }
-        Ok(Fields { what, entries })
+        Ok((Fields { what, entries }, pos))
     }
 
     fn error(&self, name: &str, reason: String) -> DecodeError {
@@ -546,6 +554,26 @@ impl<'a, 'p> Fields<'a, 'p> {
         v.array().map_err(|r| self.error(name, r))
     }
 
+    /// An array of maps (`max` at most), read one map at a time with [`Maps::next`]: each is
+    /// read once, where [`Fields::array`] then [`Fields::new`] would walk each map twice.
+    pub(crate) fn maps(
+        &mut self,
+        key: u64,
+        name: &str,
+        max: usize,
+    ) -> Result<Maps<'a>, DecodeError> {
+        let Some(v) = self.take(key) else { return Ok(Maps { buf: &[], pos: 0, left: 0 }) };
+        let h = v.head().map_err(|r| self.error(name, r))?;
+        if h.major != 4 {
+            return Err(self.error(name, format!("expected an array, got {}", v.kind())));
+        }
+        if h.arg > max as u64 {
+            return Err(self.error(name, format!("{} items, at most {max} allowed", h.arg)));
+        }
+        // Invariant: arg <= max, a usize.
+        Ok(Maps { buf: v.bytes, pos: h.len, left: h.arg as usize })
+    }
+
     /// Fails if any key is left (for structures that must not grow within a version).
     pub(crate) fn finish_strict(self) -> Result<(), DecodeError> {
         match self.entries.first() {
@@ -559,6 +587,35 @@ impl<'a, 'p> Fields<'a, 'p> {
     /// The path of this map, for an error message.
     pub(crate) fn what(&self) -> String {
         self.what.to_string()
+    }
+}
+
+/// The maps of an array, in order (from [`Fields::maps`]).
+pub(crate) struct Maps<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    left: usize,
+}
+
+impl<'a> Maps<'a> {
+    /// Maps not read yet.
+    pub(crate) fn len(&self) -> usize {
+        self.left
+    }
+
+    /// The next map's fields, named `what` in errors; `None` after the last.
+    pub(crate) fn next<'p>(
+        &mut self,
+        what: Path<'p>,
+    ) -> Option<Result<Fields<'a, 'p>, DecodeError>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(Fields::read(what, self.buf, self.pos).map(|(fields, end)| {
+            self.pos = end;
+            fields
+        }))
     }
 }
 
@@ -753,6 +810,44 @@ mod tests {
             f.uint(2, "created_at").unwrap_err().to_string(),
             "batch.reports[3].created_at: missing"
         );
+    }
+
+    #[test]
+    fn maps_of_an_array_are_read_in_order_each_once() {
+        // Maps with nested containers (walked) and strings (skipped by their head), then a
+        // map whose end is where its last entry ends.
+        let inner = |i: u64| {
+            map(vec![
+                (1, uint(i)),
+                (2, Value::Array(vec![uint(1u8), map(vec![(1, Value::Text("x".into()))])])),
+                (3, Value::Text("t".repeat(30))),
+            ])
+        };
+        let v = to_vec(&map(vec![(5, Value::Array((0..3).map(inner).collect())), (6, uint(9u8))]));
+        let mut f = fields(&v).unwrap();
+        let mut maps = f.maps(5, "list", 4).unwrap();
+        assert_eq!(maps.len(), 3);
+        let mut seen = Vec::new();
+        while let Some(m) = maps.next(Path::indexed("t.list", seen.len())) {
+            let mut m = m.unwrap();
+            seen.push(m.uint(1, "n").unwrap());
+            assert_eq!(m.text(3, "s").unwrap(), "t".repeat(30));
+        }
+        assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(f.uint(6, "after").unwrap(), 9);
+        // Absent: no maps. Too many, not an array, an element that is not a map: named.
+        assert_eq!(fields(&v).unwrap().maps(7, "none", 4).unwrap().len(), 0);
+        let err = fields(&v).unwrap().maps(5, "list", 2).err().unwrap().to_string();
+        assert_eq!(err, "t.list: 3 items, at most 2 allowed");
+        let err = fields(&v).unwrap().maps(6, "after", 2).err().unwrap().to_string();
+        assert_eq!(err, "t.after: expected an array, got an integer");
+        let mixed = to_vec(&map(vec![(5, Value::Array(vec![inner(0), uint(1u8)]))]));
+        let mut f = fields(&mixed).unwrap();
+        let mut maps = f.maps(5, "list", 4).unwrap();
+        maps.next(Path::indexed("t.list", 0)).unwrap().unwrap();
+        let err = maps.next(Path::indexed("t.list", 1)).unwrap().err().unwrap().to_string();
+        assert_eq!(err, "t.list[1]: expected a map, got an integer");
+        assert!(maps.next(Path::indexed("t.list", 2)).is_none());
     }
 
     #[test]

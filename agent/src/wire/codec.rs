@@ -53,7 +53,10 @@ impl Report {
     }
 
     pub(crate) fn from_item(what: Path<'_>, v: Item<'_>) -> Result<Report, DecodeError> {
-        let mut f = Fields::new(what, v)?;
+        Report::from_fields(what, Fields::new(what, v)?)
+    }
+
+    fn from_fields(what: Path<'_>, mut f: Fields<'_, '_>) -> Result<Report, DecodeError> {
         let invalid =
             |field: &str, e: ReportError| DecodeError::new(what.field(field), e.to_string());
         let id = ReportId(f.bytes::<16>(1, "id")?);
@@ -175,12 +178,13 @@ impl Batch {
         let seq = f.uint(2, "seq")?;
         let created_at = UnixMillis(f.uint(3, "created_at")?);
         let app = decode_app(f.required(4, "app")?)?;
-        let reports = f
-            .array(5, "reports", MAX_REPORTS)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| Report::from_item(Path::indexed("batch.reports", i), v))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Each report map is read once (not walked, then read).
+        let mut maps = f.maps(5, "reports", MAX_REPORTS)?;
+        let mut reports = Vec::with_capacity(maps.len());
+        while let Some(fields) = maps.next(Path::indexed("batch.reports", reports.len())) {
+            reports
+                .push(Report::from_fields(Path::indexed("batch.reports", reports.len()), fields?)?);
+        }
         let mut drops = DropCounts::new();
         if let Some(v) = f.take(6) {
             let Ok(pairs) = v.map_pairs() else {
