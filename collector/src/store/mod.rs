@@ -11,7 +11,7 @@
 //! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
 //! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
 //! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
-//! | `meta`            | `format`, `nel_targets_derived_after`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE, `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u32 BE (format 1), u64 BE counters |
+//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE, `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | `format` u32 BE (1 or 2), u64 BE counters |
 //! | `fleet_outbox`    | u64 BE, increasing (fleet mode only)           | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! Keys start with the big-endian event time, so a time range is one sled range scan and the
@@ -38,25 +38,32 @@
 //!
 //! # NEL uploads
 //!
-//! A NEL upload of n failures is n report rows plus the two digest entries, nothing else:
+//! A NEL upload of n failures is n report rows plus the two digest entries (and its share of
+//! the group's counter updates in `meta`), nothing else; NEL uploads and envelopes share the
+//! writer's groups, so one flush and one `fdatasync` cover both:
 //! - Its report ids derive from its digest (`ingest::accept::nel_batch`), so a digest found
-//!   new means ids never stored: NEL reports get no `report_ids` entry and no id lookup.
+//!   new means ids never stored: NEL reports get no `report_ids` entry and no id lookup. (The
+//!   one difference: a NEL body replayed after its digest expired, beyond the dedup horizon,
+//!   is stored again where format 1 skipped those of its reports still retained. NEL is
+//!   unauthenticated, so such a replay is no different from any forged upload, which the
+//!   per-/24 budgets bound.)
 //! - Each failure's count (1 / its sampling fraction attempts, no successes, on its network's
-//!   stand-in client) holds nothing the report does not, so it is not a `targets` row:
-//!   [`Store::scan_targets`] derives it from the report ([`StoredReport::nel_targets`]) for
-//!   NEL reports received after `meta/nel_targets_derived_after`. The writer leaves out
-//!   exactly the counts equal to that derivation; anything else (NEL `ok` counts, agent
-//!   counts) is a row. [`StoreStats::targets`] counts rows, and [`StoreStats::bytes`] counts
-//!   24 bytes of id entry for every report, NEL or not, as before.
+//!   stand-in client) holds nothing the report does not, so it is not a `targets` row: the
+//!   report's record carries a flag (record version 2, `codec.rs`) and
+//!   [`Store::scan_targets`] derives the count from it ([`StoredReport::nel_targets`]). The
+//!   writer flags exactly the reports whose batch carried a count equal to that derivation;
+//!   anything else (NEL `ok` counts, agent counts) is a row. [`StoreStats::targets`] counts
+//!   rows, and [`StoreStats::bytes`] counts 24 bytes of id entry for every report, NEL or
+//!   not, as before.
 //!
 //! # Formats
 //!
-//! Format 2 (this build) differs from format 1 only in the NEL rows above. Opening a format 1
-//! store upgrades it in place: `nel_targets_derived_after` is set to the time of the upgrade
-//! (the NEL counts received before it are rows and stay rows; later ones are derived) and
-//! `format` to 2, in one sled batch. Nothing else is rewritten. A build that reads format 1
-//! only refuses a format 2 store by name ("on-disk format 2"), so a downgrade is an explicit
-//! error, not a silent undercount.
+//! Format 2 (this build) differs from format 1 only in the NEL rows above and in writing
+//! report records of version 2. Opening a format 1 store upgrades it in place by setting
+//! `meta/format` to 2; nothing is rewritten: its version 1 report records read as reports
+//! without a derived count, and its NEL count rows stay rows, so every count is read exactly
+//! once. A build that reads format 1 only refuses a format 2 store by name ("on-disk format
+//! 2"), so a downgrade is an explicit error, not a misread.
 //!
 //! # Writes
 //!
@@ -134,10 +141,6 @@ const META_FORMAT: &[u8] = b"format";
 const META_REPORTS: &[u8] = b"reports";
 const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
-/// `meta` key: NEL reports received after this time (Unix ms, u64 BE) have their counts
-/// derived rather than stored (0 for a store created as format 2; the upgrade time for a
-/// format 1 store, whose earlier NEL counts are rows of `targets`).
-const META_NEL_DERIVED_AFTER: &[u8] = b"nel_targets_derived_after";
 /// `meta` keys `drops/` ‖ reason code (u16 BE): agent drop totals (see [`Store::agent_drops`]).
 /// The tree of stream messages waiting for JetStream's ack, written with the batches they
 /// publish (see "The fleet outbox").
@@ -375,9 +378,6 @@ struct Shared {
     outbox_durable_below: std::sync::atomic::AtomicU64,
     /// Apps with per-app drop totals (at most [`MAX_DROP_APPS`]; loaded at open).
     drop_apps: Mutex<std::collections::BTreeSet<String>>,
-    /// NEL reports received after this time (Unix ms) have derived counts
-    /// ([`META_NEL_DERIVED_AFTER`]; set by `check_format`).
-    nel_derived_after: u64,
 }
 
 struct Trees {
@@ -477,7 +477,7 @@ impl Store {
         let legacy_replay = tree("replay")?;
         let syncer = Syncer::open(&path, config.sync).map_err(|e| open_err(e.to_string()))?;
         let guard = SpaceGuard::open(&path, config.space);
-        let mut shared = Shared {
+        let shared = Shared {
             path: path.clone(),
             admission: Admission::new(config.retention, config.dedup_horizon),
             config,
@@ -491,9 +491,8 @@ impl Store {
             // What is in the tree at open was read back from disk.
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
             drop_apps: Mutex::new(std::collections::BTreeSet::new()),
-            nel_derived_after: 0,
         };
-        shared.nel_derived_after = shared.check_format(had_data, &legacy_replay)?;
+        shared.check_format(had_data, &legacy_replay)?;
         legacy_replay.clear().map_err(|e| engine_error(&path, e))?;
         let counts = shared.load_or_rebuild_counts()?;
         let apps = shared.drop_apps_on_disk()?;
@@ -597,9 +596,9 @@ impl Store {
 
     /// Target counts with `from <= event_at < to`, in `event_at` order.
     ///
-    /// The counts of NEL failure reports received by a format-2 store are not rows of their
-    /// own: they are derived from the reports ([`StoredReport::nel_targets`]) and merged in
-    /// here, so callers see every count the ingest path committed (see "NEL uploads").
+    /// The counts of NEL failure reports that a format 2 store keeps in the report's record
+    /// are derived from it ([`StoredReport::nel_targets`]) and merged in here, so callers see
+    /// every count the ingest path committed (see "NEL uploads").
     pub fn scan_targets(
         &self,
         from: UnixMillis,
@@ -609,11 +608,16 @@ impl Store {
             let (k, v) = entry?;
             codec::decode_targets(&k, &v).map_err(|e| self.shared.corrupt("targets", &k, &e))
         });
-        let after = self.shared.nel_derived_after;
-        let derived = self.scan_reports(from, to).filter_map(move |r| match r {
-            Ok(r) if r.received_at.0 > after => r.nel_targets().map(Ok),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
+        let derived = self.shared.scan(&self.shared.trees.reports, from, to).filter_map(|entry| {
+            let decoded = entry.and_then(|(k, v)| {
+                codec::decode_report_and_count(&k, &v)
+                    .map_err(|e| self.shared.corrupt("reports", &k, &e))
+            });
+            match decoded {
+                Ok((r, true)) => r.nel_targets().map(Ok),
+                Ok((_, false)) => None,
+                Err(e) => Some(Err(e)),
+            }
         });
         merge_by_event_at(rows, derived)
     }
@@ -868,9 +872,8 @@ impl Shared {
         }
     }
 
-    /// Checks (and, for a format 1 store, upgrades) the format marker; returns the time after
-    /// which NEL counts are derived ([`META_NEL_DERIVED_AFTER`]).
-    fn check_format(&self, had_data: bool, legacy_replay: &sled::Tree) -> Result<u64, StoreError> {
+    /// Checks (and, for a format 1 store, upgrades) the format marker.
+    fn check_format(&self, had_data: bool, legacy_replay: &sled::Tree) -> Result<(), StoreError> {
         let meta = &self.trees.meta;
         let engine = |e| engine_error(&self.path, e);
         match meta.get(META_FORMAT).map_err(engine)? {
@@ -879,29 +882,17 @@ impl Shared {
                     self.corrupt("meta", META_FORMAT, &format!("{} bytes", v.len()))
                 })?;
                 match u32::from_be_bytes(arr) {
-                    // Format 1 stored every NEL count as a row: those stay rows, and counts of
-                    // NEL reports received from now on are derived. Both keys in one batch.
+                    FORMAT_VERSION => Ok(()),
+                    // Format 1 data reads as it is (its report records are version 1: no
+                    // derived counts); only new writes use format 2's records.
                     1 => {
-                        let now = now_millis();
-                        let mut upgrade = sled::Batch::default();
-                        upgrade.insert(META_NEL_DERIVED_AFTER, &now.to_be_bytes());
-                        upgrade.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
-                        meta.apply_batch(upgrade).map_err(engine)?;
+                        meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
                         tracing::info!(
                             path = %self.path.display(),
-                            "store upgraded from format 1 to 2 (NEL counts derived from reports)"
+                            "store upgraded from format 1 to 2 (NEL counts kept in their reports)"
                         );
-                        Ok(now)
+                        Ok(())
                     }
-                    FORMAT_VERSION => match meta.get(META_NEL_DERIVED_AFTER).map_err(engine)? {
-                        Some(v) => codec::be_u64(&v)
-                            .map_err(|e| self.corrupt("meta", META_NEL_DERIVED_AFTER, &e)),
-                        None => Err(self.corrupt(
-                            "meta",
-                            META_NEL_DERIVED_AFTER,
-                            "missing in a format 2 store",
-                        )),
-                    },
                     version => Err(StoreError::Open {
                         path: self.path.clone(),
                         reason: format!(
@@ -925,11 +916,8 @@ impl Shared {
                             .into(),
                     });
                 }
-                let mut create = sled::Batch::default();
-                create.insert(META_NEL_DERIVED_AFTER, &0u64.to_be_bytes());
-                create.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
-                meta.apply_batch(create).map_err(engine)?;
-                Ok(0)
+                meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
+                Ok(())
             }
         }
     }
@@ -1025,31 +1013,37 @@ impl Shared {
             .chain(batch.targets.iter().map(|t| t.received_at.0))
             .max()
             .unwrap_or_else(now_millis);
+        // NEL failure counts are derived from their reports when read (`scan_targets`): the
+        // ingest path appends them in report order, so one pass pairs each with its report;
+        // the report's record says so, and the count is not written.
+        let mut derived = vec![false; batch.reports.len()];
+        let mut written = vec![true; batch.targets.len()];
+        let mut nel = batch.reports.iter().enumerate().filter(|(_, r)| r.source == Source::Nel);
+        let mut next = nel.next();
+        for (t, slot) in batch.targets.iter().zip(written.iter_mut()) {
+            if let Some((i, _)) = next.filter(|(_, r)| r.has_nel_targets(t)) {
+                derived[i] = true;
+                *slot = false;
+                next = nel.next();
+            }
+        }
         let reports = batch
             .reports
             .iter()
+            .zip(&derived)
             .enumerate()
-            .map(|(i, r)| {
-                let value = codec::encode_report(r)
+            .map(|(i, (r, derived))| {
+                let value = codec::encode_report(r, *derived)
                     .map_err(|e| StoreError::Encode(format!("reports[{i}]: {e}")))?;
                 let indexed = r.source != Source::Nel;
                 Ok((codec::report_key(r.event_at, &r.id), r.id, value, indexed))
             })
             .collect::<Result<_, StoreError>>()?;
-        // NEL failure counts are derived from their reports when read (`scan_targets`): the
-        // ingest path appends them in report order, so one pass pairs them.
-        let mut nel_reports = batch.reports.iter().filter(|r| r.source == Source::Nel).peekable();
         let targets = batch
             .targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| match nel_reports.peek() {
-                Some(r) if r.has_nel_targets(t) => {
-                    nel_reports.next();
-                    false
-                }
-                _ => true,
-            })
+            .filter(|(i, _)| written[*i])
             .map(|(i, t)| {
                 let value = codec::encode_targets(t)
                     .map_err(|e| StoreError::Encode(format!("targets[{i}]: {e}")))?;
@@ -1474,6 +1468,10 @@ mod tests {
         IngestBatch { targets, ..batch(digest, reports) }
     }
 
+    fn all_reports_of(store: &Store) -> Vec<StoredReport> {
+        store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
+    }
+
     fn all_targets(store: &Store) -> Vec<StoredTargets> {
         store.scan_targets(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
     }
@@ -1508,26 +1506,28 @@ mod tests {
         let t = &store.shared.trees;
         for (i, r) in old.reports.iter().enumerate() {
             let key = codec::report_key(r.event_at, &r.id);
-            t.reports.insert(key, codec::encode_report(r).unwrap()).unwrap();
+            // A version 1 record: version 2 without its last (derived-count) byte.
+            let mut v1 = codec::encode_report(r, false).unwrap();
+            v1[0] = 1;
+            v1.pop();
+            t.reports.insert(key, v1).unwrap();
             t.report_ids.insert(r.id, &key[..8]).unwrap();
             let count = r.nel_targets().unwrap();
             let key = codec::target_key(count.event_at, &old.digest, i as u32);
             t.targets.insert(key, codec::encode_targets(&count).unwrap()).unwrap();
         }
         t.meta.insert(META_FORMAT, &1u32.to_be_bytes()).unwrap();
-        t.meta.remove(META_NEL_DERIVED_AFTER).unwrap();
         store.close().await.unwrap();
         drop(store);
 
-        let before = now_millis();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        let meta = |k: &[u8]| store.shared.trees.meta.get(k).unwrap().unwrap().to_vec();
-        assert_eq!(meta(META_FORMAT), FORMAT_VERSION.to_be_bytes());
-        assert!(codec::be_u64(&meta(META_NEL_DERIVED_AFTER)).unwrap() >= before);
+        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
         // The old rows are read as they are, not a second time from their reports.
+        assert_eq!(all_reports_of(&store), old.reports);
         assert_eq!(all_targets(&store), old.targets);
-        // A NEL upload received after the upgrade: its counts are derived.
-        let new = nel_batch(2, now_millis() + 1_000, 1);
+        // A NEL upload after the upgrade: its count is derived.
+        let new = nel_batch(2, 20_000, 1);
         store.commit(new.clone()).await.unwrap();
         assert_eq!(all_targets(&store), [old.targets.clone(), new.targets].concat());
         assert_eq!(store.shared.trees.targets.len(), 2);
@@ -1699,10 +1699,21 @@ mod tests {
         r.status = Some(503);
         r.enrichment = Enrichment { asn: Some(u32::MAX), country: Country::parse("nz") };
         let key = codec::report_key(r.event_at, &r.id);
-        let value = codec::encode_report(&r).unwrap();
+        let value = codec::encode_report(&r, false).unwrap();
         assert_eq!(codec::decode_report(&key, &value).unwrap(), r);
         let mut longer = value.clone();
         longer.push(0);
         assert!(codec::decode_report(&key, &longer).unwrap_err().contains("trailing"));
+        // The derived-count byte: read back; anything but 0 or 1 is corrupt; version 1
+        // records (no such byte) still read, without a derived count.
+        let flagged = codec::encode_report(&r, true).unwrap();
+        assert_eq!(codec::decode_report_and_count(&key, &flagged).unwrap(), (r.clone(), true));
+        let mut bad = flagged.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(codec::decode_report(&key, &bad).unwrap_err().contains("derived count"));
+        let mut v1 = flagged;
+        v1[0] = 1;
+        v1.pop();
+        assert_eq!(codec::decode_report_and_count(&key, &v1).unwrap(), (r, false));
     }
 }
