@@ -418,13 +418,20 @@ impl Counts {
     }
 }
 
+/// One report's row, encoded.
+struct PreparedReport {
+    key: [u8; codec::REPORT_KEY_LEN],
+    id: [u8; 16],
+    value: Vec<u8>,
+    /// Whether the id goes into `report_ids` (not for NEL reports: see "NEL uploads").
+    indexed: bool,
+}
+
 /// A batch with its records encoded, ready for the transaction.
 struct Prepared {
     digest: [u8; 32],
     received_at: u64,
-    /// Key, id, value, and whether the id goes into `report_ids` (not for NEL reports: see
-    /// "NEL uploads").
-    reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>, bool)>,
+    reports: Vec<PreparedReport>,
     /// The target rows to write (counts derived from a NEL report are not written).
     targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
     /// Target records of the batch, written or derived: what `Stored` reports.
@@ -1035,8 +1042,12 @@ impl Shared {
             .map(|(i, (r, derived))| {
                 let value = codec::encode_report(r, *derived)
                     .map_err(|e| StoreError::Encode(format!("reports[{i}]: {e}")))?;
-                let indexed = r.source != Source::Nel;
-                Ok((codec::report_key(r.event_at, &r.id), r.id, value, indexed))
+                Ok(PreparedReport {
+                    key: codec::report_key(r.event_at, &r.id),
+                    id: r.id,
+                    value,
+                    indexed: r.source != Source::Nel,
+                })
             })
             .collect::<Result<_, StoreError>>()?;
         let targets = batch
@@ -1120,7 +1131,7 @@ impl Shared {
                         by_time.insert(&by_time_key[..], &[][..])?;
 
                         let mut stored_reports = 0;
-                        for (key, id, value, indexed) in &p.reports {
+                        for PreparedReport { key, id, value, indexed } in &p.reports {
                             if *indexed {
                                 if report_ids.get(id)?.is_some() {
                                     continue;
