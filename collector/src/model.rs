@@ -185,6 +185,59 @@ pub struct StoredReport {
     pub enrichment: Enrichment,
 }
 
+impl StoredReport {
+    /// The attempt count a browser (NEL) failure report stands for, as a [`StoredTargets`] of
+    /// its network's stand-in client ([`nel_client_key`]): 1 / its sampling fraction attempts
+    /// ([`scale_up`]), no successes, at the report's own times, service, host, network and
+    /// enrichment. `None` for an agent report.
+    ///
+    /// Everything in it is in the report, so the store keeps only the report and derives
+    /// these counts when it reads them back (see the store's "NEL counts" docs).
+    pub fn nel_targets(&self) -> Option<StoredTargets> {
+        (self.source == Source::Nel).then(|| StoredTargets {
+            received_at: self.received_at,
+            event_at: self.event_at,
+            service: self.service.clone(),
+            host: self.host.clone(),
+            attempts: scale_up(1, self.sample_ppm),
+            successes: 0,
+            client: nel_client_key(self.net),
+            net: self.net,
+            enrichment: self.enrichment.clone(),
+        })
+    }
+
+    /// True if `t` is exactly [`StoredReport::nel_targets`] of this report (compared field by
+    /// field, without building it).
+    pub fn has_nel_targets(&self, t: &StoredTargets) -> bool {
+        self.source == Source::Nel
+            && t.event_at == self.event_at
+            && t.received_at == self.received_at
+            && t.successes == 0
+            && t.attempts == scale_up(1, self.sample_ppm)
+            && t.net == self.net
+            && t.client == nel_client_key(self.net)
+            && t.service == self.service
+            && t.host == self.host
+            && t.enrichment == self.enrichment
+    }
+}
+
+/// `count` samples taken at `ppm` parts per million, as an estimate of the occurrences they
+/// stand for: `count / (ppm / 10^6)`, rounded to the nearest integer, saturating. A rate of 0
+/// cannot have produced a sample; a sender that claims one anyway gets its count taken as is.
+/// The one place the collector undoes sampling: agent target counts (`scaled_counts` in the
+/// ingest path) and NEL entries ([`StoredReport::nel_targets`]) both use it, and the detector
+/// weighs a failure report by the same rule (`count * 10^6 / sample_ppm`).
+pub fn scale_up(count: u64, ppm: u32) -> u64 {
+    if ppm == 0 || ppm >= 1_000_000 {
+        return count;
+    }
+    let ppm = u128::from(ppm);
+    let scaled = (u128::from(count) * 1_000_000 + ppm / 2) / ppm;
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
 /// Success and attempt counts an agent sent for one target (for failure ratios).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredTargets {

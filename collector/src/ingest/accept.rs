@@ -120,30 +120,28 @@ pub(crate) fn nel_batch(
     let body_digest = digest::digest(&digest::SHA256, body);
     let mut d = [0u8; 32];
     d.copy_from_slice(body_digest.as_ref());
-    let weight = |ppm: u32| scale_up(1, ppm);
-    let target = |service: &str, host: &str, age_ms: u64, ppm: u32, ok: bool| StoredTargets {
-        received_at: ctx.received_at,
-        event_at: UnixMillis(ctx.received_at.0.saturating_sub(age_ms)),
-        service: service.to_owned(),
-        host: host.to_owned(),
-        attempts: weight(ppm),
-        successes: if ok { weight(ppm) } else { 0 },
-        client: nel_client_key(ctx.net),
-        net: ctx.net,
-        enrichment: ctx.enrichment.clone(),
-    };
-    let mut targets = Vec::new();
+    let mut targets = Vec::with_capacity(upload.ok.len() + upload.entries.len());
     for ok in &upload.ok {
-        let service = services.service_for(ok.host.as_str());
-        targets.push(target(&service, ok.host.as_str(), ok.age_ms, ok.sample_ppm, true));
+        let host = ok.host.as_str();
+        let weight = scale_up(1, ok.sample_ppm);
+        targets.push(StoredTargets {
+            received_at: ctx.received_at,
+            event_at: UnixMillis(ctx.received_at.0.saturating_sub(ok.age_ms)),
+            service: services.service_for(host),
+            host: host.to_owned(),
+            attempts: weight,
+            successes: weight,
+            client: nel_client_key(ctx.net),
+            net: ctx.net,
+            enrichment: ctx.enrichment.clone(),
+        });
     }
-    let reports = upload
+    let reports: Vec<StoredReport> = upload
         .entries
         .into_iter()
         .map(|e| {
             let host = e.host.as_str().to_owned();
             let service = services.service_for(&host);
-            targets.push(target(&service, &host, e.age_ms, e.sample_ppm, false));
             StoredReport {
                 id: report_id(&d, e.index),
                 received_at: ctx.received_at,
@@ -165,6 +163,9 @@ pub(crate) fn nel_batch(
             }
         })
         .collect();
+    // Each failure also counts as attempts: derived from the report, so the store can tell
+    // these counts from the report alone and need not write them (see the store docs).
+    targets.extend(reports.iter().filter_map(StoredReport::nel_targets));
     IngestBatch {
         digest: d,
         sequence: None,
@@ -175,20 +176,7 @@ pub(crate) fn nel_batch(
     }
 }
 
-/// `count` samples taken at `ppm` parts per million, as an estimate of the occurrences they
-/// stand for: `count / (ppm / 10^6)`, rounded to the nearest integer, saturating. A rate of 0
-/// cannot have produced a sample; a sender that claims one anyway gets its count taken as is.
-/// The one place the collector undoes sampling: agent target counts ([`scaled_counts`]) and
-/// NEL entries ([`nel_batch`]) both use it, and the detector weighs a failure report by the
-/// same rule (`count * 10^6 / sample_ppm`).
-pub(crate) fn scale_up(count: u64, ppm: u32) -> u64 {
-    if ppm == 0 || ppm >= 1_000_000 {
-        return count;
-    }
-    let ppm = u128::from(ppm);
-    let scaled = (u128::from(count) * 1_000_000 + ppm / 2) / ppm;
-    u64::try_from(scaled).unwrap_or(u64::MAX)
-}
+pub(crate) use crate::model::scale_up;
 
 /// An agent's per-target counts (`attempts` = sampled failures + sampled successes) scaled to
 /// estimates of all requests: `(F + S, S)` with `F = scale_up(attempts - successes,

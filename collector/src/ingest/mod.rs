@@ -406,18 +406,17 @@ impl Ingest {
         batch: IngestBatch,
         _permit: SemaphorePermit<'_>,
     ) -> Result<CommitOutcome, RejectReason> {
-        // Detection sees a batch only once it is durable; the copy is what the store consumes.
-        let feed = batch.clone();
         // Fleet mode: the stream message is written in the batch's own transaction.
         let entry = self.feed.outbox_entry(&batch);
         let enqueued = entry.as_ref().map(crate::feed::OutboxEntry::enqueued);
-        let result = match entry {
-            Some(entry) => self.store.commit_with_outbox(batch, entry.value).await,
-            None => self.store.commit(batch).await,
-        };
+        let (result, batch) =
+            self.store.commit_with_outbox(batch, entry.map(|entry| entry.value)).await;
         match result {
             Ok(outcome) => {
-                self.feed.committed(&feed, outcome, enqueued);
+                // Detection sees a batch only once it is durable (the store hands it back).
+                if let Some(batch) = &batch {
+                    self.feed.committed(batch, outcome, enqueued);
+                }
                 Ok(outcome)
             }
             Err(StoreError::Closed) => Err(RejectReason::Overload),

@@ -1,17 +1,24 @@
 //! Keys and the versioned binary encoding of stored records.
 //!
-//! Values start with a version byte (`1`), then fields in a fixed order: integers as LEB128
+//! Values start with a version byte, then fields in a fixed order: integers as LEB128
 //! varints, strings as a varint length and UTF-8 bytes, labels (source, phase, error type,
 //! network, scope) as their stable strings so a label this version does not know survives a
 //! round trip (`ErrorType::Other`). The event time and report id live in the key, not the value.
+//!
+//! Target records are version 1. Report records are written as version 2: the fields of
+//! version 1 and then one byte, 1 when the report's NEL count is derived from it rather than
+//! stored as a target row (see the store's "NEL uploads"), else 0. Version 1 report records
+//! (format 1 stores) still read, as records with no derived count.
 
 use vantage_agent::report::UnixMillis;
 use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 
 use crate::model::{ClientKey, Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
 
-/// The only record version this code writes and reads.
+/// Version of the target records (and of the report records format 1 wrote).
 const RECORD_VERSION: u8 = 1;
+/// Version of the report records this code writes: version 1 plus the derived-count byte.
+const REPORT_VERSION: u8 = 2;
 /// Upper bound on an encoded string, far above what the ingest path accepts.
 const MAX_STRING: usize = 64 * 1024;
 
@@ -55,9 +62,10 @@ pub(super) fn be_u64(bytes: &[u8]) -> Result<u64, String> {
     Ok(u64::from_be_bytes(arr))
 }
 
-pub(super) fn encode_report(r: &StoredReport) -> Result<Vec<u8>, String> {
+/// A report record; `derived_count`: its NEL count is not a target row but derived from it.
+pub(super) fn encode_report(r: &StoredReport, derived_count: bool) -> Result<Vec<u8>, String> {
     let mut w = Writer(Vec::with_capacity(96 + r.service.len() + r.host.len()));
-    w.0.push(RECORD_VERSION);
+    w.0.push(REPORT_VERSION);
     w.uint(r.received_at.0);
     w.str(r.source.as_str(), "source")?;
     w.str(&r.service, "service")?;
@@ -79,6 +87,7 @@ pub(super) fn encode_report(r: &StoredReport) -> Result<Vec<u8>, String> {
     }
     w.0.extend_from_slice(&r.net.0.to_be_bytes());
     w.enrichment(&r.enrichment)?;
+    w.0.push(u8::from(derived_count));
     Ok(w.0)
 }
 
@@ -98,8 +107,9 @@ pub(super) fn report_len_bound(r: &StoredReport) -> usize {
         r.network.as_str().len(),
         r.scope.as_str().len(),
     ];
-    // version, received_at, elapsed, status, count, ppm; client flag + key; net; enrichment.
-    1 + 6 * MAX_VARINT
+    // version, received_at, elapsed, status, count, ppm; client flag + key; net; enrichment;
+    // the derived-count byte.
+    2 + 6 * MAX_VARINT
         + strings.iter().map(|l| MAX_LEN_PREFIX + l).sum::<usize>()
         + 33
         + 8
@@ -122,13 +132,21 @@ fn enrichment_len_bound(e: &Enrichment) -> usize {
 }
 
 pub(super) fn decode_report(key: &[u8], value: &[u8]) -> Result<StoredReport, String> {
+    decode_report_and_count(key, value).map(|(r, _)| r)
+}
+
+/// A report record and whether its NEL count is derived from it (never for version 1).
+pub(super) fn decode_report_and_count(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(StoredReport, bool), String> {
     if key.len() != REPORT_KEY_LEN {
         return Err(format!("report key of {} bytes, expected {REPORT_KEY_LEN}", key.len()));
     }
     let event_at = UnixMillis(key_time(key)?);
     let mut id = [0; 16];
     id.copy_from_slice(&key[8..]);
-    let mut r = Reader::new(value)?;
+    let (mut r, version) = Reader::with_versions(value, &[RECORD_VERSION, REPORT_VERSION])?;
     let received_at = UnixMillis(r.uint("received_at")?);
     let source = match r.str("source")? {
         "agent" => Source::Agent,
@@ -157,8 +175,16 @@ pub(super) fn decode_report(key: &[u8], value: &[u8]) -> Result<StoredReport, St
     };
     let net = NetTag(u64::from_be_bytes(r.array::<8>("net")?));
     let enrichment = r.enrichment()?;
+    let derived_count = match version {
+        REPORT_VERSION => match r.byte("derived count")? {
+            0 => false,
+            1 => true,
+            f => return Err(format!("derived count byte {f}")),
+        },
+        _ => false,
+    };
     r.finish()?;
-    Ok(StoredReport {
+    let report = StoredReport {
         id,
         received_at,
         event_at,
@@ -176,7 +202,8 @@ pub(super) fn decode_report(key: &[u8], value: &[u8]) -> Result<StoredReport, St
         client,
         net,
         enrichment,
-    })
+    };
+    Ok((report, derived_count))
 }
 
 pub(super) fn encode_targets(t: &StoredTargets) -> Result<Vec<u8>, String> {
@@ -254,11 +281,16 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8]) -> Result<Reader<'a>, String> {
+        Reader::with_versions(buf, &[RECORD_VERSION]).map(|(r, _)| r)
+    }
+
+    /// A reader past the version byte, which must be one of `versions`; and that version.
+    fn with_versions(buf: &'a [u8], versions: &[u8]) -> Result<(Reader<'a>, u8), String> {
         match buf.first() {
-            Some(&RECORD_VERSION) => Ok(Reader { buf, pos: 1 }),
-            Some(v) => Err(format!(
-                "record version {v} is not supported (this build reads {RECORD_VERSION})"
-            )),
+            Some(v) if versions.contains(v) => Ok((Reader { buf, pos: 1 }, *v)),
+            Some(v) => {
+                Err(format!("record version {v} is not supported (this build reads {versions:?})"))
+            }
             None => Err("empty record".into()),
         }
     }

@@ -6,12 +6,12 @@
 //! | tree              | key                                            | value                                  |
 //! |-------------------|------------------------------------------------|----------------------------------------|
 //! | `reports`         | `event_at` u64 BE ‖ report id (16)             | report record (see below)              |
-//! | `report_ids`      | report id (16)                                 | `event_at` u64 BE                      |
-//! | `targets`         | `event_at` u64 BE ‖ digest[..16] ‖ index u32 BE | targets record                        |
+//! | `report_ids`      | report id (16), agent reports only             | `event_at` u64 BE                      |
+//! | `targets`         | `event_at` u64 BE ‖ digest[..16] ‖ index u32 BE | targets record (not NEL failure counts) |
 //! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
 //! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
 //! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
-//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE, `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u32 BE (format 1), u64 BE counters |
+//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE, `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | `format` u32 BE (1 or 2), u64 BE counters |
 //! | `fleet_outbox`    | u64 BE, increasing (fleet mode only)           | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! Keys start with the big-endian event time, so a time range is one sled range scan and the
@@ -35,6 +35,35 @@
 //! can only prove "duplicate" for a `(key, seq)` it recorded, which the digest proves already,
 //! and what it did beyond that (refusing sequence numbers older than the window) refused new
 //! envelopes that arrived after newer ones. Its tree is emptied when a store is opened.
+//!
+//! # NEL uploads
+//!
+//! A NEL upload of n failures is n report rows plus the two digest entries (and its share of
+//! the group's counter updates in `meta`), nothing else; NEL uploads and envelopes share the
+//! writer's groups, so one flush and one `fdatasync` cover both:
+//! - Its report ids derive from its digest (`ingest::accept::nel_batch`), so a digest found
+//!   new means ids never stored: NEL reports get no `report_ids` entry and no id lookup. (The
+//!   one difference: a NEL body replayed after its digest expired, beyond the dedup horizon,
+//!   is stored again where format 1 skipped those of its reports still retained. NEL is
+//!   unauthenticated, so such a replay is no different from any forged upload, which the
+//!   per-/24 budgets bound.)
+//! - Each failure's count (1 / its sampling fraction attempts, no successes, on its network's
+//!   stand-in client) holds nothing the report does not, so it is not a `targets` row: the
+//!   report's record carries a flag (record version 2, `codec.rs`) and
+//!   [`Store::scan_targets`] derives the count from it ([`StoredReport::nel_targets`]). The
+//!   writer flags exactly the reports whose batch carried a count equal to that derivation;
+//!   anything else (NEL `ok` counts, agent counts) is a row. [`StoreStats::targets`] counts
+//!   rows, and [`StoreStats::bytes`] counts 24 bytes of id entry for every report, NEL or
+//!   not, as before.
+//!
+//! # Formats
+//!
+//! Format 2 (this build) differs from format 1 only in the NEL rows above and in writing
+//! report records of version 2. Opening a format 1 store upgrades it in place by setting
+//! `meta/format` to 2; nothing is rewritten: its version 1 report records read as reports
+//! without a derived count, and its NEL count rows stay rows, so every count is read exactly
+//! once. A build that reads format 1 only refuses a format 2 store by name ("on-disk format
+//! 2"), so a downgrade is an explicit error, not a misread.
 //!
 //! # Writes
 //!
@@ -89,13 +118,14 @@ use tokio::task::JoinHandle;
 use vantage_agent::drops::DropReason;
 use vantage_agent::report::UnixMillis;
 
-use crate::model::{IngestBatch, StoredReport, StoredTargets};
+use crate::model::{IngestBatch, Source, StoredReport, StoredTargets};
 pub use admit::{Admission, Refusal};
 use disk::{Space, SpaceGuard, Syncer};
 pub use disk::{SpaceLimits, SyncMode};
 
-/// The on-disk format this build writes and reads (the `meta/format` value).
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes and reads (the `meta/format` value). Format 1
+/// stores are upgraded in place when opened (see "Formats").
+pub const FORMAT_VERSION: u32 = 2;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
@@ -318,7 +348,9 @@ struct Job {
     batch: IngestBatch,
     /// The fleet outbox entry written with the batch (fleet mode).
     outbox: Option<Vec<u8>>,
-    reply: oneshot::Sender<Result<CommitOutcome, StoreError>>,
+    /// The outcome, and the batch handed back (the ingest path feeds it to detection
+    /// without a copy); `None` only if the write task itself failed.
+    reply: oneshot::Sender<(Result<CommitOutcome, StoreError>, Option<IngestBatch>)>,
 }
 
 struct Shared {
@@ -386,12 +418,24 @@ impl Counts {
     }
 }
 
+/// One report's row, encoded.
+struct PreparedReport {
+    key: [u8; codec::REPORT_KEY_LEN],
+    id: [u8; 16],
+    value: Vec<u8>,
+    /// Whether the id goes into `report_ids` (not for NEL reports: see "NEL uploads").
+    indexed: bool,
+}
+
 /// A batch with its records encoded, ready for the transaction.
 struct Prepared {
     digest: [u8; 32],
     received_at: u64,
-    reports: Vec<([u8; codec::REPORT_KEY_LEN], [u8; 16], Vec<u8>)>,
+    reports: Vec<PreparedReport>,
+    /// The target rows to write (counts derived from a NEL report are not written).
     targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
+    /// Target records of the batch, written or derived: what `Stored` reports.
+    target_records: usize,
     drops: Vec<(DropReason, u64)>,
     /// The app the drops are counted under (its id, or [`OTHER_APP`]).
     drops_app: String,
@@ -484,7 +528,7 @@ impl Store {
     /// one flush and one `fdatasync` for many concurrent commits; see [`SyncMode`]).
     /// [`StoreError::DiskFull`] while free space is below the guard.
     pub async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, StoreError> {
-        self.submit(batch, None).await
+        self.submit(batch, None).await.0
     }
 
     /// Every `fleet_outbox` key below this one is on stable storage (flushed and synced with
@@ -493,36 +537,37 @@ impl Store {
         self.shared.outbox_durable_below.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// [`Store::commit`] plus one `fleet_outbox` entry (`outbox_entry`, opaque here) written in
-    /// the same transaction, whether the batch is stored or found a duplicate; see "The fleet
-    /// outbox" in the [module docs](self).
+    /// [`Store::commit`], plus (fleet mode) one `fleet_outbox` entry (`outbox_entry`, opaque
+    /// here) written in the same transaction, whether the batch is stored or found a
+    /// duplicate (see "The fleet outbox" in the [module docs](self)). The batch comes back
+    /// with the outcome, so the caller can hand it on without copying it first (`None` only
+    /// when the write task itself failed).
     pub(crate) async fn commit_with_outbox(
         &self,
         batch: IngestBatch,
-        outbox_entry: Vec<u8>,
-    ) -> Result<CommitOutcome, StoreError> {
-        self.submit(batch, Some(outbox_entry)).await
+        outbox_entry: Option<Vec<u8>>,
+    ) -> (Result<CommitOutcome, StoreError>, Option<IngestBatch>) {
+        self.submit(batch, outbox_entry).await
     }
 
     async fn submit(
         &self,
         batch: IngestBatch,
         outbox: Option<Vec<u8>>,
-    ) -> Result<CommitOutcome, StoreError> {
+    ) -> (Result<CommitOutcome, StoreError>, Option<IngestBatch>) {
         if let Space::Low { available } = self.shared.guard.last() {
-            return Err(self.shared.disk_full(available));
+            return (Err(self.shared.disk_full(available)), Some(batch));
         }
-        let sender = self
-            .control
-            .sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let sender = self.control.sender.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let Some(sender) = sender else {
+            return (Err(StoreError::Closed), Some(batch));
+        };
         let (reply, answer) = oneshot::channel();
-        sender.send(Job { batch, outbox, reply }).await.map_err(|_| StoreError::Closed)?;
+        if let Err(e) = sender.send(Job { batch, outbox, reply }).await {
+            return (Err(StoreError::Closed), Some(e.0.batch));
+        }
         drop(sender);
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.unwrap_or((Err(StoreError::Closed), None))
     }
 
     /// Reports with `from <= event_at < to`, in `event_at` order.
@@ -557,15 +602,31 @@ impl Store {
     }
 
     /// Target counts with `from <= event_at < to`, in `event_at` order.
+    ///
+    /// The counts of NEL failure reports that a format 2 store keeps in the report's record
+    /// are derived from it ([`StoredReport::nel_targets`]) and merged in here, so callers see
+    /// every count the ingest path committed (see "NEL uploads").
     pub fn scan_targets(
         &self,
         from: UnixMillis,
         to: UnixMillis,
     ) -> impl Iterator<Item = Result<StoredTargets, StoreError>> + '_ {
-        self.shared.scan(&self.shared.trees.targets, from, to).map(|entry| {
+        let rows = self.shared.scan(&self.shared.trees.targets, from, to).map(|entry| {
             let (k, v) = entry?;
             codec::decode_targets(&k, &v).map_err(|e| self.shared.corrupt("targets", &k, &e))
-        })
+        });
+        let derived = self.shared.scan(&self.shared.trees.reports, from, to).filter_map(|entry| {
+            let decoded = entry.and_then(|(k, v)| {
+                codec::decode_report_and_count(&k, &v)
+                    .map_err(|e| self.shared.corrupt("reports", &k, &e))
+            });
+            match decoded {
+                Ok((r, true)) => r.nel_targets().map(Ok),
+                Ok((_, false)) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        merge_by_event_at(rows, derived)
     }
 
     /// The retention and dedup arithmetic of this store: what the ingest path must refuse so
@@ -686,6 +747,24 @@ impl Store {
     }
 }
 
+/// Two event-ordered streams of counts as one, in event order (errors first).
+fn merge_by_event_at(
+    a: impl Iterator<Item = Result<StoredTargets, StoreError>>,
+    b: impl Iterator<Item = Result<StoredTargets, StoreError>>,
+) -> impl Iterator<Item = Result<StoredTargets, StoreError>> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok(x)), Some(Ok(y))) => x.event_at <= y.event_at,
+            (Some(Ok(_)), None) => true,
+            (None, _) => false,
+        };
+        if take_a { a.next() } else { b.next() }
+    })
+}
+
 /// The writer: group commit until every sender is gone and the queue is empty.
 async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
@@ -701,14 +780,15 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
             jobs.drain(..).map(|j| ((j.batch, j.outbox), j.reply)).unzip();
         let n = batches.len();
         let worker = Arc::clone(&shared);
-        let (results, flushed) = tokio::task::spawn_blocking(move || {
+        let (results, flushed, batches) = tokio::task::spawn_blocking(move || {
             // Checked again right before the write: sled must not be the one to find the
             // disk full (it cannot recover from that without a reopen).
             if let Space::Low { available } = worker.guard.check() {
                 let e = worker.disk_full(available);
-                return (vec![Err(e); n], Ok(()));
+                let batches = batches.into_iter().map(|(b, _)| Some(b)).collect();
+                return (vec![Err(e); n], Ok(()), batches);
             }
-            let results = worker.apply_group(batches);
+            let (results, batches) = worker.apply_group(batches);
             let flushed =
                 if results.iter().any(Result::is_ok) { worker.flush_and_sync() } else { Ok(()) };
             if flushed.is_ok() {
@@ -717,19 +797,21 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
                 let next = worker.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
                 worker.outbox_durable_below.fetch_max(next, std::sync::atomic::Ordering::Release);
             }
-            (results, flushed)
+            let batches: Vec<Option<IngestBatch>> = batches.into_iter().map(Some).collect();
+            (results, flushed, batches)
         })
         .await
         .unwrap_or_else(|e| {
-            (vec![Err(StoreError::Io(format!("store write failed: {e}"))); n], Ok(()))
+            let err = StoreError::Io(format!("store write failed: {e}"));
+            (vec![Err(err); n], Ok(()), vec![None; n])
         });
-        for (reply, result) in replies.into_iter().zip(results) {
+        for ((reply, result), batch) in replies.into_iter().zip(results).zip(batches) {
             let result = match (&flushed, result) {
                 (Err(e), Ok(_)) => Err(e.clone()),
                 (_, result) => result,
             };
             // The caller may have stopped waiting; the batch is stored either way.
-            let _ = reply.send(result);
+            let _ = reply.send((result, batch));
         }
     }
 }
@@ -797,23 +879,35 @@ impl Shared {
         }
     }
 
+    /// Checks (and, for a format 1 store, upgrades) the format marker.
     fn check_format(&self, had_data: bool, legacy_replay: &sled::Tree) -> Result<(), StoreError> {
         let meta = &self.trees.meta;
-        match meta.get(META_FORMAT).map_err(|e| engine_error(&self.path, e))? {
+        let engine = |e| engine_error(&self.path, e);
+        match meta.get(META_FORMAT).map_err(engine)? {
             Some(v) => {
                 let arr: [u8; 4] = v.as_ref().try_into().map_err(|_| {
                     self.corrupt("meta", META_FORMAT, &format!("{} bytes", v.len()))
                 })?;
-                let version = u32::from_be_bytes(arr);
-                if version != FORMAT_VERSION {
-                    return Err(StoreError::Open {
+                match u32::from_be_bytes(arr) {
+                    FORMAT_VERSION => Ok(()),
+                    // Format 1 data reads as it is (its report records are version 1: no
+                    // derived counts); only new writes use format 2's records.
+                    1 => {
+                        meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
+                        tracing::info!(
+                            path = %self.path.display(),
+                            "store upgraded from format 1 to 2 (NEL counts kept in their reports)"
+                        );
+                        Ok(())
+                    }
+                    version => Err(StoreError::Open {
                         path: self.path.clone(),
                         reason: format!(
-                            "on-disk format {version}, this build reads format {FORMAT_VERSION}"
+                            "on-disk format {version}, this build reads formats 1 and \
+                             {FORMAT_VERSION}"
                         ),
-                    });
+                    }),
                 }
-                Ok(())
             }
             None => {
                 let empty =
@@ -829,8 +923,7 @@ impl Shared {
                             .into(),
                     });
                 }
-                meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())
-                    .map_err(|e| engine_error(&self.path, e))?;
+                meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
                 Ok(())
             }
         }
@@ -927,20 +1020,41 @@ impl Shared {
             .chain(batch.targets.iter().map(|t| t.received_at.0))
             .max()
             .unwrap_or_else(now_millis);
+        // NEL failure counts are derived from their reports when read (`scan_targets`): the
+        // ingest path appends them in report order, so one pass pairs each with its report;
+        // the report's record says so, and the count is not written.
+        let mut derived = vec![false; batch.reports.len()];
+        let mut written = vec![true; batch.targets.len()];
+        let mut nel = batch.reports.iter().enumerate().filter(|(_, r)| r.source == Source::Nel);
+        let mut next = nel.next();
+        for (t, slot) in batch.targets.iter().zip(written.iter_mut()) {
+            if let Some((i, _)) = next.filter(|(_, r)| r.has_nel_targets(t)) {
+                derived[i] = true;
+                *slot = false;
+                next = nel.next();
+            }
+        }
         let reports = batch
             .reports
             .iter()
+            .zip(&derived)
             .enumerate()
-            .map(|(i, r)| {
-                let value = codec::encode_report(r)
+            .map(|(i, (r, derived))| {
+                let value = codec::encode_report(r, *derived)
                     .map_err(|e| StoreError::Encode(format!("reports[{i}]: {e}")))?;
-                Ok((codec::report_key(r.event_at, &r.id), r.id, value))
+                Ok(PreparedReport {
+                    key: codec::report_key(r.event_at, &r.id),
+                    id: r.id,
+                    value,
+                    indexed: r.source != Source::Nel,
+                })
             })
             .collect::<Result<_, StoreError>>()?;
         let targets = batch
             .targets
             .iter()
             .enumerate()
+            .filter(|(i, _)| written[*i])
             .map(|(i, t)| {
                 let value = codec::encode_targets(t)
                     .map_err(|e| StoreError::Encode(format!("targets[{i}]: {e}")))?;
@@ -954,6 +1068,7 @@ impl Shared {
             received_at,
             reports,
             targets,
+            target_records: batch.targets.len(),
             drops: batch.agent_drops.clone(),
             drops_app: if batch.agent_drops.is_empty() {
                 String::new()
@@ -968,12 +1083,13 @@ impl Shared {
     }
 
     /// Dedup and inserts for a whole group in one transaction. One result per batch, in order.
+    /// The batches come back as they were, in order.
     fn apply_group(
         &self,
         batches: Vec<(IngestBatch, Option<Vec<u8>>)>,
-    ) -> Vec<Result<CommitOutcome, StoreError>> {
-        let prepared: Vec<Result<Prepared, StoreError>> =
-            batches.into_iter().map(|(b, outbox)| self.prepare(&b, outbox)).collect();
+    ) -> (Vec<Result<CommitOutcome, StoreError>>, Vec<IngestBatch>) {
+        let (prepared, batches): (Vec<Result<Prepared, StoreError>>, Vec<IngestBatch>) =
+            batches.into_iter().map(|(b, outbox)| (self.prepare(&b, outbox), b)).unzip();
         let t = &self.trees;
         let result = (
             &t.reports,
@@ -1015,13 +1131,16 @@ impl Shared {
                         by_time.insert(&by_time_key[..], &[][..])?;
 
                         let mut stored_reports = 0;
-                        for (key, id, value) in &p.reports {
-                            if report_ids.get(id)?.is_some() {
-                                continue;
+                        for PreparedReport { key, id, value, indexed } in &p.reports {
+                            if *indexed {
+                                if report_ids.get(id)?.is_some() {
+                                    continue;
+                                }
+                                report_ids.insert(&id[..], &key[..8])?;
                             }
-                            report_ids.insert(&id[..], &key[..8])?;
-                            // Invariant: report_ids had no entry for this id, so neither has
-                            // reports a key ending in it.
+                            // Invariant: report_ids had no entry for this id (or, for a NEL
+                            // report, its id derives from the digest just found new), so
+                            // reports has no key ending in it.
                             reports.insert(&key[..], value.as_slice())?;
                             stored_reports += 1;
                             delta.reports += 1;
@@ -1061,14 +1180,14 @@ impl Shared {
                         }
                         outcomes.push(Ok(CommitOutcome::Stored {
                             reports: stored_reports,
-                            targets: p.targets.len(),
+                            targets: p.target_records,
                         }));
                     }
                     self.add_to_meta(meta, delta)?;
                     Ok((outcomes, delta))
                 },
             );
-        match result {
+        let outcomes = match result {
             Ok((outcomes, delta)) => {
                 self.apply_delta(delta);
                 outcomes
@@ -1077,7 +1196,8 @@ impl Shared {
                 let e = self.tx_error(e);
                 vec![Err(e); prepared.len()]
             }
-        }
+        };
+        (outcomes, batches)
     }
 
     fn add_to_meta(&self, meta: &sled::transaction::TransactionalTree, d: Delta) -> TxResult<()> {
@@ -1344,6 +1464,96 @@ mod tests {
         }
     }
 
+    /// A NEL upload as the ingest path builds it: `n` failure reports, each with its count.
+    fn nel_batch(digest: u8, received_at: u64, n: u8) -> IngestBatch {
+        let reports: Vec<StoredReport> = (0..n)
+            .map(|i| StoredReport {
+                source: Source::Nel,
+                client: None,
+                sample_ppm: 250_000,
+                received_at: UnixMillis(received_at),
+                ..report(digest.wrapping_mul(16).wrapping_add(i), received_at - 100 + u64::from(i))
+            })
+            .collect();
+        let targets = reports.iter().filter_map(StoredReport::nel_targets).collect();
+        IngestBatch { targets, ..batch(digest, reports) }
+    }
+
+    fn all_reports_of(store: &Store) -> Vec<StoredReport> {
+        store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
+    }
+
+    fn all_targets(store: &Store) -> Vec<StoredTargets> {
+        store.scan_targets(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn nel_counts_are_derived_from_their_reports_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut b = nel_batch(1, 10_000, 3);
+        // A NEL success count (no report of its own) stays a row.
+        let ok = StoredTargets { successes: 4, ..b.targets[0].clone() };
+        b.targets.insert(0, ok.clone());
+        let outcome = store.commit(b.clone()).await.unwrap();
+        assert_eq!(outcome, CommitOutcome::Stored { reports: 3, targets: 4 });
+        assert_eq!(store.shared.trees.targets.len(), 1, "only the success count is a row");
+        assert!(store.shared.trees.report_ids.is_empty(), "NEL ids derive from the digest");
+        // Read back: every count the batch carried, in event order.
+        let mut want = b.targets.clone();
+        want.sort_by_key(|t| t.event_at);
+        assert_eq!(all_targets(&store), want);
+        // A retry is still a duplicate.
+        assert_eq!(store.commit(b).await.unwrap(), CommitOutcome::Duplicate);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_format_1_store_is_upgraded_and_its_nel_count_rows_are_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        // What format 1 wrote for a NEL upload: the reports, their ids and a row per count.
+        let old = nel_batch(1, 10_000, 2);
+        let t = &store.shared.trees;
+        for (i, r) in old.reports.iter().enumerate() {
+            let key = codec::report_key(r.event_at, &r.id);
+            // A version 1 record: version 2 without its last (derived-count) byte.
+            let mut v1 = codec::encode_report(r, false).unwrap();
+            v1[0] = 1;
+            v1.pop();
+            t.reports.insert(key, v1).unwrap();
+            t.report_ids.insert(r.id, &key[..8]).unwrap();
+            let count = r.nel_targets().unwrap();
+            let key = codec::target_key(count.event_at, &old.digest, i as u32);
+            t.targets.insert(key, codec::encode_targets(&count).unwrap()).unwrap();
+        }
+        t.meta.insert(META_FORMAT, &1u32.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+        // The old rows are read as they are, not a second time from their reports.
+        assert_eq!(all_reports_of(&store), old.reports);
+        assert_eq!(all_targets(&store), old.targets);
+        // A NEL upload after the upgrade: its count is derived.
+        let new = nel_batch(2, 20_000, 1);
+        store.commit(new.clone()).await.unwrap();
+        assert_eq!(all_targets(&store), [old.targets.clone(), new.targets].concat());
+        assert_eq!(store.shared.trees.targets.len(), 2);
+        store.close().await.unwrap();
+        drop(store);
+
+        // A format this build does not know is refused by name.
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &3u32.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let err = Store::open(StoreConfig::new(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("on-disk format 3"), "{err}");
+    }
+
     #[tokio::test]
     async fn agent_drops_are_kept_per_app_for_a_bounded_number_of_apps() {
         let dir = tempfile::tempdir().unwrap();
@@ -1384,8 +1594,9 @@ mod tests {
         let mut replayed = b.clone();
         replayed.digest = [2; 32];
         replayed.sequence = None;
-        let results =
+        let (results, back) =
             store.shared.apply_group(vec![(b.clone(), None), (b.clone(), None), (replayed, None)]);
+        assert_eq!(back[0], b, "the batches come back unchanged");
         assert_eq!(results[0].as_ref().unwrap(), &CommitOutcome::Stored { reports: 2, targets: 0 });
         assert_eq!(results[1].as_ref().unwrap(), &CommitOutcome::Duplicate);
         // Another upload carrying the same report ids stores none of them again.
@@ -1400,11 +1611,11 @@ mod tests {
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
         let b = batch(1, vec![report(1, 100)]);
-        let stored = store.commit_with_outbox(b.clone(), b"first".to_vec()).await.unwrap();
+        let stored = store.commit_with_outbox(b.clone(), Some(b"first".to_vec())).await.0.unwrap();
         assert_eq!(stored, CommitOutcome::Stored { reports: 1, targets: 0 });
         // A plain commit writes no entry.
         store.commit(batch(2, vec![report(2, 100)])).await.unwrap();
-        let dup = store.commit_with_outbox(b, b"again".to_vec()).await.unwrap();
+        let dup = store.commit_with_outbox(b, Some(b"again".to_vec())).await.0.unwrap();
         assert_eq!(dup, CommitOutcome::Duplicate);
         let entries = |t: &sled::Tree| -> Vec<(u64, Vec<u8>)> {
             t.iter()
@@ -1422,7 +1633,8 @@ mod tests {
         store.close().await.unwrap();
         drop((store, outbox));
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        store.commit_with_outbox(batch(3, vec![report(3, 100)]), b"third".to_vec()).await.unwrap();
+        let third = Some(b"third".to_vec());
+        store.commit_with_outbox(batch(3, vec![report(3, 100)]), third).await.0.unwrap();
         let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
         assert_eq!(entries(&outbox), vec![(7, b"left".to_vec()), (8, b"third".to_vec())]);
         store.close().await.unwrap();
@@ -1498,10 +1710,21 @@ mod tests {
         r.status = Some(503);
         r.enrichment = Enrichment { asn: Some(u32::MAX), country: Country::parse("nz") };
         let key = codec::report_key(r.event_at, &r.id);
-        let value = codec::encode_report(&r).unwrap();
+        let value = codec::encode_report(&r, false).unwrap();
         assert_eq!(codec::decode_report(&key, &value).unwrap(), r);
         let mut longer = value.clone();
         longer.push(0);
         assert!(codec::decode_report(&key, &longer).unwrap_err().contains("trailing"));
+        // The derived-count byte: read back; anything but 0 or 1 is corrupt; version 1
+        // records (no such byte) still read, without a derived count.
+        let flagged = codec::encode_report(&r, true).unwrap();
+        assert_eq!(codec::decode_report_and_count(&key, &flagged).unwrap(), (r.clone(), true));
+        let mut bad = flagged.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(codec::decode_report(&key, &bad).unwrap_err().contains("derived count"));
+        let mut v1 = flagged;
+        v1[0] = 1;
+        v1.pop();
+        assert_eq!(codec::decode_report_and_count(&key, &v1).unwrap(), (r, false));
     }
 }
