@@ -66,8 +66,8 @@ mod jvm;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use vantage_agent::ErrorType;
@@ -318,15 +318,45 @@ struct AgentRuntime {
 impl AgentRuntime {
     /// Builds the runtime and starts the thread that drives it.
     fn start() -> std::io::Result<AgentRuntime> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let handle = runtime.handle().clone();
+        type Ready = (Mutex<Option<std::io::Result<tokio::runtime::Handle>>>, Condvar);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ready: Arc<Ready> = Arc::new((Mutex::new(None), Condvar::new()));
+        let built = ready.clone();
         let thread = std::thread::Builder::new().name("vantage-agent".into()).spawn(move || {
+            // Built on this thread, not the caller's: tokio takes `thread::current()` of the
+            // thread that builds a current-thread runtime, and on a thread the C host made
+            // std never frees that handle (valgrind: "possibly lost"). For the same reason the
+            // caller waits on a condition variable, not a channel (which takes it too).
+            let publish = |outcome| {
+                let (slot, signal) = &*built;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                signal.notify_all();
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return publish(Err(e)),
+            };
+            publish(Ok(runtime.handle().clone()));
             // Ok on stop, Err when the sender is dropped: either way the runtime winds down.
             let _ = runtime.block_on(stopped);
             runtime.shutdown_timeout(Duration::from_secs(2));
         })?;
-        Ok(AgentRuntime { handle, stop: Some(stop), thread: Some(thread) })
+        let (slot, signal) = &*ready;
+        let mut built = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = loop {
+            if let Some(outcome) = built.take() {
+                break outcome;
+            }
+            built = signal.wait(built).unwrap_or_else(|p| p.into_inner());
+        };
+        drop(built);
+        match outcome {
+            Ok(handle) => Ok(AgentRuntime { handle, stop: Some(stop), thread: Some(thread) }),
+            Err(e) => {
+                let _ = thread.join();
+                Err(e)
+            }
+        }
     }
 
     /// Runs `future` to completion on the calling thread (which must not run a runtime).
@@ -500,15 +530,13 @@ fn new_agent(config: &str, data_dir: &str, flags: u32) -> Result<Box<VantageAgen
     } else {
         Agent::start(config, Some(&runtime.handle))?
     };
-    agent.set_delivery_listener(Some(std::sync::Arc::new(
-        |url: &str, error: Option<&_>| match error {
-            Some(e) => log_line(
-                VANTAGE_LOG_WARN,
-                &format!("vantage: reports are not being delivered to {url}: {}", e.message()),
-            ),
-            None => log_line(VANTAGE_LOG_INFO, &format!("vantage: {url} accepts reports again")),
-        },
-    )));
+    agent.set_delivery_listener(Some(Arc::new(|url: &str, error: Option<&_>| match error {
+        Some(e) => log_line(
+            VANTAGE_LOG_WARN,
+            &format!("vantage: reports are not being delivered to {url}: {}", e.message()),
+        ),
+        None => log_line(VANTAGE_LOG_INFO, &format!("vantage: {url} accepts reports again")),
+    })));
     Ok(Box::new(VantageAgent {
         magic: MAGIC,
         agent,
