@@ -5,7 +5,9 @@
 #   - Debian's chromium + chromium-driver, node/npm and playwright-core (.ci/install-chromium.sh);
 #   - wasm-bindgen-cli at exactly the version wasm/Cargo.toml pins, into
 #     $VANTAGE_CI_CACHE/tools/bin (about 6-7 minutes to compile the first time);
-#   - wasm-opt from the npm package binaryen@132 (wasm/tools/package-lock.json), never Debian's.
+#   - wasm-opt from the npm package binaryen@132 (wasm/tools/package-lock.json), never Debian's;
+#   - on route A, rustup's rust-src component: the package build rebuilds std for size
+#     (.ci/build-wasm-pkg.sh, -Z build-std).
 # Prints the tool paths at the end. Runs as root, or with `sudo -n` for apt.
 set -euo pipefail
 
@@ -73,8 +75,21 @@ ensure_wasm_opt() {
     echo "$want" >"$stamp"
 }
 
+ensure_rust_src() {
+    local route
+    route="$(source "$ROOT/.ci/wasm-env.sh" && echo "$VANTAGE_WASM_ROUTE")"
+    [[ "$route" == A ]] || return 0
+    if rustup component list --installed | grep -q '^rust-src'; then
+        ci_log "rust-src present (skip)"
+        return 0
+    fi
+    ci_log "rustup component add rust-src (std sources for the size build)"
+    timeout 300 rustup component add rust-src
+}
+
 main() {
     ensure_wasm_route
+    ensure_rust_src
     ensure_browser
     ensure_wasm_bindgen
     ensure_wasm_opt

@@ -66,8 +66,8 @@ mod jvm;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use vantage_agent::ErrorType;
@@ -95,7 +95,7 @@ const MAGIC: u64 = 0x7661_6e74_6167_6521;
 pub struct VantageAgent {
     magic: u64,
     agent: Agent,
-    runtime: tokio::runtime::Runtime,
+    runtime: AgentRuntime,
     closed: AtomicBool,
     /// Host-driven uploads handed out and not yet answered, by id: their memory is what the
     /// host's `vantage_upload` points into.
@@ -303,6 +303,88 @@ unsafe fn handle<'a>(agent: *const VantageAgent) -> Result<&'a VantageAgent, Ffi
     Ok(a)
 }
 
+/// The agent's tokio runtime: a current-thread runtime that its own thread (`vantage-agent`)
+/// drives until [`AgentRuntime::stop`]. The blocking calls run their future on the caller's
+/// thread through the handle while that thread drives the timers and sockets. A current-thread
+/// runtime rather than a one-worker multi-thread one: the library then links no work-stealing
+/// scheduler (tokio without `rt-multi-thread`, docs/ffi.md "Size").
+struct AgentRuntime {
+    handle: tokio::runtime::Handle,
+    /// Ends the driving thread's `block_on`; `None` once sent.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentRuntime {
+    /// Builds the runtime and starts the thread that drives it.
+    fn start() -> std::io::Result<AgentRuntime> {
+        type Ready = (Mutex<Option<std::io::Result<tokio::runtime::Handle>>>, Condvar);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let ready: Arc<Ready> = Arc::new((Mutex::new(None), Condvar::new()));
+        let built = ready.clone();
+        let thread = std::thread::Builder::new().name("vantage-agent".into()).spawn(move || {
+            // Built on this thread, not the caller's: tokio takes `thread::current()` of the
+            // thread that builds a current-thread runtime, and on a thread the C host made
+            // std never frees that handle (valgrind: "possibly lost"). For the same reason the
+            // caller waits on a condition variable, not a channel (which takes it too).
+            let publish = |outcome| {
+                let (slot, signal) = &*built;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                signal.notify_all();
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => return publish(Err(e)),
+            };
+            publish(Ok(runtime.handle().clone()));
+            // Ok on stop, Err when the sender is dropped: either way the runtime winds down.
+            let _ = runtime.block_on(stopped);
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        })?;
+        let (slot, signal) = &*ready;
+        let mut built = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = loop {
+            if let Some(outcome) = built.take() {
+                break outcome;
+            }
+            built = signal.wait(built).unwrap_or_else(|p| p.into_inner());
+        };
+        drop(built);
+        match outcome {
+            Ok(handle) => Ok(AgentRuntime { handle, stop: Some(stop), thread: Some(thread) }),
+            Err(e) => {
+                let _ = thread.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `future` to completion on the calling thread (which must not run a runtime).
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.handle.block_on(future)
+    }
+
+    /// Stops the driving thread, which then shuts the runtime down (waiting at most 2 s for
+    /// its blocking tasks); with `join`, waits for that thread to end.
+    fn stop(mut self, join: bool) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take().filter(|_| join) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for AgentRuntime {
+    fn drop(&mut self) {
+        // A handle dropped without `stop` (a failed start): end the thread, do not wait.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// The blocking calls (flush, shutdown) wait on the library's runtime, which tokio forbids on
 /// a thread that runs a runtime itself (a Rust host calling the C ABI from async code).
 fn not_in_runtime() -> Result<(), FfiError> {
@@ -441,26 +523,20 @@ fn new_agent(config: &str, data_dir: &str, flags: u32) -> Result<Box<VantageAgen
         return Err(FfiError::invalid(format!("flags {flags:#x} has unknown bits")));
     }
     let config = config::parse(config, Some(Path::new(data_dir)))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("vantage-agent")
-        .enable_all()
-        .build()
+    let runtime = AgentRuntime::start()
         .map_err(|e| vantage_agent::native::AgentError::Runtime(e.to_string()))?;
     let agent = if flags & VANTAGE_AGENT_HOST_DRIVEN != 0 {
-        Agent::start_host_driven(config, Some(runtime.handle()))?
+        Agent::start_host_driven(config, Some(&runtime.handle))?
     } else {
-        Agent::start(config, Some(runtime.handle()))?
+        Agent::start(config, Some(&runtime.handle))?
     };
-    agent.set_delivery_listener(Some(std::sync::Arc::new(
-        |url: &str, error: Option<&_>| match error {
-            Some(e) => log_line(
-                VANTAGE_LOG_WARN,
-                &format!("vantage: reports are not being delivered to {url}: {}", e.message()),
-            ),
-            None => log_line(VANTAGE_LOG_INFO, &format!("vantage: {url} accepts reports again")),
-        },
-    )));
+    agent.set_delivery_listener(Some(Arc::new(|url: &str, error: Option<&_>| match error {
+        Some(e) => log_line(
+            VANTAGE_LOG_WARN,
+            &format!("vantage: reports are not being delivered to {url}: {}", e.message()),
+        ),
+        None => log_line(VANTAGE_LOG_INFO, &format!("vantage: {url} accepts reports again")),
+    })));
     Ok(Box::new(VantageAgent {
         magic: MAGIC,
         agent,
@@ -494,12 +570,9 @@ pub unsafe extern "C" fn vantage_agent_free(agent: *mut VantageAgent) {
         }
         let VantageAgent { agent, runtime, .. } = *boxed;
         drop(agent);
-        if blocking_allowed {
-            runtime.shutdown_timeout(Duration::from_secs(2));
-        } else {
-            // Dropping (joining) a runtime inside another one would panic: let it wind down.
-            runtime.shutdown_background();
-        }
+        // Joining the runtime's thread from inside another runtime would block it: there the
+        // thread winds down on its own.
+        runtime.stop(blocking_allowed);
     });
 }
 

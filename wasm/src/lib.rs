@@ -56,6 +56,12 @@ pub use crate::error::WasmError;
 pub use crate::store::{JournalOp, JournalStore};
 pub use crate::transmit::Transmit;
 
+/// The module's allocator: talc over the wasm memory, growing it as needed (single-threaded
+/// wasm; std's default there is dlmalloc, several kB larger in the module).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 /// The wire protocol version the module's envelopes use (the core's).
 pub const PROTOCOL_VERSION: u64 = vantage_agent::wire::VERSION;
 

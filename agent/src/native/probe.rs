@@ -57,12 +57,12 @@ use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
 #[cfg(feature = "hickory-dns")]
 use hickory_resolver::{ResolveError, ResolveErrorKind, TokioResolver};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::uploader::Stream;
 use crate::classify;
 use crate::report::Protocol;
 use crate::taxonomy::{ErrorType, Phase};
@@ -432,10 +432,6 @@ async fn handshake(
     .await
 }
 
-/// A byte stream hyper can run HTTP/1.1 over: TCP or TLS over TCP.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
-
 async fn http_get(io: Box<dyn Stream>, target: &Target) -> Result<u16, ErrorType> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
@@ -447,7 +443,9 @@ async fn http_get(io: Box<dyn Stream>, target: &Target) -> Result<u16, ErrorType
         .header(http::header::HOST, target.authority.as_str())
         .header(http::header::USER_AGENT, USER_AGENT)
         .header(http::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
+        // `Full` of nothing (no body, no Content-Length) rather than `Empty`: the uploader's
+        // body type, so both share one instantiation of hyper's client (`Stream`).
+        .body(Full::new(Bytes::new()))
         .map_err(|_| ErrorType::HttpFailed)?;
     let response = sender.send_request(request).await.map_err(|e| hyper_error(&e))?;
     let status = response.status().as_u16();
