@@ -366,9 +366,15 @@ async fn a_small_buffer_drops_the_oldest_and_the_count_arrives_later() {
     let rx = Receiver::start_on(addr, &f.cert, f.key.clone()).await;
     agent.record(ReportInput::new("checkout", "api.example.com", &refused()).elapsed_ms(99));
     assert_eq!(agent.flush(Duration::from_secs(15)).await.unwrap().undelivered, 0);
+    // Storing that last envelope in the still-full buffer may have dropped one more, counted
+    // after its batch was sealed: it rides in the next batch, which the buffer now has room for.
+    agent.record(ReportInput::new("checkout", "api.example.com", &refused()).elapsed_ms(100));
+    assert_eq!(agent.flush(Duration::from_secs(15)).await.unwrap().undelivered, 0);
     let batches = rx.accepted();
     let carried: u64 = batches.iter().map(|b| b.drops.count(DropReason::QueueFull)).sum();
-    assert_eq!(carried, dropped);
+    let dropped_total = agent.stats().dropped.count(DropReason::QueueFull);
+    assert!(dropped_total >= dropped, "{dropped_total} < {dropped}");
+    assert_eq!(carried, dropped_total, "every drop the agent counted arrives");
     let elapsed: Vec<u32> =
         batches.iter().flat_map(|b| b.reports.iter().map(|r| r.elapsed_ms())).collect();
     assert!(!elapsed.contains(&0), "the oldest report was dropped: {elapsed:?}");
