@@ -194,6 +194,8 @@ pub struct StoreSection {
     /// Free-space guard (`store.min_free_bytes`, default 128 MiB; `store.reserve_bytes`,
     /// default 32 MiB).
     pub space: crate::store::SpaceLimits,
+    /// sled's page cache in bytes (`store.cache_mib`, default 16; 1 to 4096).
+    pub cache_bytes: u64,
 }
 
 /// `[limits]`: rate limits (token buckets) and clock skew.
@@ -394,6 +396,7 @@ struct RawStore {
     sync: Option<String>,
     min_free_bytes: Option<u64>,
     reserve_bytes: Option<u64>,
+    cache_mib: Option<u64>,
 }
 
 fn default_dedup_days() -> u64 {
@@ -864,6 +867,11 @@ impl Config {
                         crate::store::SyncMode::default()
                     }
                 };
+                let cache_mib =
+                    st.cache_mib.unwrap_or(crate::store::DEFAULT_CACHE_BYTES >> 20);
+                if !(1..=4096).contains(&cache_mib) {
+                    c.fail("store.cache_mib", "must be from 1 to 4096 (MiB)");
+                }
                 let defaults = crate::store::SpaceLimits::default();
                 let space = crate::store::SpaceLimits {
                     min_free_bytes: st.min_free_bytes.unwrap_or(defaults.min_free_bytes),
@@ -885,6 +893,7 @@ impl Config {
                         dedup_horizon: Duration::from_secs(st.dedup_days.saturating_mul(86_400)),
                         sync,
                         space,
+                        cache_bytes: cache_mib << 20,
                     }),
                 }
             }
@@ -1241,6 +1250,7 @@ mod tests {
             (with("[keys]", "net_tag_secret_file = \"short.key\""), "keys.net_tag_secret_file: "),
             (MINIMAL.replace("path = \"data\"", ""), "store.path: required"),
             (with("[store]", "retention_days = 0"), "store.retention_days: must be at least 1"),
+            (with("[store]", "cache_mib = 0"), "store.cache_mib: must be from 1 to 4096"),
             (
                 format!("{MINIMAL}\n[limits]\nprefix_rps = 0"),
                 "limits.prefix_rps: must be a positive",

@@ -201,6 +201,7 @@ impl Collector {
         store_config.dedup_horizon = config.store.dedup_horizon;
         store_config.sync = config.store.sync;
         store_config.space = config.store.space;
+        store_config.cache_bytes = config.store.cache_bytes;
         let store = Store::open(store_config)?;
 
         let bind = |addr: SocketAddr| async move {

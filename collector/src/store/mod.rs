@@ -132,8 +132,8 @@ pub const MAX_GROUP: usize = 256;
 const QUEUE: usize = 1024;
 /// Rows deleted per retention transaction.
 const DELETE_CHUNK: usize = 1024;
-/// sled page cache.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled page cache by default ([`StoreConfig::cache_bytes`]).
+pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Logical bytes a `report_ids` entry adds to a report.
 const ID_ENTRY_BYTES: u64 = 16 + 8;
 
@@ -199,6 +199,10 @@ pub struct StoreConfig {
     pub sync: SyncMode,
     /// Free-space guard. Default: refuse below 128 MiB available, 32 MiB reserve.
     pub space: SpaceLimits,
+    /// sled's page cache ([`DEFAULT_CACHE_BYTES`], 16 MiB). sled counts its cache below what
+    /// it costs: the process's resident memory grows by about twice this (64 MiB gave 281 MiB
+    /// at 1M reports, 8 MiB gave 136 MiB; `docs/operations.md`).
+    pub cache_bytes: u64,
 }
 
 impl StoreConfig {
@@ -211,6 +215,7 @@ impl StoreConfig {
             dedup_horizon: Duration::from_secs(10 * 24 * 3600),
             sync: SyncMode::Data,
             space: SpaceLimits::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -458,7 +463,7 @@ impl Store {
         // damaged store is reported instead of silently starting over empty.
         let had_data = path.join("db").metadata().is_ok_and(|m| m.len() > 0);
         let db = catch_unwind(AssertUnwindSafe(|| {
-            sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open()
+            sled::Config::new().path(&path).cache_capacity(config.cache_bytes).open()
         }))
         .map_err(|_| StoreError::Corrupt {
             path: path.clone(),
