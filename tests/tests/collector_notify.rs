@@ -52,6 +52,7 @@ fn alert(id: u64, dim: SliceDim) -> Alert {
         breakdown: BTreeMap::from([("tcp".to_owned(), 12), ("dns".to_owned(), 3)]),
         top_asns: vec![(64500, 20)],
         top_countries: vec![("DE".to_owned(), 20)],
+        supersedes: None,
     }
 }
 

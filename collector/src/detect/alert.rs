@@ -129,6 +129,13 @@ pub struct Alert {
     pub top_asns: Vec<(u32, u64)>,
     /// Countries with the most failing clients.
     pub top_countries: Vec<(String, u64)>,
+    /// The alert whose incident this one took over: a wider slice (the service over an ASN or
+    /// a country, a country over an ASN) fired in an incident a narrower slice had paged for,
+    /// and explains more of the excess, so it heads the incident from now on and the earlier
+    /// alert (and everything grouped under it) is grouped under this one. Its notification
+    /// is an update of that incident, not a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<AlertId>,
 }
 
 impl Alert {
@@ -198,6 +205,7 @@ mod tests {
             breakdown: BTreeMap::from([("tcp".to_owned(), 12)]),
             top_asns: vec![(64500, 20)],
             top_countries: vec![("DE".to_owned(), 20)],
+            supersedes: None,
         };
         let event = AlertEvent::Fired(alert.clone());
         let json = serde_json::to_string(&event).unwrap();

@@ -8,6 +8,10 @@
 use super::judge::{alert_from, arbitrate, judge_span, judge_window, spans};
 use super::*;
 
+/// A wider alert takes an incident over when its head explains less than this share of the
+/// wider slice's excess: the head no longer explains most of it.
+const MOST: f64 = 0.5;
+
 /// Alert ids remembered for deduplication.
 const RECENT_IDS: usize = 10_000;
 /// ASN retrospectives remembered for grouping across services.
@@ -386,7 +390,8 @@ impl Detector {
                         // the cool-down.
                         let incident = alert.inhibited_by.unwrap_or(alert.id);
                         let until = now_ms.saturating_add(cfg.incident_cooldown_ms);
-                        resolved.push((name.clone(), alert.kind, incident, until));
+                        let head = alert.inhibited_by.is_none().then(|| breadth(&alert.slice.dim));
+                        resolved.push((name.clone(), alert.kind, incident, until, head));
                         state.alert = None;
                         state.quiet = 0;
                     } else if !is_service && index == 0 {
@@ -493,7 +498,7 @@ impl Detector {
                 });
             }
         }
-        self.recent_incidents.retain(|(_, _, _, until)| *until >= now_ms);
+        self.recent_incidents.retain(|(_, _, _, until, _)| *until >= now_ms);
         self.recent_incidents.extend(resolved);
         while self.recent_incidents.len() > RECENT_INCIDENTS {
             self.recent_incidents.pop_front();
@@ -504,23 +509,57 @@ impl Detector {
     /// The incident a new alert of `c`'s service and kind belongs to: the incident of an alert
     /// of the same service and kind still firing (on any of its slices), or of one that
     /// resolved less than [`DetectorConfig::incident_cooldown_ms`] ago. An incident is named
-    /// by the alert that paged for it.
-    fn incident_of(&self, c: &Candidate, now_ms: u64) -> Option<AlertId> {
-        let firing = self.services.get(&c.service).and_then(|sd| {
-            std::iter::once(&sd.service)
-                .chain(sd.asns.values())
-                .chain(sd.countries.values())
-                .flat_map(|t| t.states.iter().filter_map(|s| s.alert.as_ref()))
-                .find(|a| a.kind == c.kind)
-                .map(|a| a.inhibited_by.unwrap_or(a.id))
-        });
-        firing.or_else(|| {
+    /// by the alert that heads it (the one that paged, or the wider one that took it over),
+    /// returned with that head's breadth when known.
+    fn incident_of(&self, c: &Candidate, now_ms: u64) -> Option<(AlertId, Option<u8>)> {
+        let sd = self.services.get(&c.service);
+        let firing = || {
+            sd.into_iter().flat_map(|sd| {
+                std::iter::once(&sd.service)
+                    .chain(sd.asns.values())
+                    .chain(sd.countries.values())
+                    .flat_map(|t| t.states.iter().filter_map(|s| s.alert.as_ref()))
+                    .filter(|a| a.kind == c.kind)
+            })
+        };
+        let recent = || {
             self.recent_incidents
                 .iter()
                 .rev()
-                .find(|(s, k, _, until)| *s == c.service && *k == c.kind && *until >= now_ms)
-                .map(|r| r.2)
-        })
+                .filter(|(s, k, _, until, _)| *s == c.service && *k == c.kind && *until >= now_ms)
+        };
+        let id = firing()
+            .next()
+            .map(|a| a.inhibited_by.unwrap_or(a.id))
+            .or_else(|| recent().next().map(|r| r.2))?;
+        let head = firing()
+            .find(|a| a.id == id)
+            .map(|a| breadth(&a.slice.dim))
+            .or_else(|| recent().find(|r| r.2 == id).and_then(|r| r.4));
+        Some((id, head))
+    }
+
+    /// Makes `new` the head of incident `old`: every alert of `service` and `kind` grouped
+    /// under `old` (and `old` itself) is grouped under `new`, firing or within the cool-down.
+    fn rehead(&mut self, service: &str, kind: AlertKind, old: AlertId, new: AlertId, breadth: u8) {
+        if let Some(sd) = self.services.get_mut(service) {
+            let all = std::iter::once(&mut sd.service)
+                .chain(sd.asns.values_mut())
+                .chain(sd.countries.values_mut());
+            for t in all {
+                for a in t.states.iter_mut().filter_map(|s| s.alert.as_mut()) {
+                    if a.kind == kind && (a.id == old || a.inhibited_by == Some(old)) {
+                        a.inhibited_by = Some(new);
+                    }
+                }
+            }
+        }
+        for r in self.recent_incidents.iter_mut().filter(|r| r.0 == service && r.1 == kind) {
+            if r.2 == old {
+                r.2 = new;
+                r.4 = Some(breadth);
+            }
+        }
     }
 
     fn describe_candidates(&mut self, candidates: &mut [Candidate], from: u64, to: u64) {
@@ -547,23 +586,31 @@ impl Detector {
         true
     }
 
-    /// Turns surviving candidates into firing alerts: service slices first, so a service
-    /// alert inhibits the child alerts raised with it.
+    /// Turns surviving candidates into firing alerts, widest slices first (the service, its
+    /// failure groups, countries, ASNs), so a service alert inhibits the child alerts raised
+    /// with it. A new alert joins the incident of its service and kind (raised inhibited by
+    /// its head), unless it is wider than the head and explains more of the excess than the
+    /// head does now (the head explains less than half of it, so most of it is elsewhere):
+    /// then it heads the incident and notifies as its update
+    /// ([`Alert::supersedes`]); it survived arbitration, so no child explains it.
     fn install(
         &mut self,
         mut candidates: Vec<Candidate>,
         now_ms: u64,
         events: &mut Vec<AlertEvent>,
     ) {
+        // What the firing child alerts explain now (their current excess).
+        let firing_excess: Vec<(SliceKey, AlertKind, f64)> =
+            candidates.iter().filter(|c| c.firing).map(|c| (c.key(), c.kind, c.excess)).collect();
         candidates.retain(|c| !c.deferred && !c.firing);
-        candidates.sort_by_key(|c| (c.part != Part::Service || c.index != 0, c.part));
+        candidates.sort_by_key(|c| (c.part.breadth(), c.index, c.part));
         for c in candidates {
             let key = c.key();
             let id = AlertId::derive(&key, c.kind, c.start_bucket);
             if !self.remember(id) {
                 continue;
             }
-            let inhibited_by = if key.dim == SliceDim::Service {
+            let parent = if key.dim == SliceDim::Service {
                 None
             } else {
                 self.services
@@ -571,9 +618,37 @@ impl Detector {
                     .and_then(|sd| sd.service.states[0].alert.as_ref())
                     .map(|a| a.id)
                     .or_else(|| self.network_silence(&c))
+            };
+            let mut supersedes = None;
+            let inhibited_by = match parent {
+                Some(p) => Some(p),
+                None => match self.incident_of(&c, now_ms) {
+                    Some((head, Some(head_breadth))) if head_breadth > c.part.breadth() => {
+                        let head_excess = self
+                            .firing()
+                            .into_iter()
+                            .find(|a| a.id == head)
+                            .and_then(|a| {
+                                firing_excess
+                                    .iter()
+                                    .find(|(k, kind, _)| *k == a.slice && *kind == a.kind)
+                            })
+                            .map_or(0.0, |f| f.2);
+                        if head_excess < MOST * c.excess {
+                            supersedes = Some(head);
+                            None
+                        } else {
+                            Some(head)
+                        }
+                    }
+                    other => other.map(|o| o.0),
+                },
+            };
+            let mut alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
+            alert.supersedes = supersedes;
+            if let Some(old) = supersedes {
+                self.rehead(&c.service, c.kind, old, id, c.part.breadth());
             }
-            .or_else(|| self.incident_of(&c, now_ms));
-            let alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
             let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
             if let Some(state) = t.states.get_mut(c.index) {
                 state.alert = Some(alert.clone());

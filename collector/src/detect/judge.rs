@@ -34,7 +34,13 @@ pub(super) fn alert_from(
         breakdown: c.desc.breakdown.clone(),
         top_asns: c.desc.top_asns.clone(),
         top_countries: c.desc.top_countries.clone(),
+        supersedes: None,
     }
+}
+
+/// The hour-of-week slot's ratio for `now_ms` (0 without one).
+fn slot_ratio(b: &Baseline, now_ms: u64) -> f64 {
+    b.slot(now_ms).map_or(0.0, |s| s.ratio)
 }
 
 /// Below this many clients with counts, the ratio test also needs the failing-network count.
@@ -112,6 +118,30 @@ pub(super) fn judge_window(
                     b.clients.var_unit.max(cfg.min_unit_variance) / n + b.clients.var_time;
                 let a = cfg.baseline_alpha.clamp(1e-6, 1.0);
                 v.slow_score = normal_upper_score(drift / (window_var * a / (2.0 - a)).sqrt());
+            }
+        }
+        // A slow burn under way (the fast mean drifted off the long reference): the window is
+        // judged against the long reference too, with its own variance over hours. The climb
+        // drags the fast mean and, worse, inflates the fast baseline's variance over time
+        // (every window sits above a mean that trails it), so against the fast baseline alone
+        // a burn to a level that pages as a step may never reach the fire score (spikebench
+        // seed 108: +2.2 points, z 5 against the fast baseline, 20 against the long one).
+        if v.slow_score >= cfg.resolve_score {
+            let n = f64::from(w.capped.n);
+            let observed = w.capped.mean();
+            if observed - b.slow.mean.max(slot_ratio(b, now_ms)) >= cfg.min_effect {
+                let z = b.slow.z(n, observed, slot_ratio(b, now_ms), cfg.min_unit_variance);
+                let mut score = normal_upper_score(z);
+                if w.clients.n < SMALL_SLICE {
+                    let count =
+                        poisson_upper_score(f64::from(w.failing_nets), b.failing_nets.max(0.5));
+                    score = score.min(count);
+                }
+                if score > v.failure_score {
+                    v.failure_score = score;
+                    v.observed = observed;
+                    v.expected = b.slow.mean;
+                }
             }
         }
         // Small slices: when most of a slice's clients are broken (at least half their

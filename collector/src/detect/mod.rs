@@ -23,13 +23,17 @@
 //!    small slices: >= 5 broken clients (half their attempts failed) on >= 3 networks, half
 //!       the slice or more: exact binomial tail against the learned (floored) broken rate
 //!    long reference (hours): a fast mean drifted above it marks windows odd (not learned),
-//!       so a slow burn builds into a step instead of being learned
+//!       so a slow burn builds into a step instead of being learned; while it does, the window
+//!       is also judged against the long reference and its variance over hours (the climb
+//!       inflates the fast baseline's variance)
 //!    silence test: active clients far below baseline while the rest of the fleet reports
 //!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess;
 //!       a firing service alert inhibits its child slices
 //!    lifecycle: Fired ─▶ (quiet for 3 evaluations) ─▶ Resolved; baselines learn quiet windows
 //!    incidents: a new alert of a service joins the firing (or < 15 min resolved) incident of
-//!       the same kind there: raised inhibited by the alert that paged
+//!       the same kind there: raised inhibited by the alert heading it; a wider slice (service
+//!       over country over ASN) whose excess the head explains less than half of takes the
+//!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it)
 //!    flushes: a client's local-scope report makes its counts a flush (not current evidence)
 //! ```
 //!
@@ -369,7 +373,26 @@ enum Part {
     Country(Country),
 }
 
+/// How narrow a slice is, for incident heads: 0 for the service and its failure groups, 1 for
+/// a country, 2 for an ASN.
+fn breadth(dim: &SliceDim) -> u8 {
+    match dim {
+        SliceDim::Service | SliceDim::Group(_) => 0,
+        SliceDim::Country(_) => 1,
+        SliceDim::Asn(_) => 2,
+    }
+}
+
 impl Part {
+    /// [`breadth`] of this part.
+    fn breadth(self) -> u8 {
+        match self {
+            Part::Service => 0,
+            Part::Country(_) => 1,
+            Part::Asn(_) => 2,
+        }
+    }
+
     /// The slice key of output `index` of this part.
     fn key(self, service: &str, index: usize) -> SliceKey {
         let dim = match self {
@@ -457,7 +480,9 @@ pub struct Detector {
     recent_network_retro: VecDeque<(u32, u64, u64, AlertId)>,
     /// Alerts that resolved recently: (service, kind, the incident's paging alert, end of the
     /// cool-down).
-    recent_incidents: VecDeque<(String, AlertKind, AlertId, u64)>,
+    /// Incidents open for the cool-down after an alert of theirs resolved: (service, kind,
+    /// incident id, open until, the head's breadth when the resolved alert was the head).
+    recent_incidents: VecDeque<(String, AlertKind, AlertId, u64, Option<u8>)>,
     stats: DetectorStats,
     scratch: IdMap<u64, Cell>,
 }
@@ -666,6 +691,31 @@ mod tests {
     }
 
     #[test]
+    fn a_wider_slice_that_explains_most_of_the_excess_takes_the_incident_over() {
+        let mut f = Feed::new(400);
+        f.run(1800, background);
+        // One ASN fails first: it pages.
+        f.run(90, |c, now| if c % 4 == 1 { 10 } else { background(c, now) });
+        let first = paging(&f);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].slice, SliceKey::new("shop", SliceDim::Asn(64_501)));
+        // Then three of the four ASNs fail: the ASN that paged explains a third of the
+        // service's excess, so the service heads the incident from now on.
+        f.run(120, |c, now| if c % 4 != 3 { 10 } else { background(c, now) });
+        let pages = paging(&f);
+        let upgrades: Vec<_> = pages.iter().filter(|a| a.supersedes.is_some()).collect();
+        assert_eq!(pages.len() - upgrades.len(), 1, "{pages:?}");
+        assert_eq!(upgrades.len(), 1, "{pages:?}");
+        assert_eq!(upgrades[0].slice, SliceKey::service("shop"));
+        assert_eq!(upgrades[0].supersedes, Some(first[0].id));
+        // What paged first is grouped under it now, and so is every other firing alert.
+        let firing = f.det.firing();
+        let asn = firing.iter().find(|a| a.id == first[0].id).unwrap();
+        assert_eq!(asn.inhibited_by, Some(upgrades[0].id));
+        assert!(firing.iter().filter(|a| a.notifies()).all(|a| a.id == upgrades[0].id));
+    }
+
+    #[test]
     fn many_keys_behind_one_network_and_one_loud_client_do_not_page() {
         let mut f = Feed::new(400);
         f.run(1800, background);
@@ -791,8 +841,17 @@ mod tests {
         let first = &pages[0];
         assert_eq!(first.slice.service, "shop");
         assert!(first.raised_at_ms <= t0 + 7_200_000 + 900_000, "{}", first.raised_at_ms - t0);
-        // Paged once, not once per slice.
-        assert_eq!(pages.len(), 1, "{pages:?}");
+        // Paged once, not once per slice: a wider slice that fired later and explained most
+        // of the excess would take the incident over (an update of that page, not a new one).
+        let new_pages: Vec<_> = pages.iter().filter(|a| a.supersedes.is_none()).collect();
+        assert_eq!(new_pages.len(), 1, "{pages:?}");
+        for w in pages.windows(2) {
+            assert_eq!(w[1].supersedes, Some(w[0].id), "{pages:?}");
+        }
+        // Of the alerts still firing, only the incident's head notifies.
+        let head = pages.last().unwrap();
+        let firing = f.det.firing();
+        assert!(firing.iter().filter(|a| a.notifies()).all(|a| a.id == head.id), "{firing:?}");
         // Without the long reference (it follows as fast as the baseline), the same drift
         // is learned and never pages: the long reference is what catches it.
         let fast = DetectorConfig { slow_alpha: 1.0 / 180.0, ..DetectorConfig::default() };

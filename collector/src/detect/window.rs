@@ -339,10 +339,14 @@ pub(crate) struct Description {
 pub(crate) const TOP: usize = 5;
 
 /// Describes the failing clients of output `index` (see [`summarise`]) of a merged window.
+/// The top ASNs and countries are ranked by how much of the failure they carry (each failing
+/// client weighs its own failure ratio, 1 without counts), so a big country with its usual
+/// scattered failures does not outrank the ones whose clients all fail; the numbers shown are
+/// failing clients.
 pub(crate) fn describe(merged: &IdMap<u64, Cell>, index: usize) -> Description {
     let mut d = Description::default();
-    let mut asns: IdMap<u32, u64> = IdMap::default();
-    let mut countries: IdMap<Country, u64> = IdMap::default();
+    let mut asns: IdMap<u32, (f64, u64)> = IdMap::default();
+    let mut countries: IdMap<Country, (f64, u64)> = IdMap::default();
     for cell in merged.values().filter(|c| c.failing(index)) {
         for (g, n) in cell.reported.iter().enumerate() {
             if *n > 0 && (index == 0 || g == index - 1) {
@@ -353,16 +357,29 @@ pub(crate) fn describe(merged: &IdMap<u64, Cell>, index: usize) -> Description {
             // Failures counted in target counts but not (yet) reported individually.
             *d.breakdown.entry("unreported".to_owned()).or_default() += cell.failures;
         }
+        let mass = cell.ratio(index).map_or(1.0, |r| r.clamp(0.0, 1.0));
         if let Some(asn) = cell.asn {
-            *asns.entry(asn).or_default() += 1;
+            let e = asns.entry(asn).or_default();
+            *e = (e.0 + mass, e.1 + 1);
         }
         if let Some(c) = cell.country {
-            *countries.entry(c).or_default() += 1;
+            let e = countries.entry(c).or_default();
+            *e = (e.0 + mass, e.1 + 1);
         }
     }
-    d.top_asns = top(asns);
-    d.top_countries = top(countries).into_iter().map(|(c, n)| (c.as_str().to_owned(), n)).collect();
+    d.top_asns = top_by_mass(asns);
+    d.top_countries =
+        top_by_mass(countries).into_iter().map(|(c, n)| (c.as_str().to_owned(), n)).collect();
     d
+}
+
+/// The `TOP` keys carrying the most failure mass, heaviest first (ties by count, then key),
+/// with their counts.
+fn top_by_mass<K: Ord + Copy>(counts: IdMap<K, (f64, u64)>) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, (f64, u64))> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(b.1.1.cmp(&a.1.1)).then(a.0.cmp(&b.0)));
+    v.truncate(TOP);
+    v.into_iter().map(|(k, (_, n))| (k, n)).collect()
 }
 
 /// The `TOP` largest counts, largest first, ties by key.

@@ -209,6 +209,7 @@ mod tests {
             breakdown: Default::default(),
             top_asns: vec![],
             top_countries: vec![],
+            supersedes: None,
         }
     }
 

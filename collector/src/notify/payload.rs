@@ -52,6 +52,10 @@ fn title(event: &AlertEvent) -> &'static str {
         (AlertEvent::Retrospective(_), _) | (_, AlertKind::Retrospective) => {
             "Past client-side outage (found in late reports)"
         }
+        // A wider slice took over an incident already paged for: an update of that page.
+        (AlertEvent::Fired(_), AlertKind::Failures) if alert.supersedes.is_some() => {
+            "Client-side outage widened"
+        }
         (AlertEvent::Fired(_), AlertKind::Failures) => "Client-side outage",
         (AlertEvent::Fired(_), AlertKind::Silence) => "Clients went silent",
         (AlertEvent::Resolved(_), AlertKind::Failures) => "Resolved: client-side outage",
@@ -327,6 +331,7 @@ mod tests {
             breakdown: BTreeMap::from([("tcp".to_owned(), 12), ("dns".to_owned(), 3)]),
             top_asns: vec![(64500, 20)],
             top_countries: vec![("DE".to_owned(), 20)],
+            supersedes: None,
         }
     }
 

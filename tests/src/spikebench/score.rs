@@ -39,9 +39,17 @@ pub struct ClassScore {
     pub inhibited: usize,
     /// Pages per detected event (notifications per incident).
     pub pages_per_event: Vec<usize>,
-    /// Pages attributed to events of this class whose own slice is the right one
-    /// (alert-level localisation: every page is judged, not only the first).
+    /// Pages attributed to events of this class whose slice is the right one (alert-level
+    /// localisation: every page is judged, not only the first), judged by the slice heading
+    /// the page's incident in the end (after the upgrades to a wider slice, if any).
     pub pages_localized: usize,
+    /// Pages attributed to events of this class whose own slice, as first notified, is the
+    /// right one (the strict reading: upgrades do not repair it).
+    pub pages_first_localized: usize,
+    /// Upgrades: notifications that re-head an incident already paged for (a wider slice
+    /// took it over, [`vantage_collector::detect::Alert::supersedes`]). Updates of a page,
+    /// not pages.
+    pub upgrades: usize,
     /// Small-slice classes: events left out of `events` because their slice had fewer than
     /// 5 active clients or 3 networks when they began (below the documented floor).
     pub below_floor: usize,
@@ -62,6 +70,8 @@ impl ClassScore {
             inhibited: 0,
             pages_per_event: Vec::new(),
             pages_localized: 0,
+            pages_first_localized: 0,
+            upgrades: 0,
             below_floor: 0,
         }
     }
@@ -98,8 +108,10 @@ pub struct Report {
     pub records: u64,
     /// Per class, in [`EventClass::SCHEDULED`] order.
     pub classes: Vec<ClassScore>,
-    /// All pages (fired, not inhibited, not retrospective).
+    /// All pages (fired, not inhibited, not retrospective, not an upgrade of a page).
     pub pages: usize,
+    /// Upgrades of pages (a wider slice took an incident over), over all classes.
+    pub upgrades: usize,
     /// Pages attributed to incidents.
     pub true_pages: usize,
     /// Pages during background micro-blips.
@@ -171,6 +183,26 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
             _ => None,
         })
         .collect();
+    // Upgrades: which alert took over the incident each paged alert headed.
+    let took_over: HashMap<AlertId, &vantage_collector::detect::Alert> = world
+        .alerts
+        .iter()
+        .filter_map(|(_, e)| match e {
+            AlertEvent::Fired(a) if a.inhibited_by.is_none() => a.supersedes.map(|old| (old, a)),
+            _ => None,
+        })
+        .collect();
+    // The alert heading a page's incident in the end.
+    let final_head = |a: &'_ vantage_collector::detect::Alert| {
+        let mut h = a;
+        for _ in 0..100 {
+            match took_over.get(&h.id) {
+                Some(n) => h = n,
+                None => break,
+            }
+        }
+        h.clone()
+    };
     // Per event: first page time and slice, last resolve.
     let mut first: Vec<Option<(u64, bool)>> = vec![None; events.len()];
     let mut last_resolve: Vec<Option<u64>> = vec![None; events.len()];
@@ -183,6 +215,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
         records: world.records,
         classes: Vec::new(),
         pages: 0,
+        upgrades: 0,
         true_pages: 0,
         blip_pages: 0,
         unexplained_pages: 0,
@@ -220,7 +253,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
         log.push((
             *t,
             format!(
-                "{:8.1} min  {what} {} {} clients={} nets={} active={} score={:.1} ratio={:.4}/{:.4} inhibited={} top_asn={:?} top_cc={:?} span={:.1}-{:.1}",
+                "{:8.1} min  {what} {} {} clients={} nets={} active={} score={:.1} ratio={:.4}/{:.4} inhibited={} upgrade={} top_asn={:?} top_cc={:?} span={:.1}-{:.1}",
                 minutes(*t),
                 a.kind.as_str(),
                 a.slice,
@@ -231,6 +264,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                 a.observed_ratio,
                 a.baseline_ratio,
                 a.inhibited_by.is_some(),
+                a.supersedes.is_some(),
                 a.top_asns.first(),
                 a.top_countries.first(),
                 minutes(a.start_ms),
@@ -285,6 +319,17 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                     classes[ci].inhibited += 1;
                 }
             }
+            AlertEvent::Fired(a) if a.supersedes.is_some() => {
+                report.upgrades += 1;
+                if let Some(i) = events.iter().position(|e| belongs(e, GRACE_MS))
+                    && let Some(ci) = idx(events[i].class)
+                {
+                    classes[ci].upgrades += 1;
+                    if let Some(r) = resolved.get(&a.id) {
+                        last_resolve[i] = Some(last_resolve[i].map_or(*r, |x| x.max(*r)));
+                    }
+                }
+            }
             AlertEvent::Fired(a) => {
                 report.pages += 1;
                 let Some(i) = events.iter().position(|e| belongs(e, GRACE_MS)) else {
@@ -333,10 +378,17 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                 report.true_pages += 1;
                 event_pages[i] += 1;
                 let top = a.top_countries.first().map(|c| c.0.as_str());
-                if localized(e, &a.slice, top)
-                    && (!e.class.is_blackout() || a.kind == AlertKind::Silence)
-                {
+                let head = final_head(a);
+                let head_top = head.top_countries.first().map(|c| c.0.as_str());
+                let right_kind = |a: &vantage_collector::detect::Alert| {
+                    !e.class.is_blackout() || a.kind == AlertKind::Silence
+                };
+                let head_localized = localized(e, &head.slice, head_top) && right_kind(&head);
+                if head_localized {
                     cs.pages_localized += 1;
+                }
+                if localized(e, &a.slice, top) && right_kind(a) {
+                    cs.pages_first_localized += 1;
                 }
                 let counts = if e.class.is_blackout() {
                     if a.kind != AlertKind::Silence {
@@ -347,7 +399,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                     true
                 };
                 if counts && first[i].is_none() {
-                    first[i] = Some((*t, localized(e, &a.slice, top)));
+                    first[i] = Some((*t, localized(e, &head.slice, head_top)));
                 }
                 if let Some(r) = resolved.get(&a.id) {
                     last_resolve[i] = Some(last_resolve[i].map_or(*r, |x| x.max(*r)));
@@ -407,10 +459,17 @@ impl Report {
             .collect()
     }
 
-    /// Alert-level localisation: the share of incident pages whose own slice is the right one
-    /// (1.0 without pages).
+    /// Alert-level localisation: the share of incident pages whose slice is the right one,
+    /// each judged by the slice heading its incident in the end (1.0 without pages).
     pub fn alert_localisation(&self) -> f64 {
         let local: usize = self.classes.iter().map(|c| c.pages_localized).sum();
+        if self.true_pages == 0 { 1.0 } else { local as f64 / self.true_pages as f64 }
+    }
+
+    /// The strict reading of [`Report::alert_localisation`]: each page judged by its own slice
+    /// as first notified, before any upgrade (1.0 without pages).
+    pub fn first_slice_localisation(&self) -> f64 {
+        let local: usize = self.classes.iter().map(|c| c.pages_first_localized).sum();
         if self.true_pages == 0 { 1.0 } else { local as f64 / self.true_pages as f64 }
     }
 
@@ -450,6 +509,8 @@ impl Report {
             ("pages per incident p50", q(&ppi, 0.5)),
             ("pages per incident p95", q(&ppi, 0.95)),
             ("alert localisation %", 100.0 * self.alert_localisation()),
+            ("first-slice localisation %", 100.0 * self.first_slice_localisation()),
+            ("upgrades (re-headed pages)", self.upgrades as f64),
             ("precision %", 100.0 * self.precision()),
             ("false pages / week", self.false_per_week()),
             ("nuisance pages", self.nuisance_pages() as f64),
@@ -630,10 +691,12 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "pages {} | true {} (on the right slice {:.1}%) | nuisance {} | blip {} | unexplained {} | precision {:.1}% | false/week {:.2} | nuisance retro {}",
+            "pages {} | true {} (on the right slice {:.1}%, as first notified {:.1}%) | upgrades {} | nuisance {} | blip {} | unexplained {} | precision {:.1}% | false/week {:.2} | nuisance retro {}",
             self.pages,
             self.true_pages,
             100.0 * self.alert_localisation(),
+            100.0 * self.first_slice_localisation(),
+            self.upgrades,
             self.nuisance_pages(),
             self.blip_pages,
             self.unexplained_pages,
