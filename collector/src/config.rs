@@ -867,8 +867,7 @@ impl Config {
                         crate::store::SyncMode::default()
                     }
                 };
-                let cache_mib =
-                    st.cache_mib.unwrap_or(crate::store::DEFAULT_CACHE_BYTES >> 20);
+                let cache_mib = st.cache_mib.unwrap_or(crate::store::DEFAULT_CACHE_BYTES >> 20);
                 if !(1..=4096).contains(&cache_mib) {
                     c.fail("store.cache_mib", "must be from 1 to 4096 (MiB)");
                 }

@@ -200,8 +200,9 @@ pub struct StoreConfig {
     /// Free-space guard. Default: refuse below 128 MiB available, 32 MiB reserve.
     pub space: SpaceLimits,
     /// sled's page cache ([`DEFAULT_CACHE_BYTES`], 16 MiB). sled counts its cache below what
-    /// it costs: the process's resident memory grows by about twice this (64 MiB gave 281 MiB
-    /// at 1M reports, 8 MiB gave 136 MiB; `docs/operations.md`).
+    /// it costs (64 MiB gave 281 MiB resident at 1M stored reports, 8 MiB gave 136 MiB), and
+    /// besides the cache its bookkeeping of the log grows with the stored volume (about
+    /// 55 MiB per 1M reports): `max_bytes` is what bounds memory in the end (README).
     pub cache_bytes: u64,
 }
 
