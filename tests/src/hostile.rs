@@ -25,6 +25,42 @@ use crate::collector_proc::{
     ENVELOPE_CONTENT_TYPE, HttpClient, SealedEnvelope, seal_envelope, unix_now,
 };
 
+/// An in-process collector for the hostile tests: plain and admin listeners on 127.0.0.1,
+/// the key of seed `[7; 32]`, a store in a temp dir.
+pub struct Target {
+    _dir: tempfile::TempDir,
+    /// The running collector.
+    pub running: vantage_collector::server::RunningCollector,
+    /// Its collector key (agents seal to its public half).
+    pub key: vantage_collector::open::CollectorKey,
+    /// The plain listener.
+    pub plain: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl Target {
+    /// Starts one with `server` lines added to `[server]` and `limits` as `[limits]`.
+    pub async fn start(server: &str, limits: &str) -> Target {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = vantage_collector::open::CollectorKey::from_seed([7; 32]);
+        let hex: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(dir.path().join("collector.key"), hex).expect("write the key");
+        let text = format!(
+            "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n{server}\n\
+             [keys]\nprivate_key_files = [\"collector.key\"]\n[store]\npath = \"data\"\n\
+             [limits]\n{limits}\n"
+        );
+        let config = vantage_collector::config::Config::from_toml_str(&text, dir.path())
+            .expect("a valid test config");
+        let running =
+            vantage_collector::server::Collector::start(config).await.expect("collector starts");
+        let plain = running.plain_addr().expect("a plain listener");
+        let admin = running.admin_addr().expect("an admin listener");
+        Target { _dir: dir, running, key, plain, admin }
+    }
+}
+
 /// A kind of connection attack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attack {

@@ -5,39 +5,17 @@
 //! Every legitimate upload is acknowledged, the admin listener answers throughout, and every
 //! acknowledged report is in the store. Success counts are asserted, never latencies.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vantage_collector::config::Config;
-use vantage_collector::open::CollectorKey;
-use vantage_collector::server::{Collector, RunningCollector};
 use vantage_tests::hostile::{self, Attack};
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    running: RunningCollector,
-    key: CollectorKey,
-    plain: SocketAddr,
-    admin: SocketAddr,
-}
+type Setup = hostile::Target;
 
 async fn start(server: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let key = CollectorKey::from_seed([7; 32]);
-    let hex: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(dir.path().join("collector.key"), hex).unwrap();
-    let text = format!(
-        "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n{server}\n\
-         [keys]\nprivate_key_files = [\"collector.key\"]\n[store]\npath = \"data\"\n"
-    );
-    let config = Config::from_toml_str(&text, dir.path()).unwrap();
-    let running = Collector::start(config).await.unwrap();
-    let plain = running.plain_addr().unwrap();
-    let admin = running.admin_addr().unwrap();
-    Setup { _dir: dir, running, key, plain, admin }
+    Setup::start(server, "").await
 }
 
 const LEGIT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 9, 9, 9));

@@ -6,43 +6,22 @@
 //! budget's setting. Budgets are scaled down from the defaults so the tests take seconds.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vantage_agent::entropy::SeededEntropy;
 use vantage_agent::report::UnixMillis;
 use vantage_agent::wire::AgentIdentity;
-use vantage_collector::config::Config;
 use vantage_collector::metrics::BudgetKind;
-use vantage_collector::open::CollectorKey;
-use vantage_collector::server::{Collector, RunningCollector};
+use vantage_collector::server::RunningCollector;
 use vantage_tests::collector_proc::{HttpClient, seal_envelope, unix_now};
 use vantage_tests::hostile;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    running: RunningCollector,
-    key: CollectorKey,
-    plain: SocketAddr,
-    admin: SocketAddr,
-}
+type Setup = hostile::Target;
 
 async fn start(limits: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let key = CollectorKey::from_seed([7; 32]);
-    let hex: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(dir.path().join("collector.key"), hex).unwrap();
-    let text = format!(
-        "[server]\nlisten_plain = \"127.0.0.1:0\"\nlisten_admin = \"127.0.0.1:0\"\n\
-         [keys]\nprivate_key_files = [\"collector.key\"]\n[store]\npath = \"data\"\n\
-         [limits]\n{limits}\n"
-    );
-    let config = Config::from_toml_str(&text, dir.path()).unwrap();
-    let running = Collector::start(config).await.unwrap();
-    let plain = running.plain_addr().unwrap();
-    let admin = running.admin_addr().unwrap();
-    Setup { _dir: dir, running, key, plain, admin }
+    Setup::start("", limits).await
 }
 
 const LEGIT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 9, 9, 9));
