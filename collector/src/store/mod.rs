@@ -463,14 +463,12 @@ impl Store {
         // whether data was there before has to be known before sled touches the files, so a
         // damaged store is reported instead of silently starting over empty.
         let had_data = path.join("db").metadata().is_ok_and(|m| m.len() > 0);
-        let db = catch_unwind(AssertUnwindSafe(|| {
-            sled::Config::new().path(&path).cache_capacity(config.cache_bytes).open()
-        }))
-        .map_err(|_| StoreError::Corrupt {
-            path: path.clone(),
-            detail: "the storage engine panicked while reading the files".into(),
-        })?
-        .map_err(|e| engine_error(&path, e))?;
+        let db = catch_unwind(AssertUnwindSafe(|| open_sled(&path, config.cache_bytes)))
+            .map_err(|_| StoreError::Corrupt {
+                path: path.clone(),
+                detail: "the storage engine panicked while reading the files".into(),
+            })?
+            .map_err(|e| engine_error(&path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| engine_error(&path, e));
         let trees = Trees {
             reports: tree("reports")?,
@@ -1407,6 +1405,28 @@ impl Shared {
     }
 }
 
+/// How long [`Store::open`] waits for sled's file lock: a store closed a moment ago in this
+/// process (sled's I/O threads drop their last handle shortly after `close`) or a collector
+/// that is still exiting frees it within this; a running collector keeps it, and the open fails
+/// naming the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens sled at `path`, polling for its file lock up to [`LOCK_WAIT`].
+fn open_sled(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn engine_error(path: &Path, e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { at, .. } => StoreError::Corrupt {
@@ -1416,6 +1436,14 @@ fn engine_error(path: &Path, e: sled::Error) -> StoreError {
                 None => "storage engine found damaged data".into(),
             },
         },
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Open {
+                path: path.to_owned(),
+                reason: format!(
+                    "{io}: another process holds this store (is a collector already running on it?)"
+                ),
+            }
+        }
         sled::Error::Io(io) => StoreError::Open { path: path.to_owned(), reason: io.to_string() },
         other => StoreError::Open { path: path.to_owned(), reason: other.to_string() },
     }
@@ -1491,6 +1519,23 @@ mod tests {
 
     fn all_targets(store: &Store) -> Vec<StoredTargets> {
         store.scan_targets(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn a_store_in_use_is_refused_by_name_and_a_closed_one_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let started = std::time::Instant::now();
+        let Err(e) = Store::open(StoreConfig::new(dir.path())) else {
+            panic!("two stores opened on one directory");
+        };
+        assert!(started.elapsed() >= LOCK_WAIT, "refused before the lock wait");
+        assert!(e.to_string().contains("another process holds this store"), "{e}");
+        first.close().await.unwrap();
+        drop(first);
+        // sled's I/O threads may still hold the files a moment: the open waits for them.
+        let again = Store::open(StoreConfig::new(dir.path())).unwrap();
+        again.close().await.unwrap();
     }
 
     #[tokio::test]
