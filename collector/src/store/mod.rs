@@ -1161,26 +1161,18 @@ impl Shared {
                             }
                         }
                         for (reason, n) in &p.drops {
-                            let key = drop_key(*reason);
-                            let current = match meta.get(&key)? {
-                                Some(v) => codec::be_u64(&v).map_err(|e| {
-                                    ConflictableTransactionError::Abort(
-                                        self.corrupt("meta", &key, &e),
-                                    )
-                                })?,
-                                None => 0,
-                            };
-                            meta.insert(key, &current.saturating_add(*n).to_be_bytes())?;
-                            let key = drop_app_key(&p.drops_app, *reason);
-                            let current = match meta.get(&key)? {
-                                Some(v) => codec::be_u64(&v).map_err(|e| {
-                                    ConflictableTransactionError::Abort(
-                                        self.corrupt("meta", &key, &e),
-                                    )
-                                })?,
-                                None => 0,
-                            };
-                            meta.insert(key, &current.saturating_add(*n).to_be_bytes())?;
+                            // The total per reason, and the same per app.
+                            for key in [drop_key(*reason), drop_app_key(&p.drops_app, *reason)] {
+                                let current = match meta.get(&key)? {
+                                    Some(v) => codec::be_u64(&v).map_err(|e| {
+                                        ConflictableTransactionError::Abort(
+                                            self.corrupt("meta", &key, &e),
+                                        )
+                                    })?,
+                                    None => 0,
+                                };
+                                meta.insert(key, &current.saturating_add(*n).to_be_bytes())?;
+                            }
                         }
                         outcomes.push(Ok(CommitOutcome::Stored {
                             reports: stored_reports,
