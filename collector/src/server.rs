@@ -66,6 +66,15 @@ pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 /// at most, when a budget is full (per budget).
 const MAX_REJECTING: usize = 64;
 
+/// Each listener's accept queue: connections the kernel has completed and the accept loop
+/// has not taken yet (the kernel caps it at `net.core.somaxconn`, 4096 by default since Linux
+/// 5.4). When it is full the kernel drops the handshake's last ACK and the client waits for
+/// a retransmission (a second or more), whoever it is: a /24 reconnecting as fast as it can
+/// (closed at accept by its per-prefix share, it comes back at once) sends connections in
+/// waves that overflowed tokio's default of 1024 and delayed other clients' connections by
+/// about 1 s (hostile bench, idle keep-alive and idle HTTP/2 attacks).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// How long a connection that reaped an idle one waits for its place.
 const REAP_WAIT: Duration = Duration::from_secs(1);
 
@@ -205,9 +214,7 @@ impl Collector {
         let store = Store::open(store_config)?;
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| StartError::Bind { addr, reason: e.to_string() })
+            listen(addr).map_err(|e| StartError::Bind { addr, reason: e.to_string() })
         };
         let tls_listener = match config.server.listen_tls {
             Some(addr) => Some(bind(addr).await?),
@@ -436,6 +443,18 @@ impl RunningCollector {
         tracing::info!("collector stopped");
         Ok(())
     }
+}
+
+/// Binds a listener with a [`LISTEN_BACKLOG`] accept queue (`SO_REUSEADDR` set, as
+/// `TcpListener::bind` does).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What a listener serves.
