@@ -8,6 +8,10 @@
 //!   listener has its own `max_admin_connections`, so a flood on the public port never starves
 //!   health checks, metrics scrapes or the dashboard. A permit is taken before the TLS
 //!   handshake.
+//! - **Accept queue.** Each listener is bound with an accept queue of 4096 connections (the
+//!   kernel caps it at `net.core.somaxconn`), so a /24 reconnecting in waves as fast as its
+//!   per-prefix share closes it does not overflow the queue and delay everyone else's
+//!   connections by a SYN-ACK retransmission.
 //! - **Per-prefix share.** A source /24 (IPv4) or /48 (IPv6) holds at most
 //!   `max_connections_per_prefix` public connections; more are closed at accept, before any
 //!   TLS or HTTP work (the `conntrack` module).
