@@ -717,3 +717,53 @@ async fn retention_loop(store: Store, mut phase: watch::Receiver<Phase>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    /// A wave of 2000 connections completes while nothing accepts: the queue is
+    /// [`LISTEN_BACKLOG`], not tokio's default 1024 (with which the 1026th connection's
+    /// handshake is dropped and every later one waits for retransmissions). Skipped when the
+    /// kernel caps queues lower (`net.core.somaxconn` < 2048).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wave_of_connections_fits_the_accept_queue() {
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if cap < 2048 {
+            eprintln!("net.core.somaxconn is {cap}: the kernel caps the queue below 2048");
+            return;
+        }
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut wave = tokio::task::JoinSet::new();
+        for i in 0..2000u32 {
+            // From many source addresses, so no source runs short of ports.
+            let source = Ipv4Addr::new(127, 41, (i / 250) as u8, 1 + (i % 250) as u8);
+            wave.spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((source, 0)))?;
+                tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+                    .await
+                    .map_err(|_| std::io::Error::other("no handshake within 10 s"))?
+            });
+        }
+        let (mut connected, mut failed) = (Vec::new(), Vec::new());
+        while let Some(joined) = wave.join_next().await {
+            match joined.unwrap() {
+                Ok(tcp) => connected.push(tcp),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        assert!(failed.is_empty(), "{} of 2000 failed: {:?}", failed.len(), &failed[..1]);
+        // The queue holds them all: accepting now takes them without waiting for anyone.
+        for _ in 0..2000 {
+            tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+        }
+        drop(connected);
+    }
+}
