@@ -313,12 +313,15 @@ pub(super) fn encode_row<'a>(
     w.0
 }
 
+/// A decoded row entry: event time, id (zeros in a targets row) and the record, borrowed.
+pub(super) type RowEntry<'a> = (u64, [u8; 16], &'a [u8]);
+
 /// The entries of a row value (see [`encode_row`]), records borrowed from it.
 pub(super) fn decode_row(
     base: u64,
     with_ids: bool,
     value: &[u8],
-) -> Result<Vec<(u64, [u8; 16], &[u8])>, String> {
+) -> Result<Vec<RowEntry<'_>>, String> {
     let (mut r, _) = Reader::with_versions(value, &[ROW_VERSION])?;
     let n = r.uint("entry count")?;
     // Every entry takes at least 2 bytes: a count beyond that is damage, not an allocation.

@@ -565,13 +565,7 @@ fn put_counts(batch: &mut sled::Batch, counts: Counts) {
 }
 
 /// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`.
-fn push_rows(
-    batch: &mut sled::Batch,
-    prefix: u8,
-    bucket: u64,
-    seq: u64,
-    entries: &[codec::Entry],
-) {
+fn push_rows(batch: &mut sled::Batch, prefix: u8, bucket: u64, seq: u64, entries: &[codec::Entry]) {
     let with_ids = prefix == P_REPORTS;
     let mut chunk = 0u32;
     let mut start = 0;
@@ -608,8 +602,11 @@ impl Store {
             })?
             .map_err(|e| engine_error(&path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| engine_error(&path, e));
-        let trees =
-            Trees { rows: tree(ROWS_TREE)?, meta: tree("meta")?, fleet_outbox: tree(FLEET_OUTBOX_TREE)? };
+        let trees = Trees {
+            rows: tree(ROWS_TREE)?,
+            meta: tree("meta")?,
+            fleet_outbox: tree(FLEET_OUTBOX_TREE)?,
+        };
         let next_outbox_key = trees
             .fleet_outbox
             .last()
@@ -1112,9 +1109,11 @@ impl Shared {
     /// The counters from `rows`, or recounted from the rows when any is missing (an upgraded
     /// store, or one whose counter entries were lost).
     fn load_or_rebuild_counts(&self) -> Result<Counts, StoreError> {
-        if let (Some(reports), Some(targets), Some(bytes)) =
-            (self.read_meta(META_REPORTS)?, self.read_meta(META_TARGETS)?, self.read_meta(META_BYTES)?)
-        {
+        if let (Some(reports), Some(targets), Some(bytes)) = (
+            self.read_meta(META_REPORTS)?,
+            self.read_meta(META_TARGETS)?,
+            self.read_meta(META_BYTES)?,
+        ) {
             return Ok(Counts { reports, targets, bytes });
         }
         let mut counts = Counts::default();
@@ -1122,8 +1121,8 @@ impl Shared {
             for entry in self.trees.rows.scan_prefix([prefix]) {
                 let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
                 let base = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?;
-                let entries =
-                    codec::decode_row(base, with_ids, &v).map_err(|e| self.corrupt("rows", &k, &e))?;
+                let entries = codec::decode_row(base, with_ids, &v)
+                    .map_err(|e| self.corrupt("rows", &k, &e))?;
                 for (_, _, record) in entries {
                     if with_ids {
                         counts.reports += 1;
@@ -1208,9 +1207,9 @@ impl Shared {
             }
         }
         if newest_first {
-            out.sort_unstable_by(|a, b| (b.0.event_at, b.0.id).cmp(&(a.0.event_at, a.0.id)));
+            out.sort_unstable_by_key(|b| std::cmp::Reverse((b.0.event_at, b.0.id)));
         } else {
-            out.sort_unstable_by(|a, b| (a.0.event_at, a.0.id).cmp(&(b.0.event_at, b.0.id)));
+            out.sort_unstable_by_key(|a| (a.0.event_at, a.0.id));
         }
         Ok(out)
     }
@@ -1418,7 +1417,7 @@ impl Shared {
         }
         for (prefix, buckets) in [(P_REPORTS, &mut reports), (P_TARGETS, &mut targets)] {
             for (bucket, entries) in buckets.iter_mut() {
-                entries.sort_unstable_by(|a, b| (a.event_at, a.id).cmp(&(b.event_at, b.id)));
+                entries.sort_unstable_by_key(|a| (a.event_at, a.id));
                 push_rows(&mut batch, prefix, *bucket, seq, entries);
             }
         }
@@ -1463,8 +1462,7 @@ impl Shared {
         let mut delta = Delta::default();
         let mut seen = 0;
         for item in rows.range(start.clone()..end.to_vec()) {
-            if seen == DELETE_CHUNK || (cutoff.is_none() && delta.bytes.unsigned_abs() >= excess)
-            {
+            if seen == DELETE_CHUNK || (cutoff.is_none() && delta.bytes.unsigned_abs() >= excess) {
                 break;
             }
             let (k, v) = item.map_err(|e| self.io(e))?;
@@ -1496,7 +1494,11 @@ impl Shared {
             } else {
                 let kept: Vec<codec::Entry> = kept
                     .into_iter()
-                    .map(|(event_at, id, record)| codec::Entry { event_at, id, record: record.to_vec() })
+                    .map(|(event_at, id, record)| codec::Entry {
+                        event_at,
+                        id,
+                        record: record.to_vec(),
+                    })
                     .collect();
                 batch.insert(k, codec::encode_row(base, with_ids, kept.iter()));
             }
@@ -1576,12 +1578,18 @@ impl Shared {
             let _state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
             let mut batch = sled::Batch::default();
             let mut seen = 0;
-            for item in rows.range(vec![P_EXPIRY]..row_bound(P_EXPIRY, cutoff).to_vec()).take(DELETE_CHUNK) {
+            for item in
+                rows.range(vec![P_EXPIRY]..row_bound(P_EXPIRY, cutoff).to_vec()).take(DELETE_CHUNK)
+            {
                 let (k, v) = item.map_err(|e| self.io(e))?;
                 seen += 1;
                 let time = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?.to_be_bytes();
                 for digest in v.chunks(32) {
-                    let key = prefixed(P_DIGESTS, &<[u8; 32]>::try_from(digest).map_err(|_| self.corrupt("rows", &k, "not a list of digests"))?);
+                    let key = prefixed(
+                        P_DIGESTS,
+                        &<[u8; 32]>::try_from(digest)
+                            .map_err(|_| self.corrupt("rows", &k, "not a list of digests"))?,
+                    );
                     // A digest seen again later (after an earlier expiry) carries a newer
                     // time; only the entry this group wrote goes.
                     if rows.get(&key).map_err(|e| self.io(e))?.is_some_and(|v| v.as_ref() == time) {
@@ -1895,7 +1903,11 @@ mod tests {
             })
             .collect();
         let (results, _) = store.shared.apply_group(batches);
-        assert!(results.iter().all(|r| r.as_ref().unwrap() == &CommitOutcome::Stored { reports: 2, targets: 0 }));
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().unwrap() == &CommitOutcome::Stored { reports: 2, targets: 0 })
+        );
         // 100 reports in two one-second buckets: a few rows, a key per agent id and digest,
         // one expiry row.
         assert!(keys(&store, P_REPORTS) <= 4, "{} report rows", keys(&store, P_REPORTS));
@@ -1910,7 +1922,8 @@ mod tests {
             .scan_reports_newest_first(UnixMillis(0), (UnixMillis(100_010), [0; 16]))
             .map(|r| r.unwrap().0)
             .collect();
-        let want: Vec<_> = (0..10u8).rev().map(|i| (UnixMillis(100_000 + u64::from(i)), [i; 16])).collect();
+        let want: Vec<_> =
+            (0..10u8).rev().map(|i| (UnixMillis(100_000 + u64::from(i)), [i; 16])).collect();
         assert_eq!(newest, want);
         store.close().await.unwrap();
     }

@@ -155,9 +155,11 @@ impl Shared {
             let mut step: Vec<(sled::IVec, Option<sled::IVec>, u64)> = Vec::new();
             for item in by_time.iter().take(STEP) {
                 let (k, _) = item.map_err(engine)?;
-                let time = codec::key_time(&k).map_err(|e| self.corrupt("digests_by_time", &k, &e))?;
+                let time =
+                    codec::key_time(&k).map_err(|e| self.corrupt("digests_by_time", &k, &e))?;
                 let digest = sled::IVec::from(&k[8..]);
-                let live = digests.get(&digest).map_err(engine)?.is_some_and(|v| v.as_ref() == &k[..8]);
+                let live =
+                    digests.get(&digest).map_err(engine)?.is_some_and(|v| v.as_ref() == &k[..8]);
                 step.push((k.clone(), live.then_some(digest), time));
             }
             if step.is_empty() {
