@@ -136,8 +136,11 @@
 //! sled keeps bookkeeping for every node of its tree in memory, cached or not (its page
 //! table and each log segment's list of pages), and a leaf holds at most 16 keys: memory grows
 //! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
-//! row (NEL: no key of its own; agent: its `I` entry only), so memory grows by about a third
-//! of format 2's per stored report for agent reports and much less for NEL. Besides that:
+//! row (NEL: no key of its own; agent: its `I` entry only). Measured with `vantage-loadgen
+//! --rss-reports` (agent envelopes): 134 MiB resident at 1M reports, 193 MiB at 2M; the same
+//! build without `I` entries (an experiment, not a mode) held 48 MiB at 1M, so the id index
+//! is what still grows, by about 60-85 MiB per million agent reports (its keys are random,
+//! so every insert lands in another leaf). Besides that:
 //! the page cache ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and
 //! transient buffers of one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it.
@@ -239,9 +242,9 @@ pub struct StoreConfig {
     /// Free-space guard. Default: refuse below 128 MiB available, 32 MiB reserve.
     pub space: SpaceLimits,
     /// sled's page cache ([`DEFAULT_CACHE_BYTES`], 16 MiB). sled counts its cache below what
-    /// it costs (64 MiB gave 281 MiB resident at 1M stored reports, 8 MiB gave 136 MiB), and
-    /// besides the cache its bookkeeping of the log grows with the stored volume (about
-    /// 55 MiB per 1M reports): `max_bytes` is what bounds memory in the end (README).
+    /// it costs (about 2x), and besides the cache its bookkeeping grows with the number of
+    /// keys stored: in format 3 mostly the id entries of agent reports (see "Memory"):
+    /// `max_bytes` is what bounds memory in the end (README).
     pub cache_bytes: u64,
 }
 
