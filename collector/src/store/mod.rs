@@ -12,7 +12,7 @@
 //! |--------------------------------------------------------|---------------------------------------|
 //! | `R` ‖ bucket u64 BE ‖ group seq u64 BE ‖ chunk u32 BE   | report entries (below)                |
 //! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
-//! | `I` ‖ report id (16), agent reports only                | `event_at` u64 BE                     |
+//! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | 32 to 64 sorted ids, 16 bytes each |
 //! | `D` ‖ upload digest (32)                                | group `received_at` u64 BE            |
 //! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new digests, 32 bytes each |
 //! | `M` ‖ `reports` / `targets` / `bytes` / `seq`           | u64 BE counters, next group seq       |
@@ -148,6 +148,7 @@
 pub mod admit;
 mod codec;
 pub mod disk;
+mod ids;
 mod upgrade;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -1351,18 +1352,22 @@ impl Shared {
         let mut targets: BTreeMap<u64, Vec<codec::Entry>> = BTreeMap::new();
         let mut drops: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
         let mut delta = Delta::default();
-        let mut outcomes = Vec::with_capacity(prepared.len());
+        // First the digests (in batch order: the first of two equal uploads is stored), and
+        // the id chunks every candidate agent report id falls in.
+        let mut outcomes: Vec<Option<Result<CommitOutcome, StoreError>>> =
+            Vec::with_capacity(prepared.len());
+        let mut stored: Vec<Prepared> = Vec::with_capacity(prepared.len());
         for p in prepared {
-            let p = match p {
+            let mut p = match p {
                 Ok(p) => p,
                 Err(e) => {
-                    outcomes.push(Err(e));
+                    outcomes.push(Some(Err(e)));
                     continue;
                 }
             };
             // Published with the batch, or published again with its duplicate: whoever stored
             // the first copy may have died before publishing it.
-            if let Some((key, value)) = p.outbox {
+            if let Some((key, value)) = p.outbox.take() {
                 outbox.insert(&key[..], value);
                 any_outbox = true;
             }
@@ -1370,22 +1375,36 @@ impl Shared {
             // group, or before).
             let digest_key = prefixed(P_DIGESTS, &p.digest);
             if new_digests.contains(&p.digest) || rows.get(&digest_key).map_err(io)?.is_some() {
-                outcomes.push(Ok(CommitOutcome::Duplicate));
+                outcomes.push(Some(Ok(CommitOutcome::Duplicate)));
                 continue;
             }
             new_digests.insert(p.digest);
             batch.insert(digest_key, &time[..]);
             digests.extend_from_slice(&p.digest);
-
+            outcomes.push(None);
+            stored.push(p);
+        }
+        let mut ids = ids::IdChunks::default();
+        let mut candidates: Vec<[u8; 16]> = stored
+            .iter()
+            .flat_map(|p| p.reports.iter().filter(|(_, indexed)| *indexed).map(|(e, _)| e.id))
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for id in &candidates {
+            ids.load(rows, id).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
+        }
+        let mut stored = stored.into_iter();
+        for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+            let Some(p) = stored.next() else { break };
             let mut stored_reports = 0;
             for (entry, indexed) in p.reports {
                 if indexed {
-                    let id_key = prefixed(P_IDS, &entry.id);
-                    if new_ids.contains(&entry.id) || rows.get(&id_key).map_err(io)?.is_some() {
+                    if ids.contains(&entry.id) || new_ids.contains(&entry.id) {
                         continue;
                     }
                     new_ids.insert(entry.id);
-                    batch.insert(id_key, &entry.event_at.to_be_bytes()[..]);
+                    ids.insert(entry.id);
                 }
                 // Invariant: the id index had no entry for this id (or, for a NEL report, its
                 // id derives from the digest just found new), so no row holds it.
@@ -1406,11 +1425,17 @@ impl Shared {
                     *total = total.saturating_add(*n);
                 }
             }
-            outcomes.push(Ok(CommitOutcome::Stored {
+            *outcome = Some(Ok(CommitOutcome::Stored {
                 reports: stored_reports,
                 targets: p.target_records,
             }));
         }
+        ids.write(&mut batch);
+        // Invariant: every `None` was replaced by its stored batch's outcome just above.
+        let outcomes: Vec<Result<CommitOutcome, StoreError>> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Io("batch without an outcome".into()))))
+            .collect();
         for (key, added) in drops {
             let current = match rows.get(&key).map_err(io)? {
                 Some(v) => codec::be_u64(&v).map_err(|e| self.corrupt("rows", &key, &e))?,
@@ -1463,6 +1488,7 @@ impl Shared {
         let _state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = sled::Batch::default();
         let mut delta = Delta::default();
+        let mut gone_ids = Vec::new();
         let mut seen = 0;
         for item in rows.range(start.clone()..end.to_vec()) {
             if seen == DELETE_CHUNK || (cutoff.is_none() && delta.bytes.unsigned_abs() >= excess) {
@@ -1485,7 +1511,7 @@ impl Shared {
                     delta.reports -= 1;
                     delta.bytes -= report_bytes(record.len()) as i64;
                     if codec::record_is_agent(record) {
-                        batch.remove(prefixed(P_IDS, id));
+                        gone_ids.push(*id);
                     }
                 } else {
                     delta.targets -= 1;
@@ -1509,6 +1535,15 @@ impl Shared {
         if seen == 0 {
             return Ok(None);
         }
+        let mut ids = ids::IdChunks::default();
+        gone_ids.sort_unstable();
+        for id in &gone_ids {
+            ids.load(rows, id).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
+        }
+        for id in &gone_ids {
+            ids.remove(id);
+        }
+        ids.write(&mut batch);
         let mut counts = self.counts();
         counts.apply(delta);
         put_counts(&mut batch, counts);
@@ -1911,10 +1946,10 @@ mod tests {
                 .iter()
                 .all(|r| r.as_ref().unwrap() == &CommitOutcome::Stored { reports: 2, targets: 0 })
         );
-        // 100 reports in two one-second buckets: a few rows, a key per agent id and digest,
-        // one expiry row.
+        // 100 reports in two one-second buckets: a few rows, a few id chunks, a key per
+        // digest, one expiry row.
         assert!(keys(&store, P_REPORTS) <= 4, "{} report rows", keys(&store, P_REPORTS));
-        assert_eq!(keys(&store, P_IDS), 100);
+        assert_eq!(keys(&store, P_IDS), 4, "100 ids in chunks of 32");
         assert_eq!(keys(&store, P_DIGESTS), 50);
         assert_eq!(keys(&store, P_EXPIRY), 1);
         let got = all_reports_of(&store);

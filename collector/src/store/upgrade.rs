@@ -13,8 +13,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
     DROPS_APP_PREFIX, DROPS_PREFIX, FORMAT_VERSION, META_BYTES, META_FORMAT, META_REPORTS,
-    META_TARGETS, P_DIGESTS, P_EXPIRY, P_IDS, P_REPORTS, P_TARGETS, Shared, StoreError, bucket_of,
-    codec, engine_error, meta_key, prefixed, push_rows, row_key,
+    META_TARGETS, P_DIGESTS, P_EXPIRY, P_REPORTS, P_TARGETS, Shared, StoreError, bucket_of, codec,
+    engine_error, ids, meta_key, prefixed, push_rows, row_key,
 };
 
 /// The trees of formats 1 and 2 besides `meta`.
@@ -34,12 +34,14 @@ impl Shared {
         let tree = |n: &str| self.db.open_tree(n).map_err(engine);
         let started = std::time::Instant::now();
         let mut moved = [0u64; 3];
+        if has("report_ids") && has("reports") {
+            self.move_ids(&tree("report_ids")?, &tree("reports")?)?;
+        }
         if has("reports") {
-            let ids = tree("report_ids")?;
-            moved[0] = self.move_rows(&tree("reports")?, Some(&ids))?;
+            moved[0] = self.move_rows(&tree("reports")?, true)?;
         }
         if has("targets") {
-            moved[1] = self.move_rows(&tree("targets")?, None)?;
+            moved[1] = self.move_rows(&tree("targets")?, false)?;
         }
         if has("digests") {
             moved[2] = self.move_digests(&tree("digests")?, &tree("digests_by_time")?)?;
@@ -83,11 +85,47 @@ impl Shared {
         Ok(())
     }
 
-    /// Moves a format 1/2 `reports` (with `ids`, its `report_ids`) or `targets` tree.
-    fn move_rows(&self, old: &sled::Tree, ids: Option<&sled::Tree>) -> Result<u64, StoreError> {
-        let (prefix, key_len, name) = match ids {
-            Some(_) => (P_REPORTS, codec::REPORT_KEY_LEN, "reports"),
-            None => (P_TARGETS, codec::TARGET_KEY_LEN, "targets"),
+    /// Moves a format 1/2 `report_ids` tree (sorted by id: the chunks are written in order,
+    /// [`ids::MAX_CHUNK`] / 2 ids each), keeping the ids of agent reports only (format 1
+    /// indexed NEL reports too; `reports` says which is which).
+    fn move_ids(&self, old: &sled::Tree, reports: &sled::Tree) -> Result<(), StoreError> {
+        let engine = |e| engine_error(&self.path, e);
+        loop {
+            let step: Vec<(sled::IVec, sled::IVec)> =
+                old.iter().take(ids::MAX_CHUNK / 2).collect::<Result<_, _>>().map_err(engine)?;
+            let Some((first, _)) = step.first() else { return Ok(()) };
+            let mut chunk = Vec::with_capacity(step.len() * 16);
+            for (id, time) in &step {
+                if id.len() != 16 || time.len() != 8 {
+                    return Err(self.corrupt("report_ids", id, "not an id and a time"));
+                }
+                let mut key = time.to_vec();
+                key.extend_from_slice(id);
+                if reports.get(&key).map_err(engine)?.is_some_and(|r| codec::record_is_agent(&r)) {
+                    chunk.extend_from_slice(id);
+                }
+            }
+            let bound: [u8; 16] =
+                first.as_ref().try_into().map_err(|_| self.corrupt("report_ids", first, "id"))?;
+            (&self.trees.rows, old)
+                .transaction(|(rows, old_tx)| -> Tx {
+                    if !chunk.is_empty() {
+                        rows.insert(&ids::chunk_key(&bound)[..], chunk.as_slice())?;
+                    }
+                    for (k, _) in &step {
+                        old_tx.remove(k)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<StoreError>| self.upgrade_error(e))?;
+        }
+    }
+
+    /// Moves a format 1/2 `reports` (`with_ids`) or `targets` tree.
+    fn move_rows(&self, old: &sled::Tree, with_ids: bool) -> Result<u64, StoreError> {
+        let (prefix, key_len, name) = match with_ids {
+            true => (P_REPORTS, codec::REPORT_KEY_LEN, "reports"),
+            false => (P_TARGETS, codec::TARGET_KEY_LEN, "targets"),
         };
         let mut moved = 0;
         loop {
@@ -110,11 +148,8 @@ impl Shared {
                 }
                 let event_at = codec::key_time(k).map_err(|e| self.corrupt(name, k, &e))?;
                 let mut id = [0; 16];
-                if ids.is_some() {
+                if with_ids {
                     id.copy_from_slice(&k[8..24]);
-                    if codec::record_is_agent(v) {
-                        batch.insert(prefixed(P_IDS, &id), &event_at.to_be_bytes()[..]);
-                    }
                 }
                 // Old keys sort by event time (then id or upload): the entries stay in order.
                 let entry = codec::Entry { event_at, id, record: v.to_vec() };
@@ -124,16 +159,11 @@ impl Shared {
                 push_rows(&mut batch, prefix, *bucket, seq, entries);
             }
             batch.insert(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
-            let no_ids = sled::Tree::clone(old);
-            let ids_tree = ids.unwrap_or(&no_ids);
-            (&self.trees.rows, old, ids_tree)
-                .transaction(|(rows, old_tx, ids_tx)| -> Tx {
+            (&self.trees.rows, old)
+                .transaction(|(rows, old_tx)| -> Tx {
                     rows.apply_batch(&batch)?;
                     for (k, _) in &step {
                         old_tx.remove(k)?;
-                        if ids.is_some() {
-                            ids_tx.remove(&k[8..24])?;
-                        }
                     }
                     Ok(())
                 })
