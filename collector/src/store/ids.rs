@@ -56,9 +56,8 @@ impl IdChunks {
                 .get(1..)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| format!("id chunk key of {} bytes", k.len()))?;
-            if !self.chunks.contains_key(&bound) {
-                let ids = decode_chunk(&v)?;
-                self.chunks.insert(bound, ids);
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.chunks.entry(bound) {
+                slot.insert(decode_chunk(&v)?);
             }
         }
         Ok(())
