@@ -32,7 +32,8 @@
 //! Row keys start with the bucket, so a time range is one range scan; a read decodes one
 //! bucket's rows at a time and sorts them, so it holds one bucket in memory. `I` makes a
 //! report re-sent in a later upload (same id, slightly different event time) a no-op instead
-//! of a second copy: it is the one key per agent report left.
+//! of a second copy; its ids are packed in sorted chunks, so it costs a key per 32 to 64 ids,
+//! at the price of rewriting a chunk (about 0.8 KiB) per new id.
 //!
 //! [`StoreStats::bytes`] (what `max_bytes` bounds and the storage share charges) is counted as
 //! format 1 laid it out (a report: 24 bytes of key, 24 of id entry, its record; a count: 28
@@ -136,13 +137,12 @@
 //! sled keeps bookkeeping for every node of its tree in memory, cached or not (its page
 //! table and each log segment's list of pages), and a leaf holds at most 16 keys: memory grows
 //! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
-//! row (NEL: no key of its own; agent: its `I` entry only). Measured with `vantage-loadgen
-//! --rss-reports` (agent envelopes): 134 MiB resident at 1M reports, 193 MiB at 2M; the same
-//! build without `I` entries (an experiment, not a mode) held 48 MiB at 1M, so the id index
-//! is what still grows, by about 60-85 MiB per million agent reports (its keys are random,
-//! so every insert lands in another leaf). Besides that:
-//! the page cache ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and
-//! transient buffers of one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
+//! row and packs agent report ids 32 to 64 to a key (`ids.rs`), so what is left per key is an
+//! upload's digest. Measured with `vantage-loadgen --rss-reports` (agent envelopes of 10
+//! reports, 16 MiB cache): 76-81 MiB resident at 2M reports, where format 2 held 221-238 MiB
+//! and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
+//! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
+//! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it.
 
 pub mod admit;
@@ -244,8 +244,8 @@ pub struct StoreConfig {
     pub space: SpaceLimits,
     /// sled's page cache ([`DEFAULT_CACHE_BYTES`], 16 MiB). sled counts its cache below what
     /// it costs (about 2x), and besides the cache its bookkeeping grows with the number of
-    /// keys stored: in format 3 mostly the id entries of agent reports (see "Memory"):
-    /// `max_bytes` is what bounds memory in the end (README).
+    /// keys stored, which format 3 keeps to about one per upload (see "Memory"): `max_bytes`
+    /// is what bounds memory in the end (README).
     pub cache_bytes: u64,
 }
 
