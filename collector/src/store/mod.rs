@@ -1931,6 +1931,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upgrade_cut_short_goes_on_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let nel = nel_batch(1, 10_000, 2);
+        let agent = batch(2, vec![report(40, 9_000), report(41, 12_500)]);
+        write_legacy(&store, false, &nel, &agent);
+        // What a kill after the first steps leaves: the ids and the targets moved, the
+        // marker still says 2.
+        let tree = |n: &str| store.open_tree(n).unwrap();
+        store.shared.move_ids(&tree("report_ids"), &tree("reports")).unwrap();
+        store.shared.move_rows(&tree("targets"), false).unwrap();
+        assert_eq!(keys(&store, P_IDS), 1);
+        assert_eq!(tree("meta").get(META_FORMAT).unwrap().unwrap().as_ref(), 2u32.to_be_bytes());
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut reports = [nel.reports.clone(), agent.reports.clone()].concat();
+        reports.sort_by_key(|r| (r.event_at, r.id));
+        assert_eq!(all_reports_of(&store), reports, "every report once");
+        assert_eq!(store.stats().reports, 4);
+        let mut resent = agent.clone();
+        resent.digest = [9; 32];
+        let outcome = store.commit(resent).await.unwrap();
+        assert_eq!(outcome, CommitOutcome::Stored { reports: 0, targets: 0 }, "ids kept");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_group_writes_one_row_per_bucket_not_one_per_report() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();

@@ -88,7 +88,11 @@ impl Shared {
     /// Moves a format 1/2 `report_ids` tree (sorted by id: the chunks are written in order,
     /// [`ids::MAX_CHUNK`] / 2 ids each), keeping the ids of agent reports only (format 1
     /// indexed NEL reports too; `reports` says which is which).
-    fn move_ids(&self, old: &sled::Tree, reports: &sled::Tree) -> Result<(), StoreError> {
+    pub(super) fn move_ids(
+        &self,
+        old: &sled::Tree,
+        reports: &sled::Tree,
+    ) -> Result<(), StoreError> {
         let engine = |e| engine_error(&self.path, e);
         loop {
             let step: Vec<(sled::IVec, sled::IVec)> =
@@ -122,7 +126,7 @@ impl Shared {
     }
 
     /// Moves a format 1/2 `reports` (`with_ids`) or `targets` tree.
-    fn move_rows(&self, old: &sled::Tree, with_ids: bool) -> Result<u64, StoreError> {
+    pub(super) fn move_rows(&self, old: &sled::Tree, with_ids: bool) -> Result<u64, StoreError> {
         let (prefix, key_len, name) = match with_ids {
             true => (P_REPORTS, codec::REPORT_KEY_LEN, "reports"),
             false => (P_TARGETS, codec::TARGET_KEY_LEN, "targets"),
