@@ -139,8 +139,8 @@
 //! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
 //! row and packs agent report ids 32 to 64 to a key (`ids.rs`), so what is left per key is an
 //! upload's digest. Measured with `vantage-loadgen --rss-reports` (agent envelopes of 10
-//! reports, 16 MiB cache): 57 MiB resident at 1M, 76-83 MiB at 2M, 94 MiB at 3M; format 2 held 221-238 MiB
-//! at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
+//! reports, 16 MiB cache): 57 MiB resident at 1M, 76-83 MiB at 2M, 94 MiB at 3M; format 2
+//! held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
 //! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
 //! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it.
