@@ -472,13 +472,7 @@ impl HttpClient {
         addr: SocketAddr,
         source: std::net::IpAddr,
     ) -> std::io::Result<HttpClient> {
-        let socket = match source {
-            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        let tcp = socket.connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = tcp_from(addr, source).await?;
         Self::handshake(tcp, addr.to_string()).await
     }
 
@@ -503,13 +497,7 @@ impl HttpClient {
         config: Arc<rustls::ClientConfig>,
         server_name: &str,
     ) -> std::io::Result<HttpClient> {
-        let socket = match source {
-            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        let tcp = socket.connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = tcp_from(addr, source).await?;
         Self::tls_over(tcp, addr, config, server_name).await
     }
 
@@ -614,6 +602,20 @@ impl HttpClient {
     }
 }
 
+/// A TCP connection to `addr` from `source` (bound before connecting), with Nagle off.
+async fn tcp_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
 #[cfg(test)]
 mod tests {
     use super::*;
