@@ -15,7 +15,7 @@
 //! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | 32 to 64 sorted ids, 16 bytes each |
 //! | `D` ‖ upload digest (32)                                | group `received_at` u64 BE            |
 //! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new digests, 32 bytes each |
-//! | `M` ‖ `reports` / `targets` / `bytes` / `seq`           | u64 BE counters, next group seq       |
+//! | `M` ‖ `reports` / `targets` / `bytes` / `seq` / `outbox_hi` | u64 BE counters, next group seq, outbox keys backed by rows |
 //! | `M` ‖ `drops/` ‖ code u16 BE, `M` ‖ `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u64 BE totals |
 //!
 //! | tree           | key                                  | value                                  |
@@ -108,11 +108,14 @@
 //!
 //! In fleet mode the ingest path hands `Store::commit_with_outbox` the batch *and* the bytes
 //! the fleet publisher sends to the stream; the writer inserts them into
-//! `fleet_outbox` right after the group's rows and before the same flush and sync, both when it stores the batch and when
-//! it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
+//! `fleet_outbox` right before the group's rows and the same flush and sync, both when it
+//! stores the batch and when it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
 //! killed before it published; the consumers drop the second copy by digest). So whatever
 //! was acknowledged is either published or still in the outbox: a kill between the commit and
-//! the publish cannot lose it.
+//! the publish cannot lose it. sled recovers a prefix of its log, so rows that survive a kill
+//! have their outbox entries; the rows batch also records how far the outbox is backed
+//! (`outbox_hi`), and entries past it (a kill between the two writes: never stored, never
+//! acknowledged) are deleted at open, so what is published is exactly what is stored.
 //!
 //! # Admission
 //!
@@ -181,6 +184,8 @@ pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const ID_ENTRY_BYTES: u64 = 16 + 8;
 
 const META_FORMAT: &[u8] = b"format";
+/// Meta key in `rows`: every `fleet_outbox` key below it is backed by a group's rows.
+const META_OUTBOX_HI: &[u8] = b"outbox_hi";
 const META_REPORTS: &[u8] = b"reports";
 const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
@@ -611,11 +616,7 @@ impl Store {
             meta: tree("meta")?,
             fleet_outbox: tree(FLEET_OUTBOX_TREE)?,
         };
-        let next_outbox_key = trees
-            .fleet_outbox
-            .last()
-            .map_err(|e| engine_error(&path, e))?
-            .map_or(1, |(k, _)| codec::be_u64(&k).unwrap_or(u64::MAX - 1).saturating_add(1));
+        let next_outbox_key = recover_outbox(&path, &trees)?;
         let syncer = Syncer::open(&path, config.sync).map_err(|e| open_err(e.to_string()))?;
         let guard = SpaceGuard::open(&path, config.space);
         let shared = Shared {
@@ -912,6 +913,40 @@ fn merge_by_event_at(
         };
         if take_a { a.next() } else { b.next() }
     })
+}
+
+/// The first `fleet_outbox` key to hand out after a restart. A group writes its outbox
+/// entries, then its rows with [`META_OUTBOX_HI`] (every key below is backed by rows that
+/// landed); entries at or above it are from a group killed between the two writes, whose
+/// batches were never acknowledged (and, not stored, must not be published): deleted here.
+fn recover_outbox(path: &Path, trees: &Trees) -> Result<u64, StoreError> {
+    let engine = |e| engine_error(path, e);
+    let last = trees.fleet_outbox.last().map_err(engine)?;
+    let after_last =
+        last.map_or(1, |(k, _)| codec::be_u64(&k).unwrap_or(u64::MAX - 1).saturating_add(1));
+    let key = meta_key(META_OUTBOX_HI);
+    let Some(hi) = trees.rows.get(&key).map_err(engine)? else {
+        // No fleet group committed since this marker exists.
+        return Ok(after_last);
+    };
+    let hi = codec::be_u64(&hi).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("rows key {}: {e}", hex(&key)),
+    })?;
+    let mut orphans = 0;
+    for item in trees.fleet_outbox.range(hi.to_be_bytes()..) {
+        let (k, _) = item.map_err(engine)?;
+        trees.fleet_outbox.remove(k).map_err(engine)?;
+        orphans += 1;
+    }
+    if orphans > 0 {
+        tracing::warn!(
+            orphans,
+            "fleet outbox: deleted entries of a group whose rows were never written (killed \
+             mid-commit; those uploads were not acknowledged)"
+        );
+    }
+    Ok(hi.max(1))
 }
 
 /// The writer: group commit until every sender is gone and the queue is empty.
@@ -1457,16 +1492,19 @@ impl Shared {
         counts.apply(delta);
         put_counts(&mut batch, counts);
         batch.insert(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
+        // Before the rows: sled recovers a prefix of its log, so rows on disk always have
+        // their outbox entries. The rows batch records how far the outbox is backed by rows;
+        // entries beyond that after a crash belong to a group whose rows never landed (never
+        // acknowledged) and are deleted at open (`recover_outbox`).
+        if any_outbox {
+            let hi = self.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
+            batch.insert(meta_key(META_OUTBOX_HI), &hi.to_be_bytes()[..]);
+            self.trees.fleet_outbox.apply_batch(outbox).map_err(io)?;
+        }
         // One atomic write for the group: after a crash either all of it is there or none.
         rows.apply_batch(batch).map_err(io)?;
         state.next_seq = seq + 1;
         self.apply_delta(delta);
-        // After the rows, so sled's log holds an outbox entry only behind its batch (a crash
-        // between the two loses an entry whose batch was never acknowledged: its retry is a
-        // `Duplicate`, which writes the entry again).
-        if any_outbox {
-            self.trees.fleet_outbox.apply_batch(outbox).map_err(io)?;
-        }
         Ok(outcomes)
     }
 
@@ -2069,15 +2107,28 @@ mod tests {
         assert_eq!(entries(&outbox), vec![(1, b"first".to_vec()), (2, b"again".to_vec())]);
         // The publisher drains the front; keys go on after a reopen, never reused.
         outbox.remove(1u64.to_be_bytes()).unwrap();
-        outbox.remove(2u64.to_be_bytes()).unwrap();
-        outbox.insert(7u64.to_be_bytes(), &b"left"[..]).unwrap();
+        // What a kill between a group's outbox write and its rows write leaves: entries past
+        // the last rows batch's marker. Their uploads were never stored nor acknowledged.
+        outbox.insert(3u64.to_be_bytes(), &b"orphan"[..]).unwrap();
+        outbox.insert(4u64.to_be_bytes(), &b"orphan too"[..]).unwrap();
         store.close().await.unwrap();
         drop((store, outbox));
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
+        assert_eq!(entries(&outbox), vec![(2, b"again".to_vec())], "orphans deleted at open");
         let third = Some(b"third".to_vec());
         store.commit_with_outbox(batch(3, vec![report(3, 100)]), third).await.0.unwrap();
+        assert_eq!(entries(&outbox), vec![(2, b"again".to_vec()), (3, b"third".to_vec())]);
+        // The publisher drains everything: the next key still goes on.
+        outbox.remove(2u64.to_be_bytes()).unwrap();
+        outbox.remove(3u64.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop((store, outbox));
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let fourth = Some(b"fourth".to_vec());
+        store.commit_with_outbox(batch(4, vec![report(4, 100)]), fourth).await.0.unwrap();
         let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
-        assert_eq!(entries(&outbox), vec![(7, b"left".to_vec()), (8, b"third".to_vec())]);
+        assert_eq!(entries(&outbox), vec![(4, b"fourth".to_vec())]);
         store.close().await.unwrap();
     }
 
