@@ -80,6 +80,7 @@
 mod agent;
 pub mod config;
 mod doc;
+mod inbox;
 #[cfg(any(feature = "reqwest", feature = "tower"))]
 pub mod integrations;
 pub mod log_store;
