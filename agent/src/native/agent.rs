@@ -560,7 +560,7 @@ impl Agent {
             return Recorded::Invalid;
         };
         let count = u64::from(report.count());
-        match self.shared.inbox.push(Input::Record(report, now), Kind::Failure) {
+        match self.shared.inbox.push(Input::Record(report, now), Kind::Failure, now.0) {
             Ok(queued) => {
                 if queued.wake {
                     self.shared.wake.notify_one();
@@ -603,7 +603,8 @@ impl Agent {
 
     /// [`Agent::count_success`] with parsed values (sampling happens in the core).
     pub(crate) fn count_success_parsed(&self, service: ServiceId, host: Host) {
-        match self.shared.inbox.push(Input::Success(service, host, now_ms()), Kind::Success) {
+        let now = now_ms();
+        match self.shared.inbox.push(Input::Success(service, host, now), Kind::Success, now.0) {
             Ok(queued) if !queued.wake => {}
             // A full queue: the count is ignored (documented), and the task told to drain.
             _ => self.shared.wake.notify_one(),
@@ -1017,7 +1018,7 @@ struct Step {
 /// Hands everything in the inbox to the core, in the order it was pushed.
 fn absorb(shared: &Shared, state: &mut State) {
     let mut taken = std::mem::take(&mut state.spare);
-    shared.inbox.take(&mut taken);
+    shared.inbox.take(&mut taken, now_ms().0);
     for input in taken.drain(..) {
         match input {
             Input::Record(report, at) => {

@@ -8,6 +8,10 @@
 //!   and would not come back by itself): a failure must reach the core at once, so that its
 //!   seal delay and scope check start when it happens, as before;
 //! - or the queue holds a quarter of its capacity;
+//! - or the push is the first into an empty queue that the task last drained [`IDLE_MS`] or
+//!   more ago: a burst after a pause wakes the task at its first message, with the whole
+//!   queue free (on a busy machine the task may wait for a core for a while; waking it only
+//!   at a quarter left too little room, and bursts lost messages that a wake per message kept);
 //! - and at most once until the task next drains the queue.
 //!
 //! Once awake, the task drains the queue until it finds it empty before it sleeps again, so a
@@ -22,13 +26,17 @@
 //!
 //! ```text
 //!  app thread: push ─▶ [ items | kinds | armed | woken ]  (one short lock)
-//!                  └─ wake only if: not armed for its kind, or len ≥ capacity / 4;
-//!                     once until the next take
+//!                  └─ wake only if: not armed for its kind, len ≥ capacity / 4, or first
+//!                     after the task idled IDLE_MS; once until the next take
 //!  task:       take (swap, O(1)) ─▶ core ─▶ arm(deadlines): empty? ─▶ sleep until deadline
 //!                                                          └ no: take again   or wake
 //! ```
 
 use std::sync::{Mutex, MutexGuard};
+
+/// A push into an empty queue that the task last drained this long ago (milliseconds of the
+/// callers' clock) wakes it: the start of a burst.
+pub(crate) const IDLE_MS: u64 = 2;
 
 /// What is pushed: a failure needs the task at once while no failure seal is pending; a
 /// success count only while no counts deadline is pending.
@@ -68,6 +76,8 @@ struct State<T> {
     armed: Armed,
     /// A wake was asked for since the task last drained the queue.
     woken: bool,
+    /// When the task last drained the queue (Unix ms).
+    taken_at: u64,
 }
 
 impl<T> State<T> {
@@ -105,6 +115,7 @@ impl<T> Inbox<T> {
                 failures: 0,
                 armed: Armed::default(),
                 woken: false,
+                taken_at: 0,
             }),
             capacity,
             wake_at,
@@ -116,8 +127,8 @@ impl<T> Inbox<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `item`, or hands it back when the queue is full.
-    pub(crate) fn push(&self, item: T, kind: Kind) -> Result<Queued, Full<T>> {
+    /// Queues `item`, pushed at `now_ms` (Unix ms), or hands it back when the queue is full.
+    pub(crate) fn push(&self, item: T, kind: Kind, now_ms: u64) -> Result<Queued, Full<T>> {
         let mut s = self.lock();
         if s.items.len() >= self.capacity {
             return Err(Full(item));
@@ -126,16 +137,23 @@ impl<T> Inbox<T> {
         if kind == Kind::Failure {
             s.failures += 1;
         }
-        let wake = !s.woken && s.needs_task(self.wake_at);
+        let burst = s.items.len() == 1 && now_ms.saturating_sub(s.taken_at) >= IDLE_MS;
+        let wake = !s.woken && (burst || s.needs_task(self.wake_at));
         s.woken |= wake;
         Ok(Queued { wake })
     }
 
-    /// Moves everything queued into `into` (which should be empty; its allocation is kept for
-    /// the next pushes, so a steady state allocates nothing).
-    pub(crate) fn take(&self, into: &mut Vec<T>) {
+    /// Moves everything queued to the end of `into`, at `now_ms` (Unix ms). An empty `into`
+    /// is swapped in whole: its allocation is kept for the next pushes, so a steady state
+    /// allocates nothing.
+    pub(crate) fn take(&self, into: &mut Vec<T>, now_ms: u64) {
         let mut s = self.lock();
-        std::mem::swap(&mut s.items, into);
+        s.taken_at = now_ms;
+        if into.is_empty() {
+            std::mem::swap(&mut s.items, into);
+        } else {
+            into.append(&mut s.items);
+        }
         s.failures = 0;
         s.woken = false;
     }
@@ -162,15 +180,15 @@ mod tests {
     #[test]
     fn an_idle_task_is_woken_once_by_the_first_failure() {
         let inbox = Inbox::new(16);
-        assert_eq!(inbox.push(1, Kind::Failure).unwrap(), Queued { wake: true });
+        assert_eq!(inbox.push(1, Kind::Failure, 0).unwrap(), Queued { wake: true });
         // Already woken, not drained yet: no second wake.
-        assert_eq!(inbox.push(2, Kind::Failure).unwrap(), Queued { wake: false });
+        assert_eq!(inbox.push(2, Kind::Failure, 0).unwrap(), Queued { wake: false });
         let mut got = Vec::new();
-        inbox.take(&mut got);
+        inbox.take(&mut got, 0);
         assert_eq!(got, [1, 2]);
         // Drained, still not armed: the next failure wakes again.
         assert!(!inbox.arm(Armed::default()));
-        assert!(inbox.push(3, Kind::Failure).unwrap().wake);
+        assert!(inbox.push(3, Kind::Failure, 0).unwrap().wake);
     }
 
     #[test]
@@ -178,12 +196,12 @@ mod tests {
         let inbox = Inbox::new(16);
         assert!(!inbox.arm(Armed { failures: true, counts: true }));
         for i in 0..3 {
-            assert!(!inbox.push(i, Kind::Failure).unwrap().wake, "push {i}");
+            assert!(!inbox.push(i, Kind::Failure, 0).unwrap().wake, "push {i}");
         }
-        assert!(inbox.push(3, Kind::Failure).unwrap().wake, "the 4th of 16 wakes");
-        assert!(!inbox.push(4, Kind::Success).unwrap().wake, "once");
+        assert!(inbox.push(3, Kind::Failure, 0).unwrap().wake, "the 4th of 16 wakes");
+        assert!(!inbox.push(4, Kind::Success, 0).unwrap().wake, "once");
         let mut got = Vec::new();
-        inbox.take(&mut got);
+        inbox.take(&mut got, 0);
         assert_eq!(got.len(), 5);
         assert_eq!(inbox.len(), 0);
     }
@@ -192,21 +210,39 @@ mod tests {
     fn successes_wake_only_without_a_counts_deadline() {
         let inbox = Inbox::new(64);
         assert!(!inbox.arm(Armed { failures: false, counts: true }));
-        assert!(!inbox.push(1, Kind::Success).unwrap().wake);
+        assert!(!inbox.push(1, Kind::Success, 0).unwrap().wake);
         // A failure is not covered by a counts deadline: it wakes.
-        assert!(inbox.push(2, Kind::Failure).unwrap().wake);
+        assert!(inbox.push(2, Kind::Failure, 0).unwrap().wake);
         let mut got = Vec::new();
-        inbox.take(&mut got);
+        inbox.take(&mut got, 0);
         assert!(!inbox.arm(Armed::default()));
-        assert!(inbox.push(3, Kind::Success).unwrap().wake);
+        assert!(inbox.push(3, Kind::Success, 0).unwrap().wake);
+    }
+
+    #[test]
+    fn the_first_push_after_the_task_idled_wakes_it() {
+        let inbox = Inbox::new(64);
+        let mut got = Vec::new();
+        inbox.take(&mut got, 1_000);
+        assert!(!inbox.arm(Armed { failures: true, counts: true }));
+        // Drained just now: the task is busy with a burst, no wake.
+        assert!(!inbox.push(1, Kind::Failure, 1_000 + IDLE_MS - 1).unwrap().wake);
+        inbox.take(&mut got, 2_000);
+        got.clear();
+        // Drained IDLE_MS ago: a new burst starts, wake at its first message only.
+        assert!(inbox.push(2, Kind::Failure, 2_000 + IDLE_MS).unwrap().wake);
+        inbox.take(&mut got, 3_000);
+        assert_eq!(got, [2]);
+        assert!(!inbox.push(3, Kind::Failure, 3_000).unwrap().wake);
+        assert!(!inbox.push(4, Kind::Failure, 3_000 + IDLE_MS).unwrap().wake, "not the first");
     }
 
     #[test]
     fn a_full_queue_hands_the_message_back() {
         let inbox = Inbox::new(2);
-        inbox.push(1, Kind::Success).unwrap();
-        inbox.push(2, Kind::Success).unwrap();
-        assert!(matches!(inbox.push(3, Kind::Failure), Err(Full(3))));
+        inbox.push(1, Kind::Success, 0).unwrap();
+        inbox.push(2, Kind::Success, 0).unwrap();
+        assert!(matches!(inbox.push(3, Kind::Failure, 0), Err(Full(3))));
         assert_eq!(inbox.len(), 2);
     }
 
@@ -216,10 +252,10 @@ mod tests {
         // it disarms: arm says the queue is not empty, so the failure is not left behind.
         let inbox = Inbox::new(64);
         assert!(!inbox.arm(Armed { failures: true, counts: true }));
-        assert!(!inbox.push(1, Kind::Failure).unwrap().wake);
+        assert!(!inbox.push(1, Kind::Failure, 0).unwrap().wake);
         assert!(inbox.arm(Armed::default()));
         let mut got = Vec::new();
-        inbox.take(&mut got);
+        inbox.take(&mut got, 0);
         assert!(!inbox.arm(Armed::default()));
     }
 
@@ -231,7 +267,7 @@ mod tests {
                 let inbox = inbox.clone();
                 std::thread::spawn(move || {
                     for i in 0..10_000u64 {
-                        inbox.push((t, i), Kind::Failure).unwrap();
+                        inbox.push((t, i), Kind::Failure, 0).unwrap();
                     }
                 })
             })
@@ -241,13 +277,13 @@ mod tests {
         let mut done = false;
         while !done {
             done = pushers.iter().all(|p| p.is_finished());
-            inbox.take(&mut buf);
+            inbox.take(&mut buf, 0);
             for (t, i) in buf.drain(..) {
                 assert_eq!(i, seen[t as usize], "thread {t} out of order");
                 seen[t as usize] += 1;
             }
         }
-        inbox.take(&mut buf);
+        inbox.take(&mut buf, 0);
         assert!(buf.is_empty());
         assert_eq!(seen, [10_000; 4]);
     }
