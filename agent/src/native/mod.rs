@@ -50,8 +50,10 @@
 //! task waits on its inbox, on uploads in flight and on the core's next deadline only: an
 //! idle agent has no timer and does not wake up. App threads wake it only when it needs them
 //! to (no seal pending for what they push, or a quarter of the inbox used), since a wake-up
-//! was most of the slow tail of `record()`: p99 at the call site 9-10 µs before, about 2 µs
-//! after, median about 0.35 µs either way (`vantage-agent-bench --only record`). The buffer has no thread of its own (it
+//! was most of the slow tail of `record()`: p99 at the call site 7-18 µs before, about 2 µs
+//! after, median about 0.35 µs either way (`vantage-agent-bench --only record`; see
+//! docs/agent-config.md, which also records the `queue_full` drops this still causes under
+//! paced bursts on a loaded machine). The buffer has no thread of its own (it
 //! writes when called), so an idle agent process makes no wake-ups at all (measured with
 //! `vantage-agent-bench --only idle`: 0 context switches over 30 s, all threads).
 //!
