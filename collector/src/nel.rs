@@ -770,8 +770,8 @@ mod tests {
         assert_eq!(upload.entries.len(), 1);
         let e = &upload.entries[0];
         assert_eq!(
-            (e.phase, e.error_type, e.status),
-            (Phase::Application, ErrorType::HttpError, None)
+            (e.phase, &e.error_type, e.status),
+            (Phase::Application, &ErrorType::HttpError, None)
         );
         assert_eq!((e.sample_ppm, e.elapsed_ms, e.age_ms), (500_000, 8, 1));
         let mut e = entry("application", "http.error", 0);
