@@ -42,9 +42,7 @@
 //! [NEL policy]: https://w3c.github.io/network-error-logging/
 //! [Reporting API]: https://w3c.github.io/reporting/
 
-use std::borrow::Cow;
-
-use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use vantage_agent::report::Host;
 use vantage_agent::taxonomy::{ErrorType, Phase};
 
@@ -184,22 +182,15 @@ fn check_size(body: &[u8]) -> Result<(), NelError> {
 /// Parses one upload: the failure entries, and counts of the entries that were skipped.
 ///
 /// The size of the upload (entries, tokens) is checked before any parsing, so every input up
-/// to the body limit costs a pass over the bytes plus a bounded parse. No value tree is built:
-/// each entry's fields are borrowed slices of the body ([`Obj`]), and only the fields read
-/// below are decoded (the user agent, referrer, server IP and the rest are validated as JSON
-/// and skipped without a copy).
+/// to the body limit costs a pass over the bytes plus a bounded parse.
 pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
     check_size(body)?;
-    let entries: Vec<&RawValue> = match serde_json::from_slice(body) {
-        Ok(entries) => entries,
-        // Valid JSON of another shape, or not JSON (error path only: a second pass).
-        Err(e) => {
-            return Err(match serde_json::from_slice::<&RawValue>(body) {
-                Ok(_) => malformed("reports", "not an array"),
-                // serde_json's message names line and column only, never the input.
-                Err(_) => NelError::Malformed(format!("reports: not JSON ({e})")),
-            });
-        }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json's message names line and column only, never the input.
+        NelError::Malformed(format!("reports: not JSON ({e})"))
+    })?;
+    let Value::Array(entries) = value else {
+        return Err(malformed("reports", "not an array"));
     };
     if entries.len() > MAX_REPORTS_PER_UPLOAD {
         return Err(malformed(
@@ -210,13 +201,15 @@ pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
     let mut upload =
         NelUpload { entries: Vec::new(), ok: Vec::new(), other_types: 0, successes: 0 };
     for (index, entry) in entries.iter().enumerate() {
-        let at = At::Entry(index);
-        let entry = Obj::of(entry).ok_or_else(|| malformed(&at.to_string(), "not an object"))?;
-        if string(&entry, at, "type")? != "network-error" {
+        let at = format!("reports[{index}]");
+        let Value::Object(entry) = entry else {
+            return Err(malformed(&at, "not an object"));
+        };
+        if string(entry, &at, "type")? != "network-error" {
             upload.other_types += 1;
             continue;
         }
-        match parse_entry(&entry, index)? {
+        match parse_entry(entry, &at, index)? {
             Parsed::Failure(entry) => upload.entries.push(entry),
             Parsed::Ok(ok) => {
                 upload.successes += 1;
@@ -228,44 +221,38 @@ pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
 }
 
 /// One `network-error` entry, a failure or a success.
-fn parse_entry(entry: &Obj<'_>, index: usize) -> Result<Parsed, NelError> {
-    let at = At::Entry(index);
+fn parse_entry(entry: &Map<String, Value>, at: &str, index: usize) -> Result<Parsed, NelError> {
     let age_ms = non_negative(entry, at, "age")?;
     let url = string(entry, at, "url")?;
-    let host = origin_host(&url).map_err(|reason| malformed(&format!("{at}.url"), reason))?;
-    let body_at = At::Body(index);
+    let host = origin_host(url).map_err(|reason| malformed(&format!("{at}.url"), reason))?;
+    let body_at = format!("{at}.body");
     let body = match entry.get("body") {
-        Some(raw) => {
-            Obj::of(raw).ok_or_else(|| malformed(&body_at.to_string(), "not an object"))?
-        }
-        None => return Err(malformed(&body_at.to_string(), "missing")),
+        Some(Value::Object(body)) => body,
+        Some(_) => return Err(malformed(&body_at, "not an object")),
+        None => return Err(malformed(&body_at, "missing")),
     };
 
-    let type_label = label(&body, body_at, "type")?;
+    let type_label = label(body, &body_at, "type")?;
     if type_label == "ok" {
-        let sample_ppm = sampling(&body, body_at)?;
+        let sample_ppm = sampling(body, &body_at)?;
         return Ok(Parsed::Ok(NelOk { index, age_ms, host, sample_ppm }));
     }
-    let error_type = ErrorType::from_label(type_label.as_ref())
+    let error_type = ErrorType::from_label(type_label)
         .map_err(|_| malformed(&format!("{body_at}.type"), "not a NEL type label"))?;
-    let phase: Phase = label(&body, body_at, "phase")?.parse().map_err(|_| {
+    let phase: Phase = label(body, &body_at, "phase")?.parse().map_err(|_| {
         malformed(&format!("{body_at}.phase"), "not dns, connection or application")
     })?;
 
-    let sample_ppm = sampling(&body, body_at)?;
+    let sample_ppm = sampling(body, &body_at)?;
 
-    let elapsed = non_negative(&body, body_at, "elapsed_time")?;
+    let elapsed = non_negative(body, &body_at, "elapsed_time")?;
     let elapsed_ms = u32::try_from(elapsed).unwrap_or(u32::MAX);
 
     let status = match body.get("status_code") {
-        None => 0,
-        Some(raw) if raw.get() == "null" => 0,
-        // Only a JSON integer 0..=999 (as `Value::as_u64`: not 500.0, not "500").
-        Some(raw) => {
-            serde_json::from_str::<u64>(raw.get()).ok().filter(|s| *s <= 999).ok_or_else(|| {
-                malformed(&format!("{body_at}.status_code"), "not an integer 0..=999")
-            })?
-        }
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().filter(|s| *s <= 999).ok_or_else(|| {
+            malformed(&format!("{body_at}.status_code"), "not an integer 0..=999")
+        })?,
     };
     let status =
         (phase == Phase::Application && (100..=599).contains(&status)).then_some(status as u16);
@@ -283,7 +270,7 @@ fn parse_entry(entry: &Obj<'_>, index: usize) -> Result<Parsed, NelError> {
 }
 
 /// `sampling_fraction` in parts per million.
-fn sampling(body: &Obj<'_>, body_at: At) -> Result<u32, NelError> {
+fn sampling(body: &Map<String, Value>, body_at: &str) -> Result<u32, NelError> {
     let fraction = number(body, body_at, "sampling_fraction")?;
     if fraction <= 0.0 || fraction > 1.0 {
         return Err(malformed(&format!("{body_at}.sampling_fraction"), "not in (0, 1]"));
@@ -413,110 +400,19 @@ fn origin_host(url: &str) -> Result<Host, &'static str> {
     Host::from_url(url).map_err(|_| "has no valid host")
 }
 
-/// Where a field is, for error messages (`reports[2]`, `reports[2].body`); formatted only
-/// when an error names it.
-#[derive(Clone, Copy)]
-enum At {
-    Entry(usize),
-    Body(usize),
-}
-
-impl std::fmt::Display for At {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            At::Entry(i) => write!(f, "reports[{i}]"),
-            At::Body(i) => write!(f, "reports[{i}].body"),
-        }
-    }
-}
-
-/// A JSON object's members as borrowed slices of the upload, in order; a repeated name
-/// resolves to its last value (as `serde_json::Value` does).
-struct Obj<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> Obj<'a> {
-    /// The object `raw` holds, `None` when it is another JSON value.
-    fn of(raw: &'a RawValue) -> Option<Obj<'a>> {
-        if !raw.get().starts_with('{') {
-            return None;
-        }
-        // Invariant: `raw` is a valid JSON object (serde_json checked it when it captured the
-        // slice), so this cannot fail; `None` ("not an object") if it ever did.
-        serde_json::from_str(raw.get()).ok()
-    }
-
-    fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k.as_ref() == name).map(|(_, v)| *v)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Obj<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = Obj<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Obj<'de>, M::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(Name(name)) = map.next_key()? {
-                    members.push((name, map.next_value::<&'de RawValue>()?));
-                }
-                Ok(Obj(members))
-            }
-        }
-        d.deserialize_map(Members)
-    }
-}
-
-/// A member name or string value, borrowed from the upload unless it has escapes.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> serde::de::Visitor<'de> for Text {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(Text)
-    }
-}
-
 fn malformed(field: &str, reason: &str) -> NelError {
     NelError::Malformed(format!("{field}: {reason}"))
 }
 
-fn field<'a>(obj: &Obj<'a>, at: At, name: &str) -> Result<&'a RawValue, NelError> {
+fn field<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a Value, NelError> {
     obj.get(name).ok_or_else(|| malformed(&format!("{at}.{name}"), "missing"))
 }
 
-fn string<'a>(obj: &Obj<'a>, at: At, name: &str) -> Result<Cow<'a, str>, NelError> {
-    let raw = field(obj, at, name)?;
-    raw.get()
-        .starts_with('"')
-        .then(|| serde_json::from_str::<Name<'a>>(raw.get()).ok())
-        .flatten()
-        .map(|n| n.0)
-        .ok_or_else(|| malformed(&format!("{at}.{name}"), "not a string"))
+fn string<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, NelError> {
+    field(obj, at, name)?.as_str().ok_or_else(|| malformed(&format!("{at}.{name}"), "not a string"))
 }
 
-fn label<'a>(obj: &Obj<'a>, at: At, name: &str) -> Result<Cow<'a, str>, NelError> {
+fn label<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, NelError> {
     let s = string(obj, at, name)?;
     if s.len() > MAX_LABEL_BYTES {
         return Err(malformed(&format!("{at}.{name}"), "longer than 64 bytes"));
@@ -524,17 +420,15 @@ fn label<'a>(obj: &Obj<'a>, at: At, name: &str) -> Result<Cow<'a, str>, NelError
     Ok(s)
 }
 
-fn number(obj: &Obj<'_>, at: At, name: &str) -> Result<f64, NelError> {
-    let raw = field(obj, at, name)?;
-    // Any JSON number (as `Value::as_f64`); a string, bool or null is not one.
-    serde_json::from_str::<f64>(raw.get())
-        .ok()
+fn number(obj: &Map<String, Value>, at: &str, name: &str) -> Result<f64, NelError> {
+    field(obj, at, name)?
+        .as_f64()
         .filter(|n| n.is_finite())
         .ok_or_else(|| malformed(&format!("{at}.{name}"), "not a number"))
 }
 
 /// A non-negative millisecond count; fractions are rounded, huge values saturate.
-fn non_negative(obj: &Obj<'_>, at: At, name: &str) -> Result<u64, NelError> {
+fn non_negative(obj: &Map<String, Value>, at: &str, name: &str) -> Result<u64, NelError> {
     let n = number(obj, at, name)?;
     if n < 0.0 {
         return Err(malformed(&format!("{at}.{name}"), "negative"));
@@ -549,7 +443,7 @@ mod tests {
     use crate::ingest::accept::{NelContext, nel_batch};
     use crate::model::{Enrichment, NetTag, Source, StoredReport};
     use proptest::prelude::*;
-    use serde_json::{Value, json};
+    use serde_json::json;
     use vantage_agent::report::UnixMillis;
     use vantage_agent::taxonomy::{NetworkType, Scope};
 
@@ -756,9 +650,9 @@ mod tests {
         assert_eq!(r[0].event_at, UnixMillis(0));
     }
 
-    /// The borrowed parser reads JSON as a value tree would: the last of a repeated name wins,
-    /// escaped strings decode, `null` status is no status, a float status or a `null` body is
-    /// refused, whitespace anywhere is fine, and invalid JSON is still "not JSON".
+    /// Fields read as JSON values: the last of a repeated name wins, escaped strings decode,
+    /// `null` status is no status, a float status or a `null` body is refused, whitespace
+    /// anywhere is fine, and invalid JSON is "not JSON".
     #[test]
     fn fields_read_as_json_values_would() {
         let body = br#" [ { "type" : "x", "age":1, "url":"https://a.example/",
