@@ -40,8 +40,8 @@
 //! or one /24 cannot move a slice); at 5%, a client making 20 requests a minute has about one
 //! counted success a minute, so one background failure reads as a 50-100% failure ratio. In
 //! spikebench (`vantage-tests`, 4000 simulated default agents, 16 h) a 5% default raised 430
-//! false pages per simulated week and missed an ASN blackout; counting every success raised
-//! none. See docs/agent-config.md for the figures and the bytes per hour.
+//! false pages per simulated week and missed an ASN blackout (with a 60 s heartbeat); counting
+//! every success raised none (with the 30 s default heartbeat). See docs/agent-config.md for the figures and the bytes per hour.
 
 use crate::entropy::Entropy;
 use crate::report::{Host, ServiceId, TargetCounts};

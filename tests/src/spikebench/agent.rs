@@ -206,6 +206,9 @@ mod tests {
 
     use super::*;
 
+    /// (sealed at, (service, type, count) per report, (service, attempts, successes) per target).
+    type SealedSummary = (u64, Vec<(String, String, u32)>, Vec<(String, u64, u64)>);
+
     /// One client's small day: successes on two services, a burst of failures, a lone failure
     /// and quiet stretches, through the real `AgentCore` (with its default seal delay and
     /// report interval, every failure and success sampled so both draw nothing) and through
@@ -251,7 +254,7 @@ mod tests {
         script.push((400_000, false, None));
         script.sort_by_key(|s| s.0);
 
-        let mut real: Vec<(u64, Vec<(String, String, u32)>, Vec<(String, u64, u64)>)> = Vec::new();
+        let mut real: Vec<SealedSummary> = Vec::new();
         let opener = Opener::new(vec![collector]);
         let mut drain = |core: &mut AgentCore<MemoryStore, SeededEntropy>, now: u64| {
             core.poll_seal(UnixMillis(now)).unwrap();
