@@ -3,7 +3,8 @@
 # machine of this project's kind: cbindgen (pinned, to regenerate and diff ffi/include/vantage.h),
 # gcc (the system C compiler the C tests are built with), valgrind (memcheck), pkg-config, and
 # Debian's JDK (openjdk-17-jdk-headless: javac, jar and java for the JVM binding,
-# .ci/build-jvm.sh and tests/tests/ffi_jvm.rs).
+# .ci/build-jvm.sh and tests/tests/ffi_jvm.rs), and rustup's rust-src component (ffi/install.sh
+# rebuilds the standard library with the C library, for size).
 #
 # Idempotent: cbindgen is installed with `cargo install` into ~/.cargo/bin only when it is
 # missing or another version; Debian packages that are installed are skipped, and
@@ -21,6 +22,13 @@ CBINDGEN_VERSION=0.29.4
 
 main() {
     apt_install gcc libc6-dev valgrind pkg-config openjdk-17-jdk-headless
+
+    if rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+        ci_log "rust-src present (skip)"
+    else
+        ci_log "rustup component add rust-src (std sources for the C library's size build)"
+        timeout 300 rustup component add rust-src
+    fi
 
     local have=""
     if command -v cbindgen >/dev/null 2>&1; then

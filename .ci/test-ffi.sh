@@ -138,6 +138,13 @@ ci_log "libvantage.a:  $a_size bytes ($(mib "$a_size") MiB)"
 if ((so_size > SO_GOAL)); then
     ci_warn "libvantage.so is over the 2 MiB goal"
 fi
+# The size build rebuilds std (ffi/install.sh): unwinding must survive it, or the
+# catch_unwind at every export catches nothing and a panic aborts the host app.
+readelf -S -W "$WORK/libvantage.so" | grep -q '\.gcc_except_table' ||
+    ci_die "libvantage.so has no .gcc_except_table: built without unwinding"
+nm -D --undefined-only "$WORK/libvantage.so" | grep -q '_Unwind_RaiseException' ||
+    ci_die "libvantage.so does not import _Unwind_RaiseException: panics would not unwind"
+ci_log "libvantage.so unwinds (landing-pad table present, _Unwind_RaiseException imported)"
 
 ci_log "record-call cost (200000 calls, consent granted, queue large enough to keep them)"
 "$WORK/vt_so" bench "$WORK/agent.toml" "$WORK/bench-c" 200000

@@ -20,14 +20,18 @@
 # 68 kB smaller, but a collector behind a front end without TLS 1.3 is then unreachable,
 # docs/ffi.md), --panic-abort (profile release-ffi-abort, no unwinding: about 0.2 MB
 # smaller, but a bug that panics inside the library aborts the app instead of returning
-# VANTAGE_ERR_PANIC, docs/ffi.md). Needs cargo
-# and the Rust toolchain of rust-toolchain / Cargo.toml (rust-version); CARGO_TARGET_DIR is
-# honoured.
+# VANTAGE_ERR_PANIC, docs/ffi.md), --stable-std (link the prebuilt standard library instead
+# of rebuilding it for size: about 0.25 MB larger, no rust-src needed).
+# By default the standard library is rebuilt with the library, for size (`-Z build-std` with
+# std's `optimize_for_size`, unwinding kept so every export still catches panics): that needs
+# rustup's rust-src component (added when missing) and RUSTC_BOOTSTRAP=1 for these two cargo
+# runs only, on the stable toolchain. Needs cargo and the Rust toolchain of rust-toolchain /
+# Cargo.toml (rust-version); CARGO_TARGET_DIR is honoured.
 # Idempotent: running it again replaces the files. Exit 2 on a usage error, 1 on a failure.
 set -euo pipefail
 
 usage() {
-    sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-2}"
 }
 
@@ -38,6 +42,7 @@ DESTDIR="${DESTDIR:-}"
 BUILD=1
 FEATURES=()
 PROFILE=release-ffi
+STD=size
 while (($#)); do
     case "$1" in
     --prefix)
@@ -66,6 +71,10 @@ while (($#)); do
         ;;
     --panic-abort)
         PROFILE=release-ffi-abort
+        shift
+        ;;
+    --stable-std)
+        STD=prebuilt
         shift
         ;;
     -h | --help) usage 0 ;;
@@ -100,10 +109,36 @@ if ((BUILD)); then
     cd "$ROOT"
     # One crate type per build: with several in one rustc run cargo cannot run LTO (the .so
     # comes out about 30 % larger). The SONAME goes on the cdylib only.
+    if [[ $STD == size ]]; then
+        # std rebuilt with the library: it joins the fat LTO and its size-tuned paths are
+        # used. Artifacts of an explicit --target land under $TARGET/<host>/$PROFILE; they are
+        # copied to $OUT, where --no-build and the callers look.
+        if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+            timeout 300 rustup component add rust-src || {
+                echo "ffi/install.sh: the size build needs rustup's rust-src component (rustup component add rust-src), or pass --stable-std" >&2
+                exit 1
+            }
+        fi
+        host="$(rustc -vV | sed -n 's/^host: //p')"
+        panic_crate=panic_unwind
+        [[ $PROFILE == release-ffi-abort ]] && panic_crate=panic_abort
+        std_args=(--target "$host" -Z "build-std=std,$panic_crate" -Z build-std-features=optimize_for_size)
+        export RUSTC_BOOTSTRAP=1
+    else
+        std_args=()
+    fi
     cargo rustc --locked --quiet -p vantage-ffi --lib --profile "$PROFILE" "${FEATURES[@]}" \
-        --crate-type cdylib -- -C "link-arg=-Wl,-soname,$soname"
+        "${std_args[@]}" --crate-type cdylib -- -C "link-arg=-Wl,-soname,$soname"
     cargo rustc --locked --quiet -p vantage-ffi --lib --profile "$PROFILE" "${FEATURES[@]}" \
-        --crate-type staticlib
+        "${std_args[@]}" --crate-type staticlib
+    unset RUSTC_BOOTSTRAP
+    if [[ $STD == size ]]; then
+        mkdir -p "$OUT"
+        for f in libvantage.so libvantage.a; do
+            cp "$TARGET/$host/$PROFILE/$f" "$OUT/$f.tmp"
+            mv "$OUT/$f.tmp" "$OUT/$f"
+        done
+    fi
 fi
 for f in libvantage.so libvantage.a; do
     [[ -f "$OUT/$f" ]] || {

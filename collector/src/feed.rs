@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  ingest ─ Feed::outbox_entry (fleet mode: the stream message, written by the store in the
-//!    │      batch's own transaction) ─▶ Store::commit / commit_with_outbox ─▶ Feed::committed
+//!    │      batch's own commit)      ─▶ Store::commit / commit_with_outbox ─▶ Feed::committed
 //!    │                          ├─ standalone, Stored ────▶ Alerting::observe (local detector)
 //!    │                          └─ fleet mode ─ online ───▶ publisher (outbox ─▶ stream ─▶
 //!    │                              │                        every detector, this one included)
@@ -29,7 +29,7 @@ pub(crate) struct Feed {
 
 /// A fleet outbox entry for one batch, before the commit.
 pub(crate) struct OutboxEntry {
-    /// What the store writes in the batch's transaction.
+    /// What the store writes with the batch's group commit.
     pub(crate) value: Vec<u8>,
     /// The entry says "fed locally": NATS was unreachable when the batch arrived.
     pub(crate) fed_locally: bool,

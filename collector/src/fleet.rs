@@ -3,7 +3,7 @@
 //! an alert that several detectors raise.
 //!
 //! ```text
-//!  ingest ──Store::commit_with_outbox: batch + tree `fleet_outbox` entry, one transaction,
+//!  ingest ──Store::commit_with_outbox: batch + tree `fleet_outbox` entry, one group commit,
 //!    │       synced before the 202 (a duplicate writes its entry too)──▶ publisher
 //!    │ NATS unreachable: Feed ─▶ observe_once (local), entry marked    │ Nats-Msg-Id = hex(digest)
 //!    │ "fed locally"                                                   ▼
@@ -18,7 +18,7 @@
 //!      Alerting::queue_notification (this collector pages); duplicate: another one did.
 //! ```
 //!
-//! **Nothing accepted is lost.** The outbox entry is written in the store's own transaction
+//! **Nothing accepted is lost.** The outbox entry is written in the store's own group commit
 //! (see "The fleet outbox" in [`store`](crate::store)), so a batch acknowledged with `202` is
 //! in the outbox even if the collector dies right after the commit; the publisher drains the
 //! outbox after a restart. An entry is deleted only after JetStream acknowledged it. The one

@@ -8,6 +8,10 @@
 //!   listener has its own `max_admin_connections`, so a flood on the public port never starves
 //!   health checks, metrics scrapes or the dashboard. A permit is taken before the TLS
 //!   handshake.
+//! - **Accept queue.** Each listener is bound with an accept queue of 4096 connections (the
+//!   kernel caps it at `net.core.somaxconn`), so a /24 reconnecting in waves as fast as its
+//!   per-prefix share closes it does not overflow the queue and delay everyone else's
+//!   connections by a SYN-ACK retransmission.
 //! - **Per-prefix share.** A source /24 (IPv4) or /48 (IPv6) holds at most
 //!   `max_connections_per_prefix` public connections; more are closed at accept, before any
 //!   TLS or HTTP work (the `conntrack` module).
@@ -65,6 +69,15 @@ pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 /// Connections answered `503` (or waiting for a reaped connection's place) at the same time,
 /// at most, when a budget is full (per budget).
 const MAX_REJECTING: usize = 64;
+
+/// Each listener's accept queue: connections the kernel has completed and the accept loop
+/// has not taken yet (the kernel caps it at `net.core.somaxconn`, 4096 by default since Linux
+/// 5.4). When it is full the kernel drops the handshake's last ACK and the client waits for
+/// a retransmission (a second or more), whoever it is: a /24 reconnecting as fast as it can
+/// (closed at accept by its per-prefix share, it comes back at once) sends connections in
+/// waves that overflowed tokio's default of 1024 and delayed other clients' connections by
+/// about 1 s (hostile bench, idle keep-alive and idle HTTP/2 attacks).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long a connection that reaped an idle one waits for its place.
 const REAP_WAIT: Duration = Duration::from_secs(1);
@@ -205,9 +218,7 @@ impl Collector {
         let store = Store::open(store_config)?;
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| StartError::Bind { addr, reason: e.to_string() })
+            listen(addr).map_err(|e| StartError::Bind { addr, reason: e.to_string() })
         };
         let tls_listener = match config.server.listen_tls {
             Some(addr) => Some(bind(addr).await?),
@@ -436,6 +447,18 @@ impl RunningCollector {
         tracing::info!("collector stopped");
         Ok(())
     }
+}
+
+/// Binds a listener with a [`LISTEN_BACKLOG`] accept queue (`SO_REUSEADDR` set, as
+/// `TcpListener::bind` does).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What a listener serves.
@@ -692,5 +715,55 @@ async fn retention_loop(store: Store, mut phase: watch::Receiver<Phase>) {
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention task panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    /// A wave of 2000 connections completes while nothing accepts: the queue is
+    /// [`LISTEN_BACKLOG`], not tokio's default 1024 (with which the 1026th connection's
+    /// handshake is dropped and every later one waits for retransmissions). Skipped when the
+    /// kernel caps queues lower (`net.core.somaxconn` < 2048).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wave_of_connections_fits_the_accept_queue() {
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if cap < 2048 {
+            eprintln!("net.core.somaxconn is {cap}: the kernel caps the queue below 2048");
+            return;
+        }
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut wave = tokio::task::JoinSet::new();
+        for i in 0..2000u32 {
+            // From many source addresses, so no source runs short of ports.
+            let source = Ipv4Addr::new(127, 41, (i / 250) as u8, 1 + (i % 250) as u8);
+            wave.spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((source, 0)))?;
+                tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+                    .await
+                    .map_err(|_| std::io::Error::other("no handshake within 10 s"))?
+            });
+        }
+        let (mut connected, mut failed) = (Vec::new(), Vec::new());
+        while let Some(joined) = wave.join_next().await {
+            match joined.unwrap() {
+                Ok(tcp) => connected.push(tcp),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        assert!(failed.is_empty(), "{} of 2000 failed: {:?}", failed.len(), &failed[..1]);
+        // The queue holds them all: accepting now takes them without waiting for anyone.
+        for _ in 0..2000 {
+            tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+        }
+        drop(connected);
     }
 }

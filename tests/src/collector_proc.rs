@@ -438,6 +438,20 @@ pub fn unix_now() -> UnixMillis {
     UnixMillis(u64::try_from(since.as_millis()).expect("milliseconds fit u64 until year 584556019"))
 }
 
+/// A TLS client config (ring, the default protocol versions, ALPN `http/1.1`) trusting only
+/// `roots`.
+pub fn tls_client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// An HTTP/1.1 keep-alive connection to a collector (plain or TLS), one request at a time.
 pub struct HttpClient {
     sender: http1::SendRequest<Full<Bytes>>,
@@ -458,13 +472,7 @@ impl HttpClient {
         addr: SocketAddr,
         source: std::net::IpAddr,
     ) -> std::io::Result<HttpClient> {
-        let socket = match source {
-            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.bind(SocketAddr::new(source, 0))?;
-        let tcp = socket.connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = tcp_from(addr, source).await?;
         Self::handshake(tcp, addr.to_string()).await
     }
 
@@ -475,19 +483,33 @@ impl HttpClient {
         roots: rustls::RootCertStore,
         server_name: &str,
     ) -> std::io::Result<HttpClient> {
-        let mut config = rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::ring::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let name = ServerName::try_from(server_name.to_owned())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        Self::tls_over(tcp, addr, tls_client_config(roots), server_name).await
+    }
+
+    /// Connects over TLS from `source` (bound before connecting, as in
+    /// [`HttpClient::connect_plain_from`]) with a shared client `config` (see
+    /// [`tls_client_config`]: many connections share one, as one client process would).
+    pub async fn connect_tls_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> std::io::Result<HttpClient> {
+        let tcp = tcp_from(addr, source).await?;
+        Self::tls_over(tcp, addr, config, server_name).await
+    }
+
+    async fn tls_over(
+        tcp: tokio::net::TcpStream,
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> std::io::Result<HttpClient> {
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
         Self::handshake(tls, format!("{server_name}:{}", addr.port())).await
     }
 
@@ -580,6 +602,20 @@ impl HttpClient {
     }
 }
 
+/// A TCP connection to `addr` from `source` (bound before connecting), with Nagle off.
+async fn tcp_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let tcp = socket.connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,8 +116,14 @@ async fn one_prefix_flooding_big_batches_is_held_to_its_storage_share() {
         legit.attempts()
     );
     let refusals = s.running.metrics().budget_refusal_count(BudgetKind::PrefixStoreBytes);
-    // (A few more than the flood saw: posts cut off by its deadline were refused too.)
-    assert!(refusals >= flood.refused as u64, "{refusals} counted, {} seen", flood.refused);
+    // The flood waits for the answers to its posts in flight at its end, so it saw every
+    // refusal of its /24; a legit upload refused (at most one, see above) may add one.
+    assert!(
+        (flood.refused..=flood.refused + legit.failures.len()).contains(&(refusals as usize)),
+        "{refusals} counted, {} seen by the flood, legit failures {:?}",
+        flood.refused,
+        legit.failures
+    );
     // The admin listener and the metrics family are there throughout.
     assert_eq!(hostile::get(s.admin, "/healthz", Duration::from_secs(5)).await, Ok(200));
 
@@ -126,7 +132,18 @@ async fn one_prefix_flooding_big_batches_is_held_to_its_storage_share() {
     acknowledged.sort_unstable();
     acknowledged.dedup();
     nothing_acknowledged_is_lost(&s.running, &acknowledged);
-    assert_eq!(s.running.store().stats().reports, acknowledged.len() as u64 + legit_reports);
+    // Nothing else was stored either: the flood never abandons a post (it waits for every
+    // answer), so only a legit upload that timed out on the client's side (at most one, see
+    // above) may have been stored without an acknowledgement seen.
+    let legit_in_doubt = legit.failures.iter().filter(|f| *f == "timed out").count() as u64;
+    let stored = s.running.store().stats().reports;
+    let expected = acknowledged.len() as u64 + legit_reports;
+    assert!(
+        (expected..=expected + legit_in_doubt).contains(&stored),
+        "{stored} reports stored, {} acknowledged to the flood + {legit_reports} to the legit \
+         client ({legit_in_doubt} legit uploads timed out)",
+        acknowledged.len()
+    );
     s.running.shutdown().await.unwrap();
 }
 

@@ -58,6 +58,47 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// Report ids on the caller's thread: the operating system's RNG read in blocks of
+/// [`ID_POOL_BYTES`] per thread, so `record()` makes one `getrandom` call per 32 reports
+/// instead of one each (about 0.3 µs of a 0.6 µs call). The bytes are the OS RNG's own; a
+/// block is used once. A `fork`ed child inherits its parent's block, but it also has no agent
+/// task (threads do not survive `fork`), so nothing it records is delivered.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdEntropy;
+
+/// Bytes read from the OS per refill of a thread's id pool (32 report ids).
+const ID_POOL_BYTES: usize = 512;
+
+struct IdPool {
+    bytes: [u8; ID_POOL_BYTES],
+    used: usize,
+}
+
+thread_local! {
+    static ID_POOL: std::cell::RefCell<IdPool> =
+        const { std::cell::RefCell::new(IdPool { bytes: [0; ID_POOL_BYTES], used: ID_POOL_BYTES }) };
+}
+
+impl Entropy for IdEntropy {
+    fn fill(&mut self, dest: &mut [u8]) {
+        ID_POOL.with_borrow_mut(|pool| {
+            let mut done = 0;
+            while done < dest.len() {
+                if pool.used == ID_POOL_BYTES {
+                    OsEntropy.fill(&mut pool.bytes);
+                    pool.used = 0;
+                }
+                let n = (dest.len() - done).min(ID_POOL_BYTES - pool.used);
+                dest[done..done + n].copy_from_slice(&pool.bytes[pool.used..pool.used + n]);
+                // Used bytes are wiped: nothing read twice, nothing left to read back.
+                pool.bytes[pool.used..pool.used + n].fill(0);
+                pool.used += n;
+                done += n;
+            }
+        });
+    }
+}
+
 /// An error of the native agent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -497,7 +538,7 @@ impl Agent {
             return Recorded::NotConsented;
         }
         let now = now_ms();
-        let Ok(report) = input.build(&mut OsEntropy, now) else {
+        let Ok(report) = input.build(&mut IdEntropy, now) else {
             return Recorded::Invalid;
         };
         let count = u64::from(report.count());
@@ -1181,5 +1222,38 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
             () = sleep_until_instant(deferred.iter().map(|(_, until)| *until).min()) => {}
             () = shared.wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn id_entropy_never_repeats_a_block_across_refills_and_threads() {
+        // 16-byte ids over several refills (odd sizes too, so draws straddle a refill), and
+        // from a second thread: every id differs, which a pool that re-served bytes, did not
+        // advance or was shared between threads without care would break.
+        let draw = |n: usize| {
+            let mut ids = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut id = vec![0u8; if i % 7 == 0 { 23 } else { 16 }];
+                IdEntropy.fill(&mut id);
+                ids.push(id);
+            }
+            ids
+        };
+        let here = draw(5 * ID_POOL_BYTES / 16);
+        let there = std::thread::spawn(move || draw(5 * ID_POOL_BYTES / 16)).join().unwrap();
+        let mut seen = HashSet::new();
+        for id in here.iter().chain(&there) {
+            assert!(id.iter().any(|&b| b != 0), "an all-zero id: the pool served wiped bytes");
+            assert!(seen.insert(id.clone()), "an id repeated");
+        }
+        // Larger than the pool in one call.
+        let mut big = vec![0u8; 3 * ID_POOL_BYTES + 5];
+        IdEntropy.fill(&mut big);
+        assert!(big.chunks(16).all(|c| c.iter().any(|&b| b != 0)));
     }
 }

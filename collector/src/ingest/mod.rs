@@ -19,7 +19,7 @@
 //!   enrich + net tag; drop the IP ──▶ accept::from_envelope
 //!   /24 reports/s and store bytes/s (its storage share) ──429 + Retry-After
 //!   Store::commit (group commit, on disk) ──503 + Retry-After on error
-//!   (fleet mode: the stream message in the same transaction, see feed)
+//!   (fleet mode: the stream message in the same group commit, see feed)
 //!   Feed::committed ──▶ 202 (stored or duplicate)
 //!  POST /v1/nel
 //!   content type ──415   Content-Length ──413   /24 uploads/s ──429   body ──413 / 408
@@ -406,7 +406,7 @@ impl Ingest {
         batch: IngestBatch,
         _permit: SemaphorePermit<'_>,
     ) -> Result<CommitOutcome, RejectReason> {
-        // Fleet mode: the stream message is written in the batch's own transaction.
+        // Fleet mode: the stream message is written with the batch's own group commit.
         let entry = self.feed.outbox_entry(&batch);
         let enqueued = entry.as_ref().map(crate::feed::OutboxEntry::enqueued);
         let (result, batch) =

@@ -27,6 +27,7 @@ pub(super) const REPORT_KEY_LEN: usize = 8 + 16;
 /// Targets key: `event_at`, 16 bytes of the upload digest, index in the upload.
 pub(super) const TARGET_KEY_LEN: usize = 8 + 16 + 4;
 
+#[cfg(test)]
 pub(super) fn report_key(event_at: UnixMillis, id: &[u8; 16]) -> [u8; REPORT_KEY_LEN] {
     let mut key = [0; REPORT_KEY_LEN];
     key[..8].copy_from_slice(&event_at.0.to_be_bytes());
@@ -34,6 +35,7 @@ pub(super) fn report_key(event_at: UnixMillis, id: &[u8; 16]) -> [u8; REPORT_KEY
     key
 }
 
+#[cfg(test)]
 pub(super) fn target_key(
     event_at: UnixMillis,
     digest: &[u8; 32],
@@ -131,11 +133,13 @@ fn enrichment_len_bound(e: &Enrichment) -> usize {
     MAX_VARINT + MAX_LEN_PREFIX + e.country.as_ref().map_or(0, |c| c.as_str().len())
 }
 
+#[cfg(test)]
 pub(super) fn decode_report(key: &[u8], value: &[u8]) -> Result<StoredReport, String> {
     decode_report_and_count(key, value).map(|(r, _)| r)
 }
 
 /// A report record and whether its NEL count is derived from it (never for version 1).
+#[cfg(test)]
 pub(super) fn decode_report_and_count(
     key: &[u8],
     value: &[u8],
@@ -146,6 +150,16 @@ pub(super) fn decode_report_and_count(
     let event_at = UnixMillis(key_time(key)?);
     let mut id = [0; 16];
     id.copy_from_slice(&key[8..]);
+    decode_record(event_at, id, value)
+}
+
+/// A report record whose event time and id are known from elsewhere (a format 1/2 key or a
+/// format 3 row entry), and whether its NEL count is derived from it.
+pub(super) fn decode_record(
+    event_at: UnixMillis,
+    id: [u8; 16],
+    value: &[u8],
+) -> Result<(StoredReport, bool), String> {
     let (mut r, version) = Reader::with_versions(value, &[RECORD_VERSION, REPORT_VERSION])?;
     let received_at = UnixMillis(r.uint("received_at")?);
     let source = match r.str("source")? {
@@ -220,11 +234,11 @@ pub(super) fn encode_targets(t: &StoredTargets) -> Result<Vec<u8>, String> {
     Ok(w.0)
 }
 
-pub(super) fn decode_targets(key: &[u8], value: &[u8]) -> Result<StoredTargets, String> {
-    if key.len() != TARGET_KEY_LEN {
-        return Err(format!("targets key of {} bytes, expected {TARGET_KEY_LEN}", key.len()));
-    }
-    let event_at = UnixMillis(key_time(key)?);
+/// A targets record whose event time is known from elsewhere.
+pub(super) fn decode_targets_record(
+    event_at: UnixMillis,
+    value: &[u8],
+) -> Result<StoredTargets, String> {
     let mut r = Reader::new(value)?;
     let received_at = UnixMillis(r.uint("received_at")?);
     let service = r.str("service")?.to_owned();
@@ -246,6 +260,86 @@ pub(super) fn decode_targets(key: &[u8], value: &[u8]) -> Result<StoredTargets, 
         net,
         enrichment,
     })
+}
+
+/// Whether a report record (any version) is an agent report: its source field, read without
+/// decoding the rest. A record too short to say is not.
+pub(super) fn record_is_agent(record: &[u8]) -> bool {
+    let Ok((mut r, _)) = Reader::with_versions(record, &[RECORD_VERSION, REPORT_VERSION]) else {
+        return false;
+    };
+    r.uint("received_at").is_ok() && r.str("source").is_ok_and(|s| s == "agent")
+}
+
+/// Version of the format 3 row values (see "Rows" in the store docs).
+const ROW_VERSION: u8 = 3;
+
+/// One entry of a format 3 row: its event time, its id (reports; zeros for targets) and its
+/// record (`encode_report` / `encode_targets`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub(super) event_at: u64,
+    pub(super) id: [u8; 16],
+    pub(super) record: Vec<u8>,
+}
+
+/// Bytes an entry adds to a row, at most (varint event delta, id, varint length, record).
+pub(super) fn entry_len_bound(record_len: usize) -> usize {
+    MAX_VARINT + 16 + MAX_VARINT + record_len
+}
+
+/// A row value: the version, the number of entries, then per entry the event time as a
+/// varint delta from the previous entry's (the first from `base`, the row's bucket), the id
+/// when `with_ids`, and the record with a varint length. Entries must be in event order.
+pub(super) fn encode_row<'a>(
+    base: u64,
+    with_ids: bool,
+    entries: impl ExactSizeIterator<Item = &'a Entry>,
+) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(1024));
+    w.0.push(ROW_VERSION);
+    w.uint(entries.len() as u64);
+    let mut last = base;
+    for e in entries {
+        // Invariant: entries are sorted and not before `base` (callers bucket and sort them).
+        w.uint(e.event_at.saturating_sub(last));
+        last = e.event_at;
+        if with_ids {
+            w.0.extend_from_slice(&e.id);
+        }
+        w.uint(e.record.len() as u64);
+        w.0.extend_from_slice(&e.record);
+    }
+    w.0
+}
+
+/// A decoded row entry: event time, id (zeros in a targets row) and the record, borrowed.
+pub(super) type RowEntry<'a> = (u64, [u8; 16], &'a [u8]);
+
+/// The entries of a row value (see [`encode_row`]), records borrowed from it.
+pub(super) fn decode_row(
+    base: u64,
+    with_ids: bool,
+    value: &[u8],
+) -> Result<Vec<RowEntry<'_>>, String> {
+    let (mut r, _) = Reader::with_versions(value, &[ROW_VERSION])?;
+    let n = r.uint("entry count")?;
+    // Every entry takes at least 2 bytes: a count beyond that is damage, not an allocation.
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= value.len() / 2)
+        .ok_or_else(|| format!("entry count {n} larger than the row"))?;
+    let mut out = Vec::with_capacity(n);
+    let mut last = base;
+    for _ in 0..n {
+        let delta = r.uint("event time")?;
+        last = last.checked_add(delta).ok_or("event time overflows")?;
+        let id = if with_ids { r.array::<16>("id")? } else { [0; 16] };
+        let len = usize::try_from(r.uint("record length")?).map_err(|_| "record length")?;
+        out.push((last, id, r.take(len, "record")?));
+    }
+    r.finish()?;
+    Ok(out)
 }
 
 struct Writer(Vec<u8>);
@@ -404,6 +498,54 @@ mod tests {
         let t = target_key(UnixMillis(9), &[3; 32], 2);
         assert_eq!(key_time(&t).unwrap(), 9);
         assert_eq!(&t[24..], &2u32.to_be_bytes());
+    }
+
+    #[test]
+    fn rows_round_trip_and_damage_is_an_error() {
+        let entries = [
+            Entry { event_at: 1_000, id: [1; 16], record: vec![9, 9] },
+            Entry { event_at: 1_000, id: [2; 16], record: vec![] },
+            Entry { event_at: 1_999, id: [3; 16], record: vec![7; 300] },
+        ];
+        for with_ids in [true, false] {
+            let row = encode_row(1_000, with_ids, entries.iter());
+            let back = decode_row(1_000, with_ids, &row).unwrap();
+            let want: Vec<_> = entries
+                .iter()
+                .map(|e| (e.event_at, if with_ids { e.id } else { [0; 16] }, &e.record[..]))
+                .collect();
+            assert_eq!(back, want);
+            assert!(decode_row(1_000, with_ids, &row[..row.len() - 1]).is_err());
+        }
+        // An entry count larger than the row could hold is refused before allocating.
+        assert!(decode_row(0, true, &[ROW_VERSION, 0x7f]).unwrap_err().contains("entry count"));
+        assert!(decode_row(0, true, &[RECORD_VERSION, 0]).unwrap_err().contains("version 1"));
+        let record = |source| {
+            let r = StoredReport {
+                id: [0; 16],
+                received_at: UnixMillis(5),
+                event_at: UnixMillis(1),
+                source,
+                service: String::new(),
+                host: String::new(),
+                phase: Phase::Dns,
+                error_type: ErrorType::Other("x".into()),
+                elapsed_ms: 0,
+                status: None,
+                network: NetworkType::Unknown,
+                scope: Scope::Unknown,
+                count: 1,
+                sample_ppm: 1,
+                client: None,
+                net: NetTag(0),
+                enrichment: Enrichment::default(),
+            };
+            encode_report(&r, false).unwrap()
+        };
+        assert!(record_is_agent(&record(Source::Agent)));
+        assert!(!record_is_agent(&record(Source::Nel)));
+        assert!(!record_is_agent(&record(Source::Agent)[..3]));
+        assert!(!record_is_agent(&[]));
     }
 
     #[test]

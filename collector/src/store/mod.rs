@@ -1,29 +1,49 @@
 //! The collector's durable store: accepted reports and target counts in sled, with dedup,
 //! group commit and retention.
 //!
-//! # On-disk layout (sled 0.34, one directory)
+//! # On-disk layout (sled 0.34, one directory; format 3)
 //!
-//! | tree              | key                                            | value                                  |
-//! |-------------------|------------------------------------------------|----------------------------------------|
-//! | `reports`         | `event_at` u64 BE ‖ report id (16)             | report record (see below)              |
-//! | `report_ids`      | report id (16), agent reports only             | `event_at` u64 BE                      |
-//! | `targets`         | `event_at` u64 BE ‖ digest[..16] ‖ index u32 BE | targets record (not NEL failure counts) |
-//! | `digests`         | upload digest (32)                             | `received_at` u64 BE                   |
-//! | `digests_by_time` | `received_at` u64 BE ‖ digest (32)             | empty                                  |
-//! | `replay`          | (format 1 stores only; emptied at open)        |                                        |
-//! | `meta`            | `format`, `reports`, `targets`, `bytes`, `drops/` ‖ code u16 BE, `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | `format` u32 BE (1 or 2), u64 BE counters |
-//! | `fleet_outbox`    | u64 BE, increasing (fleet mode only)           | flag ‖ digest (32) ‖ stream payload    |
+//! Everything but the format marker is in **one tree, `rows`**, so a group commit is one
+//! atomic `apply_batch` (no multi-tree transaction), and it writes few keys: reports are not
+//! a key each but entries of *rows*, one row per time bucket ([`BUCKET_MS`], 1 s) per group
+//! commit (split at about 4 KiB).
 //!
-//! Keys start with the big-endian event time, so a time range is one sled range scan and the
-//! oldest data is at the front. `report_ids` makes a report re-sent in a later upload (same id,
-//! slightly different event time) a no-op instead of a second row. Records are a version byte
-//! and compact varint/label fields (`codec.rs`); labels are stored as their stable strings.
+//! | `rows` key                                             | value                                 |
+//! |--------------------------------------------------------|---------------------------------------|
+//! | `R` ‖ bucket u64 BE ‖ group seq u64 BE ‖ chunk u32 BE   | report entries (below)                |
+//! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
+//! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | 32 to 64 sorted ids, 16 bytes each |
+//! | `D` ‖ upload digest (32)                                | group `received_at` u64 BE            |
+//! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new digests, 32 bytes each |
+//! | `M` ‖ `reports` / `targets` / `bytes` / `seq` / `outbox_hi` | u64 BE counters, next group seq, outbox keys backed by rows |
+//! | `M` ‖ `drops/` ‖ code u16 BE, `M` ‖ `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u64 BE totals |
+//!
+//! | tree           | key                                  | value                                  |
+//! |----------------|--------------------------------------|----------------------------------------|
+//! | `meta`         | `format`                             | u32 BE: 3                              |
+//! | `fleet_outbox` | u64 BE, increasing (fleet mode only) | flag ‖ digest (32) ‖ stream payload    |
+//!
+//! A row value (`codec::encode_row`) is a version byte (3), the entry count, then per entry
+//! its event time as a varint delta (from the bucket start, then from the previous entry),
+//! the report id (reports only) and the record with its length. Entries are sorted by (event
+//! time, id). Records are a version byte and compact varint/label fields (`codec.rs`); labels
+//! are stored as their stable strings.
+//!
+//! Row keys start with the bucket, so a time range is one range scan; a read decodes one
+//! bucket's rows at a time and sorts them, so it holds one bucket in memory. `I` makes a
+//! report re-sent in a later upload (same id, slightly different event time) a no-op instead
+//! of a second copy; its ids are packed in sorted chunks, so it costs a key per 32 to 64 ids,
+//! at the price of rewriting a chunk (about 0.8 KiB) per new id.
+//!
+//! [`StoreStats::bytes`] (what `max_bytes` bounds and the storage share charges) is counted as
+//! format 1 laid it out (a report: 24 bytes of key, 24 of id entry, its record; a count: 28
+//! bytes of key and its record), so the figures did not change with the layout.
 //!
 //! # Duplicates: by digest, exactly once
 //!
 //! An agent re-sends an unacknowledged envelope byte for byte, so the SHA-256 of the envelope
-//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the `digests`
-//! tree only, inside the group's transaction, so any order, any concurrency and any sequence
+//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the `D` entries
+//! only, inside the group's write, so any order, any concurrency and any sequence
 //! gap (an agent restart moves its sequence numbers up by 10,000) gives exactly one `Stored`
 //! per envelope. Digests are kept for the dedup horizon (the longer of the retention and
 //! `dedup_horizon`, default 10 days; agents retry for at most 7 days by default) and then
@@ -34,59 +54,68 @@
 //! Format 1 stores also kept a per-agent `(key, seq)` bitmap window. It was dropped: a window
 //! can only prove "duplicate" for a `(key, seq)` it recorded, which the digest proves already,
 //! and what it did beyond that (refusing sequence numbers older than the window) refused new
-//! envelopes that arrived after newer ones. Its tree is emptied when a store is opened.
+//! envelopes that arrived after newer ones. Its tree is dropped by the upgrade.
 //!
 //! # NEL uploads
 //!
-//! A NEL upload of n failures is n report rows plus the two digest entries (and its share of
-//! the group's counter updates in `meta`), nothing else; NEL uploads and envelopes share the
+//! A NEL upload of n failures is n entries in its group's row for their second, its `D`
+//! entry and 32 bytes of its group's `E` row (and its share of the group's counter
+//! updates), nothing else: no key of its own but the digest; NEL uploads and envelopes share the
 //! writer's groups, so one flush and one `fdatasync` cover both:
 //! - Its report ids derive from its digest (`ingest::accept::nel_batch`), so a digest found
-//!   new means ids never stored: NEL reports get no `report_ids` entry and no id lookup. (The
+//!   new means ids never stored: NEL reports get no `I` entry and no id lookup. (The
 //!   one difference: a NEL body replayed after its digest expired, beyond the dedup horizon,
 //!   is stored again where format 1 skipped those of its reports still retained. NEL is
 //!   unauthenticated, so such a replay is no different from any forged upload, which the
 //!   per-/24 budgets bound.)
 //! - Each failure's count (1 / its sampling fraction attempts, no successes, on its network's
-//!   stand-in client) holds nothing the report does not, so it is not a `targets` row: the
+//!   stand-in client) holds nothing the report does not, so it is not a `T` entry: the
 //!   report's record carries a flag (record version 2, `codec.rs`) and
 //!   [`Store::scan_targets`] derives the count from it ([`StoredReport::nel_targets`]). The
 //!   writer flags exactly the reports whose batch carried a count equal to that derivation;
-//!   anything else (NEL `ok` counts, agent counts) is a row. [`StoreStats::targets`] counts
-//!   rows, and [`StoreStats::bytes`] counts 24 bytes of id entry for every report, NEL or
+//!   anything else (NEL `ok` counts, agent counts) is a `T` entry. [`StoreStats::targets`] counts
+//!   those, and [`StoreStats::bytes`] counts 24 bytes of id entry for every report, NEL or
 //!   not, as before.
 //!
 //! # Formats
 //!
-//! Format 2 (this build) differs from format 1 only in the NEL rows above and in writing
-//! report records of version 2. Opening a format 1 store upgrades it in place by setting
-//! `meta/format` to 2; nothing is rewritten: its version 1 report records read as reports
-//! without a derived count, and its NEL count rows stay rows, so every count is read exactly
-//! once. A build that reads format 1 only refuses a format 2 store by name ("on-disk format
-//! 2"), so a downgrade is an explicit error, not a misread.
+//! Format 1 wrote a key per report, per id and per count in trees of their own; format 2 kept
+//! NEL counts in their reports (above); format 3 (this build) is the `rows` layout. Opening a
+//! format 1 or 2 store upgrades it in place (`upgrade.rs`): the old trees are moved into
+//! `rows` a step at a time, each step a transaction that inserts the rows and removes the old
+//! entries, so a kill during the upgrade leaves a store that the next open goes on upgrading.
+//! Records are copied byte for byte (format 1's version 1 report records read as reports
+//! without a derived count, and its NEL count rows stay counts, so every count is read exactly
+//! once). A build that does not know format 3 refuses it by name ("on-disk format 3"), and
+//! this one refuses a later format the same way.
 //!
 //! # Writes
 //!
 //! One writer task owns all inserts. [`Store::commit`] sends the batch over a bounded channel and
 //! waits; the writer checks free space ([`disk`]), takes everything queued (up to
-//! [`MAX_GROUP`] batches), runs dedup and all inserts of the group in **one multi-tree sled
-//! transaction**, flushes sled's log, `fdatasync`s its files ([`SyncMode::Data`], the default;
+//! [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one sled
+//! `Batch` for the whole group**: its digests, id entries, rows, expiry row, counters and drop
+//! totals; applies it to `rows` (atomically: after a crash either the whole group is there or
+//! none of it), flushes sled's log, `fdatasync`s its files ([`SyncMode::Data`], the default;
 //! sled's own flush is `sync_file_range`, which does not reach stable storage) and only then
-//! answers every waiter. sled writes a transaction to its log as one atomic unit, so after a
-//! crash either the whole group (digests, rows, counters) is there or none of it; a client that
-//! got no answer retries and gets `Stored` or `Duplicate`, both of which are correct. Nothing is
-//! acknowledged before the sync that made it durable, including `Duplicate` (the original may be
-//! in the same, not yet synced, group).
+//! answers every waiter. A client that got no answer retries and gets `Stored` or
+//! `Duplicate`, both of which are correct. Nothing is acknowledged before the sync that made
+//! it durable, including `Duplicate` (the original may be in the same, not yet synced, group).
+//! The counters and drop totals are read, added to and written back by whoever holds the
+//! store's write lock (the writer, or one retention step), so no transaction is needed.
 //!
 //! # The fleet outbox
 //!
 //! In fleet mode the ingest path hands `Store::commit_with_outbox` the batch *and* the bytes
 //! the fleet publisher sends to the stream; the writer inserts them into
-//! `fleet_outbox` in the same transaction as the batch, both when it stores the batch and when
-//! it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
+//! `fleet_outbox` right before the group's rows and the same flush and sync, both when it
+//! stores the batch and when it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
 //! killed before it published; the consumers drop the second copy by digest). So whatever
 //! was acknowledged is either published or still in the outbox: a kill between the commit and
-//! the publish cannot lose it.
+//! the publish cannot lose it. sled recovers a prefix of its log, so rows that survive a kill
+//! have their outbox entries; the rows batch also records how far the outbox is backed
+//! (`outbox_hi`), and entries past it (a kill between the two writes: never stored, never
+//! acknowledged) are deleted at open, so what is published is exactly what is stored.
 //!
 //! # Admission
 //!
@@ -100,19 +129,36 @@
 //! [`Store::readiness`] says so; it accepts again within [`disk::GUARD_PERIOD`] of space
 //! returning. See [`disk`] for the reserve file that keeps sled itself from hitting `ENOSPC`.
 //!
-//! Retention ([`Store::enforce_retention`]) deletes in transactions of its own that also
-//! update the counters in `meta`; sled serialises them against the writer's.
+//! Retention ([`Store::enforce_retention`]) deletes in steps of its own (one `apply_batch`
+//! each, under the write lock) that also update the counters: by age, entries before the
+//! cutoff (a row across the cutoff is rewritten without them); digests by their group's
+//! expiry row; by size, whole rows oldest first (by bucket, then group: "oldest" to the
+//! second).
+//!
+//! # Memory
+//!
+//! sled keeps bookkeeping for every node of its tree in memory, cached or not (its page
+//! table and each log segment's list of pages), and a leaf holds at most 16 keys: memory grows
+//! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
+//! row and packs agent report ids 32 to 64 to a key (`ids.rs`), so what is left per key is an
+//! upload's digest. Measured with `vantage-loadgen --rss-reports` (agent envelopes of 10
+//! reports, 16 MiB cache): 57 MiB resident at 1M, 76-83 MiB at 2M, 94 MiB at 3M; format 2
+//! held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
+//! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
+//! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
+//! `max_bytes` bounds the stored volume and so what grows with it.
 
 pub mod admit;
 mod codec;
 pub mod disk;
+mod ids;
+mod upgrade;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use vantage_agent::drops::DropReason;
@@ -125,19 +171,21 @@ pub use disk::{SpaceLimits, SyncMode};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
 const QUEUE: usize = 1024;
-/// Rows deleted per retention transaction.
-const DELETE_CHUNK: usize = 1024;
+/// Rows looked at per retention step (one `apply_batch`).
+const DELETE_CHUNK: usize = 256;
 /// sled page cache by default ([`StoreConfig::cache_bytes`]).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Logical bytes a `report_ids` entry adds to a report.
 const ID_ENTRY_BYTES: u64 = 16 + 8;
 
 const META_FORMAT: &[u8] = b"format";
+/// Meta key in `rows`: every `fleet_outbox` key below it is backed by a group's rows.
+const META_OUTBOX_HI: &[u8] = b"outbox_hi";
 const META_REPORTS: &[u8] = b"reports";
 const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
@@ -200,9 +248,9 @@ pub struct StoreConfig {
     /// Free-space guard. Default: refuse below 128 MiB available, 32 MiB reserve.
     pub space: SpaceLimits,
     /// sled's page cache ([`DEFAULT_CACHE_BYTES`], 16 MiB). sled counts its cache below what
-    /// it costs (64 MiB gave 281 MiB resident at 1M stored reports, 8 MiB gave 136 MiB), and
-    /// besides the cache its bookkeeping of the log grows with the stored volume (about
-    /// 55 MiB per 1M reports): `max_bytes` is what bounds memory in the end (README).
+    /// it costs (about 2x), and besides the cache its bookkeeping grows with the number of
+    /// keys stored, which format 3 keeps to about one per upload (see "Memory"): `max_bytes`
+    /// is what bounds memory in the end (README).
     pub cache_bytes: u64,
 }
 
@@ -370,28 +418,35 @@ struct Shared {
     /// Set when a write or sync failed: sled refuses everything after an I/O error until the
     /// database is opened again, so the collector is not ready until it restarts.
     failed: Mutex<Option<String>>,
-    /// In-memory mirror of the `meta` counters, moved by the deltas of committed transactions
-    /// (deltas commute, so the order in which concurrent transactions report them is
-    /// irrelevant).
+    /// In-memory mirror of the counters in `rows`: changed only with `write` held, together
+    /// with the batch that writes their new values.
     counts: Mutex<Counts>,
+    /// Held by whoever writes to `rows` (the group-commit writer, a retention step), so the
+    /// counters and drop totals each of them reads, adds to and writes back are not changed
+    /// in between: one `apply_batch` per step instead of a transaction.
+    write: Mutex<WriteState>,
     /// Next `fleet_outbox` key. Only the writer inserts (one group at a time), so keys
     /// increase in commit order and are never reused.
     next_outbox_key: std::sync::atomic::AtomicU64,
     /// Every `fleet_outbox` key below this is on stable storage: what the publisher may send.
-    /// (sled applies a group's transaction in memory before the group's flush and sync; an
-    /// entry published before its sync could reach the stream and then vanish from the store
-    /// in a crash.)
+    /// (sled applies a group's batch in memory before the group's flush and sync; an entry
+    /// published before its sync could reach the stream and then vanish from the store in a
+    /// crash.)
     outbox_durable_below: std::sync::atomic::AtomicU64,
     /// Apps with per-app drop totals (at most [`MAX_DROP_APPS`]; loaded at open).
     drop_apps: Mutex<std::collections::BTreeSet<String>>,
 }
 
+/// What only the holder of [`Shared::write`] changes.
+struct WriteState {
+    /// The next row sequence number (also on disk, `M` ‖ `seq`): makes every row key unique.
+    next_seq: u64,
+}
+
 struct Trees {
-    reports: sled::Tree,
-    report_ids: sled::Tree,
-    targets: sled::Tree,
-    digests: sled::Tree,
-    digests_by_time: sled::Tree,
+    /// Everything of format 3 but the format marker (see "On-disk layout").
+    rows: sled::Tree,
+    /// The format marker only (where format 1 and 2 kept it too).
     meta: sled::Tree,
     fleet_outbox: sled::Tree,
 }
@@ -410,12 +465,6 @@ struct Delta {
     bytes: i64,
 }
 
-impl Delta {
-    fn is_zero(&self) -> bool {
-        self.reports == 0 && self.targets == 0 && self.bytes == 0
-    }
-}
-
 impl Counts {
     fn apply(&mut self, d: Delta) {
         self.reports = self.reports.saturating_add_signed(d.reports);
@@ -424,22 +473,15 @@ impl Counts {
     }
 }
 
-/// One report's row, encoded.
-struct PreparedReport {
-    key: [u8; codec::REPORT_KEY_LEN],
-    id: [u8; 16],
-    value: Vec<u8>,
-    /// Whether the id goes into `report_ids` (not for NEL reports: see "NEL uploads").
-    indexed: bool,
-}
-
-/// A batch with its records encoded, ready for the transaction.
+/// A batch with its records encoded, ready for the group's write.
 struct Prepared {
     digest: [u8; 32],
     received_at: u64,
-    reports: Vec<PreparedReport>,
-    /// The target rows to write (counts derived from a NEL report are not written).
-    targets: Vec<([u8; codec::TARGET_KEY_LEN], Vec<u8>)>,
+    /// Each report's row entry, and whether its id goes into the id index (not for NEL
+    /// reports: see "NEL uploads").
+    reports: Vec<(codec::Entry, bool)>,
+    /// The targets records to write (counts derived from a NEL report are not written).
+    targets: Vec<codec::Entry>,
     /// Target records of the batch, written or derived: what `Stored` reports.
     target_records: usize,
     drops: Vec<(DropReason, u64)>,
@@ -449,7 +491,106 @@ struct Prepared {
     outbox: Option<([u8; 8], Vec<u8>)>,
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+/// Logical bytes (see [`StoreStats::bytes`]) of a report with a record of `record_len` bytes:
+/// what its format 1 row and id entry took, whatever the layout.
+fn report_bytes(record_len: usize) -> u64 {
+    (codec::REPORT_KEY_LEN + record_len) as u64 + ID_ENTRY_BYTES
+}
+
+/// Logical bytes of a targets record of `record_len` bytes.
+fn targets_bytes(record_len: usize) -> u64 {
+    (codec::TARGET_KEY_LEN + record_len) as u64
+}
+
+/// Key prefixes of the `rows` tree.
+const P_REPORTS: u8 = b'R';
+const P_TARGETS: u8 = b'T';
+const P_IDS: u8 = b'I';
+const P_DIGESTS: u8 = b'D';
+const P_EXPIRY: u8 = b'E';
+const P_META: u8 = b'M';
+/// The `rows` tree.
+const ROWS_TREE: &str = "rows";
+/// Width of a row's time bucket: a row holds reports (or counts) of one bucket only.
+pub const BUCKET_MS: u64 = 1000;
+/// A row is closed once its entries reach about this many bytes (sled writes a node of up to
+/// 17 rows as one item; items over a quarter of its 512 KiB segment become separate blob
+/// files, which this keeps far away from).
+const ROW_BYTES: usize = 4096;
+/// Row key: prefix ‖ bucket start (u64 BE) ‖ sequence (u64 BE) ‖ chunk (u32 BE).
+const ROW_KEY_LEN: usize = 1 + 8 + 8 + 4;
+
+fn bucket_of(t: u64) -> u64 {
+    t - t % BUCKET_MS
+}
+
+fn row_key(prefix: u8, bucket: u64, seq: u64, chunk: u32) -> [u8; ROW_KEY_LEN] {
+    let mut key = [0; ROW_KEY_LEN];
+    key[0] = prefix;
+    key[1..9].copy_from_slice(&bucket.to_be_bytes());
+    key[9..17].copy_from_slice(&seq.to_be_bytes());
+    key[17..].copy_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// The 9-byte bound `prefix ‖ t`: sorts before every row key of bucket `t` and after every
+/// row key of an earlier bucket.
+fn row_bound(prefix: u8, t: u64) -> [u8; 9] {
+    let mut key = [0; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&t.to_be_bytes());
+    key
+}
+
+fn prefixed<const N: usize>(prefix: u8, rest: &[u8; N]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + N);
+    key.push(prefix);
+    key.extend_from_slice(rest);
+    key
+}
+
+fn meta_key(name: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(P_META);
+    key.extend_from_slice(name);
+    key
+}
+
+/// The bucket of a row key.
+fn key_bucket(key: &[u8]) -> Result<u64, String> {
+    match key.get(1..9) {
+        Some(b) if key.len() == ROW_KEY_LEN => codec::be_u64(b),
+        _ => Err(format!("row key of {} bytes, expected {ROW_KEY_LEN}", key.len())),
+    }
+}
+
+/// Writes `counts` (absolute) into `batch`.
+fn put_counts(batch: &mut sled::Batch, counts: Counts) {
+    for (name, v) in
+        [(META_REPORTS, counts.reports), (META_TARGETS, counts.targets), (META_BYTES, counts.bytes)]
+    {
+        batch.insert(meta_key(name), &v.to_be_bytes()[..]);
+    }
+}
+
+/// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`.
+fn push_rows(batch: &mut sled::Batch, prefix: u8, bucket: u64, seq: u64, entries: &[codec::Entry]) {
+    let with_ids = prefix == P_REPORTS;
+    let mut chunk = 0u32;
+    let mut start = 0;
+    while start < entries.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < entries.len() && (end == start || size < ROW_BYTES) {
+            size += codec::entry_len_bound(entries[end].record.len());
+            end += 1;
+        }
+        let value = codec::encode_row(bucket, with_ids, entries[start..end].iter());
+        batch.insert(&row_key(prefix, bucket, seq, chunk)[..], value);
+        chunk += 1;
+        start = end;
+    }
+}
 
 impl Store {
     /// Opens or creates. Must be called inside a tokio runtime (spawns the group-commit writer).
@@ -471,21 +612,11 @@ impl Store {
             .map_err(|e| engine_error(&path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| engine_error(&path, e));
         let trees = Trees {
-            reports: tree("reports")?,
-            report_ids: tree("report_ids")?,
-            targets: tree("targets")?,
-            digests: tree("digests")?,
-            digests_by_time: tree("digests_by_time")?,
+            rows: tree(ROWS_TREE)?,
             meta: tree("meta")?,
             fleet_outbox: tree(FLEET_OUTBOX_TREE)?,
         };
-        let next_outbox_key = trees
-            .fleet_outbox
-            .last()
-            .map_err(|e| engine_error(&path, e))?
-            .map_or(1, |(k, _)| codec::be_u64(&k).unwrap_or(u64::MAX - 1).saturating_add(1));
-        // Format 1's per-agent replay windows: no longer consulted (see "Duplicates").
-        let legacy_replay = tree("replay")?;
+        let next_outbox_key = recover_outbox(&path, &trees)?;
         let syncer = Syncer::open(&path, config.sync).map_err(|e| open_err(e.to_string()))?;
         let guard = SpaceGuard::open(&path, config.space);
         let shared = Shared {
@@ -498,13 +629,15 @@ impl Store {
             guard,
             failed: Mutex::new(None),
             counts: Mutex::new(Counts::default()),
+            write: Mutex::new(WriteState { next_seq: 0 }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
             drop_apps: Mutex::new(std::collections::BTreeSet::new()),
         };
-        shared.check_format(had_data, &legacy_replay)?;
-        legacy_replay.clear().map_err(|e| engine_error(&path, e))?;
+        let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
+        shared.write.lock().unwrap_or_else(PoisonError::into_inner).next_seq = next_seq;
+        shared.check_format(had_data)?;
         let counts = shared.load_or_rebuild_counts()?;
         let apps = shared.drop_apps_on_disk()?;
         *shared.drop_apps.lock().unwrap_or_else(PoisonError::into_inner) = apps;
@@ -542,7 +675,7 @@ impl Store {
     }
 
     /// [`Store::commit`], plus (fleet mode) one `fleet_outbox` entry (`outbox_entry`, opaque
-    /// here) written in the same transaction, whether the batch is stored or found a
+    /// here) written with the same group commit, whether the batch is stored or found a
     /// duplicate (see "The fleet outbox" in the [module docs](self)). The batch comes back
     /// with the outcome, so the caller can hand it on without copying it first (`None` only
     /// when the write task itself failed).
@@ -574,15 +707,18 @@ impl Store {
         answer.await.unwrap_or((Err(StoreError::Closed), None))
     }
 
-    /// Reports with `from <= event_at < to`, in `event_at` order.
+    /// Reports with `from <= event_at < to`, in `event_at` order (then report id).
     pub fn scan_reports(
         &self,
         from: UnixMillis,
         to: UnixMillis,
     ) -> impl Iterator<Item = Result<StoredReport, StoreError>> + '_ {
-        self.shared.scan(&self.shared.trees.reports, from, to).map(|entry| {
-            let (k, v) = entry?;
-            codec::decode_report(&k, &v).map_err(|e| self.shared.corrupt("reports", &k, &e))
+        let (from, to) = (from.0, to.0);
+        self.shared.buckets(P_REPORTS, from, to, false).flat_map(move |rows| {
+            let reports = rows.and_then(|rows| {
+                self.shared.decode_reports(&rows, |t, _| from <= t && t < to, false)
+            });
+            flatten(reports.map(|v| v.into_iter().map(|(r, _)| r)))
         })
     }
 
@@ -594,41 +730,38 @@ impl Store {
         from: UnixMillis,
         before: (UnixMillis, [u8; 16]),
     ) -> impl Iterator<Item = Result<((UnixMillis, [u8; 16]), StoredReport), StoreError>> + '_ {
-        let start = from.0.to_be_bytes().to_vec();
-        let end = codec::report_key(before.0, &before.1).to_vec();
-        let range = if start < end { start..end } else { start.clone()..start };
-        self.shared.trees.reports.range(range).rev().map(|entry| {
-            let (k, v) = entry.map_err(|e| self.shared.io(e))?;
-            let r =
-                codec::decode_report(&k, &v).map_err(|e| self.shared.corrupt("reports", &k, &e))?;
-            Ok(((r.event_at, r.id), r))
-        })
+        let from = from.0;
+        let (before_t, before_id) = (before.0.0, before.1);
+        let keep = move |t: u64, id: &[u8; 16]| from <= t && (t, id) < (before_t, &before_id);
+        self.shared.buckets(P_REPORTS, from, before_t.saturating_add(1), true).flat_map(
+            move |rows| {
+                let reports = rows.and_then(|rows| self.shared.decode_reports(&rows, keep, true));
+                flatten(reports.map(|v| v.into_iter().map(|(r, _)| ((r.event_at, r.id), r))))
+            },
+        )
     }
 
     /// Target counts with `from <= event_at < to`, in `event_at` order.
     ///
-    /// The counts of NEL failure reports that a format 2 store keeps in the report's record
-    /// are derived from it ([`StoredReport::nel_targets`]) and merged in here, so callers see
+    /// The counts of NEL failure reports that the store keeps in the report's record are
+    /// derived from it ([`StoredReport::nel_targets`]) and merged in here, so callers see
     /// every count the ingest path committed (see "NEL uploads").
     pub fn scan_targets(
         &self,
         from: UnixMillis,
         to: UnixMillis,
     ) -> impl Iterator<Item = Result<StoredTargets, StoreError>> + '_ {
-        let rows = self.shared.scan(&self.shared.trees.targets, from, to).map(|entry| {
-            let (k, v) = entry?;
-            codec::decode_targets(&k, &v).map_err(|e| self.shared.corrupt("targets", &k, &e))
+        let (from, to) = (from.0, to.0);
+        let rows = self.shared.buckets(P_TARGETS, from, to, false).flat_map(move |rows| {
+            flatten(rows.and_then(|rows| self.shared.decode_targets(&rows, from, to)))
         });
-        let derived = self.shared.scan(&self.shared.trees.reports, from, to).filter_map(|entry| {
-            let decoded = entry.and_then(|(k, v)| {
-                codec::decode_report_and_count(&k, &v)
-                    .map_err(|e| self.shared.corrupt("reports", &k, &e))
+        let derived = self.shared.buckets(P_REPORTS, from, to, false).flat_map(move |rows| {
+            let counts = rows.and_then(|rows| {
+                self.shared.decode_reports(&rows, |t, _| from <= t && t < to, false)
             });
-            match decoded {
-                Ok((r, true)) => r.nel_targets().map(Ok),
-                Ok((_, false)) => None,
-                Err(e) => Some(Err(e)),
-            }
+            flatten(counts.map(|v| {
+                v.into_iter().filter(|(_, derived)| *derived).filter_map(|(r, _)| r.nel_targets())
+            }))
         });
         merge_by_event_at(rows, derived)
     }
@@ -671,19 +804,19 @@ impl Store {
     }
 
     /// Reports agents dropped before delivery (queue full, expired, ...), summed by reason
-    /// over every stored envelope: each envelope's counts are added in the transaction that
+    /// over every stored envelope: each envelope's counts are added in the group commit that
     /// stores it, so a retried envelope never counts twice. Kept for the store's lifetime
     /// (the labels are a fixed set). Reasons with no drops are left out.
     pub fn agent_drops(&self) -> Result<Vec<(&'static str, u64)>, StoreError> {
         let mut totals: Vec<(&'static str, u64)> = Vec::new();
-        for item in self.shared.trees.meta.scan_prefix(DROPS_PREFIX) {
+        for item in self.shared.trees.rows.scan_prefix(meta_key(DROPS_PREFIX)) {
             let (key, value) = item.map_err(|e| self.shared.io(e))?;
-            let n = codec::be_u64(&value).map_err(|e| self.shared.corrupt("meta", &key, &e))?;
+            let n = codec::be_u64(&value).map_err(|e| self.shared.corrupt("rows", &key, &e))?;
             let code = key
-                .get(DROPS_PREFIX.len()..)
+                .get(1 + DROPS_PREFIX.len()..)
                 .and_then(|c| <[u8; 2]>::try_from(c).ok())
                 .map(u16::from_be_bytes)
-                .ok_or_else(|| self.shared.corrupt("meta", &key, "not a drop reason code"))?;
+                .ok_or_else(|| self.shared.corrupt("rows", &key, "not a drop reason code"))?;
             let label = DropReason::from_code(code).as_str();
             match totals.iter_mut().find(|(l, _)| *l == label) {
                 Some((_, total)) => *total = total.saturating_add(n),
@@ -698,11 +831,11 @@ impl Store {
     /// [`OTHER_APP`].
     pub fn agent_drops_by_app(&self) -> Result<Vec<(String, &'static str, u64)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.shared.trees.meta.scan_prefix(DROPS_APP_PREFIX) {
+        for item in self.shared.trees.rows.scan_prefix(meta_key(DROPS_APP_PREFIX)) {
             let (key, value) = item.map_err(|e| self.shared.io(e))?;
-            let n = codec::be_u64(&value).map_err(|e| self.shared.corrupt("meta", &key, &e))?;
-            let (app, code) = split_drop_app_key(&key)
-                .ok_or_else(|| self.shared.corrupt("meta", &key, "not an app drop key"))?;
+            let n = codec::be_u64(&value).map_err(|e| self.shared.corrupt("rows", &key, &e))?;
+            let (app, code) = split_drop_app_key(&key[1..])
+                .ok_or_else(|| self.shared.corrupt("rows", &key, "not an app drop key"))?;
             out.push((app, DropReason::from_code(code).as_str(), n));
         }
         Ok(out)
@@ -751,6 +884,19 @@ impl Store {
     }
 }
 
+/// A result of many items as items (an error as one).
+fn flatten<T>(
+    items: Result<impl IntoIterator<Item = T>, StoreError>,
+) -> Box<dyn Iterator<Item = Result<T, StoreError>>>
+where
+    T: 'static,
+{
+    match items {
+        Ok(items) => Box::new(items.into_iter().map(Ok).collect::<Vec<_>>().into_iter()),
+        Err(e) => Box::new(std::iter::once(Err(e))),
+    }
+}
+
 /// Two event-ordered streams of counts as one, in event order (errors first).
 fn merge_by_event_at(
     a: impl Iterator<Item = Result<StoredTargets, StoreError>>,
@@ -767,6 +913,40 @@ fn merge_by_event_at(
         };
         if take_a { a.next() } else { b.next() }
     })
+}
+
+/// The first `fleet_outbox` key to hand out after a restart. A group writes its outbox
+/// entries, then its rows with [`META_OUTBOX_HI`] (every key below is backed by rows that
+/// landed); entries at or above it are from a group killed between the two writes, whose
+/// batches were never acknowledged (and, not stored, must not be published): deleted here.
+fn recover_outbox(path: &Path, trees: &Trees) -> Result<u64, StoreError> {
+    let engine = |e| engine_error(path, e);
+    let last = trees.fleet_outbox.last().map_err(engine)?;
+    let after_last =
+        last.map_or(1, |(k, _)| codec::be_u64(&k).unwrap_or(u64::MAX - 1).saturating_add(1));
+    let key = meta_key(META_OUTBOX_HI);
+    let Some(hi) = trees.rows.get(&key).map_err(engine)? else {
+        // No fleet group committed since this marker exists.
+        return Ok(after_last);
+    };
+    let hi = codec::be_u64(&hi).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!("rows key {}: {e}", hex(&key)),
+    })?;
+    let mut orphans = 0;
+    for item in trees.fleet_outbox.range(hi.to_be_bytes()..) {
+        let (k, _) = item.map_err(engine)?;
+        trees.fleet_outbox.remove(k).map_err(engine)?;
+        orphans += 1;
+    }
+    if orphans > 0 {
+        tracing::warn!(
+            orphans,
+            "fleet outbox: deleted entries of a group whose rows were never written (killed \
+             mid-commit; those uploads were not acknowledged)"
+        );
+    }
+    Ok(hi.max(1))
 }
 
 /// The writer: group commit until every sender is gone and the queue is empty.
@@ -883,8 +1063,8 @@ impl Shared {
         }
     }
 
-    /// Checks (and, for a format 1 store, upgrades) the format marker.
-    fn check_format(&self, had_data: bool, legacy_replay: &sled::Tree) -> Result<(), StoreError> {
+    /// Checks the format marker; upgrades a format 1 or 2 store in place (`upgrade.rs`).
+    fn check_format(&self, had_data: bool) -> Result<(), StoreError> {
         let meta = &self.trees.meta;
         let engine = |e| engine_error(&self.path, e);
         match meta.get(META_FORMAT).map_err(engine)? {
@@ -894,31 +1074,23 @@ impl Shared {
                 })?;
                 match u32::from_be_bytes(arr) {
                     FORMAT_VERSION => Ok(()),
-                    // Format 1 data reads as it is (its report records are version 1: no
-                    // derived counts); only new writes use format 2's records.
-                    1 => {
-                        meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
-                        tracing::info!(
-                            path = %self.path.display(),
-                            "store upgraded from format 1 to 2 (NEL counts kept in their reports)"
-                        );
-                        Ok(())
-                    }
+                    old @ (1 | 2) => self.upgrade(old),
                     version => Err(StoreError::Open {
                         path: self.path.clone(),
                         reason: format!(
-                            "on-disk format {version}, this build reads formats 1 and \
+                            "on-disk format {version}, this build reads formats 1, 2 and \
                              {FORMAT_VERSION}"
                         ),
                     }),
                 }
             }
             None => {
-                let empty =
-                    [&self.trees.reports, &self.trees.targets, &self.trees.digests, legacy_replay]
-                        .iter()
-                        .all(|t| t.is_empty());
-                if had_data || !empty {
+                let legacy = self
+                    .db
+                    .tree_names()
+                    .iter()
+                    .any(|n| upgrade::LEGACY_TREES.iter().any(|l| l.as_bytes() == n.as_ref()));
+                if had_data || legacy || !self.trees.rows.is_empty() {
                     return Err(StoreError::Corrupt {
                         path: self.path.clone(),
                         detail: "the directory holds sled files but no Vantage format marker: the \
@@ -933,14 +1105,21 @@ impl Shared {
         }
     }
 
-    /// The counters from `meta`, or recounted from the trees when any is missing (a store
-    /// written before they existed, or one whose meta entries were lost).
+    /// A u64 under `M` ‖ `name` in `rows`.
+    fn read_meta(&self, name: &[u8]) -> Result<Option<u64>, StoreError> {
+        let key = meta_key(name);
+        match self.trees.rows.get(&key).map_err(|e| engine_error(&self.path, e))? {
+            Some(v) => codec::be_u64(&v).map(Some).map_err(|e| self.corrupt("rows", &key, &e)),
+            None => Ok(None),
+        }
+    }
+
     /// The apps that have per-app drop totals on disk.
     fn drop_apps_on_disk(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         let mut apps = std::collections::BTreeSet::new();
-        for item in self.trees.meta.scan_prefix(DROPS_APP_PREFIX) {
+        for item in self.trees.rows.scan_prefix(meta_key(DROPS_APP_PREFIX)) {
             let (key, _) = item.map_err(|e| self.io(e))?;
-            if let Some((app, _)) = split_drop_app_key(&key) {
+            if let Some((app, _)) = split_drop_app_key(&key[1..]) {
                 apps.insert(app);
             }
         }
@@ -966,50 +1145,138 @@ impl Shared {
         OTHER_APP.to_owned()
     }
 
+    /// The counters from `rows`, or recounted from the rows when any is missing (an upgraded
+    /// store, or one whose counter entries were lost).
     fn load_or_rebuild_counts(&self) -> Result<Counts, StoreError> {
-        let meta = &self.trees.meta;
-        let read = |key: &[u8]| -> Result<Option<u64>, StoreError> {
-            match meta.get(key).map_err(|e| engine_error(&self.path, e))? {
-                Some(v) => codec::be_u64(&v).map(Some).map_err(|e| self.corrupt("meta", key, &e)),
-                None => Ok(None),
-            }
-        };
-        if let (Some(reports), Some(targets), Some(bytes)) =
-            (read(META_REPORTS)?, read(META_TARGETS)?, read(META_BYTES)?)
-        {
+        if let (Some(reports), Some(targets), Some(bytes)) = (
+            self.read_meta(META_REPORTS)?,
+            self.read_meta(META_TARGETS)?,
+            self.read_meta(META_BYTES)?,
+        ) {
             return Ok(Counts { reports, targets, bytes });
         }
         let mut counts = Counts::default();
-        for entry in self.trees.reports.iter() {
-            let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
-            counts.reports += 1;
-            counts.bytes += (k.len() + v.len()) as u64 + ID_ENTRY_BYTES;
+        for (prefix, with_ids) in [(P_REPORTS, true), (P_TARGETS, false)] {
+            for entry in self.trees.rows.scan_prefix([prefix]) {
+                let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
+                let base = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?;
+                let entries = codec::decode_row(base, with_ids, &v)
+                    .map_err(|e| self.corrupt("rows", &k, &e))?;
+                for (_, _, record) in entries {
+                    if with_ids {
+                        counts.reports += 1;
+                        counts.bytes += report_bytes(record.len());
+                    } else {
+                        counts.targets += 1;
+                        counts.bytes += targets_bytes(record.len());
+                    }
+                }
+            }
         }
-        for entry in self.trees.targets.iter() {
-            let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
-            counts.targets += 1;
-            counts.bytes += (k.len() + v.len()) as u64;
-        }
-        let write = |key: &[u8], v: u64| {
-            meta.insert(key, &v.to_be_bytes()).map(drop).map_err(|e| engine_error(&self.path, e))
-        };
-        write(META_REPORTS, counts.reports)?;
-        write(META_TARGETS, counts.targets)?;
-        write(META_BYTES, counts.bytes)?;
+        let mut batch = sled::Batch::default();
+        put_counts(&mut batch, counts);
+        self.trees.rows.apply_batch(batch).map_err(|e| engine_error(&self.path, e))?;
         Ok(counts)
     }
 
-    fn scan<'a>(
+    /// The rows of `prefix` whose bucket is in `bucket_of(from)..to`, one bucket's rows at a
+    /// time, oldest bucket first (or newest first when `rev`).
+    fn buckets<'a>(
         &'a self,
-        tree: &'a sled::Tree,
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a {
-        // An 8-byte bound sorts before every longer key with the same time prefix, so
-        // `from..to` holds exactly the keys with from <= event_at < to.
-        let start = from.0.to_be_bytes();
-        let end = to.0.max(from.0).to_be_bytes();
-        tree.range(start..end).map(move |entry| entry.map_err(|e| self.io(e)))
+        prefix: u8,
+        from: u64,
+        to: u64,
+        rev: bool,
+    ) -> impl Iterator<Item = Result<Vec<(sled::IVec, sled::IVec)>, StoreError>> + 'a {
+        let start = row_bound(prefix, bucket_of(from));
+        let end = row_bound(prefix, to.max(bucket_of(from)));
+        let range = self.trees.rows.range(start..end);
+        let mut iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a> =
+            if rev { Box::new(range.rev()) } else { Box::new(range) };
+        let mut pending: Option<(sled::IVec, sled::IVec)> = None;
+        std::iter::from_fn(move || {
+            let mut rows = Vec::new();
+            let mut bucket = None;
+            loop {
+                let next = match pending.take() {
+                    Some(kv) => kv,
+                    None => match iter.next() {
+                        None => break,
+                        Some(Err(e)) => return Some(Err(self.io(e))),
+                        Some(Ok(kv)) => kv,
+                    },
+                };
+                let b = match key_bucket(&next.0) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(self.corrupt("rows", &next.0, &e))),
+                };
+                match bucket {
+                    Some(current) if current != b => {
+                        pending = Some(next);
+                        break;
+                    }
+                    _ => bucket = Some(b),
+                }
+                rows.push(next);
+            }
+            (!rows.is_empty()).then_some(Ok(rows))
+        })
+    }
+
+    /// The reports of one bucket's rows that `keep` (event time, id) selects, with their
+    /// derived-count flags, in (event time, id) order (reversed when `newest_first`).
+    fn decode_reports(
+        &self,
+        rows: &[(sled::IVec, sled::IVec)],
+        keep: impl Fn(u64, &[u8; 16]) -> bool,
+        newest_first: bool,
+    ) -> Result<Vec<(StoredReport, bool)>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in rows {
+            let base = key_bucket(k).map_err(|e| self.corrupt("rows", k, &e))?;
+            for (t, id, record) in
+                codec::decode_row(base, true, v).map_err(|e| self.corrupt("rows", k, &e))?
+            {
+                if keep(t, &id) {
+                    let decoded = codec::decode_record(UnixMillis(t), id, record).map_err(|e| {
+                        self.corrupt("rows", k, &format!("report {}: {e}", hex(&id)))
+                    })?;
+                    out.push(decoded);
+                }
+            }
+        }
+        if newest_first {
+            out.sort_unstable_by_key(|b| std::cmp::Reverse((b.0.event_at, b.0.id)));
+        } else {
+            out.sort_unstable_by_key(|a| (a.0.event_at, a.0.id));
+        }
+        Ok(out)
+    }
+
+    /// The targets of one bucket's rows with `from <= event_at < to`, in event order.
+    fn decode_targets(
+        &self,
+        rows: &[(sled::IVec, sled::IVec)],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<StoredTargets>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in rows {
+            let base = key_bucket(k).map_err(|e| self.corrupt("rows", k, &e))?;
+            for (t, _, record) in
+                codec::decode_row(base, false, v).map_err(|e| self.corrupt("rows", k, &e))?
+            {
+                if from <= t && t < to {
+                    out.push(
+                        codec::decode_targets_record(UnixMillis(t), record)
+                            .map_err(|e| self.corrupt("rows", k, &e))?,
+                    );
+                }
+            }
+        }
+        // Stable: counts of one time stay in the order they were committed.
+        out.sort_by_key(|t| t.event_at);
+        Ok(out)
     }
 
     fn prepare(
@@ -1044,14 +1311,10 @@ impl Shared {
             .zip(&derived)
             .enumerate()
             .map(|(i, (r, derived))| {
-                let value = codec::encode_report(r, *derived)
+                let record = codec::encode_report(r, *derived)
                     .map_err(|e| StoreError::Encode(format!("reports[{i}]: {e}")))?;
-                Ok(PreparedReport {
-                    key: codec::report_key(r.event_at, &r.id),
-                    id: r.id,
-                    value,
-                    indexed: r.source != Source::Nel,
-                })
+                let entry = codec::Entry { event_at: r.event_at.0, id: r.id, record };
+                Ok((entry, r.source != Source::Nel))
             })
             .collect::<Result<_, StoreError>>()?;
         let targets = batch
@@ -1060,11 +1323,9 @@ impl Shared {
             .enumerate()
             .filter(|(i, _)| written[*i])
             .map(|(i, t)| {
-                let value = codec::encode_targets(t)
+                let record = codec::encode_targets(t)
                     .map_err(|e| StoreError::Encode(format!("targets[{i}]: {e}")))?;
-                let index = u32::try_from(i)
-                    .map_err(|_| StoreError::Encode(format!("more than {} targets", u32::MAX)))?;
-                Ok((codec::target_key(t.event_at, &batch.digest, index), value))
+                Ok(codec::Entry { event_at: t.event_at.0, id: [0; 16], record })
             })
             .collect::<Result<_, StoreError>>()?;
         Ok(Prepared {
@@ -1086,305 +1347,338 @@ impl Shared {
         })
     }
 
-    /// Dedup and inserts for a whole group in one transaction. One result per batch, in order.
-    /// The batches come back as they were, in order.
+    /// Dedup and inserts for a whole group in one `apply_batch` of `rows` (and one of
+    /// `fleet_outbox` after it). One result per batch, in order. The batches come back as they
+    /// were, in order.
     fn apply_group(
         &self,
         batches: Vec<(IngestBatch, Option<Vec<u8>>)>,
     ) -> (Vec<Result<CommitOutcome, StoreError>>, Vec<IngestBatch>) {
         let (prepared, batches): (Vec<Result<Prepared, StoreError>>, Vec<IngestBatch>) =
             batches.into_iter().map(|(b, outbox)| (self.prepare(&b, outbox), b)).unzip();
-        let t = &self.trees;
-        let result = (
-            &t.reports,
-            &t.report_ids,
-            &t.targets,
-            &t.digests,
-            &t.digests_by_time,
-            &t.meta,
-            &t.fleet_outbox,
-        )
-            .transaction(
-                |(reports, report_ids, targets, digests, by_time, meta, fleet_outbox)| {
-                    let mut delta = Delta::default();
-                    let mut outcomes = Vec::with_capacity(prepared.len());
-                    for p in &prepared {
-                        let p = match p {
-                            Ok(p) => p,
-                            Err(e) => {
-                                outcomes.push(Err(e.clone()));
-                                continue;
-                            }
-                        };
-                        // Published with the batch, or published again with its duplicate:
-                        // whoever stored the first copy may have died before publishing it.
-                        if let Some((key, value)) = &p.outbox {
-                            fleet_outbox.insert(&key[..], value.as_slice())?;
-                        }
-                        // The one duplicate test: the same envelope bytes were stored. Earlier
-                        // batches of this group are visible here (same transaction).
-                        if digests.get(p.digest)?.is_some() {
-                            outcomes.push(Ok(CommitOutcome::Duplicate));
-                            continue;
-                        }
-                        let time = p.received_at.to_be_bytes();
-                        digests.insert(&p.digest[..], &time[..])?;
-                        let mut by_time_key = [0u8; 40];
-                        by_time_key[..8].copy_from_slice(&time);
-                        by_time_key[8..].copy_from_slice(&p.digest);
-                        by_time.insert(&by_time_key[..], &[][..])?;
-
-                        let mut stored_reports = 0;
-                        for PreparedReport { key, id, value, indexed } in &p.reports {
-                            if *indexed {
-                                if report_ids.get(id)?.is_some() {
-                                    continue;
-                                }
-                                report_ids.insert(&id[..], &key[..8])?;
-                            }
-                            // Invariant: report_ids had no entry for this id (or, for a NEL
-                            // report, its id derives from the digest just found new), so
-                            // reports has no key ending in it.
-                            reports.insert(&key[..], value.as_slice())?;
-                            stored_reports += 1;
-                            delta.reports += 1;
-                            delta.bytes += (key.len() + value.len()) as i64 + ID_ENTRY_BYTES as i64;
-                        }
-                        for (key, value) in &p.targets {
-                            let old = targets.insert(&key[..], value.as_slice())?;
-                            match old {
-                                Some(old) => delta.bytes += value.len() as i64 - old.len() as i64,
-                                None => {
-                                    delta.targets += 1;
-                                    delta.bytes += (key.len() + value.len()) as i64;
-                                }
-                            }
-                        }
-                        for (reason, n) in &p.drops {
-                            // The total per reason, and the same per app.
-                            for key in [drop_key(*reason), drop_app_key(&p.drops_app, *reason)] {
-                                let current = match meta.get(&key)? {
-                                    Some(v) => codec::be_u64(&v).map_err(|e| {
-                                        ConflictableTransactionError::Abort(
-                                            self.corrupt("meta", &key, &e),
-                                        )
-                                    })?,
-                                    None => 0,
-                                };
-                                meta.insert(key, &current.saturating_add(*n).to_be_bytes())?;
-                            }
-                        }
-                        outcomes.push(Ok(CommitOutcome::Stored {
-                            reports: stored_reports,
-                            targets: p.target_records,
-                        }));
-                    }
-                    self.add_to_meta(meta, delta)?;
-                    Ok((outcomes, delta))
-                },
-            );
-        let outcomes = match result {
-            Ok((outcomes, delta)) => {
-                self.apply_delta(delta);
-                outcomes
-            }
-            Err(e) => {
-                let e = self.tx_error(e);
-                vec![Err(e); prepared.len()]
-            }
+        let n = prepared.len();
+        let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let outcomes = match self.write_group(&mut state, prepared) {
+            Ok(outcomes) => outcomes,
+            Err(e) => vec![Err(e); n],
         };
         (outcomes, batches)
     }
 
-    fn add_to_meta(&self, meta: &sled::transaction::TransactionalTree, d: Delta) -> TxResult<()> {
-        if d.is_zero() {
-            return Ok(());
+    /// The group's write, with [`Shared::write`] held.
+    fn write_group(
+        &self,
+        state: &mut WriteState,
+        prepared: Vec<Result<Prepared, StoreError>>,
+    ) -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
+        use std::collections::{BTreeMap, HashSet};
+        let rows = &self.trees.rows;
+        let io = |e| self.io(e);
+        let group_time = prepared.iter().flatten().map(|p| p.received_at).max().unwrap_or(0);
+        let time = group_time.to_be_bytes();
+        let seq = state.next_seq;
+        let mut batch = sled::Batch::default();
+        let mut outbox = sled::Batch::default();
+        let mut any_outbox = false;
+        let mut digests: Vec<u8> = Vec::new();
+        let mut new_digests: HashSet<[u8; 32]> = HashSet::new();
+        let mut new_ids: HashSet<[u8; 16]> = HashSet::new();
+        let mut reports: BTreeMap<u64, Vec<codec::Entry>> = BTreeMap::new();
+        let mut targets: BTreeMap<u64, Vec<codec::Entry>> = BTreeMap::new();
+        let mut drops: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let mut delta = Delta::default();
+        // First the digests (in batch order: the first of two equal uploads is stored), and
+        // the id chunks every candidate agent report id falls in.
+        let mut outcomes: Vec<Option<Result<CommitOutcome, StoreError>>> =
+            Vec::with_capacity(prepared.len());
+        let mut stored: Vec<Prepared> = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let mut p = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    outcomes.push(Some(Err(e)));
+                    continue;
+                }
+            };
+            // Published with the batch, or published again with its duplicate: whoever stored
+            // the first copy may have died before publishing it.
+            if let Some((key, value)) = p.outbox.take() {
+                outbox.insert(&key[..], value);
+                any_outbox = true;
+            }
+            // The one duplicate test: the same envelope bytes were stored (earlier in this
+            // group, or before).
+            let digest_key = prefixed(P_DIGESTS, &p.digest);
+            if new_digests.contains(&p.digest) || rows.get(&digest_key).map_err(io)?.is_some() {
+                outcomes.push(Some(Ok(CommitOutcome::Duplicate)));
+                continue;
+            }
+            new_digests.insert(p.digest);
+            batch.insert(digest_key, &time[..]);
+            digests.extend_from_slice(&p.digest);
+            outcomes.push(None);
+            stored.push(p);
         }
-        for (key, change) in
-            [(META_REPORTS, d.reports), (META_TARGETS, d.targets), (META_BYTES, d.bytes)]
-        {
-            let current = match meta.get(key)? {
-                Some(v) => codec::be_u64(&v).map_err(|e| {
-                    ConflictableTransactionError::Abort(self.corrupt("meta", key, &e))
-                })?,
+        let mut ids = ids::IdChunks::default();
+        let mut candidates: Vec<[u8; 16]> = stored
+            .iter()
+            .flat_map(|p| p.reports.iter().filter(|(_, indexed)| *indexed).map(|(e, _)| e.id))
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for id in &candidates {
+            ids.load(rows, id).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
+        }
+        let mut stored = stored.into_iter();
+        for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+            let Some(p) = stored.next() else { break };
+            let mut stored_reports = 0;
+            for (entry, indexed) in p.reports {
+                if indexed {
+                    if ids.contains(&entry.id) || new_ids.contains(&entry.id) {
+                        continue;
+                    }
+                    new_ids.insert(entry.id);
+                    ids.insert(entry.id);
+                }
+                // Invariant: the id index had no entry for this id (or, for a NEL report, its
+                // id derives from the digest just found new), so no row holds it.
+                stored_reports += 1;
+                delta.reports += 1;
+                delta.bytes += report_bytes(entry.record.len()) as i64;
+                reports.entry(bucket_of(entry.event_at)).or_default().push(entry);
+            }
+            for entry in p.targets {
+                delta.targets += 1;
+                delta.bytes += targets_bytes(entry.record.len()) as i64;
+                targets.entry(bucket_of(entry.event_at)).or_default().push(entry);
+            }
+            for (reason, n) in &p.drops {
+                // The total per reason, and the same per app.
+                for key in [drop_key(*reason), drop_app_key(&p.drops_app, *reason)] {
+                    let total = drops.entry(meta_key(&key)).or_insert(0);
+                    *total = total.saturating_add(*n);
+                }
+            }
+            *outcome = Some(Ok(CommitOutcome::Stored {
+                reports: stored_reports,
+                targets: p.target_records,
+            }));
+        }
+        ids.write(&mut batch);
+        // Invariant: every `None` was replaced by its stored batch's outcome just above.
+        let outcomes: Vec<Result<CommitOutcome, StoreError>> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Io("batch without an outcome".into()))))
+            .collect();
+        for (key, added) in drops {
+            let current = match rows.get(&key).map_err(io)? {
+                Some(v) => codec::be_u64(&v).map_err(|e| self.corrupt("rows", &key, &e))?,
                 None => 0,
             };
-            meta.insert(key, &current.saturating_add_signed(change).to_be_bytes())?;
+            batch.insert(key, &current.saturating_add(added).to_be_bytes()[..]);
         }
-        Ok(())
-    }
-
-    fn tx_error(&self, e: TransactionError<StoreError>) -> StoreError {
-        match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => self.io(e),
+        for (prefix, buckets) in [(P_REPORTS, &mut reports), (P_TARGETS, &mut targets)] {
+            for (bucket, entries) in buckets.iter_mut() {
+                entries.sort_unstable_by_key(|a| (a.event_at, a.id));
+                push_rows(&mut batch, prefix, *bucket, seq, entries);
+            }
         }
-    }
-
-    /// Deletes the given rows in one transaction, updating the counters.
-    fn delete(
-        &self,
-        report_keys: &[sled::IVec],
-        target_keys: &[sled::IVec],
-    ) -> Result<Delta, StoreError> {
-        let t = &self.trees;
-        let delta = (&t.reports, &t.report_ids, &t.targets, &t.meta)
-            .transaction(|(reports, report_ids, targets, meta)| {
-                let mut delta = Delta::default();
-                for key in report_keys {
-                    if let Some(old) = reports.remove(key)? {
-                        if let Some(id) = key.get(8..) {
-                            report_ids.remove(id)?;
-                        }
-                        delta.reports -= 1;
-                        delta.bytes -= (key.len() + old.len()) as i64 + ID_ENTRY_BYTES as i64;
-                    }
-                }
-                for key in target_keys {
-                    if let Some(old) = targets.remove(key)? {
-                        delta.targets -= 1;
-                        delta.bytes -= (key.len() + old.len()) as i64;
-                    }
-                }
-                self.add_to_meta(meta, delta)?;
-                Ok(delta)
-            })
-            .map_err(|e| self.tx_error(e))?;
+        if !digests.is_empty() {
+            // The digests of this group, forgotten together once the dedup horizon passed.
+            batch.insert(&row_key(P_EXPIRY, group_time, seq, 0)[..], digests);
+        }
+        let mut counts = self.counts();
+        counts.apply(delta);
+        put_counts(&mut batch, counts);
+        batch.insert(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
+        // Before the rows: sled recovers a prefix of its log, so rows on disk always have
+        // their outbox entries. The rows batch records how far the outbox is backed by rows;
+        // entries beyond that after a crash belong to a group whose rows never landed (never
+        // acknowledged) and are deleted at open (`recover_outbox`).
+        if any_outbox {
+            let hi = self.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
+            batch.insert(meta_key(META_OUTBOX_HI), &hi.to_be_bytes()[..]);
+            self.trees.fleet_outbox.apply_batch(outbox).map_err(io)?;
+        }
+        // One atomic write for the group: after a crash either all of it is there or none.
+        rows.apply_batch(batch).map_err(io)?;
+        state.next_seq = seq + 1;
         self.apply_delta(delta);
-        Ok(delta)
+        Ok(outcomes)
+    }
+
+    /// Deletes the expired entries of `prefix` rows in `*start..end`: those before `cutoff`
+    /// (`Some`), or whole rows in key order until `excess` logical bytes are freed (`None`
+    /// cutoff). One step: at most [`DELETE_CHUNK`] rows, in one `apply_batch` with
+    /// [`Shared::write`] held. Moves `*start` past the rows it looked at; `None` when there
+    /// were none.
+    fn delete_step(
+        &self,
+        prefix: u8,
+        start: &mut Vec<u8>,
+        end: &[u8],
+        cutoff: Option<u64>,
+        excess: u64,
+    ) -> Result<Option<Delta>, StoreError> {
+        let with_ids = prefix == P_REPORTS;
+        let rows = &self.trees.rows;
+        let _state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = sled::Batch::default();
+        let mut delta = Delta::default();
+        let mut gone_ids = Vec::new();
+        let mut seen = 0;
+        for item in rows.range(start.clone()..end.to_vec()) {
+            if seen == DELETE_CHUNK || (cutoff.is_none() && delta.bytes.unsigned_abs() >= excess) {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.io(e))?;
+            seen += 1;
+            *start = k.to_vec();
+            start.push(0);
+            let base = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?;
+            let entries =
+                codec::decode_row(base, with_ids, &v).map_err(|e| self.corrupt("rows", &k, &e))?;
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                entries.into_iter().partition(|(t, _, _)| cutoff.is_none_or(|c| *t < c));
+            if gone.is_empty() {
+                continue;
+            }
+            for (_, id, record) in &gone {
+                if with_ids {
+                    delta.reports -= 1;
+                    delta.bytes -= report_bytes(record.len()) as i64;
+                    if codec::record_is_agent(record) {
+                        gone_ids.push(*id);
+                    }
+                } else {
+                    delta.targets -= 1;
+                    delta.bytes -= targets_bytes(record.len()) as i64;
+                }
+            }
+            if kept.is_empty() {
+                batch.remove(k);
+            } else {
+                let kept: Vec<codec::Entry> = kept
+                    .into_iter()
+                    .map(|(event_at, id, record)| codec::Entry {
+                        event_at,
+                        id,
+                        record: record.to_vec(),
+                    })
+                    .collect();
+                batch.insert(k, codec::encode_row(base, with_ids, kept.iter()));
+            }
+        }
+        if seen == 0 {
+            return Ok(None);
+        }
+        let mut ids = ids::IdChunks::default();
+        gone_ids.sort_unstable();
+        for id in &gone_ids {
+            ids.load(rows, id).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
+        }
+        for id in &gone_ids {
+            ids.remove(id);
+        }
+        ids.write(&mut batch);
+        let mut counts = self.counts();
+        counts.apply(delta);
+        put_counts(&mut batch, counts);
+        rows.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.apply_delta(delta);
+        Ok(Some(delta))
     }
 
     fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionStats, StoreError> {
-        let engine = |e: sled::Error| self.io(e);
-        let cutoff = self.admission.cutoff(now).0.to_be_bytes();
-        let dedup_cutoff = self.admission.dedup_cutoff(now).0.to_be_bytes();
+        let cutoff = self.admission.cutoff(now).0;
         let mut stats = RetentionStats::default();
-        let t = &self.trees;
 
-        // By age: everything keyed before the cutoff, front of each tree first.
-        loop {
-            let keys = t
-                .reports
-                .range(..cutoff)
-                .keys()
-                .take(DELETE_CHUNK)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(engine)?;
-            if keys.is_empty() {
-                break;
+        // By age: every entry before the cutoff, front of the keyspace first.
+        for prefix in [P_REPORTS, P_TARGETS] {
+            let mut start = vec![prefix];
+            let end = row_bound(prefix, cutoff);
+            while let Some(d) = self.delete_step(prefix, &mut start, &end, Some(cutoff), 0)? {
+                stats.expired_reports += d.reports.unsigned_abs();
+                stats.expired_targets += d.targets.unsigned_abs();
+                stats.freed_bytes += d.bytes.unsigned_abs();
             }
-            let d = self.delete(&keys, &[])?;
-            stats.expired_reports += d.reports.unsigned_abs();
-            stats.freed_bytes += d.bytes.unsigned_abs();
         }
-        loop {
-            let keys = t
-                .targets
-                .range(..cutoff)
-                .keys()
-                .take(DELETE_CHUNK)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(engine)?;
-            if keys.is_empty() {
-                break;
-            }
-            let d = self.delete(&[], &keys)?;
-            stats.expired_targets += d.targets.unsigned_abs();
-            stats.freed_bytes += d.bytes.unsigned_abs();
-        }
-        loop {
-            let keys = t
-                .digests_by_time
-                .range(..dedup_cutoff)
-                .keys()
-                .take(DELETE_CHUNK)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(engine)?;
-            if keys.is_empty() {
-                break;
-            }
-            let removed = (&t.digests, &t.digests_by_time)
-                .transaction(|(digests, by_time)| {
-                    let mut removed = 0u64;
-                    for key in &keys {
-                        by_time.remove(key)?;
-                        let digest = &key[8..];
-                        // A digest seen again later (after an earlier expiry) carries a newer
-                        // time; only the entry this time-index row describes goes.
-                        if digests.get(digest)?.is_some_and(|v| v.as_ref() == &key[..8]) {
-                            digests.remove(digest)?;
-                            removed += 1;
-                        }
-                    }
-                    Ok(removed)
-                })
-                .map_err(|e| self.tx_error(e))?;
-            stats.expired_digests += removed;
-        }
-        // By size: oldest event time first across reports and targets.
+        stats.expired_digests = self.expire_digests(self.admission.dedup_cutoff(now).0)?;
+        // By size: whole rows, oldest first by (bucket, sequence, chunk) across reports and
+        // counts (reports first on a tie).
         while self.counts().bytes > self.config.max_bytes {
             let excess = self.counts().bytes - self.config.max_bytes;
-            let (reports, targets) = self.oldest(excess)?;
-            if reports.is_empty() && targets.is_empty() {
+            let first = |prefix: u8| -> Result<Option<sled::IVec>, StoreError> {
+                match self.trees.rows.scan_prefix([prefix]).next() {
+                    None => Ok(None),
+                    Some(Err(e)) => Err(self.io(e)),
+                    Some(Ok((k, _))) => Ok(Some(k)),
+                }
+            };
+            let (prefix, other) = match (first(P_REPORTS)?, first(P_TARGETS)?) {
+                (None, None) => break,
+                (Some(r), Some(t)) if t[1..] < r[1..] => (P_TARGETS, Some(r)),
+                (Some(_), t) => (P_REPORTS, t),
+                (None, Some(_)) => (P_TARGETS, None),
+            };
+            // Up to the other prefix's oldest row (inclusive for reports: they go first).
+            let end = match other {
+                Some(o) => {
+                    let mut end = vec![prefix];
+                    end.extend_from_slice(&o[1..]);
+                    if prefix == P_REPORTS {
+                        end.push(0);
+                    }
+                    end
+                }
+                None => vec![prefix + 1],
+            };
+            let mut start = vec![prefix];
+            let Some(d) = self.delete_step(prefix, &mut start, &end, None, excess)? else {
                 break;
-            }
-            let d = self.delete(&reports, &targets)?;
-            stats.evicted_reports +=
-                u64::try_from(reports.len()).unwrap_or(0).min(d.reports.unsigned_abs());
+            };
+            stats.evicted_reports += d.reports.unsigned_abs();
             stats.evicted_targets += d.targets.unsigned_abs();
             stats.freed_bytes += d.bytes.unsigned_abs();
         }
         Ok(stats)
     }
 
-    /// The oldest rows (merging both trees by event time) whose sizes add up to `excess`, at
-    /// most `DELETE_CHUNK` of them.
-    fn oldest(&self, excess: u64) -> Result<(Vec<sled::IVec>, Vec<sled::IVec>), StoreError> {
-        let mut reports = self.trees.reports.iter();
-        let mut targets = self.trees.targets.iter();
-        let mut next_report = self.next_row(&mut reports, "reports", ID_ENTRY_BYTES)?;
-        let mut next_target = self.next_row(&mut targets, "targets", 0)?;
-        let (mut report_keys, mut target_keys) = (Vec::new(), Vec::new());
-        let mut freed = 0u64;
-        while freed < excess && report_keys.len() + target_keys.len() < DELETE_CHUNK {
-            let take_report = match (&next_report, &next_target) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(r), Some(t)) => r.0 <= t.0,
-            };
-            if take_report {
-                if let Some((_, key, size)) = next_report.take() {
-                    freed += size;
-                    report_keys.push(key);
+    /// Forgets the digests of groups committed before `cutoff`, in steps of
+    /// [`DELETE_CHUNK`] groups.
+    fn expire_digests(&self, cutoff: u64) -> Result<u64, StoreError> {
+        let rows = &self.trees.rows;
+        let mut removed = 0;
+        loop {
+            let _state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut batch = sled::Batch::default();
+            let mut seen = 0;
+            for item in
+                rows.range(vec![P_EXPIRY]..row_bound(P_EXPIRY, cutoff).to_vec()).take(DELETE_CHUNK)
+            {
+                let (k, v) = item.map_err(|e| self.io(e))?;
+                seen += 1;
+                let time = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?.to_be_bytes();
+                for digest in v.chunks(32) {
+                    let key = prefixed(
+                        P_DIGESTS,
+                        &<[u8; 32]>::try_from(digest)
+                            .map_err(|_| self.corrupt("rows", &k, "not a list of digests"))?,
+                    );
+                    // A digest seen again later (after an earlier expiry) carries a newer
+                    // time; only the entry this group wrote goes.
+                    if rows.get(&key).map_err(|e| self.io(e))?.is_some_and(|v| v.as_ref() == time) {
+                        batch.remove(key);
+                        removed += 1;
+                    }
                 }
-                next_report = self.next_row(&mut reports, "reports", ID_ENTRY_BYTES)?;
-            } else {
-                if let Some((_, key, size)) = next_target.take() {
-                    freed += size;
-                    target_keys.push(key);
-                }
-                next_target = self.next_row(&mut targets, "targets", 0)?;
+                batch.remove(k);
             }
-        }
-        Ok((report_keys, target_keys))
-    }
-
-    /// The next row of a time-keyed tree as (event time, key, logical size).
-    fn next_row(
-        &self,
-        iter: &mut sled::Iter,
-        tree: &str,
-        extra: u64,
-    ) -> Result<Option<(u64, sled::IVec, u64)>, StoreError> {
-        match iter.next() {
-            None => Ok(None),
-            Some(Err(e)) => Err(self.io(e)),
-            Some(Ok((k, v))) => {
-                let time = codec::key_time(&k).map_err(|e| self.corrupt(tree, &k, &e))?;
-                let size = (k.len() + v.len()) as u64 + extra;
-                Ok(Some((time, k, size)))
+            if seen == 0 {
+                return Ok(removed);
             }
+            rows.apply_batch(batch).map_err(|e| self.io(e))?;
         }
     }
 
@@ -1509,6 +1803,11 @@ mod tests {
         store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
     }
 
+    /// Keys of one prefix in `rows`.
+    fn keys(store: &Store, prefix: u8) -> usize {
+        store.shared.trees.rows.scan_prefix([prefix]).count()
+    }
+
     fn all_targets(store: &Store) -> Vec<StoredTargets> {
         store.scan_targets(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
     }
@@ -1540,8 +1839,9 @@ mod tests {
         b.targets.insert(0, ok.clone());
         let outcome = store.commit(b.clone()).await.unwrap();
         assert_eq!(outcome, CommitOutcome::Stored { reports: 3, targets: 4 });
-        assert_eq!(store.shared.trees.targets.len(), 1, "only the success count is a row");
-        assert!(store.shared.trees.report_ids.is_empty(), "NEL ids derive from the digest");
+        assert_eq!(keys(&store, P_TARGETS), 1, "only the success count is written");
+        assert_eq!(keys(&store, P_REPORTS), 1, "one row for the upload's reports");
+        assert_eq!(keys(&store, P_IDS), 0, "NEL ids derive from the digest");
         // Read back: every count the batch carried, in event order.
         let mut want = b.targets.clone();
         want.sort_by_key(|t| t.event_at);
@@ -1551,50 +1851,186 @@ mod tests {
         store.close().await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_format_1_store_is_upgraded_and_its_nel_count_rows_are_read_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        // What format 1 wrote for a NEL upload: the reports, their ids and a row per count.
-        let old = nel_batch(1, 10_000, 2);
-        let t = &store.shared.trees;
-        for (i, r) in old.reports.iter().enumerate() {
-            let key = codec::report_key(r.event_at, &r.id);
-            // A version 1 record: version 2 without its last (derived-count) byte.
-            let mut v1 = codec::encode_report(r, false).unwrap();
-            v1[0] = 1;
-            v1.pop();
-            t.reports.insert(key, v1).unwrap();
-            t.report_ids.insert(r.id, &key[..8]).unwrap();
-            let count = r.nel_targets().unwrap();
-            let key = codec::target_key(count.event_at, &old.digest, i as u32);
-            t.targets.insert(key, codec::encode_targets(&count).unwrap()).unwrap();
+    /// Writes what a format 1 (`v1`) or 2 build wrote for `nel` and `agent` into `store`'s
+    /// legacy trees and marks it with that format; returns the targets it reads back as.
+    fn write_legacy(store: &Store, v1: bool, nel: &IngestBatch, agent: &IngestBatch) {
+        let tree = |n: &str| store.open_tree(n).unwrap();
+        let (reports, ids, targets) = (tree("reports"), tree("report_ids"), tree("targets"));
+        let (digests, by_time, meta) = (tree("digests"), tree("digests_by_time"), tree("meta"));
+        for b in [nel, agent] {
+            for (i, r) in b.reports.iter().enumerate() {
+                let key = codec::report_key(r.event_at, &r.id);
+                let nel = r.source == Source::Nel;
+                let mut record = codec::encode_report(r, nel && !v1).unwrap();
+                if v1 {
+                    // A version 1 record: version 2 without its last (derived-count) byte.
+                    record[0] = 1;
+                    record.pop();
+                }
+                reports.insert(key, record).unwrap();
+                if v1 || !nel {
+                    ids.insert(r.id, &key[..8]).unwrap();
+                }
+                if nel && v1 {
+                    let count = r.nel_targets().unwrap();
+                    let key = codec::target_key(count.event_at, &b.digest, i as u32);
+                    targets.insert(key, codec::encode_targets(&count).unwrap()).unwrap();
+                }
+            }
+            if !b.reports[0].source.eq(&Source::Nel) {
+                for (i, t) in b.targets.iter().enumerate() {
+                    let key = codec::target_key(t.event_at, &b.digest, i as u32);
+                    targets.insert(key, codec::encode_targets(t).unwrap()).unwrap();
+                }
+            }
+            let time = b.reports[0].received_at.0.to_be_bytes();
+            digests.insert(b.digest, &time).unwrap();
+            let mut k = time.to_vec();
+            k.extend_from_slice(&b.digest);
+            by_time.insert(k, &[]).unwrap();
         }
-        t.meta.insert(META_FORMAT, &1u32.to_be_bytes()).unwrap();
-        store.close().await.unwrap();
-        drop(store);
+        meta.insert(drop_key(DropReason::QueueFull), &7u64.to_be_bytes()).unwrap();
+        meta.insert(drop_app_key("com.example", DropReason::QueueFull), &7u64.to_be_bytes())
+            .unwrap();
+        meta.insert(META_FORMAT, &(if v1 { 1u32 } else { 2 }).to_be_bytes()).unwrap();
+        // What format 3 wrote at the open that made this directory: not there in an old store.
+        store.shared.trees.rows.clear().unwrap();
+    }
 
-        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
-        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
-        // The old rows are read as they are, not a second time from their reports.
-        assert_eq!(all_reports_of(&store), old.reports);
-        assert_eq!(all_targets(&store), old.targets);
-        // A NEL upload after the upgrade: its count is derived.
-        let new = nel_batch(2, 20_000, 1);
-        store.commit(new.clone()).await.unwrap();
-        assert_eq!(all_targets(&store), [old.targets.clone(), new.targets].concat());
-        assert_eq!(store.shared.trees.targets.len(), 2);
-        store.close().await.unwrap();
-        drop(store);
+    #[tokio::test]
+    async fn format_1_and_2_stores_are_upgraded_in_place_and_read_as_before() {
+        for v1 in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            let nel = nel_batch(1, 10_000, 2);
+            let mut agent = batch(2, vec![report(40, 9_000), report(41, 12_500)]);
+            agent.targets.push(StoredTargets {
+                received_at: UnixMillis(12_600),
+                event_at: UnixMillis(9_500),
+                service: "svc".into(),
+                host: "example.org".into(),
+                attempts: 10,
+                successes: 9,
+                client: [1; 32],
+                net: NetTag(3),
+                enrichment: Enrichment::default(),
+            });
+            write_legacy(&store, v1, &nel, &agent);
+            store.close().await.unwrap();
+            drop(store);
+
+            let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+            let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+            assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+            let names = store.shared.db.tree_names();
+            for old in upgrade::LEGACY_TREES {
+                assert!(!names.iter().any(|n| n.as_ref() == old.as_bytes()), "{old} left");
+            }
+            // Every report and count reads as before, each count once.
+            let mut reports = [nel.reports.clone(), agent.reports.clone()].concat();
+            reports.sort_by_key(|r| (r.event_at, r.id));
+            assert_eq!(all_reports_of(&store), reports);
+            let mut targets = [nel.targets.clone(), agent.targets.clone()].concat();
+            targets.sort_by_key(|t| t.event_at);
+            assert_eq!(all_targets(&store), targets);
+            let stats = store.stats();
+            assert_eq!((stats.reports, stats.targets), (4, if v1 { 3 } else { 1 }));
+            // Dedup state moved: the old digests, and an old agent report's id.
+            assert_eq!(store.commit(nel.clone()).await.unwrap(), CommitOutcome::Duplicate);
+            let mut resent = agent.clone();
+            resent.digest = [9; 32];
+            resent.targets.clear();
+            assert_eq!(
+                store.commit(resent).await.unwrap(),
+                CommitOutcome::Stored { reports: 0, targets: 0 }
+            );
+            assert_eq!(store.agent_drops().unwrap(), vec![("queue_full", 7)]);
+            assert_eq!(
+                store.agent_drops_by_app().unwrap(),
+                vec![("com.example".to_owned(), "queue_full", 7)]
+            );
+            // Retention still finds the moved rows, ids and digests.
+            let stats = store.enforce_retention(UnixMillis(u64::MAX / 2)).unwrap();
+            assert_eq!(stats.expired_reports, 4);
+            assert_eq!(stats.expired_digests, 3);
+            assert_eq!(keys(&store, P_IDS), 0, "the ids went with their reports");
+            store.close().await.unwrap();
+            drop(store);
+        }
 
         // A format this build does not know is refused by name.
+        let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        store.shared.trees.meta.insert(META_FORMAT, &3u32.to_be_bytes()).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &4u32.to_be_bytes()).unwrap();
         store.close().await.unwrap();
         drop(store);
         let err = Store::open(StoreConfig::new(dir.path())).unwrap_err().to_string();
-        assert!(err.contains("on-disk format 3"), "{err}");
+        assert!(err.contains("on-disk format 4"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_cut_short_goes_on_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let nel = nel_batch(1, 10_000, 2);
+        let agent = batch(2, vec![report(40, 9_000), report(41, 12_500)]);
+        write_legacy(&store, false, &nel, &agent);
+        // What a kill after the first steps leaves: the ids and the targets moved, the
+        // marker still says 2.
+        let tree = |n: &str| store.open_tree(n).unwrap();
+        store.shared.move_ids(&tree("report_ids"), &tree("reports")).unwrap();
+        store.shared.move_rows(&tree("targets"), false).unwrap();
+        assert_eq!(keys(&store, P_IDS), 1);
+        assert_eq!(tree("meta").get(META_FORMAT).unwrap().unwrap().as_ref(), 2u32.to_be_bytes());
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut reports = [nel.reports.clone(), agent.reports.clone()].concat();
+        reports.sort_by_key(|r| (r.event_at, r.id));
+        assert_eq!(all_reports_of(&store), reports, "every report once");
+        assert_eq!(store.stats().reports, 4);
+        let mut resent = agent.clone();
+        resent.digest = [9; 32];
+        let outcome = store.commit(resent).await.unwrap();
+        assert_eq!(outcome, CommitOutcome::Stored { reports: 0, targets: 0 }, "ids kept");
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_group_writes_one_row_per_bucket_not_one_per_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let batches: Vec<_> = (0..50u8)
+            .map(|i| {
+                let b = batch(i, vec![report(i, 100_000 + u64::from(i)), report(i + 100, 101_500)]);
+                (b, None)
+            })
+            .collect();
+        let (results, _) = store.shared.apply_group(batches);
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().unwrap() == &CommitOutcome::Stored { reports: 2, targets: 0 })
+        );
+        // 100 reports in two one-second buckets: a few rows, a few id chunks, a key per
+        // digest, one expiry row.
+        assert!(keys(&store, P_REPORTS) <= 4, "{} report rows", keys(&store, P_REPORTS));
+        assert_eq!(keys(&store, P_IDS), 4, "100 ids in chunks of 32");
+        assert_eq!(keys(&store, P_DIGESTS), 50);
+        assert_eq!(keys(&store, P_EXPIRY), 1);
+        let got = all_reports_of(&store);
+        assert_eq!(got.len(), 100);
+        assert!(got.windows(2).all(|w| (w[0].event_at, w[0].id) < (w[1].event_at, w[1].id)));
+        // Newest first, paged from a position inside a bucket.
+        let newest: Vec<_> = store
+            .scan_reports_newest_first(UnixMillis(0), (UnixMillis(100_010), [0; 16]))
+            .map(|r| r.unwrap().0)
+            .collect();
+        let want: Vec<_> =
+            (0..10u8).rev().map(|i| (UnixMillis(100_000 + u64::from(i)), [i; 16])).collect();
+        assert_eq!(newest, want);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -1671,15 +2107,28 @@ mod tests {
         assert_eq!(entries(&outbox), vec![(1, b"first".to_vec()), (2, b"again".to_vec())]);
         // The publisher drains the front; keys go on after a reopen, never reused.
         outbox.remove(1u64.to_be_bytes()).unwrap();
-        outbox.remove(2u64.to_be_bytes()).unwrap();
-        outbox.insert(7u64.to_be_bytes(), &b"left"[..]).unwrap();
+        // What a kill between a group's outbox write and its rows write leaves: entries past
+        // the last rows batch's marker. Their uploads were never stored nor acknowledged.
+        outbox.insert(3u64.to_be_bytes(), &b"orphan"[..]).unwrap();
+        outbox.insert(4u64.to_be_bytes(), &b"orphan too"[..]).unwrap();
         store.close().await.unwrap();
         drop((store, outbox));
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
+        assert_eq!(entries(&outbox), vec![(2, b"again".to_vec())], "orphans deleted at open");
         let third = Some(b"third".to_vec());
         store.commit_with_outbox(batch(3, vec![report(3, 100)]), third).await.0.unwrap();
+        assert_eq!(entries(&outbox), vec![(2, b"again".to_vec()), (3, b"third".to_vec())]);
+        // The publisher drains everything: the next key still goes on.
+        outbox.remove(2u64.to_be_bytes()).unwrap();
+        outbox.remove(3u64.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop((store, outbox));
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let fourth = Some(b"fourth".to_vec());
+        store.commit_with_outbox(batch(4, vec![report(4, 100)]), fourth).await.0.unwrap();
         let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
-        assert_eq!(entries(&outbox), vec![(7, b"left".to_vec()), (8, b"third".to_vec())]);
+        assert_eq!(entries(&outbox), vec![(4, b"fourth".to_vec())]);
         store.close().await.unwrap();
     }
 
@@ -1719,8 +2168,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         store.commit(batch(1, vec![report(3, 500)])).await.unwrap();
-        let key = codec::report_key(UnixMillis(500), &[3; 16]);
-        store.shared.trees.reports.insert(&key[..], &[1, 0xff][..]).unwrap();
+        let (key, _) = store.shared.trees.rows.scan_prefix([P_REPORTS]).next().unwrap().unwrap();
+        store.shared.trees.rows.insert(&key, &[3, 0xff][..]).unwrap();
         let err = store.scan_reports(UnixMillis(0), UnixMillis(1000)).next().unwrap().unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
@@ -1736,7 +2185,7 @@ mod tests {
         store.commit(batch(1, vec![report(1, 1), report(2, 2)])).await.unwrap();
         let before = store.stats();
         for key in [META_REPORTS, META_TARGETS, META_BYTES] {
-            store.shared.trees.meta.remove(key).unwrap();
+            store.shared.trees.rows.remove(meta_key(key)).unwrap();
         }
         store.close().await.unwrap();
         drop(store);
