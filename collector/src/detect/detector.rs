@@ -541,7 +541,17 @@ impl Detector {
 
     /// Makes `new` the head of incident `old`: every alert of `service` and `kind` grouped
     /// under `old` (and `old` itself) is grouped under `new`, firing or within the cool-down.
-    fn rehead(&mut self, service: &str, kind: AlertKind, old: AlertId, new: AlertId, breadth: u8) {
+    /// Returns the firing alerts it regrouped, as they are now (for their
+    /// [`AlertEvent::Regrouped`] events).
+    fn rehead(
+        &mut self,
+        service: &str,
+        kind: AlertKind,
+        old: AlertId,
+        new: AlertId,
+        breadth: u8,
+    ) -> Vec<Alert> {
+        let mut regrouped = Vec::new();
         if let Some(sd) = self.services.get_mut(service) {
             let all = std::iter::once(&mut sd.service)
                 .chain(sd.asns.values_mut())
@@ -550,6 +560,7 @@ impl Detector {
                 for a in t.states.iter_mut().filter_map(|s| s.alert.as_mut()) {
                     if a.kind == kind && (a.id == old || a.inhibited_by == Some(old)) {
                         a.inhibited_by = Some(new);
+                        regrouped.push(a.clone());
                     }
                 }
             }
@@ -560,6 +571,7 @@ impl Detector {
                 r.4 = Some(breadth);
             }
         }
+        regrouped
     }
 
     fn describe_candidates(&mut self, candidates: &mut [Candidate], from: u64, to: u64) {
@@ -646,15 +658,20 @@ impl Detector {
             };
             let mut alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
             alert.supersedes = supersedes;
-            if let Some(old) = supersedes {
-                self.rehead(&c.service, c.kind, old, id, c.part.breadth());
-            }
+            let regrouped = match supersedes {
+                Some(old) => self.rehead(&c.service, c.kind, old, id, c.part.breadth()),
+                None => Vec::new(),
+            };
             let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
             if let Some(state) = t.states.get_mut(c.index) {
                 state.alert = Some(alert.clone());
                 state.quiet = 0;
                 events.push(AlertEvent::Fired(alert));
             }
+            // The take-over first, then what it regrouped: each its own event, so a reader
+            // of events alone (the store, the dashboard's recent list) knows at once that
+            // the old head notifies no more.
+            events.extend(regrouped.into_iter().map(AlertEvent::Regrouped));
         }
     }
 

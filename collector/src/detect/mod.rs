@@ -713,6 +713,33 @@ mod tests {
         let asn = firing.iter().find(|a| a.id == first[0].id).unwrap();
         assert_eq!(asn.inhibited_by, Some(upgrades[0].id));
         assert!(firing.iter().filter(|a| a.notifies()).all(|a| a.id == upgrades[0].id));
+        // The re-heading is its own event, right after the take-over: the old head, now
+        // grouped under the new one (a reader of events alone learns it at once).
+        let at = f
+            .events
+            .iter()
+            .position(|(_, e)| matches!(e, AlertEvent::Fired(a) if a.id == upgrades[0].id))
+            .unwrap();
+        let regrouped: Vec<&Alert> = f.events[at + 1..]
+            .iter()
+            .map_while(|(t, e)| match e {
+                AlertEvent::Regrouped(a) if *t == f.events[at].0 => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert!(regrouped.iter().any(|a| a.id == first[0].id), "{:?}", &f.events[at..]);
+        assert!(regrouped.iter().all(|a| a.inhibited_by == Some(upgrades[0].id)));
+        assert!(regrouped.iter().all(|a| a.state == AlertState::Firing));
+        // Each firing alert once, and only in a take-over.
+        let all: Vec<_> = f
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                AlertEvent::Regrouped(a) => Some(a.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(all.len(), regrouped.len(), "{all:?}");
     }
 
     #[test]

@@ -260,6 +260,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
             AlertEvent::Fired(_) => "fired",
             AlertEvent::Resolved(_) => "resolved",
             AlertEvent::Retrospective(_) => "retro",
+            AlertEvent::Regrouped(_) => "regrouped",
         };
         log.push((
             *t,
@@ -308,7 +309,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                 && (e.all_services || service == Some(e.service))
         };
         match ev {
-            AlertEvent::Resolved(_) => {}
+            AlertEvent::Resolved(_) | AlertEvent::Regrouped(_) => {}
             AlertEvent::Retrospective(_) => {
                 if let Some(i) = events.iter().position(|e| belongs(e, RETRO_GRACE_MS)) {
                     let e = &events[i];
