@@ -370,6 +370,7 @@ impl Detector {
                         ),
                         _ => (verdict.failure_score < cfg.resolve_score, verdict.excess_clients),
                     };
+                    state.excess = excess;
                     if quiet {
                         state.quiet += 1;
                     } else {
@@ -539,6 +540,25 @@ impl Detector {
         Some((id, head))
     }
 
+    /// Whether any alert of incident `head` (of `service` and `kind`) is firing, and the sum of
+    /// what those firing alerts explain now (their slices' current excess).
+    fn incident_excess(&self, service: &str, kind: AlertKind, head: AlertId) -> (bool, f64) {
+        let Some(sd) = self.services.get(service) else { return (false, 0.0) };
+        let mut firing = false;
+        let mut explained = 0.0;
+        let all = std::iter::once(&sd.service).chain(sd.asns.values()).chain(sd.countries.values());
+        for s in all.flat_map(|t| t.states.iter()) {
+            if let Some(a) = &s.alert
+                && a.kind == kind
+                && a.inhibited_by.unwrap_or(a.id) == head
+            {
+                firing = true;
+                explained += s.excess.max(0.0);
+            }
+        }
+        (firing, explained)
+    }
+
     /// Makes `new` the head of incident `old`: every alert of `service` and `kind` grouped
     /// under `old` (and `old` itself) is grouped under `new`, firing or within the cool-down.
     /// Returns the firing alerts it regrouped, as they are now (for their
@@ -653,7 +673,17 @@ impl Detector {
                             Some(head)
                         }
                     }
-                    other => other.map(|o| o.0),
+                    Some((head, _)) => {
+                        // The incident's alerts still firing must explain most of this one's
+                        // excess, or it is another outage: a weak alert lingering in an old
+                        // incident (a group slice left above a stale baseline after a slow
+                        // burn, spikebench seed 106) must not absorb a region outage hours
+                        // later. With nothing firing (the cool-down after it resolved: an
+                        // outage flapping) it joins.
+                        let (firing, explained) = self.incident_excess(&c.service, c.kind, head);
+                        if firing && explained < MOST * c.excess { None } else { Some(head) }
+                    }
+                    None => None,
                 },
             };
             let mut alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
@@ -665,6 +695,7 @@ impl Detector {
             let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
             if let Some(state) = t.states.get_mut(c.index) {
                 state.alert = Some(alert.clone());
+                state.excess = c.excess;
                 state.quiet = 0;
                 events.push(AlertEvent::Fired(alert));
             }

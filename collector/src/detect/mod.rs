@@ -260,6 +260,9 @@ struct SliceState {
     slow_frozen: u32,
     /// Consecutive evaluations a candidate waited for its rising parent.
     held: u32,
+    /// What the firing alert explains now: the slice's excess in the latest evaluation
+    /// (failing clients above the baseline; silence: missing clients).
+    excess: f64,
     /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
     history: VecDeque<SeriesPoint>,
 }
@@ -960,6 +963,31 @@ mod tests {
         f.run(1800, background);
         f.run(120, |_, _| 10);
         assert_eq!(paging(&f).len(), 2);
+    }
+
+    #[test]
+    fn a_lingering_weak_alert_does_not_absorb_another_outage_into_its_incident() {
+        let mut f = Feed::new(400);
+        f.run(1800, background);
+        // ASN 64501 fails for two minutes: a page, then it resolves.
+        f.run(120, |c, now| if c % 4 == 1 { 10 } else { background(c, now) });
+        let first = paging(&f);
+        assert_eq!(first.len(), 1, "{first:?}");
+        f.run(60, background);
+        // Within the cool-down, a quarter of ASN 64503's clients start failing and go on: a
+        // weak alert that joins the first incident (inhibited) and lingers past its cool-down.
+        let weak = |c: u64| c % 16 == 3;
+        f.run(1200, move |c, now| if weak(c) { 10 } else { background(c, now) });
+        assert_eq!(paging(&f).len(), 1, "{:?}", paging(&f));
+        let lingering =
+            f.det.firing().into_iter().filter(|a| a.inhibited_by == Some(first[0].id)).count();
+        assert!(lingering > 0, "{:?}", f.det.firing());
+        // Then ASN 64502 fails completely: the weak alert explains a fraction of it, so it is
+        // another outage and pages, instead of joining the old incident unseen.
+        f.run(120, move |c, now| if weak(c) || c % 4 == 2 { 10 } else { background(c, now) });
+        let pages = paging(&f);
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert_eq!(pages[1].supersedes, None, "{pages:?}");
     }
 
     #[test]
