@@ -286,7 +286,8 @@ impl Alerting {
         // A regrouped alert keeps its state and changes its head: new when the head is.
         let same = |k: &Alert| {
             k.state == alert.state
-                && (!matches!(event, AlertEvent::Regrouped(_)) || k.inhibited_by == alert.inhibited_by)
+                && (!matches!(event, AlertEvent::Regrouped(_))
+                    || k.inhibited_by == alert.inhibited_by)
         };
         if known.as_ref().is_some_and(same) {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);

@@ -27,13 +27,17 @@
 //!       is also judged against the long reference and its variance over hours (the climb
 //!       inflates the fast baseline's variance)
 //!    silence test: active clients far below baseline while the rest of the fleet reports
-//!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess;
+//!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess
+//!       while the rest of its clients fail far less (under half their share);
 //!       a firing service alert inhibits its child slices
 //!    lifecycle: Fired ─▶ (quiet for 3 evaluations) ─▶ Resolved; baselines learn quiet windows
 //!    incidents: a new alert of a service joins the firing (or < 15 min resolved) incident of
-//!       the same kind there: raised inhibited by the alert heading it; a wider slice (service
+//!       the same kind there: raised inhibited by the alert heading it, unless the incident's
+//!       alerts still firing explain less than half of its excess (another outage: it pages);
+//!       a wider slice (service
 //!       over country over ASN) whose excess the head explains less than half of takes the
-//!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it)
+//!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it,
+//!       each with a `Regrouped` event)
 //!    flushes: a client's local-scope report makes its counts a flush (not current evidence)
 //! ```
 //!
