@@ -540,10 +540,12 @@ impl Detector {
         Some((id, head))
     }
 
-    /// Whether any alert of incident `head` (of `service` and `kind`) is firing, and the sum of
-    /// what those firing alerts explain now (their slices' current excess).
-    fn incident_excess(&self, service: &str, kind: AlertKind, head: AlertId) -> (bool, f64) {
-        let Some(sd) = self.services.get(service) else { return (false, 0.0) };
+    /// Whether the head of incident `head` (of `service` and `kind`) is firing, whether any of
+    /// its alerts is, and the sum of what those firing alerts explain now (their slices'
+    /// current excess).
+    fn incident_excess(&self, service: &str, kind: AlertKind, head: AlertId) -> (bool, bool, f64) {
+        let Some(sd) = self.services.get(service) else { return (false, false, 0.0) };
+        let mut head_firing = false;
         let mut firing = false;
         let mut explained = 0.0;
         let all = std::iter::once(&sd.service).chain(sd.asns.values()).chain(sd.countries.values());
@@ -553,10 +555,11 @@ impl Detector {
                 && a.inhibited_by.unwrap_or(a.id) == head
             {
                 firing = true;
+                head_firing |= a.id == head;
                 explained += s.excess.max(0.0);
             }
         }
-        (firing, explained)
+        (head_firing, firing, explained)
     }
 
     /// Makes `new` the head of incident `old`: every alert of `service` and `kind` grouped
@@ -674,14 +677,21 @@ impl Detector {
                         }
                     }
                     Some((head, _)) => {
-                        // The incident's alerts still firing must explain most of this one's
-                        // excess, or it is another outage: a weak alert lingering in an old
-                        // incident (a group slice left above a stale baseline after a slow
-                        // burn, spikebench seed 106) must not absorb a region outage hours
-                        // later. With nothing firing (the cool-down after it resolved: an
-                        // outage flapping) it joins.
-                        let (firing, explained) = self.incident_excess(&c.service, c.kind, head);
-                        if firing && explained < MOST * c.excess { None } else { Some(head) }
+                        // Once the head resolved, the incident's alerts still firing (held
+                        // back, never notified) must explain most of this one's excess, or it
+                        // is another outage: a weak alert lingering in an old incident (a
+                        // group slice left above a stale baseline after a slow burn,
+                        // spikebench seed 106) must not absorb a region outage hours later.
+                        // With the head firing it joins (a region's ASNs fire one after the
+                        // other, each bigger than the last); with nothing firing (the
+                        // cool-down: an outage flapping) it joins.
+                        let (head_firing, firing, explained) =
+                            self.incident_excess(&c.service, c.kind, head);
+                        if !head_firing && firing && explained < MOST * c.excess {
+                            None
+                        } else {
+                            Some(head)
+                        }
                     }
                     None => None,
                 },

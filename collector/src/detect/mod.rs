@@ -32,8 +32,9 @@
 //!       a firing service alert inhibits its child slices
 //!    lifecycle: Fired ─▶ (quiet for 3 evaluations) ─▶ Resolved; baselines learn quiet windows
 //!    incidents: a new alert of a service joins the firing (or < 15 min resolved) incident of
-//!       the same kind there: raised inhibited by the alert heading it, unless the incident's
-//!       alerts still firing explain less than half of its excess (another outage: it pages);
+//!       the same kind there: raised inhibited by the alert heading it, unless the head has
+//!       resolved and the incident's alerts still firing explain less than half of its excess
+//!       (another outage: it pages);
 //!       a wider slice (service
 //!       over country over ASN) whose excess the head explains less than half of takes the
 //!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it,
