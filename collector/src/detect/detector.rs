@@ -370,6 +370,7 @@ impl Detector {
                         ),
                         _ => (verdict.failure_score < cfg.resolve_score, verdict.excess_clients),
                     };
+                    state.excess = excess;
                     if quiet {
                         state.quiet += 1;
                     } else {
@@ -539,9 +540,41 @@ impl Detector {
         Some((id, head))
     }
 
+    /// Whether the head of incident `head` (of `service` and `kind`) is firing, whether any of
+    /// its alerts is, and the sum of what those firing alerts explain now (their slices'
+    /// current excess).
+    fn incident_excess(&self, service: &str, kind: AlertKind, head: AlertId) -> (bool, bool, f64) {
+        let Some(sd) = self.services.get(service) else { return (false, false, 0.0) };
+        let mut head_firing = false;
+        let mut firing = false;
+        let mut explained = 0.0;
+        let all = std::iter::once(&sd.service).chain(sd.asns.values()).chain(sd.countries.values());
+        for s in all.flat_map(|t| t.states.iter()) {
+            if let Some(a) = &s.alert
+                && a.kind == kind
+                && a.inhibited_by.unwrap_or(a.id) == head
+            {
+                firing = true;
+                head_firing |= a.id == head;
+                explained += s.excess.max(0.0);
+            }
+        }
+        (head_firing, firing, explained)
+    }
+
     /// Makes `new` the head of incident `old`: every alert of `service` and `kind` grouped
     /// under `old` (and `old` itself) is grouped under `new`, firing or within the cool-down.
-    fn rehead(&mut self, service: &str, kind: AlertKind, old: AlertId, new: AlertId, breadth: u8) {
+    /// Returns the firing alerts it regrouped, as they are now (for their
+    /// [`AlertEvent::Regrouped`] events).
+    fn rehead(
+        &mut self,
+        service: &str,
+        kind: AlertKind,
+        old: AlertId,
+        new: AlertId,
+        breadth: u8,
+    ) -> Vec<Alert> {
+        let mut regrouped = Vec::new();
         if let Some(sd) = self.services.get_mut(service) {
             let all = std::iter::once(&mut sd.service)
                 .chain(sd.asns.values_mut())
@@ -550,6 +583,7 @@ impl Detector {
                 for a in t.states.iter_mut().filter_map(|s| s.alert.as_mut()) {
                     if a.kind == kind && (a.id == old || a.inhibited_by == Some(old)) {
                         a.inhibited_by = Some(new);
+                        regrouped.push(a.clone());
                     }
                 }
             }
@@ -560,6 +594,7 @@ impl Detector {
                 r.4 = Some(breadth);
             }
         }
+        regrouped
     }
 
     fn describe_candidates(&mut self, candidates: &mut [Candidate], from: u64, to: u64) {
@@ -641,20 +676,43 @@ impl Detector {
                             Some(head)
                         }
                     }
-                    other => other.map(|o| o.0),
+                    Some((head, _)) => {
+                        // Once the head resolved, the incident's alerts still firing (held
+                        // back, never notified) must explain most of this one's excess, or it
+                        // is another outage: a weak alert lingering in an old incident (a
+                        // group slice left above a stale baseline after a slow burn,
+                        // spikebench seed 106) must not absorb a region outage hours later.
+                        // With the head firing it joins (a region's ASNs fire one after the
+                        // other, each bigger than the last); with nothing firing (the
+                        // cool-down: an outage flapping) it joins.
+                        let (head_firing, firing, explained) =
+                            self.incident_excess(&c.service, c.kind, head);
+                        if !head_firing && firing && explained < MOST * c.excess {
+                            None
+                        } else {
+                            Some(head)
+                        }
+                    }
+                    None => None,
                 },
             };
             let mut alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
             alert.supersedes = supersedes;
-            if let Some(old) = supersedes {
-                self.rehead(&c.service, c.kind, old, id, c.part.breadth());
-            }
+            let regrouped = match supersedes {
+                Some(old) => self.rehead(&c.service, c.kind, old, id, c.part.breadth()),
+                None => Vec::new(),
+            };
             let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
             if let Some(state) = t.states.get_mut(c.index) {
                 state.alert = Some(alert.clone());
+                state.excess = c.excess;
                 state.quiet = 0;
                 events.push(AlertEvent::Fired(alert));
             }
+            // The take-over first, then what it regrouped: each its own event, so a reader
+            // of events alone (the store, the dashboard's recent list) knows at once that
+            // the old head notifies no more.
+            events.extend(regrouped.into_iter().map(AlertEvent::Regrouped));
         }
     }
 

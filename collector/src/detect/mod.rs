@@ -27,13 +27,18 @@
 //!       is also judged against the long reference and its variance over hours (the climb
 //!       inflates the fast baseline's variance)
 //!    silence test: active clients far below baseline while the rest of the fleet reports
-//!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess;
+//!    arbitration: a parent defers to one ASN (or <= 2 countries) that explain its excess
+//!       while the rest of its clients fail far less (under half their share);
 //!       a firing service alert inhibits its child slices
 //!    lifecycle: Fired ─▶ (quiet for 3 evaluations) ─▶ Resolved; baselines learn quiet windows
 //!    incidents: a new alert of a service joins the firing (or < 15 min resolved) incident of
-//!       the same kind there: raised inhibited by the alert heading it; a wider slice (service
+//!       the same kind there: raised inhibited by the alert heading it, unless the head has
+//!       resolved and the incident's alerts still firing explain less than half of its excess
+//!       (another outage: it pages);
+//!       a wider slice (service
 //!       over country over ASN) whose excess the head explains less than half of takes the
-//!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it)
+//!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it,
+//!       each with a `Regrouped` event)
 //!    flushes: a client's local-scope report makes its counts a flush (not current evidence)
 //! ```
 //!
@@ -260,6 +265,9 @@ struct SliceState {
     slow_frozen: u32,
     /// Consecutive evaluations a candidate waited for its rising parent.
     held: u32,
+    /// What the firing alert explains now: the slice's excess in the latest evaluation
+    /// (failing clients above the baseline; silence: missing clients).
+    excess: f64,
     /// One point per evaluation, newest last, at most [`HISTORY_POINTS`].
     history: VecDeque<SeriesPoint>,
 }
@@ -713,6 +721,33 @@ mod tests {
         let asn = firing.iter().find(|a| a.id == first[0].id).unwrap();
         assert_eq!(asn.inhibited_by, Some(upgrades[0].id));
         assert!(firing.iter().filter(|a| a.notifies()).all(|a| a.id == upgrades[0].id));
+        // The re-heading is its own event, right after the take-over: the old head, now
+        // grouped under the new one (a reader of events alone learns it at once).
+        let at = f
+            .events
+            .iter()
+            .position(|(_, e)| matches!(e, AlertEvent::Fired(a) if a.id == upgrades[0].id))
+            .unwrap();
+        let regrouped: Vec<&Alert> = f.events[at + 1..]
+            .iter()
+            .map_while(|(t, e)| match e {
+                AlertEvent::Regrouped(a) if *t == f.events[at].0 => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert!(regrouped.iter().any(|a| a.id == first[0].id), "{:?}", &f.events[at..]);
+        assert!(regrouped.iter().all(|a| a.inhibited_by == Some(upgrades[0].id)));
+        assert!(regrouped.iter().all(|a| a.state == AlertState::Firing));
+        // Each firing alert once, and only in a take-over.
+        let all: Vec<_> = f
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                AlertEvent::Regrouped(a) => Some(a.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(all.len(), regrouped.len(), "{all:?}");
     }
 
     #[test]
@@ -933,6 +968,31 @@ mod tests {
         f.run(1800, background);
         f.run(120, |_, _| 10);
         assert_eq!(paging(&f).len(), 2);
+    }
+
+    #[test]
+    fn a_lingering_weak_alert_does_not_absorb_another_outage_into_its_incident() {
+        let mut f = Feed::new(400);
+        f.run(1800, background);
+        // ASN 64501 fails for two minutes: a page, then it resolves.
+        f.run(120, |c, now| if c % 4 == 1 { 10 } else { background(c, now) });
+        let first = paging(&f);
+        assert_eq!(first.len(), 1, "{first:?}");
+        f.run(60, background);
+        // Within the cool-down, a quarter of ASN 64503's clients start failing and go on: a
+        // weak alert that joins the first incident (inhibited) and lingers past its cool-down.
+        let weak = |c: u64| c % 16 == 3;
+        f.run(1200, move |c, now| if weak(c) { 10 } else { background(c, now) });
+        assert_eq!(paging(&f).len(), 1, "{:?}", paging(&f));
+        let lingering =
+            f.det.firing().into_iter().filter(|a| a.inhibited_by == Some(first[0].id)).count();
+        assert!(lingering > 0, "{:?}", f.det.firing());
+        // Then ASN 64502 fails completely: the weak alert explains a fraction of it, so it is
+        // another outage and pages, instead of joining the old incident unseen.
+        f.run(120, move |c, now| if weak(c) || c % 4 == 2 { 10 } else { background(c, now) });
+        let pages = paging(&f);
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert_eq!(pages[1].supersedes, None, "{pages:?}");
     }
 
     #[test]
