@@ -50,6 +50,22 @@ fn report(c: u64, net: u64, at: u64, received: u64, scope: Scope) -> StoredRepor
     }
 }
 
+/// Client `c`'s 10 attempts at `now`, `successes` of them successful, from /24 `net` with the
+/// enrichment of client `like`.
+fn counts(c: u64, net: u64, like: u64, now: u64, successes: u64) -> StoredTargets {
+    StoredTargets {
+        received_at: UnixMillis(now),
+        event_at: UnixMillis(now),
+        service: "shop".into(),
+        host: "shop.example".into(),
+        attempts: 10,
+        successes,
+        client: key(c),
+        net: NetTag(net),
+        enrichment: enrichment(like),
+    }
+}
+
 impl Feed {
     fn new(n: u64) -> Feed {
         Feed { n, det: Detector::new(DetectorConfig::default()), now: T0, events: Vec::new() }
@@ -76,17 +92,7 @@ impl Feed {
                     r.error_type = error_type;
                     self.det.observe_report(&r, UnixMillis(self.now));
                 }
-                self.det.observe_targets(&StoredTargets {
-                    received_at: UnixMillis(self.now),
-                    event_at: UnixMillis(self.now),
-                    service: "shop".into(),
-                    host: "shop.example".into(),
-                    attempts: 10,
-                    successes: 10 - failed,
-                    client: key(c),
-                    net: NetTag(c),
-                    enrichment: enrichment(c),
-                });
+                self.det.observe_targets(&counts(c, c, c, self.now, 10 - failed));
             }
             let out = self.det.advance(UnixMillis(self.now));
             self.events.extend(out.into_iter().map(|e| (self.now, e)));
@@ -299,17 +305,7 @@ fn many_keys_behind_one_network_and_one_loud_client_do_not_page() {
                 let c = 10_000 + k;
                 let r = report(c, 999_999, f.now - 1000, f.now, Scope::Path);
                 f.det.observe_report(&r, UnixMillis(f.now));
-                f.det.observe_targets(&StoredTargets {
-                    received_at: UnixMillis(f.now),
-                    event_at: UnixMillis(f.now),
-                    service: "shop".into(),
-                    host: "shop.example".into(),
-                    attempts: 10,
-                    successes: 0,
-                    client: key(c),
-                    net: NetTag(999_999),
-                    enrichment: enrichment(1),
-                });
+                f.det.observe_targets(&counts(c, 999_999, 1, f.now, 0));
             }
         }
     }
@@ -328,17 +324,7 @@ fn silence_pages_and_a_late_flush_is_only_retrospective() {
         h.now += 1000;
         for c in (0..h.n).filter(|c| !dark(*c)) {
             if (h.now / 1000 + c) % 30 == 0 {
-                h.det.observe_targets(&StoredTargets {
-                    received_at: UnixMillis(h.now),
-                    event_at: UnixMillis(h.now),
-                    service: "shop".into(),
-                    host: "shop.example".into(),
-                    attempts: 10,
-                    successes: 10,
-                    client: key(c),
-                    net: NetTag(c),
-                    enrichment: enrichment(c),
-                });
+                h.det.observe_targets(&counts(c, c, c, h.now, 10));
             }
         }
         let out = h.det.advance(UnixMillis(h.now));
@@ -468,17 +454,7 @@ fn a_flush_after_a_gap_shorter_than_the_client_gap_is_not_current() {
     for c in (0..f.n).filter(|c| dark(*c)) {
         let r = report(c, c, start + 40_000, f.now, Scope::Local);
         f.det.observe_report(&r, UnixMillis(f.now));
-        f.det.observe_targets(&StoredTargets {
-            received_at: UnixMillis(f.now),
-            event_at: UnixMillis(f.now),
-            service: "shop".into(),
-            host: "shop.example".into(),
-            attempts: 10,
-            successes: 0,
-            client: key(c),
-            net: NetTag(c),
-            enrichment: enrichment(c),
-        });
+        f.det.observe_targets(&counts(c, c, c, f.now, 0));
     }
     f.run(300, background);
     let current: Vec<_> =
