@@ -67,6 +67,7 @@ struct Counters {
     fired: AtomicU64,
     resolved: AtomicU64,
     retrospective: AtomicU64,
+    regrouped: AtomicU64,
     duplicates: AtomicU64,
     persist_errors: AtomicU64,
     replayed: AtomicU64,
@@ -241,6 +242,7 @@ impl Alerting {
                 AlertEvent::Fired(_) => &self.counters.fired,
                 AlertEvent::Resolved(_) => &self.counters.resolved,
                 AlertEvent::Retrospective(_) => &self.counters.retrospective,
+                AlertEvent::Regrouped(_) => &self.counters.regrouped,
             }
             .fetch_add(1, Ordering::Relaxed);
             let alert = event.alert();
@@ -281,12 +283,24 @@ impl Alerting {
             .get(key)
             .map_err(|e| e.to_string())?
             .and_then(|v| serde_json::from_slice::<Alert>(&v).ok());
-        if known.as_ref().is_some_and(|k| k.state == alert.state) {
+        // A regrouped alert keeps its state and changes its head: new when the head is.
+        let same = |k: &Alert| {
+            k.state == alert.state
+                && (!matches!(event, AlertEvent::Regrouped(_))
+                    || k.inhibited_by == alert.inhibited_by)
+        };
+        if known.as_ref().is_some_and(same) {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
         let bytes = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
         self.alerts.insert(key, bytes).map_err(|e| e.to_string())?;
+        if matches!(event, AlertEvent::Regrouped(_)) {
+            // Stored for the dashboard and the API; inhibited, so nobody is notified (and in
+            // fleet mode there is nothing to publish: every detector regroups alike).
+            self.alerts.flush().map_err(|e| e.to_string())?;
+            return Ok(false);
+        }
         if let Some(gate) = self.notify_gate.get()
             && !gate(event)
         {
@@ -471,10 +485,12 @@ impl Alerting {
              # TYPE vantage_alert_events_total counter\n\
              vantage_alert_events_total{{event=\"fired\"}} {}\n\
              vantage_alert_events_total{{event=\"resolved\"}} {}\n\
-             vantage_alert_events_total{{event=\"retrospective\"}} {}",
+             vantage_alert_events_total{{event=\"retrospective\"}} {}\n\
+             vantage_alert_events_total{{event=\"regrouped\"}} {}",
             load(&c.fired),
             load(&c.resolved),
             load(&c.retrospective),
+            load(&c.regrouped),
         );
         let notifier = self.notifier.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = notifier.as_ref() {
@@ -962,6 +978,7 @@ fn event_name(event: &AlertEvent) -> &'static str {
         AlertEvent::Fired(_) => "fired",
         AlertEvent::Resolved(_) => "resolved",
         AlertEvent::Retrospective(_) => "retrospective",
+        AlertEvent::Regrouped(_) => "regrouped",
     }
 }
 
@@ -1088,6 +1105,66 @@ mod tests {
         }
         let long = format!("filter={}", "a".repeat(65));
         assert!(parse_heatmap_query(&long).unwrap_err().contains("`filter`"));
+    }
+
+    /// A take-over's regrouping is stored as its own event: the old head's stored state names
+    /// the new head at once (not only when it resolves), nobody is notified, and the same
+    /// regrouping again is a duplicate.
+    #[tokio::test]
+    async fn a_regrouped_alert_is_stored_with_its_new_head_and_notifies_nobody() {
+        use crate::detect::{AlertId, SliceDim, SliceKey};
+        const T0: u64 = 1_800_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        let alerting = Alerting::start(
+            &store,
+            DetectorConfig::default(),
+            NotifyConfig::default(),
+            UnixMillis(T0),
+        )
+        .unwrap();
+        let alert = |id: u64, slice: SliceKey| Alert {
+            id: AlertId(id),
+            slice,
+            kind: AlertKind::Failures,
+            state: AlertState::Firing,
+            start_ms: T0,
+            end_ms: None,
+            raised_at_ms: T0,
+            inhibited_by: None,
+            score: 30.0,
+            observed_ratio: 0.5,
+            baseline_ratio: 0.01,
+            clients: 40,
+            networks: 30,
+            active_clients: 80,
+            breakdown: BTreeMap::new(),
+            top_asns: Vec::new(),
+            top_countries: Vec::new(),
+            supersedes: None,
+        };
+        let old = alert(1, SliceKey::new("shop", SliceDim::Asn(64_500)));
+        let new = Alert { supersedes: Some(old.id), ..alert(2, SliceKey::service("shop")) };
+        let regrouped = Alert { inhibited_by: Some(new.id), ..old.clone() };
+        let stored = |id: AlertId| -> Alert {
+            let v = alerting.alerts.get(id.0.to_be_bytes()).unwrap().unwrap();
+            serde_json::from_slice(&v).unwrap()
+        };
+        alerting.handle(&[AlertEvent::Fired(old.clone())], UnixMillis(T0));
+        assert_eq!(stored(old.id).inhibited_by, None);
+        let events = [AlertEvent::Fired(new.clone()), AlertEvent::Regrouped(regrouped.clone())];
+        alerting.handle(&events, UnixMillis(T0 + 20_000));
+        assert_eq!(stored(old.id), regrouped);
+        assert_eq!(stored(new.id).supersedes, Some(old.id));
+        let c = &alerting.counters;
+        assert_eq!(c.regrouped.load(Ordering::Relaxed), 1);
+        assert_eq!(c.duplicates.load(Ordering::Relaxed), 0);
+        alerting.handle(&[AlertEvent::Regrouped(regrouped)], UnixMillis(T0 + 30_000));
+        assert_eq!(c.duplicates.load(Ordering::Relaxed), 1);
+        assert!(alerting.outbox.is_empty());
+        let mut metrics = String::new();
+        alerting.render_metrics(&mut metrics);
+        assert!(metrics.contains("vantage_alert_events_total{event=\"regrouped\"} 2"), "{metrics}");
     }
 
     /// A deployment with thousands of ASNs: the collector ranks, filters and cuts the columns,

@@ -159,4 +159,6 @@ mod routes;
 pub mod server;
 pub mod store;
 
-pub use ingest::{ENVELOPE_CONTENT_TYPE, NEL_CONTENT_TYPE, SENT_AT_HEADER, event_time};
+pub use ingest::{
+    ENVELOPE_CONTENT_TYPE, NEL_CONTENT_TYPE, SENT_AT_HEADER, event_time, scaled_counts,
+};

@@ -650,6 +650,40 @@ mod tests {
         assert_eq!(r[0].event_at, UnixMillis(0));
     }
 
+    /// Fields read as JSON values: the last of a repeated name wins, escaped strings decode,
+    /// `null` status is no status, a float status or a `null` body is refused, whitespace
+    /// anywhere is fine, and invalid JSON is "not JSON".
+    #[test]
+    fn fields_read_as_json_values_would() {
+        let body = br#" [ { "type" : "x", "age":1, "url":"https://a.example/",
+            "type": "network-\u0065rror",
+            "body": {"type":"dns.failed","phase":"dns","sampling_fraction":0.5,
+                     "elapsed_time":7.6, "status_code": null, "phase": "application",
+                     "type": "http.\u0065rror"} } ] "#;
+        let upload = parse_upload(body).unwrap();
+        assert_eq!(upload.entries.len(), 1);
+        let e = &upload.entries[0];
+        assert_eq!(
+            (e.phase, &e.error_type, e.status),
+            (Phase::Application, &ErrorType::HttpError, None)
+        );
+        assert_eq!((e.sample_ppm, e.elapsed_ms, e.age_ms), (500_000, 8, 1));
+        let mut e = entry("application", "http.error", 0);
+        e["body"]["status_code"] = json!(500.0);
+        assert_eq!(err(&json!([e])), "reports[0].body.status_code: not an integer 0..=999");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["body"] = Value::Null;
+        assert_eq!(err(&json!([e])), "reports[0].body: not an object");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["age"] = json!("1");
+        assert_eq!(err(&json!([e])), "reports[0].age: not a number");
+        let mut e = entry("dns", "dns.failed", 0);
+        e["url"] = json!(7);
+        assert_eq!(err(&json!([e])), "reports[0].url: not a string");
+        let e = parse_upload(b"[{\"type\": \"network-error\",}]").err().unwrap().to_string();
+        assert!(e.starts_with("malformed NEL upload: reports: not JSON ("), "{e}");
+    }
+
     #[test]
     fn errors_name_the_field() {
         assert!(err(&json!({"a": 1})).starts_with("reports: not an array"));

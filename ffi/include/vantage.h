@@ -232,7 +232,7 @@ vantage_status vantage_agent_set_consent(const struct vantage_agent *agent, bool
 vantage_status vantage_agent_record(const struct vantage_agent *agent, const struct vantage_failure *failure);
 
 // Counts a successful request of `service` at `host`, for failure ratios (sampled with the
-// config's `success_fraction`, default 0: off). Never blocks; ignored without consent.
+// config's `success_fraction`, default 1: every one). Never blocks; ignored without consent.
 //
 // # Safety
 // `agent` is null or a live handle; `service` and `host` are null or NUL-terminated.

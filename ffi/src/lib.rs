@@ -720,7 +720,7 @@ pub unsafe extern "C" fn vantage_agent_record(
 }
 
 /// Counts a successful request of `service` at `host`, for failure ratios (sampled with the
-/// config's `success_fraction`, default 0: off). Never blocks; ignored without consent.
+/// config's `success_fraction`, default 1: every one). Never blocks; ignored without consent.
 ///
 /// # Safety
 /// `agent` is null or a live handle; `service` and `host` are null or NUL-terminated.

@@ -48,7 +48,7 @@ fn a_good_config_parses_and_has_no_warnings() {
     assert_eq!(c.services[0].hosts[1].as_str(), "pay.example.org");
     assert_eq!(c.app.sdk(), vantage_agent::native::config::DEFAULT_SDK);
     assert_eq!(c.limits.max_bytes, 1024 * 1024, "documented default");
-    assert_eq!(c.report_interval, Some(std::time::Duration::from_secs(60)), "documented default");
+    assert_eq!(c.report_interval, Some(std::time::Duration::from_secs(30)), "documented default");
     let tuned = format!(
         "{}\n[sampling]\nsuccess_fraction = 0.5\nreport_interval_secs = 15\n",
         base(TWO_GOOD)

@@ -27,7 +27,7 @@ export interface VantageConfig {
     maxBackoffMs?: number;
     /** Fraction of failures reported. Default 1. */
     failureSampleRate?: number;
-    /** Fraction of successes counted. Default 0. */
+    /** Fraction of successes counted. Default 1 (counts cost the same bytes either way). */
     successSampleRate?: number;
     /** Timeout the fetch wrapper adds to page requests; 0 = none. Default 0. */
     fetchTimeoutMs?: number;

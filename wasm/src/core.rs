@@ -83,8 +83,11 @@ fn config_of(options: &JsValue) -> Result<CoreConfig, WasmError> {
     if let Some(n) = number(options, "maxBackoffMs")? {
         config.delivery.max_backoff_ms = n as u64;
     }
-    let failure = number(options, "failureSampleRate")?.unwrap_or(1.0);
-    let success = number(options, "successSampleRate")?.unwrap_or(0.0);
+    // Unset rates keep the agent crate's defaults (`Sampling::default()`).
+    let failure =
+        number(options, "failureSampleRate")?.unwrap_or(config.sampling.failure_fraction());
+    let success =
+        number(options, "successSampleRate")?.unwrap_or(config.sampling.success_fraction());
     config.sampling =
         Sampling::new(failure, success).map_err(|_| WasmError::Config("failureSampleRate"))?;
     Ok(config)
@@ -138,7 +141,7 @@ impl Core {
     /// `appVersion` (default "0"), `platform` (default "web"), and optional tuning: `maxBytes`
     /// (1 MiB), `maxAgeMs` (7 days), `sealDelayMs` (500), `scopeCheckIntervalMs` (30 000; 0
     /// turns checks off), `baseBackoffMs`/`maxBackoffMs` (the delivery scheduler's),
-    /// `failureSampleRate` (1), `successSampleRate` (0). Throws an `Error`
+    /// `failureSampleRate` (1), `successSampleRate` (1). Throws an `Error`
     /// naming the first invalid field.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Core, JsValue> {

@@ -575,7 +575,7 @@ impl Agent {
         }
     }
 
-    /// Counts a successful request (sampled with the success fraction, default 0: off), for
+    /// Counts a successful request (sampled with the success fraction, default 1: all), for
     /// failure ratios. Never blocks; ignored without consent, with an invalid id or host, or
     /// when the channel is full.
     pub fn count_success(&self, service: &str, host: &str) {
@@ -594,8 +594,8 @@ impl Agent {
     }
 
     /// True when a success now could be counted: consent is granted and the success
-    /// fraction is above 0 (with 0, the default, the core would discard every success, so
-    /// callers skip the work).
+    /// fraction is above 0 (with 0 the core would discard every success, so callers skip
+    /// the work).
     pub(crate) fn counts_successes(&self) -> bool {
         self.shared.config.sampling.success_fraction() > 0.0
             && self.shared.consented.load(Ordering::Relaxed)

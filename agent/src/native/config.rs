@@ -28,8 +28,8 @@
 //! [delivery]   # base_backoff_ms = 1000, max_backoff_ms = 20000, max_in_flight = 2,
 //!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 500,
 //!              # queue_capacity = 1024
-//! [sampling]   # failure_fraction = 1.0, success_fraction = 0.0,
-//!              # report_interval_secs = 60 (success counts sealed at least this often)
+//! [sampling]   # failure_fraction = 1.0, success_fraction = 1.0,
+//!              # report_interval_secs = 30 (success counts sealed at least this often)
 //! [scope]      # enabled = true, interval_secs = 30
 //! [capture]    # unmapped_service = (none): the service for requests the HTTP client
 //!              # integrations see to hosts no service lists; none = not recorded
@@ -280,11 +280,11 @@ pub struct AgentConfig {
     /// build with the `hickory-dns` feature can use them; without it validation refuses a
     /// non-empty list (field `dns_servers`).
     pub dns_servers: Vec<SocketAddr>,
-    /// Sampling (default: every failure, no successes).
+    /// Sampling (default: every failure reported, every success counted).
     pub sampling: Sampling,
     /// Sampled success counts are sealed at least this often even when nothing fails (a
     /// heartbeat, so collectors see failure ratios and silence); `None`: only with failures.
-    /// Default 60 s. Nothing is sent while no success is sampled.
+    /// Default 30 s. Nothing is sent while no success is sampled.
     pub report_interval: Option<Duration>,
     /// Time a failure waits in memory before it is sealed to disk (default 500 ms,
     /// [`DEFAULT_SEAL_DELAY_MS`]).

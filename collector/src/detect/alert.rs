@@ -155,13 +155,23 @@ pub enum AlertEvent {
     Resolved(Alert),
     /// A past incident found in late data: record and show it, never page.
     Retrospective(Alert),
+    /// A firing alert was grouped under another: a wider alert took over the incident it
+    /// headed or belonged to ([`Alert::supersedes`]), so it carries the new head in
+    /// [`Alert::inhibited_by`]. Its own event, raised right after the new head's
+    /// [`AlertEvent::Fired`], so whatever keeps the latest state of each alert (the store,
+    /// the dashboard's recent list) stops showing the old head as the one that notifies.
+    /// Record and show it, never page (it is inhibited).
+    Regrouped(Alert),
 }
 
 impl AlertEvent {
     /// The alert the event is about.
     pub fn alert(&self) -> &Alert {
         match self {
-            AlertEvent::Fired(a) | AlertEvent::Resolved(a) | AlertEvent::Retrospective(a) => a,
+            AlertEvent::Fired(a)
+            | AlertEvent::Resolved(a)
+            | AlertEvent::Retrospective(a)
+            | AlertEvent::Regrouped(a) => a,
         }
     }
 }

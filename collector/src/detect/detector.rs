@@ -370,6 +370,7 @@ impl Detector {
                         ),
                         _ => (verdict.failure_score < cfg.resolve_score, verdict.excess_clients),
                     };
+                    state.excess = excess;
                     if quiet {
                         state.quiet += 1;
                     } else {
@@ -506,62 +507,6 @@ impl Detector {
         candidates
     }
 
-    /// The incident a new alert of `c`'s service and kind belongs to: the incident of an alert
-    /// of the same service and kind still firing (on any of its slices), or of one that
-    /// resolved less than [`DetectorConfig::incident_cooldown_ms`] ago. An incident is named
-    /// by the alert that heads it (the one that paged, or the wider one that took it over),
-    /// returned with that head's breadth when known.
-    fn incident_of(&self, c: &Candidate, now_ms: u64) -> Option<(AlertId, Option<u8>)> {
-        let sd = self.services.get(&c.service);
-        let firing = || {
-            sd.into_iter().flat_map(|sd| {
-                std::iter::once(&sd.service)
-                    .chain(sd.asns.values())
-                    .chain(sd.countries.values())
-                    .flat_map(|t| t.states.iter().filter_map(|s| s.alert.as_ref()))
-                    .filter(|a| a.kind == c.kind)
-            })
-        };
-        let recent = || {
-            self.recent_incidents
-                .iter()
-                .rev()
-                .filter(|(s, k, _, until, _)| *s == c.service && *k == c.kind && *until >= now_ms)
-        };
-        let id = firing()
-            .next()
-            .map(|a| a.inhibited_by.unwrap_or(a.id))
-            .or_else(|| recent().next().map(|r| r.2))?;
-        let head = firing()
-            .find(|a| a.id == id)
-            .map(|a| breadth(&a.slice.dim))
-            .or_else(|| recent().find(|r| r.2 == id).and_then(|r| r.4));
-        Some((id, head))
-    }
-
-    /// Makes `new` the head of incident `old`: every alert of `service` and `kind` grouped
-    /// under `old` (and `old` itself) is grouped under `new`, firing or within the cool-down.
-    fn rehead(&mut self, service: &str, kind: AlertKind, old: AlertId, new: AlertId, breadth: u8) {
-        if let Some(sd) = self.services.get_mut(service) {
-            let all = std::iter::once(&mut sd.service)
-                .chain(sd.asns.values_mut())
-                .chain(sd.countries.values_mut());
-            for t in all {
-                for a in t.states.iter_mut().filter_map(|s| s.alert.as_mut()) {
-                    if a.kind == kind && (a.id == old || a.inhibited_by == Some(old)) {
-                        a.inhibited_by = Some(new);
-                    }
-                }
-            }
-        }
-        for r in self.recent_incidents.iter_mut().filter(|r| r.0 == service && r.1 == kind) {
-            if r.2 == old {
-                r.2 = new;
-                r.4 = Some(breadth);
-            }
-        }
-    }
-
     fn describe_candidates(&mut self, candidates: &mut [Candidate], from: u64, to: u64) {
         let mut scratch = std::mem::take(&mut self.scratch);
         for c in candidates.iter_mut().filter(|c| c.desc.top_countries.is_empty()) {
@@ -623,6 +568,15 @@ impl Detector {
             let inhibited_by = match parent {
                 Some(p) => Some(p),
                 None => match self.incident_of(&c, now_ms) {
+                    // A failure group is a breakdown of its service by error type, not a
+                    // narrower set of clients: when a group paged first (its ratio left a
+                    // lower baseline sooner), the service's own alert heads the incident.
+                    Some((head, _))
+                        if key.dim == SliceDim::Service && self.is_group_alert(head) =>
+                    {
+                        supersedes = Some(head);
+                        None
+                    }
                     Some((head, Some(head_breadth))) if head_breadth > c.part.breadth() => {
                         let head_excess = self
                             .firing()
@@ -641,20 +595,43 @@ impl Detector {
                             Some(head)
                         }
                     }
-                    other => other.map(|o| o.0),
+                    Some((head, _)) => {
+                        // Once the head resolved, the incident's alerts still firing (held
+                        // back, never notified) must explain most of this one's excess, or it
+                        // is another outage: a weak alert lingering in an old incident (a
+                        // group slice left above a stale baseline after a slow burn,
+                        // spikebench seed 106) must not absorb a region outage hours later.
+                        // With the head firing it joins (a region's ASNs fire one after the
+                        // other, each bigger than the last); with nothing firing (the
+                        // cool-down: an outage flapping) it joins.
+                        let (head_firing, firing, explained) =
+                            self.incident_excess(&c.service, c.kind, head);
+                        if !head_firing && firing && explained < MOST * c.excess {
+                            None
+                        } else {
+                            Some(head)
+                        }
+                    }
+                    None => None,
                 },
             };
             let mut alert = alert_from(&c, key, id, now_ms, self.config.bucket_ms, inhibited_by);
             alert.supersedes = supersedes;
-            if let Some(old) = supersedes {
-                self.rehead(&c.service, c.kind, old, id, c.part.breadth());
-            }
+            let regrouped = match supersedes {
+                Some(old) => self.rehead(&c.service, c.kind, old, id, c.part.breadth()),
+                None => Vec::new(),
+            };
             let Some(t) = self.tracked_mut(&c.service, c.part) else { continue };
             if let Some(state) = t.states.get_mut(c.index) {
                 state.alert = Some(alert.clone());
+                state.excess = c.excess;
                 state.quiet = 0;
                 events.push(AlertEvent::Fired(alert));
             }
+            // The take-over first, then what it regrouped: each its own event, so a reader
+            // of events alone (the store, the dashboard's recent list) knows at once that
+            // the old head notifies no more.
+            events.extend(regrouped.into_iter().map(AlertEvent::Regrouped));
         }
     }
 

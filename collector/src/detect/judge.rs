@@ -327,7 +327,7 @@ pub(super) fn arbitrate(candidates: &mut [Candidate], dominance: f64) {
             continue;
         }
         let of = |want_asn: bool| {
-            let mut xs: Vec<f64> = candidates
+            let mut xs: Vec<&Candidate> = candidates
                 .iter()
                 .filter(|a| {
                     a.service == c.service
@@ -339,15 +339,92 @@ pub(super) fn arbitrate(candidates: &mut [Candidate], dominance: f64) {
                             Part::Service => false,
                         }
                 })
-                .map(|a| a.excess)
                 .collect();
-            xs.sort_by(|a, b| b.total_cmp(a));
+            xs.sort_by(|a, b| b.excess.total_cmp(&a.excess));
             xs
         };
-        let asn = of(true).first().copied().unwrap_or(0.0);
-        let countries: f64 = of(false).iter().take(2).sum();
-        if c.excess > 0.0 && (asn >= dominance * c.excess || countries >= dominance * c.excess) {
+        // The children explain the parent only when the failure is theirs: the rest of the
+        // parent's clients fail far less. A small service whose clients sit mostly in two
+        // countries, all failing, is the service's outage, not those countries' (spikebench
+        // seeds 313, 318: the page named a country).
+        let explains = |kids: &[&Candidate]| {
+            let excess: f64 = kids.iter().map(|a| a.excess).sum();
+            let failing: u64 = kids.iter().map(|a| a.clients).sum();
+            let active: u64 = kids.iter().map(|a| a.active).sum();
+            let rest_failing = c.clients.saturating_sub(failing);
+            let rest_active = c.active.saturating_sub(active);
+            let share = |f: u64, n: u64| f as f64 / n.max(1) as f64;
+            let rest_fails_too = c.kind == AlertKind::Failures
+                && rest_failing >= 2
+                && share(rest_failing, rest_active) >= 0.5 * share(failing, active);
+            excess >= dominance * c.excess && !rest_fails_too
+        };
+        let asns = of(true);
+        let countries = of(false);
+        let by_asn = !asns.is_empty() && explains(&asns[..1]);
+        let by_countries = !countries.is_empty() && explains(&countries[..countries.len().min(2)]);
+        if c.excess > 0.0 && (by_asn || by_countries) {
             candidates[i].deferred = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(part: Part, clients: u64, active: u64, excess: f64) -> Candidate {
+        Candidate {
+            service: "tiny".into(),
+            part,
+            index: 0,
+            kind: AlertKind::Failures,
+            score: 30.0,
+            excess,
+            observed_ratio: 0.0,
+            baseline_ratio: 0.0,
+            clients,
+            networks: clients,
+            active,
+            start_bucket: 0,
+            end_bucket: None,
+            desc: Description::default(),
+            deferred: false,
+            firing: false,
+        }
+    }
+
+    fn country(code: &str) -> Part {
+        Part::Country(Country::parse(code).unwrap())
+    }
+
+    #[test]
+    fn a_parent_defers_to_children_only_when_the_rest_of_it_fails_far_less() {
+        // A small service, its clients mostly in two countries, all failing: the countries
+        // explain most of the excess, but the rest of the service fails as much: the page is
+        // the service's.
+        let mut all = vec![
+            candidate(Part::Service, 30, 30, 29.0),
+            candidate(country("DE"), 14, 14, 13.5),
+            candidate(country("FR"), 12, 12, 11.5),
+        ];
+        arbitrate(&mut all, 0.7);
+        assert!(all.iter().all(|c| !c.deferred));
+        // A region outage: the same two countries fail, the other 300 clients do not.
+        let mut region = vec![
+            candidate(Part::Service, 62, 400, 55.0),
+            candidate(country("DE"), 30, 60, 28.0),
+            candidate(country("FR"), 25, 40, 23.0),
+        ];
+        arbitrate(&mut region, 0.7);
+        assert!(region[0].deferred);
+        assert!(!region[1].deferred && !region[2].deferred);
+        // One ASN, the rest quiet: the service defers to it.
+        let mut asn = vec![
+            candidate(Part::Service, 45, 400, 40.0),
+            candidate(Part::Asn(64_500), 40, 50, 38.0),
+        ];
+        arbitrate(&mut asn, 0.7);
+        assert!(asn[0].deferred);
     }
 }

@@ -182,8 +182,9 @@ pub(crate) use crate::model::scale_up;
 /// estimates of all requests: `(F + S, S)` with `F = scale_up(attempts - successes,
 /// failure_ppm)` and `S = scale_up(successes, success_ppm)`, so `1 - S / (F + S)` estimates
 /// the failure ratio whatever the two fractions are (`agent/src/sampling.rs`: the raw ratio is
-/// biased by `failure_fraction / success_fraction`).
-pub(crate) fn scaled_counts(
+/// biased by `failure_fraction / success_fraction`). Public so replays (spikebench) scale
+/// sampled counts exactly as ingest does.
+pub fn scaled_counts(
     attempts: u64,
     successes: u64,
     failure_ppm: u32,

@@ -56,8 +56,8 @@ use crate::open::Opener;
 use crate::ratelimit::{Budget, RateLimiter, Refused, SourcePrefix};
 use crate::respond::{Body, empty, retry, retry_because, text, too_large};
 use crate::store::{CommitOutcome, Store, StoreError};
-pub use accept::event_time;
 use accept::{EnvelopeContext, NelContext};
+pub use accept::{event_time, scaled_counts};
 
 /// Media type of `POST /v1/envelopes`.
 pub const ENVELOPE_CONTENT_TYPE: &str = "application/vnd.vantage.envelope+cbor";

@@ -92,6 +92,8 @@ impl Outbox {
                 AlertEvent::Fired(_) => true,
                 AlertEvent::Resolved(_) => r.send_resolved,
                 AlertEvent::Retrospective(_) => r.send_retrospective,
+                // Inhibited by construction (returned above); never a notification.
+                AlertEvent::Regrouped(_) => false,
             })
             .map(|r| r.name.as_str())
             .collect();
@@ -234,6 +236,7 @@ mod tests {
                     AlertEvent::Fired(_) => "fired",
                     AlertEvent::Resolved(_) => "resolved",
                     AlertEvent::Retrospective(_) => "retrospective",
+                    AlertEvent::Regrouped(_) => "regrouped",
                 },
             )),
             Head::Corrupt(..) => None,

@@ -20,6 +20,7 @@ fn event_name(event: &AlertEvent) -> &'static str {
         AlertEvent::Fired(_) => "fired",
         AlertEvent::Resolved(_) => "resolved",
         AlertEvent::Retrospective(_) => "retrospective",
+        AlertEvent::Regrouped(_) => "regrouped",
     }
 }
 
@@ -60,6 +61,8 @@ fn title(event: &AlertEvent) -> &'static str {
         (AlertEvent::Fired(_), AlertKind::Silence) => "Clients went silent",
         (AlertEvent::Resolved(_), AlertKind::Failures) => "Resolved: client-side outage",
         (AlertEvent::Resolved(_), AlertKind::Silence) => "Resolved: clients went silent",
+        // Never delivered (a regrouped alert is inhibited); a title all the same.
+        (AlertEvent::Regrouped(_), _) => "Grouped under a wider alert",
     }
 }
 
@@ -125,6 +128,7 @@ pub fn slack_payload(event: &AlertEvent, external_url: Option<&str>) -> Value {
         AlertEvent::Fired(_) => ":rotating_light:",
         AlertEvent::Resolved(_) => ":white_check_mark:",
         AlertEvent::Retrospective(_) => ":mag:",
+        AlertEvent::Regrouped(_) => ":link:",
     };
     let headline = format!("{icon} *{}*: {label}", title(event));
     let mut lines = vec![

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use vantage_agent::sampling::Sampling;
 use vantage_tests::spikebench::{Report, SimConfig, forge_cost, run, sweep_table};
 
 const USAGE: &str = "\
@@ -32,6 +33,10 @@ options:
   --clients N        ordinary clients (default 4000)
   --asns N           autonomous systems, Zipf-sized (default 150)
   --jobs N           runs in parallel in a sweep (default 1)
+  --success-fraction F   the simulated agents' success sampling (default: the agent's default)
+  --failure-fraction F   the simulated agents' failure sampling (default: the agent's default)
+  --report-interval S    the simulated agents' heartbeat in seconds, 0 for none (default: the
+                     agent's default)
   --no-forge         skip the cost-to-forge experiment
   --verbose          print every event and alert (single run only)
   -h, --help         this text
@@ -85,6 +90,21 @@ fn real_main() -> Result<ExitCode, String> {
             "--seeds" => {
                 let v = args.next().ok_or("--seeds needs a value")?;
                 seeds = Some(parse_seeds(&v)?);
+            }
+            "--success-fraction" | "--failure-fraction" => {
+                let v = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                let f: f64 = v.parse().map_err(|_| format!("{arg} needs a number, got {v:?}"))?;
+                let s = config.agent.sampling;
+                let (fail, succ) = if arg == "--success-fraction" {
+                    (s.failure_fraction(), f)
+                } else {
+                    (f, s.success_fraction())
+                };
+                config.agent.sampling = Sampling::new(fail, succ).map_err(|e| e.to_string())?;
+            }
+            "--report-interval" => {
+                let secs = value("--report-interval")?;
+                config.agent.report_interval_ms = (secs > 0).then_some(secs * 1000);
             }
             "--no-forge" => forge = false,
             "--verbose" => verbose = true,

@@ -16,11 +16,13 @@
 //! minutes after its end; every other paging alert is a false alert. Run the benchmark with
 //! `cargo run --release -p vantage-tests --bin spikebench -- --days 7 --seed 1`.
 
+mod agent;
 mod forge;
 mod rng;
 mod score;
 mod world;
 
+pub use agent::{AgentConfig, AgentModel, Sealed};
 pub use forge::{ForgeResult, forge_cost};
 pub use rng::Rng;
 pub use score::{ClassScore, Report, quantile, sweep_table};
@@ -51,6 +53,8 @@ pub struct SimConfig {
     pub warmup_ms: u64,
     /// Detector tuning.
     pub detector: DetectorConfig,
+    /// What every simulated client's agent runs with (default: the agent crate's defaults).
+    pub agent: AgentConfig,
 }
 
 impl Default for SimConfig {
@@ -63,6 +67,7 @@ impl Default for SimConfig {
             asns: 150,
             warmup_ms: 2 * 60 * MINUTE_MS,
             detector: DetectorConfig::default(),
+            agent: AgentConfig::default(),
         }
     }
 }

@@ -106,6 +106,11 @@ pub struct Report {
     pub clients: usize,
     /// Records (reports + target counts) fed to the detector.
     pub records: u64,
+    /// Envelopes the simulated agents sealed.
+    pub envelopes: u64,
+    /// The agent settings the clients ran: (failure fraction, success fraction, report
+    /// interval in ms).
+    pub agent: (f64, f64, Option<u64>),
     /// Per class, in [`EventClass::SCHEDULED`] order.
     pub classes: Vec<ClassScore>,
     /// All pages (fired, not inhibited, not retrospective, not an upgrade of a page).
@@ -213,6 +218,12 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
         hours: config.hours,
         clients: config.clients,
         records: world.records,
+        envelopes: world.envelopes,
+        agent: (
+            config.agent.sampling.failure_fraction(),
+            config.agent.sampling.success_fraction(),
+            config.agent.report_interval_ms,
+        ),
         classes: Vec::new(),
         pages: 0,
         upgrades: 0,
@@ -249,6 +260,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
             AlertEvent::Fired(_) => "fired",
             AlertEvent::Resolved(_) => "resolved",
             AlertEvent::Retrospective(_) => "retro",
+            AlertEvent::Regrouped(_) => "regrouped",
         };
         log.push((
             *t,
@@ -297,7 +309,7 @@ pub(crate) fn score(config: &SimConfig, events: &[Event], world: &World) -> Repo
                 && (e.all_services || service == Some(e.service))
         };
         match ev {
-            AlertEvent::Resolved(_) => {}
+            AlertEvent::Resolved(_) | AlertEvent::Regrouped(_) => {}
             AlertEvent::Retrospective(_) => {
                 if let Some(i) = events.iter().position(|e| belongs(e, RETRO_GRACE_MS)) {
                     let e = &events[i];
@@ -645,6 +657,14 @@ impl Report {
             self.detector.slices,
             self.detector.slice_cap,
             self.detector.slices_evicted
+        );
+        let _ = writeln!(
+            s,
+            "agents: failures sampled {}, successes sampled {}, heartbeat {} | {} envelopes",
+            self.agent.0,
+            self.agent.1,
+            self.agent.2.map_or("none".to_owned(), |ms| format!("{} s", ms / 1000)),
+            self.envelopes
         );
         let _ = writeln!(
             s,

@@ -1,12 +1,13 @@
 //! The simulated world: clients, services, ASNs, countries and regions, their traffic and
 //! failures second by second, and the injected events that change them.
 
-use vantage_agent::report::UnixMillis;
+use vantage_agent::report::{Host, ServiceId, UnixMillis};
 use vantage_agent::taxonomy::{ErrorType, NetworkType, Scope};
 use vantage_collector::detect::{AlertEvent, Detector};
-use vantage_collector::event_time;
 use vantage_collector::model::{Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
+use vantage_collector::{event_time, scaled_counts};
 
+use super::agent::{AgentConfig, AgentModel, Sealed};
 use super::rng::Rng;
 use super::{Event, EventClass, SimConfig};
 
@@ -33,10 +34,14 @@ pub(crate) const COUNTRIES: [&str; 12] =
 pub(crate) const REGION_UTC_OFFSET_H: [i64; 3] = [1, -5, 8];
 /// First simulated ASN number.
 pub(crate) const ASN_BASE: u32 = 64_512;
-/// Seconds between a client's reports.
-pub(crate) const REPORT_INTERVAL_S: u64 = 30;
-/// Requests a client makes to each of its services per report interval, at the peak.
-const REQUESTS_PER_INTERVAL: f64 = 6.0;
+/// Seconds between two steps of a client (sessions toggle, the next step's requests are drawn).
+/// Not the agent's schedule: that is its own (see [`super::agent`]).
+pub(crate) const STEP_S: u64 = 30;
+/// Requests a client makes to each of its services per step, at the peak.
+const REQUESTS_PER_STEP: f64 = 6.0;
+/// Pacing of a backlog: the agent starts at most `DEFAULT_MAX_PER_SECOND` (10) transmits a
+/// second (`agent/src/delivery.rs`).
+const BACKLOG_PACING_MS: u64 = 1_000 / vantage_agent::delivery::DEFAULT_MAX_PER_SECOND as u64;
 /// Mean online session, seconds.
 const SESSION_S: f64 = 1_200.0;
 /// Background failure-type mix per group: dns, tcp, tls, http.
@@ -78,13 +83,23 @@ pub(crate) enum Kind {
     Extra { event: usize },
 }
 
-#[derive(Clone, Debug)]
-struct Batch {
-    reports: Vec<StoredReport>,
-    targets: Vec<StoredTargets>,
+/// Something due at a simulated time: a seal to deliver, or a retry of a client's backlog.
+#[derive(Debug)]
+enum Outgoing {
+    Seal { client: u32, sealed: Sealed },
+    Retry { client: u32, at_ms: u64 },
 }
 
-#[derive(Clone, Debug)]
+impl Outgoing {
+    fn at_ms(&self) -> u64 {
+        match self {
+            Outgoing::Seal { sealed, .. } => sealed.at_ms,
+            Outgoing::Retry { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct Client {
     key: [u8; 32],
     pub(crate) asn: usize,
@@ -97,7 +112,14 @@ pub(crate) struct Client {
     /// Failure-rate multiplier (flaky Wi-Fi and such).
     mult: f64,
     pub(crate) kind: Kind,
-    buffer: Vec<Batch>,
+    /// The client's agent.
+    agent: AgentModel,
+    /// Sealed envelopes not delivered yet (the collector or the client's network was down).
+    backlog: Vec<Sealed>,
+    /// Failed delivery rounds in a row (the backoff's exponent).
+    retries: u32,
+    /// A retry is scheduled.
+    retry_pending: bool,
 }
 
 impl Client {
@@ -130,6 +152,14 @@ pub(crate) struct World {
     live_blips: Vec<usize>,
     next_blip_ms: u64,
     pub(crate) records: u64,
+    /// Envelopes the simulated agents sealed.
+    pub(crate) envelopes: u64,
+    /// The agent configuration every client runs.
+    agent: AgentConfig,
+    /// The services' ids and hosts, parsed once.
+    targets: Vec<(ServiceId, Host)>,
+    /// Seals and retries by the second they are due (a wheel of 64 s).
+    outbox: Vec<Vec<Outgoing>>,
     /// Per event: (online clients, their distinct /24s) of the affected slice (the ASN's
     /// clients of the service, or the service's) when the event began.
     pub(crate) event_active: Vec<Option<(u32, u32)>>,
@@ -187,7 +217,10 @@ impl World {
                 online: pop.chance(0.5),
                 mult: if pop.chance(0.05) { 5.0 } else { 1.0 },
                 kind: Kind::User,
-                buffer: Vec::new(),
+                agent: AgentModel::new(&config.agent),
+                backlog: Vec::new(),
+                retries: 0,
+                retry_pending: false,
             });
         }
         // Extra keys for the key-flood nuisances and the forging experiment.
@@ -219,14 +252,17 @@ impl World {
                         online: true,
                         mult: 1.0,
                         kind: Kind::Extra { event: i },
-                        buffer: Vec::new(),
+                        agent: AgentModel::new(&config.agent),
+                        backlog: Vec::new(),
+                        retries: 0,
+                        retry_pending: false,
                     });
                 }
             }
         }
         let mut wheel = vec![Vec::new(); 64];
         for i in 0..clients.len() {
-            wheel[pop.range(0, REPORT_INTERVAL_S) as usize].push(i as u32);
+            wheel[pop.range(0, STEP_S) as usize].push(i as u32);
         }
         World {
             clients,
@@ -241,6 +277,16 @@ impl World {
             live_blips: Vec::new(),
             next_blip_ms: 0,
             records: 0,
+            envelopes: 0,
+            agent: config.agent,
+            targets: SERVICES
+                .iter()
+                .zip(HOSTS)
+                .map(|((s, _, _), h)| {
+                    (s.parse().expect("a valid service id"), Host::parse(h).expect("a host"))
+                })
+                .collect(),
+            outbox: (0..64).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -255,8 +301,9 @@ impl World {
                     *d = 0.9 * *d + 0.1 * self.rng.normal();
                 }
             }
-            if blips && now_ms >= self.next_blip_ms {
-                self.add_blip(now_ms);
+            // Blips are drawn a step ahead: a client draws its next step's requests now.
+            while blips && self.next_blip_ms <= now_ms + (STEP_S + 3) * 1000 {
+                self.add_blip(self.next_blip_ms);
             }
             let all = &self.blips;
             self.live_blips.retain(|i| all[*i].1 > now_ms);
@@ -270,15 +317,32 @@ impl World {
             let slot = (t % 64) as usize;
             let due = std::mem::take(&mut self.wheel[slot]);
             for &c in &due {
-                self.tick(c as usize, now_ms, events, &active);
-                let next = t + self.rng.range(REPORT_INTERVAL_S - 2, REPORT_INTERVAL_S + 3);
+                let next = t + self.rng.range(STEP_S - 2, STEP_S + 3);
+                self.step(c as usize, now_ms, next * 1000, events, &active);
                 self.wheel[(next % 64) as usize].push(c);
+            }
+            let mut out = std::mem::take(&mut self.outbox[slot]);
+            out.sort_by_key(Outgoing::at_ms);
+            for o in out {
+                self.send(o, events, &active);
             }
             if t % 10 == 0 {
                 let out = self.detector.advance(UnixMillis(now_ms));
                 self.alerts.extend(out.into_iter().map(|e| (now_ms, e)));
             }
             t += 1;
+        }
+    }
+
+    fn push_out(&mut self, o: Outgoing) {
+        let slot = (o.at_ms() / 1000 % 64) as usize;
+        self.outbox[slot].push(o);
+    }
+
+    fn push_sealed(&mut self, c: usize, sealed: Option<Sealed>) {
+        if let Some(sealed) = sealed {
+            self.envelopes += 1;
+            self.push_out(Outgoing::Seal { client: c as u32, sealed });
         }
     }
 
@@ -314,22 +378,31 @@ impl World {
         self.next_blip_ms = now_ms + self.rng.range(10 * 60_000, 30 * 60_000);
     }
 
-    /// One client's report interval: sessions, requests, failures, delivery or buffering.
-    fn tick(&mut self, c: usize, now_ms: u64, events: &[Event], active: &[usize]) {
+    /// One step of a client: its session toggles, then it makes its requests until `next_ms`
+    /// (at random times), each failing at the baseline or as an event says, and its agent
+    /// samples, coalesces and seals them on the agent's own schedule.
+    fn step(&mut self, c: usize, now_ms: u64, next_ms: u64, events: &[Event], active: &[usize]) {
         let client = &self.clients[c];
         if let Kind::Extra { event } = client.kind
             && !events[event].covers(now_ms)
         {
+            let sealed = self.clients[c].agent.seal(now_ms);
+            self.push_sealed(c, sealed);
             return;
         }
         let region = client.region();
         if client.kind == Kind::User {
             let share = online_share(now_ms, region);
-            let h_off = REPORT_INTERVAL_S as f64 / SESSION_S;
+            let h_off = STEP_S as f64 / SESSION_S;
             let h_on = h_off * share / (1.0 - share).max(0.05);
             let online = client.online;
             let flip = self.rng.chance(if online { h_off } else { h_on.min(1.0) });
             self.clients[c].online = online != flip;
+            if online && flip {
+                // The app closes: the runtime seals what is pending on shutdown.
+                let sealed = self.clients[c].agent.seal(now_ms);
+                self.push_sealed(c, sealed);
+            }
         }
         let client = &self.clients[c];
         if !client.online {
@@ -337,26 +410,156 @@ impl World {
         }
         let mut surge = 1.0;
         let mut retry_loop = false;
-        let mut blackout = false;
-        let mut collector_down = false;
-        let mut skew_ms: i64 = 0;
         for &i in active {
-            let e = &events[i];
-            match e.class {
+            match events[i].class {
                 EventClass::Surge => surge = 3.0,
-                EventClass::RetryLoop if e.client == Some(c) => retry_loop = true,
-                EventClass::AsnBlackout | EventClass::ShortBlackout | EventClass::LongBlackout
-                    if e.asn == Some(client.asn) =>
-                {
-                    blackout = true;
-                }
-                EventClass::CollectorOutage => collector_down = true,
-                EventClass::ClockSkew if c % 10 == 0 => {
-                    skew_ms = if c % 20 == 0 { 3_600_000 } else { -86_400_000 };
-                }
+                EventClass::RetryLoop if events[i].client == Some(c) => retry_loop = true,
                 _ => {}
             }
         }
+        // The events that touch this step, for the requests' own times.
+        let near: Vec<usize> = (0..events.len())
+            .filter(|i| events[*i].start_ms < next_ms && events[*i].end_ms > now_ms)
+            .collect();
+        let span = next_ms - now_ms;
+        let mut requests: Vec<(u64, usize)> = Vec::new();
+        for s in 0..SERVICES.len() {
+            if client.services & (1 << s) == 0 {
+                continue;
+            }
+            let mut lambda = REQUESTS_PER_STEP * surge * span as f64 / (STEP_S * 1000) as f64;
+            if retry_loop {
+                lambda *= 1000.0;
+            }
+            for _ in 0..self.rng.poisson(lambda).max(1) {
+                requests.push((now_ms + self.rng.range(0, span), s));
+            }
+        }
+        requests.sort_unstable();
+        let asn = client.asn;
+        let config = self.agent;
+        for (at, s) in requests {
+            while let Some(sealed) = self.clients[c].agent.poll_seal(&config, at) {
+                self.push_sealed(c, Some(sealed));
+            }
+            let mut blackout = false;
+            let mut collector_down = false;
+            for &i in &near {
+                let e = &events[i];
+                if !e.covers(at) {
+                    continue;
+                }
+                match e.class {
+                    EventClass::AsnBlackout
+                    | EventClass::ShortBlackout
+                    | EventClass::LongBlackout
+                        if e.asn == Some(asn) =>
+                    {
+                        blackout = true;
+                    }
+                    EventClass::CollectorOutage => collector_down = true,
+                    _ => {}
+                }
+            }
+            let (p, incident_type) = self.fail_prob(c, s, at, events, &near);
+            let failed = blackout || retry_loop || self.rng.chance(p);
+            let failure = failed.then(|| {
+                let t = match &incident_type {
+                    Some(t) if blackout || retry_loop || self.rng.chance(0.9) => t.clone(),
+                    _ if blackout => ErrorType::TcpAddressUnreachable,
+                    _ => BACKGROUND_MIX[self.rng.weighted(&MIX_WEIGHTS)].0.clone(),
+                };
+                // The agent's scope check: the collector unreachable means local.
+                let scope = if blackout || collector_down { Scope::Local } else { Scope::Path };
+                let status = (t == ErrorType::HttpError).then_some(503);
+                (t, scope, status)
+            });
+            let (service, host) = &self.targets[s];
+            let agent = &mut self.clients[c].agent;
+            agent.request(&config, &mut self.rng, at, service, host, failure);
+        }
+        while let Some(sealed) = self.clients[c].agent.poll_seal(&config, next_ms - 1) {
+            self.push_sealed(c, Some(sealed));
+        }
+    }
+
+    /// True while client `c` cannot reach the collector (its ASN is blacked out, or the
+    /// collector is down).
+    fn cut_off(&self, c: usize, events: &[Event], active: &[usize]) -> bool {
+        active.iter().any(|&i| match events[i].class {
+            EventClass::AsnBlackout | EventClass::ShortBlackout | EventClass::LongBlackout => {
+                events[i].asn == Some(self.clients[c].asn)
+            }
+            EventClass::CollectorOutage => true,
+            _ => false,
+        })
+    }
+
+    /// A seal is sent (or queued behind a backlog, or kept while cut off); a retry sends the
+    /// backlog, oldest first, paced, or backs off again (`agent/src/delivery.rs`: full jitter,
+    /// 1 s doubling up to 20 s).
+    fn send(&mut self, o: Outgoing, events: &[Event], active: &[usize]) {
+        let (c, at_ms) = match o {
+            Outgoing::Seal { client, sealed } => {
+                let c = client as usize;
+                let at_ms = sealed.at_ms;
+                let cl = &mut self.clients[c];
+                if cl.backlog.is_empty() && !self.cut_off(c, events, active) {
+                    let latency = self.rng.range(50, 500);
+                    self.deliver(c, sealed, at_ms + latency, events, active);
+                    return;
+                }
+                self.clients[c].backlog.push(sealed);
+                if self.clients[c].retry_pending {
+                    return;
+                }
+                (c, at_ms)
+            }
+            Outgoing::Retry { client, at_ms } => {
+                let c = client as usize;
+                self.clients[c].retry_pending = false;
+                if !self.cut_off(c, events, active) {
+                    self.clients[c].retries = 0;
+                    let backlog = std::mem::take(&mut self.clients[c].backlog);
+                    let mut received = at_ms + self.rng.range(50, 500);
+                    for sealed in backlog {
+                        self.deliver(c, sealed, received, events, active);
+                        received += BACKLOG_PACING_MS;
+                    }
+                    return;
+                }
+                (c, at_ms)
+            }
+        };
+        let cl = &mut self.clients[c];
+        cl.retries += 1;
+        cl.retry_pending = true;
+        let exp = cl.retries.saturating_sub(1).min(20);
+        let ceiling = (vantage_agent::delivery::DEFAULT_BASE_BACKOFF_MS << exp)
+            .min(vantage_agent::delivery::DEFAULT_MAX_BACKOFF_MS);
+        // At least the next second, so the wheel slot being sent is not written to.
+        let delay = self.rng.range(0, ceiling + 1).max(1_000);
+        self.push_out(Outgoing::Retry { client: c as u32, at_ms: at_ms + delay });
+    }
+
+    /// Hands a sealed batch to the detector as the collector would after its durable write:
+    /// report weights by the batch's failure rate, target counts scaled by both rates
+    /// ([`scaled_counts`]), event times from the ages on the agent's (possibly skewed) clock.
+    fn deliver(
+        &mut self,
+        c: usize,
+        sealed: Sealed,
+        received_ms: u64,
+        events: &[Event],
+        active: &[usize],
+    ) {
+        let mut skew_ms: i64 = 0;
+        for &i in active {
+            if events[i].class == EventClass::ClockSkew && c % 10 == 0 {
+                skew_ms = if c % 20 == 0 { 3_600_000 } else { -86_400_000 };
+            }
+        }
+        let client = &self.clients[c];
         let net = if client.net_pool.is_empty() {
             client.net
         } else {
@@ -367,110 +570,56 @@ impl World {
             country: Country::parse(COUNTRIES[client.country]),
         };
         let key = client.key;
-        let mut batch = Batch { reports: Vec::new(), targets: Vec::new() };
-        for s in 0..SERVICES.len() {
-            if client.services & (1 << s) == 0 {
-                continue;
-            }
-            let mut lambda = REQUESTS_PER_INTERVAL * surge;
-            if retry_loop {
-                lambda *= 1000.0;
-            }
-            let attempts = self.rng.poisson(lambda).max(1);
-            let (p, incident_type) = self.fail_prob(c, s, now_ms, events, active);
-            let failures =
-                if blackout || retry_loop { attempts } else { self.rng.binomial(attempts, p) };
-            let scope = if blackout || collector_down { Scope::Local } else { Scope::Path };
-            // Coalesce failures per type, as the agent does.
-            let mut by_type: Vec<(ErrorType, u32)> = Vec::new();
-            for _ in 0..failures.min(64) {
-                let t = match &incident_type {
-                    Some(t) if blackout || retry_loop || self.rng.chance(0.9) => t.clone(),
-                    _ if blackout => ErrorType::TcpAddressUnreachable,
-                    _ => BACKGROUND_MIX[self.rng.weighted(&MIX_WEIGHTS)].0.clone(),
-                };
-                match by_type.iter_mut().find(|(bt, _)| *bt == t) {
-                    Some((_, n)) => *n += 1,
-                    None => by_type.push((t, 1)),
-                }
-            }
-            if failures > 64 {
-                // Big counts (retry loops) coalesce into the first type.
-                if let Some((_, n)) = by_type.first_mut() {
-                    *n += (failures - 64) as u32;
-                }
-            }
-            for (error_type, count) in by_type {
-                let mut id = [0u8; 16];
-                id.iter_mut().for_each(|b| *b = self.rng.next_u64() as u8);
-                let observed = now_ms.saturating_sub(self.rng.range(0, REPORT_INTERVAL_S * 1000));
-                batch.reports.push(StoredReport {
-                    id,
-                    received_at: UnixMillis(0),
-                    // The true observation time; converted at delivery as the ingest does.
-                    event_at: UnixMillis(observed),
-                    source: Source::Agent,
-                    service: SERVICES[s].0.to_owned(),
-                    host: HOSTS[s].to_owned(),
-                    phase: error_type.phase(),
-                    status: (error_type == ErrorType::HttpError).then_some(503),
-                    error_type,
-                    elapsed_ms: 120,
-                    network: NetworkType::Wifi,
-                    scope,
-                    count,
-                    sample_ppm: 1_000_000,
-                    client: Some(key),
-                    net: NetTag(net),
-                    enrichment: enrichment.clone(),
-                });
-            }
-            batch.targets.push(StoredTargets {
-                received_at: UnixMillis(0),
-                event_at: UnixMillis(0),
-                service: SERVICES[s].0.to_owned(),
-                host: HOSTS[s].to_owned(),
+        let rates = self.agent.rates();
+        let received = UnixMillis(received_ms);
+        let on_client = |ms: u64| UnixMillis((ms as i64 + skew_ms).max(0) as u64);
+        let created = on_client(sealed.at_ms);
+        let sent = on_client(received_ms.saturating_sub(40));
+        for r in &sealed.reports {
+            let mut id = [0u8; 16];
+            id.iter_mut().for_each(|b| *b = self.rng.next_u64() as u8);
+            let stored = StoredReport {
+                id,
+                received_at: received,
+                event_at: event_time(received, created, Some(sent), on_client(r.observed_at().0)),
+                source: Source::Agent,
+                service: r.service().as_str().to_owned(),
+                host: r.host().as_str().to_owned(),
+                phase: r.phase(),
+                status: r.status(),
+                error_type: r.error_type().clone(),
+                elapsed_ms: 120,
+                network: NetworkType::Wifi,
+                scope: r.scope(),
+                count: r.count(),
+                sample_ppm: rates.failure_ppm,
+                client: Some(key),
+                net: NetTag(net),
+                enrichment: enrichment.clone(),
+            };
+            self.detector.observe_report(&stored, received);
+            self.records += 1;
+        }
+        for (service, host, attempts, successes) in sealed.targets {
+            let (attempts, successes) =
+                scaled_counts(attempts, successes, rates.failure_ppm, rates.success_ppm);
+            let t = StoredTargets {
+                received_at: received,
+                event_at: received,
+                service,
+                host,
                 attempts,
-                successes: attempts - failures,
+                successes,
                 client: key,
                 net: NetTag(net),
                 enrichment: enrichment.clone(),
-            });
-        }
-        if blackout || collector_down {
-            self.clients[c].buffer.push(batch);
-            return;
-        }
-        let buffered = std::mem::take(&mut self.clients[c].buffer);
-        let mut latency = self.rng.range(50, 500);
-        for b in buffered.into_iter().chain(std::iter::once(batch)) {
-            self.deliver(b, now_ms + latency, skew_ms);
-            latency += 20;
-        }
-    }
-
-    /// Hands a batch to the detector as the collector would after its durable write. The
-    /// agent stamps `created_at` when it sends, on its own (possibly skewed) clock; the
-    /// collector's event time cancels the skew.
-    fn deliver(&mut self, batch: Batch, received_ms: u64, skew_ms: i64) {
-        let received = UnixMillis(received_ms);
-        let on_client = |ms: u64| UnixMillis((ms as i64 + skew_ms).max(0) as u64);
-        let sent_ms = received_ms.saturating_sub(40);
-        for mut r in batch.reports {
-            r.received_at = received;
-            r.event_at = event_time(received, on_client(sent_ms), None, on_client(r.event_at.0));
-            self.detector.observe_report(&r, received);
-            self.records += 1;
-        }
-        for mut t in batch.targets {
-            t.received_at = received;
-            t.event_at = received;
+            };
             self.detector.observe_targets(&t);
             self.records += 1;
         }
     }
-
-    /// Failure probability of client `c` on service `s`, and the incident's failure type.
+    /// Failure probability of client `c` on service `s` at `now_ms`, and the incident's failure
+    /// type (`active`: the events that may cover `now_ms`).
     fn fail_prob(
         &self,
         c: usize,
@@ -488,6 +637,9 @@ impl World {
         let mut kind = None;
         for &i in active {
             let e = &events[i];
+            if !e.covers(now_ms) {
+                continue;
+            }
             let mine = e.service == s;
             let (hit, t) = match e.class {
                 EventClass::ServiceOutage

@@ -14,7 +14,7 @@
 //!                                                                    ▼  unmapped_service)
 //!  outcome: error  ─▶ classify the source() chain (io::Error, rustls, hyper, reqwest) ─▶ record
 //!           5xx    ─▶ http.error with the status ─────────────────────────────────────▶ record
-//!           other  ─▶ a success, counted per the sampling (success_fraction, default 0)
+//!           other  ─▶ a success, counted per the sampling (success_fraction, default 1)
 //! ```
 //!
 //! Recording never blocks and never fails the request: the error or response goes back to
