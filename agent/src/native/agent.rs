@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::config::{AgentBuilder, AgentConfig, ConfigError};
-use super::inbox::{Armed, Inbox, Kind};
+use super::inbox::{Armed, Batch, Inbox};
 use super::log_store::{LOG_FILE, LogStore, SEQ_JUMP, remove_log};
 use super::probe::{self, CheckOutcome, ProbeConfig, ProbeError};
 use super::uploader::Uploader;
@@ -39,7 +39,7 @@ const LEGACY_BUFFER_DIR: &str = "buffer";
 /// Messages handled per lock before the task looks at timers and uploads again.
 const BATCH_MESSAGES: usize = 256;
 /// Room in the channel of `flush` and `shutdown` requests (records and success counts go
-/// through the [`Inbox`], whose capacity is `queue_capacity`); a sender waits when it is full.
+/// through the [`Inbox`]); a sender waits when it is full.
 const CONTROL_CAPACITY: usize = 64;
 /// Most collectors asked in one scope check.
 const SCOPE_PING_COLLECTORS: usize = 2;
@@ -219,9 +219,9 @@ type Core = AgentCore<NativeStore, OsEntropy>;
 
 struct State {
     core: Core,
-    /// The inbox's other buffer: swapped with its queue at each drain, so neither allocates
-    /// in a steady state.
-    spare: Vec<Input>,
+    /// What the last drain of the inbox took, emptied: handed back at the next drain, so a
+    /// steady state allocates nothing.
+    batch: InboxBatch,
 }
 
 struct Paths {
@@ -241,8 +241,8 @@ struct Shared {
     consented: AtomicBool,
     channel_drops: AtomicU64,
     epoch: AtomicU64,
-    /// Records and success counts from app threads, drained by the task (see [`Inbox`]).
-    inbox: Inbox<Input>,
+    /// Failures and success tallies from app threads, drained by the task (see [`Inbox`]).
+    inbox: AgentInbox,
     /// Wakes the task: a push that needs it, a full inbox, consent changes, host answers.
     wake: Notify,
     progress: watch::Sender<u64>,
@@ -298,11 +298,10 @@ impl Shared {
     }
 }
 
-/// What app threads hand the task through the [`Inbox`].
-enum Input {
-    Record(Report, UnixMillis),
-    Success(ServiceId, Host, UnixMillis),
-}
+/// What app threads hand the task: failures (with when they were recorded) in a queue, and
+/// success counts tallied per target.
+type AgentInbox = Inbox<(Report, UnixMillis), (ServiceId, Host)>;
+type InboxBatch = Batch<(Report, UnixMillis), (ServiceId, Host)>;
 
 /// Requests that are waited for, through the control channel.
 enum Msg {
@@ -312,9 +311,10 @@ enum Msg {
 
 /// The Vantage agent for native apps. See the [module docs](super) for a tour.
 ///
-/// Cheap calls (`record`, `count_success`) never block and never panic: they hand the report
-/// to one background task through a bounded queue of `queue_capacity` (a full queue drops it
-/// and counts `queue_full`), and wake the task only when it has no deadline of its own that
+/// Cheap calls (`record`, `count_success`) never block and never panic: `record` hands the
+/// report to one background task through a bounded queue of `queue_capacity` failures (65 536
+/// by default; a full queue drops it and counts `queue_full`), `count_success` adds one to a
+/// per-target tally, and both wake the task only when it has no deadline of its own that
 /// will bring it back in time (see `native/inbox.rs`). The task seals pending reports into
 /// envelopes at most `seal_delay` (500 ms) after the first one, writes them to the buffer (an
 /// append-only log), and delivers them. It sleeps when there is nothing to do.
@@ -435,7 +435,7 @@ impl Agent {
         let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
         let inbox = Inbox::new(config.queue_capacity);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { core, spare: Vec::new() }),
+            state: Mutex::new(State { core, batch: Batch::default() }),
             paths,
             probe,
             uploader,
@@ -548,7 +548,7 @@ impl Agent {
 
     /// Records a failed request. Never blocks, never panics: before consent it keeps nothing
     /// ([`Recorded::NotConsented`]); an invalid service id or host gives
-    /// [`Recorded::Invalid`]; a full channel drops it, counted as `queue_full`
+    /// [`Recorded::Invalid`]; a full queue drops it, counted as `queue_full`
     /// ([`Recorded::Dropped`]). [`Recorded::Kept`] means handed to the background task
     /// (sampling happens there).
     pub fn record(&self, input: ReportInput) -> Recorded {
@@ -560,7 +560,7 @@ impl Agent {
             return Recorded::Invalid;
         };
         let count = u64::from(report.count());
-        match self.shared.inbox.push(Input::Record(report, now), Kind::Failure, now.0) {
+        match self.shared.inbox.push((report, now)) {
             Ok(queued) => {
                 if queued.wake {
                     self.shared.wake.notify_one();
@@ -577,7 +577,7 @@ impl Agent {
 
     /// Counts a successful request (sampled with the success fraction, default 1: all), for
     /// failure ratios. Never blocks; ignored without consent, with an invalid id or host, or
-    /// when the channel is full.
+    /// when 4096 other targets were counted since the agent's task last took the counts in.
     pub fn count_success(&self, service: &str, host: &str) {
         if !self.counts_successes() {
             return;
@@ -604,9 +604,10 @@ impl Agent {
     /// [`Agent::count_success`] with parsed values (sampling happens in the core).
     pub(crate) fn count_success_parsed(&self, service: ServiceId, host: Host) {
         let now = now_ms();
-        match self.shared.inbox.push(Input::Success(service, host, now), Kind::Success, now.0) {
+        match self.shared.inbox.count((service, host), now.0) {
             Ok(queued) if !queued.wake => {}
-            // A full queue: the count is ignored (documented), and the task told to drain.
+            // Too many targets tallied: the count is ignored (documented), and the task told
+            // to drain.
             _ => self.shared.wake.notify_one(),
         }
     }
@@ -1015,19 +1016,22 @@ struct Step {
     scope_check: bool,
 }
 
-/// Hands everything in the inbox to the core, in the order it was pushed.
+/// Hands everything in the inbox to the core: failures in the order they were pushed, then
+/// each target's successes at the time of its first.
 fn absorb(shared: &Shared, state: &mut State) {
-    let mut taken = std::mem::take(&mut state.spare);
-    shared.inbox.take(&mut taken, now_ms().0);
-    for input in taken.drain(..) {
-        match input {
-            Input::Record(report, at) => {
-                let _ = state.core.handle_record(report, at);
-            }
-            Input::Success(service, host, at) => state.core.handle_success(&service, &host, at),
+    let State { core, batch } = state;
+    shared.inbox.take(batch);
+    for chunk in &mut batch.chunks {
+        for (report, at) in chunk.drain(..) {
+            let _ = core.handle_record(report, at);
         }
     }
-    state.spare = taken;
+    for ((service, host), tally) in batch.counts.drain() {
+        let at = UnixMillis(tally.first_ms);
+        for _ in 0..tally.n {
+            core.handle_success(&service, &host, at);
+        }
+    }
 }
 
 /// Which of the task's deadlines cover messages left in the inbox (see [`Inbox`]).
@@ -1309,5 +1313,12 @@ mod tests {
         let mut big = vec![0u8; 3 * ID_POOL_BYTES + 5];
         IdEntropy.fill(&mut big);
         assert!(big.chunks(16).all(|c| c.iter().any(|&b| b != 0)));
+    }
+
+    /// docs/agent-config.md and `DEFAULT_QUEUE_CAPACITY` say a queued failure takes about 200
+    /// bytes: this much in its chunk, plus the service id's and host's own allocations.
+    #[test]
+    fn a_queued_failure_is_small() {
+        assert!(std::mem::size_of::<(Report, UnixMillis)>() <= 128);
     }
 }

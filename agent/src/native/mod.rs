@@ -9,8 +9,8 @@
 //! ```text
 //!  app threads                         background task (own runtime thread, or the app's)
 //!  ───────────                         ──────────────────────────────────────────────────
-//!  record(input) ──push──▶ bounded inbox ──────▶ AgentCore: consent, sampling, coalescing
-//!  count_success(..) ─────▶ (inbox.rs)│ full: dropped, counted queue_full        │ ≤ 500 ms
+//!  record(input) ──push──▶ inbox: failure queue ─▶ AgentCore: consent, sampling, coalescing
+//!  count_success(..) ─────▶ + per-target tallies  (full queue: dropped, queue_full) │ ≤ 500 ms
 //!                                                                                ▼
 //!  set_consent(bool) (sync: key file,           seal (Ed25519 + HPKE) ──▶ log buffer (fsync)
 //!                     buffer files)                                              │
