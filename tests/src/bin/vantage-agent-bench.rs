@@ -9,12 +9,12 @@
 //!
 //! 1. `record()` latency on the caller thread (in this process, against a real collector on
 //!    loopback): median and p99 over `--calls` calls (default 100 000), in bursts of 1000 with
-//!    10 ms pauses so the 1024-slot channel is not simply full, next to two baselines measured
+//!    10 ms pauses (so that a queue of the old default, 1024, was not simply full), next to two baselines measured
 //!    by the same harness in the same run: an empty call (the harness's own cost) and a
 //!    `std::sync::mpsc::SyncSender::try_send` of a 64-byte message to a draining thread.
 //!    Then `count_success()` timed the same way (the agent counts every success), a burst
 //!    of `--burst` records (default 20 000) back to back from one thread and from two at once
-//!    (how many the 1024-slot queue dropped), and one record after the agent went idle: the
+//!    (how many the queue dropped), and one record after the agent went idle: the
 //!    time until the collector accepted its envelope (the seal delay, 500 ms, plus the upload).
 //! 2. Idle cost of an agent process (`vantage-agent-proc`, the sibling binary): after some
 //!    reports were delivered and the queue is empty, per-thread context switches and CPU ticks
