@@ -1319,6 +1319,6 @@ mod tests {
     /// bytes: this much in its chunk, plus the service id's and host's own allocations.
     #[test]
     fn a_queued_failure_is_small() {
-        assert!(std::mem::size_of::<(Report, UnixMillis)>() <= 128);
+        assert!(size_of::<(Report, UnixMillis)>() <= 128);
     }
 }

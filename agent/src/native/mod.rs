@@ -49,11 +49,12 @@
 //! app's runtime; [`AgentBuilder::build_in`] runs the task on the app's runtime instead. The
 //! task waits on its inbox, on uploads in flight and on the core's next deadline only: an
 //! idle agent has no timer and does not wake up. App threads wake it only when it needs them
-//! to (no seal pending for what they push, or a quarter of the inbox used), since a wake-up
-//! was most of the slow tail of `record()`: p99 at the call site 7-18 µs before, about 2 µs
-//! after, median about 0.35 µs either way (`vantage-agent-bench --only record`; see
-//! docs/agent-config.md, which also records the `queue_full` drops this still causes under
-//! paced bursts on a loaded machine). The buffer has no thread of its own (it
+//! to (no seal pending for what they push, or 512 failures queued), since a wake-up was most
+//! of the slow tail of `record()`; success counts are tallied per target and take no room in
+//! the failure queue, whose default of 65 536 holds bursts of tens of thousands. See
+//! docs/agent-config.md for the figures (`vantage-agent-bench --only record`: p99 at the
+//! call site about 2 µs, against 7-13 µs with a channel and a wake per message, and no
+//! `queue_full` drop). The buffer has no thread of its own (it
 //! writes when called), so an idle agent process makes no wake-ups at all (measured with
 //! `vantage-agent-bench --only idle`: 0 context switches over 30 s, all threads).
 //!
