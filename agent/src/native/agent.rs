@@ -1026,6 +1026,7 @@ fn absorb(shared: &Shared, state: &mut State) {
             let _ = core.handle_record(report, at);
         }
     }
+    batch.emptied();
     for ((service, host), tally) in batch.counts.drain() {
         let at = UnixMillis(tally.first_ms);
         for _ in 0..tally.n {

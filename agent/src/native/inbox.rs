@@ -10,9 +10,9 @@
 //! `capacity` messages (`delivery.queue_capacity`, default 65 536: a burst of tens of
 //! thousands of failures, or the task held up for most of a second by a slow disk, fits; a
 //! failure pushed into a full queue is dropped and counted `queue_full`). A chunk is
-//! allocated when the last one fills, never copied, and the task hands the chunks it emptied
-//! back at its next drain (at most [`SPARE_CHUNKS`] are kept): a queue that grew for a burst
-//! gives its memory back after it. A push wakes the task when
+//! allocated when the last one fills, never copied, and the task keeps the chunks it emptied
+//! to hand back at its next drain (at most [`SPARE_CHUNKS`] each, the rest freed at once): a
+//! queue that grew for a burst gives its memory back after it. A push wakes the task when
 //!
 //! - the task has no failure seal pending (it is asleep and would not come back by itself):
 //!   a failure must reach the core at once, so that its seal delay and scope check start when
@@ -52,8 +52,9 @@ use std::sync::{Mutex, MutexGuard};
 pub(crate) const CHUNK: usize = 256;
 /// Failures queued that wake the task (when the capacity is at least four times this).
 pub(crate) const WAKE_AT: usize = 512;
-/// Emptied chunks kept for the next pushes; more are freed.
-pub(crate) const SPARE_CHUNKS: usize = 8;
+/// Emptied chunks kept for the next pushes, by the queue and by the task's [`Batch`] each;
+/// more are freed.
+pub(crate) const SPARE_CHUNKS: usize = 4;
 /// Distinct targets tallied between two drains.
 pub(crate) const MAX_TARGETS: usize = 4096;
 
@@ -88,11 +89,21 @@ pub(crate) struct Tally {
 }
 
 /// What one drain took: failure chunks in push order, and tallies. The task empties both
-/// (`drain`) and passes the batch back to the next [`Inbox::take`], which reuses its memory.
+/// (`drain`), calls [`Batch::emptied`], and passes the batch back to the next
+/// [`Inbox::take`], which reuses its memory.
 #[derive(Debug)]
 pub(crate) struct Batch<T, K> {
     pub(crate) chunks: Vec<Vec<T>>,
     pub(crate) counts: HashMap<K, Tally>,
+}
+
+impl<T, K> Batch<T, K> {
+    /// After the task emptied the chunks: frees all but [`SPARE_CHUNKS`] of them, so a burst
+    /// does not keep its memory while the agent idles.
+    pub(crate) fn emptied(&mut self) {
+        debug_assert!(self.chunks.iter().all(Vec::is_empty));
+        self.chunks.truncate(SPARE_CHUNKS);
+    }
 }
 
 impl<T, K> Default for Batch<T, K> {
@@ -362,8 +373,10 @@ mod tests {
             (0..n).collect::<Vec<_>>()
         );
         batch.chunks.iter_mut().for_each(Vec::clear);
+        batch.emptied();
+        assert_eq!(batch.chunks.len(), SPARE_CHUNKS, "the rest were freed");
         inbox.take(&mut batch);
-        assert_eq!(inbox.spares(), SPARE_CHUNKS, "the rest were freed");
+        assert_eq!(inbox.spares(), SPARE_CHUNKS, "and handed back");
         assert!(batch.chunks.is_empty());
         // The next pushes use the kept chunks.
         for i in 0..(CHUNK * SPARE_CHUNKS) as u64 {
