@@ -53,7 +53,7 @@
 //! of the slow tail of `record()`; success counts are tallied per target and take no room in
 //! the failure queue, whose default of 65 536 holds bursts of tens of thousands. See
 //! docs/agent-config.md for the figures (`vantage-agent-bench --only record`: p99 at the
-//! call site about 2 µs, against 7-13 µs with a channel and a wake per message, and no
+//! call site 2-4 µs, against 7-19 µs with a channel and a wake per message, and no
 //! `queue_full` drop). The buffer has no thread of its own (it
 //! writes when called), so an idle agent process makes no wake-ups at all (measured with
 //! `vantage-agent-bench --only idle`: 0 context switches over 30 s, all threads).
