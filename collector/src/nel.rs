@@ -25,9 +25,10 @@
 //!   minutes later and over another network, so reaching the collector says nothing about
 //!   where the failure was (unlike the agent's reachability check that sets `Path`/`Local`).
 //! - **Network** is [`NetworkType::Unknown`](vantage_agent::taxonomy::NetworkType::Unknown); **client** is `None` (NEL is unauthenticated).
-//! - **Ids** are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a
-//!   replayed upload yields the same ids (and the store drops it by its digest), while two
-//!   entries of one upload never share an id.
+//! - **Ids** are the first 16 bytes of SHA-256(SHA-256(network tag ‖ body) ‖ index as u32
+//!   big-endian), so an upload replayed from the same /24 yields the same ids (and the store
+//!   drops it by its digest), two entries of one upload never share an id, and byte-identical
+//!   bodies from browsers on different networks (one page's `ok` reports often are) all count.
 //! - Entries of another Reporting API type (`deprecation`, `csp-violation`, ...) are skipped
 //!   and counted, not refused: one browser upload may mix report types. NEL success reports
 //!   (`type: "ok"`) are kept as [`NelOk`]: they become success counts, scaled up by their
@@ -593,6 +594,24 @@ mod tests {
         bad["body"]["type"] = json!("ok");
         bad["body"]["sampling_fraction"] = json!(0);
         assert_eq!(err(&json!([bad])), "reports[0].body.sampling_fraction: not in (0, 1]");
+    }
+
+    #[test]
+    fn one_body_from_two_networks_is_two_uploads_and_from_one_network_a_replay() {
+        let mut ok = entry("application", "ok", 200);
+        ok["body"]["type"] = json!("ok");
+        let body = bytes(&json!([ok, entry("dns", "dns.name_not_resolved", 0)]));
+        let batch = |net| {
+            let ctx = NelContext { net: NetTag(net), ..ctx() };
+            nel_batch(&body, parse_upload(&body).unwrap(), &ctx, &NelServices::default())
+        };
+        let (a, again, b) = (batch(0x1234), batch(0x1234), batch(0x9876));
+        // A retry from the same network: same digest and ids, so the store drops it.
+        assert_eq!(a.digest, again.digest);
+        assert_eq!(a.reports[0].id, again.reports[0].id);
+        // Another browser on another network sent the same bytes: a different upload.
+        assert_ne!(a.digest, b.digest);
+        assert_ne!(a.reports[0].id, b.reports[0].id);
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //!  collector (in-process, TLS, collector.test:Q)  POST /v1/nel ─▶ nel::parse_reports ─▶ store
 //! ```
 //!
+//! The policy and its Report-To group both set `include_subdomains`, and the browser then
+//! navigates to `missing.origin.test`, which does not resolve: Chromium reports the DNS failure
+//! under the parent's policy, and the collector files it under the service `origin.test` (the
+//! registrable domain), with phase dns (`collector_nel_outage.rs` pages such an outage).
+//!
 //! Chromium trusts the two test leaves through `--ignore-certificate-errors-spki-list` (the
 //! blanket `--ignore-certificate-errors` turns NEL off). The test asserts the types, phases and
 //! status that arrive, that no path, query, IP or user agent reaches the store's files, and
@@ -63,7 +68,7 @@ impl Origin {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let report_to = format!(
-            r#"{{"group":"default","max_age":3600,"endpoints":[{{"url":"https://collector.test:{collector_port}/v1/nel"}}]}}"#
+            r#"{{"group":"default","max_age":3600,"include_subdomains":true,"endpoints":[{{"url":"https://collector.test:{collector_port}/v1/nel"}}]}}"#
         );
         let accept = tokio::spawn(async move {
             let mut conns = JoinSet::new();
@@ -81,7 +86,7 @@ impl Origin {
                             .header("report-to", report_to.as_str())
                             .header(
                                 "nel",
-                                r#"{"report_to":"default","max_age":3600,"failure_fraction":1.0}"#,
+                                r#"{"report_to":"default","max_age":3600,"failure_fraction":1.0,"include_subdomains":true}"#,
                             )
                             // An inline icon: no favicon request may be in flight when the
                             // origin stops (it would add a stray tcp.closed or similar).
@@ -139,7 +144,12 @@ impl Browser {
         );
         let config = serde_json::json!({
             "userDataDir": user_data_dir,
-            "hostRules": ["MAP origin.test 127.0.0.1", "MAP collector.test 127.0.0.1"],
+            // The first matching rule wins: the subdomain does not resolve.
+            "hostRules": [
+                "MAP missing.origin.test ~NOTFOUND",
+                "MAP origin.test 127.0.0.1",
+                "MAP collector.test 127.0.0.1"
+            ],
             "spkiDerHex": spki_der_hex,
             "extraArgs": ["--short-reporting-delay"],
         });
@@ -251,6 +261,12 @@ async fn chromium_nel_reports_are_stored_without_paths() {
     let answer = browser.goto(&format!("{base}/fail/{SECRET_PATH}?{SECRET_QUERY}#frag")).await;
     assert_eq!(answer["status"], 500, "loading /fail: {answer}");
 
+    // 1b. A subdomain that does not resolve: under the include_subdomains policy Chromium
+    // reports the DNS failure (only DNS failures are reported for subdomains).
+    let answer =
+        browser.goto(&format!("https://missing.origin.test:{origin_port}/{SECRET_PATH}")).await;
+    assert_eq!(answer["ok"], false, "an unresolvable host loaded: {answer}");
+
     // 2. The origin resets every connection.
     origin.stop().await;
     let reset_task = resetter(TcpListener::bind(("127.0.0.1", origin_port)).await.unwrap()).await;
@@ -264,7 +280,8 @@ async fn chromium_nel_reports_are_stored_without_paths() {
     assert_eq!(answer["ok"], false, "a closed port loaded: {answer}");
 
     // Chromium uploads after its (short) reporting delay; poll the store.
-    let wanted: BTreeSet<&str> = ["http.error", "tcp.reset", "tcp.refused"].into();
+    let wanted: BTreeSet<&str> =
+        ["http.error", "dns.name_not_resolved", "tcp.reset", "tcp.refused"].into();
     let deadline = Instant::now() + DEADLINE;
     let reports = loop {
         let reports = nel_reports(&collector);
@@ -282,8 +299,13 @@ async fn chromium_nel_reports_are_stored_without_paths() {
     browser.quit().await;
 
     for r in &reports {
-        assert_eq!(r.host, "origin.test", "{r:?}");
+        // The subdomain's report is filed under the service of its registrable domain.
         assert_eq!(r.service, "origin.test", "{r:?}");
+        if r.error_type == ErrorType::DnsNameNotResolved {
+            assert_eq!(r.host, "missing.origin.test", "{r:?}");
+        } else {
+            assert_eq!(r.host, "origin.test", "{r:?}");
+        }
         assert_eq!(r.client, None);
         assert_eq!(r.count, 1);
         assert_eq!(r.sample_ppm, 1_000_000);
@@ -293,6 +315,10 @@ async fn chromium_nel_reports_are_stored_without_paths() {
             ErrorType::HttpError => {
                 assert_eq!(r.phase, Phase::Application);
                 assert_eq!(r.status, Some(500));
+            }
+            ErrorType::DnsNameNotResolved => {
+                assert_eq!(r.phase, Phase::Dns);
+                assert_eq!(r.status, None);
             }
             ErrorType::TcpReset | ErrorType::TcpRefused => {
                 assert_eq!(r.phase, Phase::Connection);

@@ -101,23 +101,24 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
     }
 }
 
-/// A parsed browser upload as stored, deduplicated by the digest of its body.
+/// A parsed browser upload as stored, deduplicated by the digest of its source network and
+/// body ([`upload_digest`]).
 ///
 /// Service is what `services` maps the origin's host to (a configured service, else the
 /// registrable domain); scope and network are unknown (the browser delivers after the fact,
 /// possibly over another network); client is `None` (NEL is unauthenticated). Every entry,
 /// failure or success (`ok`), also counts as attempts (1 / its sampling fraction, rounded) in
 /// a [`StoredTargets`] of the network's stand-in client ([`nel_client_key`]), successes for
-/// `ok`, so browser traffic has failure ratios. Ids
-/// are the first 16 bytes of SHA-256(SHA-256(body) ‖ index as u32 big-endian), so a replayed
-/// upload yields the same ids while two entries of one upload never share one.
+/// `ok`, so browser traffic has failure ratios. Ids are the first 16 bytes of
+/// SHA-256(upload digest ‖ index as u32 big-endian), so an upload replayed from the same network
+/// yields the same ids while two entries of one upload never share one.
 pub(crate) fn nel_batch(
     body: &[u8],
     upload: NelUpload,
     ctx: &NelContext,
     services: &NelServices,
 ) -> IngestBatch {
-    let body_digest = digest::digest(&digest::SHA256, body);
+    let body_digest = upload_digest(ctx.net, body);
     let mut d = [0u8; 32];
     d.copy_from_slice(body_digest.as_ref());
     let mut targets = Vec::with_capacity(upload.ok.len() + upload.entries.len());
@@ -193,6 +194,19 @@ pub fn scaled_counts(
     let failures = scale_up(attempts.saturating_sub(successes), failure_ppm);
     let successes = scale_up(successes.min(attempts), success_ppm);
     (failures.saturating_add(successes), successes)
+}
+
+/// SHA-256 of the source network's tag then the body: the key a browser upload is
+/// deduplicated by. A browser that retries an upload sends the same bytes from the same network
+/// and is stored once; two browsers on different networks that happen to send byte-identical
+/// bodies (the same page, the same age and timing: common for `ok` reports of one URL) are two
+/// uploads, and both count. The tag is keyed by the deployment's secret, so collectors of one
+/// fleet agree on it.
+fn upload_digest(net: NetTag, body: &[u8]) -> digest::Digest {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(&net.0.to_be_bytes());
+    ctx.update(body);
+    ctx.finish()
 }
 
 fn report_id(body_digest: &[u8; 32], index: usize) -> [u8; 16] {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
-//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--nel]
+//!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--rss-step N] [--nel]
 //!     [--sync-cost]
 //! ```
 //!
@@ -15,7 +15,9 @@
 //!   collectors one after the other, the same closed loop on plain HTTP, and the collector's
 //!   CPU time per accepted envelope and envelopes/s of each, with their ratio.
 //! - `--rss-reports N` (default 0 = skip) keeps sending until the collector has stored N
-//!   reports, then reads its resident memory; 1000000 is the figure the docs quote.
+//!   reports, then reads its resident memory; 1000000 is the figure the docs quote. On the way
+//!   it prints VmRSS every `--rss-step` reports (default 500000), and the growth per million
+//!   reports over the second half of the run (flat memory: close to 0).
 //! - `--nel` adds a browser NEL phase on the plain listener: closed loop of `POST /v1/nel`
 //!   uploads of 3 `network-error` reports each (every body distinct, so none is a duplicate),
 //!   and the collector's CPU time per upload.
@@ -64,7 +66,7 @@ const REPORTS_PER_ENVELOPE: usize = 10;
 const AGENTS: usize = 1000;
 
 const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
-                     [--rss-reports N] [--nel] [--sync-cost]";
+                     [--rss-reports N] [--rss-step N] [--nel] [--sync-cost]";
 /// Reports per NEL upload in the `--nel` phase.
 const NEL_REPORTS_PER_UPLOAD: usize = 3;
 
@@ -82,6 +84,8 @@ struct Args {
     duration: Duration,
     connections: usize,
     rss_reports: u64,
+    /// Print VmRSS every this many stored reports in the memory phase.
+    rss_step: u64,
     /// Caps every pre-sealed pool (for the smoke test); `None` sizes pools from the crypto bound.
     max_pool: Option<usize>,
     /// Compare `store.sync = "data"` with `"danger_none"` instead of the usual phases.
@@ -97,6 +101,7 @@ impl Args {
             duration: Duration::from_secs(10),
             connections: 32,
             rss_reports: 0,
+            rss_step: 500_000,
             max_pool: None,
             sync_cost: false,
             nel: false,
@@ -128,6 +133,13 @@ impl Args {
                     args.rss_reports = value("--rss-reports")?
                         .parse()
                         .map_err(|e| format!("--rss-reports: {e}"))?;
+                }
+                "--rss-step" => {
+                    args.rss_step =
+                        value("--rss-step")?.parse().map_err(|e| format!("--rss-step: {e}"))?;
+                    if args.rss_step == 0 {
+                        return Err("--rss-step: at least 1".into());
+                    }
                 }
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -623,16 +635,26 @@ impl Bench {
     }
 
     /// Sends fresh envelopes until `total` reports are stored (counting `already`), then reads
-    /// the collector's memory. Returns (VmRSS kB, VmHWM kB, seconds taken).
+    /// the collector's memory. Returns (VmRSS kB, VmHWM kB, seconds taken, checkpoints: stored
+    /// reports and VmRSS kB every `--rss-step` reports).
     async fn rss_phase(
         &mut self,
         target: &Target,
         already: u64,
-    ) -> Result<(u64, u64, f64), String> {
+    ) -> Result<(u64, u64, f64, Vec<(u64, u64)>), String> {
         let start = Instant::now();
         let mut stored = already;
         let chunk = 20_000usize;
+        let pid = self.proc.pid();
+        let mut checkpoints = Vec::new();
+        let mut next_mark = (stored / self.args.rss_step + 1) * self.args.rss_step;
         while stored < self.args.rss_reports {
+            if stored >= next_mark {
+                let rss = status_kb(pid, "VmRSS")?;
+                self.say(&format!("  at {stored} reports: VmRSS {:.1} MiB", rss as f64 / 1024.0));
+                checkpoints.push((stored, rss));
+                next_mark = (stored / self.args.rss_step + 1) * self.args.rss_step;
+            }
             let want = (self.args.rss_reports - stored).div_ceil(REPORTS_PER_ENVELOPE as u64);
             let n = (want as usize).min(chunk);
             let pool = Arc::new(self.agents.seal(&self.key.public_key(), n));
@@ -643,8 +665,9 @@ impl Bench {
             }
             stored += tally.accepted * REPORTS_PER_ENVELOPE as u64;
         }
-        let pid = self.proc.pid();
-        Ok((status_kb(pid, "VmRSS")?, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64()))
+        let rss = status_kb(pid, "VmRSS")?;
+        checkpoints.push((stored, rss));
+        Ok((rss, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64(), checkpoints))
     }
 }
 
@@ -743,7 +766,7 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     if args.rss_reports > 0 {
         let already: u64 =
             figures.iter().map(|f| f.accepted).sum::<u64>() * REPORTS_PER_ENVELOPE as u64;
-        let (rss, hwm, secs) = rt.block_on(bench.rss_phase(&targets[0], already))?;
+        let (rss, hwm, secs, checkpoints) = rt.block_on(bench.rss_phase(&targets[0], already))?;
         bench.say(&format!(
             "memory after storing {} reports: VmRSS {:.1} MiB (peak VmHWM {:.1} MiB); the phase took {secs:.1} s",
             args.rss_reports.max(already),
@@ -752,6 +775,17 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         ));
         row("collector_rss_mib", rss as f64 / 1024.0, "MiB");
         row("collector_rss_reports", args.rss_reports.max(already) as f64, "reports");
+        // Flat memory: VmRSS growth per million reports over the second half of the run.
+        let (last_n, last_kb) = *checkpoints.last().unwrap_or(&(0, rss));
+        if let Some(&(mid_n, mid_kb)) = checkpoints.iter().find(|(n, _)| *n >= last_n / 2)
+            && last_n > mid_n
+        {
+            let per_m = (last_kb as f64 - mid_kb as f64) / 1024.0 / ((last_n - mid_n) as f64 / 1e6);
+            bench.say(&format!(
+                "memory growth from {mid_n} to {last_n} reports: {per_m:.1} MiB per million"
+            ));
+            row("collector_rss_growth_mib_per_million", per_m, "MiB");
+        }
     }
     for f in &figures {
         bench.say(&format!(
