@@ -807,10 +807,7 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
     /// When to call `poll_seal`/`poll_transmit` next: a time at or before now means at once;
     /// `None` when nothing is pending or due (an idle agent never wakes up).
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        let seal = self
-            .first_pending
-            .map(|t| if self.ready.len() >= MAX_REPORTS { t } else { self.seal_due_at(t) });
-        let seal = match (seal, self.counts_due_at()) {
+        let seal = match (self.failures_seal_at(), self.counts_due_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -819,6 +816,21 @@ impl<S: EnvelopeStore, R: Entropy> AgentCore<S, R> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// When the failures pending now are due to be sealed (`None`: none pending). A runtime
+    /// that lets new failures wait in its own queue may leave them there until this moment
+    /// (they are sealed with these, no later than their own seal delay), but must hand a
+    /// failure over at once while this is `None`.
+    pub fn failures_seal_at(&self) -> Option<UnixMillis> {
+        self.first_pending
+            .map(|t| if self.ready.len() >= MAX_REPORTS { t } else { self.seal_due_at(t) })
+    }
+
+    /// When the success counts pending now are due to be sealed on their own (`None`: none
+    /// pending, or no `report_interval_ms`). Like [`Self::failures_seal_at`], for successes.
+    pub fn counts_seal_at(&self) -> Option<UnixMillis> {
+        self.counts_due_at()
     }
 
     /// True while a failure has asked for a scope check that has not answered yet (and

@@ -66,7 +66,7 @@ async fn c_program_with_shared_and_static_library_delivers_every_domain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_c_threads_record_concurrently_and_the_counts_add_up_at_the_collector() {
-    // The default queue (1024): records that find it full get VANTAGE_ERR_QUEUE_FULL and are
+    // The default queue (65 536): records that find it full get VANTAGE_ERR_QUEUE_FULL and are
     // counted as dropped, never lost silently.
     let s = Setup::new("[delivery]\nbase_backoff_ms = 100\n");
     let out = s.run(&[], shared_program(), "threads", "threads", &["8", "3000"]);

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::config::{AgentBuilder, AgentConfig, ConfigError};
+use super::inbox::{Armed, Batch, Inbox};
 use super::log_store::{LOG_FILE, LogStore, SEQ_JUMP, remove_log};
 use super::probe::{self, CheckOutcome, ProbeConfig, ProbeError};
 use super::uploader::Uploader;
@@ -37,6 +38,9 @@ const LEGACY_SEQ_FILE: &str = "seq";
 const LEGACY_BUFFER_DIR: &str = "buffer";
 /// Messages handled per lock before the task looks at timers and uploads again.
 const BATCH_MESSAGES: usize = 256;
+/// Room in the channel of `flush` and `shutdown` requests (records and success counts go
+/// through the [`Inbox`]); a sender waits when it is full.
+const CONTROL_CAPACITY: usize = 64;
 /// Most collectors asked in one scope check.
 const SCOPE_PING_COLLECTORS: usize = 2;
 /// Longest a `flush` waits for a scope check in flight before sealing anyway, so that reports
@@ -215,6 +219,9 @@ type Core = AgentCore<NativeStore, OsEntropy>;
 
 struct State {
     core: Core,
+    /// What the last drain of the inbox took, emptied: handed back at the next drain, so a
+    /// steady state allocates nothing.
+    batch: InboxBatch,
 }
 
 struct Paths {
@@ -234,6 +241,9 @@ struct Shared {
     consented: AtomicBool,
     channel_drops: AtomicU64,
     epoch: AtomicU64,
+    /// Failures and success tallies from app threads, drained by the task (see [`Inbox`]).
+    inbox: AgentInbox,
+    /// Wakes the task: a push that needs it, a full inbox, consent changes, host answers.
     wake: Notify,
     progress: watch::Sender<u64>,
     /// Host-driven delivery ([`Agent::start_host_driven`]): the task never uploads; the host
@@ -288,20 +298,26 @@ impl Shared {
     }
 }
 
+/// What app threads hand the task: failures (with when they were recorded) in a queue, and
+/// success counts tallied per target.
+type AgentInbox = Inbox<(Report, UnixMillis), (ServiceId, Host)>;
+type InboxBatch = Batch<(Report, UnixMillis), (ServiceId, Host)>;
+
+/// Requests that are waited for, through the control channel.
 enum Msg {
-    Record(Report, UnixMillis),
-    Success(ServiceId, Host, UnixMillis),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
 /// The Vantage agent for native apps. See the [module docs](super) for a tour.
 ///
-/// Cheap calls (`record`, `count_success`) never block and never panic: they hand the report
-/// to one background task through a bounded channel (a full channel drops it and counts
-/// `queue_full`). The task seals pending reports into envelopes at most `seal_delay` (500 ms)
-/// after the first one, writes them to the buffer (an append-only log), and delivers them. It sleeps when
-/// there is nothing to do.
+/// Cheap calls (`record`, `count_success`) never block and never panic: `record` hands the
+/// report to one background task through a bounded queue of `queue_capacity` failures (65 536
+/// by default; a full queue drops it and counts `queue_full`), `count_success` adds one to a
+/// per-target tally, and both wake the task only when it has no deadline of its own that
+/// will bring it back in time (see `native/inbox.rs`). The task seals pending reports into
+/// envelopes at most `seal_delay` (500 ms) after the first one, writes them to the buffer (an
+/// append-only log), and delivers them. It sleeps when there is nothing to do.
 pub struct Agent {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Msg>,
@@ -416,15 +432,17 @@ impl Agent {
             .connect_timeout(Duration::from_secs(3))
             .tls_timeout(Duration::from_secs(3))
             .http_timeout(Duration::from_secs(3));
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+        let inbox = Inbox::new(config.queue_capacity);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { core }),
+            state: Mutex::new(State { core, batch: Batch::default() }),
             paths,
             probe,
             uploader,
             consented: AtomicBool::new(false),
             channel_drops: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            inbox,
             wake: Notify::new(),
             progress: watch::channel(0).0,
             host_driven,
@@ -530,7 +548,7 @@ impl Agent {
 
     /// Records a failed request. Never blocks, never panics: before consent it keeps nothing
     /// ([`Recorded::NotConsented`]); an invalid service id or host gives
-    /// [`Recorded::Invalid`]; a full channel drops it, counted as `queue_full`
+    /// [`Recorded::Invalid`]; a full queue drops it, counted as `queue_full`
     /// ([`Recorded::Dropped`]). [`Recorded::Kept`] means handed to the background task
     /// (sampling happens there).
     pub fn record(&self, input: ReportInput) -> Recorded {
@@ -542,8 +560,13 @@ impl Agent {
             return Recorded::Invalid;
         };
         let count = u64::from(report.count());
-        match self.tx.try_send(Msg::Record(report, now)) {
-            Ok(()) => Recorded::Kept,
+        match self.shared.inbox.push((report, now)) {
+            Ok(queued) => {
+                if queued.wake {
+                    self.shared.wake.notify_one();
+                }
+                Recorded::Kept
+            }
             Err(_) => {
                 self.shared.channel_drops.fetch_add(count, Ordering::Relaxed);
                 self.shared.wake.notify_one();
@@ -554,7 +577,7 @@ impl Agent {
 
     /// Counts a successful request (sampled with the success fraction, default 1: all), for
     /// failure ratios. Never blocks; ignored without consent, with an invalid id or host, or
-    /// when the channel is full.
+    /// when 4096 other targets were counted since the agent's task last took the counts in.
     pub fn count_success(&self, service: &str, host: &str) {
         if !self.counts_successes() {
             return;
@@ -580,7 +603,13 @@ impl Agent {
 
     /// [`Agent::count_success`] with parsed values (sampling happens in the core).
     pub(crate) fn count_success_parsed(&self, service: ServiceId, host: Host) {
-        let _ = self.tx.try_send(Msg::Success(service, host, now_ms()));
+        let now = now_ms();
+        match self.shared.inbox.count((service, host), now.0) {
+            Ok(queued) if !queued.wake => {}
+            // Too many targets tallied: the count is ignored (documented), and the task told
+            // to drain.
+            _ => self.shared.wake.notify_one(),
+        }
     }
 
     /// Probes `url` (DNS, TCP, TLS, HTTP GET: see [`probe::check`]) and records a failure
@@ -987,8 +1016,39 @@ struct Step {
     scope_check: bool,
 }
 
-/// Counts channel drops and seals what is due at `now`.
+/// Hands everything in the inbox to the core: failures in the order they were pushed, then
+/// each target's successes at the time of its first.
+fn absorb(shared: &Shared, state: &mut State) {
+    let State { core, batch } = state;
+    shared.inbox.take(batch);
+    for chunk in &mut batch.chunks {
+        for (report, at) in chunk.drain(..) {
+            let _ = core.handle_record(report, at);
+        }
+    }
+    batch.emptied();
+    for ((service, host), tally) in batch.counts.drain() {
+        let at = UnixMillis(tally.first_ms);
+        for _ in 0..tally.n {
+            core.handle_success(&service, &host, at);
+        }
+    }
+}
+
+/// Which of the task's deadlines cover messages left in the inbox (see [`Inbox`]).
+fn armed(shared: &Shared, state: &State) -> Armed {
+    let failures = state.core.failures_seal_at().is_some();
+    Armed {
+        failures,
+        counts: failures
+            || state.core.counts_seal_at().is_some()
+            || shared.config.report_interval.is_none(),
+    }
+}
+
+/// Takes in the inbox, counts channel drops and seals what is due at `now`.
 fn seal_due(shared: &Shared, state: &mut State, now: UnixMillis) {
+    absorb(shared, state);
     let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
     if dropped > 0 && state.core.consent().is_granted() {
         state.core.count_drop(DropReason::QueueFull, dropped);
@@ -1017,6 +1077,10 @@ fn step(shared: &Shared) -> Step {
         }
     }
     let scope_check = state.core.poll_scope_check(now);
+    if shared.inbox.arm(armed(shared, &state)) {
+        // Pushed meanwhile: drain again before sleeping (the task is awake anyway).
+        shared.wake.notify_one();
+    }
     let mut timeout = state.core.poll_timeout();
     if shared.host_driven {
         // An envelope due now is the host's to take (`poll_upload`), so a due deadline is not
@@ -1032,6 +1096,7 @@ fn step(shared: &Shared) -> Step {
 
 fn seal_now(shared: &Shared) -> Result<(), StoreError> {
     let mut state = shared.lock();
+    absorb(shared, &mut state);
     let dropped = shared.channel_drops.swap(0, Ordering::Relaxed);
     if dropped > 0 && state.core.consent().is_granted() {
         state.core.count_drop(DropReason::QueueFull, dropped);
@@ -1050,16 +1115,8 @@ enum Flow {
     Exit(Option<oneshot::Sender<()>>),
 }
 
-fn handle(
-    state: &mut State,
-    msg: Msg,
-    flushes: &mut Vec<oneshot::Sender<Result<(), StoreError>>>,
-) -> Flow {
+fn handle(msg: Msg, flushes: &mut Vec<oneshot::Sender<Result<(), StoreError>>>) -> Flow {
     match msg {
-        Msg::Record(report, at) => {
-            let _ = state.core.handle_record(report, at);
-        }
-        Msg::Success(service, host, at) => state.core.handle_success(&service, &host, at),
         Msg::Flush(reply) => flushes.push(reply),
         Msg::Shutdown(reply) => return Flow::Exit(Some(reply)),
     }
@@ -1078,11 +1135,13 @@ fn handle_messages(
     let mut flushes = Vec::new();
     let mut flow = {
         let mut state = shared.lock();
-        let mut flow = handle(&mut state, first, &mut flushes);
+        // What was recorded before these requests, before a flush checks for a scope check.
+        absorb(shared, &mut state);
+        let mut flow = handle(first, &mut flushes);
         let mut n = 1;
         while matches!(flow, Flow::Continue) && n < BATCH_MESSAGES && flushes.is_empty() {
             match rx.try_recv() {
-                Ok(msg) => flow = handle(&mut state, msg, &mut flushes),
+                Ok(msg) => flow = handle(msg, &mut flushes),
                 Err(_) => break,
             }
             n += 1;
@@ -1255,5 +1314,12 @@ mod tests {
         let mut big = vec![0u8; 3 * ID_POOL_BYTES + 5];
         IdEntropy.fill(&mut big);
         assert!(big.chunks(16).all(|c| c.iter().any(|&b| b != 0)));
+    }
+
+    /// docs/agent-config.md and `DEFAULT_QUEUE_CAPACITY` say a queued failure takes about 200
+    /// bytes: this much in its chunk, plus the service id's and host's own allocations.
+    #[test]
+    fn a_queued_failure_is_small() {
+        assert!(size_of::<(Report, UnixMillis)>() <= 128);
     }
 }

@@ -27,7 +27,7 @@
 //!              # first and counted (queue_full, expired); see `native::log_store`
 //! [delivery]   # base_backoff_ms = 1000, max_backoff_ms = 20000, max_in_flight = 2,
 //!              # max_per_second = 10, request_timeout_ms = 30000, seal_delay_ms = 500,
-//!              # queue_capacity = 1024
+//!              # queue_capacity = 65536
 //! [sampling]   # failure_fraction = 1.0, success_fraction = 1.0,
 //!              # report_interval_secs = 30 (success counts sealed at least this often)
 //! [scope]      # enabled = true, interval_secs = 30
@@ -59,8 +59,10 @@ use super::doc::{Doc, Fields};
 
 /// Default request timeout of one upload: 30 s.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default capacity of the channel between `record()` and the background task: 1024.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Default capacity of the queue between `record()` and the background task: 65 536 failures
+/// (about 200 bytes each while queued, memory allocated only while they are: a burst of tens
+/// of thousands fits; see `native/inbox.rs`).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 /// The SDK string used when the config does not give one.
 pub const DEFAULT_SDK: &str = concat!("vantage-rust/", env!("CARGO_PKG_VERSION"));
 
@@ -295,8 +297,9 @@ pub struct AgentConfig {
     pub delivery: DeliveryConfig,
     /// Timeout of one upload, connect to response (default 30 s).
     pub request_timeout: Duration,
-    /// Capacity of the `record()` channel; a full channel drops with `queue_full` (default
-    /// 1024).
+    /// Failures the queue between `record()` and the background task holds; a failure
+    /// recorded when it is full is dropped and counted `queue_full` (default 65 536; success
+    /// counts take no room in it).
     pub queue_capacity: usize,
     /// Minimum time between scope checks; `None` turns them off (default 30 s).
     pub scope_check_interval: Option<Duration>,
@@ -480,7 +483,8 @@ impl AgentBuilder {
         self
     }
 
-    /// Capacity of the `record()` channel. Default: 1024.
+    /// Failures the queue between `record()` and the background task holds (a failure
+    /// recorded when it is full is dropped, counted `queue_full`). Default: 65 536.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.config.queue_capacity = n;
         self

@@ -3,14 +3,19 @@
 //! ```text
 //! cargo build --release -p vantage-tests --bin vantage-agent-proc --bin vantage-agent-bench
 //! $CARGO_TARGET_DIR/release/vantage-agent-bench [--calls N] [--idle-secs S] [--backlog N]
-//!                                               [--outage-secs S] [--only record|idle|backlog]
+//!                                               [--outage-secs S] [--burst N]
+//!                                               [--only record|idle|backlog]
 //! ```
 //!
 //! 1. `record()` latency on the caller thread (in this process, against a real collector on
 //!    loopback): median and p99 over `--calls` calls (default 100 000), in bursts of 1000 with
-//!    10 ms pauses so the 1024-slot channel is not simply full, next to two baselines measured
+//!    10 ms pauses (so that a queue of the old default, 1024, was not simply full), next to two baselines measured
 //!    by the same harness in the same run: an empty call (the harness's own cost) and a
 //!    `std::sync::mpsc::SyncSender::try_send` of a 64-byte message to a draining thread.
+//!    Then `count_success()` timed the same way (the agent counts every success), a burst
+//!    of `--burst` records (default 20 000) back to back from one thread and from two at once
+//!    (how many the queue dropped), and one record after the agent went idle: the
+//!    time until the collector accepted its envelope (the seal delay, 500 ms, plus the upload).
 //! 2. Idle cost of an agent process (`vantage-agent-proc`, the sibling binary): after some
 //!    reports were delivered and the queue is empty, per-thread context switches and CPU ticks
 //!    from `/proc/PID/task/*` over `--idle-secs` (default 60), then `strace -c -f` over another
@@ -32,8 +37,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use vantage_agent::native::{Agent, CollectorConfig, OsEntropy, ReportInput};
+use vantage_agent::native::{Agent, CollectorConfig, OsEntropy, Recorded, ReportInput};
 use vantage_agent::report::{AppInfo, UnixMillis};
+use vantage_agent::sampling::Sampling;
 use vantage_collector::config::Config;
 use vantage_collector::open::CollectorKey;
 use vantage_collector::server::{Collector, RunningCollector};
@@ -56,13 +62,20 @@ struct Opts {
     idle_secs: u64,
     backlog: u64,
     outage_secs: u64,
+    burst: usize,
     only: Option<String>,
 }
 
 impl Opts {
     fn parse() -> Result<Opts, String> {
-        let mut o =
-            Opts { calls: 100_000, idle_secs: 60, backlog: 10_000, outage_secs: 5, only: None };
+        let mut o = Opts {
+            calls: 100_000,
+            idle_secs: 60,
+            backlog: 10_000,
+            outage_secs: 5,
+            burst: 20_000,
+            only: None,
+        };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -73,6 +86,7 @@ impl Opts {
                 "--idle-secs" => o.idle_secs = num()?,
                 "--backlog" => o.backlog = num()?,
                 "--outage-secs" => o.outage_secs = num()?,
+                "--burst" => o.burst = usize::try_from(num()?).map_err(|e| e.to_string())?,
                 "--only" => o.only = Some(value.clone()),
                 _ => return Err(format!("unknown flag {flag}")),
             }
@@ -174,7 +188,7 @@ fn run() -> Result<(), String> {
     let lab = Lab::new()?;
     println!("# vantage-agent-bench ({} cores online)", cores());
     if opts.wants("record") {
-        bench_record(&lab, opts.calls)?;
+        bench_record(&lab, opts.calls, opts.burst)?;
     }
     if opts.wants("idle") {
         bench_idle(&lab, opts.idle_secs)?;
@@ -234,7 +248,7 @@ fn show(name: &str, s: &Summary, base: Option<&Summary>) {
     );
 }
 
-fn bench_record(lab: &Lab, calls: usize) -> Result<(), String> {
+fn bench_record(lab: &Lab, calls: usize, burst: usize) -> Result<(), String> {
     println!("\n## record() latency on the caller thread ({calls} calls, bursts of {BURST})");
     let collector = lab.start(free_port()?, "store-record")?;
     let addr = collector.tls_addr().ok_or("the collector has no TLS address")?;
@@ -246,6 +260,8 @@ fn bench_record(lab: &Lab, calls: usize) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .collector(CollectorConfig::new(&format!("https://{addr}")).map_err(|e| e.to_string())?)
         .extra_root(lab.ca.cert_der())
+        // Every success counted (the default in apps that want failure ratios).
+        .sampling(Sampling::new(1.0, 1.0).map_err(|e| e.to_string())?)
         .build()
         .map_err(|e| e.to_string())?;
     agent.set_consent(true).map_err(|e| e.to_string())?;
@@ -306,12 +322,57 @@ fn bench_record(lab: &Lab, calls: usize) -> Result<(), String> {
     show("record(ReportInput::new(..)) (call site)", &with_input, Some(&mpsc));
     show("part: OsEntropy fill of 16 B (report id)", &entropy, None);
     show("part: ReportInput::new(..).build(..) only", &build, None);
+    // A success count on the caller thread (parsing the id and host, then the queue).
+    let success = summarise(measure(calls, |i| {
+        agent.count_success(
+            "checkout",
+            if i % 2 == 0 { "api.example.com" } else { "cdn.example.com" },
+        );
+    }));
+    show("count_success(service, host)", &success, Some(&mpsc));
+    println!("bench-row: count_success_median_us {:.3} us", success.median as f64 / 1e3);
+    println!("bench-row: count_success_p99_us {:.3} us", success.p99 as f64 / 1e3);
     println!(
         "  ratios to the empty call: record {:.1}x median, call site {:.1}x median",
         prebuilt.median as f64 / empty.median.max(1) as f64,
         with_input.median as f64 / empty.median.max(1) as f64
     );
     println!("  outcomes: {outcomes:?}");
+    // Back to back, no pauses: what the queue drops when callers outrun the task.
+    for threads in [1usize, 2] {
+        let per = burst / threads;
+        let started = Instant::now();
+        let kept: Vec<(usize, usize)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let agent = &agent;
+                    let refused = &refused;
+                    s.spawn(move || {
+                        let mut kept = 0;
+                        let mut dropped = 0;
+                        for i in 0..per {
+                            let host = format!("b{}.example.com", (t * per + i) % 64);
+                            match agent.record(ReportInput::new("checkout", &host, refused)) {
+                                Recorded::Kept => kept += 1,
+                                _ => dropped += 1,
+                            }
+                        }
+                        (kept, dropped)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or((0, per))).collect()
+        });
+        let took = started.elapsed();
+        let (k, d) = kept.iter().fold((0, 0), |(a, b), (k, d)| (a + k, b + d));
+        println!(
+            "burst: {} records back to back from {threads} thread(s) in {:.1} ms: {k} kept, {d} \
+             dropped (queue full)",
+            per * threads,
+            took.as_secs_f64() * 1e3
+        );
+        println!("bench-row: burst_{threads}t_dropped {d} records");
+    }
     let flushed =
         lab.rt.block_on(agent.flush(Duration::from_secs(30))).map_err(|e| format!("flush: {e}"))?;
     let stats = agent.stats();
@@ -323,6 +384,27 @@ fn bench_record(lab: &Lab, calls: usize) -> Result<(), String> {
         stats.delivered_envelopes,
         flushed.undelivered,
         stats.dropped.iter().collect::<Vec<_>>()
+    );
+    // One record on an idle agent (queue empty, nothing pending): until its envelope is
+    // accepted. The seal delay is 500 ms; a queue that waited for more would show here.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut single = Vec::new();
+    for _ in 0..3 {
+        let before = collector.metrics().accepted_count();
+        let started = Instant::now();
+        agent.record(ReportInput::new("checkout", "api.example.com", &refused));
+        let deadline = started + Duration::from_secs(30);
+        while collector.metrics().accepted_count() == before {
+            if Instant::now() > deadline {
+                return Err("a single record was not delivered within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        single.push(started.elapsed().as_millis());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "single record on an idle agent -> envelope accepted after {single:?} ms (seal delay 500 ms)"
     );
     lab.rt.block_on(agent.shutdown()).map_err(|e| e.to_string())?;
     lab.stop(collector);
