@@ -91,9 +91,9 @@
 //!
 //! # Writes
 //!
-//! One writer task owns all inserts. [`Store::commit`] sends the batch over a bounded channel and
-//! waits; the writer checks free space ([`disk`]), takes everything queued (up to
-//! [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one sled
+//! One writer thread (`store-writer`) owns all inserts. [`Store::commit`] sends the batch over
+//! a bounded channel and waits; the writer checks free space ([`disk`]), takes everything
+//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one sled
 //! `Batch` for the whole group**: its digests, id entries, rows, expiry row, counters and drop
 //! totals; applies it to `rows` (atomically: after a crash either the whole group is there or
 //! none of it), flushes sled's log, `fdatasync`s its files ([`SyncMode::Data`], the default;
