@@ -43,7 +43,9 @@
 //! [NEL policy]: https://w3c.github.io/network-error-logging/
 //! [Reporting API]: https://w3c.github.io/reporting/
 
-use serde_json::{Map, Value};
+mod json;
+
+use json::{Body, Entry, Lite, Upload};
 use vantage_agent::report::Host;
 use vantage_agent::taxonomy::{ErrorType, Phase};
 
@@ -186,11 +188,14 @@ fn check_size(body: &[u8]) -> Result<(), NelError> {
 /// to the body limit costs a pass over the bytes plus a bounded parse.
 pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
     check_size(body)?;
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    // One pass into the few fields read, borrowing strings from the body (no value tree): the
+    // whole body is parsed and checked as JSON first, exactly as a `serde_json::Value` would be
+    // (syntax errors win over field errors), then the entries are read in order.
+    let Upload(entries) = serde_json::from_slice(body).map_err(|e| {
         // serde_json's message names line and column only, never the input.
         NelError::Malformed(format!("reports: not JSON ({e})"))
     })?;
-    let Value::Array(entries) = value else {
+    let Some(entries) = entries else {
         return Err(malformed("reports", "not an array"));
     };
     if entries.len() > MAX_REPORTS_PER_UPLOAD {
@@ -202,15 +207,15 @@ pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
     let mut upload =
         NelUpload { entries: Vec::new(), ok: Vec::new(), other_types: 0, successes: 0 };
     for (index, entry) in entries.iter().enumerate() {
-        let at = format!("reports[{index}]");
-        let Value::Object(entry) = entry else {
-            return Err(malformed(&at, "not an object"));
+        let at = Field::Entry(index);
+        let Some(entry) = entry else {
+            return Err(malformed(&at.to_string(), "not an object"));
         };
-        if string(entry, &at, "type")? != "network-error" {
+        if string(entry.ty.as_ref(), at, "type")? != "network-error" {
             upload.other_types += 1;
             continue;
         }
-        match parse_entry(entry, &at, index)? {
+        match parse_entry(entry, index)? {
             Parsed::Failure(entry) => upload.entries.push(entry),
             Parsed::Ok(ok) => {
                 upload.successes += 1;
@@ -222,35 +227,36 @@ pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
 }
 
 /// One `network-error` entry, a failure or a success.
-fn parse_entry(entry: &Map<String, Value>, at: &str, index: usize) -> Result<Parsed, NelError> {
-    let age_ms = non_negative(entry, at, "age")?;
-    let url = string(entry, at, "url")?;
+fn parse_entry(entry: &Entry<'_>, index: usize) -> Result<Parsed, NelError> {
+    let at = Field::Entry(index);
+    let age_ms = non_negative(entry.age.as_ref(), at, "age")?;
+    let url = string(entry.url.as_ref(), at, "url")?;
     let host = origin_host(url).map_err(|reason| malformed(&format!("{at}.url"), reason))?;
-    let body_at = format!("{at}.body");
-    let body = match entry.get("body") {
-        Some(Value::Object(body)) => body,
-        Some(_) => return Err(malformed(&body_at, "not an object")),
-        None => return Err(malformed(&body_at, "missing")),
+    let body_at = Field::Body(index);
+    let body = match &entry.body {
+        Some(Lite::Body(body)) => body,
+        Some(_) => return Err(malformed(&body_at.to_string(), "not an object")),
+        None => return Err(malformed(&body_at.to_string(), "missing")),
     };
 
-    let type_label = label(body, &body_at, "type")?;
+    let type_label = label(body.ty.as_ref(), body_at, "type")?;
     if type_label == "ok" {
-        let sample_ppm = sampling(body, &body_at)?;
+        let sample_ppm = sampling(body, body_at)?;
         return Ok(Parsed::Ok(NelOk { index, age_ms, host, sample_ppm }));
     }
     let error_type = ErrorType::from_label(type_label)
         .map_err(|_| malformed(&format!("{body_at}.type"), "not a NEL type label"))?;
-    let phase: Phase = label(body, &body_at, "phase")?.parse().map_err(|_| {
+    let phase: Phase = label(body.phase.as_ref(), body_at, "phase")?.parse().map_err(|_| {
         malformed(&format!("{body_at}.phase"), "not dns, connection or application")
     })?;
 
-    let sample_ppm = sampling(body, &body_at)?;
+    let sample_ppm = sampling(body, body_at)?;
 
-    let elapsed = non_negative(body, &body_at, "elapsed_time")?;
+    let elapsed = non_negative(body.elapsed_time.as_ref(), body_at, "elapsed_time")?;
     let elapsed_ms = u32::try_from(elapsed).unwrap_or(u32::MAX);
 
-    let status = match body.get("status_code") {
-        None | Some(Value::Null) => 0,
+    let status = match &body.status_code {
+        None | Some(Lite::Null) => 0,
         Some(v) => v.as_u64().filter(|s| *s <= 999).ok_or_else(|| {
             malformed(&format!("{body_at}.status_code"), "not an integer 0..=999")
         })?,
@@ -271,8 +277,8 @@ fn parse_entry(entry: &Map<String, Value>, at: &str, index: usize) -> Result<Par
 }
 
 /// `sampling_fraction` in parts per million.
-fn sampling(body: &Map<String, Value>, body_at: &str) -> Result<u32, NelError> {
-    let fraction = number(body, body_at, "sampling_fraction")?;
+fn sampling(body: &Body<'_>, body_at: Field) -> Result<u32, NelError> {
+    let fraction = number(body.sampling_fraction.as_ref(), body_at, "sampling_fraction")?;
     if fraction <= 0.0 || fraction > 1.0 {
         return Err(malformed(&format!("{body_at}.sampling_fraction"), "not in (0, 1]"));
     }
@@ -405,32 +411,51 @@ fn malformed(field: &str, reason: &str) -> NelError {
     NelError::Malformed(format!("{field}: {reason}"))
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a Value, NelError> {
-    obj.get(name).ok_or_else(|| malformed(&format!("{at}.{name}"), "missing"))
+/// Where a field is, for error messages: `reports[2]` or `reports[2].body`.
+#[derive(Clone, Copy)]
+enum Field {
+    Entry(usize),
+    Body(usize),
 }
 
-fn string<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, NelError> {
-    field(obj, at, name)?.as_str().ok_or_else(|| malformed(&format!("{at}.{name}"), "not a string"))
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Entry(i) => write!(f, "reports[{i}]"),
+            Field::Body(i) => write!(f, "reports[{i}].body"),
+        }
+    }
 }
 
-fn label<'a>(obj: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, NelError> {
-    let s = string(obj, at, name)?;
+fn field<'v, 'a>(v: Option<&'v Lite<'a>>, at: Field, name: &str) -> Result<&'v Lite<'a>, NelError> {
+    v.ok_or_else(|| malformed(&format!("{at}.{name}"), "missing"))
+}
+
+fn string<'v>(v: Option<&'v Lite<'_>>, at: Field, name: &str) -> Result<&'v str, NelError> {
+    match field(v, at, name)? {
+        Lite::Str(s) => Ok(s),
+        _ => Err(malformed(&format!("{at}.{name}"), "not a string")),
+    }
+}
+
+fn label<'v>(v: Option<&'v Lite<'_>>, at: Field, name: &str) -> Result<&'v str, NelError> {
+    let s = string(v, at, name)?;
     if s.len() > MAX_LABEL_BYTES {
         return Err(malformed(&format!("{at}.{name}"), "longer than 64 bytes"));
     }
     Ok(s)
 }
 
-fn number(obj: &Map<String, Value>, at: &str, name: &str) -> Result<f64, NelError> {
-    field(obj, at, name)?
+fn number(v: Option<&Lite<'_>>, at: Field, name: &str) -> Result<f64, NelError> {
+    field(v, at, name)?
         .as_f64()
         .filter(|n| n.is_finite())
         .ok_or_else(|| malformed(&format!("{at}.{name}"), "not a number"))
 }
 
 /// A non-negative millisecond count; fractions are rounded, huge values saturate.
-fn non_negative(obj: &Map<String, Value>, at: &str, name: &str) -> Result<u64, NelError> {
-    let n = number(obj, at, name)?;
+fn non_negative(v: Option<&Lite<'_>>, at: Field, name: &str) -> Result<u64, NelError> {
+    let n = number(v, at, name)?;
     if n < 0.0 {
         return Err(malformed(&format!("{at}.{name}"), "negative"));
     }
@@ -444,7 +469,7 @@ mod tests {
     use crate::ingest::accept::{NelContext, nel_batch};
     use crate::model::{Enrichment, NetTag, Source, StoredReport};
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use vantage_agent::report::UnixMillis;
     use vantage_agent::taxonomy::{NetworkType, Scope};
 

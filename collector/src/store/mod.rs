@@ -91,9 +91,9 @@
 //!
 //! # Writes
 //!
-//! One writer task owns all inserts. [`Store::commit`] sends the batch over a bounded channel and
-//! waits; the writer checks free space ([`disk`]), takes everything queued (up to
-//! [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one sled
+//! One writer thread (`store-writer`) owns all inserts. [`Store::commit`] sends the batch over
+//! a bounded channel and waits; the writer checks free space ([`disk`]), takes everything
+//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one sled
 //! `Batch` for the whole group**: its digests, id entries, rows, expiry row, counters and drop
 //! totals; applies it to `rows` (atomically: after a crash either the whole group is there or
 //! none of it), flushes sled's log, `fdatasync`s its files ([`SyncMode::Data`], the default;
@@ -391,7 +391,8 @@ impl std::fmt::Debug for Store {
 struct Control {
     /// `None` once closed. Dropping the last sender ends the writer after it drained the queue.
     sender: Mutex<Option<mpsc::Sender<Job>>>,
-    writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The group-commit writer's thread (see [`run_writer`]).
+    writer: tokio::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Stops the free-space guard; `close` waits for it, so no check in flight still holds
     /// the database (and its file lock) after `close` returned.
     guard_stop: tokio::sync::watch::Sender<bool>,
@@ -593,7 +594,8 @@ fn push_rows(batch: &mut sled::Batch, prefix: u8, bucket: u64, seq: u64, entries
 }
 
 impl Store {
-    /// Opens or creates. Must be called inside a tokio runtime (spawns the group-commit writer).
+    /// Opens or creates. Must be called inside a tokio runtime (spawns the free-space guard;
+    /// the group-commit writer is a thread of its own).
     /// A corrupt or unreadable store is an error naming the path, never silently replaced.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         let path = config.path.clone();
@@ -647,7 +649,13 @@ impl Store {
 
         let shared = Arc::new(shared);
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let writer = runtime.spawn(run_writer(Arc::clone(&shared), receiver));
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || run_writer(&shared, receiver))
+                .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?
+        };
         let (guard_stop, stop_rx) = tokio::sync::watch::channel(false);
         let guard = runtime.spawn(run_guard(Arc::downgrade(&shared), stop_rx));
         Ok(Store {
@@ -864,7 +872,11 @@ impl Store {
         // Held across the wait so a second `close` returns only after the writer is gone too.
         let mut writer = self.control.writer.lock().await;
         if let Some(handle) = writer.take() {
-            handle.await.map_err(|e| StoreError::Io(format!("store writer task failed: {e}")))?;
+            // The thread ends once the queue is drained (its last sender was just dropped).
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| StoreError::Io(format!("store writer join failed: {e}")))?
+                .map_err(|_| StoreError::Io("store writer thread panicked".into()))?;
         }
         let _ = self.control.guard_stop.send(true);
         if let Some(handle) = self.control.guard.lock().await.take() {
@@ -950,9 +962,14 @@ fn recover_outbox(path: &Path, trees: &Trees) -> Result<u64, StoreError> {
 }
 
 /// The writer: group commit until every sender is gone and the queue is empty.
-async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
+///
+/// A thread of its own, not a task: it blocks in sled's flush and in `fdatasync` for most of
+/// each group, and a task would hand every group to the blocking pool and back (two thread
+/// wake-ups per group on top of the ones the commits themselves cost). The uploads queue in
+/// the channel meanwhile and form the next group.
+fn run_writer(shared: &Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
-    while let Some(job) = receiver.recv().await {
+    while let Some(job) = receiver.blocking_recv() {
         jobs.push(job);
         while jobs.len() < MAX_GROUP {
             match receiver.try_recv() {
@@ -963,32 +980,13 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
         let (batches, replies): (Vec<_>, Vec<_>) =
             jobs.drain(..).map(|j| ((j.batch, j.outbox), j.reply)).unzip();
         let n = batches.len();
-        let worker = Arc::clone(&shared);
-        let (results, flushed, batches) = tokio::task::spawn_blocking(move || {
-            // Checked again right before the write: sled must not be the one to find the
-            // disk full (it cannot recover from that without a reopen).
-            if let Space::Low { available } = worker.guard.check() {
-                let e = worker.disk_full(available);
-                let batches = batches.into_iter().map(|(b, _)| Some(b)).collect();
-                return (vec![Err(e); n], Ok(()), batches);
-            }
-            let (results, batches) = worker.apply_group(batches);
-            let flushed =
-                if results.iter().any(Result::is_ok) { worker.flush_and_sync() } else { Ok(()) };
-            if flushed.is_ok() {
-                // This writer alone assigns outbox keys: every key handed out so far is now
-                // synced. Before the replies, so the publisher a commit wakes sees its entry.
-                let next = worker.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
-                worker.outbox_durable_below.fetch_max(next, std::sync::atomic::Ordering::Release);
-            }
-            let batches: Vec<Option<IngestBatch>> = batches.into_iter().map(Some).collect();
-            (results, flushed, batches)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            let err = StoreError::Io(format!("store write failed: {e}"));
-            (vec![Err(err); n], Ok(()), vec![None; n])
-        });
+        let (results, flushed, batches) =
+            catch_unwind(AssertUnwindSafe(|| write_and_sync(shared, batches))).unwrap_or_else(
+                |_| {
+                    let err = StoreError::Io("store write failed: the writer panicked".into());
+                    (vec![Err(err); n], Ok(()), vec![None; n])
+                },
+            );
         for ((reply, result), batch) in replies.into_iter().zip(results).zip(batches) {
             let result = match (&flushed, result) {
                 (Err(e), Ok(_)) => Err(e.clone()),
@@ -998,6 +996,33 @@ async fn run_writer(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
             let _ = reply.send((result, batch));
         }
     }
+}
+
+/// One group: the free-space check, the write, sled's flush and the sync. One result per
+/// batch, the flush's result, and the batches handed back.
+#[allow(clippy::type_complexity)]
+fn write_and_sync(
+    worker: &Shared,
+    batches: Vec<(IngestBatch, Option<Vec<u8>>)>,
+) -> (Vec<Result<CommitOutcome, StoreError>>, Result<(), StoreError>, Vec<Option<IngestBatch>>) {
+    let n = batches.len();
+    // Checked again right before the write: sled must not be the one to find the
+    // disk full (it cannot recover from that without a reopen).
+    if let Space::Low { available } = worker.guard.check() {
+        let e = worker.disk_full(available);
+        let batches = batches.into_iter().map(|(b, _)| Some(b)).collect();
+        return (vec![Err(e); n], Ok(()), batches);
+    }
+    let (results, batches) = worker.apply_group(batches);
+    let flushed = if results.iter().any(Result::is_ok) { worker.flush_and_sync() } else { Ok(()) };
+    if flushed.is_ok() {
+        // This writer alone assigns outbox keys: every key handed out so far is now
+        // synced. Before the replies, so the publisher a commit wakes sees its entry.
+        let next = worker.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
+        worker.outbox_durable_below.fetch_max(next, std::sync::atomic::Ordering::Release);
+    }
+    let batches: Vec<Option<IngestBatch>> = batches.into_iter().map(Some).collect();
+    (results, flushed, batches)
 }
 
 /// Re-reads free space every [`disk::GUARD_PERIOD`] until the store is closed or dropped, so
