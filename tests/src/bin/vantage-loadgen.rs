@@ -906,7 +906,10 @@ mod tests {
         let a = parse("--both --duration 2.5 --connections 8 --rss-reports 1000000").unwrap();
         assert_eq!(a.listeners, Listeners::Both);
         assert_eq!(a.duration, Duration::from_millis(2500));
-        assert_eq!((a.connections, a.rss_reports), (8, 1_000_000));
+        assert_eq!((a.connections, a.rss_reports, a.rss_step), (8, 1_000_000, 500_000));
+        let a = parse("--rss-reports 10 --rss-step 5").unwrap();
+        assert_eq!((a.rss_reports, a.rss_step), (10, 5));
+        assert!(parse("--rss-step 0").unwrap_err().contains("--rss-step"));
         assert_eq!(parse("").unwrap().listeners, Listeners::Plain);
         assert!(parse("--connections 0").is_err());
         assert!(parse("--duration -1").is_err());
@@ -930,6 +933,7 @@ mod tests {
             duration: Duration::from_millis(500),
             connections: 4,
             rss_reports: 3_000,
+            rss_step: 1_000,
             max_pool: Some(200),
             sync_cost: false,
             nel: true,
