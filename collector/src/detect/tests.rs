@@ -549,7 +549,7 @@ fn fresh_keys_whose_first_seal_was_a_failure_do_not_page_but_known_ones_do() {
         det.observe_targets(&t);
     };
     let start = f.now;
-    let mut keys_fail = |f: &mut Feed, secs: u64, all: bool| {
+    let keys_fail = |f: &mut Feed, secs: u64, all: bool| {
         for _ in 0..secs {
             f.run(1, background);
             for k in 0..keys {
