@@ -11,12 +11,13 @@ use vantage_tests::spikebench::{EventClass, Report, SimConfig, quantile, run};
 /// days rather than two long ones, so one lucky schedule cannot carry the gate. Of seeds 1..=16
 /// at the gate's 1500 clients and 80 ASNs, these inject service, region and after-poison
 /// outages and flapping outages, and meet the goals (so do 4, 5 and 11, left out to keep the
-/// test step short: each seed costs about a minute of a loaded core in a debug build). Others miss only because
-/// the gate's population is small: seed 2 blacks out an ASN below the silence floor (20 usual
-/// clients on 10 networks), seed 7 pages for 300 keys hopping over 50 /24s into an ASN slice of
-/// a handful of clients, seed 9's hard outage pages after 60 s; at the benchmark's 4000 clients
-/// these classes pass.
-const SEEDS: [u64; 3] = [3, 12, 14];
+/// test step short: each seed costs about a minute of a loaded core in a debug build). Seed 7
+/// injects 300 fresh keys hopping over 50 /24s into an ASN slice of a handful of clients: it
+/// paged until a client's first counts became partial (docs/alerting.md), and guards that.
+/// Others miss only because the gate's population is small: seed 2 blacks out an ASN below
+/// the silence floor (20 usual clients on 10 networks), seed 9's hard outage pages after 60 s;
+/// at the benchmark's 4000 clients these classes pass.
+const SEEDS: [u64; 4] = [3, 7, 12, 14];
 /// Simulated hours per seed after the 2 h warm-up.
 const HOURS: u64 = 4;
 

@@ -187,9 +187,10 @@ impl Detector {
 
     /// Takes in one client's success/attempt counts.
     ///
-    /// Counts that arrive within [`DetectorConfig::flush_grace_ms`] of a client's return from
-    /// a gap longer than [`DetectorConfig::client_gap_ms`] are buffered batches being flushed:
-    /// they mark the client active but are not current failure evidence.
+    /// Counts that arrive within [`DetectorConfig::flush_grace_ms`] of a client's first
+    /// appearance, or of its return from a gap longer than [`DetectorConfig::client_gap_ms`],
+    /// are partial (buffered batches being flushed, or first seals covering an unknown
+    /// stretch): they mark the client active, but no window holding them counts its ratio.
     pub fn observe_targets(&mut self, targets: &StoredTargets) {
         let received = targets.received_at.0;
         self.high_water_ms = self.high_water_ms.max(received);
@@ -206,12 +207,13 @@ impl Detector {
                 self.clients.insert(client, (received, grace_end));
                 received < grace_end
             }
-            None => {
-                if self.clients.len() < self.config.max_clients {
-                    self.clients.insert(client, (received, 0));
-                }
-                false
+            // Never seen (or forgotten after an idle hour): its first counts are partial, as
+            // after a gap. With the table full it is not tracked, and counts as current.
+            None if self.clients.len() < self.config.max_clients => {
+                self.clients.insert(client, (received, received + self.config.flush_grace_ms));
+                true
             }
+            None => false,
         };
         let event_ms = targets.event_at.0.min(received);
         if event_ms < self.high_water_ms.saturating_sub(self.config.lateness_ms) {
@@ -225,12 +227,16 @@ impl Detector {
         let e = &targets.enrichment;
         let failures = targets.attempts.saturating_sub(targets.successes);
         let (attempts, net) = (targets.attempts, targets.net.0);
+        // Flushed (or first) counts are partial: the client is active, but no window that
+        // holds them is its vote (`Cell::current`), so the stretch its counts cover is always
+        // a whole window of seals made on the agent's usual schedule.
         let delta = Cell {
-            attempts: if flushing { 0 } else { attempts },
-            failures: if flushing { 0 } else { failures },
+            attempts,
+            failures,
             net,
             asn: e.asn,
             country: e.country,
+            partial: u32::from(flushing),
             ..Cell::default()
         };
         self.for_each_part(&targets.service, e, |t| {

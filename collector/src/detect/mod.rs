@@ -40,6 +40,10 @@
 //!       incident over instead (notifies as an update, `supersedes`; the rest regroup under it,
 //!       each with a `Regrouped` event)
 //!    flushes: a client's local-scope report makes its counts a flush (not current evidence)
+//!    first counts: a client's counts within the flush grace of its first appearance (or of
+//!       its return from a gap) are partial: no window holding them counts its ratio (an
+//!       agent seals at once on a failure, only after its heartbeat otherwise, so a fresh
+//!       client's first window shows it only if it failed)
 //! ```
 //!
 //! Slices are the service, service x failure group (dns, tcp, tls, http), service x ASN and
@@ -140,8 +144,9 @@ pub struct DetectorConfig {
     pub global_min_ratio: f64,
     /// A client whose previous counts are older than this is back from a gap. Default 120 000.
     pub client_gap_ms: u64,
-    /// After a gap, a client's counts for this long are a flush of buffered batches and are
-    /// not current evidence. Default 30 000.
+    /// After a gap (or on a client's first appearance), a client's counts for this long are
+    /// partial (a flush of buffered batches, or first seals covering an unknown stretch): no
+    /// window holding them is current evidence of the client's ratio. Default 30 000.
     pub flush_grace_ms: u64,
     /// Late data of a slice is judged once none has arrived for this long. Default 60 000.
     pub retro_settle_ms: u64,

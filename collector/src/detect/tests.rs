@@ -526,3 +526,47 @@ fn replay_is_deterministic_and_the_cap_refuses_new_slices() {
     assert!(stats.slices_refused > 0);
     assert_eq!(stats.slice_cap, 3);
 }
+
+#[test]
+fn fresh_keys_whose_first_seal_was_a_failure_do_not_page_but_known_ones_do() {
+    // 300 new keys appear at once over 50 /24s of ASN 64501 (carrier-grade NAT), failing at
+    // the usual 1%. An agent seals at once on a failure, carrying the few attempts made so
+    // far, and otherwise only after a report interval: in the first window the keys whose
+    // first request failed are all the detector sees of them, at ratio 1.
+    let mut f = Feed::new(400);
+    f.run(1800, background);
+    let keys = 300u64;
+    let key_net = |k: u64, now: u64| 500_000 + (k / 6 + now / 30_000) % 50;
+    let send = |det: &mut Detector, k: u64, now: u64, attempts: u64, failed: u64| {
+        let c = 20_000 + k;
+        if failed > 0 {
+            let mut r = report(c, key_net(k, now), now - 500, now, Scope::Path);
+            r.enrichment = enrichment(1);
+            det.observe_report(&r, UnixMillis(now));
+        }
+        let mut t = counts(c, key_net(k, now), 1, now, attempts - failed);
+        t.attempts = attempts;
+        det.observe_targets(&t);
+    };
+    let start = f.now;
+    let keys_fail = |f: &mut Feed, secs: u64, all: bool| {
+        for _ in 0..secs {
+            f.run(1, background);
+            for k in 0..keys {
+                let since = f.now - start;
+                if since == 1000 * (1 + k * 7 % 20) && k % 10 == 0 {
+                    // Its first request failed: sealed at once, one attempt, one failure.
+                    send(&mut f.det, k, f.now, 1, 1);
+                } else if since > 30_000 && (f.now / 1000 + k) % 30 == 0 {
+                    let failed = if all { 10 } else { failures_at(20_000 + k, f.now, 0.01) };
+                    send(&mut f.det, k, f.now, 10, failed);
+                }
+            }
+        }
+    };
+    keys_fail(&mut f, 600, false);
+    assert!(paging(&f).is_empty(), "{:?}", paging(&f));
+    // The same keys, known for minutes now, all failing: 50 /24s, that pages.
+    keys_fail(&mut f, 120, true);
+    assert!(!paging(&f).is_empty());
+}
