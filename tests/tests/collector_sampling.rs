@@ -32,8 +32,11 @@ const REQUESTS: u32 = 100;
 const TRUE_RATIO: f64 = 0.2;
 const SUCCESS_FRACTION: f64 = 0.05;
 const CLIENTS: usize = 40;
-/// Steps run: 12 s of traffic.
-const STEPS: usize = 24;
+/// Steps run: 18 s of traffic. A client's first counts are partial (the detector gives no
+/// ratio for a window that holds them, `flush_grace_ms` = 3 s here), so ratios start a grace
+/// and a window after the clients appear; 18 s leaves at least 4 full windows after that even
+/// when a loaded machine stretches the steps.
+const STEPS: usize = 36;
 
 async fn get_json(admin: SocketAddr, path: &str) -> Value {
     let mut c = HttpClient::connect_plain(admin).await.unwrap();
