@@ -252,6 +252,23 @@ async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
             }
         }
     });
+    // The alert can fire a window or two into the incident, while the cell's window still
+    // holds the successes from before it; on a loaded machine the browser then read 0.18.
+    // Wait (polling, the feeder running) until the window is the incident's before looking.
+    let key = failing_asn().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, heat) = get_json(admin, "/v1/heatmap?dim=asn").await;
+        let ratio = heat["cells"].as_array().into_iter().flatten().find_map(|c| {
+            (c["row"] == SERVICE && c["key"] == key.as_str())
+                .then(|| c["failure_ratio"].as_f64())?
+        });
+        if ratio.is_some_and(|r| r > 0.5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the {label} cell stays at {ratio:?}: {heat:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let screenshot = artifact("dashboard.png");
     let user_data = tempfile::tempdir().unwrap();
     let seen = run_browser(serde_json::json!({
@@ -292,7 +309,6 @@ async fn the_dashboard_shows_a_real_alert_and_its_heat_map_cell() {
 
     // The heat map: the failing cell carries the alert and stands far above every other cell.
     let cells = seen["cells"].as_array().unwrap();
-    let key = failing_asn().to_string();
     let cell = cells
         .iter()
         .find(|c| c["row"] == SERVICE && c["key"] == key.as_str())
