@@ -66,15 +66,20 @@ async fn c_program_with_shared_and_static_library_delivers_every_domain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_c_threads_record_concurrently_and_the_counts_add_up_at_the_collector() {
-    // The default queue (65 536): records that find it full get VANTAGE_ERR_QUEUE_FULL and are
-    // counted as dropped, never lost silently.
+    // The default queue (65 536) and buffer (1 MiB): records that find the queue full get
+    // VANTAGE_ERR_QUEUE_FULL and are counted as dropped; 8 threads recording flat out outrun
+    // a loaded machine's debug collector, and then the buffer drops its oldest envelopes,
+    // counted too (CI saw 206,941 of 1,223,514 evicted while other jobs held the CPU). Either
+    // way every record a thread got VANTAGE_OK for ends delivered xor counted as dropped.
     let s = Setup::new("[delivery]\nbase_backoff_ms = 100\n");
     let out = s.run(&[], shared_program(), "threads", "threads", &["8", "3000"]);
     let f = fields(out.lines().last().unwrap());
     assert!(f["ok"] > 1000, "{out}");
+    assert!(f["delivered"] > 1000, "{out}");
     assert_eq!(f["recorded"], f["ok"], "{out}");
-    assert_eq!(f["delivered"], f["ok"], "{out}");
-    assert_eq!(f["dropped"], f["queue_full"], "{out}");
+    assert!(f["dropped"] >= f["queue_full"], "{out}");
+    let evicted = f["dropped"] - f["queue_full"];
+    assert_eq!(f["delivered"] + evicted, f["ok"], "delivered xor dropped: {out}");
     let reports = s.stored_reports().await;
     let stored: u64 = reports
         .iter()
@@ -82,7 +87,7 @@ async fn many_c_threads_record_concurrently_and_the_counts_add_up_at_the_collect
         .map(|r| u64::from(r.count))
         .sum();
     eprintln!("{out}stored at the collector (sum of coalesced counts): {stored}");
-    assert_eq!(stored, f["ok"], "every failure a C thread got VANTAGE_OK for is stored");
+    assert_eq!(stored, f["delivered"], "every failure the agent counts delivered is stored");
     let threads: std::collections::BTreeSet<&str> =
         reports.iter().map(|r| r.host.as_str()).collect();
     assert_eq!(threads.len(), 8, "{threads:?}");
