@@ -652,6 +652,8 @@ fn check_detector(c: &mut Checker<'_>, d: &DetectorConfig) {
         ("silence_resolve_ratio", d.silence_resolve_ratio),
         ("global_min_ratio", d.global_min_ratio),
         ("dominance", d.dominance),
+        ("small_min_share", d.small_min_share),
+        ("child_min_net_share", d.child_min_net_share),
     ] {
         positive(field, (0.0..=1.0).contains(&v), "must be between 0 and 1");
     }
@@ -1237,6 +1239,10 @@ mod tests {
                 "server.header_read_timeout_ms: must be",
             ),
             (with("[server]", "max_connections = 0"), "server.max_connections: must be between"),
+            (
+                format!("{MINIMAL}\n[detector]\nchild_min_net_share = 1.5\n"),
+                "detector.child_min_net_share: must be between 0 and 1",
+            ),
             (
                 MINIMAL.replace("collector.key", "missing.key"),
                 "keys.private_key_files[0]: file not found",

@@ -66,6 +66,8 @@ fn check(report: &Report) {
         assert!(p95 <= 1.2, "{table}");
     }
     assert!(report.alert_localisation() >= 0.95, "{table}");
+    // Every page judged by its own slice as first notified, before any take-over.
+    assert!(report.first_slice_localisation() >= 0.95, "{table}");
 
     // Nuisances never page, and nothing else pages either.
     assert_eq!(report.nuisance_pages(), 0, "{table}");

@@ -339,6 +339,8 @@ impl Detector {
         let mut resolved = Vec::new();
         // The service slice's verdict, seen before its children (windows list it first).
         let mut parent: Option<(String, f64, bool)> = None;
+        // The service whose own slice is a candidate in this evaluation (held or not).
+        let mut parent_candidate: Option<String> = None;
         for (name, part, ws) in windows {
             let Some(t) = self.tracked_mut(name, *part) else { continue };
             // One series point per output (the slice, and a service's failure groups).
@@ -362,10 +364,17 @@ impl Detector {
             }
             for (index, (state, w)) in t.states.iter_mut().zip(ws).enumerate() {
                 let is_service = *part == Part::Service && index == 0;
-                let verdict =
-                    judge_window(&cfg, &state.baseline, w, now_ms, global_ok && index == 0);
+                let verdict = judge_window(
+                    &cfg,
+                    &state.baseline,
+                    w,
+                    now_ms,
+                    global_ok && index == 0,
+                    *part != Part::Service,
+                );
                 if is_service {
                     parent = Some((name.clone(), verdict.failure_score, state.alert.is_some()));
+                    parent_candidate = None;
                 }
                 if let Some(alert) = &mut state.alert {
                     let (quiet, excess) = match alert.kind {
@@ -431,9 +440,20 @@ impl Detector {
                 let parent_rising = parent.as_ref().is_some_and(|(p, score, firing)| {
                     p == name && !firing && *score >= cfg.resolve_score / 2.0
                 });
+                if is_service && candidate.is_some() {
+                    parent_candidate = Some(name.clone());
+                }
+                // A failure group never pages in an evaluation where its own service is a
+                // candidate: the service (held one evaluation for arbitration) pages next and
+                // the group joins it. A group's baseline is smaller, so it crosses first in a
+                // service-wide outage, and its hold ran out just as the service crossed
+                // (spikebench seeds 111, 112: a small service's outage paged `tiny/group=tcp`
+                // one evaluation before `tiny`).
+                let service_pending = index > 0 && parent_candidate.as_deref() == Some(name);
                 let hold_limit = match candidate {
                     None => 0,
                     Some(_) if is_service => 1,
+                    Some(_) if service_pending => state.held.max(HOLD) + 1,
                     Some(_) if parent_rising => HOLD,
                     Some(_) if index > 0 && parent_quiet => 1,
                     Some(_) => 0,

@@ -75,6 +75,7 @@ pub(super) fn judge_window(
     w: &SliceWindow,
     now_ms: u64,
     silence_allowed: bool,
+    child: bool,
 ) -> Verdict {
     let mut v = Verdict::default();
     if b.clients.weight > 0 && w.clients.n > 0 {
@@ -154,9 +155,11 @@ pub(super) fn judge_window(
         if b.updates > 0 && k > 0 {
             let q = b.broken.max(cfg.small_null_rate);
             v.small_score = binomial_upper_score(k, n, q);
+            let nets = f64::from(w.active_nets).max(b.active_nets);
             v.small_gated = k >= cfg.min_clients
                 && w.broken_nets >= cfg.min_networks
-                && f64::from(k) >= cfg.small_min_share * f64::from(n);
+                && f64::from(k) >= cfg.small_min_share * f64::from(n)
+                && f64::from(w.broken_nets) >= cfg.small_min_share * nets;
         }
     } else {
         // No attempt counts (browser NEL): failing networks against their baseline count.
@@ -176,12 +179,21 @@ pub(super) fn judge_window(
     let excess_nets = f64::from(w.failing_nets) - b.failing_nets - 3.0 * b.failing_nets.sqrt();
     let spread_nets = excess_nets - 1.0;
     let active = f64::from(w.active_clients).max(b.active_clients);
-    let floors = w.failing_clients >= cfg.min_clients
+    // An ASN or country fails as a network does: most of its networks at once. Keys an
+    // attacker brings from a few /24s of a mid-sized ASN (spikebench's forge experiment: 7-9
+    // /24s, 17-36% of the slice's clients) move its client ratio but not this share.
+    let nets_active = f64::from(w.active_nets).max(b.active_nets);
+    let spread_over_slice = !child
+        || excess_nets >= f64::from(cfg.min_networks_alone)
+        || f64::from(w.failing_nets) - b.failing_nets >= cfg.child_min_net_share * nets_active;
+    let floors = spread_over_slice
+        && w.failing_clients >= cfg.min_clients
         && w.failing_nets >= cfg.min_networks
         && spread_clients >= f64::from(cfg.min_clients)
         && spread_nets >= f64::from(cfg.min_networks)
         && (excess_nets >= f64::from(cfg.min_networks_alone)
-            || spread_clients >= cfg.min_client_share * active);
+            || (spread_clients >= cfg.min_client_share * active
+                && spread_nets >= cfg.min_client_share * nets_active));
     v.failure_fires = floors && v.failure_score >= cfg.fire_score;
     if v.small_gated {
         // The small-slice test stands on its own (its gates are its floors).

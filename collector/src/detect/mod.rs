@@ -120,8 +120,9 @@ pub struct DetectorConfig {
     pub min_networks: u32,
     /// Failing networks above the baseline that fire on their own. Default 20.
     pub min_networks_alone: u32,
-    /// Share of the slice's active clients failing above the baseline that fires (with the
-    /// other floors). Default 0.05.
+    /// Share of the slice's active clients, and of its active networks, failing above the
+    /// baseline that fires (with the other floors), unless
+    /// [`DetectorConfig::min_networks_alone`] networks fail. Default 0.05.
     pub min_client_share: f64,
     /// In count mode (no attempt counts), failing networks must be this many times the
     /// baseline. Default 3.
@@ -175,9 +176,15 @@ pub struct DetectorConfig {
     /// so a drift accumulates into a step the fast test sees. Default 1/2160 (6 hours).
     pub slow_alpha: f64,
     /// Small-slice test: the share of a slice's (per-network capped) clients that must be
-    /// broken (at least half their attempts failed) for the exact binomial test to apply.
-    /// Default 0.5.
+    /// broken (at least half their attempts failed), and of its active networks that must
+    /// hold a broken client, for the exact binomial test to apply. Default 0.5.
     pub small_min_share: f64,
+    /// The share of an ASN or country slice's active networks (this window's or, when
+    /// larger, the baseline's) that must hold a failing client beyond the baseline for it to
+    /// fire, unless [`DetectorConfig::min_networks_alone`] networks fail. A real outage of a
+    /// network or a country fails most of its networks; an attacker must bring twice as many
+    /// /24s of that ASN or country as its real clients use. Default 0.67.
+    pub child_min_net_share: f64,
     /// Small-slice test: the smallest per-window null rate of a broken client, whatever the
     /// baseline learned (a slice that never saw one still has some chance). Default 0.002.
     pub small_null_rate: f64,
@@ -224,6 +231,7 @@ impl Default for DetectorConfig {
             hash_seed: 0,
             slow_alpha: 1.0 / 2160.0,
             small_min_share: 0.5,
+            child_min_net_share: 0.67,
             small_null_rate: 0.002,
             incident_cooldown_ms: 900_000,
         }
