@@ -378,7 +378,12 @@ async fn a_small_buffer_drops_the_oldest_and_the_count_arrives_later() {
     let elapsed: Vec<u32> =
         batches.iter().flat_map(|b| b.reports.iter().map(|r| r.elapsed_ms())).collect();
     assert!(!elapsed.contains(&0), "the oldest report was dropped: {elapsed:?}");
-    assert!(elapsed.contains(&99) && elapsed.contains(&5), "{elapsed:?}");
+    assert!(elapsed.contains(&99) && elapsed.contains(&100), "{elapsed:?}");
+    // Each record was its own envelope: every one of the 8 arrived or was counted dropped.
+    // (Which of 1..=5 survive depends on timing: envelopes already being uploaded when the
+    // collector came back are not evicted for the newer one, so under load the newest kept
+    // one, not the oldest, can make room: CI saw [4, 3, 99, 100].)
+    assert_eq!(elapsed.len() as u64 + dropped_total, 8, "{elapsed:?}, {dropped_total} dropped");
     agent.shutdown().await.unwrap();
 }
 
