@@ -338,9 +338,9 @@ impl Detector {
         let mut candidates = Vec::new();
         let mut resolved = Vec::new();
         // The service slice's verdict, seen before its children (windows list it first).
-        let mut parent: Option<(String, f64, bool)> = None;
-        // The service whose own slice is a candidate in this evaluation (held or not).
-        let mut parent_candidate: Option<String> = None;
+        // Its name, failure score, whether it fires, and whether it is a candidate in this
+        // evaluation (held or not).
+        let mut parent: Option<(String, f64, bool, bool)> = None;
         for (name, part, ws) in windows {
             let Some(t) = self.tracked_mut(name, *part) else { continue };
             // One series point per output (the slice, and a service's failure groups).
@@ -373,8 +373,8 @@ impl Detector {
                     *part != Part::Service,
                 );
                 if is_service {
-                    parent = Some((name.clone(), verdict.failure_score, state.alert.is_some()));
-                    parent_candidate = None;
+                    parent =
+                        Some((name.clone(), verdict.failure_score, state.alert.is_some(), false));
                 }
                 if let Some(alert) = &mut state.alert {
                     let (quiet, excess) = match alert.kind {
@@ -436,12 +436,12 @@ impl Detector {
                 // - a service waits one evaluation, so a child that explains it (one ASN, say)
                 //   can become a candidate too.
                 let parent_quiet =
-                    parent.as_ref().is_some_and(|(p, _, firing)| p == name && !firing);
-                let parent_rising = parent.as_ref().is_some_and(|(p, score, firing)| {
+                    parent.as_ref().is_some_and(|(p, _, firing, _)| p == name && !firing);
+                let parent_rising = parent.as_ref().is_some_and(|(p, score, firing, _)| {
                     p == name && !firing && *score >= cfg.resolve_score / 2.0
                 });
-                if is_service && candidate.is_some() {
-                    parent_candidate = Some(name.clone());
+                if is_service && let Some(p) = parent.as_mut() {
+                    p.3 = candidate.is_some();
                 }
                 // A failure group never pages in an evaluation where its own service is a
                 // candidate: the service (held one evaluation for arbitration) pages next and
@@ -449,7 +449,8 @@ impl Detector {
                 // service-wide outage, and its hold ran out just as the service crossed
                 // (spikebench seeds 111, 112: a small service's outage paged `tiny/group=tcp`
                 // one evaluation before `tiny`).
-                let service_pending = index > 0 && parent_candidate.as_deref() == Some(name);
+                let service_pending =
+                    index > 0 && parent.as_ref().is_some_and(|(p, _, _, cand)| p == name && *cand);
                 let hold_limit = match candidate {
                     None => 0,
                     Some(_) if is_service => 1,

@@ -78,6 +78,8 @@ pub(super) fn judge_window(
     child: bool,
 ) -> Verdict {
     let mut v = Verdict::default();
+    // Active networks: this window's or, when larger, the baseline's.
+    let nets_active = f64::from(w.active_nets).max(b.active_nets);
     if b.clients.weight > 0 && w.clients.n > 0 {
         // Quasi-binomial: each client votes its own failure ratio once; the variance of the
         // mean is the per-client variance over n plus the slice's learned drift over time.
@@ -155,11 +157,10 @@ pub(super) fn judge_window(
         if b.updates > 0 && k > 0 {
             let q = b.broken.max(cfg.small_null_rate);
             v.small_score = binomial_upper_score(k, n, q);
-            let nets = f64::from(w.active_nets).max(b.active_nets);
             v.small_gated = k >= cfg.min_clients
                 && w.broken_nets >= cfg.min_networks
                 && f64::from(k) >= cfg.small_min_share * f64::from(n)
-                && f64::from(w.broken_nets) >= cfg.small_min_share * nets;
+                && f64::from(w.broken_nets) >= cfg.small_min_share * nets_active;
         }
     } else {
         // No attempt counts (browser NEL): failing networks against their baseline count.
@@ -182,7 +183,6 @@ pub(super) fn judge_window(
     // An ASN or country fails as a network does: most of its networks at once. Keys an
     // attacker brings from a few /24s of a mid-sized ASN (spikebench's forge experiment: 7-9
     // /24s, 17-36% of the slice's clients) move its client ratio but not this share.
-    let nets_active = f64::from(w.active_nets).max(b.active_nets);
     let spread_over_slice = !child
         || excess_nets >= f64::from(cfg.min_networks_alone)
         || f64::from(w.failing_nets) - b.failing_nets >= cfg.child_min_net_share * nets_active;
