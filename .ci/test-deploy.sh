@@ -304,6 +304,7 @@ client_gap_ms = 5000
 flush_grace_ms = 1500
 retro_settle_ms = 2500
 resolve_after = 3
+net_tenure_ms = 3000
 EOF
     ready="$dir/ready.json"
     strace -f -qq -o "$dir/trace" "$COLLECTOR" serve --config "$dir/collector.toml" \

@@ -179,7 +179,7 @@ fn ctrl_c_while_learning_stops_cleanly_and_removes_the_scratch_directory() {
 /// The demo's short detector timing, for the collector process the remote demo drives.
 const SHORT_DETECTOR: &str = "[detector]\nbucket_ms = 500\nwindow_buckets = 4\n\
     warmup_windows = 12\nlateness_ms = 5000\nclient_gap_ms = 5000\nflush_grace_ms = 1500\n\
-    retro_settle_ms = 2500\nresolve_after = 3\n";
+    retro_settle_ms = 2500\nresolve_after = 3\nnet_tenure_ms = 3000\n";
 
 #[test]
 fn the_demo_drives_a_running_collector_and_hold_keeps_its_alert_firing() {

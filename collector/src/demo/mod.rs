@@ -45,7 +45,7 @@ use sim::{ClientInfo, FAST_DETECTOR_TOML, Population, PopulationConfig, unix_now
 /// `--short`: half-second buckets, a smaller fleet; for the test suite.
 const SHORT_DETECTOR_TOML: &str = "[detector]\nbucket_ms = 500\nwindow_buckets = 4\n\
     warmup_windows = 12\nlateness_ms = 5000\nclient_gap_ms = 5000\nflush_grace_ms = 1500\n\
-    retro_settle_ms = 2500\nresolve_after = 3\nincident_cooldown_ms = 45000\n";
+    retro_settle_ms = 2500\nresolve_after = 3\nincident_cooldown_ms = 45000\nnet_tenure_ms = 3000\n";
 
 /// How the demo runs.
 #[derive(Clone, Debug, Default)]

@@ -53,10 +53,10 @@ use crate::ingest::ENVELOPE_CONTENT_TYPE;
 
 /// A `[detector]` section for tests on the wall clock: 1 s buckets, 4 s windows, 15 windows
 /// of warm-up, resolution after 3 quiet windows, 10 s lateness, a 90 s incident cool-down (the
-/// default's 90 buckets).
+/// default's 90 buckets), networks established after 6 s working (the default's 6 buckets).
 pub const FAST_DETECTOR_TOML: &str = "[detector]\nbucket_ms = 1000\nwindow_buckets = 4\n\
     warmup_windows = 15\nlateness_ms = 10000\nclient_gap_ms = 10000\nflush_grace_ms = 3000\n\
-    retro_settle_ms = 5000\nresolve_after = 3\nincident_cooldown_ms = 90000\n";
+    retro_settle_ms = 5000\nresolve_after = 3\nincident_cooldown_ms = 90000\nnet_tenure_ms = 6000\n";
 
 /// The test ASN of network `net` (127.0.`net`.0/24): ten ASNs, AS64500..AS64509.
 pub fn asn_of(net: u8) -> u32 {

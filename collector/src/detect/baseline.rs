@@ -238,6 +238,8 @@ mod tests {
             failing_capped: failing,
             broken_capped: 0,
             broken_nets: 0,
+            failing_nets_known: failing,
+            broken_nets_known: 0,
         }
     }
 

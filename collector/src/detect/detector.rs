@@ -34,6 +34,8 @@ impl Detector {
             recent_network_retro: VecDeque::new(),
             recent_incidents: VecDeque::new(),
             scratch: IdMap::default(),
+            tenure_amnesty_ms: 0,
+            amnesty_pending: false,
         }
     }
 
@@ -176,11 +178,13 @@ impl Detector {
         }
         let mut delta = Cell { net, asn: e.asn, country: e.country, ..Cell::default() };
         delta.reported[group] = weight;
+        let forget = self.config.idle_evict_ms;
         self.for_each_part(&report.service, e, |t| {
             t.data.last_data_ms = received;
             if t.first_data_ms == 0 {
                 t.first_data_ms = received;
             }
+            t.data.note_net(net, received, false, forget);
             t.data.add(bucket, client, &delta);
         });
     }
@@ -239,11 +243,14 @@ impl Detector {
             partial: u32::from(flushing),
             ..Cell::default()
         };
+        let forget = self.config.idle_evict_ms;
+        let ok = targets.successes > 0;
         self.for_each_part(&targets.service, e, |t| {
             t.data.last_data_ms = received;
             if t.first_data_ms == 0 {
                 t.first_data_ms = received;
             }
+            t.data.note_net(net, received, ok, forget);
             t.data.add(bucket, client, &delta);
         });
     }
@@ -261,7 +268,7 @@ impl Detector {
         self.stats.evaluations += 1;
         let from = cur.saturating_sub(self.config.window_buckets);
 
-        let windows = self.windows(from, cur);
+        let windows = self.windows(from, cur, now_ms);
         let global_ok = self.global_ok(&windows);
         let mut events = Vec::new();
         let mut candidates = self.evaluate(&windows, now_ms, cur, from, global_ok, &mut events);
@@ -290,17 +297,34 @@ impl Detector {
     }
 
     /// Window sums of every stat slice: (service, part, per-output windows).
-    fn windows(&mut self, from: u64, to: u64) -> Vec<(String, Part, Vec<SliceWindow>)> {
+    /// Networks seen working by `now_ms - net_tenure_ms` (before this window, as received)
+    /// count as the slices' own (`failing_nets_known`, `broken_nets_known`), and after a
+    /// restore, networks seen at all by the end of its amnesty.
+    fn windows(
+        &mut self,
+        from: u64,
+        to: u64,
+        now_ms: u64,
+    ) -> Vec<(String, Part, Vec<SliceWindow>)> {
         let mut out = Vec::new();
         let mut nets = IdMap::default();
+        if std::mem::take(&mut self.amnesty_pending) {
+            self.tenure_amnesty_ms = now_ms.saturating_add(self.config.client_gap_ms);
+        }
+        let established = Established {
+            ok_by_ms: now_ms.saturating_sub(self.config.net_tenure_ms),
+            seen_by_ms: self.tenure_amnesty_ms,
+        };
         for (name, sd) in &mut self.services {
             let parts = std::iter::once((Part::Service, &mut sd.service))
                 .chain(sd.asns.iter_mut().map(|(a, t)| (Part::Asn(*a), t)))
                 .chain(sd.countries.iter_mut().map(|(c, t)| (Part::Country(*c), t)));
             for (part, t) in parts {
                 let outputs = t.states.len();
-                let window = t.data.slide(from, to);
-                out.push((name.clone(), part, summarise(window, outputs, &mut nets)));
+                t.data.slide(from, to);
+                let (window, tenure) = (t.data.window(), t.data.tenure());
+                let sums = summarise(window, outputs, &mut nets, tenure, established);
+                out.push((name.clone(), part, sums));
             }
         }
         out
@@ -776,6 +800,10 @@ impl Detector {
             let before = sd.asns.len() + sd.countries.len();
             sd.asns.retain(|_, t| !gone(t));
             sd.countries.retain(|_, t| !gone(t));
+            let forget_before = now_ms.saturating_sub(idle);
+            sd.service.data.forget_nets(forget_before);
+            sd.asns.values_mut().for_each(|t| t.data.forget_nets(forget_before));
+            sd.countries.values_mut().for_each(|t| t.data.forget_nets(forget_before));
             evicted += (before - sd.asns.len() - sd.countries.len()) as u64;
             let keep = !(gone(&sd.service) && sd.asns.is_empty() && sd.countries.is_empty());
             evicted += u64::from(!keep);
@@ -874,6 +902,9 @@ impl Detector {
     /// restores only the firing alerts and ids (its baselines measured other windows).
     pub fn restore(&mut self, snapshot: DetectorSnapshot) {
         let same_buckets = snapshot.config_bucket_ms == self.config.bucket_ms;
+        // The slices' networks are not in the snapshot: the ones that report within a report
+        // interval or two of the restart count as established, as they were before it.
+        self.amnesty_pending = true;
         for id in snapshot.recent_ids {
             self.remember(id);
         }
@@ -890,6 +921,17 @@ impl Detector {
             if let Some(state) = self.state_for(&alert.slice) {
                 state.alert = Some(alert);
                 state.quiet = 0;
+            }
+        }
+        // Restored slices count as having had data when the snapshot was taken, so the idle
+        // sweep keeps them until their data comes back (ASN and country slices were evicted
+        // by the first sweep when no report of theirs arrived in the first second).
+        for sd in self.services.values_mut() {
+            let all = std::iter::once(&mut sd.service)
+                .chain(sd.asns.values_mut())
+                .chain(sd.countries.values_mut());
+            for t in all {
+                t.data.last_data_ms = t.data.last_data_ms.max(snapshot.taken_at_ms);
             }
         }
     }

@@ -80,7 +80,8 @@ pub(super) fn judge_window(
     let mut v = Verdict::default();
     // Active networks: this window's or, when larger, the baseline's.
     let nets_active = f64::from(w.active_nets).max(b.active_nets);
-    if b.clients.weight > 0 && w.clients.n > 0 {
+    let has_counts = b.clients.weight > 0 && w.clients.n > 0;
+    if has_counts {
         // Quasi-binomial: each client votes its own failure ratio once; the variance of the
         // mean is the per-client variance over n plus the slice's learned drift over time.
         let slot = b.slot(now_ms).map_or(0.0, |s| s.ratio);
@@ -157,10 +158,12 @@ pub(super) fn judge_window(
         if b.updates > 0 && k > 0 {
             let q = b.broken.max(cfg.small_null_rate);
             v.small_score = binomial_upper_score(k, n, q);
+            // Networks count when established in the slice (`net_tenure_ms`): fresh /24s
+            // cannot make a small slice's quorum.
             v.small_gated = k >= cfg.min_clients
-                && w.broken_nets >= cfg.min_networks
+                && w.broken_nets_known >= cfg.min_networks
                 && f64::from(k) >= cfg.small_min_share * f64::from(n)
-                && f64::from(w.broken_nets) >= cfg.small_min_share * nets_active;
+                && f64::from(w.broken_nets_known) >= cfg.small_min_share * nets_active;
         }
     } else {
         // No attempt counts (browser NEL): failing networks against their baseline count.
@@ -179,13 +182,19 @@ pub(super) fn judge_window(
         v.excess_clients - 3.0 * expected_clients.sqrt() - f64::from(w.top_net_failing);
     let excess_nets = f64::from(w.failing_nets) - b.failing_nets - 3.0 * b.failing_nets.sqrt();
     let spread_nets = excess_nets - 1.0;
+    // The slice's own networks: those seen working before (`net_tenure_ms`), when the slice
+    // has attempt counts to see that by (browser NEL without success reports has none).
+    // /24s that turn up failing from their first report count only toward the
+    // `min_networks_alone` networks that fire on their own.
+    let own_nets = if has_counts { w.failing_nets_known } else { w.failing_nets };
+    let own_spread = f64::from(own_nets) - b.failing_nets - 3.0 * b.failing_nets.sqrt() - 1.0;
     let active = f64::from(w.active_clients).max(b.active_clients);
     // An ASN or country fails as a network does: most of its networks at once. Keys an
     // attacker brings from a few /24s of a mid-sized ASN (spikebench's forge experiment: 7-9
     // /24s, 17-36% of the slice's clients) move its client ratio but not this share.
     let spread_over_slice = !child
         || excess_nets >= f64::from(cfg.min_networks_alone)
-        || f64::from(w.failing_nets) - b.failing_nets >= cfg.child_min_net_share * nets_active;
+        || f64::from(own_nets) - b.failing_nets >= cfg.child_min_net_share * nets_active;
     let floors = spread_over_slice
         && w.failing_clients >= cfg.min_clients
         && w.failing_nets >= cfg.min_networks
@@ -193,7 +202,8 @@ pub(super) fn judge_window(
         && spread_nets >= f64::from(cfg.min_networks)
         && (excess_nets >= f64::from(cfg.min_networks_alone)
             || (spread_clients >= cfg.min_client_share * active
-                && spread_nets >= cfg.min_client_share * nets_active));
+                && own_spread >= f64::from(cfg.min_networks)
+                && own_spread >= cfg.min_client_share * nets_active));
     v.failure_fires = floors && v.failure_score >= cfg.fire_score;
     if v.small_gated {
         // The small-slice test stands on its own (its gates are its floors).

@@ -90,7 +90,9 @@ use stats::{
     IdMap, binomial_upper_score, fnv1a64, normal_upper_score, poisson_lower_score,
     poisson_upper_score,
 };
-use window::{Cell, DataSlice, Description, GROUP_SLOTS, SliceWindow, describe, summarise};
+use window::{
+    Cell, DataSlice, Description, Established, GROUP_SLOTS, SliceWindow, describe, summarise,
+};
 
 /// Tuning of the detector. Every field has a default (see [`DetectorConfig::default`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -185,6 +187,15 @@ pub struct DetectorConfig {
     /// network or a country fails most of its networks; an attacker must bring twice as many
     /// /24s of that ASN or country as its real clients use. Default 0.67.
     pub child_min_net_share: f64,
+    /// How long before an evaluation a network must have been seen working for a slice (counts
+    /// with a success) to count as one of the slice's own: only such networks count toward
+    /// an ASN or country slice's share of failing networks
+    /// ([`DetectorConfig::child_min_net_share`]) and toward the small-slice test's networks.
+    /// /24s an attacker brings failing from their first report count only in numbers
+    /// ([`DetectorConfig::min_networks_alone`]); a real outage fails networks that were
+    /// working. Default 60 000 (a minute: two report intervals, so a client that came online
+    /// just before an outage still counts within a window or two).
+    pub net_tenure_ms: u64,
     /// Small-slice test: the smallest per-window null rate of a broken client, whatever the
     /// baseline learned (a slice that never saw one still has some chance). Default 0.002.
     pub small_null_rate: f64,
@@ -232,6 +243,7 @@ impl Default for DetectorConfig {
             slow_alpha: 1.0 / 2160.0,
             small_min_share: 0.5,
             child_min_net_share: 0.67,
+            net_tenure_ms: 60_000,
             small_null_rate: 0.002,
             incident_cooldown_ms: 900_000,
         }
@@ -500,13 +512,17 @@ pub struct Detector {
     /// Recent notifying ASN retrospectives (ASN, first bucket, last bucket, id), so one
     /// network's flush is one retrospective across services.
     recent_network_retro: VecDeque<(u32, u64, u64, AlertId)>,
-    /// Alerts that resolved recently: (service, kind, the incident's paging alert, end of the
-    /// cool-down).
     /// Incidents open for the cool-down after an alert of theirs resolved: (service, kind,
     /// incident id, open until, the head's breadth when the resolved alert was the head).
     recent_incidents: VecDeque<(String, AlertKind, AlertId, u64, Option<u8>)>,
     stats: DetectorStats,
     scratch: IdMap<u64, Cell>,
+    /// After a restore: networks first seen up to this receive time count as established
+    /// (they were there before the restart, which the snapshot does not keep). Set at the
+    /// first evaluation after [`Detector::restore`] to [`DetectorConfig::client_gap_ms`] on.
+    tenure_amnesty_ms: u64,
+    /// A restore happened and the amnesty starts at the next evaluation.
+    amnesty_pending: bool,
 }
 
 #[cfg(test)]

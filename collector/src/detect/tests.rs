@@ -615,3 +615,128 @@ fn fresh_keys_whose_first_seal_was_a_failure_do_not_page_but_known_ones_do() {
     keys_fail(&mut f, 120, true);
     assert!(!paging(&f).is_empty());
 }
+
+/// A small ASN of the big service "shop", for the tenure tests.
+const SMALL_ASN: u32 = 64_600;
+
+/// Runs `f` for `secs` seconds with the background, and the (client, /24) pairs `who` in
+/// [`SMALL_ASN`] reporting every 30 s: all 10 attempts failing where `failing(client)`, else
+/// at 1%.
+fn run_small_asn(f: &mut Feed, secs: u64, who: &[(u64, u64)], failing: &dyn Fn(u64) -> bool) {
+    for _ in 0..secs {
+        f.run(1, background);
+        let now = f.now;
+        for &(c, net) in who {
+            if (now / 1000 + c) % 30 != 0 {
+                continue;
+            }
+            let failed = if failing(c) { 10 } else { failures_at(c, now, 0.01) };
+            if failed > 0 {
+                let mut r = report(c, net, now - 5_000, now, Scope::Path);
+                r.enrichment.asn = Some(SMALL_ASN);
+                f.det.observe_report(&r, UnixMillis(now));
+            }
+            let mut t = counts(c, net, 0, now, 10 - failed);
+            t.enrichment.asn = Some(SMALL_ASN);
+            f.det.observe_targets(&t);
+        }
+    }
+}
+
+/// The small ASN's own 6 clients, each on its own /24.
+fn small_asn_own() -> Vec<(u64, u64)> {
+    (0..6).map(|i| (100_000 + i, 900_000 + i)).collect()
+}
+
+/// A small ASN (6 clients on 6 /24s) of a big service, and /24s that turn up in it failing:
+/// networks never seen working, however many of the slice's networks they are and however
+/// long they fail, do not make an ASN's share of failing networks or a small slice's quorum
+/// (`net_tenure_ms`); the ASN's own networks do, and so do networks that reported like its
+/// own for longer than the tenure.
+#[test]
+fn fresh_networks_do_not_page_a_small_asn_but_its_own_and_established_ones_do() {
+    let mut f = Feed::new(400);
+    let own = small_asn_own();
+    let visitors: Vec<(u64, u64)> = (0..15).map(|i| (200_000 + i, 910_000 + i)).collect();
+    let asn = SliceKey::new("shop", SliceDim::Asn(SMALL_ASN));
+    run_small_asn(&mut f, 1800, &own, &|_| false);
+    assert!(paging(&f).is_empty(), "{:?}", paging(&f));
+    // 15 fresh /24s in the ASN, all failing: 15 of its 21 networks (fewer than
+    // `min_networks_alone`), which without the tenure passes both the share and the
+    // small-slice test.
+    let both: Vec<(u64, u64)> = own.iter().chain(&visitors).copied().collect();
+    run_small_asn(&mut f, 600, &both, &|c| c >= 200_000);
+    assert!(paging(&f).is_empty(), "fresh /24s paged: {:?}", paging(&f));
+    // The same /24s reporting like the ASN's own for longer than the tenure, then failing.
+    run_small_asn(&mut f, 120, &both, &|_| false);
+    run_small_asn(&mut f, 180, &both, &|c| c >= 200_000);
+    let pages = paging(&f);
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0].slice, asn, "{pages:?}");
+    // Later (after the cool-down), the ASN's own six networks failing page it again.
+    run_small_asn(&mut f, 1200, &own, &|_| false);
+    run_small_asn(&mut f, 180, &own, &|c| c < 200_000);
+    let pages = paging(&f);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(pages[1].slice, asn, "{pages:?}");
+}
+
+/// Tenure is not in the snapshot: after a restart, the networks that report within the first
+/// report intervals count as the slices' own, so a small ASN failing through a restart pages
+/// as it would have without one.
+#[test]
+fn after_a_restore_a_small_asns_own_networks_still_page_it() {
+    let mut f = Feed::new(400);
+    let own = small_asn_own();
+    // Long enough for the small ASN to be warm (its windows with a failing client are odd
+    // and not learned, so it warms slower than the service).
+    run_small_asn(&mut f, 3600, &own, &|_| false);
+    let asn = SliceKey::new("shop", SliceDim::Asn(SMALL_ASN));
+    let json = serde_json::to_vec(&f.det.snapshot(UnixMillis(f.now))).unwrap();
+    let mut restored = Feed { det: Detector::new(DetectorConfig::default()), ..Feed::new(400) };
+    restored.now = f.now;
+    restored.det.restore(serde_json::from_slice(&json).unwrap());
+    // Failing from the restart on: the detector never sees these networks working.
+    run_small_asn(&mut restored, 180, &own, &|_| true);
+    let pages = paging(&restored);
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0].slice, asn, "{pages:?}");
+    // Fresh /24s arriving after the amnesty are not established.
+    let visitors: Vec<(u64, u64)> = (0..15).map(|i| (200_000 + i, 910_000 + i)).collect();
+    run_small_asn(&mut restored, 1200, &own, &|_| false);
+    let both: Vec<(u64, u64)> = own.iter().chain(&visitors).copied().collect();
+    run_small_asn(&mut restored, 180, &both, &|c| c >= 200_000);
+    assert_eq!(paging(&restored).len(), 1, "{:?}", paging(&restored));
+}
+
+/// A service of 100 clients, each on its own /24 (none failing), and 8 /24s that turn up with
+/// 3 keys each, failing from their first report: beyond 5% of the service's networks and a
+/// fifth of its clients, but no network of theirs was ever seen working, so only 20 of them
+/// would page. Seen working first, the same /24s do page.
+#[test]
+fn fresh_networks_do_not_make_a_services_five_percent() {
+    let mut f = Feed::new(100);
+    let visitors: Vec<(u64, u64)> = (0..24).map(|i| (200_000 + i, 910_000 + i / 3)).collect();
+    let run = |f: &mut Feed, secs: u64, who: &[(u64, u64)], failing: bool| {
+        for _ in 0..secs {
+            f.run(1, |_, _| 0);
+            let now = f.now;
+            for &(c, net) in who {
+                if (now / 1000 + c) % 30 == 0 {
+                    if failing {
+                        let r = report(c, net, now - 5_000, now, Scope::Path);
+                        f.det.observe_report(&r, UnixMillis(now));
+                    }
+                    f.det.observe_targets(&counts(c, net, c, now, if failing { 0 } else { 10 }));
+                }
+            }
+        }
+    };
+    run(&mut f, 1800, &[], false);
+    run(&mut f, 600, &visitors, true);
+    assert!(paging(&f).is_empty(), "fresh /24s paged: {:?}", paging(&f));
+    run(&mut f, 600, &visitors, false);
+    run(&mut f, 120, &visitors, true);
+    let pages = paging(&f);
+    assert!(pages.iter().any(|a| a.slice == SliceKey::service("shop")), "{pages:?}");
+}

@@ -171,7 +171,20 @@ pub(crate) struct SliceWindow {
     pub(crate) broken_capped: u32,
     /// Distinct networks with a broken client.
     pub(crate) broken_nets: u32,
+    /// Failing networks established in the slice (seen working before this window, see
+    /// [`DataSlice::note_net`]): what an ASN or country slice's share of failing networks counts.
+    pub(crate) failing_nets_known: u32,
+    /// Networks with a broken client established in the slice: what the small-slice test's network gates count.
+    pub(crate) broken_nets_known: u32,
 }
+
+/// Most networks whose tenure one data slice keeps (about 10 KiB). Established networks
+/// matter only where a share of 2/3 of the slice's networks is below
+/// [`super::DetectorConfig::min_networks_alone`] (under 30 networks) and for the small-slice
+/// test (a dozen clients); beyond that, 20 failing networks fire whether established or not.
+/// Networks seen first once it is full are never established, so a flood of /24s cannot push
+/// out the slice's own.
+pub(crate) const TENURE_CAP: usize = 256;
 
 /// Most clients one network counts for in what a baseline learns ([`SliceWindow::capped`]).
 pub(crate) const NET_CAP: u32 = 4;
@@ -198,6 +211,35 @@ pub(crate) struct DataSlice {
     win_to: u64,
     /// Receive time of the latest data, for idle eviction.
     pub(crate) last_data_ms: u64,
+    /// Networks seen in this slice, as received (so nobody can backdate them).
+    tenure: IdMap<u64, NetTenure>,
+}
+
+/// When a network's data for a slice arrived (receive times, ms).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NetTenure {
+    /// Its first data.
+    first_ms: u64,
+    /// Its first counts with a success (`u64::MAX`: none yet): when it was seen working.
+    ok_ms: u64,
+    /// Its latest data.
+    last_ms: u64,
+}
+
+/// Which networks are the slice's own in a window (see [`summarise`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Established {
+    /// Networks seen working (a success) at or before this receive time.
+    pub(crate) ok_by_ms: u64,
+    /// And networks with any data at or before this one (after a restore, which forgets
+    /// networks: the ones that report within the first report intervals were there before).
+    pub(crate) seen_by_ms: u64,
+}
+
+impl Established {
+    fn holds(&self, t: &NetTenure) -> bool {
+        t.ok_ms <= self.ok_by_ms || t.first_ms <= self.seen_by_ms
+    }
 }
 
 impl DataSlice {
@@ -215,6 +257,42 @@ impl DataSlice {
             w.partial += u32::from(newly_partial);
             w.absorb(delta);
         }
+    }
+
+    /// Notes that `net` sent data for this slice at `received_ms`, `ok` when it was counts
+    /// with a success; a network not seen for `forget_ms` starts over.
+    pub(crate) fn note_net(&mut self, net: u64, received_ms: u64, ok: bool, forget_ms: u64) {
+        let room = self.tenure.len() < TENURE_CAP;
+        let ok_ms = if ok { received_ms } else { u64::MAX };
+        match self.tenure.get_mut(&net) {
+            Some(t) => {
+                if t.last_ms.saturating_add(forget_ms) < received_ms {
+                    *t = NetTenure { first_ms: received_ms, ok_ms, last_ms: received_ms };
+                }
+                t.ok_ms = t.ok_ms.min(ok_ms);
+                t.last_ms = t.last_ms.max(received_ms);
+            }
+            None if room => {
+                self.tenure
+                    .insert(net, NetTenure { first_ms: received_ms, ok_ms, last_ms: received_ms });
+            }
+            None => {}
+        }
+    }
+
+    /// Forgets networks whose latest data arrived before `before_ms`.
+    pub(crate) fn forget_nets(&mut self, before_ms: u64) {
+        self.tenure.retain(|_, t| t.last_ms >= before_ms);
+    }
+
+    /// The networks' tenure, for [`summarise`].
+    pub(crate) fn tenure(&self) -> &IdMap<u64, NetTenure> {
+        &self.tenure
+    }
+
+    /// The running window (as the last [`DataSlice::slide`] left it).
+    pub(crate) fn window(&self) -> &IdMap<u64, Cell> {
+        &self.window
     }
 
     /// Moves the running window to buckets `from..to` and returns it.
@@ -288,11 +366,15 @@ impl DataSlice {
 
 /// Sums a merged window into `outputs` slice windows: index 0 is the data slice itself; for a
 /// service, 1..=4 are its failure groups (dns, tcp, tls, http).
-/// `nets` is scratch space (cleared first).
+/// `nets` is scratch space (cleared first). A network is established (counted in
+/// [`SliceWindow::failing_nets_known`] and [`SliceWindow::broken_nets_known`]) when `tenure`
+/// says it was seen as `established` asks.
 pub(crate) fn summarise(
     merged: &IdMap<u64, Cell>,
     outputs: usize,
     nets: &mut IdMap<u64, NetAgg>,
+    tenure: &IdMap<u64, NetTenure>,
+    established: Established,
 ) -> Vec<SliceWindow> {
     let outputs = outputs.clamp(1, GROUP_SLOTS);
     let mut windows = vec![SliceWindow::default(); outputs];
@@ -326,7 +408,8 @@ pub(crate) fn summarise(
             }
         }
     }
-    for net in nets.values() {
+    for (tag, net) in nets.iter() {
+        let known = tenure.get(tag).is_some_and(|t| established.holds(t));
         for (i, w) in windows.iter_mut().enumerate() {
             if net.n > 0 {
                 w.nets.add(net.sum[i] / f64::from(net.n));
@@ -339,6 +422,8 @@ pub(crate) fn summarise(
             w.failing_capped += net.failing[i].min(NET_CAP);
             w.broken_capped += net.broken[i].min(NET_CAP);
             w.broken_nets += u32::from(net.broken[i] > 0);
+            w.broken_nets_known += u32::from(known && net.broken[i] > 0);
+            w.failing_nets_known += u32::from(known && net.failing[i] > 0);
             if net.failing[i] > 0 {
                 w.failing_nets += 1;
                 w.top_net_failing = w.top_net_failing.max(net.failing[i]);
@@ -419,6 +504,38 @@ pub(crate) fn top<K: Ord + Copy>(counts: IdMap<K, u64>) -> Vec<(K, u64)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn networks_are_established_once_seen_working_and_a_flood_cannot_push_them_out() {
+        let mut s = DataSlice::default();
+        let hour = 3_600_000;
+        // The slice's own network, working at t = 1000; a visitor failing from t = 1000 on.
+        s.note_net(1, 1_000, true, hour);
+        s.note_net(2, 1_000, false, hour);
+        s.note_net(2, 50_000, false, hour);
+        let est = |by: u64| Established { ok_by_ms: by, seen_by_ms: 0 };
+        let known = |s: &DataSlice, net: u64, by: u64| {
+            s.tenure().get(&net).is_some_and(|t| est(by).holds(t))
+        };
+        assert!(!known(&s, 1, 999) && known(&s, 1, 1_000));
+        assert!(!known(&s, 2, u64::MAX - 1), "never seen working");
+        // After a restore's amnesty, anything seen by then counts.
+        let amnesty = Established { ok_by_ms: 0, seen_by_ms: 1_000 };
+        assert!(amnesty.holds(s.tenure().get(&2).unwrap()));
+        // A flood of new /24s fills the table but pushes out nobody.
+        for net in 100..1_000 {
+            s.note_net(net, 60_000, true, hour);
+        }
+        assert_eq!(s.tenure().len(), TENURE_CAP);
+        assert!(known(&s, 1, 60_000));
+        assert!(s.tenure().get(&999).is_none());
+        // Quiet for longer than `forget_ms`: it starts over (seen working again only now).
+        s.note_net(1, 1_000 + 2 * hour, false, hour);
+        assert!(!known(&s, 1, 1_000 + 2 * hour));
+        // Forgotten by the sweep.
+        s.forget_nets(60_001);
+        assert_eq!(s.tenure().len(), 1);
+    }
+
     fn cell(attempts: u64, failures: u64, net: u64) -> Cell {
         Cell { attempts, failures, net, ..Cell::default() }
     }
@@ -474,7 +591,9 @@ mod tests {
         }
         merged.get_mut(&100).unwrap().attempts = 10_000;
         merged.get_mut(&100).unwrap().failures = 10_000;
-        let w = summarise(&merged, 1, &mut IdMap::default())[0];
+        let w =
+            summarise(&merged, 1, &mut IdMap::default(), &IdMap::default(), Established::default())
+                [0];
         assert_eq!(w.active_clients, 110);
         assert_eq!(w.failing_clients, 100);
         assert_eq!(w.active_nets, 11);
@@ -499,7 +618,8 @@ mod tests {
         c.country = Country::parse("de");
         merged.insert(1, c);
         merged.insert(2, cell(10, 0, 2));
-        let w = summarise(&merged, 5, &mut IdMap::default());
+        let w =
+            summarise(&merged, 5, &mut IdMap::default(), &IdMap::default(), Established::default());
         assert_eq!(w.len(), 5);
         assert!((w[0].clients.mean() - 0.25).abs() < 1e-9);
         assert_eq!(w[2].failing_clients, 1);

@@ -131,12 +131,15 @@ pub enum EventClass {
     CollectorOutage,
     /// Nuisance: 10% of the clients have clocks off by an hour or a day.
     ClockSkew,
-    /// Forging experiment: `nets` /24s with `keys_per_net` keys each report failures.
+    /// Forging experiment: `nets` /24s with `keys_per_net` keys each report like the
+    /// service's clients for `lead_min` minutes from the event's start, then failures.
     Forge {
         /// Distinct /24s.
         nets: u32,
         /// Keys behind each.
         keys_per_net: u32,
+        /// Minutes of ordinary reports before the failures (0: failing from the start).
+        lead_min: u32,
     },
 }
 

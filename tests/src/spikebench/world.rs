@@ -228,7 +228,7 @@ impl World {
             let (nets, keys_per_net) = match e.class {
                 EventClass::KeysOneNet => (1, 1000),
                 EventClass::KeysManyNets => (50, 6),
-                EventClass::Forge { nets, keys_per_net } => (nets, keys_per_net),
+                EventClass::Forge { nets, keys_per_net, .. } => (nets, keys_per_net),
                 _ => continue,
             };
             let asn = e.asn.unwrap_or(0);
@@ -664,8 +664,13 @@ impl World {
                 EventClass::OneClient | EventClass::RetryLoop => {
                     (mine && e.client == Some(c), ErrorType::HttpError)
                 }
-                EventClass::KeysOneNet | EventClass::Forge { .. } => {
+                EventClass::KeysOneNet => {
                     (mine && client.kind == (Kind::Extra { event: i }), ErrorType::TlsCertInvalid)
+                }
+                EventClass::Forge { lead_min, .. } => {
+                    let failing = now_ms >= e.start_ms + u64::from(lead_min) * 60_000;
+                    let extra = client.kind == (Kind::Extra { event: i });
+                    (mine && extra && failing, ErrorType::TlsCertInvalid)
                 }
                 EventClass::GrayFailure if mine => {
                     p = (p + e.delta).min(1.0);
