@@ -17,7 +17,7 @@ pub struct ForgeResult {
     /// Keys behind each forged /24, per setting.
     pub keys_per_net: Vec<u32>,
     /// Minutes the keys reported like the service's clients before failing, per setting (0:
-    /// fresh /24s failing at once; [`PREPOSITION_MIN`]: /24s established in the slice).
+    /// fresh /24s failing at once; 15: /24s established in the slice).
     pub lead_min: Vec<u32>,
     /// Fewest /24s that paged, per setting (`None`: none up to `max_nets`).
     pub min_nets: Vec<Option<u32>>,
@@ -80,7 +80,7 @@ impl ForgeResult {
 /// Finds, by bisection, the fewest /24s that page when each holds `keys_per_net` attacking
 /// keys in a 1-5% ASN of a `clients`-strong population, for 1 and 20 keys per /24, with fresh
 /// /24s failing at once and with /24s that reported like the slice's own clients for
-/// [`PREPOSITION_MIN`] minutes first.
+/// 15 minutes first.
 pub fn forge_cost(seed: u64, clients: usize) -> ForgeResult {
     let config = SimConfig { seed, clients, asns: 80, ..SimConfig::default() };
     let shares = asn_shares(&config);
