@@ -660,6 +660,11 @@ fn check_detector(c: &mut Checker<'_>, d: &DetectorConfig) {
     positive("baseline_alpha", d.baseline_alpha > 0.0, "must be greater than 0");
     positive("max_slices", d.max_slices >= 1, "must be at least 1");
     positive("max_clients", d.max_clients >= 1, "must be at least 1");
+    positive(
+        "small_max_clients",
+        d.small_max_clients >= d.min_clients,
+        "must be at least min_clients",
+    );
 }
 
 /// Decodes exactly 64 hex digits.
@@ -1242,6 +1247,10 @@ mod tests {
             (
                 format!("{MINIMAL}\n[detector]\nchild_min_net_share = 1.5\n"),
                 "detector.child_min_net_share: must be between 0 and 1",
+            ),
+            (
+                format!("{MINIMAL}\n[detector]\nsmall_max_clients = 4\n"),
+                "detector.small_max_clients: must be at least min_clients",
             ),
             (
                 MINIMAL.replace("collector.key", "missing.key"),

@@ -161,6 +161,7 @@ pub(super) fn judge_window(
             // Networks count when established in the slice (`net_tenure_ms`): fresh /24s
             // cannot make a small slice's quorum.
             v.small_gated = k >= cfg.min_clients
+                && (!child || n <= cfg.small_max_clients)
                 && w.broken_nets_known >= cfg.min_networks
                 && f64::from(k) >= cfg.small_min_share * f64::from(n)
                 && f64::from(w.broken_nets_known) >= cfg.small_min_share * nets_active;

@@ -181,6 +181,14 @@ pub struct DetectorConfig {
     /// broken (at least half their attempts failed), and of its active networks that must
     /// hold a broken client, for the exact binomial test to apply. Default 0.5.
     pub small_min_share: f64,
+    /// Small-slice test: the most (per-network capped) active clients an ASN or country slice
+    /// may have for the exact test to apply; larger ones are the ordinary test's, whose
+    /// floors ask two thirds of their networks ([`DetectorConfig::child_min_net_share`]).
+    /// Keys an attacker brings to a mid-sized ASN, half of its clients on as many /24s as its
+    /// own clients use, passed the small test's shares (spikebench's forge experiment, /24s
+    /// pre-positioned: 11-21 of them). A service keeps the test at any size: half of a
+    /// service's clients broken on half of its networks is an outage. Default 20.
+    pub small_max_clients: u32,
     /// The share of an ASN or country slice's active networks (this window's or, when
     /// larger, the baseline's) that must hold a failing client beyond the baseline for it to
     /// fire, unless [`DetectorConfig::min_networks_alone`] networks fail. A real outage of a
@@ -242,6 +250,7 @@ impl Default for DetectorConfig {
             hash_seed: 0,
             slow_alpha: 1.0 / 2160.0,
             small_min_share: 0.5,
+            small_max_clients: 20,
             child_min_net_share: 0.67,
             net_tenure_ms: 60_000,
             small_null_rate: 0.002,

@@ -740,3 +740,25 @@ fn fresh_networks_do_not_make_a_services_five_percent() {
     let pages = paging(&f);
     assert!(pages.iter().any(|a| a.slice == SliceKey::service("shop")), "{pages:?}");
 }
+
+/// A mid-sized ASN (16 clients on 16 /24s) and 16 /24s that report working for longer than the
+/// tenure, then fail: half of the slice's clients and networks, which the small-slice test's
+/// shares accept, but the slice is over `small_max_clients`, and for the ordinary test 16
+/// failing networks are neither 20 nor two thirds of the ASN's 32.
+#[test]
+fn half_of_a_mid_sized_asn_brought_by_established_visitors_does_not_page_it() {
+    let mut f = Feed::new(400);
+    let own: Vec<(u64, u64)> = (0..16).map(|i| (100_000 + i, 900_000 + i)).collect();
+    let visitors: Vec<(u64, u64)> = (0..16).map(|i| (200_000 + i, 910_000 + i)).collect();
+    run_small_asn(&mut f, 1800, &own, &|_| false);
+    let both: Vec<(u64, u64)> = own.iter().chain(&visitors).copied().collect();
+    run_small_asn(&mut f, 300, &both, &|_| false);
+    run_small_asn(&mut f, 300, &both, &|c| c >= 200_000);
+    assert!(paging(&f).is_empty(), "{:?}", paging(&f));
+    // The ASN's own 16 failing (with the visitors gone) page it.
+    run_small_asn(&mut f, 1200, &own, &|_| false);
+    run_small_asn(&mut f, 180, &own, &|_| true);
+    let pages = paging(&f);
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    assert_eq!(pages[0].slice, SliceKey::new("shop", SliceDim::Asn(SMALL_ASN)), "{pages:?}");
+}
