@@ -198,7 +198,8 @@ pub struct DetectorConfig {
     /// How long before an evaluation a network must have been seen working for a slice (counts
     /// with a success) to count as one of the slice's own: only such networks count toward
     /// an ASN or country slice's share of failing networks
-    /// ([`DetectorConfig::child_min_net_share`]) and toward the small-slice test's networks.
+    /// ([`DetectorConfig::child_min_net_share`]), the ordinary test's 5% of networks
+    /// ([`DetectorConfig::min_client_share`]) and the small-slice test's networks.
     /// /24s an attacker brings failing from their first report count only in numbers
     /// ([`DetectorConfig::min_networks_alone`]); a real outage fails networks that were
     /// working. Default 60 000 (a minute: two report intervals, so a client that came online

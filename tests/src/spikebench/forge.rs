@@ -7,8 +7,8 @@ use super::{EPOCH_MS, EventClass, SimConfig, asn_shares, event, run_events};
 
 const MINUTE_MS: u64 = 60_000;
 
-/// The lead of the pre-positioned settings: longer than the detector's `net_tenure_ms` (10
-/// minutes), so the attacker's /24s count as the slice's own when they start failing.
+/// The lead of the pre-positioned settings: far longer than the detector's `net_tenure_ms`
+/// (a minute), so the attacker's /24s count as the slice's own when they start failing.
 pub(super) const PREPOSITION_MIN: u32 = 15;
 
 /// What the forging experiment found.
