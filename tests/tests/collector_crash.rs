@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use vantage_agent::entropy::{Entropy, SeededEntropy};
 use vantage_agent::report::UnixMillis;
 use vantage_agent::wire::AgentIdentity;
-use vantage_collector::store::{Store, StoreConfig};
+use vantage_collector::store::{Store, StoreConfig, journal};
 use vantage_tests::collector_proc::{
     CollectorConfig, CollectorProc, HttpClient, seal_envelope, unix_now, write_collector_key,
 };
@@ -93,6 +93,7 @@ fn acknowledged_reports_survive_kill_9() {
     let mut rng = SeededEntropy::insecure_from_seed([0x5e; 32]);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let mut killed_mid_flight = 0;
+    let mut replayed = 0;
 
     for round in 0..ROUNDS {
         let proc = CollectorProc::start(dir.path(), &config);
@@ -136,6 +137,9 @@ fn acknowledged_reports_survive_kill_9() {
         for task in tasks {
             rt.block_on(task).unwrap();
         }
+        // Acknowledged since the store's last checkpoint: only in its journal.
+        let pending = journal::pending_records(&store_path).unwrap();
+        replayed += pending;
 
         let (ids, count) = stored_ids(&rt, &store_path);
         let stored: HashSet<Id> = ids.iter().copied().collect();
@@ -157,12 +161,16 @@ fn acknowledged_reports_survive_kill_9() {
         let foreign = stored.difference(&ledger.sent).count();
         assert_eq!(foreign, 0, "round {round}: {foreign} stored reports were never sent");
         eprintln!(
-            "round {round}: acknowledged {} new reports, {} stored in total ({} acknowledged)",
+            "round {round}: acknowledged {} new reports, {} stored in total ({} acknowledged), \
+             {pending} journal records replayed",
             ledger.acked.len() - acked_before,
             stored.len(),
             ledger.acked.len()
         );
     }
+    // The kills came within a checkpoint period of acknowledgements: the reopen had journal
+    // records to replay (the path that makes a 202 durable before sled's own flush).
+    assert!(replayed > 0, "no round left journal records to replay");
     assert!(
         killed_mid_flight >= ROUNDS / 2,
         "only {killed_mid_flight} of {ROUNDS} kills came while clients were still sending"

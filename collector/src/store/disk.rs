@@ -6,9 +6,10 @@
 //! WAIT_AFTER)`, which writes the data pages but neither the file's metadata (its size, when
 //! the log grew) nor the drive's volatile cache: a power loss can still lose what it flushed.
 //! Large values go to files under `blobs/` that sled never syncs. With [`SyncMode::Data`] (the
-//! default) every group commit is followed by `fdatasync` of the `db` file, of every new blob
-//! file and of the `blobs/` directory, before any waiter is answered. [`SyncMode::DangerNone`]
-//! skips that (sled's flush only) and is for benchmarks and throwaway stores.
+//! default) every group commit's journal record is `fdatasync`ed before any waiter is answered
+//! (see `journal`), and every checkpoint (sled's flush) is followed by `fdatasync` of the `db`
+//! file, of every new blob file and of the `blobs/` directory before the journal starts over.
+//! [`SyncMode::DangerNone`] skips both syncs and is for benchmarks and throwaway stores.
 //!
 //! # Free space
 //!
@@ -46,11 +47,12 @@ pub const RESERVE_FILE: &str = "vantage-reserve";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncMode {
-    /// sled's flush, then `fdatasync` of its log and blob files (`store.sync = "data"`).
+    /// `fdatasync` of the journal per group commit, and of sled's log and blob files per
+    /// checkpoint (`store.sync = "data"`).
     #[default]
     Data,
-    /// sled's flush only (`sync_file_range` on Linux): a power loss can lose acknowledged
-    /// reports (`store.sync = "danger_none"`).
+    /// No `fdatasync` (the journal is written, sled flushed with `sync_file_range` on Linux): a
+    /// power loss can lose acknowledged reports (`store.sync = "danger_none"`).
     DangerNone,
 }
 

@@ -103,7 +103,7 @@ impl IdChunks {
 
     /// Writes the changed chunks into `batch`: split when over [`MAX_CHUNK`], removed when
     /// empty.
-    pub(super) fn write(self, batch: &mut sled::Batch) {
+    pub(super) fn write(self, batch: &mut super::journal::Batch) {
         let IdChunks { chunks, dirty } = self;
         for bound in dirty {
             let Some(ids) = chunks.get(&bound) else { continue };
@@ -142,9 +142,9 @@ mod tests {
             assert!(!chunks.contains(i));
             chunks.insert(*i);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::store::journal::Batch::default();
         chunks.write(&mut batch);
-        rows.apply_batch(batch).unwrap();
+        rows.apply_batch(batch.to_sled()).unwrap();
         // 200 ids in pieces of 32: 7 keys, each at or below its ids.
         assert_eq!(rows.len(), 7);
         for (k, v) in rows.iter().map(Result::unwrap) {
@@ -160,9 +160,9 @@ mod tests {
         assert!(!chunks.contains(&id(1000)));
         // Below every chunk: a chunk of its own. Removing every id removes every chunk.
         chunks.insert(id(9));
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::store::journal::Batch::default();
         chunks.write(&mut batch);
-        rows.apply_batch(batch).unwrap();
+        rows.apply_batch(batch.to_sled()).unwrap();
         assert_eq!(rows.len(), 8);
         let mut chunks = IdChunks::default();
         for i in ids.iter().chain([&id(9)]) {
@@ -171,9 +171,9 @@ mod tests {
         for i in ids.iter().chain([&id(9)]) {
             chunks.remove(i);
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::store::journal::Batch::default();
         chunks.write(&mut batch);
-        rows.apply_batch(batch).unwrap();
+        rows.apply_batch(batch.to_sled()).unwrap();
         assert!(rows.is_empty());
         assert!(decode_chunk(&[0; 17]).unwrap_err().contains("17 bytes"));
     }

@@ -61,7 +61,7 @@
 //! A NEL upload of n failures is n entries in its group's row for their second, its `D`
 //! entry and 32 bytes of its group's `E` row (and its share of the group's counter
 //! updates), nothing else: no key of its own but the digest; NEL uploads and envelopes share the
-//! writer's groups, so one flush and one `fdatasync` cover both:
+//! writer's groups, so one journal record and one `fdatasync` cover both:
 //! - Its report ids derive from its digest (`ingest::accept::nel_batch`), so a digest found
 //!   new means ids never stored: NEL reports get no `I` entry and no id lookup. (The
 //!   one difference: a NEL body replayed after its digest expired, beyond the dedup horizon,
@@ -93,14 +93,17 @@
 //!
 //! One writer thread (`store-writer`) owns all inserts. [`Store::commit`] sends the batch over
 //! a bounded channel and waits; the writer checks free space ([`disk`]), takes everything
-//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one sled
-//! `Batch` for the whole group**: its digests, id entries, rows, expiry row, counters and drop
-//! totals; applies it to `rows` (atomically: after a crash either the whole group is there or
-//! none of it), flushes sled's log, `fdatasync`s its files ([`SyncMode::Data`], the default;
-//! sled's own flush is `sync_file_range`, which does not reach stable storage) and only then
-//! answers every waiter. A client that got no answer retries and gets `Stored` or
-//! `Duplicate`, both of which are correct. Nothing is acknowledged before the sync that made
-//! it durable, including `Duplicate` (the original may be in the same, not yet synced, group).
+//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one
+//! batch of writes for the whole group**: its digests, id entries, rows, expiry row, counters
+//! and drop totals; appends it to the store's [`journal`] as one record and `fdatasync`s that
+//! file ([`SyncMode::Data`], the default), applies it to `rows` (in memory: sled writes its log
+//! on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer flushes sled and syncs its
+//! files, after which the journal starts over) and only then answers every waiter. After a
+//! crash either the whole group is there or none of it: the journal's records since the last
+//! checkpoint are applied again at open (see [`journal`], "Recovery"). A client that got no
+//! answer retries and gets `Stored` or `Duplicate`, both of which are correct. Nothing is
+//! acknowledged before the sync that made it durable, including `Duplicate` (the original may
+//! be in the same, not yet synced, group).
 //! The counters and drop totals are read, added to and written back by whoever holds the
 //! store's write lock (the writer, or one retention step), so no transaction is needed.
 //!
@@ -108,7 +111,8 @@
 //!
 //! In fleet mode the ingest path hands `Store::commit_with_outbox` the batch *and* the bytes
 //! the fleet publisher sends to the stream; the writer inserts them into
-//! `fleet_outbox` right before the group's rows and the same flush and sync, both when it
+//! `fleet_outbox` right before the group's rows (both as atomic sled batches, not journaled:
+//! such a group is checkpointed, sled's flush and sync, before it is answered), both when it
 //! stores the batch and when it finds it a `Duplicate` (the stored copy might have been acknowledged by a collector
 //! killed before it published; the consumers drop the second copy by digest). So whatever
 //! was acknowledged is either published or still in the outbox: a kill between the commit and
@@ -129,7 +133,7 @@
 //! [`Store::readiness`] says so; it accepts again within [`disk::GUARD_PERIOD`] of space
 //! returning. See [`disk`] for the reserve file that keeps sled itself from hitting `ENOSPC`.
 //!
-//! Retention ([`Store::enforce_retention`]) deletes in steps of its own (one `apply_batch`
+//! Retention ([`Store::enforce_retention`]) deletes in steps of its own (one journal record
 //! each, under the write lock) that also update the counters: by age, entries before the
 //! cutoff (a row across the cutoff is rewritten without them); digests by their group's
 //! expiry row; by size, whole rows oldest first (by bucket, then group: "oldest" to the
@@ -152,6 +156,7 @@ pub mod admit;
 mod codec;
 pub mod disk;
 mod ids;
+pub mod journal;
 mod upgrade;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -168,6 +173,7 @@ use crate::model::{IngestBatch, Source, StoredReport, StoredTargets};
 pub use admit::{Admission, Refusal};
 use disk::{Space, SpaceGuard, Syncer};
 pub use disk::{SpaceLimits, SyncMode};
+use journal::{Batch, Journal};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
@@ -424,7 +430,8 @@ struct Shared {
     counts: Mutex<Counts>,
     /// Held by whoever writes to `rows` (the group-commit writer, a retention step), so the
     /// counters and drop totals each of them reads, adds to and writes back are not changed
-    /// in between: one `apply_batch` per step instead of a transaction.
+    /// in between: one journal record per step instead of a transaction. The journal's
+    /// order is this lock's order.
     write: Mutex<WriteState>,
     /// Next `fleet_outbox` key. Only the writer inserts (one group at a time), so keys
     /// increase in commit order and are never reused.
@@ -442,6 +449,8 @@ struct Shared {
 struct WriteState {
     /// The next row sequence number (also on disk, `M` ‖ `seq`): makes every row key unique.
     next_seq: u64,
+    /// Where every write to `rows` goes first (see [`journal`]).
+    journal: Journal,
 }
 
 struct Trees {
@@ -566,7 +575,7 @@ fn key_bucket(key: &[u8]) -> Result<u64, String> {
 }
 
 /// Writes `counts` (absolute) into `batch`.
-fn put_counts(batch: &mut sled::Batch, counts: Counts) {
+fn put_counts(batch: &mut Batch, counts: Counts) {
     for (name, v) in
         [(META_REPORTS, counts.reports), (META_TARGETS, counts.targets), (META_BYTES, counts.bytes)]
     {
@@ -575,7 +584,7 @@ fn put_counts(batch: &mut sled::Batch, counts: Counts) {
 }
 
 /// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`.
-fn push_rows(batch: &mut sled::Batch, prefix: u8, bucket: u64, seq: u64, entries: &[codec::Entry]) {
+fn push_rows(batch: &mut Batch, prefix: u8, bucket: u64, seq: u64, entries: &[codec::Entry]) {
     let with_ids = prefix == P_REPORTS;
     let mut chunk = 0u32;
     let mut start = 0;
@@ -620,6 +629,8 @@ impl Store {
         };
         let next_outbox_key = recover_outbox(&path, &trees)?;
         let syncer = Syncer::open(&path, config.sync).map_err(|e| open_err(e.to_string()))?;
+        let (journal, recovered) = Journal::open(&path, config.sync)
+            .map_err(|e| open_err(format!("{}: {e}", journal::JOURNAL_FILE)))?;
         let guard = SpaceGuard::open(&path, config.space);
         let shared = Shared {
             path: path.clone(),
@@ -631,21 +642,40 @@ impl Store {
             guard,
             failed: Mutex::new(None),
             counts: Mutex::new(Counts::default()),
-            write: Mutex::new(WriteState { next_seq: 0 }),
+            write: Mutex::new(WriteState { next_seq: 0, journal }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
             drop_apps: Mutex::new(std::collections::BTreeSet::new()),
         };
+        shared.check_format(had_data)?;
+        // What was acknowledged after the last checkpoint (see `journal`: "Recovery").
+        if !recovered.batches.is_empty() {
+            for batch in &recovered.batches {
+                batch.apply_each(&shared.trees.rows).map_err(|e| engine_error(&path, e))?;
+            }
+            tracing::info!(
+                records = recovered.batches.len(),
+                bytes = recovered.bytes,
+                "store journal replayed"
+            );
+        }
         let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
         shared.write.lock().unwrap_or_else(PoisonError::into_inner).next_seq = next_seq;
-        shared.check_format(had_data)?;
         let counts = shared.load_or_rebuild_counts()?;
         let apps = shared.drop_apps_on_disk()?;
         *shared.drop_apps.lock().unwrap_or_else(PoisonError::into_inner) = apps;
         *shared.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
         shared.db.flush().map_err(|e| engine_error(&path, e))?;
         shared.syncer.sync().map_err(|e| open_err(e.to_string()))?;
+        // Replayed and synced: the records are not needed any more.
+        shared
+            .write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .journal
+            .truncate()
+            .map_err(|e| open_err(format!("{}: {e}", journal::JOURNAL_FILE)))?;
 
         let shared = Arc::new(shared);
         let (sender, receiver) = mpsc::channel(QUEUE);
@@ -670,7 +700,7 @@ impl Store {
     }
 
     /// Dedup (by digest) + atomic write; Ok only once it is on stable storage (group commit:
-    /// one flush and one `fdatasync` for many concurrent commits; see [`SyncMode`]).
+    /// one journal record and one `fdatasync` for many concurrent commits; see [`SyncMode`]).
     /// [`StoreError::DiskFull`] while free space is below the guard.
     pub async fn commit(&self, batch: IngestBatch) -> Result<CommitOutcome, StoreError> {
         self.submit(batch, None).await.0
@@ -851,7 +881,8 @@ impl Store {
 
     /// A named tree of the same database for state that lives next to the reports (alerts,
     /// the notification outbox, the detector snapshot). Its writes are durable after
-    /// [`Store::flush`] (or the next group commit).
+    /// [`Store::flush`] (or sled's next flush: its own, every 500 ms, or the store's next
+    /// checkpoint).
     pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         self.shared.db.open_tree(name).map_err(|e| engine_error(&self.shared.path, e))
     }
@@ -883,7 +914,19 @@ impl Store {
             // A check in flight ends on its own (a statvfs); the task then sees the stop.
             let _ = handle.await;
         }
-        match self.flush().await {
+        let shared = Arc::clone(&self.shared);
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.flush_and_sync()?;
+            // Everything is in sled's synced files: a clean stop leaves no journal to replay.
+            state
+                .journal
+                .truncate()
+                .map_err(|e| StoreError::Io(format!("{}: {e}", journal::JOURNAL_FILE)))
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?;
+        match checkpoint {
             // Every acknowledged commit was synced when it was acknowledged; what this last
             // flush would add is state that was never promised durable (alerting snapshots,
             // retention deletes), which is written again after the restart.
@@ -963,7 +1006,7 @@ fn recover_outbox(path: &Path, trees: &Trees) -> Result<u64, StoreError> {
 
 /// The writer: group commit until every sender is gone and the queue is empty.
 ///
-/// A thread of its own, not a task: it blocks in sled's flush and in `fdatasync` for most of
+/// A thread of its own, not a task: it blocks in `fdatasync` (and sled's flush) for most of
 /// each group, and a task would hand every group to the blocking pool and back (two thread
 /// wake-ups per group on top of the ones the commits themselves cost). The uploads queue in
 /// the channel meanwhile and form the next group.
@@ -998,8 +1041,9 @@ fn run_writer(shared: &Arc<Shared>, mut receiver: mpsc::Receiver<Job>) {
     }
 }
 
-/// One group: the free-space check, the write, sled's flush and the sync. One result per
-/// batch, the flush's result, and the batches handed back.
+/// One group: the free-space check, the write (journal record and sync, then sled), and the
+/// checkpoint when one is due. One result per batch, the checkpoint's result, and the batches
+/// handed back.
 #[allow(clippy::type_complexity)]
 fn write_and_sync(
     worker: &Shared,
@@ -1013,14 +1057,14 @@ fn write_and_sync(
         let batches = batches.into_iter().map(|(b, _)| Some(b)).collect();
         return (vec![Err(e); n], Ok(()), batches);
     }
-    let (results, batches) = worker.apply_group(batches);
-    let flushed = if results.iter().any(Result::is_ok) { worker.flush_and_sync() } else { Ok(()) };
-    if flushed.is_ok() {
+    let (results, flushed, batches) = worker.apply_group(batches);
+    if matches!(flushed, Ok(true)) {
         // This writer alone assigns outbox keys: every key handed out so far is now
         // synced. Before the replies, so the publisher a commit wakes sees its entry.
         let next = worker.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
         worker.outbox_durable_below.fetch_max(next, std::sync::atomic::Ordering::Release);
     }
+    let flushed = flushed.map(drop);
     let batches: Vec<Option<IngestBatch>> = batches.into_iter().map(Some).collect();
     (results, flushed, batches)
 }
@@ -1064,13 +1108,18 @@ impl Shared {
                 .map_err(|e| StoreError::Io(format!("{}: sync: {e}", self.path.display())))
         });
         if let Err(e) = &result {
-            let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
-            if failed.is_none() {
-                tracing::error!(error = %e, "store write failed; restart the collector to recover");
-                *failed = Some(e.to_string());
-            }
+            self.mark_failed(e);
         }
         result
+    }
+
+    /// After a failed write or sync: not ready until restarted.
+    fn mark_failed(&self, e: &StoreError) {
+        let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        if failed.is_none() {
+            tracing::error!(error = %e, "store write failed; restart the collector to recover");
+            *failed = Some(e.to_string());
+        }
     }
 
     fn counts(&self) -> Counts {
@@ -1198,9 +1247,9 @@ impl Shared {
                 }
             }
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         put_counts(&mut batch, counts);
-        self.trees.rows.apply_batch(batch).map_err(|e| engine_error(&self.path, e))?;
+        self.trees.rows.apply_batch(batch.to_sled()).map_err(|e| engine_error(&self.path, e))?;
         Ok(counts)
     }
 
@@ -1375,34 +1424,46 @@ impl Shared {
     /// Dedup and inserts for a whole group in one `apply_batch` of `rows` (and one of
     /// `fleet_outbox` after it). One result per batch, in order. The batches come back as they
     /// were, in order.
+    /// Then the checkpoint when one is due, or when the group wrote fleet outbox entries:
+    /// its result is the group's "flushed" (every outcome fails with it).
+    #[allow(clippy::type_complexity)]
     fn apply_group(
         &self,
         batches: Vec<(IngestBatch, Option<Vec<u8>>)>,
-    ) -> (Vec<Result<CommitOutcome, StoreError>>, Vec<IngestBatch>) {
+    ) -> (Vec<Result<CommitOutcome, StoreError>>, Result<bool, StoreError>, Vec<IngestBatch>) {
         let (prepared, batches): (Vec<Result<Prepared, StoreError>>, Vec<IngestBatch>) =
             batches.into_iter().map(|(b, outbox)| (self.prepare(&b, outbox), b)).unzip();
         let n = prepared.len();
         let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let outcomes = match self.write_group(&mut state, prepared) {
-            Ok(outcomes) => outcomes,
-            Err(e) => vec![Err(e); n],
+        let (outcomes, fleet) = match self.write_group(&mut state, prepared) {
+            Ok(written) => written,
+            Err(e) => (vec![Err(e); n], false),
         };
-        (outcomes, batches)
+        let any_ok = outcomes.iter().any(Result::is_ok);
+        let flushed = if any_ok && (fleet || state.journal.checkpoint_due()) {
+            self.checkpoint(&mut state).map(|()| true)
+        } else {
+            Ok(false)
+        };
+        (outcomes, flushed, batches)
     }
 
     /// The group's write, with [`Shared::write`] held.
+    /// Also says whether the group wrote fleet outbox entries (then it must be checkpointed
+    /// before it is answered).
+    #[allow(clippy::type_complexity)]
     fn write_group(
         &self,
         state: &mut WriteState,
         prepared: Vec<Result<Prepared, StoreError>>,
-    ) -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
+    ) -> Result<(Vec<Result<CommitOutcome, StoreError>>, bool), StoreError> {
         use std::collections::{BTreeMap, HashSet};
         let rows = &self.trees.rows;
         let io = |e| self.io(e);
         let group_time = prepared.iter().flatten().map(|p| p.received_at).max().unwrap_or(0);
         let time = group_time.to_be_bytes();
         let seq = state.next_seq;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut outbox = sled::Batch::default();
         let mut any_outbox = false;
         let mut digests: Vec<u8> = Vec::new();
@@ -1525,12 +1586,48 @@ impl Shared {
             let hi = self.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
             batch.insert(meta_key(META_OUTBOX_HI), &hi.to_be_bytes()[..]);
             self.trees.fleet_outbox.apply_batch(outbox).map_err(io)?;
+            // One atomic sled write for the group, checkpointed before it is answered (see
+            // `journal`: the publisher's removals must not be undone by a replay).
+            rows.apply_batch(batch.to_sled()).map_err(io)?;
+        } else {
+            // Journaled, then applied: after a crash either all of it is there or none.
+            self.write_rows(state, &batch)?;
         }
-        // One atomic write for the group: after a crash either all of it is there or none.
-        rows.apply_batch(batch).map_err(io)?;
         state.next_seq = seq + 1;
         self.apply_delta(delta);
-        Ok(outcomes)
+        Ok((outcomes, any_outbox))
+    }
+
+    /// A write to `rows` through the journal: the record on stable storage first, then the
+    /// writes applied to sled. Called with [`Shared::write`] held (it owns the journal).
+    fn write_rows(&self, state: &mut WriteState, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // After a failed append or sync the journal's tail is not known: nothing more goes
+        // into it until a restart replays what is there.
+        if let Some(failed) = self.failed.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            return Err(StoreError::Io(format!("store failed earlier: {failed}")));
+        }
+        if let Err(e) = state.journal.append(batch) {
+            let e =
+                StoreError::Io(format!("{}: {e}", self.path.join(journal::JOURNAL_FILE).display()));
+            self.mark_failed(&e);
+            return Err(e);
+        }
+        batch.apply_each(&self.trees.rows).map_err(|e| {
+            let e = self.io(e);
+            self.mark_failed(&e);
+            e
+        })
+    }
+
+    /// Sled's flush and the sync of its files, then the journal starts over; with
+    /// [`Shared::write`] held, so no write lands between the two.
+    fn checkpoint(&self, state: &mut WriteState) -> Result<(), StoreError> {
+        self.flush_and_sync()?;
+        state.journal.checkpointed();
+        Ok(())
     }
 
     /// Deletes the expired entries of `prefix` rows in `*start..end`: those before `cutoff`
@@ -1548,8 +1645,8 @@ impl Shared {
     ) -> Result<Option<Delta>, StoreError> {
         let with_ids = prefix == P_REPORTS;
         let rows = &self.trees.rows;
-        let _state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = sled::Batch::default();
+        let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Batch::default();
         let mut delta = Delta::default();
         let mut gone_ids = Vec::new();
         let mut seen = 0;
@@ -1610,7 +1707,7 @@ impl Shared {
         let mut counts = self.counts();
         counts.apply(delta);
         put_counts(&mut batch, counts);
-        rows.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.write_rows(&mut state, &batch)?;
         self.apply_delta(delta);
         Ok(Some(delta))
     }
@@ -1676,8 +1773,8 @@ impl Shared {
         let rows = &self.trees.rows;
         let mut removed = 0;
         loop {
-            let _state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut batch = sled::Batch::default();
+            let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut batch = Batch::default();
             let mut seen = 0;
             for item in
                 rows.range(vec![P_EXPIRY]..row_bound(P_EXPIRY, cutoff).to_vec()).take(DELETE_CHUNK)
@@ -1703,7 +1800,7 @@ impl Shared {
             if seen == 0 {
                 return Ok(removed);
             }
-            rows.apply_batch(batch).map_err(|e| self.io(e))?;
+            self.write_rows(&mut state, &batch)?;
         }
     }
 
@@ -2032,7 +2129,7 @@ mod tests {
                 (b, None)
             })
             .collect();
-        let (results, _) = store.shared.apply_group(batches);
+        let (results, _, _) = store.shared.apply_group(batches);
         assert!(
             results
                 .iter()
@@ -2098,7 +2195,7 @@ mod tests {
         let mut replayed = b.clone();
         replayed.digest = [2; 32];
         replayed.sequence = None;
-        let (results, back) =
+        let (results, _, back) =
             store.shared.apply_group(vec![(b.clone(), None), (b.clone(), None), (replayed, None)]);
         assert_eq!(back[0], b, "the batches come back unchanged");
         assert_eq!(results[0].as_ref().unwrap(), &CommitOutcome::Stored { reports: 2, targets: 0 });
@@ -2107,6 +2204,80 @@ mod tests {
         assert_eq!(results[2].as_ref().unwrap(), &CommitOutcome::Stored { reports: 0, targets: 0 });
         assert_eq!(store.stats().reports, 2);
         store.close().await.unwrap();
+    }
+
+    /// Copies the files of the store at `from` into `to` (sled's files and the journal).
+    fn copy_store(from: &Path, to: &Path) {
+        for entry in walk(from) {
+            let rel = entry.strip_prefix(from).unwrap();
+            std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
+            std::fs::copy(&entry, to.join(rel)).unwrap();
+        }
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+        }
+        out
+    }
+
+    /// A crash image: sled's files as the last checkpoint left them, and the journal as it is
+    /// after later acknowledged commits. Reopened, the store has every acknowledged batch
+    /// (and its counters and dedup entries), as if it had never stopped.
+    #[tokio::test]
+    async fn commits_acknowledged_after_the_last_checkpoint_are_replayed_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, image) = (dir.path().join("live"), dir.path().join("image"));
+        let store = Store::open(StoreConfig::new(&live)).unwrap();
+        store.commit(batch(1, vec![report(1, 1_000)])).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        // sled's files after a clean stop: everything checkpointed, the journal empty.
+        copy_store(&live, &image);
+        assert_eq!(std::fs::metadata(image.join(journal::JOURNAL_FILE)).unwrap().len(), 0);
+
+        let store = Store::open(StoreConfig::new(&live)).unwrap();
+        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        let later = [
+            batch(2, vec![report(2, 2_000), report(3, 2_001)]),
+            nel_batch(3, 3_000, 2),
+            batch(4, vec![report(3, 2_001), report(4, 4_000)]),
+        ];
+        for b in &later {
+            store.commit(b.clone()).await.unwrap();
+        }
+        let want = all_reports_of(&store);
+        let want_stats = store.stats();
+        assert_eq!(want.len(), 6);
+        // The crash image: the checkpointed sled files and the journal of the later commits,
+        // with a record cut short after them (the group being written when the process died).
+        let mut journal = std::fs::read(live.join(journal::JOURNAL_FILE)).unwrap();
+        assert!(!journal.is_empty());
+        let first = 16 + u32::from_le_bytes(journal[..4].try_into().unwrap()) as usize;
+        let cut_short = journal[..first - 3].to_vec();
+        journal.extend_from_slice(&cut_short);
+        std::fs::write(image.join(journal::JOURNAL_FILE), &journal).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let restored = Store::open(StoreConfig::new(&image)).unwrap();
+        assert_eq!(all_reports_of(&restored), want);
+        assert_eq!(restored.stats(), want_stats);
+        for b in later {
+            assert_eq!(restored.commit(b).await.unwrap(), CommitOutcome::Duplicate);
+        }
+        let again = restored.commit(batch(5, vec![report(4, 4_000), report(5, 5_000)])).await;
+        assert_eq!(again.unwrap(), CommitOutcome::Stored { reports: 1, targets: 0 });
+        restored.close().await.unwrap();
+        drop(restored);
+        // Replayed at open, then emptied: a second open replays nothing, and loses nothing.
+        assert_eq!(std::fs::metadata(image.join(journal::JOURNAL_FILE)).unwrap().len(), 0);
+        let reopened = Store::open(StoreConfig::new(&image)).unwrap();
+        assert_eq!(all_reports_of(&reopened).len(), 7);
+        reopened.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -143,7 +143,7 @@ impl Shared {
             }
             let mut state = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let seq = state.next_seq;
-            let mut batch = sled::Batch::default();
+            let mut batch = super::journal::Batch::default();
             let mut buckets: std::collections::BTreeMap<u64, Vec<codec::Entry>> =
                 std::collections::BTreeMap::new();
             for (k, v) in &step {
@@ -163,6 +163,9 @@ impl Shared {
                 push_rows(&mut batch, prefix, *bucket, seq, entries);
             }
             batch.insert(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
+            // Written in a transaction with the old entries' removal, not journaled: the
+            // upgrade runs at open, before any commit, and open flushes when it is done.
+            let batch = batch.to_sled();
             (&self.trees.rows, old)
                 .transaction(|(rows, old_tx)| -> Tx {
                     rows.apply_batch(&batch)?;
