@@ -45,7 +45,7 @@
 //!      nel::parse_upload ─400 ─▶ accept::nel_batch ─▶ IngestBatch { digest, reports }
 //!      retention check ─400
 //!   both: (holding the in-flight permit) ─▶ Store::commit (free-space guard ─503 disk_full;
-//!      dedup by digest, group commit, sled flush + fdatasync) ─503 on error
+//!      dedup by digest, group commit: journal record + fdatasync, then sled) ─503 on error
 //!      ─▶ Feed::accepted (stored, not duplicates)                              (feed)
 //!           standalone: Alerting::observe ─▶ Detector
 //!           fleet mode: Fleet::submit ─▶ outbox ─▶ JetStream ─▶ every collector's detector

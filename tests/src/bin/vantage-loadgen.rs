@@ -10,8 +10,9 @@
 //! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
 //! - `--duration` (default 10) is the length of each measured phase.
 //! - `--connections` (default 32) keep-alive HTTP/1.1 connections.
-//! - `--sync-cost` instead measures what `store.sync = "data"` (fdatasync of sled's files after
-//!   every group commit, the default) costs against `"danger_none"` (sled's flush only): two
+//! - `--sync-cost` instead measures what `store.sync = "data"` (`fdatasync` of the store's
+//!   journal per group commit and of sled's files per checkpoint, the default) costs against
+//!   `"danger_none"` (no `fdatasync`): two
 //!   collectors one after the other, the same closed loop on plain HTTP, and the collector's
 //!   CPU time per accepted envelope and envelopes/s of each, with their ratio.
 //! - `--rss-reports N` (default 0 = skip) keeps sending until the collector has stored N
