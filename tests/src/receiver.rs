@@ -1,10 +1,11 @@
 //! A minimal HTTPS receiver for agent tests: a real hyper server behind tokio-rustls on
 //! 127.0.0.1 that opens and verifies envelopes with [`Opener`], records what arrived, counts
-//! TCP connections, and can be told to answer 5xx/429 (with `Retry-After`), to read a request
+//! TCP connections (accepted, and open now), and can be told to answer 5xx/429 (with `Retry-After`), to read a request
 //! and hang up without answering, or to stop listening.
 //!
 //! It answers like a collector would: `202` for an envelope that opens, `400` for one that
-//! does not, `204` for `GET /v1/ping`. It is not the collector (no replay window, no storage).
+//! does not, `204` for `GET /v1/ping`. It is not the collector (no replay window, no storage,
+//! no timeouts: it never closes a kept-alive connection itself).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +69,23 @@ struct Shared {
     mode: Mutex<Mode>,
     inner: Mutex<Inner>,
     connections: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// Counts a connection as open from accept until its task ends (or is aborted).
+struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: Arc<Shared>) -> OpenGuard {
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(shared)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running receiver. Dropping it stops it.
@@ -100,6 +118,7 @@ impl Receiver {
             mode: Mutex::new(Mode::Accept),
             inner: Mutex::new(Inner::default()),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
         });
         let mut tasks = JoinSet::new();
         let accept_shared = shared.clone();
@@ -110,7 +129,9 @@ impl Receiver {
                 accept_shared.connections.fetch_add(1, Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let shared = accept_shared.clone();
+                let open = OpenGuard::new(shared.clone());
                 conns.spawn(async move {
+                    let _open = open;
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
                     let service = service_fn(move |req| handle(shared.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -141,6 +162,12 @@ impl Receiver {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now: accepted and not yet closed (by the client, or by
+    /// [`Receiver::stop`]).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
     }
 
     /// `GET /v1/ping` requests answered so far.

@@ -198,6 +198,26 @@ async fn with_no_collector_reachable_the_scope_is_local() {
     agent.shutdown().await.unwrap();
 }
 
+/// An agent with nothing pending, due or in flight holds no connection open: the collector
+/// closing a kept-alive one later (after its `header_read_timeout` or `idle_timeout`) would
+/// wake an idle agent (issue 17: `vantage-agent-bench --only idle` counted that one wake-up).
+/// The receiver never closes a connection itself, so only the agent can bring the count to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_agent_keeps_no_connection_open() {
+    let f = Fixture::new();
+    let rx = f.receiver().await;
+    let agent = f.builder(&[rx.url()]).build().unwrap();
+    agent.set_consent(true).unwrap();
+    for round in 1..=2 {
+        agent.record(ReportInput::new("checkout", "api.example.com", &refused()));
+        assert_eq!(agent.flush(Duration::from_secs(10)).await.unwrap().undelivered, 0);
+        assert_eq!(rx.accepted().len(), round);
+        let closed = rx.wait_until(Duration::from_secs(10), |r| r.open_connections() == 0).await;
+        assert!(closed, "round {round}: {} connections still open", rx.open_connections());
+    }
+    agent.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_consent_nothing_is_written_or_sent() {
     let f = Fixture::new();

@@ -1236,6 +1236,14 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
             let shared = shared.clone();
             checks.spawn(async move { (epoch, ping_collectors(shared).await) });
         }
+        // Nothing pending, due or in flight (what this step started is in the join sets): the
+        // task sleeps until a message or an app thread wakes it. A kept-alive upload
+        // connection would wake it all the same when the collector closes it (after its
+        // `header_read_timeout` or `idle_timeout`), so an idle agent holds none.
+        if step.timeout.is_none() && uploads.is_empty() && checks.is_empty() && deferred.is_empty()
+        {
+            shared.uploader.close_idle();
+        }
         tokio::select! {
             msg = rx.recv() => {
                 let flow = match msg {

@@ -263,7 +263,7 @@ impl Uploader {
         }
     }
 
-    /// Drops every idle connection (consent withdrawn, shutdown).
+    /// Drops every idle connection (consent withdrawn, shutdown, the agent's task going idle).
     pub(crate) fn close_idle(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }

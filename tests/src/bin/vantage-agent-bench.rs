@@ -125,8 +125,10 @@ impl Lab {
     }
 
     /// Starts a collector on `addr` (port 0: any) with its own store `store`. Its idle timeout
-    /// is longer than any measurement window, so it never closes the agent's idle connection
-    /// during one (which would wake the agent).
+    /// is longer than any measurement window; that alone would not keep a connection open
+    /// through one (hyper's `header_read_timeout`, 5 s, also runs between requests), but an
+    /// idle agent closes its connections itself, so the collector has none to close (closing
+    /// one would wake the agent).
     fn start(&self, addr: SocketAddr, store: &str) -> Result<RunningCollector, String> {
         let text = format!(
             r#"
