@@ -2280,6 +2280,40 @@ mod tests {
         reopened.close().await.unwrap();
     }
 
+    /// Retention's deletes go through the journal as well: replayed after a crash, the store
+    /// does not bring back what retention removed, and its counters stay those of its rows.
+    #[tokio::test]
+    async fn retention_after_the_last_checkpoint_is_replayed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, image) = (dir.path().join("live"), dir.path().join("image"));
+        let store = Store::open(StoreConfig::new(&live)).unwrap();
+        store.commit(batch(1, vec![report(1, 1_000), report(2, 1_001)])).await.unwrap();
+        store.commit(batch(2, vec![report(3, 5_000)])).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        copy_store(&live, &image);
+
+        let store = Store::open(StoreConfig::new(&live)).unwrap();
+        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        let retention = u64::try_from(store.shared.config.retention.as_millis()).unwrap();
+        let stats = store.enforce_retention(UnixMillis(retention + 2_000)).unwrap();
+        assert_eq!((stats.expired_reports, stats.expired_digests), (2, 1));
+        let want = all_reports_of(&store);
+        let want_stats = store.stats();
+        assert_eq!(want.iter().map(|r| r.id[0]).collect::<Vec<_>>(), [3]);
+        std::fs::copy(live.join(journal::JOURNAL_FILE), image.join(journal::JOURNAL_FILE)).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let restored = Store::open(StoreConfig::new(&image)).unwrap();
+        assert_eq!(all_reports_of(&restored), want);
+        assert_eq!(restored.stats(), want_stats);
+        // The expired digest went with it: the first batch is new again.
+        let again = restored.commit(batch(1, vec![report(1, 1_000)])).await.unwrap();
+        assert_eq!(again, CommitOutcome::Stored { reports: 1, targets: 0 });
+        restored.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_fleet_outbox_entry_is_written_with_the_batch_and_again_with_its_duplicate() {
         let dir = tempfile::tempdir().unwrap();
