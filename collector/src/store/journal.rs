@@ -34,7 +34,8 @@
 //! replayed. A group with fleet outbox entries is the exception: it is written to sled as one
 //! atomic batch with its outbox entries and checkpointed at once (sled's flush and sync, as
 //! before the journal), because the publisher removes outbox entries once published and a
-//! replay must not bring them back.
+//! replay must not bring them back. The journal is checkpointed before such a group too, so
+//! no record older than the group can be replayed over its writes.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -268,6 +269,11 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether no record was written since the last checkpoint.
+    pub(super) fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
     /// Whether the writer should checkpoint now.
     pub(super) fn checkpoint_due(&self) -> bool {
         self.pos >= CHECKPOINT_BYTES
@@ -277,6 +283,11 @@ impl Journal {
     /// After a checkpoint (everything applied is on stable storage in sled): the records so
     /// far are not needed; the next one starts a new epoch at offset 0.
     pub(super) fn checkpointed(&mut self) {
+        // Not needed for correctness (replaying checkpointed records is harmless, see
+        // "Recovery"), so neither synced nor fatal: the next open has nothing to replay.
+        if self.pos > 0 {
+            let _ = self.file.write_all_at(&[0; HEADER], 0);
+        }
         self.epoch = self.epoch.wrapping_add(1);
         self.pos = 0;
         self.last_checkpoint = Instant::now();

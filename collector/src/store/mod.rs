@@ -1583,6 +1583,11 @@ impl Shared {
         // entries beyond that after a crash belong to a group whose rows never landed (never
         // acknowledged) and are deleted at open (`recover_outbox`).
         if any_outbox {
+            // Nothing journaled may be replayed over this group's writes (its `seq` and
+            // counters would go back): what the journal holds goes into sled's files first.
+            if !state.journal.is_empty() {
+                self.checkpoint(state)?;
+            }
             let hi = self.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
             batch.insert(meta_key(META_OUTBOX_HI), &hi.to_be_bytes()[..]);
             self.trees.fleet_outbox.apply_batch(outbox).map_err(io)?;
@@ -2312,6 +2317,29 @@ mod tests {
         let again = restored.commit(batch(1, vec![report(1, 1_000)])).await.unwrap();
         assert_eq!(again, CommitOutcome::Stored { reports: 1, targets: 0 });
         restored.close().await.unwrap();
+    }
+
+    /// A fleet group is not journaled: were older records still in the journal when it is
+    /// applied, a crash before its checkpoint would replay them over its writes (its `seq`
+    /// and counters going back). So the journal is checkpointed before it.
+    #[tokio::test]
+    async fn the_journal_is_checkpointed_before_a_fleet_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        store.commit(batch(1, vec![report(1, 100)])).await.unwrap();
+        assert_eq!(journal::pending_records(dir.path()).unwrap(), 1);
+        {
+            let shared = &store.shared;
+            let mut state = shared.write.lock().unwrap();
+            let fleet = shared.prepare(&batch(2, vec![report(2, 200)]), Some(b"entry".to_vec()));
+            // The group's write, before the checkpoint `apply_group` does after it.
+            let (outcomes, was_fleet) = shared.write_group(&mut state, vec![fleet]).unwrap();
+            assert!(was_fleet && outcomes[0].is_ok());
+            assert!(state.journal.is_empty(), "records older than the fleet group remain");
+        }
+        assert_eq!(journal::pending_records(dir.path()).unwrap(), 0);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
