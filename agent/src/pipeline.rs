@@ -240,7 +240,7 @@ impl ReportInput {
         if let Some(at) = self.observed_at {
             b = b.observed_at(at);
         }
-        b.build_with_id(ReportId::random(rng), now)
+        b.build_with_id(ReportId::new(now, rng), now)
     }
 }
 

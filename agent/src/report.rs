@@ -193,12 +193,29 @@ impl fmt::Display for Host {
     }
 }
 
-/// A random report id (16 bytes), so duplicates can be recognised end to end.
+/// A report's id (16 bytes), so duplicates can be recognised end to end.
+///
+/// Fresh ids ([`ReportId::new`]) start with the time they were made, so ids sort by time:
+/// a collector's index of ids then grows at its end instead of being rewritten all over (see
+/// the collector's `store::ids`). The collector accepts any 16 bytes; nothing relies on the
+/// layout but the cost of indexing.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReportId(pub [u8; 16]);
 
 impl ReportId {
-    /// A fresh random id.
+    /// A fresh id made at `now`: the time in milliseconds (48 bits, big-endian, as in a
+    /// UUIDv7), then 80 random bits. The time is the report's own (it travels in the report
+    /// anyway), so it tells nothing new; the random part keeps ids unique, also among the
+    /// reports an app makes in one millisecond.
+    pub fn new(now: UnixMillis, rng: &mut impl Entropy) -> ReportId {
+        let mut id = [0u8; 16];
+        id[..6].copy_from_slice(&now.0.to_be_bytes()[2..]);
+        rng.fill(&mut id[6..]);
+        ReportId(id)
+    }
+
+    /// An id of 128 random bits: what agents made before [`ReportId::new`]; the collector's
+    /// benchmark sends such ids to measure what old agents cost.
     pub fn random(rng: &mut impl Entropy) -> ReportId {
         let mut id = [0u8; 16];
         rng.fill(&mut id);
@@ -418,9 +435,9 @@ impl ReportBuilder {
         self
     }
 
-    /// Validates and builds the report with a fresh random id.
+    /// Validates and builds the report with a fresh id ([`ReportId::new`]).
     pub fn build(self, rng: &mut impl Entropy, now: UnixMillis) -> Result<Report, ReportError> {
-        self.build_with_id(ReportId::random(rng), now)
+        self.build_with_id(ReportId::new(now, rng), now)
     }
 
     /// Validates and builds the report with the given id (for replays and golden vectors).
@@ -626,6 +643,31 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::entropy::SeededEntropy;
+
+    #[test]
+    fn fresh_ids_sort_by_the_time_they_were_made_and_stay_distinct() {
+        let mut rng = SeededEntropy::insecure_from_seed([7; 32]);
+        let mut ids: Vec<ReportId> = Vec::new();
+        for t in [1_700_000_000_000u64, 1_700_000_000_001, 1_700_000_060_000] {
+            let same_ms: Vec<ReportId> =
+                (0..50).map(|_| ReportId::new(UnixMillis(t), &mut rng)).collect();
+            assert!(same_ms.iter().all(|id| id.0[..6] == t.to_be_bytes()[2..]), "{same_ms:?}");
+            ids.extend(same_ms);
+        }
+        // Later made, greater: whatever the random part.
+        assert!(ids.windows(2).all(|w| w[0].0[..6] <= w[1].0[..6]));
+        assert!(ids[..50].iter().all(|a| ids[50..].iter().all(|b| a < b)));
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "80 random bits per id");
+        // The builder makes such ids.
+        let report = Report::builder("checkout", "api.example.com", ErrorType::HttpError)
+            .status(503)
+            .build(&mut rng, UnixMillis(1_700_000_000_000))
+            .unwrap();
+        assert_eq!(report.id().0[..6], 1_700_000_000_000u64.to_be_bytes()[2..]);
+    }
 
     #[test]
     fn hosts_keep_only_the_host() {

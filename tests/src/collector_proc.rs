@@ -25,7 +25,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use vantage_agent::entropy::Entropy;
-use vantage_agent::report::{AppInfo, Batch, Report, UnixMillis};
+use vantage_agent::report::{AppInfo, Batch, Report, ReportId, UnixMillis};
 use vantage_agent::taxonomy::ErrorType;
 use vantage_agent::wire::{AgentIdentity, CollectorPublicKey, seal_batch};
 use vantage_collector::open::CollectorKey;
@@ -402,8 +402,8 @@ pub struct SealedEnvelope {
     pub report_ids: Vec<[u8; 16]>,
 }
 
-/// Seals a batch of `reports` `http.error` reports (random ids from `rng`) from `agent` with
-/// sequence number `seq`, made at `now`, to `collector`.
+/// Seals a batch of `reports` `http.error` reports (fresh ids made at `now`, random parts from
+/// `rng`) from `agent` with sequence number `seq`, made at `now`, to `collector`.
 pub fn seal_envelope(
     agent: &AgentIdentity,
     collector: &CollectorPublicKey,
@@ -412,15 +412,30 @@ pub fn seal_envelope(
     now: UnixMillis,
     rng: &mut impl Entropy,
 ) -> SealedEnvelope {
+    let ids: Vec<ReportId> = (0..reports).map(|_| ReportId::new(now, rng)).collect();
+    seal_envelope_with_ids(agent, collector, seq, &ids, now, rng)
+}
+
+/// [`seal_envelope`] with the given report ids (one report each).
+pub fn seal_envelope_with_ids(
+    agent: &AgentIdentity,
+    collector: &CollectorPublicKey,
+    seq: u64,
+    ids: &[ReportId],
+    now: UnixMillis,
+    rng: &mut impl Entropy,
+) -> SealedEnvelope {
     let app = AppInfo::new("com.example.loadtest", "1.0.0", "linux", "rust/0.1.0")
         .expect("fixed app info is valid");
-    let reports: Vec<Report> = (0..reports)
-        .map(|i| {
+    let reports: Vec<Report> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
             Report::builder("checkout", "api.example.com", ErrorType::HttpError)
                 .status(500 + (i % 4) as u16)
                 .elapsed_ms(20 + i as u32)
                 .observed_at(UnixMillis(now.0.saturating_sub(1000)))
-                .build(rng, now)
+                .build_with_id(*id, now)
                 .expect("fixed report fields are valid")
         })
         .collect();

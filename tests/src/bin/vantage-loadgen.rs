@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
 //!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--rss-step N] [--nel]
-//!     [--sync-cost]
+//!     [--sync-cost] [--random-ids]
 //! ```
 //!
 //! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
@@ -19,6 +19,8 @@
 //!   reports, then reads its resident memory; 1000000 is the figure the docs quote. On the way
 //!   it prints VmRSS every `--rss-step` reports (default 500000), and the growth per million
 //!   reports over the second half of the run (flat memory: close to 0).
+//! - `--random-ids` gives reports ids of 128 random bits (agents from before time-ordered
+//!   ids, or any other sender) instead of the agent's ids (see "Report ids" below).
 //! - `--nel` adds a browser NEL phase on the plain listener: closed loop of `POST /v1/nel`
 //!   uploads of 3 `network-error` reports each (every body distinct, so none is a duplicate),
 //!   and the collector's CPU time per upload.
@@ -39,6 +41,12 @@
 //! 3. **Latency at half the max rate**, open loop: requests are due on a fixed schedule and
 //!    latency is measured from when each was due (no coordinated omission).
 //!
+//! Report ids are made as agents make them (`ReportId::new`: the time the report was made,
+//! then random bits), on a clock that moves as a busy collector's traffic does: the pool's
+//! envelopes are 1/3 ms apart (3,000 envelopes/s), each report made up to 2.5 s before its
+//! envelope (the agent's seal delay and scope hold), on its agent's clock (each agent off by up
+//! to +-1 s). So ids arrive roughly, not exactly, in time order.
+//!
 //! Envelopes carry 10 reports each, come from 1000 agent identities, and are sealed before a
 //! phase starts, so the generator spends its CPU on HTTP only. The collector runs with rate
 //! limits lifted (see `CollectorConfig::unlimited`). The generator itself uses one core (a
@@ -55,11 +63,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vantage_agent::entropy::{Entropy, SeededEntropy};
+use vantage_agent::report::{ReportId, UnixMillis};
 use vantage_agent::wire::{AgentIdentity, CollectorPublicKey};
 use vantage_collector::open::{CollectorKey, Opener};
 use vantage_tests::collector_proc::{
-    CollectorConfig, CollectorProc, HttpClient, seal_envelope, unix_now, write_collector_key,
-    write_tls,
+    CollectorConfig, CollectorProc, HttpClient, seal_envelope_with_ids, unix_now,
+    write_collector_key, write_tls,
 };
 use vantage_tests::tls::TestCa;
 
@@ -67,7 +76,7 @@ const REPORTS_PER_ENVELOPE: usize = 10;
 const AGENTS: usize = 1000;
 
 const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
-                     [--rss-reports N] [--rss-step N] [--nel] [--sync-cost]";
+                     [--rss-reports N] [--rss-step N] [--nel] [--sync-cost] [--random-ids]";
 /// Reports per NEL upload in the `--nel` phase.
 const NEL_REPORTS_PER_UPLOAD: usize = 3;
 
@@ -93,6 +102,7 @@ struct Args {
     sync_cost: bool,
     /// Add the NEL phase.
     nel: bool,
+    random_ids: bool,
 }
 
 impl Args {
@@ -106,6 +116,7 @@ impl Args {
             max_pool: None,
             sync_cost: false,
             nel: false,
+            random_ids: false,
         };
         while let Some(arg) = it.next() {
             let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -114,6 +125,7 @@ impl Args {
                 "--both" => args.listeners = Listeners::Both,
                 "--sync-cost" => args.sync_cost = true,
                 "--nel" => args.nel = true,
+                "--random-ids" => args.random_ids = true,
                 "--duration" => {
                     let secs: f64 =
                         value("--duration")?.parse().map_err(|e| format!("--duration: {e}"))?;
@@ -154,14 +166,40 @@ impl Args {
 struct Agents {
     identities: Vec<AgentIdentity>,
     next_seq: Vec<u64>,
+    /// Each agent's clock error, in ms (-1000 to 999).
+    skew_ms: Vec<i64>,
+    /// The traffic clock (see "Report ids" above), in µs: the next envelope's time.
+    clock_us: u64,
+    random_ids: bool,
     rng: SeededEntropy,
 }
 
+/// The traffic clock's step per envelope (3,000 envelopes/s).
+const ENVELOPE_STEP_US: u64 = 333;
+/// How long before its envelope a report may have been made, in ms.
+const MADE_BEFORE_MS: u64 = 2_500;
+
+/// An envelope's report ids: made up to [`MADE_BEFORE_MS`] before `at` (its agent's clock),
+/// or 128 random bits each.
+fn report_ids(random: bool, at: u64, rng: &mut impl Entropy) -> Vec<ReportId> {
+    (0..REPORTS_PER_ENVELOPE)
+        .map(|_| {
+            if random {
+                return ReportId::random(rng);
+            }
+            let before = rng.next_u64() % MADE_BEFORE_MS;
+            ReportId::new(UnixMillis(at.saturating_sub(before)), rng)
+        })
+        .collect()
+}
+
 impl Agents {
-    fn new(seed: [u8; 32]) -> Agents {
+    fn new(seed: [u8; 32], random_ids: bool) -> Agents {
         let mut rng = SeededEntropy::insecure_from_seed(seed);
         let identities = (0..AGENTS).map(|_| AgentIdentity::generate(&mut rng)).collect();
-        Agents { identities, next_seq: vec![1; AGENTS], rng }
+        let skew_ms = (0..AGENTS).map(|_| (rng.next_u64() % 2_000) as i64 - 1_000).collect();
+        let clock_us = unix_now().0 * 1_000;
+        Agents { identities, next_seq: vec![1; AGENTS], skew_ms, clock_us, random_ids, rng }
     }
 
     /// `n` fresh envelopes, sealed on all cores; agents interleave so that envelopes sent
@@ -169,16 +207,19 @@ impl Agents {
     fn seal(&mut self, collector: &CollectorPublicKey, n: usize) -> Vec<Bytes> {
         let now = unix_now();
         let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
-        let jobs: Vec<(usize, u64, [u8; 32])> = (0..n)
+        let jobs: Vec<(usize, u64, [u8; 32], u64)> = (0..n)
             .map(|i| {
                 let agent = i % AGENTS;
                 let seq = self.next_seq[agent];
                 self.next_seq[agent] += 1;
                 let mut seed = [0u8; 32];
                 self.rng.fill(&mut seed);
-                (agent, seq, seed)
+                self.clock_us += ENVELOPE_STEP_US;
+                let at = (self.clock_us / 1_000).saturating_add_signed(self.skew_ms[agent]);
+                (agent, seq, seed, at)
             })
             .collect();
+        let random_ids = self.random_ids;
         let chunk = n.div_ceil(threads).max(1);
         std::thread::scope(|s| {
             let handles: Vec<_> = jobs
@@ -186,13 +227,14 @@ impl Agents {
                 .map(|part| {
                     s.spawn(|| {
                         part.iter()
-                            .map(|&(agent, seq, seed)| {
+                            .map(|&(agent, seq, seed, at)| {
                                 let mut rng = SeededEntropy::insecure_from_seed(seed);
-                                seal_envelope(
+                                let ids = report_ids(random_ids, at, &mut rng);
+                                seal_envelope_with_ids(
                                     &self.identities[agent],
                                     collector,
                                     seq,
-                                    REPORTS_PER_ENVELOPE,
+                                    &ids,
                                     now,
                                     &mut rng,
                                 )
@@ -725,7 +767,7 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         let _ = writeln!(out.lock(), "WARNING: a debug build; run with --release for real figures");
     }
 
-    let mut agents = Agents::new([0xa7; 32]);
+    let mut agents = Agents::new([0xa7; 32], args.random_ids);
     let sample = agents.seal(&key.public_key(), 2000.min(args.max_pool.unwrap_or(2000)));
     let crypto_time = Duration::from_secs(2).min(args.duration);
     let (crypto_per_sec, crypto_cpu_us) = crypto_bound(&key, &sample, crypto_time);
@@ -821,7 +863,7 @@ fn sync_cost(args: &Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let mut agents = Agents::new([0xa7; 32]);
+    let mut agents = Agents::new([0xa7; 32], args.random_ids);
     let mut figures = Vec::new();
     for mode in ["data", "danger_none"] {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
@@ -916,6 +958,23 @@ mod tests {
         assert!(parse("--duration -1").is_err());
         assert!(parse("--bogus").unwrap_err().contains("--bogus"));
         assert!(parse("--duration").unwrap_err().contains("needs a value"));
+        assert!(parse("--random-ids").unwrap().random_ids && !parse("").unwrap().random_ids);
+    }
+
+    #[test]
+    fn report_ids_are_made_before_their_envelope_or_random() {
+        let mut rng = SeededEntropy::insecure_from_seed([3; 32]);
+        let at = 1_700_000_000_000u64;
+        let made = |id: &ReportId| {
+            let mut ms = [0u8; 8];
+            ms[2..].copy_from_slice(&id.0[..6]);
+            u64::from_be_bytes(ms)
+        };
+        let ids = report_ids(false, at, &mut rng);
+        assert_eq!(ids.len(), REPORTS_PER_ENVELOPE);
+        assert!(ids.iter().all(|id| (at - MADE_BEFORE_MS..=at).contains(&made(id))), "{ids:?}");
+        let random = report_ids(true, at, &mut rng);
+        assert!(random.iter().any(|id| !(at - MADE_BEFORE_MS..=at).contains(&made(id))));
     }
 
     #[test]
@@ -938,6 +997,7 @@ mod tests {
             max_pool: Some(200),
             sync_cost: false,
             nel: true,
+            random_ids: false,
         };
         let figures = run(args).unwrap();
         assert_eq!(figures.len(), 2);
