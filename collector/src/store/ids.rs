@@ -1,23 +1,57 @@
 //! The id index of agent reports, packed: sorted runs of ids (chunks) under keys
 //! `I` ‖ the chunk's lower bound (16 bytes), each value the chunk's ids in order, 16 bytes
-//! each, at most [`MAX_CHUNK`] of them.
+//! each, at most [`MAX_CHUNK`] of them; and in front of it the ids written since the last
+//! merge ([`Pending`]), one key per group commit.
 //!
 //! A key per id made sled keep bookkeeping for a leaf per dozen ids (its leaves hold at most
 //! 16 keys), about 85 MiB per million ids; a chunk holds 32 to 64 of them. The chunk that
 //! holds (or would hold) an id is the one with the greatest key at or below it; its key is at
 //! or below every id in it, and every id in it is below the next chunk's key. A chunk over
-//! [`MAX_CHUNK`] is split in halves (each keyed by its first id), an emptied one is removed.
+//! [`MAX_CHUNK`] is split into pieces of [`FILL`] ids (each keyed by its first id), an
+//! emptied one is removed.
 //!
 //! [`IdChunks`] loads the chunks one write step touches, answers and changes them in memory,
-//! and writes the changed ones into the step's batch: one point read per id, as with a key per
-//! id, and a chunk value rewritten per step instead of a key inserted per id.
+//! and writes the changed ones into the step's batch.
+//!
+//! # Pending runs, merged in bulk
+//!
+//! Writing each new id into its chunk rewrote a chunk value (about 1 KiB) per stored report,
+//! which was most of what a group commit wrote. A group commit now writes its new ids as one
+//! *run*, `P` ‖ group seq → its new ids, sorted, and the writer keeps every id of the runs in
+//! memory ([`Pending`], at most about [`MERGE_AT`] plus one group's). Once that many are
+//! pending, one write step (a journal record of its own) merges them all into the chunks and
+//! deletes the runs, so a chunk is rewritten once per merge for all its new ids instead of
+//! once per id. A duplicate test is then: in [`Pending`] (memory), or above the greatest id in
+//! the chunks (memory: nothing to read), or in its chunk (one read).
+//!
+//! How much a merge saves depends on where new ids fall. Agents make ids that start with the
+//! time (`ReportId::new`), so new ids sort after the chunks' ids: a merge appends chunks at the
+//! end of the index and rewrites few, and a duplicate test of a new id reads nothing. Ids of
+//! 128 random bits (agents from before that, or any sender) are still correct, only dearer:
+//! each falls into a random chunk, and a merge rewrites about one chunk per id while the index
+//! holds more chunks than a merge has ids (as before runs, but in one step per merge).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
-use super::P_IDS;
+use super::journal::Batch;
+use super::{P_IDS, P_RUNS};
 
 /// Most ids in one chunk (1 KiB).
 pub(super) const MAX_CHUNK: usize = 64;
+
+/// Ids per piece when a chunk over [`MAX_CHUNK`] is split: three quarters full, so the ids
+/// that arrive a little late (made before the last merge, delivered after it) find room in
+/// the chunks at the end without splitting them again at once.
+pub(super) const FILL: usize = MAX_CHUNK * 3 / 4;
+
+/// Pending ids that make the writer merge the oldest runs into the chunks before its next
+/// group (about 3 MiB of memory at most: ids of a hash set, 16 bytes each and its overhead).
+pub(super) const MERGE_AT: usize = 131_072;
+
+/// Ids merged by one write step (whole runs, the oldest first, at least this many unless
+/// fewer are pending): its journal record holds every chunk it changes, so this bounds the
+/// record (about 8 MiB when each id falls in a chunk of its own).
+pub(super) const MERGE_STEP: usize = 8_192;
 
 /// Id chunks loaded for one write step, with what changed.
 #[derive(Default)]
@@ -101,24 +135,179 @@ impl IdChunks {
         }
     }
 
+    /// Loads the chunks of `sorted` ids (ascending), given `max`, the greatest id in the
+    /// chunks on disk (`None`: no chunk): every id at or below it as [`IdChunks::load`]; of
+    /// those above it only the first, whose chunk (the last one) covers them all.
+    pub(super) fn load_sorted(
+        &mut self,
+        rows: &sled::Tree,
+        sorted: &[[u8; 16]],
+        max: Option<[u8; 16]>,
+    ) -> Result<(), String> {
+        let Some(max) = max else { return Ok(()) };
+        let above = sorted.partition_point(|id| *id <= max);
+        for id in sorted.get(..=above).unwrap_or(sorted) {
+            self.load(rows, id)?;
+        }
+        Ok(())
+    }
+
     /// Writes the changed chunks into `batch`: split when over [`MAX_CHUNK`], removed when
-    /// empty.
-    pub(super) fn write(self, batch: &mut super::journal::Batch) {
+    /// empty. Returns the greatest id written (`None`: none).
+    pub(super) fn write(self, batch: &mut Batch) -> Option<[u8; 16]> {
         let IdChunks { chunks, dirty } = self;
+        let mut greatest = None;
         for bound in dirty {
             let Some(ids) = chunks.get(&bound) else { continue };
             if ids.is_empty() {
                 batch.remove(&chunk_key(&bound)[..]);
                 continue;
             }
-            let pieces = if ids.len() > MAX_CHUNK { MAX_CHUNK / 2 } else { MAX_CHUNK };
+            greatest = greatest.max(ids.last().copied());
+            let pieces = if ids.len() > MAX_CHUNK { FILL } else { MAX_CHUNK };
             for (i, piece) in ids.chunks(pieces).enumerate() {
                 // The first piece keeps its key (its lower bound may be below its first id).
                 let key = if i == 0 { bound } else { piece[0] };
                 batch.insert(&chunk_key(&key)[..], piece.concat());
             }
         }
+        greatest
     }
+}
+
+/// The `rows` key of the run of group `seq`.
+pub(super) fn run_key(seq: u64) -> [u8; 9] {
+    let mut key = [0; 9];
+    key[0] = P_RUNS;
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The ids of the runs not merged yet (see "Pending runs" above), and what the writer knows
+/// of the chunks without reading them. Owned by the store's write lock; changed only after
+/// the write it describes succeeded.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    ids: HashSet<[u8; 16]>,
+    /// Their runs' group sequence numbers, oldest first.
+    runs: VecDeque<u64>,
+    /// At or above the greatest id in the chunks (`None`: there is no chunk). Only grows:
+    /// after a removal it may be above every id, which costs a read, never a wrong answer.
+    chunks_max: Option<[u8; 16]>,
+}
+
+impl Pending {
+    /// Reads the runs and the last chunk of `rows` (at open, after the journal's replay).
+    pub(super) fn load(rows: &sled::Tree) -> Result<Pending, String> {
+        let mut pending = Pending::default();
+        for item in rows.scan_prefix([P_RUNS]) {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            let seq = k
+                .get(1..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| format!("id run key of {} bytes", k.len()))?;
+            pending.ids.extend(decode_chunk(&v)?);
+            pending.runs.push_back(seq);
+        }
+        if let Some(last) = rows.scan_prefix([P_IDS]).next_back() {
+            let (_, v) = last.map_err(|e| e.to_string())?;
+            pending.chunks_max = decode_chunk(&v)?.last().copied();
+        }
+        Ok(pending)
+    }
+
+    /// How many ids wait for a merge.
+    pub(super) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn ids(&self) -> &HashSet<[u8; 16]> {
+        &self.ids
+    }
+
+    /// Whether `id` is in a run.
+    pub(super) fn contains(&self, id: &[u8; 16]) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Whether the chunks may hold `id` (if not, there is nothing to read for it).
+    pub(super) fn may_be_in_chunks(&self, id: &[u8; 16]) -> bool {
+        self.chunks_max.is_some_and(|max| *id <= max)
+    }
+
+    /// Writes group `seq`'s new ids (none in the index) as its run into `batch`; once that
+    /// write succeeded, [`Pending::add_run`] them.
+    pub(super) fn write_run(seq: u64, new_ids: &mut [[u8; 16]], batch: &mut Batch) {
+        if new_ids.is_empty() {
+            return;
+        }
+        new_ids.sort_unstable();
+        batch.insert(&run_key(seq)[..], new_ids.concat());
+    }
+
+    /// Records a run written by [`Pending::write_run`].
+    pub(super) fn add_run(&mut self, seq: u64, new_ids: &[[u8; 16]]) {
+        if !new_ids.is_empty() {
+            self.ids.extend(new_ids.iter().copied());
+            self.runs.push_back(seq);
+        }
+    }
+
+    /// One merge step as writes into `batch`: the oldest runs, `step` ids or more (or all
+    /// there are; [`MERGE_STEP`] but in tests), into the chunks, and those runs removed. Once
+    /// that write succeeded, hand what this returned to [`Pending::merged`].
+    pub(super) fn merge_step(
+        &self,
+        rows: &sled::Tree,
+        step: usize,
+        batch: &mut Batch,
+    ) -> Result<Merged, String> {
+        let mut merged = Merged { runs: 0, ids: Vec::new(), greatest: None };
+        for seq in &self.runs {
+            if merged.ids.len() >= step {
+                break;
+            }
+            let key = run_key(*seq);
+            let run = rows
+                .get(key)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("id run of group {seq} missing"))?;
+            merged.ids.extend(decode_chunk(&run)?);
+            batch.remove(&key[..]);
+            merged.runs += 1;
+        }
+        merged.ids.sort_unstable();
+        let mut chunks = IdChunks::default();
+        chunks.load_sorted(rows, &merged.ids, self.chunks_max)?;
+        for id in &merged.ids {
+            chunks.insert(*id);
+        }
+        merged.greatest = chunks.write(batch);
+        Ok(merged)
+    }
+
+    /// After a merge step's write: its runs and ids are not pending any more; the chunks reach
+    /// up to its greatest id.
+    pub(super) fn merged(&mut self, merged: &Merged) {
+        self.runs.drain(..merged.runs);
+        for id in &merged.ids {
+            self.ids.remove(id);
+        }
+        self.chunks_max = self.chunks_max.max(merged.greatest);
+    }
+}
+
+/// What one merge step wrote ([`Pending::merge_step`]).
+pub(super) struct Merged {
+    runs: usize,
+    ids: Vec<[u8; 16]>,
+    greatest: Option<[u8; 16]>,
 }
 
 #[cfg(test)]
@@ -142,11 +331,11 @@ mod tests {
             assert!(!chunks.contains(i));
             chunks.insert(*i);
         }
-        let mut batch = crate::store::journal::Batch::default();
+        let mut batch = Batch::default();
         chunks.write(&mut batch);
         rows.apply_batch(batch.to_sled()).unwrap();
-        // 200 ids in pieces of 32: 7 keys, each at or below its ids.
-        assert_eq!(rows.len(), 7);
+        // 200 ids in pieces of 48: 5 keys, each at or below its ids.
+        assert_eq!(rows.len(), 5);
         for (k, v) in rows.iter().map(Result::unwrap) {
             assert!(decode_chunk(&v).unwrap().iter().all(|i| i[..] >= k[1..]));
         }
@@ -160,10 +349,10 @@ mod tests {
         assert!(!chunks.contains(&id(1000)));
         // Below every chunk: a chunk of its own. Removing every id removes every chunk.
         chunks.insert(id(9));
-        let mut batch = crate::store::journal::Batch::default();
+        let mut batch = Batch::default();
         chunks.write(&mut batch);
         rows.apply_batch(batch.to_sled()).unwrap();
-        assert_eq!(rows.len(), 8);
+        assert_eq!(rows.len(), 6);
         let mut chunks = IdChunks::default();
         for i in ids.iter().chain([&id(9)]) {
             chunks.load(&rows, i).unwrap();
@@ -171,7 +360,7 @@ mod tests {
         for i in ids.iter().chain([&id(9)]) {
             chunks.remove(i);
         }
-        let mut batch = crate::store::journal::Batch::default();
+        let mut batch = Batch::default();
         chunks.write(&mut batch);
         rows.apply_batch(batch.to_sled()).unwrap();
         assert!(rows.is_empty());

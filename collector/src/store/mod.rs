@@ -451,6 +451,8 @@ struct WriteState {
     next_seq: u64,
     /// Where every write to `rows` goes first (see [`journal`]).
     journal: Journal,
+    /// The agent report ids written since the last merge into the id chunks (`ids.rs`).
+    pending: ids::Pending,
 }
 
 struct Trees {
@@ -516,6 +518,7 @@ fn targets_bytes(record_len: usize) -> u64 {
 const P_REPORTS: u8 = b'R';
 const P_TARGETS: u8 = b'T';
 const P_IDS: u8 = b'I';
+const P_RUNS: u8 = b'P';
 const P_DIGESTS: u8 = b'D';
 const P_EXPIRY: u8 = b'E';
 const P_META: u8 = b'M';
@@ -642,7 +645,11 @@ impl Store {
             guard,
             failed: Mutex::new(None),
             counts: Mutex::new(Counts::default()),
-            write: Mutex::new(WriteState { next_seq: 0, journal }),
+            write: Mutex::new(WriteState {
+                next_seq: 0,
+                journal,
+                pending: ids::Pending::default(),
+            }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
@@ -661,7 +668,13 @@ impl Store {
             );
         }
         let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
-        shared.write.lock().unwrap_or_else(PoisonError::into_inner).next_seq = next_seq;
+        let pending = ids::Pending::load(&shared.trees.rows)
+            .map_err(|e| shared.corrupt("rows", &[P_RUNS], &e))?;
+        {
+            let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
+            state.next_seq = next_seq;
+            state.pending = pending;
+        }
         let counts = shared.load_or_rebuild_counts()?;
         let apps = shared.drop_apps_on_disk()?;
         *shared.drop_apps.lock().unwrap_or_else(PoisonError::into_inner) = apps;
@@ -917,6 +930,11 @@ impl Store {
         let shared = Arc::clone(&self.shared);
         let checkpoint = tokio::task::spawn_blocking(move || {
             let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
+            // A clean stop leaves no pending id run: a build that does not know runs finds
+            // every id in the chunks. Not merged is not lost (the next open reads the runs).
+            if let Err(e) = shared.merge_ids(&mut state) {
+                tracing::warn!(error = %e, "store close: pending report ids not merged");
+            }
             shared.flush_and_sync()?;
             // Everything is in sled's synced files: a clean stop leaves no journal to replay.
             state
@@ -1460,6 +1478,9 @@ impl Shared {
         use std::collections::{BTreeMap, HashSet};
         let rows = &self.trees.rows;
         let io = |e| self.io(e);
+        if state.pending.len() >= ids::MERGE_AT {
+            self.merge_ids_step(state, ids::MERGE_STEP)?;
+        }
         let group_time = prepared.iter().flatten().map(|p| p.received_at).max().unwrap_or(0);
         let time = group_time.to_be_bytes();
         let seq = state.next_seq;
@@ -1505,10 +1526,12 @@ impl Shared {
             outcomes.push(None);
             stored.push(p);
         }
+        // Only ids not pending and not above every chunk need their chunk read.
         let mut ids = ids::IdChunks::default();
         let mut candidates: Vec<[u8; 16]> = stored
             .iter()
             .flat_map(|p| p.reports.iter().filter(|(_, indexed)| *indexed).map(|(e, _)| e.id))
+            .filter(|id| !state.pending.contains(id) && state.pending.may_be_in_chunks(id))
             .collect();
         candidates.sort_unstable();
         candidates.dedup();
@@ -1521,11 +1544,13 @@ impl Shared {
             let mut stored_reports = 0;
             for (entry, indexed) in p.reports {
                 if indexed {
-                    if ids.contains(&entry.id) || new_ids.contains(&entry.id) {
+                    if new_ids.contains(&entry.id)
+                        || state.pending.contains(&entry.id)
+                        || (state.pending.may_be_in_chunks(&entry.id) && ids.contains(&entry.id))
+                    {
                         continue;
                     }
                     new_ids.insert(entry.id);
-                    ids.insert(entry.id);
                 }
                 // Invariant: the id index had no entry for this id (or, for a NEL report, its
                 // id derives from the digest just found new), so no row holds it.
@@ -1551,7 +1576,8 @@ impl Shared {
                 targets: p.target_records,
             }));
         }
-        ids.write(&mut batch);
+        let mut new_ids: Vec<[u8; 16]> = new_ids.into_iter().collect();
+        ids::Pending::write_run(seq, &mut new_ids, &mut batch);
         // Invariant: every `None` was replaced by its stored batch's outcome just above.
         let outcomes: Vec<Result<CommitOutcome, StoreError>> = outcomes
             .into_iter()
@@ -1599,6 +1625,7 @@ impl Shared {
             self.write_rows(state, &batch)?;
         }
         state.next_seq = seq + 1;
+        state.pending.add_run(seq, &new_ids);
         self.apply_delta(delta);
         Ok((outcomes, any_outbox))
     }
@@ -1625,6 +1652,27 @@ impl Shared {
             self.mark_failed(&e);
             e
         })
+    }
+
+    /// Merges the oldest pending id runs into the id chunks: one write step of its own (see
+    /// `ids.rs`, "Pending runs"). With [`Shared::write`] held.
+    fn merge_ids_step(&self, state: &mut WriteState, step: usize) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        let merged = state
+            .pending
+            .merge_step(&self.trees.rows, step, &mut batch)
+            .map_err(|e| self.corrupt("rows", &[P_RUNS], &e))?;
+        self.write_rows(state, &batch)?;
+        state.pending.merged(&merged);
+        Ok(())
+    }
+
+    /// Merges every pending id run, step by step.
+    fn merge_ids(&self, state: &mut WriteState) -> Result<(), StoreError> {
+        while !state.pending.is_empty() {
+            self.merge_ids_step(state, ids::MERGE_STEP)?;
+        }
+        Ok(())
     }
 
     /// Sled's flush and the sync of its files, then the journal starts over; with
@@ -1699,6 +1747,10 @@ impl Shared {
         }
         if seen == 0 {
             return Ok(None);
+        }
+        // A pending id goes with its report too: merged first, it is in its chunk.
+        if gone_ids.iter().any(|id| state.pending.contains(id)) {
+            self.merge_ids(&mut state)?;
         }
         let mut ids = ids::IdChunks::default();
         gone_ids.sort_unstable();
@@ -2143,7 +2195,8 @@ mod tests {
         // 100 reports in two one-second buckets: a few rows, a few id chunks, a key per
         // digest, one expiry row.
         assert!(keys(&store, P_REPORTS) <= 4, "{} report rows", keys(&store, P_REPORTS));
-        assert_eq!(keys(&store, P_IDS), 4, "100 ids in chunks of 32");
+        assert_eq!(keys(&store, P_RUNS), 1, "the group's 100 ids are one run");
+        assert_eq!(keys(&store, P_IDS), 0, "merged later");
         assert_eq!(keys(&store, P_DIGESTS), 50);
         assert_eq!(keys(&store, P_EXPIRY), 1);
         let got = all_reports_of(&store);
@@ -2157,6 +2210,129 @@ mod tests {
         let want: Vec<_> =
             (0..10u8).rev().map(|i| (UnixMillis(100_000 + u64::from(i)), [i; 16])).collect();
         assert_eq!(newest, want);
+        // A clean close merges the run: 100 ids in pieces of 48.
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!((keys(&store, P_RUNS), keys(&store, P_IDS)), (0, 3));
+        store.close().await.unwrap();
+    }
+
+    /// Every agent report id is stored once, whether its first copy is in a pending run, in
+    /// the chunks after a merge, or read back from disk after a reopen; for time-ordered ids,
+    /// ids of 128 random bits and a mix, with merges at any point.
+    #[tokio::test]
+    async fn report_ids_are_stored_once_across_runs_merges_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut known: Vec<[u8; 16]> = Vec::new();
+        let mut digest = 0u64;
+        let mut stored_total = 0u64;
+        for round in 0..60u64 {
+            let mut batches = Vec::new();
+            for _ in 0..(1 + next() % 6) {
+                let mut reports = Vec::new();
+                for _ in 0..(1 + next() % 12) {
+                    let id = match next() % 4 {
+                        // Re-sent: stored before.
+                        0 if !known.is_empty() => known[(next() % known.len() as u64) as usize],
+                        // 128 random bits.
+                        1 => {
+                            let mut id = [0u8; 16];
+                            id[..8].copy_from_slice(&next().to_be_bytes());
+                            id[8..].copy_from_slice(&next().to_be_bytes());
+                            id
+                        }
+                        // Made now (the time, then random bits), some a little late.
+                        _ => {
+                            let made = 1_700_000_000_000 + round * 1_000 - next() % 3_000;
+                            let mut id = [0u8; 16];
+                            id[..6].copy_from_slice(&made.to_be_bytes()[2..]);
+                            id[6..14].copy_from_slice(&next().to_be_bytes());
+                            id
+                        }
+                    };
+                    reports.push(StoredReport { id, ..report(0, 100_000 + round) });
+                }
+                // Within one upload an id appears once.
+                reports.sort_by_key(|r| r.id);
+                reports.dedup_by_key(|r| r.id);
+                digest += 1;
+                let mut b = batch(0, reports);
+                b.digest[..8].copy_from_slice(&digest.to_be_bytes());
+                batches.push((b, None));
+            }
+            // Earlier batches of the group come first: an id new in two of them is stored by
+            // the first.
+            let mut seen = std::collections::HashSet::new();
+            let want: Vec<usize> = batches
+                .iter()
+                .map(|(b, _)| {
+                    b.reports.iter().filter(|r| !known.contains(&r.id) && seen.insert(r.id)).count()
+                })
+                .collect();
+            let (results, _, batches) = store.shared.apply_group(batches);
+            for ((r, w), b) in results.iter().zip(&want).zip(&batches) {
+                assert_eq!(
+                    r.as_ref().unwrap(),
+                    &CommitOutcome::Stored { reports: *w, targets: 0 },
+                    "round {round}"
+                );
+                stored_total += *w as u64;
+                for report in &b.reports {
+                    if !known.contains(&report.id) {
+                        known.push(report.id);
+                    }
+                }
+            }
+            // What the writer holds in memory is what the next open reads.
+            {
+                let state = store.shared.write.lock().unwrap();
+                let on_disk = ids::Pending::load(&store.shared.trees.rows).unwrap();
+                assert_eq!(on_disk.ids(), state.pending.ids(), "round {round}");
+            }
+            match next() % 8 {
+                0 => {
+                    let mut state = store.shared.write.lock().unwrap();
+                    store.shared.merge_ids(&mut state).unwrap();
+                    assert!(state.pending.is_empty());
+                    assert_eq!(keys(&store, P_RUNS), 0);
+                }
+                // The oldest runs only, as the writer does once `MERGE_AT` ids are pending.
+                2 | 3 => {
+                    let mut state = store.shared.write.lock().unwrap();
+                    let (runs, ids) = (keys(&store, P_RUNS), state.pending.len());
+                    store.shared.merge_ids_step(&mut state, 10).unwrap();
+                    assert!(ids < 10 || state.pending.len() <= ids - 10, "{ids} pending");
+                    assert!(runs == 0 || keys(&store, P_RUNS) < runs);
+                }
+                1 => {
+                    store.close().await.unwrap();
+                    drop(store);
+                    store = Store::open(StoreConfig::new(dir.path())).unwrap();
+                    assert_eq!(keys(&store, P_RUNS), 0, "a clean close merges");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(store.stats().reports, stored_total);
+        assert_eq!(all_reports_of(&store).len() as u64, stored_total);
+        // Every id once more, in a new upload: nothing is new.
+        let again: Vec<StoredReport> =
+            known.iter().map(|id| StoredReport { id: *id, ..report(0, 200_000) }).collect();
+        let mut b = batch(0, again);
+        b.digest = [0xee; 32];
+        assert_eq!(
+            store.commit(b).await.unwrap(),
+            CommitOutcome::Stored { reports: 0, targets: 0 }
+        );
         store.close().await.unwrap();
     }
 
