@@ -11,6 +11,12 @@
 # component; route B builds std anyway): about 14% smaller gzipped. Panics then abort without
 # a message, which loses nothing on wasm32-unknown-unknown: std's stderr discards the message
 # and the package sets no panic hook, so a page sees `RuntimeError: unreachable` either way.
+# The same build passes -Zlocation-detail=none (panic locations hold no file, line or column:
+# nothing reads them once a panic aborts without a message) and -Zfmt-debug=shallow (a derived
+# `Debug` prints only the type's name): together about 1,450 B smaller gzipped. The only
+# `Debug` code left in the module is *ring*'s `FixedSliceRandom`, kept by the `SecureRandom`
+# vtable that needs it as a supertrait and never called; a `{:?}` that reaches JavaScript would
+# need this flag revisited (README "Size").
 # VANTAGE_WASM_MIN=0 builds with the prebuilt std instead (stable features only on route A).
 #
 # VANTAGE_WASM_BUILD_DIR overrides the cargo target dir (default: the one .ci/wasm-env.sh picks;
@@ -46,7 +52,7 @@ if [[ "${VANTAGE_WASM_MIN:-1}" == 1 ]]; then
     fi
     extra+=(-Z build-std-features=optimize_for_size)
     export RUSTC_BOOTSTRAP=1
-    export RUSTFLAGS="${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort"
+    export RUSTFLAGS="${RUSTFLAGS:-} -Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=shallow"
     # Other flags, other artifacts: keep them apart.
     target_dir="$target_dir-min"
     ci_log "size build (build-std, immediate-abort) in $target_dir"
@@ -76,7 +82,11 @@ fi
 # further under -Oz (about 370 B of gzip, README "Size"); --converge repeats -Oz while it still
 # shrinks; --zero-filled-memory holds because the module defines its own memory (fresh pages
 # are zero) and --low-memory-unused because rustc's data and stack start at 1 MiB.
-"$WASM_OPT" --flatten --rereloop -Oz --converge --zero-filled-memory --low-memory-unused "${strip[@]}" \
+# --remove-exports drops the exports *ring* gives its Rust fallbacks for its C code
+# (`ring_core_*`, e.g. bn_mul_mont, which only RSA and P-256 call); JavaScript calls none of them,
+# and without the export the unused ones go (about 380 B gzip).
+"$WASM_OPT" --remove-exports --pass-arg='remove-exports@ring_core_*' \
+    --flatten --rereloop -Oz --converge --zero-filled-memory --low-memory-unused "${strip[@]}" \
     --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
     --enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue \
     -o "$OUT/vantage_wasm_bg.wasm" "$OUT/vantage_wasm_bg.wasm"

@@ -109,11 +109,22 @@ impl Default for StoreLimits {
 #[non_exhaustive]
 pub enum StoreError {
     /// Reading or writing the underlying storage failed.
-    #[error("envelope store I/O failed: {0}")]
+    #[error("{}", self.message())]
     Io(String),
     /// The stored data is not what this version wrote.
-    #[error("envelope store is corrupt: {0}")]
+    #[error("{}", self.message())]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// The message `Display` writes (`envelope store I/O failed: ...`), built without
+    /// `core::fmt`, which the browser module's error path then does not link.
+    pub fn message(&self) -> String {
+        match self {
+            StoreError::Io(detail) => ["envelope store I/O failed: ", detail].concat(),
+            StoreError::Corrupt(detail) => ["envelope store is corrupt: ", detail].concat(),
+        }
+    }
 }
 
 /// Why an envelope leaves the store ([`EnvelopeStore::remove_as`]).
@@ -369,6 +380,15 @@ mod tests {
         assert_eq!(removed, [2, 3]);
         assert_eq!(drops.count(DropReason::QueueFull), 2);
         assert!(s.get(1).unwrap().is_some());
+    }
+
+    #[test]
+    fn store_errors_say_what_failed() {
+        let io = StoreError::Io("disk full".into());
+        assert_eq!(io.to_string(), "envelope store I/O failed: disk full");
+        assert_eq!(io.message(), io.to_string());
+        let corrupt = StoreError::Corrupt("bad header".into());
+        assert_eq!(corrupt.to_string(), "envelope store is corrupt: bad header");
     }
 
     #[test]

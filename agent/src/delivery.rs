@@ -170,7 +170,12 @@ impl DeliveryError {
                     429 | 503 => "the collector asked to retry later (overloaded or low on disk)",
                     _ => "the collector answered with an error; see its log",
                 };
-                return format!("{}: HTTP {status}: {hint}", self.as_str());
+                // Joined by hand, not with format!: see crate::text.
+                let mut m = [self.as_str(), ": HTTP "].concat();
+                crate::text::push_decimal(&mut m, u32::from(*status));
+                m.push_str(": ");
+                m.push_str(hint);
+                return m;
             }
             DeliveryError::Network { kind, .. } => match kind {
                 ErrorType::TlsCertInvalid if self.detail().contains("CaUsedAsEndEntity") => (
@@ -209,10 +214,11 @@ impl DeliveryError {
                 _ => ("the connection to the collector failed", "check the network path"),
             },
         };
+        // Joined by hand, not with format!: see crate::text.
         if self.detail().is_empty() {
-            format!("{}: {what}; {hint}", self.as_str())
+            [self.as_str(), ": ", what, "; ", hint].concat()
         } else {
-            format!("{}: {what} ({}); {hint}", self.as_str(), self.detail())
+            [self.as_str(), ": ", what, " (", self.detail(), "); ", hint].concat()
         }
     }
 
@@ -910,5 +916,29 @@ mod tests {
         );
         assert_eq!(ca.as_str(), "tls.cert.invalid");
         assert!(ca.message().contains("CA:TRUE") && ca.message().contains("CaUsedAsEndEntity"));
+    }
+
+    #[test]
+    fn messages_are_label_what_detail_and_hint() {
+        assert_eq!(
+            DeliveryError::Status { status: 503 }.message(),
+            "http.error: HTTP 503: the collector asked to retry later (overloaded or low on disk)"
+        );
+        assert_eq!(
+            DeliveryError::Status { status: 0 }.message(),
+            "http.error: HTTP 0: the collector answered with an error; see its log"
+        );
+        assert_eq!(
+            DeliveryError::network(ErrorType::TcpRefused, "").message(),
+            "tcp.refused: the connection was refused; \
+             is the collector running, and listening on this port?"
+        );
+        let timeout = DeliveryError::network(ErrorType::TcpTimedOut, "no answer in time");
+        assert_eq!(
+            timeout.message(),
+            "tcp.timed_out: no answer in time (no answer in time); \
+             check the network path and firewalls to the collector"
+        );
+        assert_eq!(timeout.to_string(), timeout.message());
     }
 }

@@ -65,6 +65,7 @@ pub mod pipeline;
 pub mod report;
 pub mod sampling;
 pub mod taxonomy;
+mod text;
 mod vecmap;
 pub mod wire;
 

@@ -131,7 +131,7 @@ impl Host {
         if let Some(v6) = unbracketed.or(trimmed.contains(':').then_some(trimmed)) {
             return v6
                 .parse::<std::net::Ipv6Addr>()
-                .map(|ip| Host(ip.to_string()))
+                .map(|ip| Host(ipv6_text(ip)))
                 .map_err(|_| err("not a DNS name or IP address (a port, path or user info?)"));
         }
         if trimmed.len() > 253 {
@@ -177,6 +177,49 @@ impl Host {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `ip` as its `Display` writes it (RFC 5952: lower-case hex without leading zeros, the first
+/// longest run of two or more zero groups as `::`, IPv4-mapped as `::ffff:a.b.c.d`), built
+/// without `core::fmt` (see `crate::text`). A property test holds it to `Display`.
+fn ipv6_text(ip: std::net::Ipv6Addr) -> String {
+    use crate::text::{push_decimal, push_hex};
+    let mut out = String::with_capacity(39);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        out.push_str("::ffff:");
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            push_decimal(&mut out, u32::from(octet));
+        }
+        return out;
+    }
+    let groups = ip.segments();
+    // The first longest run of zero groups: (start, len).
+    let (mut zeros, mut run) = ((0, 0), 0);
+    for (i, &g) in groups.iter().enumerate() {
+        run = if g == 0 { run + 1 } else { 0 };
+        if run > zeros.1 {
+            zeros = (i + 1 - run, run);
+        }
+    }
+    let push_groups = |out: &mut String, groups: &[u16]| {
+        for (i, &g) in groups.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            push_hex(out, g);
+        }
+    };
+    if zeros.1 > 1 {
+        push_groups(&mut out, &groups[..zeros.0]);
+        out.push_str("::");
+        push_groups(&mut out, &groups[zeros.0 + zeros.1..]);
+    } else {
+        push_groups(&mut out, &groups);
+    }
+    out
 }
 
 impl FromStr for Host {
@@ -683,6 +726,42 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(Host::from_url(input).unwrap().as_str(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_are_written_as_display_writes_them() {
+        for text in [
+            "::",
+            "::1",
+            "1::",
+            "2001:db8::",
+            "2001:db8:0:1:1:1:1:1",
+            "1:0:0:2:0:0:0:3",
+            "0:0:1:0:0:1:0:0",
+            "1:2:3:4:5:6:7:8",
+            "::ffff:0.0.0.0",
+            "::ffff:192.0.2.255",
+            "::1.2.3.4",
+            "ffff::abcd",
+        ] {
+            let ip: std::net::Ipv6Addr = text.parse().unwrap();
+            assert_eq!(ipv6_text(ip), ip.to_string(), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_ipv6_host_is_written_as_display_writes_it(groups: [u16; 8], zeros: u8) {
+            // Zero runs of every length and place are what the compression rule is about.
+            let mut groups = groups;
+            for (i, g) in groups.iter_mut().enumerate() {
+                if zeros & (1 << i) != 0 {
+                    *g = 0;
+                }
+            }
+            let ip = std::net::Ipv6Addr::from(groups);
+            proptest::prop_assert_eq!(ipv6_text(ip), ip.to_string());
         }
     }
 

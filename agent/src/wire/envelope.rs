@@ -173,9 +173,10 @@ impl SignedBatch {
         key_id: &KeyId,
     ) -> Result<SignedBatch, WireError> {
         if batch.agent_key != identity.public_key() {
+            // The hex as Display writes it, without core::fmt (see crate::text).
             return Err(WireError::KeyMismatch {
-                batch: batch.agent_key.to_string(),
-                identity: identity.public_key().to_string(),
+                batch: crate::text::hex(batch.agent_key.as_bytes()),
+                identity: crate::text::hex(identity.public_key().as_bytes()),
             });
         }
         if batch.reports.len() > super::MAX_REPORTS || batch.targets.len() > super::MAX_TARGETS {

@@ -30,7 +30,7 @@ fn parse_hex<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], Key
 }
 
 pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    f.write_str(&crate::text::hex(bytes))
 }
 
 macro_rules! hex_newtype {
