@@ -179,16 +179,16 @@ impl DeliveryError {
             }
             DeliveryError::Network { kind, .. } => match kind {
                 ErrorType::TlsCertInvalid if self.detail().contains("CaUsedAsEndEntity") => (
-                    "the collector's TLS certificate is a CA certificate (basicConstraints                      CA:TRUE, as `openssl req -x509` makes) used as a server certificate",
-                    "make a CA and a leaf certificate with CA:FALSE and a subjectAltName                      (docs/troubleshooting.md)",
+                    "the collector's TLS certificate is a CA certificate (basicConstraints CA:TRUE, as `openssl req -x509` makes) used as a server certificate",
+                    "make a CA and a leaf certificate with CA:FALSE and a subjectAltName (docs/troubleshooting.md)",
                 ),
                 ErrorType::TlsCertAuthorityInvalid => (
                     "the collector's TLS certificate is signed by an unknown issuer",
-                    "add the issuing CA to the agent's `ca_file`, or use a publicly trusted                      certificate",
+                    "add the issuing CA to the agent's trusted roots (`extra_ca_files`, `extra_root`), or use a publicly trusted certificate",
                 ),
                 ErrorType::TlsCertNameInvalid => (
                     "the collector's TLS certificate does not name the host in the URL",
-                    "add the host to the certificate's subjectAltName, or use a URL with a                      name it has",
+                    "add the host to the certificate's subjectAltName, or use a URL with a name it has",
                 ),
                 ErrorType::TlsCertDateInvalid => (
                     "the collector's TLS certificate is expired or not yet valid",
@@ -940,5 +940,17 @@ mod tests {
              check the network path and firewalls to the collector"
         );
         assert_eq!(timeout.to_string(), timeout.message());
+        // Hints are one line of prose: no runs of spaces from a string literal's wrapping.
+        for kind in [
+            ErrorType::TlsCertInvalid,
+            ErrorType::TlsCertAuthorityInvalid,
+            ErrorType::TlsCertNameInvalid,
+            ErrorType::TlsCertDateInvalid,
+            ErrorType::TcpRefused,
+            ErrorType::TcpTimedOut,
+        ] {
+            let message = DeliveryError::network(kind, "CaUsedAsEndEntity").message();
+            assert!(!message.contains("  "), "{message}");
+        }
     }
 }
