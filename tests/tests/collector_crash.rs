@@ -6,6 +6,10 @@
 //! keep-alive clients send agent-sealed envelopes (10 reports each) as fast as it takes them,
 //! SIGKILLs it at a moment drawn from a seeded RNG (after the first acknowledgement), then opens
 //! the store in-process with `Store::open` and checks it against the acknowledged ids.
+//!
+//! Every fourth envelope also carries 3 report ids acknowledged before (in this round or an
+//! earlier one, so in the store's in-memory pending runs, in runs read back after a kill, or in
+//! its id chunks): the store must keep one copy of each, whatever the kills did.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vantage_agent::entropy::{Entropy, SeededEntropy};
-use vantage_agent::report::UnixMillis;
+use vantage_agent::report::{ReportId, UnixMillis};
 use vantage_agent::wire::AgentIdentity;
 use vantage_collector::store::{Store, StoreConfig, journal};
 use vantage_tests::collector_proc::{
-    CollectorConfig, CollectorProc, HttpClient, seal_envelope, unix_now, write_collector_key,
+    CollectorConfig, CollectorProc, HttpClient, seal_envelope, seal_envelope_with_ids, unix_now,
+    write_collector_key,
 };
 
 const ROUNDS: u64 = 10;
@@ -34,6 +39,10 @@ type Id = [u8; 16];
 struct Ledger {
     sent: HashSet<Id>,
     acked: HashSet<Id>,
+    /// `acked` in the order acknowledged, to draw re-sent ids from.
+    acked_list: Vec<Id>,
+    /// Acknowledged ids sent again in a later envelope.
+    resent: usize,
     /// Answers other than 202, with their bodies (none are expected: limits are off).
     unexpected: Vec<String>,
 }
@@ -61,13 +70,41 @@ async fn client(
 ) {
     let Ok(mut http) = HttpClient::connect_plain(addr).await else { return };
     for seq in 1..=MAX_ENVELOPES_PER_CLIENT {
-        let env =
-            seal_envelope(&agent, &collector, seq, REPORTS_PER_ENVELOPE, unix_now(), &mut rng);
+        let now = unix_now();
+        let again: Vec<Id> = {
+            let ledger = ledger.lock().unwrap();
+            let known = &ledger.acked_list;
+            if seq % 4 == 0 && known.len() >= 3 {
+                let mut picked: Vec<Id> =
+                    (0..3).map(|_| known[(rng.next_u64() % known.len() as u64) as usize]).collect();
+                picked.sort_unstable();
+                picked.dedup();
+                picked
+            } else {
+                Vec::new()
+            }
+        };
+        let env = if again.is_empty() {
+            seal_envelope(&agent, &collector, seq, REPORTS_PER_ENVELOPE, now, &mut rng)
+        } else {
+            let mut ids: Vec<ReportId> = again.iter().map(|id| ReportId(*id)).collect();
+            while ids.len() < REPORTS_PER_ENVELOPE {
+                ids.push(ReportId::new(now, &mut rng));
+            }
+            ledger.lock().unwrap().resent += again.len();
+            seal_envelope_with_ids(&agent, &collector, seq, &ids, now, &mut rng)
+        };
         // Recorded as sent before the request: a report the store holds must be one we sent.
         ledger.lock().unwrap().sent.extend(env.report_ids.iter().copied());
         match http.post_envelope(env.bytes).await {
             Ok((status, _)) if status == http::StatusCode::ACCEPTED => {
-                ledger.lock().unwrap().acked.extend(env.report_ids);
+                let mut ledger = ledger.lock().unwrap();
+                for id in env.report_ids {
+                    if ledger.acked.insert(id) {
+                        ledger.acked_list.push(id);
+                    }
+                }
+                drop(ledger);
                 acks.fetch_add(1, Ordering::SeqCst);
             }
             Ok((status, body)) => {
@@ -171,6 +208,8 @@ fn acknowledged_reports_survive_kill_9() {
     // The kills came within a checkpoint period of acknowledgements: the reopen had journal
     // records to replay (the path that makes a 202 durable before sled's own flush).
     assert!(replayed > 0, "no round left journal records to replay");
+    let resent = ledger.lock().unwrap().resent;
+    assert!(resent > 100, "only {resent} acknowledged ids were sent again");
     assert!(
         killed_mid_flight >= ROUNDS / 2,
         "only {killed_mid_flight} of {ROUNDS} kills came while clients were still sending"
