@@ -110,6 +110,8 @@ table = [
     ("NEL /v1/nel: collector CPU per upload (3 reports)", get("nel_cpu_us_per_upload") + " us", "<= 25 us"),
     (f"collector VmRSS after {rss_reports:,} reports", get("collector_rss_mib") + " MiB",
      "<= 160 MiB at 2M, flat after"),
+    ("  growth over the second half", get("collector_rss_growth_mib_per_million", "{:.1f}") + " MiB/M", "flat"),
+    ("  collector CPU per envelope there (plain HTTP)", get("collector_cpu_us_per_envelope_large_store") + " us", ""),
     ("idle agent: context switches, all threads", get("idle_agent_context_switches_per_min", "{:.1f}") + " /min", "0 /min"),
     ("record() at the call site: median", get("record_median_us", "{:.2f}") + " us", "<= 0.5 us"),
     ("record() at the call site: p99", get("record_p99_us", "{:.2f}") + " us", "<= 5 us"),

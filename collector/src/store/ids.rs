@@ -16,20 +16,20 @@
 //! # Pending runs, merged in bulk
 //!
 //! Writing each new id into its chunk rewrote a chunk value (about 1 KiB) per stored report,
-//! which was most of what a group commit wrote. A group commit now writes its new ids as one
-//! *run*, `P` ‖ group seq → its new ids, sorted, and the writer keeps every id of the runs in
-//! memory ([`Pending`], at most about [`MERGE_AT`] plus one group's). Once that many are
-//! pending, one write step (a journal record of its own) merges them all into the chunks and
-//! deletes the runs, so a chunk is rewritten once per merge for all its new ids instead of
-//! once per id. A duplicate test is then: in [`Pending`] (memory), or above the greatest id in
-//! the chunks (memory: nothing to read), or in its chunk (one read).
+//! which was most of what a group commit wrote. Agents make ids that start with the time
+//! (`ReportId::new`), so most new ids sort after every id in the chunks. A group commit writes
+//! those as one *run*, `P` ‖ group seq → the ids, sorted, and the writer keeps every id of the
+//! runs in memory ([`Pending`], at most about [`MERGE_AT`] plus one group's). Once that many
+//! are pending, a write step of its own (one journal record) merges the oldest runs, at least
+//! [`MERGE_STEP`] ids, into the chunks and deletes them: mostly new chunks appended at the end
+//! of the index, few rewritten. A duplicate test is then: in [`Pending`] (memory), or above the
+//! greatest id in the chunks (memory: nothing to read), or in its chunk (one read).
 //!
-//! How much a merge saves depends on where new ids fall. Agents make ids that start with the
-//! time (`ReportId::new`), so new ids sort after the chunks' ids: a merge appends chunks at the
-//! end of the index and rewrites few, and a duplicate test of a new id reads nothing. Ids of
-//! 128 random bits (agents from before that, or any sender) are still correct, only dearer:
-//! each falls into a random chunk, and a merge rewrites about one chunk per id while the index
-//! holds more chunks than a merge has ids (as before runs, but in one step per merge).
+//! A new id at or below the greatest id in the chunks (an id of 128 random bits from an
+//! agent from before time-ordered ids or any other sender, or an id made before the newest
+//! merged ones) had its chunk read for the duplicate test anyway: it goes into that chunk in
+//! the same group, as every id did before runs, so such ids cost what they cost then and take
+//! no memory.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 

@@ -12,7 +12,8 @@
 //! |--------------------------------------------------------|---------------------------------------|
 //! | `R` ‖ bucket u64 BE ‖ group seq u64 BE ‖ chunk u32 BE   | report entries (below)                |
 //! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
-//! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | 32 to 64 sorted ids, 16 bytes each |
+//! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | up to 64 sorted ids, 16 bytes each |
+//! | `P` ‖ group seq u64 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`) | its sorted ids, 16 bytes each |
 //! | `D` ‖ upload digest (32)                                | group `received_at` u64 BE            |
 //! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new digests, 32 bytes each |
 //! | `M` ‖ `reports` / `targets` / `bytes` / `seq` / `outbox_hi` | u64 BE counters, next group seq, outbox keys backed by rows |
@@ -32,8 +33,10 @@
 //! Row keys start with the bucket, so a time range is one range scan; a read decodes one
 //! bucket's rows at a time and sorts them, so it holds one bucket in memory. `I` makes a
 //! report re-sent in a later upload (same id, slightly different event time) a no-op instead
-//! of a second copy; its ids are packed in sorted chunks, so it costs a key per 32 to 64 ids,
-//! at the price of rewriting a chunk (about 0.8 KiB) per new id.
+//! of a second copy; its ids are packed in sorted chunks, so it costs a key per 48 to 64 ids.
+//! A group commit does not rewrite chunks: it writes its new ids as one `P` run, which the
+//! writer keeps in memory and merges into the chunks in bulk later (`ids.rs`, "Pending
+//! runs"); agents make ids that sort by time, so a merge mostly appends chunks.
 //!
 //! [`StoreStats::bytes`] (what `max_bytes` bounds and the storage share charges) is counted as
 //! format 1 laid it out (a report: 24 bytes of key, 24 of id entry, its record; a count: 28
@@ -93,9 +96,10 @@
 //!
 //! One writer thread (`store-writer`) owns all inserts. [`Store::commit`] sends the batch over
 //! a bounded channel and waits; the writer checks free space ([`disk`]), takes everything
-//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D` and `I`) and builds **one
-//! batch of writes for the whole group**: its digests, id entries, rows, expiry row, counters
-//! and drop totals; appends it to the store's [`journal`] as one record and `fdatasync`s that
+//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D`; for report ids the
+//! pending ids in memory, and `I` only for an id at or below the greatest id in the chunks) and
+//! builds **one batch of writes for the whole group**: its digests, id run, rows, expiry row,
+//! counters and drop totals; appends it to the store's [`journal`] as one record and `fdatasync`s that
 //! file ([`SyncMode::Data`], the default), applies it to `rows` (in memory: sled writes its log
 //! on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer flushes sled and syncs its
 //! files, after which the journal starts over) and only then answers every waiter. After a
@@ -1490,6 +1494,8 @@ impl Shared {
         let mut digests: Vec<u8> = Vec::new();
         let mut new_digests: HashSet<[u8; 32]> = HashSet::new();
         let mut new_ids: HashSet<[u8; 16]> = HashSet::new();
+        // The new ids above every chunk: the group's run (`ids.rs`).
+        let mut run: Vec<[u8; 16]> = Vec::new();
         let mut reports: BTreeMap<u64, Vec<codec::Entry>> = BTreeMap::new();
         let mut targets: BTreeMap<u64, Vec<codec::Entry>> = BTreeMap::new();
         let mut drops: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
@@ -1544,13 +1550,22 @@ impl Shared {
             let mut stored_reports = 0;
             for (entry, indexed) in p.reports {
                 if indexed {
-                    if new_ids.contains(&entry.id)
-                        || state.pending.contains(&entry.id)
-                        || (state.pending.may_be_in_chunks(&entry.id) && ids.contains(&entry.id))
+                    let id = entry.id;
+                    let in_chunks_range = state.pending.may_be_in_chunks(&id);
+                    if new_ids.contains(&id)
+                        || state.pending.contains(&id)
+                        || (in_chunks_range && ids.contains(&id))
                     {
                         continue;
                     }
-                    new_ids.insert(entry.id);
+                    new_ids.insert(id);
+                    if in_chunks_range {
+                        // Its chunk is loaded already (the duplicate test read it): written now,
+                        // as a merge would. Ids of 128 random bits all go this way.
+                        ids.insert(id);
+                    } else {
+                        run.push(id);
+                    }
                 }
                 // Invariant: the id index had no entry for this id (or, for a NEL report, its
                 // id derives from the digest just found new), so no row holds it.
@@ -1576,8 +1591,8 @@ impl Shared {
                 targets: p.target_records,
             }));
         }
-        let mut new_ids: Vec<[u8; 16]> = new_ids.into_iter().collect();
-        ids::Pending::write_run(seq, &mut new_ids, &mut batch);
+        ids.write(&mut batch);
+        ids::Pending::write_run(seq, &mut run, &mut batch);
         // Invariant: every `None` was replaced by its stored batch's outcome just above.
         let outcomes: Vec<Result<CommitOutcome, StoreError>> = outcomes
             .into_iter()
@@ -1625,7 +1640,7 @@ impl Shared {
             self.write_rows(state, &batch)?;
         }
         state.next_seq = seq + 1;
-        state.pending.add_run(seq, &new_ids);
+        state.pending.add_run(seq, &run);
         self.apply_delta(delta);
         Ok((outcomes, any_outbox))
     }

@@ -684,7 +684,7 @@ impl Bench {
         &mut self,
         target: &Target,
         already: u64,
-    ) -> Result<(u64, u64, f64, Vec<(u64, u64)>), String> {
+    ) -> Result<(u64, u64, f64, Vec<Mark>), String> {
         let start = Instant::now();
         let mut stored = already;
         let chunk = 20_000usize;
@@ -695,7 +695,7 @@ impl Bench {
             if stored >= next_mark {
                 let rss = status_kb(pid, "VmRSS")?;
                 self.say(&format!("  at {stored} reports: VmRSS {:.1} MiB", rss as f64 / 1024.0));
-                checkpoints.push((stored, rss));
+                checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)? });
                 next_mark = (stored / self.args.rss_step + 1) * self.args.rss_step;
             }
             let want = (self.args.rss_reports - stored).div_ceil(REPORTS_PER_ENVELOPE as u64);
@@ -709,9 +709,19 @@ impl Bench {
             stored += tally.accepted * REPORTS_PER_ENVELOPE as u64;
         }
         let rss = status_kb(pid, "VmRSS")?;
-        checkpoints.push((stored, rss));
+        checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)? });
         Ok((rss, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64(), checkpoints))
     }
+}
+
+/// A reading of the memory phase.
+#[derive(Clone, Copy)]
+struct Mark {
+    /// Reports stored.
+    stored: u64,
+    rss_kb: u64,
+    /// The collector's CPU time so far, seconds.
+    cpu: f64,
 }
 
 /// The `i`-th NEL upload: 3 `network-error` reports (DNS, TCP, HTTP), distinct per `i`.
@@ -818,16 +828,25 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         ));
         row("collector_rss_mib", rss as f64 / 1024.0, "MiB");
         row("collector_rss_reports", args.rss_reports.max(already) as f64, "reports");
-        // Flat memory: VmRSS growth per million reports over the second half of the run.
-        let (last_n, last_kb) = *checkpoints.last().unwrap_or(&(0, rss));
-        if let Some(&(mid_n, mid_kb)) = checkpoints.iter().find(|(n, _)| *n >= last_n / 2)
-            && last_n > mid_n
+        // Flat memory: VmRSS growth per million reports over the second half of the run; and
+        // what an envelope costs the collector once its store is that large.
+        let last = *checkpoints.last().unwrap_or(&Mark { stored: 0, rss_kb: rss, cpu: 0.0 });
+        if let Some(&mid) = checkpoints.iter().find(|m| m.stored >= last.stored / 2)
+            && last.stored > mid.stored
         {
-            let per_m = (last_kb as f64 - mid_kb as f64) / 1024.0 / ((last_n - mid_n) as f64 / 1e6);
+            let (mid_n, last_n) = (mid.stored, last.stored);
+            let per_m =
+                (last.rss_kb as f64 - mid.rss_kb as f64) / 1024.0 / ((last_n - mid_n) as f64 / 1e6);
             bench.say(&format!(
                 "memory growth from {mid_n} to {last_n} reports: {per_m:.1} MiB per million"
             ));
             row("collector_rss_growth_mib_per_million", per_m, "MiB");
+            let envelopes = (last_n - mid_n) as f64 / REPORTS_PER_ENVELOPE as f64;
+            let cpu_us = (last.cpu - mid.cpu) * 1e6 / envelopes;
+            bench.say(&format!(
+                "collector CPU per envelope from {mid_n} to {last_n} reports stored: {cpu_us:.0} us"
+            ));
+            row("collector_cpu_us_per_envelope_large_store", cpu_us, "us");
         }
     }
     for f in &figures {
