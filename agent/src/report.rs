@@ -358,7 +358,7 @@ impl Report {
         }
     }
 
-    /// The random report id.
+    /// The report id (made with [`ReportId::new`] unless given).
     pub fn id(&self) -> ReportId {
         self.id
     }

@@ -147,7 +147,8 @@ pub fn nel_client_key(net: NetTag) -> ClientKey {
 /// One accepted failure report, as stored and as fed to detection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredReport {
-    /// The report's id (agent: its random id; NEL: derived from the upload digest and index).
+    /// The report's id (agent: as the agent made it, `ReportId::new`; NEL: derived from the
+    /// upload digest and index).
     pub id: [u8; 16],
     /// When the collector accepted it (collector clock).
     pub received_at: UnixMillis,
