@@ -17,19 +17,22 @@
 //!
 //! Writing each new id into its chunk rewrote a chunk value (about 1 KiB) per stored report,
 //! which was most of what a group commit wrote. Agents make ids that start with the time
-//! (`ReportId::new`), so most new ids sort after every id in the chunks. A group commit writes
-//! those as one *run*, `P` ‖ group seq → the ids, sorted, and the writer keeps every id of the
-//! runs in memory ([`Pending`], at most about [`MERGE_AT`] plus one group's). Once that many
-//! are pending, a write step of its own (one journal record) merges the oldest runs, at least
-//! [`MERGE_STEP`] ids, into the chunks and deletes them: mostly new chunks appended at the end
-//! of the index, few rewritten. A duplicate test is then: in [`Pending`] (memory), or above the
-//! greatest id in the chunks (memory: nothing to read), or in its chunk (one read).
+//! (`ReportId::new`), so most new ids sort after every timely id in the chunks (timely: made by
+//! the group's time plus [`AHEAD_MS`]). A group commit writes those as one *run*, `P` ‖ group
+//! seq → the ids, sorted, and the writer keeps every id of the runs in memory ([`Pending`], at
+//! most about [`MERGE_AT`] plus one group's). Once that many are pending, a write step of its
+//! own (one journal record) merges the oldest runs, at least [`MERGE_STEP`] ids, into the
+//! chunks and deletes them: mostly new chunks appended at the end of the timely ids, few
+//! rewritten. A duplicate test is then: in [`Pending`] (memory), or timely and above every
+//! timely id in the chunks (memory: nothing to read), or in its chunk (one read).
 //!
-//! A new id at or below the greatest id in the chunks (an id of 128 random bits from an
-//! agent from before time-ordered ids or any other sender, or an id made before the newest
-//! merged ones) had its chunk read for the duplicate test anyway: it goes into that chunk in
-//! the same group, as every id did before runs, so such ids cost what they cost then and take
-//! no memory.
+//! Any other new id had its chunk read for the duplicate test anyway and goes into it in the
+//! same group, as every id did before runs: an id at or below the newest merged ones (made
+//! before them), and an id that is not timely (128 random bits, as agents made them before,
+//! or a clock far ahead). Such ids cost what they cost then and take no memory, and as they do
+//! not move what the writer knows of the timely end of the chunks, a sender of such ids does
+//! not push other agents' ids out of runs. (A sender of timely ids made ahead, up to
+//! [`AHEAD_MS`], can: for as long as that is ahead, new ids take the slower path.)
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
@@ -135,35 +138,39 @@ impl IdChunks {
         }
     }
 
-    /// Loads the chunks of `sorted` ids (ascending), given `max`, the greatest id in the
-    /// chunks on disk (`None`: no chunk): every id at or below it as [`IdChunks::load`]; of
-    /// those above it only the first, whose chunk (the last one) covers them all.
-    pub(super) fn load_sorted(
+    /// Loads every chunk that holds or would hold an id of `sorted` (ascending): the one of
+    /// the first id and every chunk keyed up to the last. One seek and one forward scan, so
+    /// ids that sort by time (a run's: near each other) cost a few chunk reads, not one each.
+    pub(super) fn load_span(
         &mut self,
         rows: &sled::Tree,
         sorted: &[[u8; 16]],
-        max: Option<[u8; 16]>,
     ) -> Result<(), String> {
-        let Some(max) = max else { return Ok(()) };
-        let above = sorted.partition_point(|id| *id <= max);
-        for id in sorted.get(..=above).unwrap_or(sorted) {
-            self.load(rows, id)?;
+        let (Some(first), Some(last)) = (sorted.first(), sorted.last()) else { return Ok(()) };
+        self.load(rows, first)?;
+        for item in rows.range(&chunk_key(first)[..]..=&chunk_key(last)[..]) {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            let bound: [u8; 16] = k
+                .get(1..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| format!("id chunk key of {} bytes", k.len()))?;
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.chunks.entry(bound) {
+                slot.insert(decode_chunk(&v)?);
+            }
         }
         Ok(())
     }
 
     /// Writes the changed chunks into `batch`: split when over [`MAX_CHUNK`], removed when
-    /// empty. Returns the greatest id written (`None`: none).
-    pub(super) fn write(self, batch: &mut Batch) -> Option<[u8; 16]> {
+    /// empty.
+    pub(super) fn write(self, batch: &mut Batch) {
         let IdChunks { chunks, dirty } = self;
-        let mut greatest = None;
         for bound in dirty {
             let Some(ids) = chunks.get(&bound) else { continue };
             if ids.is_empty() {
                 batch.remove(&chunk_key(&bound)[..]);
                 continue;
             }
-            greatest = greatest.max(ids.last().copied());
             let pieces = if ids.len() > MAX_CHUNK { FILL } else { MAX_CHUNK };
             for (i, piece) in ids.chunks(pieces).enumerate() {
                 // The first piece keeps its key (its lower bound may be below its first id).
@@ -171,8 +178,32 @@ impl IdChunks {
                 batch.insert(&chunk_key(&key)[..], piece.concat());
             }
         }
-        greatest
     }
+}
+
+/// How far ahead of its group's time an id's made-at time may be and still count as timely
+/// (see [`Pending`]): agents' clocks are rarely that far off; an id beyond it is treated like
+/// one of 128 random bits.
+pub(super) const AHEAD_MS: u64 = 10 * 60 * 1000;
+
+/// The greatest id made by `at_ms` (its time, then 80 one bits).
+fn made_by(at_ms: u64) -> [u8; 16] {
+    let mut id = [0xff; 16];
+    id[..6].copy_from_slice(&at_ms.min((1 << 48) - 1).to_be_bytes()[2..]);
+    id
+}
+
+/// The greatest id in the chunks at or below `bound` (`None`: none). At most two chunks are
+/// read: the last one keyed at or below `bound` may hold only greater ids, and then the one
+/// before it holds the answer (its ids are below the next key).
+fn greatest_at_or_below(rows: &sled::Tree, bound: &[u8; 16]) -> Result<Option<[u8; 16]>, String> {
+    for item in rows.range(&[P_IDS][..]..=&chunk_key(bound)[..]).rev() {
+        let (_, v) = item.map_err(|e| e.to_string())?;
+        if let Some(id) = decode_chunk(&v)?.into_iter().rev().find(|id| id <= bound) {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 /// The `rows` key of the run of group `seq`.
@@ -186,19 +217,29 @@ pub(super) fn run_key(seq: u64) -> [u8; 9] {
 /// The ids of the runs not merged yet (see "Pending runs" above), and what the writer knows
 /// of the chunks without reading them. Owned by the store's write lock; changed only after
 /// the write it describes succeeded.
+///
+/// What it knows of the chunks is about *timely* ids, those made by `timely_bound` (the
+/// newest group's time plus [`AHEAD_MS`]): every timely id in the chunks is at or below
+/// `chunks_max`. An id above the bound (128 random bits, a clock far ahead) may be in any
+/// chunk, so its chunk is read and it goes straight in; it does not move `chunks_max`, so a
+/// sender of such ids cannot make every later agent id take that path. When the bound moves
+/// past ids already in the chunks, [`Pending::advance`] takes them into `chunks_max`.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     ids: HashSet<[u8; 16]>,
     /// Their runs' group sequence numbers, oldest first.
     runs: VecDeque<u64>,
-    /// At or above the greatest id in the chunks (`None`: there is no chunk). Only grows:
-    /// after a removal it may be above every id, which costs a read, never a wrong answer.
+    /// At or above every timely id in the chunks (`None`: there is none). Only grows: after
+    /// a removal it may be above every id, which costs a read, never a wrong answer.
     chunks_max: Option<[u8; 16]>,
+    /// Ids above this are not timely. Only grows.
+    timely_bound: [u8; 16],
 }
 
 impl Pending {
-    /// Reads the runs and the last chunk of `rows` (at open, after the journal's replay).
-    pub(super) fn load(rows: &sled::Tree) -> Result<Pending, String> {
+    /// Reads the runs and the timely end of the chunks of `rows` at `now_ms` (at open, after
+    /// the journal's replay).
+    pub(super) fn load(rows: &sled::Tree, now_ms: u64) -> Result<Pending, String> {
         let mut pending = Pending::default();
         for item in rows.scan_prefix([P_RUNS]) {
             let (k, v) = item.map_err(|e| e.to_string())?;
@@ -210,11 +251,20 @@ impl Pending {
             pending.ids.extend(decode_chunk(&v)?);
             pending.runs.push_back(seq);
         }
-        if let Some(last) = rows.scan_prefix([P_IDS]).next_back() {
-            let (_, v) = last.map_err(|e| e.to_string())?;
-            pending.chunks_max = decode_chunk(&v)?.last().copied();
-        }
+        pending.advance(rows, now_ms)?;
         Ok(pending)
+    }
+
+    /// Moves the timely bound to `now_ms` plus [`AHEAD_MS`] (never back), taking the chunked
+    /// ids it passes into `chunks_max`. Once per second of `now_ms` at most, two chunk reads.
+    pub(super) fn advance(&mut self, rows: &sled::Tree, now_ms: u64) -> Result<(), String> {
+        let bound = made_by((now_ms / 1000 * 1000).saturating_add(AHEAD_MS));
+        if bound <= self.timely_bound {
+            return Ok(());
+        }
+        self.chunks_max = self.chunks_max.max(greatest_at_or_below(rows, &bound)?);
+        self.timely_bound = bound;
+        Ok(())
     }
 
     /// How many ids wait for a merge.
@@ -236,9 +286,10 @@ impl Pending {
         self.ids.contains(id)
     }
 
-    /// Whether the chunks may hold `id` (if not, there is nothing to read for it).
+    /// Whether the chunks may hold `id` (if not, there is nothing to read for it, and a new
+    /// id goes into the group's run).
     pub(super) fn may_be_in_chunks(&self, id: &[u8; 16]) -> bool {
-        self.chunks_max.is_some_and(|max| *id <= max)
+        *id > self.timely_bound || self.chunks_max.is_some_and(|max| *id <= max)
     }
 
     /// Writes group `seq`'s new ids (none in the index) as its run into `batch`; once that
@@ -284,11 +335,13 @@ impl Pending {
         }
         merged.ids.sort_unstable();
         let mut chunks = IdChunks::default();
-        chunks.load_sorted(rows, &merged.ids, self.chunks_max)?;
+        chunks.load_span(rows, &merged.ids)?;
         for id in &merged.ids {
             chunks.insert(*id);
         }
-        merged.greatest = chunks.write(batch);
+        chunks.write(batch);
+        // Run ids were timely when written (and the bound only grows).
+        merged.greatest = merged.ids.last().copied();
         Ok(merged)
     }
 

@@ -672,7 +672,7 @@ impl Store {
             );
         }
         let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
-        let pending = ids::Pending::load(&shared.trees.rows)
+        let pending = ids::Pending::load(&shared.trees.rows, crate::clock::now_millis().0)
             .map_err(|e| shared.corrupt("rows", &[P_RUNS], &e))?;
         {
             let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1486,6 +1486,7 @@ impl Shared {
             self.merge_ids_step(state, ids::MERGE_STEP)?;
         }
         let group_time = prepared.iter().flatten().map(|p| p.received_at).max().unwrap_or(0);
+        state.pending.advance(rows, group_time).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
         let time = group_time.to_be_bytes();
         let seq = state.next_seq;
         let mut batch = Batch::default();
@@ -2195,10 +2196,14 @@ mod tests {
     async fn a_group_writes_one_row_per_bucket_not_one_per_report() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        // Received after every id's made-at time (`[i; 16]` reads as year 2000-ish to
+        // far future): every id is timely, so all go into the group's run.
+        let late = |r: StoredReport| StoredReport { received_at: UnixMillis(1 << 48), ..r };
         let batches: Vec<_> = (0..50u8)
             .map(|i| {
-                let b = batch(i, vec![report(i, 100_000 + u64::from(i)), report(i + 100, 101_500)]);
-                (b, None)
+                let reports =
+                    vec![late(report(i, 100_000 + u64::from(i))), late(report(i + 100, 101_500))];
+                (batch(i, reports), None)
             })
             .collect();
         let (results, _, _) = store.shared.apply_group(batches);
@@ -2233,6 +2238,44 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// Ids of 128 random bits (and ids made far ahead) go straight into chunks and do not stop
+    /// the ids agents make from going into runs.
+    #[tokio::test]
+    async fn random_ids_do_not_push_agent_ids_out_of_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        // The store's bound starts at the clock's time at open, and never goes back.
+        let now = crate::clock::now_millis().0 + 1_000;
+        let at = |id: [u8; 16]| StoredReport { id, received_at: UnixMillis(now), ..report(0, 1) };
+        let made = |ms: u64, n: u8| {
+            let mut id = [n; 16];
+            id[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+            id
+        };
+        // Far-future and random-looking ids first.
+        let foreign: Vec<StoredReport> = (1..=40u8)
+            .map(|n| at([n.wrapping_mul(37) | 0x80; 16]))
+            .chain([at(made(now + ids::AHEAD_MS + 60_000, 1))])
+            .collect();
+        store.commit(batch(1, foreign)).await.unwrap();
+        assert_eq!((keys(&store, P_RUNS), keys(&store, P_IDS) > 0), (0, true));
+        for round in 0..3u8 {
+            let timely: Vec<StoredReport> =
+                (0..10u8).map(|n| at(made(now - 1_000 + u64::from(round), n))).collect();
+            store.commit(batch(10 + round, timely)).await.unwrap();
+            let mut state = store.shared.write.lock().unwrap();
+            store.shared.merge_ids(&mut state).unwrap();
+        }
+        // Each group's ids went into a run (merged since), none straight into a chunk: the
+        // chunks' timely end is still below them.
+        {
+            let state = store.shared.write.lock().unwrap();
+            assert!(state.pending.may_be_in_chunks(&made(now - 1_000 + 2, 9)));
+            assert!(!state.pending.may_be_in_chunks(&made(now, 0)), "{:?}", state.pending);
+        }
+        store.close().await.unwrap();
+    }
+
     /// Every agent report id is stored once, whether its first copy is in a pending run, in
     /// the chunks after a merge, or read back from disk after a reopen; for time-ordered ids,
     /// ids of 128 random bits and a mix, with merges at any point.
@@ -2249,13 +2292,16 @@ mod tests {
         };
         let mut known: Vec<[u8; 16]> = Vec::new();
         let mut digest = 0u64;
+        // Group times from the clock's on (the store's timely bound starts there at open).
+        let start = crate::clock::now_millis().0 + 1_000;
         let mut stored_total = 0u64;
         for round in 0..60u64 {
             let mut batches = Vec::new();
             for _ in 0..(1 + next() % 6) {
                 let mut reports = Vec::new();
                 for _ in 0..(1 + next() % 12) {
-                    let id = match next() % 4 {
+                    let now = start + round * 30_000;
+                    let id = match next() % 5 {
                         // Re-sent: stored before.
                         0 if !known.is_empty() => known[(next() % known.len() as u64) as usize],
                         // 128 random bits.
@@ -2265,16 +2311,29 @@ mod tests {
                             id[8..].copy_from_slice(&next().to_be_bytes());
                             id
                         }
+                        // Made 10 to 20 minutes ahead of the group's time: not timely (straight
+                        // into a chunk) until the rounds' time passes it.
+                        2 => {
+                            let made = now + ids::AHEAD_MS + 1_000 + next() % 600_000;
+                            let mut id = [0u8; 16];
+                            id[..6].copy_from_slice(&made.to_be_bytes()[2..]);
+                            id[6..14].copy_from_slice(&next().to_be_bytes());
+                            id
+                        }
                         // Made now (the time, then random bits), some a little late.
                         _ => {
-                            let made = 1_700_000_000_000 + round * 1_000 - next() % 3_000;
+                            let made = now - next() % 3_000;
                             let mut id = [0u8; 16];
                             id[..6].copy_from_slice(&made.to_be_bytes()[2..]);
                             id[6..14].copy_from_slice(&next().to_be_bytes());
                             id
                         }
                     };
-                    reports.push(StoredReport { id, ..report(0, 100_000 + round) });
+                    reports.push(StoredReport {
+                        id,
+                        received_at: UnixMillis(now),
+                        ..report(0, 100_000 + round)
+                    });
                 }
                 // Within one upload an id appears once.
                 reports.sort_by_key(|r| r.id);
@@ -2310,7 +2369,7 @@ mod tests {
             // What the writer holds in memory is what the next open reads.
             {
                 let state = store.shared.write.lock().unwrap();
-                let on_disk = ids::Pending::load(&store.shared.trees.rows).unwrap();
+                let on_disk = ids::Pending::load(&store.shared.trees.rows, 0).unwrap();
                 assert_eq!(on_disk.ids(), state.pending.ids(), "round {round}");
             }
             match next() % 8 {
