@@ -89,13 +89,19 @@ impl IdChunks {
             .transpose()
             .map_err(|e| e.to_string())?;
         if let Some((k, v)) = found {
-            let bound: [u8; 16] = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("id chunk key of {} bytes", k.len()))?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.chunks.entry(bound) {
-                slot.insert(decode_chunk(&v)?);
-            }
+            self.keep(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the chunk read as `key`, `value` (unless already loaded: it may have changed).
+    fn keep(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let bound: [u8; 16] = key
+            .get(1..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("id chunk key of {} bytes", key.len()))?;
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.chunks.entry(bound) {
+            slot.insert(decode_chunk(value)?);
         }
         Ok(())
     }
@@ -150,13 +156,7 @@ impl IdChunks {
         self.load(rows, first)?;
         for item in rows.range(&chunk_key(first)[..]..=&chunk_key(last)[..]) {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            let bound: [u8; 16] = k
-                .get(1..)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("id chunk key of {} bytes", k.len()))?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.chunks.entry(bound) {
-                slot.insert(decode_chunk(&v)?);
-            }
+            self.keep(&k, &v)?;
         }
         Ok(())
     }
