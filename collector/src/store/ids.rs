@@ -272,8 +272,10 @@ impl Pending {
         self.ids.len()
     }
 
+    /// Whether no run waits for a merge (then no id does either). By runs, so a merge loop
+    /// that goes until this holds ends: each step removes at least one run.
     pub(super) fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.runs.is_empty()
     }
 
     #[cfg(test)]
