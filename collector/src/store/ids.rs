@@ -321,7 +321,7 @@ impl Pending {
         step: usize,
         batch: &mut Batch,
     ) -> Result<Merged, String> {
-        let mut merged = Merged { runs: 0, ids: Vec::new(), greatest: None };
+        let mut merged = Merged { runs: 0, ids: Vec::new() };
         for seq in &self.runs {
             if merged.ids.len() >= step {
                 break;
@@ -342,8 +342,6 @@ impl Pending {
             chunks.insert(*id);
         }
         chunks.write(batch);
-        // Run ids were timely when written (and the bound only grows).
-        merged.greatest = merged.ids.last().copied();
         Ok(merged)
     }
 
@@ -354,15 +352,17 @@ impl Pending {
         for id in &merged.ids {
             self.ids.remove(id);
         }
-        self.chunks_max = self.chunks_max.max(merged.greatest);
+        // Run ids were timely when written (and the bound only grows); sorted, so the last is
+        // the greatest.
+        self.chunks_max = self.chunks_max.max(merged.ids.last().copied());
     }
 }
 
 /// What one merge step wrote ([`Pending::merge_step`]).
 pub(super) struct Merged {
     runs: usize,
+    /// Sorted.
     ids: Vec<[u8; 16]>,
-    greatest: Option<[u8; 16]>,
 }
 
 #[cfg(test)]
