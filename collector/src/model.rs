@@ -262,6 +262,25 @@ pub struct StoredTargets {
     pub enrichment: Enrichment,
 }
 
+/// Where an [`IngestBatch`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// An agent envelope (signed). Its digest is kept for the dedup horizon under its
+    /// `created_at` (the agent's clock, from the signed envelope: a re-send carries the same),
+    /// so the store's digest index grows in time order.
+    Agent {
+        /// The agent's public key.
+        key: ClientKey,
+        /// The envelope's sequence number.
+        seq: u64,
+        /// When the agent made the envelope (its clock).
+        created_at: UnixMillis,
+    },
+    /// A browser's NEL upload (unauthenticated): its digest makes a re-send of the same bytes a
+    /// duplicate within a window (the store's `recent.rs`).
+    Nel,
+}
+
 /// Everything one accepted upload (an agent envelope or a NEL POST) adds to the store.
 ///
 /// The store commits it atomically: either all of it is on disk, or none.
@@ -269,8 +288,8 @@ pub struct StoredTargets {
 pub struct IngestBatch {
     /// SHA-256 of the uploaded bytes (agent: the envelope digest from `Opener::open`).
     pub digest: [u8; 32],
-    /// `(agent key, sequence number)` for the replay window; `None` for NEL.
-    pub sequence: Option<(ClientKey, u64)>,
+    /// Who sent it, which decides how long its digest makes a re-send a duplicate.
+    pub origin: Origin,
     /// Reports.
     pub reports: Vec<StoredReport>,
     /// Success/attempt counts.

@@ -20,7 +20,7 @@ use vantage_agent::delivery::Outcome;
 use vantage_agent::entropy::SeededEntropy;
 use vantage_agent::pipeline::{AgentCore, CoreConfig, CoreTransmit, HttpStatus, ReportInput};
 use vantage_agent::report::{AppInfo, UnixMillis};
-use vantage_collector::model::{Enrichment, IngestBatch, NetTag, Source, StoredReport};
+use vantage_collector::model::{Enrichment, IngestBatch, NetTag, Origin, Source, StoredReport};
 use vantage_collector::open::{CollectorKey, Opener};
 use vantage_collector::store::{CommitOutcome, Store, StoreConfig, SyncMode};
 
@@ -141,7 +141,7 @@ fn stored_reports(
         .collect();
     IngestBatch {
         digest: opened.digest,
-        sequence: Some((b.agent_key.0, b.seq)),
+        origin: Origin::Agent { key: b.agent_key.0, seq: b.seq, created_at: b.created_at },
         reports,
         targets: Vec::new(),
         agent_drops: Vec::new(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use vantage_agent::report::UnixMillis;
 use vantage_agent::taxonomy::{ErrorType, NetworkType, Phase, Scope};
 use vantage_collector::model::{
-    Country, Enrichment, IngestBatch, NetTag, Source, StoredReport, StoredTargets,
+    Country, Enrichment, IngestBatch, NetTag, Origin, Source, StoredReport, StoredTargets,
 };
 use vantage_collector::store::{CommitOutcome, Store, StoreConfig, StoreError, StoreStats};
 
@@ -56,10 +56,17 @@ fn digest(n: u64) -> [u8; 32] {
     d
 }
 
+/// An agent envelope made when its last report or count was received.
 fn batch(n: u64, reports: Vec<StoredReport>, targets: Vec<StoredTargets>) -> IngestBatch {
+    let created_at = reports
+        .iter()
+        .map(|r| r.received_at)
+        .chain(targets.iter().map(|t| t.received_at))
+        .max()
+        .unwrap_or(UnixMillis(0));
     IngestBatch {
         digest: digest(n),
-        sequence: None,
+        origin: Origin::Agent { key: [0; 32], seq: n, created_at },
         reports,
         targets,
         agent_drops: Vec::new(),
@@ -107,7 +114,7 @@ async fn every_field_round_trips_through_disk() {
 
     let b = IngestBatch {
         digest: digest(1),
-        sequence: Some(([9; 32], 17)),
+        origin: Origin::Agent { key: [9; 32], seq: 17, created_at: UnixMillis(1_700_000_001_000) },
         reports: vec![agent.clone(), nel.clone(), future.clone()],
         targets: vec![t.clone()],
         agent_drops: Vec::new(),
@@ -197,7 +204,7 @@ async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
         n += 1;
         IngestBatch {
             digest: digest(n),
-            sequence: Some(([key; 32], seq)),
+            origin: Origin::Agent { key: [key; 32], seq, created_at: UnixMillis(2_000 + n) },
             reports: vec![report(n, 1_000 + n)],
             targets: vec![],
             agent_drops: Vec::new(),
@@ -215,7 +222,7 @@ async fn sequence_numbers_never_make_a_new_envelope_a_duplicate() {
     // A retry is the same bytes: the same digest, whatever its sequence number says.
     let retry = IngestBatch {
         digest: digest(3),
-        sequence: Some(([1; 32], 20_001)),
+        origin: Origin::Agent { key: [1; 32], seq: 20_001, created_at: UnixMillis(2_003) },
         reports: vec![report(3, 1_003)],
         targets: vec![],
         agent_drops: Vec::new(),
@@ -240,7 +247,11 @@ async fn concurrent_commits_are_group_committed_and_all_durable() {
         tasks.push(tokio::spawn(async move {
             let b = IngestBatch {
                 digest: digest(i),
-                sequence: Some(([(i % 5) as u8; 32], i)),
+                origin: Origin::Agent {
+                    key: [(i % 5) as u8; 32],
+                    seq: i,
+                    created_at: UnixMillis(6_000 + i),
+                },
                 reports: vec![report(2 * i, 5_000 + i), report(2 * i + 1, 5_000 + i)],
                 targets: vec![targets(0, 5_000 + i)],
                 agent_drops: Vec::new(),
@@ -289,7 +300,8 @@ async fn retention_by_age_drops_old_rows_digests_and_agents() {
     );
     let mut replayable = old.clone();
     replayable.digest = digest(9);
-    replayable.sequence = Some(([3; 32], 5));
+    replayable.origin =
+        Origin::Agent { key: [3; 32], seq: 5, created_at: UnixMillis(now - 3 * day) };
     replayable.reports = vec![report(9, now - 3 * day)];
     replayable.targets.clear();
     let fresh =

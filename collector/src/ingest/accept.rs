@@ -13,7 +13,7 @@ use ring::digest;
 use vantage_agent::report::UnixMillis;
 
 use crate::model::{
-    Enrichment, IngestBatch, NetTag, Source, StoredReport, StoredTargets, nel_client_key,
+    Enrichment, IngestBatch, NetTag, Origin, Source, StoredReport, StoredTargets, nel_client_key,
 };
 use crate::nel::{NelServices, NelUpload};
 use crate::open::Opened;
@@ -93,7 +93,7 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
         .collect();
     IngestBatch {
         digest: opened.digest,
-        sequence: Some((agent_key, batch.seq)),
+        origin: Origin::Agent { key: agent_key, seq: batch.seq, created_at: batch.created_at },
         reports,
         targets,
         agent_drops: batch.drops.iter().filter(|(_, n)| *n > 0).collect(),
@@ -169,7 +169,7 @@ pub(crate) fn nel_batch(
     targets.extend(reports.iter().filter_map(StoredReport::nel_targets));
     IngestBatch {
         digest: d,
-        sequence: None,
+        origin: Origin::Nel,
         reports,
         targets,
         agent_drops: Vec::new(),

@@ -14,14 +14,16 @@
 //! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
 //! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | up to 64 sorted ids, 16 bytes each |
 //! | `P` ‖ group seq u64 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`) | its sorted ids, 16 bytes each |
-//! | `D` ‖ upload digest (32)                                | group `received_at` u64 BE            |
-//! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new digests, 32 bytes each |
+//! | `C` ‖ envelope `created_at` u64 BE ‖ envelope digest (32) | empty                               |
+//! | `N` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new NEL upload digests, their first 16 bytes each (`recent.rs`) |
+//! | `D` ‖ upload digest (32): written by format 3 only, read until the dedup horizon passed | group `received_at` u64 BE |
+//! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32: format 3 only | the group's new digests, 32 bytes each |
 //! | `M` ‖ `reports` / `targets` / `bytes` / `seq` / `outbox_hi` | u64 BE counters, next group seq, outbox keys backed by rows |
 //! | `M` ‖ `drops/` ‖ code u16 BE, `M` ‖ `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u64 BE totals |
 //!
 //! | tree           | key                                  | value                                  |
 //! |----------------|--------------------------------------|----------------------------------------|
-//! | `meta`         | `format`                             | u32 BE: 3                              |
+//! | `meta`         | `format`                             | u32 BE: 4                              |
 //! | `fleet_outbox` | u64 BE, increasing (fleet mode only) | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! A row value (`codec::encode_row`) is a version byte (3), the entry count, then per entry
@@ -45,14 +47,27 @@
 //! # Duplicates: by digest, exactly once
 //!
 //! An agent re-sends an unacknowledged envelope byte for byte, so the SHA-256 of the envelope
-//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the `D` entries
+//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the `C` entries
 //! only, inside the group's write, so any order, any concurrency and any sequence
 //! gap (an agent restart moves its sequence numbers up by 10,000) gives exactly one `Stored`
-//! per envelope. Digests are kept for the dedup horizon (the longer of the retention and
-//! `dedup_horizon`, default 10 days; agents retry for at most 7 days by default) and then
-//! forgotten by time, so the index is bounded by the upload rate times the horizon; an envelope
-//! older than the horizon is refused at admission ([`Admission::check_created_at`]) so a
-//! replay cannot outlive its digest.
+//! per envelope. A `C` key is the envelope's `created_at` (from the signed envelope: a re-send
+//! carries the same) and its digest, so the duplicate test is a point read, and the index
+//! grows at its end in time order instead of at random places (a random key per envelope made
+//! sled read and copy a leaf anywhere in the index and keep bookkeeping for pages all over it:
+//! `docs/performance.md`, fifth round). Digests are kept for the dedup horizon (the longer of
+//! the retention and `dedup_horizon`, default 10 days; agents retry for at most 7 days by
+//! default): an envelope made longer ago than the horizon is refused at admission
+//! ([`Admission::check_created_at`]), so the retention pass forgets the `C` keys made before
+//! it, a range at the front of the index, and a replay cannot outlive its digest. The index is
+//! bounded by the upload rate times the horizon.
+//!
+//! NEL uploads are deduplicated within a window instead (the last 10 minutes, at most 131,072
+//! uploads): see `recent.rs` for why. Their digests are in memory and in one `N` row per group.
+//!
+//! A format 3 store (upgraded in place by writing the new marker: nothing moves) has `D` keys,
+//! one per digest, and `E` rows listing them; the writer also looks every digest (envelope or
+//! NEL) up in `D` for as long as any is left, so nothing stored before the upgrade is stored
+//! again, and retention forgets them by their `E` rows as before.
 //!
 //! Format 1 stores also kept a per-agent `(key, seq)` bitmap window. It was dropped: a window
 //! can only prove "duplicate" for a `(key, seq)` it recorded, which the digest proves already,
@@ -61,16 +76,15 @@
 //!
 //! # NEL uploads
 //!
-//! A NEL upload of n failures is n entries in its group's row for their second, its `D`
-//! entry and 32 bytes of its group's `E` row (and its share of the group's counter
-//! updates), nothing else: no key of its own but the digest; NEL uploads and envelopes share the
-//! writer's groups, so one journal record and one `fdatasync` cover both:
+//! A NEL upload of n failures is n entries in its group's row for their second and 16 bytes
+//! of its group's `N` row (and its share of the group's counter updates), nothing else: no
+//! key of its own; NEL uploads and envelopes share the writer's groups, so one journal record
+//! and one `fdatasync` cover both:
 //! - Its report ids derive from its digest (`ingest::accept::nel_batch`), so a digest found
 //!   new means ids never stored: NEL reports get no `I` entry and no id lookup. (The
-//!   one difference: a NEL body replayed after its digest expired, beyond the dedup horizon,
-//!   is stored again where format 1 skipped those of its reports still retained. NEL is
-//!   unauthenticated, so such a replay is no different from any forged upload, which the
-//!   per-/24 budgets bound.)
+//!   one difference: a NEL body replayed after its digest left the window is stored again
+//!   where format 1 skipped those of its reports still retained. NEL is unauthenticated, so
+//!   such a replay is no different from any forged upload, which the per-/24 budgets bound.)
 //! - Each failure's count (1 / its sampling fraction attempts, no successes, on its network's
 //!   stand-in client) holds nothing the report does not, so it is not a `T` entry: the
 //!   report's record carries a flag (record version 2, `codec.rs`) and
@@ -97,8 +111,9 @@
 //! One writer thread (`store-writer`) owns all inserts. [`Store::commit`] sends the batch over
 //! a bounded channel and waits; the writer checks free space ([`disk`]), takes everything
 //! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D`; for report ids the
-//! pending ids in memory, and `I` only for an id at or below the greatest id in the chunks) and
-//! builds **one batch of writes for the whole group**: its digests, id run, rows, expiry row,
+//! pending ids in memory, and `I` only for an id at or below the greatest id in the chunks; the
+//! window in memory for NEL digests) and
+//! builds **one batch of writes for the whole group**: its digests, id run, rows, `N` row,
 //! counters and drop totals; appends it to the store's [`journal`] as one record and `fdatasync`s that
 //! file ([`SyncMode::Data`], the default), applies it to `rows` (in memory: sled writes its log
 //! on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer flushes sled and syncs its
@@ -139,8 +154,9 @@
 //!
 //! Retention ([`Store::enforce_retention`]) deletes in steps of its own (one journal record
 //! each, under the write lock) that also update the counters: by age, entries before the
-//! cutoff (a row across the cutoff is rewritten without them); digests by their group's
-//! expiry row; by size, whole rows oldest first (by bucket, then group: "oldest" to the
+//! cutoff (a row across the cutoff is rewritten without them); `C` digests made before the
+//! dedup horizon, `N` rows older than the NEL window, format 3's digests by their `E` rows; by
+//! size, whole rows oldest first (by bucket, then group: "oldest" to the
 //! second).
 //!
 //! # Memory
@@ -149,7 +165,7 @@
 //! table and each log segment's list of pages), and a leaf holds at most 16 keys: memory grows
 //! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
 //! row and packs agent report ids 32 to 64 to a key (`ids.rs`), so what is left per key is an
-//! upload's digest. Measured with `vantage-loadgen --rss-reports` (agent envelopes of 10
+//! envelope's digest (format 4: in time order, so its pages are written once, at the end). Measured with `vantage-loadgen --rss-reports` (agent envelopes of 10
 //! reports, 16 MiB cache): 57 MiB resident at 1M, 76-83 MiB at 2M, 94 MiB at 3M; format 2
 //! held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
 //! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
@@ -161,6 +177,7 @@ mod codec;
 pub mod disk;
 mod ids;
 pub mod journal;
+mod recent;
 mod upgrade;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -173,7 +190,7 @@ use tokio::task::JoinHandle;
 use vantage_agent::drops::DropReason;
 use vantage_agent::report::UnixMillis;
 
-use crate::model::{IngestBatch, Source, StoredReport, StoredTargets};
+use crate::model::{IngestBatch, Origin, Source, StoredReport, StoredTargets};
 pub use admit::{Admission, Refusal};
 use disk::{Space, SpaceGuard, Syncer};
 pub use disk::{SpaceLimits, SyncMode};
@@ -181,7 +198,7 @@ use journal::{Batch, Journal};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
@@ -457,6 +474,10 @@ struct WriteState {
     journal: Journal,
     /// The agent report ids written since the last merge into the id chunks (`ids.rs`).
     pending: ids::Pending,
+    /// The NEL digests of the dedup window (`recent.rs`).
+    recent: recent::Recent,
+    /// Format 3 `D` keys may be left: an envelope's digest is looked up there too.
+    legacy_digests: bool,
 }
 
 struct Trees {
@@ -492,6 +513,7 @@ impl Counts {
 /// A batch with its records encoded, ready for the group's write.
 struct Prepared {
     digest: [u8; 32],
+    origin: Origin,
     received_at: u64,
     /// Each report's row entry, and whether its id goes into the id index (not for NEL
     /// reports: see "NEL uploads").
@@ -523,8 +545,16 @@ const P_REPORTS: u8 = b'R';
 const P_TARGETS: u8 = b'T';
 const P_IDS: u8 = b'I';
 const P_RUNS: u8 = b'P';
+/// Format 3's digest keys (read until they expire).
 const P_DIGESTS: u8 = b'D';
+/// Format 3's lists of a group's digests, by which retention forgets its `D` keys.
 const P_EXPIRY: u8 = b'E';
+/// Envelope digests by `created_at`.
+const P_ENVELOPES: u8 = b'C';
+/// A group's NEL upload digests (`recent.rs`).
+const P_RECENT: u8 = b'N';
+/// Digest keys forgotten per retention step (one journal record each).
+const EXPIRE_STEP: usize = 4096;
 const P_META: u8 = b'M';
 /// The `rows` tree.
 const ROWS_TREE: &str = "rows";
@@ -556,6 +586,15 @@ fn row_bound(prefix: u8, t: u64) -> [u8; 9] {
     let mut key = [0; 9];
     key[0] = prefix;
     key[1..].copy_from_slice(&t.to_be_bytes());
+    key
+}
+
+/// The `C` key of an envelope's digest.
+fn envelope_key(created_at: u64, digest: &[u8; 32]) -> [u8; 41] {
+    let mut key = [0; 41];
+    key[0] = P_ENVELOPES;
+    key[1..9].copy_from_slice(&created_at.to_be_bytes());
+    key[9..].copy_from_slice(digest);
     key
 }
 
@@ -653,6 +692,8 @@ impl Store {
                 next_seq: 0,
                 journal,
                 pending: ids::Pending::default(),
+                recent: recent::Recent::default(),
+                legacy_digests: false,
             }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
@@ -672,12 +713,18 @@ impl Store {
             );
         }
         let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
-        let pending = ids::Pending::load(&shared.trees.rows, crate::clock::now_millis().0)
+        let now = crate::clock::now_millis().0;
+        let pending = ids::Pending::load(&shared.trees.rows, now)
             .map_err(|e| shared.corrupt("rows", &[P_RUNS], &e))?;
+        let recent = recent::Recent::load(&shared.trees.rows, now)
+            .map_err(|e| shared.corrupt("rows", &[P_RECENT], &e))?;
+        let legacy_digests = shared.any_key(P_DIGESTS)?;
         {
             let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
             state.next_seq = next_seq;
             state.pending = pending;
+            state.recent = recent;
+            state.legacy_digests = legacy_digests;
         }
         let counts = shared.load_or_rebuild_counts()?;
         let apps = shared.drop_apps_on_disk()?;
@@ -1171,10 +1218,17 @@ impl Shared {
                 match u32::from_be_bytes(arr) {
                     FORMAT_VERSION => Ok(()),
                     old @ (1 | 2) => self.upgrade(old),
+                    // Format 3's `D` keys and `E` rows are read as they are (see "Duplicates");
+                    // the marker keeps a build that does not know `C` keys from using the store.
+                    3 => {
+                        meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
+                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (format 3 digests are read until they expire)");
+                        Ok(())
+                    }
                     version => Err(StoreError::Open {
                         path: self.path.clone(),
                         reason: format!(
-                            "on-disk format {version}, this build reads formats 1, 2 and \
+                            "on-disk format {version}, this build reads formats 1 to \
                              {FORMAT_VERSION}"
                         ),
                     }),
@@ -1426,6 +1480,7 @@ impl Shared {
             .collect::<Result<_, StoreError>>()?;
         Ok(Prepared {
             digest: batch.digest,
+            origin: batch.origin,
             received_at,
             reports,
             targets,
@@ -1487,12 +1542,11 @@ impl Shared {
         }
         let group_time = prepared.iter().flatten().map(|p| p.received_at).max().unwrap_or(0);
         state.pending.advance(rows, group_time).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
-        let time = group_time.to_be_bytes();
         let seq = state.next_seq;
         let mut batch = Batch::default();
         let mut outbox = sled::Batch::default();
         let mut any_outbox = false;
-        let mut digests: Vec<u8> = Vec::new();
+        let mut nel_digests: Vec<[u8; 16]> = Vec::new();
         let mut new_digests: HashSet<[u8; 32]> = HashSet::new();
         let mut new_ids: HashSet<[u8; 16]> = HashSet::new();
         // The new ids above every chunk: the group's run (`ids.rs`).
@@ -1520,16 +1574,28 @@ impl Shared {
                 outbox.insert(&key[..], value);
                 any_outbox = true;
             }
-            // The one duplicate test: the same envelope bytes were stored (earlier in this
-            // group, or before).
-            let digest_key = prefixed(P_DIGESTS, &p.digest);
-            if new_digests.contains(&p.digest) || rows.get(&digest_key).map_err(io)?.is_some() {
+            // The one duplicate test: the same bytes were stored (earlier in this group, or
+            // before: within the horizon for an envelope, within the window for NEL).
+            let duplicate = new_digests.contains(&p.digest)
+                || match p.origin {
+                    Origin::Nel => state.recent.contains(&p.digest),
+                    Origin::Agent { created_at, .. } => {
+                        rows.get(envelope_key(created_at.0, &p.digest)).map_err(io)?.is_some()
+                    }
+                }
+                || (state.legacy_digests
+                    && rows.get(prefixed(P_DIGESTS, &p.digest)).map_err(io)?.is_some());
+            if duplicate {
                 outcomes.push(Some(Ok(CommitOutcome::Duplicate)));
                 continue;
             }
             new_digests.insert(p.digest);
-            batch.insert(digest_key, &time[..]);
-            digests.extend_from_slice(&p.digest);
+            match p.origin {
+                Origin::Nel => nel_digests.push(recent::short(&p.digest)),
+                Origin::Agent { created_at, .. } => {
+                    batch.insert(&envelope_key(created_at.0, &p.digest)[..], &[][..]);
+                }
+            }
             outcomes.push(None);
             stored.push(p);
         }
@@ -1612,10 +1678,7 @@ impl Shared {
                 push_rows(&mut batch, prefix, *bucket, seq, entries);
             }
         }
-        if !digests.is_empty() {
-            // The digests of this group, forgotten together once the dedup horizon passed.
-            batch.insert(&row_key(P_EXPIRY, group_time, seq, 0)[..], digests);
-        }
+        recent::write_row(group_time, seq, &nel_digests, &mut batch);
         let mut counts = self.counts();
         counts.apply(delta);
         put_counts(&mut batch, counts);
@@ -1642,6 +1705,7 @@ impl Shared {
         }
         state.next_seq = seq + 1;
         state.pending.add_run(seq, &run);
+        state.recent.add(group_time, &nel_digests);
         self.apply_delta(delta);
         Ok((outcomes, any_outbox))
     }
@@ -1799,7 +1863,18 @@ impl Shared {
                 stats.freed_bytes += d.bytes.unsigned_abs();
             }
         }
-        stats.expired_digests = self.expire_digests(self.admission.dedup_cutoff(now).0)?;
+        let dedup_cutoff = self.admission.dedup_cutoff(now).0;
+        stats.expired_digests = self.expire_digests(dedup_cutoff)?
+            + self.expire_keys(
+                vec![P_ENVELOPES],
+                row_bound(P_ENVELOPES, dedup_cutoff).to_vec(),
+                |_| 1,
+            )?
+            + self.expire_keys(
+                vec![P_RECENT],
+                row_bound(P_RECENT, now.0.saturating_sub(recent::WINDOW_MS)).to_vec(),
+                |v| (v.len() / 16) as u64,
+            )?;
         // By size: whole rows, oldest first by (bucket, sequence, chunk) across reports and
         // counts (reports first on a tie).
         while self.counts().bytes > self.config.max_bytes {
@@ -1840,8 +1915,41 @@ impl Shared {
         Ok(stats)
     }
 
-    /// Forgets the digests of groups committed before `cutoff`, in steps of
-    /// [`DELETE_CHUNK`] groups.
+    /// Deletes every key in `start..end`, in steps of [`EXPIRE_STEP`] keys; says how many
+    /// digests went (`digests` of each value).
+    fn expire_keys(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        digests: impl Fn(&[u8]) -> u64,
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        loop {
+            let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut batch = Batch::default();
+            for item in self.trees.rows.range(start.clone()..end.clone()).take(EXPIRE_STEP) {
+                let (k, v) = item.map_err(|e| self.io(e))?;
+                removed += digests(&v);
+                batch.remove(k);
+            }
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            self.write_rows(&mut state, &batch)?;
+        }
+    }
+
+    /// True if `rows` holds a key with this prefix.
+    fn any_key(&self, prefix: u8) -> Result<bool, StoreError> {
+        match self.trees.rows.scan_prefix([prefix]).next() {
+            None => Ok(false),
+            Some(Err(e)) => Err(self.io(e)),
+            Some(Ok(_)) => Ok(true),
+        }
+    }
+
+    /// Forgets format 3's digests of groups committed before `cutoff`, in steps of
+    /// [`DELETE_CHUNK`] groups; once none is left, the writer stops looking for them.
     fn expire_digests(&self, cutoff: u64) -> Result<u64, StoreError> {
         let rows = &self.trees.rows;
         let mut removed = 0;
@@ -1871,6 +1979,9 @@ impl Shared {
                 batch.remove(k);
             }
             if seen == 0 {
+                if state.legacy_digests && !self.any_key(P_DIGESTS)? {
+                    state.legacy_digests = false;
+                }
                 return Ok(removed);
             }
             self.write_rows(&mut state, &batch)?;
@@ -1968,10 +2079,12 @@ mod tests {
         }
     }
 
+    /// An agent envelope made when its last report was received.
     fn batch(digest: u8, reports: Vec<StoredReport>) -> IngestBatch {
+        let created_at = reports.iter().map(|r| r.received_at).max().unwrap_or(UnixMillis(0));
         IngestBatch {
             digest: [digest; 32],
-            sequence: None,
+            origin: Origin::Agent { key: [9; 32], seq: u64::from(digest), created_at },
             reports,
             targets: Vec::new(),
             agent_drops: Vec::new(),
@@ -1991,7 +2104,7 @@ mod tests {
             })
             .collect();
         let targets = reports.iter().filter_map(StoredReport::nel_targets).collect();
-        IngestBatch { targets, ..batch(digest, reports) }
+        IngestBatch { targets, origin: Origin::Nel, ..batch(digest, reports) }
     }
 
     fn all_reports_of(store: &Store) -> Vec<StoredReport> {
@@ -2022,6 +2135,41 @@ mod tests {
         // sled's I/O threads may still hold the files a moment: the open waits for them.
         let again = Store::open(StoreConfig::new(dir.path())).unwrap();
         again.close().await.unwrap();
+    }
+
+    /// A NEL upload's re-send is a duplicate within the window, in a later group and after a
+    /// reopen; it writes no key of its own (one `N` row per group), and what is beyond the
+    /// window is stored again and its rows are forgotten by retention.
+    #[tokio::test]
+    async fn nel_uploads_are_deduplicated_within_the_window_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let store = Store::open(config.clone()).unwrap();
+        let now = crate::clock::now_millis().0;
+        let recent = nel_batch(1, now, 2);
+        let old = nel_batch(2, now - recent::WINDOW_MS - 60_000, 1);
+        let stored = |n| CommitOutcome::Stored { reports: n, targets: n };
+        assert_eq!(store.commit(recent.clone()).await.unwrap(), stored(2));
+        assert_eq!(store.commit(old.clone()).await.unwrap(), stored(1));
+        // A later group: the window in memory.
+        assert_eq!(store.commit(recent.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        assert_eq!(keys(&store, P_RECENT), 2, "one row per group with new NEL digests");
+        assert_eq!(keys(&store, P_DIGESTS) + keys(&store, P_ENVELOPES), 0);
+        store.close().await.unwrap();
+        drop(store);
+
+        // Reopened: the window as the rows give it at open.
+        let store = Store::open(config.clone()).unwrap();
+        assert_eq!(store.commit(recent.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        assert_eq!(store.commit(old.clone()).await.unwrap(), stored(1), "beyond the window");
+        let stats = store.enforce_retention(UnixMillis(now)).unwrap();
+        assert_eq!(stats.expired_digests, 2, "the two rows of the old upload");
+        assert_eq!(keys(&store, P_RECENT), 1);
+        let stats = store.enforce_retention(UnixMillis(now + recent::WINDOW_MS + 1)).unwrap();
+        assert_eq!(stats.expired_digests, 1);
+        assert_eq!(keys(&store, P_RECENT), 0);
+        assert_eq!(store.stats().reports, 4);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -2156,11 +2304,64 @@ mod tests {
         // A format this build does not know is refused by name.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        store.shared.trees.meta.insert(META_FORMAT, &4u32.to_be_bytes()).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &(FORMAT_VERSION + 1).to_be_bytes()).unwrap();
         store.close().await.unwrap();
         drop(store);
         let err = Store::open(StoreConfig::new(dir.path())).unwrap_err().to_string();
-        assert!(err.contains("on-disk format 4"), "{err}");
+        assert!(err.contains(&format!("on-disk format {}", FORMAT_VERSION + 1)), "{err}");
+        assert!(err.contains("this build reads formats 1 to 4"), "{err}");
+    }
+
+    /// A format 3 store keeps a `D` key per digest and an `E` row per group: opened by this
+    /// build, it is marked format 4 with nothing moved, every digest it holds still makes a
+    /// re-send a duplicate (envelope or NEL), and retention forgets them as before, after
+    /// which the writer stops looking there.
+    #[tokio::test]
+    async fn format_3_digests_are_read_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let nel = nel_batch(1, 10_000, 2);
+        let agent = batch(2, vec![report(40, 9_000), report(41, 12_500)]);
+        // What format 3 wrote for them: rows, and the digests under `D` with their `E` row.
+        for (seq, b) in [&nel, &agent].into_iter().enumerate() {
+            let prepared = store.shared.prepare(b, None).unwrap();
+            let mut entries: Vec<codec::Entry> =
+                prepared.reports.into_iter().map(|(e, _)| e).collect();
+            entries.sort_unstable_by_key(|e| (e.event_at, e.id));
+            let mut batch = Batch::default();
+            let mut buckets: std::collections::BTreeMap<u64, Vec<codec::Entry>> =
+                Default::default();
+            for e in entries {
+                buckets.entry(bucket_of(e.event_at)).or_default().push(e);
+            }
+            for (bucket, entries) in buckets {
+                push_rows(&mut batch, P_REPORTS, bucket, seq as u64, &entries);
+            }
+            let time = prepared.received_at.to_be_bytes();
+            batch.insert(prefixed(P_DIGESTS, &b.digest), &time[..]);
+            batch
+                .insert(&row_key(P_EXPIRY, prepared.received_at, seq as u64, 0)[..], &b.digest[..]);
+            store.shared.trees.rows.apply_batch(batch.to_sled()).unwrap();
+        }
+        store.shared.trees.rows.insert(meta_key(b"seq"), &2u64.to_be_bytes()).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &3u32.to_be_bytes()).unwrap();
+        store.shared.trees.rows.remove(meta_key(META_REPORTS)).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.as_ref(), 4u32.to_be_bytes());
+        assert_eq!(all_reports_of(&store).len(), 4);
+        assert!(store.shared.write.lock().unwrap().legacy_digests);
+        assert_eq!(store.commit(nel.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        assert_eq!(store.commit(agent.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        // Forgotten after the horizon, by their `E` rows; then the writer stops reading `D`.
+        let stats = store.enforce_retention(UnixMillis(u64::MAX / 2)).unwrap();
+        assert_eq!(stats.expired_digests, 2);
+        assert_eq!(keys(&store, P_DIGESTS) + keys(&store, P_EXPIRY), 0);
+        assert!(!store.shared.write.lock().unwrap().legacy_digests);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -2212,13 +2413,13 @@ mod tests {
                 .iter()
                 .all(|r| r.as_ref().unwrap() == &CommitOutcome::Stored { reports: 2, targets: 0 })
         );
-        // 100 reports in two one-second buckets: a few rows, a few id chunks, a key per
-        // digest, one expiry row.
+        // 100 reports in two one-second buckets: a few rows, a run of ids, a key per
+        // digest (in time order), nothing of format 3's digest index.
         assert!(keys(&store, P_REPORTS) <= 4, "{} report rows", keys(&store, P_REPORTS));
         assert_eq!(keys(&store, P_RUNS), 1, "the group's 100 ids are one run");
         assert_eq!(keys(&store, P_IDS), 0, "merged later");
-        assert_eq!(keys(&store, P_DIGESTS), 50);
-        assert_eq!(keys(&store, P_EXPIRY), 1);
+        assert_eq!(keys(&store, P_ENVELOPES), 50);
+        assert_eq!(keys(&store, P_DIGESTS) + keys(&store, P_EXPIRY) + keys(&store, P_RECENT), 0);
         let got = all_reports_of(&store);
         assert_eq!(got.len(), 100);
         assert!(got.windows(2).all(|w| (w[0].event_at, w[0].id) < (w[1].event_at, w[1].id)));
@@ -2449,7 +2650,6 @@ mod tests {
         let b = batch(1, vec![report(1, 100), report(2, 100)]);
         let mut replayed = b.clone();
         replayed.digest = [2; 32];
-        replayed.sequence = None;
         let (results, _, back) =
             store.shared.apply_group(vec![(b.clone(), None), (b.clone(), None), (replayed, None)]);
         assert_eq!(back[0], b, "the batches come back unchanged");
@@ -2496,9 +2696,10 @@ mod tests {
 
         let store = Store::open(StoreConfig::new(&live)).unwrap();
         store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        // The NEL upload within the dedup window at the next open.
         let later = [
             batch(2, vec![report(2, 2_000), report(3, 2_001)]),
-            nel_batch(3, 3_000, 2),
+            nel_batch(3, crate::clock::now_millis().0, 2),
             batch(4, vec![report(3, 2_001), report(4, 4_000)]),
         ];
         for b in &later {
