@@ -216,6 +216,10 @@ pub struct StoreGauges {
     pub bytes: u64,
     /// Size on disk, in bytes.
     pub disk_bytes: u64,
+    /// NEL upload digests in the duplicate test's window.
+    pub nel_dedup_digests: u64,
+    /// How far back that window reaches, in seconds.
+    pub nel_dedup_window_seconds: u64,
 }
 
 /// The collector's counters.
@@ -546,6 +550,19 @@ impl Metrics {
             &[(String::new(), store.disk_bytes)],
         );
         family(
+            "vantage_store_nel_dedup_digests",
+            "gauge",
+            "NEL upload digests in the window a re-send of the same bytes is a duplicate within.",
+            &[(String::new(), store.nel_dedup_digests)],
+        );
+        family(
+            "vantage_store_nel_dedup_window_seconds",
+            "gauge",
+            "How far back that window reaches: 600, or less while more than 131072 NEL uploads \
+             arrived within 10 minutes.",
+            &[(String::new(), store.nel_dedup_window_seconds)],
+        );
+        family(
             "vantage_build_info",
             "gauge",
             "Always 1; the label carries the collector version.",
@@ -681,7 +698,14 @@ mod tests {
         m.observe_ingest(Endpoint::Envelopes, Duration::from_micros(300));
         m.observe_ingest(Endpoint::Envelopes, Duration::from_millis(30));
         m.observe_ingest(Endpoint::Envelopes, Duration::from_secs(60));
-        let text = m.render(StoreGauges { reports: 9, targets: 1, bytes: 1234, disk_bytes: 4096 });
+        let text = m.render(StoreGauges {
+            reports: 9,
+            targets: 1,
+            bytes: 1234,
+            disk_bytes: 4096,
+            nel_dedup_digests: 3,
+            nel_dedup_window_seconds: 600,
+        });
         let (types, samples) = parse(&text);
 
         assert_eq!(types["vantage_ingest_duration_seconds"], "histogram");
@@ -720,6 +744,8 @@ mod tests {
         assert_eq!(n, BudgetKind::ALL.len());
         assert_eq!(value(&samples, "vantage_store_reports", &[]), 9.0);
         assert_eq!(value(&samples, "vantage_store_bytes", &[]), 1234.0);
+        assert_eq!(value(&samples, "vantage_store_nel_dedup_digests", &[]), 3.0);
+        assert_eq!(value(&samples, "vantage_store_nel_dedup_window_seconds", &[]), 600.0);
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(value(&samples, "vantage_build_info", &[("version", version)]), 1.0);
 

@@ -203,11 +203,14 @@ impl Routes {
     /// The `/metrics` page: ingest counters and store gauges, alerting, the fleet.
     fn metrics_text(&self) -> String {
         let stats = self.store.stats();
+        let (nel_digests, nel_reach) = self.store.nel_dedup_window();
         let mut body = self.metrics.render(StoreGauges {
             reports: stats.reports,
             targets: stats.targets,
             bytes: stats.bytes,
             disk_bytes: stats.disk_bytes,
+            nel_dedup_digests: nel_digests,
+            nel_dedup_window_seconds: nel_reach.as_secs(),
         });
         match self.store.agent_drops() {
             Ok(totals) => crate::metrics::write_agent_drops(&mut body, &totals),

@@ -464,9 +464,27 @@ struct Shared {
     outbox_durable_below: std::sync::atomic::AtomicU64,
     /// Apps with per-app drop totals (at most [`MAX_DROP_APPS`]; loaded at open).
     drop_apps: Mutex<std::collections::BTreeSet<String>>,
+    /// The NEL window's gauges (`recent.rs`).
+    nel_window: NelWindowGauges,
 }
 
 /// What only the holder of [`Shared::write`] changes.
+/// What the writer last saw of the NEL window, for `/metrics` (which must not wait for the
+/// write lock).
+#[derive(Default)]
+struct NelWindowGauges {
+    digests: std::sync::atomic::AtomicU64,
+    reach_ms: std::sync::atomic::AtomicU64,
+}
+
+impl NelWindowGauges {
+    fn set(&self, recent: &recent::Recent) {
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.digests.store(recent.len() as u64, relaxed);
+        self.reach_ms.store(recent.reach_ms(), relaxed);
+    }
+}
+
 struct WriteState {
     /// The next row sequence number (also on disk, `M` ‖ `seq`): makes every row key unique.
     next_seq: u64,
@@ -699,6 +717,7 @@ impl Store {
             // What is in the tree at open was read back from disk.
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
             drop_apps: Mutex::new(std::collections::BTreeSet::new()),
+            nel_window: NelWindowGauges::default(),
         };
         shared.check_format(had_data)?;
         // What was acknowledged after the last checkpoint (see `journal`: "Recovery").
@@ -723,6 +742,7 @@ impl Store {
             let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
             state.next_seq = next_seq;
             state.pending = pending;
+            shared.nel_window.set(&recent);
             state.recent = recent;
             state.legacy_digests = legacy_digests;
         }
@@ -903,6 +923,14 @@ impl Store {
             bytes: counts.bytes,
             disk_bytes: self.shared.db.size_on_disk().unwrap_or(0),
         }
+    }
+
+    /// The NEL duplicate test's window now: the digests it holds, and how far back it reaches
+    /// (10 minutes, or less while a flood of uploads fills it: see `recent.rs`).
+    pub fn nel_dedup_window(&self) -> (u64, Duration) {
+        let w = &self.shared.nel_window;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (load(&w.digests), Duration::from_millis(load(&w.reach_ms)))
     }
 
     /// Reports agents dropped before delivery (queue full, expired, ...), summed by reason
@@ -1705,7 +1733,10 @@ impl Shared {
         }
         state.next_seq = seq + 1;
         state.pending.add_run(seq, &run);
-        state.recent.add(group_time, &nel_digests);
+        if !nel_digests.is_empty() {
+            state.recent.add(group_time, &nel_digests);
+            self.nel_window.set(&state.recent);
+        }
         self.apply_delta(delta);
         Ok((outcomes, any_outbox))
     }
@@ -2154,12 +2185,15 @@ mod tests {
         // A later group: the window in memory.
         assert_eq!(store.commit(recent.clone()).await.unwrap(), CommitOutcome::Duplicate);
         assert_eq!(keys(&store, P_RECENT), 2, "one row per group with new NEL digests");
+        let window = Duration::from_millis(recent::WINDOW_MS);
+        assert_eq!(store.nel_dedup_window(), (2, window));
         assert_eq!(keys(&store, P_DIGESTS) + keys(&store, P_ENVELOPES), 0);
         store.close().await.unwrap();
         drop(store);
 
         // Reopened: the window as the rows give it at open.
         let store = Store::open(config.clone()).unwrap();
+        assert_eq!(store.nel_dedup_window(), (1, window), "the old upload is beyond it");
         assert_eq!(store.commit(recent.clone()).await.unwrap(), CommitOutcome::Duplicate);
         assert_eq!(store.commit(old.clone()).await.unwrap(), stored(1), "beyond the window");
         let stats = store.enforce_retention(UnixMillis(now)).unwrap();

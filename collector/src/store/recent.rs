@@ -77,9 +77,19 @@ impl Recent {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// How far back a re-send is caught: [`WINDOW_MS`], or less once [`MAX_RECENT`] uploads
+    /// arrived within it (from the oldest digest kept to the newest).
+    pub(super) fn reach_ms(&self) -> u64 {
+        match (self.order.front(), self.order.back()) {
+            (Some(first), Some(last)) if self.order.len() >= MAX_RECENT => {
+                last.0.saturating_sub(first.0).min(WINDOW_MS)
+            }
+            _ => WINDOW_MS,
+        }
     }
 
     /// The window as the `N` rows on disk give it at `now_ms`: the newest rows first, until
@@ -136,7 +146,9 @@ mod tests {
     #[test]
     fn the_window_forgets_by_age_and_by_count() {
         let mut recent = Recent::default();
+        assert_eq!(recent.reach_ms(), WINDOW_MS);
         recent.add(1_000, &[short(&digest(1)), short(&digest(2))]);
+        assert_eq!(recent.reach_ms(), WINDOW_MS);
         assert!(recent.contains(&digest(1)) && recent.contains(&digest(2)));
         assert!(!recent.contains(&digest(3)));
         // Within the window at its last millisecond, gone one after.
@@ -149,11 +161,17 @@ mod tests {
         let many: Vec<[u8; 16]> = (10..10 + MAX_RECENT as u32).map(|n| short(&digest(n))).collect();
         recent.add(2_000 + WINDOW_MS, &many);
         assert_eq!(recent.len(), MAX_RECENT);
+        assert_eq!(
+            recent.reach_ms(),
+            0,
+            "full of one group's digests: a re-send of the next is new"
+        );
         assert!(!recent.contains(&digest(3)));
         assert!(recent.contains(&digest(10)) && recent.contains(&digest(9 + MAX_RECENT as u32)));
-        recent.add(2_000 + WINDOW_MS, &[short(&digest(1))]);
+        recent.add(2_500 + WINDOW_MS, &[short(&digest(1))]);
         assert!(!recent.contains(&digest(10)) && recent.contains(&digest(11)));
         assert_eq!(recent.len(), MAX_RECENT);
+        assert_eq!(recent.reach_ms(), 500);
     }
 
     #[test]
