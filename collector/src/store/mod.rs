@@ -1575,6 +1575,8 @@ impl Shared {
         let mut outbox = sled::Batch::default();
         let mut any_outbox = false;
         let mut nel_digests: Vec<[u8; 16]> = Vec::new();
+        // What left the window by age since the last group is no longer a duplicate.
+        state.recent.forget(group_time);
         let mut new_digests: HashSet<[u8; 32]> = HashSet::new();
         let mut new_ids: HashSet<[u8; 16]> = HashSet::new();
         // The new ids above every chunk: the group's run (`ids.rs`).
@@ -1733,10 +1735,8 @@ impl Shared {
         }
         state.next_seq = seq + 1;
         state.pending.add_run(seq, &run);
-        if !nel_digests.is_empty() {
-            state.recent.add(group_time, &nel_digests);
-            self.nel_window.set(&state.recent);
-        }
+        state.recent.add(group_time, &nel_digests);
+        self.nel_window.set(&state.recent);
         self.apply_delta(delta);
         Ok((outcomes, any_outbox))
     }
@@ -2203,6 +2203,16 @@ mod tests {
         assert_eq!(stats.expired_digests, 1);
         assert_eq!(keys(&store, P_RECENT), 0);
         assert_eq!(store.stats().reports, 4);
+        // The window moves with every group, NEL or not: once a group is received more than
+        // the window after it, the upload is new again.
+        assert_eq!(store.commit(recent.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        let later = batch(9, vec![report(9, now + recent::WINDOW_MS + 1)]);
+        assert_eq!(
+            store.commit(later).await.unwrap(),
+            CommitOutcome::Stored { reports: 1, targets: 0 }
+        );
+        assert_eq!(store.nel_dedup_window(), (0, window));
+        assert_eq!(store.commit(recent.clone()).await.unwrap(), stored(2));
         store.close().await.unwrap();
     }
 

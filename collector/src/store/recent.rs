@@ -49,7 +49,8 @@ pub(super) struct Recent {
 }
 
 impl Recent {
-    /// True if an upload with this digest was stored within the window.
+    /// True if an upload with this digest was stored within the window (as of the last
+    /// [`Recent::forget`] or [`Recent::add`]).
     pub(super) fn contains(&self, digest: &[u8; 32]) -> bool {
         self.set.contains(&short(digest))
     }
