@@ -21,9 +21,13 @@
 //!   reports over the second half of the run (flat memory: close to 0).
 //! - `--random-ids` gives reports ids of 128 random bits (agents from before time-ordered
 //!   ids, or any other sender) instead of the agent's ids (see "Report ids" below).
-//! - `--nel` adds a browser NEL phase on the plain listener: closed loop of `POST /v1/nel`
+//! - `--nel` adds two browser NEL phases on the plain listener: closed loop of `POST /v1/nel`
 //!   uploads of 3 `network-error` reports each (every body distinct, so none is a duplicate),
-//!   and the collector's CPU time per upload.
+//!   and the collector's CPU time per upload. In the first, the reports of an upload share
+//!   one `age` and uploads sent together have ages a few ms apart (the row kept since the
+//!   first round); in the second, every report has its own age in the last minute, as a
+//!   browser's reports have when it delivers what it queued for up to a minute (rows
+//!   `nel_spread_*`).
 //!
 //! Every figure also goes to a `bench-row:` line (`bench-row: key value unit`) that
 //! `.ci/bench.sh` collects into its table.
@@ -612,11 +616,11 @@ impl Bench {
 
     /// The NEL phase: closed loop of distinct 3-report uploads on the plain listener; prints
     /// uploads/s and the collector's CPU µs per upload.
-    async fn nel_phase(&mut self, plain: std::net::SocketAddr) -> Result<(), String> {
+    async fn nel_phase(&mut self, plain: std::net::SocketAddr, ages: Ages) -> Result<(), String> {
         let pid = self.proc.pid();
         // Enough distinct bodies for the phase at a generous rate.
         let n = self.args.max_pool.unwrap_or(200_000);
-        let pool: Vec<Bytes> = (0..n).map(nel_body).collect();
+        let pool: Vec<Bytes> = (0..n).map(|i| nel_body(i, ages)).collect();
         let clients = Target::Plain(plain).connect_all(self.args.connections).await?;
         let cpu_before = cpu_seconds(pid, self.ticks)?;
         let next = Arc::new(AtomicUsize::new(0));
@@ -664,16 +668,18 @@ impl Bench {
         }
         let per_upload_us = cpu / tally.accepted as f64 * 1e6;
         self.say(&format!(
-            "[NEL] closed loop, {} connections, {wall:.1} s: {:.0} uploads/s of {} reports; \
+            "[NEL{}] closed loop, {} connections, {wall:.1} s: {:.0} uploads/s of {} reports; \
              collector CPU {per_upload_us:.0} us per upload; p50 {:.2} ms; problems: {}",
+            ages.label(),
             self.args.connections,
             tally.accepted as f64 / wall,
             NEL_REPORTS_PER_UPLOAD,
             ms(tally.percentile(0.5)),
             tally.problems()
         ));
-        row("nel_cpu_us_per_upload", per_upload_us, "us");
-        row("nel_uploads_per_sec", tally.accepted as f64 / wall, "req/s");
+        let prefix = ages.row_prefix();
+        row(&format!("{prefix}_cpu_us_per_upload"), per_upload_us, "us");
+        row(&format!("{prefix}_uploads_per_sec"), tally.accepted as f64 / wall, "req/s");
         Ok(())
     }
 
@@ -724,12 +730,53 @@ struct Mark {
     cpu: f64,
 }
 
-/// The `i`-th NEL upload: 3 `network-error` reports (DNS, TCP, HTTP), distinct per `i`.
-fn nel_body(i: usize) -> Bytes {
+/// How the `age`s of a NEL phase's reports are spread.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ages {
+    /// One age per upload, `i % 60,000` ms: uploads sent together are a few ms apart.
+    Clustered,
+    /// Each report its own age in the last minute (a hash of upload and entry).
+    Spread,
+}
+
+impl Ages {
+    fn label(self) -> &'static str {
+        match self {
+            Ages::Clustered => "",
+            Ages::Spread => ", report ages spread over a minute",
+        }
+    }
+
+    fn row_prefix(self) -> &'static str {
+        match self {
+            Ages::Clustered => "nel",
+            Ages::Spread => "nel_spread",
+        }
+    }
+
+    /// The age of entry `k` of upload `i`, in ms.
+    fn age(self, i: usize, k: usize) -> u64 {
+        match self {
+            Ages::Clustered => (i % 60_000) as u64,
+            Ages::Spread => {
+                // splitmix64 of (i, k): any second of the minute, independently per report.
+                let mut z = (i as u64 * 3 + k as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) % 60_000
+            }
+        }
+    }
+}
+
+/// The `i`-th NEL upload: 3 `network-error` reports (DNS, TCP, HTTP), distinct per `i` and
+/// between the two phases.
+fn nel_body(i: usize, ages: Ages) -> Bytes {
     let entry = |k: usize, phase: &str, t: &str, status: u16| {
         format!(
-            r#"{{"age":{age},"type":"network-error","url":"https://shop{k}.example/p?i={i}","user_agent":"Mozilla/5.0 (X11; Linux x86_64) loadgen","body":{{"sampling_fraction":1.0,"server_ip":"","protocol":"http/1.1","method":"GET","status_code":{status},"elapsed_time":{el},"phase":"{phase}","type":"{t}","referrer":""}}}}"#,
-            age = i % 60_000,
+            r#"{{"age":{age},"type":"network-error","url":"https://shop{k}.example/p?i={i}&a={a}","user_agent":"Mozilla/5.0 (X11; Linux x86_64) loadgen","body":{{"sampling_fraction":1.0,"server_ip":"","protocol":"http/1.1","method":"GET","status_code":{status},"elapsed_time":{el},"phase":"{phase}","type":"{t}","referrer":""}}}}"#,
+            age = ages.age(i, k),
+            a = ages.row_prefix(),
             el = 10 + i % 500,
         )
     };
@@ -814,7 +861,8 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         figures.push(rt.block_on(bench.drive(target))?);
     }
     if args.nel {
-        rt.block_on(bench.nel_phase(plain))?;
+        rt.block_on(bench.nel_phase(plain, Ages::Clustered))?;
+        rt.block_on(bench.nel_phase(plain, Ages::Spread))?;
     }
     if args.rss_reports > 0 {
         let already: u64 =
@@ -961,6 +1009,29 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The spread phase's reports fall in any second of the minute, the three of one upload
+    /// apart, and no body of one phase is a body of the other.
+    #[test]
+    fn nel_ages_are_spread_over_the_minute_or_clustered() {
+        let spread: Vec<u64> =
+            (0..2_000).flat_map(|i| (0..3).map(move |k| Ages::Spread.age(i, k))).collect();
+        let seconds: std::collections::BTreeSet<u64> = spread.iter().map(|a| a / 1000).collect();
+        assert_eq!(seconds.len(), 60, "every second of the minute");
+        assert!(spread.iter().all(|a| *a < 60_000));
+        let apart = (0..2_000)
+            .filter(|i| Ages::Spread.age(*i, 0) / 1000 != Ages::Spread.age(*i, 1) / 1000)
+            .count();
+        assert!(
+            apart > 1_900,
+            "{apart} of 2000 uploads have their first two reports in different seconds"
+        );
+        assert!((0..100).all(|i| (0..3).all(|k| Ages::Clustered.age(i, k) == i as u64)));
+        let clustered: std::collections::HashSet<Bytes> =
+            (0..1_000).map(|i| nel_body(i, Ages::Clustered)).collect();
+        assert_eq!(clustered.len(), 1_000);
+        assert!((0..1_000).all(|i| !clustered.contains(&nel_body(i, Ages::Spread))));
+    }
 
     #[test]
     fn args_parse_and_refuse_nonsense() {
