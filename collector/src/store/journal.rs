@@ -57,12 +57,18 @@ pub const CHECKPOINT_PERIOD: Duration = Duration::from_secs(2);
 const HEADER: usize = 16;
 const OP_REMOVE: u8 = 0;
 const OP_INSERT: u8 = 1;
+/// A report or count row of a group commit: replayed into the store's unflushed rows
+/// (`unflushed.rs`), not into sled.
+const OP_DEFER: u8 = 2;
 
 /// Writes to one tree, applied in order: what `sled::Batch` is, but readable, so it can be
 /// journaled.
 #[derive(Default, Debug)]
 pub(super) struct Batch {
     ops: Vec<(IVec, Option<IVec>)>,
+    /// Row inserts that [`Batch::apply_each`] leaves out: the writer holds them in memory
+    /// until the next checkpoint (`unflushed.rs`). Their keys are never among `ops`.
+    deferred: Vec<(IVec, IVec)>,
 }
 
 impl Batch {
@@ -74,11 +80,21 @@ impl Batch {
         self.ops.push((key.into(), None));
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+    /// A row insert held back from sled until the checkpoint (see `deferred`).
+    pub(super) fn insert_deferred<K: Into<IVec>, V: Into<IVec>>(&mut self, key: K, value: V) {
+        self.deferred.push((key.into(), value.into()));
     }
 
-    /// The same writes as one atomic sled batch.
+    /// The row inserts held back from sled.
+    pub(super) fn deferred(&self) -> &[(IVec, IVec)] {
+        &self.deferred
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.deferred.is_empty()
+    }
+
+    /// The same writes as one atomic sled batch, deferred rows included.
     pub(super) fn to_sled(&self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in &self.ops {
@@ -87,11 +103,14 @@ impl Batch {
                 None => batch.remove(k.clone()),
             }
         }
+        for (k, v) in &self.deferred {
+            batch.insert(k.clone(), v.clone());
+        }
         batch
     }
 
     /// Applies the writes one by one (not atomic: the journal record is what makes the batch
-    /// all-or-nothing across a crash).
+    /// all-or-nothing across a crash), all but the deferred rows.
     pub(super) fn apply_each(&self, tree: &sled::Tree) -> sled::Result<()> {
         for (k, v) in &self.ops {
             match v {
@@ -109,9 +128,15 @@ impl Batch {
     fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
         out.clear();
         out.resize(HEADER, 0);
-        out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
-        for (k, v) in &self.ops {
-            out.push(if v.is_some() { OP_INSERT } else { OP_REMOVE });
+        out.extend_from_slice(&((self.ops.len() + self.deferred.len()) as u32).to_le_bytes());
+        let deferred = self.deferred.iter().map(|(k, v)| (OP_DEFER, k, Some(v)));
+        for (op, k, v) in self
+            .ops
+            .iter()
+            .map(|(k, v)| (if v.is_some() { OP_INSERT } else { OP_REMOVE }, k, v.as_ref()))
+            .chain(deferred)
+        {
+            out.push(op);
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k);
             if let Some(v) = v {
@@ -136,20 +161,25 @@ impl Batch {
             Some(u32::from_le_bytes(take(buf, 4)?.try_into().ok()?) as usize)
         }
         let n = take_u32(&mut payload)?;
-        let mut batch = Batch { ops: Vec::with_capacity(n.min(payload.len())) };
+        let mut batch =
+            Batch { ops: Vec::with_capacity(n.min(payload.len())), deferred: Vec::new() };
         for _ in 0..n {
             let op = *take(&mut payload, 1)?.first()?;
             let klen = take_u32(&mut payload)?;
             let key = IVec::from(take(&mut payload, klen)?);
-            let value = match op {
-                OP_INSERT => {
+            match op {
+                OP_INSERT | OP_DEFER => {
                     let vlen = take_u32(&mut payload)?;
-                    Some(IVec::from(take(&mut payload, vlen)?))
+                    let value = IVec::from(take(&mut payload, vlen)?);
+                    if op == OP_DEFER {
+                        batch.deferred.push((key, value));
+                    } else {
+                        batch.ops.push((key, Some(value)));
+                    }
                 }
-                OP_REMOVE => None,
+                OP_REMOVE => batch.ops.push((key, None)),
                 _ => return None,
-            };
-            batch.ops.push((key, value));
+            }
         }
         payload.is_empty().then_some(batch)
     }

@@ -178,6 +178,7 @@ pub mod disk;
 mod ids;
 pub mod journal;
 mod recent;
+mod unflushed;
 mod upgrade;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -198,7 +199,7 @@ use journal::{Batch, Journal};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
@@ -466,6 +467,9 @@ struct Shared {
     drop_apps: Mutex<std::collections::BTreeSet<String>>,
     /// The NEL window's gauges (`recent.rs`).
     nel_window: NelWindowGauges,
+    /// Report and count rows acknowledged since the last checkpoint (`unflushed.rs`): added
+    /// to and emptied by the holder of `write`, read by scans.
+    unflushed: Mutex<unflushed::Unflushed>,
 }
 
 /// What only the holder of [`Shared::write`] changes.
@@ -630,6 +634,20 @@ fn meta_key(name: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Prefix, bucket and seq of a row key.
+fn split_row_key(key: &[u8]) -> Result<(u8, u64, u64), String> {
+    if key.len() != ROW_KEY_LEN {
+        return Err(format!("row key of {} bytes, expected {ROW_KEY_LEN}", key.len()));
+    }
+    Ok((key[0], codec::be_u64(&key[1..9])?, codec::be_u64(&key[9..17])?))
+}
+
+/// The seq of a row key (`None`: not a row key).
+fn key_seq(key: &[u8]) -> Option<u64> {
+    (key.len() == ROW_KEY_LEN)
+        .then(|| u64::from_be_bytes(key[9..17].try_into().unwrap_or_default()))
+}
+
 /// The bucket of a row key.
 fn key_bucket(key: &[u8]) -> Result<u64, String> {
     match key.get(1..9) {
@@ -647,8 +665,20 @@ fn put_counts(batch: &mut Batch, counts: Counts) {
     }
 }
 
-/// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`.
+/// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`,
+/// deferred (`unflushed.rs`).
 fn push_rows(batch: &mut Batch, prefix: u8, bucket: u64, seq: u64, entries: &[codec::Entry]) {
+    encode_rows(prefix, bucket, seq, entries, |key, value| batch.insert_deferred(&key[..], value));
+}
+
+/// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`.
+fn encode_rows(
+    prefix: u8,
+    bucket: u64,
+    seq: u64,
+    entries: &[codec::Entry],
+    mut out: impl FnMut([u8; ROW_KEY_LEN], Vec<u8>),
+) {
     let with_ids = prefix == P_REPORTS;
     let mut chunk = 0u32;
     let mut start = 0;
@@ -659,8 +689,10 @@ fn push_rows(batch: &mut Batch, prefix: u8, bucket: u64, seq: u64, entries: &[co
             size += codec::entry_len_bound(entries[end].record.len());
             end += 1;
         }
-        let value = codec::encode_row(bucket, with_ids, entries[start..end].iter());
-        batch.insert(&row_key(prefix, bucket, seq, chunk)[..], value);
+        out(
+            row_key(prefix, bucket, seq, chunk),
+            codec::encode_row(bucket, with_ids, entries[start..end].iter()),
+        );
         chunk += 1;
         start = end;
     }
@@ -718,20 +750,30 @@ impl Store {
             outbox_durable_below: std::sync::atomic::AtomicU64::new(next_outbox_key),
             drop_apps: Mutex::new(std::collections::BTreeSet::new()),
             nel_window: NelWindowGauges::default(),
+            unflushed: Mutex::new(unflushed::Unflushed::new(0)),
         };
         shared.check_format(had_data)?;
         // What was acknowledged after the last checkpoint (see `journal`: "Recovery").
         if !recovered.batches.is_empty() {
+            let mut deferred = unflushed::Unflushed::new(0);
             for batch in &recovered.batches {
                 batch.apply_each(&shared.trees.rows).map_err(|e| engine_error(&path, e))?;
+                for (k, v) in batch.deferred() {
+                    deferred.add_row(k, v).map_err(|e| shared.corrupt("journal", k, &e))?;
+                }
             }
+            let rows = deferred.len();
+            shared.write_replayed(&mut deferred)?;
             tracing::info!(
                 records = recovered.batches.len(),
                 bytes = recovered.bytes,
+                rows,
                 "store journal replayed"
             );
         }
         let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
+        *shared.unflushed.lock().unwrap_or_else(PoisonError::into_inner) =
+            unflushed::Unflushed::new(next_seq);
         let now = crate::clock::now_millis().0;
         let pending = ids::Pending::load(&shared.trees.rows, now)
             .map_err(|e| shared.corrupt("rows", &[P_RUNS], &e))?;
@@ -983,9 +1025,12 @@ impl Store {
     /// [`SyncMode`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.flush_and_sync())
-            .await
-            .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.checkpoint(&mut state)
+        })
+        .await
+        .map_err(|e| StoreError::Io(format!("store flush task failed: {e}")))?
     }
 
     /// Waits for pending commits, flushes, stops the writer. Further commits get
@@ -1014,6 +1059,7 @@ impl Store {
             if let Err(e) = shared.merge_ids(&mut state) {
                 tracing::warn!(error = %e, "store close: pending report ids not merged");
             }
+            shared.write_unflushed(state.next_seq)?;
             shared.flush_and_sync()?;
             // Everything is in sled's synced files: a clean stop leaves no journal to replay.
             state
@@ -1034,6 +1080,25 @@ impl Store {
             other => other,
         }
     }
+}
+
+/// Two key-ordered streams of rows as one (descending when `rev`); no key is in both.
+fn merge_keys<'a>(
+    sled: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a,
+    held: impl Iterator<Item = (sled::IVec, sled::IVec)> + 'a,
+    rev: bool,
+) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a {
+    let (mut sled, mut held) = (sled.peekable(), held.peekable());
+    std::iter::from_fn(move || {
+        let take_held = match (sled.peek(), held.peek()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            // An error goes out first: the scan stops at it.
+            (Some(Err(_)), Some(_)) => false,
+            (Some(Ok((a, _))), Some((b, _))) => (b < a) != rev,
+        };
+        if take_held { held.next().map(Ok) } else { sled.next() }
+    })
 }
 
 /// A result of many items as items (an error as one).
@@ -1248,9 +1313,11 @@ impl Shared {
                     old @ (1 | 2) => self.upgrade(old),
                     // Format 3's `D` keys and `E` rows are read as they are (see "Duplicates");
                     // the marker keeps a build that does not know `C` keys from using the store.
-                    3 => {
+                    // Format 4 differs in its journal only (deferred rows, `unflushed.rs`): the
+                    // marker keeps a build that cannot replay them from using the store.
+                    old @ (3 | 4) => {
                         meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
-                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (format 3 digests are read until they expire)");
+                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format {old}: nothing moved; format 3 digests are read until they expire)");
                         Ok(())
                     }
                     version => Err(StoreError::Open {
@@ -1368,9 +1435,22 @@ impl Shared {
     ) -> impl Iterator<Item = Result<Vec<(sled::IVec, sled::IVec)>, StoreError>> + 'a {
         let start = row_bound(prefix, bucket_of(from));
         let end = row_bound(prefix, to.max(bucket_of(from)));
-        let range = self.trees.rows.range(start..end);
-        let mut iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a> =
-            if rev { Box::new(range.rev()) } else { Box::new(range) };
+        // The unflushed rows of the range, and the floor of what sled held when they were
+        // taken (see `unflushed.rs`, "Readers"); under one lock, before sled is read.
+        let (floor, overlay) = {
+            let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
+            (unflushed.floor(), unflushed.rows(prefix, bucket_of(from), to))
+        };
+        let range = self.trees.rows.range(start..end).filter(move |kv| match kv {
+            Ok((k, _)) => key_seq(k).is_none_or(|seq| seq < floor),
+            Err(_) => true,
+        });
+        let mut iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a> = if rev
+        {
+            Box::new(merge_keys(range.rev(), overlay.into_iter().rev(), true))
+        } else {
+            Box::new(merge_keys(range, overlay.into_iter(), false))
+        };
         let mut pending: Option<(sled::IVec, sled::IVec)> = None;
         std::iter::from_fn(move || {
             let mut rows = Vec::new();
@@ -1733,6 +1813,20 @@ impl Shared {
             // Journaled, then applied: after a crash either all of it is there or none.
             self.write_rows(state, &batch)?;
         }
+        {
+            // The group's rows: in sled already with a fleet group, else held until the
+            // checkpoint (`unflushed.rs`).
+            let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
+            if any_outbox {
+                unflushed.raise_floor(seq + 1);
+            } else {
+                for (prefix, buckets) in [(P_REPORTS, reports), (P_TARGETS, targets)] {
+                    for (bucket, entries) in buckets {
+                        unflushed.add(prefix, bucket, seq, entries);
+                    }
+                }
+            }
+        }
         state.next_seq = seq + 1;
         state.pending.add_run(seq, &run);
         state.recent.add(group_time, &nel_digests);
@@ -1789,8 +1883,51 @@ impl Shared {
     /// Sled's flush and the sync of its files, then the journal starts over; with
     /// [`Shared::write`] held, so no write lands between the two.
     fn checkpoint(&self, state: &mut WriteState) -> Result<(), StoreError> {
+        self.write_unflushed(state.next_seq)?;
         self.flush_and_sync()?;
         state.journal.checkpointed();
+        Ok(())
+    }
+
+    /// The unflushed rows into sled, merged (`unflushed.rs`); with [`Shared::write`] held, as
+    /// part of a checkpoint (they are durable once sled is flushed and synced; until then the
+    /// journal holds them). `next_seq`: the next group's seq.
+    fn write_unflushed(&self, next_seq: u64) -> Result<(), StoreError> {
+        let rows = {
+            let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
+            if unflushed.is_empty() {
+                return Ok(());
+            }
+            unflushed.merged()
+        };
+        for (k, v) in rows {
+            self.trees.rows.insert(k, v).map_err(|e| {
+                let e = self.io(e);
+                self.mark_failed(&e);
+                e
+            })?;
+        }
+        self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).clear(next_seq);
+        Ok(())
+    }
+
+    /// At open, the deferred rows of the replayed records into sled, merged: first every row
+    /// of their buckets with a seq among theirs (an interrupted checkpoint's), then the
+    /// merged rows (see `unflushed.rs`, "Recovery"). The open's flush and sync follow.
+    fn write_replayed(&self, deferred: &mut unflushed::Unflushed) -> Result<(), StoreError> {
+        let (buckets, seqs) = deferred.buckets_and_seqs();
+        let Some((lo, hi)) = seqs else { return Ok(()) };
+        let rows = &self.trees.rows;
+        let engine = |e| engine_error(&self.path, e);
+        for (prefix, bucket) in buckets {
+            let range = row_key(prefix, bucket, lo, 0)..=row_key(prefix, bucket, hi, u32::MAX);
+            for kv in rows.range(range) {
+                rows.remove(kv.map_err(engine)?.0).map_err(engine)?;
+            }
+        }
+        for (k, v) in deferred.merged() {
+            rows.insert(k, v).map_err(engine)?;
+        }
         Ok(())
     }
 
@@ -1883,6 +2020,13 @@ impl Shared {
     fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionStats, StoreError> {
         let cutoff = self.admission.cutoff(now).0;
         let mut stats = RetentionStats::default();
+        // Retention reads sled's rows: what is held since the last checkpoint goes there first.
+        {
+            let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            if !self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                self.checkpoint(&mut state)?;
+            }
+        }
 
         // By age: every entry before the cutoff, front of the keyspace first.
         for prefix in [P_REPORTS, P_TARGETS] {
@@ -2142,9 +2286,11 @@ mod tests {
         store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
     }
 
-    /// Keys of one prefix in `rows`.
+    /// Keys of one prefix in `rows`, with the rows held until the next checkpoint (as many as
+    /// it will write).
     fn keys(store: &Store, prefix: u8) -> usize {
-        store.shared.trees.rows.scan_prefix([prefix]).count()
+        let held = store.shared.unflushed.lock().unwrap().rows(prefix, 0, u64::MAX).len();
+        store.shared.trees.rows.scan_prefix([prefix]).count() + held
     }
 
     fn all_targets(store: &Store) -> Vec<StoredTargets> {
@@ -2353,7 +2499,7 @@ mod tests {
         drop(store);
         let err = Store::open(StoreConfig::new(dir.path())).unwrap_err().to_string();
         assert!(err.contains(&format!("on-disk format {}", FORMAT_VERSION + 1)), "{err}");
-        assert!(err.contains("this build reads formats 1 to 4"), "{err}");
+        assert!(err.contains(&format!("this build reads formats 1 to {FORMAT_VERSION}")), "{err}");
     }
 
     /// A format 3 store keeps a `D` key per digest and an `E` row per group: opened by this
@@ -2395,7 +2541,7 @@ mod tests {
 
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
-        assert_eq!(format.as_ref(), 4u32.to_be_bytes());
+        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
         assert_eq!(all_reports_of(&store).len(), 4);
         assert!(store.shared.write.lock().unwrap().legacy_digests);
         assert_eq!(store.commit(nel.clone()).await.unwrap(), CommitOutcome::Duplicate);
@@ -2723,6 +2869,92 @@ mod tests {
         out
     }
 
+    /// A group's rows are held until the checkpoint and written merged (one row per bucket,
+    /// not one per bucket per group); scans see them before, during and after it, once.
+    #[tokio::test]
+    async fn rows_are_held_until_the_checkpoint_and_scans_see_each_report_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        for (b, held) in [
+            (batch(1, vec![report(1, 1_000), report(2, 5_000)]), 2),
+            (batch(2, vec![report(3, 1_500), report(4, 5_200)]), 4),
+            (nel_batch(3, 5_900, 3), 7),
+        ] {
+            store.commit(b).await.unwrap();
+            assert_eq!(store.shared.unflushed.lock().unwrap().len(), held);
+        }
+        let sled_rows = |prefix| store.shared.trees.rows.scan_prefix([prefix]).count();
+        assert_eq!(sled_rows(P_REPORTS), 0, "nothing in sled before the checkpoint");
+        let want = all_reports_of(&store);
+        assert_eq!(want.len(), 7);
+        let newest: Vec<_> = store
+            .scan_reports_newest_first(UnixMillis(0), (UnixMillis(u64::MAX), [0xff; 16]))
+            .map(|r| r.unwrap().1)
+            .collect();
+        assert_eq!(newest, want.iter().rev().cloned().collect::<Vec<_>>());
+        // A scan taken before the checkpoint and read after it.
+        let mut across = store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX));
+        let first = across.next().unwrap().unwrap();
+        store.flush().await.unwrap();
+        let rest: Vec<StoredReport> = across.map(Result::unwrap).collect();
+        assert_eq!([vec![first], rest].concat(), want);
+        assert!(store.shared.unflushed.lock().unwrap().is_empty());
+        // Two buckets of reports (1 s and 5 s): a row each, whatever the groups.
+        assert_eq!(sled_rows(P_REPORTS), 2);
+        assert_eq!(all_reports_of(&store), want);
+        store.close().await.unwrap();
+    }
+
+    /// A crash in the middle of a checkpoint: sled holds the merged rows (and a stale row of
+    /// another chunking), the journal still holds the records. The replay writes each report
+    /// once.
+    #[tokio::test]
+    async fn a_replay_over_an_interrupted_checkpoint_stores_each_report_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, image) = (dir.path().join("live"), dir.path().join("image"));
+        let store = Store::open(StoreConfig::new(&live)).unwrap();
+        store.commit(batch(1, vec![report(1, 900)])).await.unwrap();
+        store.flush().await.unwrap();
+        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        for b in [
+            batch(2, vec![report(2, 1_000), report(3, 5_000)]),
+            batch(3, vec![report(4, 1_500), report(5, 5_200)]),
+        ] {
+            store.commit(b).await.unwrap();
+        }
+        let want = all_reports_of(&store);
+        let want_stats = store.stats();
+        assert_eq!(want.len(), 5);
+        {
+            // The checkpoint's first half: rows in sled and flushed, the journal not reset.
+            let state = store.shared.write.lock().unwrap();
+            store.shared.write_unflushed(state.next_seq).unwrap();
+            let rows = &store.shared.trees.rows;
+            let merged: Vec<_> = rows.scan_prefix([P_REPORTS]).map(Result::unwrap).collect();
+            // The first group's row (checkpointed before) and one per bucket since.
+            assert_eq!(merged.len(), 3);
+            // ... and a row an earlier build's chunking would have left: the same entries.
+            let (key, value) = &merged[2];
+            let mut stale = key.to_vec();
+            stale[17..].copy_from_slice(&9u32.to_be_bytes());
+            rows.insert(stale, value.clone()).unwrap();
+            store.shared.db.flush().unwrap();
+        }
+        copy_store(&live, &image);
+        assert!(journal::pending_records(&image).unwrap() > 0);
+        store.close().await.unwrap();
+        drop(store);
+
+        let restored = Store::open(StoreConfig::new(&image)).unwrap();
+        assert_eq!(all_reports_of(&restored), want);
+        let stats = |s: StoreStats| (s.reports, s.targets, s.bytes);
+        assert_eq!(stats(restored.stats()), stats(want_stats));
+        // The first group's row (an earlier checkpoint) and one merged row per bucket.
+        assert_eq!(restored.shared.trees.rows.scan_prefix([P_REPORTS]).count(), 3);
+        restored.close().await.unwrap();
+    }
+
     /// A crash image: sled's files as the last checkpoint left them, and the journal as it is
     /// after later acknowledged commits. Reopened, the store has every acknowledged batch
     /// (and its counters and dedup entries), as if it had never stopped.
@@ -2921,6 +3153,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         store.commit(batch(1, vec![report(3, 500)])).await.unwrap();
+        store.flush().await.unwrap();
         let (key, _) = store.shared.trees.rows.scan_prefix([P_REPORTS]).next().unwrap().unwrap();
         store.shared.trees.rows.insert(&key, &[3, 0xff][..]).unwrap();
         let err = store.scan_reports(UnixMillis(0), UnixMillis(1000)).next().unwrap().unwrap_err();
