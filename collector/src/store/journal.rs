@@ -9,7 +9,9 @@
 //! 1. one record appended to `vantage-journal` in the store directory (the group's writes,
 //!    keys and values, with a CRC) and one `fdatasync` of that file ([`SyncMode::Data`]);
 //! 2. then applied to sled key by key (no batch, so no log roll), in memory: sled writes its
-//!    log when a buffer fills and on its own periodic flush;
+//!    log when a buffer fills and on its own periodic flush; all but its report and count
+//!    rows, which are *deferred*: held in memory and written merged at the checkpoint
+//!    (`unflushed.rs`), and at open replayed into memory, then written merged the same way;
 //! 3. then answered.
 //!
 //! Every [`CHECKPOINT_BYTES`] of records or [`CHECKPOINT_PERIOD`], whichever comes first, the
@@ -332,11 +334,15 @@ mod tests {
         let mut b = Batch::default();
         b.insert(vec![b'k', n], vec![n; n as usize]);
         b.remove(vec![b'r', n]);
+        b.insert_deferred(vec![b'R', n], vec![n; 3]);
         b
     }
 
-    fn keys(b: &Batch) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        b.ops.iter().map(|(k, v)| (k.to_vec(), v.as_ref().map(|v| v.to_vec()))).collect()
+    /// A batch's writes, each with whether it is deferred.
+    fn keys(b: &Batch) -> Vec<(Vec<u8>, Option<Vec<u8>>, bool)> {
+        let ops = b.ops.iter().map(|(k, v)| (k.to_vec(), v.as_ref().map(|v| v.to_vec()), false));
+        let deferred = b.deferred.iter().map(|(k, v)| (k.to_vec(), Some(v.to_vec()), true));
+        ops.chain(deferred).collect()
     }
 
     #[test]

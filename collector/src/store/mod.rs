@@ -1,12 +1,14 @@
 //! The collector's durable store: accepted reports and target counts in sled, with dedup,
 //! group commit and retention.
 //!
-//! # On-disk layout (sled 0.34, one directory; format 3)
+//! # On-disk layout (sled 0.34, one directory; format 5)
 //!
 //! Everything but the format marker is in **one tree, `rows`**, so a group commit is one
-//! atomic `apply_batch` (no multi-tree transaction), and it writes few keys: reports are not
-//! a key each but entries of *rows*, one row per time bucket ([`BUCKET_MS`], 1 s) per group
-//! commit (split at about 4 KiB).
+//! journal record (no multi-tree transaction), and it writes few keys: reports are not
+//! a key each but entries of *rows*, one row per time bucket ([`BUCKET_MS`], 1 s) per
+//! checkpoint (split at about 4 KiB; the key's group seq is the first group since the last
+//! checkpoint with entries in the bucket): a group's rows are journaled and held in memory until
+//! the checkpoint writes them merged (`unflushed.rs`).
 //!
 //! | `rows` key                                             | value                                 |
 //! |--------------------------------------------------------|---------------------------------------|
@@ -23,7 +25,7 @@
 //!
 //! | tree           | key                                  | value                                  |
 //! |----------------|--------------------------------------|----------------------------------------|
-//! | `meta`         | `format`                             | u32 BE: 4                              |
+//! | `meta`         | `format`                             | u32 BE: 5                              |
 //! | `fleet_outbox` | u64 BE, increasing (fleet mode only) | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! A row value (`codec::encode_row`) is a version byte (3), the entry count, then per entry
@@ -33,7 +35,8 @@
 //! are stored as their stable strings.
 //!
 //! Row keys start with the bucket, so a time range is one range scan; a read decodes one
-//! bucket's rows at a time and sorts them, so it holds one bucket in memory. `I` makes a
+//! bucket's rows at a time and sorts them, so it holds one bucket in memory (plus a snapshot of
+//! the range's rows held since the last checkpoint, merged into the scan by key). `I` makes a
 //! report re-sent in a later upload (same id, slightly different event time) a no-op instead
 //! of a second copy; its ids are packed in sorted chunks, so it costs a key per 48 to 64 ids.
 //! A group commit does not rewrite chunks: it writes its new ids as one `P` run, which the
@@ -97,7 +100,10 @@
 //! # Formats
 //!
 //! Format 1 wrote a key per report, per id and per count in trees of their own; format 2 kept
-//! NEL counts in their reports (above); format 3 (this build) is the `rows` layout. Opening a
+//! NEL counts in their reports (above); format 3 is the `rows` layout; format 4 keys envelope
+//! digests by `created_at` and keeps NEL digests in a window (below); format 5 (this build)
+//! journals a group's rows as deferred writes (`unflushed.rs`), which an older build could not
+//! replay, so a format 3 or 4 store is marked 5 at open with nothing moved. Opening a
 //! format 1 or 2 store upgrades it in place (`upgrade.rs`): the old trees are moved into
 //! `rows` a step at a time, each step a transaction that inserts the rows and removes the old
 //! entries, so a kill during the upgrade leaves a store that the next open goes on upgrading.
@@ -115,9 +121,11 @@
 //! window in memory for NEL digests) and
 //! builds **one batch of writes for the whole group**: its digests, id run, rows, `N` row,
 //! counters and drop totals; appends it to the store's [`journal`] as one record and `fdatasync`s that
-//! file ([`SyncMode::Data`], the default), applies it to `rows` (in memory: sled writes its log
-//! on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer flushes sled and syncs its
-//! files, after which the journal starts over) and only then answers every waiter. After a
+//! file ([`SyncMode::Data`], the default), applies it to `rows` but for its report and count
+//! rows, which it holds in memory (`unflushed.rs`; in memory: sled writes its log
+//! on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer writes the held rows merged,
+//! flushes sled and syncs its files, after which the journal starts over) and only then
+//! answers every waiter. After a
 //! crash either the whole group is there or none of it: the journal's records since the last
 //! checkpoint are applied again at open (see [`journal`], "Recovery"). A client that got no
 //! answer retries and gets `Stored` or `Duplicate`, both of which are correct. Nothing is
