@@ -334,47 +334,51 @@ async fn retention_by_age_drops_old_rows_digests_and_agents() {
 
 #[tokio::test]
 async fn retention_by_size_deletes_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig::new(dir.path());
-    let store = Store::open(config.clone()).unwrap();
-    for i in 0..100u64 {
-        // Interleave reports and targets in time.
-        store
-            .commit(batch(i, vec![report(i, 1_000 + 2 * i)], vec![targets(0, 1_001 + 2 * i)]))
-            .await
-            .unwrap();
-    }
-    let full = store.stats();
-    assert_eq!((full.reports, full.targets), (100, 100));
-    let per_pair = full.bytes / 100;
-    store.close().await.unwrap();
-    drop(store);
+    // Each pair in a second of its own, then 100 reports within one second: the store keeps a
+    // second's entries in one row, and eviction goes oldest first by second (reports before
+    // counts of the same second), then oldest first within the row it stops in.
+    for spread_ms in [1_000, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let store = Store::open(config.clone()).unwrap();
+        for i in 0..100u64 {
+            let t = 1_000 + spread_ms * i;
+            let pair = if spread_ms > 1 { vec![targets(0, t + 1)] } else { vec![] };
+            store.commit(batch(i, vec![report(i, t)], pair)).await.unwrap();
+        }
+        let full = store.stats();
+        let pairs = if spread_ms > 1 { 100 } else { 0 };
+        assert_eq!((full.reports, full.targets), (100, pairs));
+        let per_pair = full.bytes / 100;
+        store.close().await.unwrap();
+        drop(store);
 
-    let limit = full.bytes / 4;
-    let config = StoreConfig { max_bytes: limit, ..config };
-    let store = Store::open(config).unwrap();
-    let stats = store.enforce_retention(UnixMillis(1_000 + 200)).unwrap();
-    let after = store.stats();
-    assert!(after.bytes <= limit, "{after:?} over {limit}");
-    assert!(after.bytes + per_pair > limit, "deleted more than needed: {after:?} {stats:?}");
-    assert_eq!(stats.expired_reports, 0);
-    assert_eq!(after.reports, 100 - stats.evicted_reports);
-    assert_eq!(after.targets, 100 - stats.evicted_targets);
-    assert_eq!(full.bytes - after.bytes, stats.freed_bytes);
-    // What is left is the newest data, contiguous up to the end.
-    let reports: Vec<u64> = all_reports(&store).iter().map(|r| r.event_at.0).collect();
-    let targets: Vec<u64> = store
-        .scan_targets(UnixMillis(0), UnixMillis(u64::MAX))
-        .map(|t| t.unwrap().event_at.0)
-        .collect();
-    let oldest_left = reports[0].min(targets[0]);
-    let expected_reports: Vec<u64> =
-        (0..100).map(|i| 1_000 + 2 * i).filter(|&t| t >= oldest_left).collect();
-    let expected_targets: Vec<u64> =
-        (0..100).map(|i| 1_001 + 2 * i).filter(|&t| t >= oldest_left).collect();
-    assert_eq!(reports, expected_reports);
-    assert_eq!(targets, expected_targets);
-    store.close().await.unwrap();
+        let limit = full.bytes / 4;
+        let config = StoreConfig { max_bytes: limit, ..config };
+        let store = Store::open(config).unwrap();
+        let stats = store.enforce_retention(UnixMillis(1_000 + 200)).unwrap();
+        let after = store.stats();
+        assert!(after.bytes <= limit, "{after:?} over {limit}");
+        assert!(after.bytes + per_pair > limit, "deleted more than needed: {after:?} {stats:?}");
+        assert_eq!(stats.expired_reports, 0);
+        assert_eq!(after.reports, 100 - stats.evicted_reports);
+        assert_eq!(after.targets, pairs - stats.evicted_targets);
+        assert_eq!(full.bytes - after.bytes, stats.freed_bytes);
+        // What is left is the newest data, contiguous up to the end.
+        let reports: Vec<u64> = all_reports(&store).iter().map(|r| r.event_at.0).collect();
+        let targets: Vec<u64> = store
+            .scan_targets(UnixMillis(0), UnixMillis(u64::MAX))
+            .map(|t| t.unwrap().event_at.0)
+            .collect();
+        let oldest_left = reports[0].min(targets.first().copied().unwrap_or(u64::MAX));
+        let expected_reports: Vec<u64> =
+            (0..100).map(|i| 1_000 + spread_ms * i).filter(|&t| t >= oldest_left).collect();
+        let expected_targets: Vec<u64> =
+            (0..pairs).map(|i| 1_001 + spread_ms * i).filter(|&t| t >= oldest_left).collect();
+        assert_eq!(reports, expected_reports);
+        assert_eq!(targets, expected_targets);
+        store.close().await.unwrap();
+    }
 }
 
 #[tokio::test]

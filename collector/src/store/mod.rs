@@ -767,7 +767,7 @@ impl Store {
             for batch in &recovered.batches {
                 batch.apply_each(&shared.trees.rows).map_err(|e| engine_error(&path, e))?;
                 for (k, v) in batch.deferred() {
-                    deferred.add_row(k, v).map_err(|e| shared.corrupt("journal", k, &e))?;
+                    deferred.add_row(k, v).map_err(|e| shared.corrupt("vantage-journal", k, &e))?;
                 }
             }
             let rows = deferred.len();
@@ -1446,7 +1446,7 @@ impl Shared {
         // The unflushed rows of the range, and the floor of what sled held when they were
         // taken (see `unflushed.rs`, "Readers"); under one lock, before sled is read.
         let (floor, overlay) = {
-            let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
+            let unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
             (unflushed.floor(), unflushed.rows(prefix, bucket_of(from), to))
         };
         let range = self.trees.rows.range(start..end).filter(move |kv| match kv {
@@ -1828,10 +1828,9 @@ impl Shared {
             if any_outbox {
                 unflushed.raise_floor(seq + 1);
             } else {
-                for (prefix, buckets) in [(P_REPORTS, reports), (P_TARGETS, targets)] {
-                    for (bucket, entries) in buckets {
-                        unflushed.add(prefix, bucket, seq, entries);
-                    }
+                for (k, v) in batch.deferred() {
+                    // Invariant: `push_rows` made these keys.
+                    unflushed.add_row(k, v).map_err(|e| self.corrupt("rows", k, &e))?;
                 }
             }
         }
@@ -1901,21 +1900,22 @@ impl Shared {
     /// part of a checkpoint (they are durable once sled is flushed and synced; until then the
     /// journal holds them). `next_seq`: the next group's seq.
     fn write_unflushed(&self, next_seq: u64) -> Result<(), StoreError> {
-        let rows = {
-            let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
-            if unflushed.is_empty() {
-                return Ok(());
-            }
-            unflushed.merged()
-        };
-        for (k, v) in rows {
-            self.trees.rows.insert(k, v).map_err(|e| {
-                let e = self.io(e);
-                self.mark_failed(&e);
-                e
-            })?;
+        let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
+        if unflushed.is_empty() {
+            return Ok(());
         }
-        self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).clear(next_seq);
+        // Readers wait for the lock meanwhile (a scan's snapshot), the writer is this thread.
+        unflushed.for_each_merged(
+            |k, v| {
+                self.trees.rows.insert(k, v).map(drop).map_err(|e| {
+                    let e = self.io(e);
+                    self.mark_failed(&e);
+                    e
+                })
+            },
+            |k, e| self.corrupt("rows", k, &e),
+        )?;
+        unflushed.clear(next_seq);
         Ok(())
     }
 
@@ -1933,10 +1933,10 @@ impl Shared {
                 rows.remove(kv.map_err(engine)?.0).map_err(engine)?;
             }
         }
-        for (k, v) in deferred.merged() {
-            rows.insert(k, v).map_err(engine)?;
-        }
-        Ok(())
+        deferred.for_each_merged(
+            |k, v| rows.insert(k, v).map(drop).map_err(engine),
+            |k, e| self.corrupt("vantage-journal", k, &e),
+        )
     }
 
     /// Deletes the expired entries of `prefix` rows in `*start..end`: those before `cutoff`
@@ -1970,8 +1970,24 @@ impl Shared {
             let base = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?;
             let entries =
                 codec::decode_row(base, with_ids, &v).map_err(|e| self.corrupt("rows", &k, &e))?;
-            let (gone, kept): (Vec<_>, Vec<_>) =
-                entries.into_iter().partition(|(t, _, _)| cutoff.is_none_or(|c| *t < c));
+            let (gone, kept): (Vec<_>, Vec<_>) = match cutoff {
+                Some(c) => entries.into_iter().partition(|(t, _, _)| *t < c),
+                // By size: the row's oldest entries until the excess is freed (a row holds a
+                // second of a checkpoint's entries, in event order), the rest stays.
+                None => {
+                    let mut entries = entries;
+                    let mut need = excess.saturating_sub(delta.bytes.unsigned_abs());
+                    let mut n = 0;
+                    while n < entries.len() && need > 0 {
+                        let len = entries[n].2.len();
+                        let bytes = if with_ids { report_bytes(len) } else { targets_bytes(len) };
+                        need = need.saturating_sub(bytes);
+                        n += 1;
+                    }
+                    let kept = entries.split_off(n);
+                    (entries, kept)
+                }
+            };
             if gone.is_empty() {
                 continue;
             }
@@ -2297,7 +2313,8 @@ mod tests {
     /// Keys of one prefix in `rows`, with the rows held until the next checkpoint (as many as
     /// it will write).
     fn keys(store: &Store, prefix: u8) -> usize {
-        let held = store.shared.unflushed.lock().unwrap().rows(prefix, 0, u64::MAX).len();
+        let merged = store.shared.unflushed.lock().unwrap().merged().unwrap();
+        let held = merged.iter().filter(|(k, _)| k[0] == prefix).count();
         store.shared.trees.rows.scan_prefix([prefix]).count() + held
     }
 
@@ -2884,10 +2901,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        // Rows of 1 s and 5 s, of 1 s and 5 s again, then of 5 s (the NEL reports).
         for (b, held) in [
             (batch(1, vec![report(1, 1_000), report(2, 5_000)]), 2),
             (batch(2, vec![report(3, 1_500), report(4, 5_200)]), 4),
-            (nel_batch(3, 5_900, 3), 7),
+            (nel_batch(3, 5_900, 3), 5),
         ] {
             store.commit(b).await.unwrap();
             assert_eq!(store.shared.unflushed.lock().unwrap().len(), held);

@@ -42,48 +42,46 @@ use sled::IVec;
 
 use super::codec::{self, Entry};
 
-/// A bucket's entries since the last checkpoint.
+/// A bucket's rows since the last checkpoint: the groups' own rows, as journaled.
 struct Bucket {
     /// The seq of the first group that had entries in this bucket: the merged rows' key.
     first_seq: u64,
-    entries: Vec<Entry>,
-    /// Entries are in (event time, id) order (a stable sort keeps the order of equal ones).
-    sorted: bool,
+    /// Each row's seq, chunk and value (a range of [`Unflushed::data`]), in commit order.
+    rows: Vec<Held>,
 }
 
-impl Bucket {
-    fn sort(&mut self, with_ids: bool) {
-        if !self.sorted {
-            if with_ids {
-                self.entries.sort_by_key(|e| (e.event_at, e.id));
-            } else {
-                self.entries.sort_by_key(|e| e.event_at);
-            }
-            self.sorted = true;
-        }
-    }
+struct Held {
+    seq: u64,
+    chunk: u32,
+    value: std::ops::Range<usize>,
 }
 
 /// The unflushed rows of both row prefixes, by (prefix, bucket).
 pub(super) struct Unflushed {
     buckets: BTreeMap<(u8, u64), Bucket>,
+    /// The rows' values, one after the other: one buffer, kept across checkpoints, instead of
+    /// an allocation per row that lives until the checkpoint.
+    data: Vec<u8>,
     floor: u64,
-    entries: usize,
+    rows: usize,
 }
+
+/// A buffer grown past this by a burst is let go at the next checkpoint.
+const KEEP_DATA: usize = 2 * super::journal::CHECKPOINT_BYTES as usize;
 
 impl Unflushed {
     /// Empty; rows in sled with a seq below `floor` are all there is.
     pub(super) fn new(floor: u64) -> Unflushed {
-        Unflushed { buckets: BTreeMap::new(), floor, entries: 0 }
+        Unflushed { buckets: BTreeMap::new(), data: Vec::new(), floor, rows: 0 }
     }
 
     pub(super) fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 
-    /// Entries held (for tests and the checkpoint's log line).
+    /// Group rows held (for tests and the open's log line).
     pub(super) fn len(&self) -> usize {
-        self.entries
+        self.rows
     }
 
     /// The least seq a row written to sled after this state can have.
@@ -98,39 +96,19 @@ impl Unflushed {
         self.floor = self.floor.max(floor);
     }
 
-    /// A group's entries of one bucket, in the order its row holds them.
-    pub(super) fn add(
-        &mut self,
-        prefix: u8,
-        bucket: u64,
-        seq: u64,
-        entries: impl IntoIterator<Item = Entry>,
-    ) {
-        let b = self.buckets.entry((prefix, bucket)).or_insert_with(|| Bucket {
-            first_seq: seq,
-            entries: Vec::new(),
-            sorted: true,
-        });
-        let before = b.entries.len();
-        b.entries.extend(entries);
-        self.entries += b.entries.len() - before;
-        b.sorted = before == 0;
-    }
-
-    /// A deferred row of a replayed record (`key` a row key: prefix ‖ bucket ‖ seq ‖ chunk).
+    /// A group's row (`key` a row key: prefix ‖ bucket ‖ seq ‖ chunk), as journaled: by the
+    /// writer after the group's record is synced, and by a replay.
     pub(super) fn add_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let (prefix, bucket, seq) = super::split_row_key(key)?;
-        let entries = codec::decode_row(bucket, prefix == super::P_REPORTS, value)?;
-        self.add(
-            prefix,
-            bucket,
-            seq,
-            entries.into_iter().map(|(event_at, id, record)| Entry {
-                event_at,
-                id,
-                record: record.to_vec(),
-            }),
-        );
+        let chunk = u32::from_be_bytes(key[17..].try_into().map_err(|_| "row key chunk")?);
+        let b = self
+            .buckets
+            .entry((prefix, bucket))
+            .or_insert_with(|| Bucket { first_seq: seq, rows: Vec::new() });
+        let start = self.data.len();
+        self.data.extend_from_slice(value);
+        b.rows.push(Held { seq, chunk, value: start..self.data.len() });
+        self.rows += 1;
         Ok(())
     }
 
@@ -143,41 +121,91 @@ impl Unflushed {
         (keys, range)
     }
 
-    /// The merged rows of every bucket, in key order.
-    pub(super) fn merged(&mut self) -> Vec<(IVec, IVec)> {
-        self.rows_in(None)
+    /// The merged rows of every bucket, in key order: per bucket, its groups' entries in
+    /// commit order, stably sorted by (event time, id) (event time alone for counts), as rows
+    /// keyed with the bucket's first seq. A function of the rows added and their order only.
+    /// One bucket at a time, so what is decoded and encoded at once is one bucket's.
+    pub(super) fn for_each_merged<E>(
+        &self,
+        mut f: impl FnMut(IVec, IVec) -> Result<(), E>,
+        corrupt: impl Fn(&[u8], String) -> E,
+    ) -> Result<(), E> {
+        let mut out = Vec::new();
+        for (&(prefix, bucket), b) in &self.buckets {
+            let with_ids = prefix == super::P_REPORTS;
+            let mut entries: Vec<Entry> = Vec::new();
+            for held in &b.rows {
+                let key = super::row_key(prefix, bucket, held.seq, held.chunk);
+                let value = &self.data[held.value.clone()];
+                let row =
+                    codec::decode_row(bucket, with_ids, value).map_err(|e| corrupt(&key, e))?;
+                entries.extend(row.into_iter().map(|(event_at, id, record)| Entry {
+                    event_at,
+                    id,
+                    record: record.to_vec(),
+                }));
+            }
+            if with_ids {
+                entries.sort_by_key(|e| (e.event_at, e.id));
+            } else {
+                entries.sort_by_key(|e| e.event_at);
+            }
+            super::encode_rows(prefix, bucket, b.first_seq, &entries, |key, value| {
+                out.push((IVec::from(&key[..]), IVec::from(value)));
+            });
+            for (k, v) in out.drain(..) {
+                f(k, v)?;
+            }
+        }
+        Ok(())
     }
 
-    /// The merged rows of `prefix`'s buckets `from <= bucket < to`, in key order: a reader's
-    /// snapshot (with [`Unflushed::floor`], taken under the same lock).
-    pub(super) fn rows(&mut self, prefix: u8, from: u64, to: u64) -> Vec<(IVec, IVec)> {
+    /// [`Unflushed::for_each_merged`] collected.
+    #[cfg(test)]
+    pub(super) fn merged(&self) -> Result<Vec<(IVec, IVec)>, String> {
+        let mut out = Vec::new();
+        self.for_each_merged(
+            |k, v| {
+                out.push((k, v));
+                Ok(())
+            },
+            |_, e| e,
+        )?;
+        Ok(out)
+    }
+
+    /// The rows held of `prefix`'s buckets `from <= bucket < to`, in key order (the groups'
+    /// own rows: a reader sorts a bucket's entries anyway): a reader's snapshot, taken with
+    /// [`Unflushed::floor`] under the same lock.
+    pub(super) fn rows(&self, prefix: u8, from: u64, to: u64) -> Vec<(IVec, IVec)> {
         if from >= to {
             return Vec::new();
         }
-        self.rows_in(Some((prefix, from, to)))
-    }
-
-    fn rows_in(&mut self, range: Option<(u8, u64, u64)>) -> Vec<(IVec, IVec)> {
-        let mut out = Vec::new();
-        let buckets: Box<dyn Iterator<Item = (&(u8, u64), &mut Bucket)>> = match range {
-            None => Box::new(self.buckets.iter_mut()),
-            Some((prefix, from, to)) => {
-                Box::new(self.buckets.range_mut((prefix, from)..(prefix, to)))
-            }
-        };
-        for (&(prefix, bucket), b) in buckets {
-            b.sort(prefix == super::P_REPORTS);
-            super::encode_rows(prefix, bucket, b.first_seq, &b.entries, |key, value| {
-                out.push((IVec::from(&key[..]), IVec::from(value)));
-            });
-        }
+        let mut out: Vec<(IVec, IVec)> = self
+            .buckets
+            .range((prefix, from)..(prefix, to))
+            .flat_map(|(&(prefix, bucket), b)| {
+                b.rows.iter().map(move |h| {
+                    let key = super::row_key(prefix, bucket, h.seq, h.chunk);
+                    (IVec::from(&key[..]), IVec::from(&self.data[h.value.clone()]))
+                })
+            })
+            .collect();
+        // Within a bucket, groups' rows are added in seq order, chunks in order: key order
+        // already; sorted anyway, as the merge with sled's rows relies on it.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     /// After the merged rows are in sled: empty, and every row in sled below `floor`.
     pub(super) fn clear(&mut self, floor: u64) {
         self.buckets.clear();
-        self.entries = 0;
+        self.rows = 0;
+        if self.data.capacity() > KEEP_DATA {
+            self.data = Vec::new();
+        } else {
+            self.data.clear();
+        }
         self.floor = self.floor.max(floor);
     }
 }
@@ -203,11 +231,12 @@ mod tests {
             .collect()
     }
 
-    /// What a replay rebuilds from the journaled rows is what the writer held: the same merged
-    /// keys and values, which is what makes a replay over an interrupted checkpoint exact.
+    /// The merged rows are a function of the rows added: what a replay of the journaled rows
+    /// rebuilds merges to the same keys and values, which is what makes a replay over an
+    /// interrupted checkpoint exact.
     #[test]
-    fn a_replay_of_the_journaled_rows_merges_to_the_same_rows() {
-        let mut live = Unflushed::new(7);
+    fn held_rows_merge_to_one_row_per_bucket_in_event_order() {
+        let mut held = Unflushed::new(7);
         let groups: Vec<(u64, u8, u64, Vec<Entry>)> = vec![
             (7, P_REPORTS, 1000, vec![entry(1500, 9, b"a"), entry(1700, 1, b"b")]),
             (7, P_TARGETS, 1000, vec![entry(1200, 0, b"t1")]),
@@ -215,21 +244,14 @@ mod tests {
             (8, P_TARGETS, 1000, vec![entry(1200, 0, b"t2")]),
             (9, P_REPORTS, 3000, vec![entry(3000, 3, b"e")]),
         ];
-        let mut journaled = Vec::new();
         for (seq, prefix, bucket, entries) in &groups {
             crate::store::encode_rows(*prefix, *bucket, *seq, entries, |k, v| {
-                journaled.push((k.to_vec(), v))
+                held.add_row(&k, &v).unwrap()
             });
-            let copy = entries.iter().map(|e| entry(e.event_at, e.id[0], &e.record));
-            live.add(*prefix, *bucket, *seq, copy);
         }
-        let mut replayed = Unflushed::new(0);
-        for (k, v) in &journaled {
-            replayed.add_row(k, v).unwrap();
-        }
-        let (live_rows, replayed_rows) = (live.merged(), replayed.merged());
-        assert_eq!(decoded(&live_rows), decoded(&replayed_rows));
-        let rows = decoded(&live_rows);
+        let merged = held.merged().unwrap();
+        assert_eq!(held.merged().unwrap(), merged);
+        let rows = decoded(&merged);
         // One row per bucket, keyed with the bucket's first seq; in (event time, id) order;
         // counts of one time in commit order.
         assert_eq!(rows.len(), 3);
@@ -239,13 +261,19 @@ mod tests {
         assert_eq!(rows[1].0, crate::store::row_key(P_REPORTS, 3000, 9, 0).to_vec());
         let counts: Vec<&[u8]> = rows[2].1.iter().map(|(_, _, r)| &r[..]).collect();
         assert_eq!(counts, vec![&b"t1"[..], &b"t2"[..]]);
-        assert_eq!(live.len(), 7);
-        // A reader's snapshot is the same rows, by prefix and bucket range.
-        assert_eq!(decoded(&live.rows(P_REPORTS, 2000, 4000)), rows[1..2].to_vec());
-        assert!(live.rows(P_REPORTS, 4000, 4000).is_empty());
-        assert_eq!(live.buckets_and_seqs().1, Some((7, 9)));
-        live.clear(10);
-        assert!(live.is_empty());
-        assert_eq!(live.floor(), 10);
+        assert_eq!(held.len(), 5);
+        // A reader's snapshot: the groups' own rows of the range, in key order.
+        let snapshot = held.rows(P_REPORTS, 0, 2000);
+        let keys: Vec<Vec<u8>> = snapshot.iter().map(|(k, _)| k.to_vec()).collect();
+        let want: Vec<Vec<u8>> = [7, 8]
+            .iter()
+            .map(|&seq| crate::store::row_key(P_REPORTS, 1000, seq, 0).to_vec())
+            .collect();
+        assert_eq!(keys, want);
+        assert!(held.rows(P_REPORTS, 4000, 4000).is_empty());
+        assert_eq!(held.buckets_and_seqs().1, Some((7, 9)));
+        held.clear(10);
+        assert!(held.is_empty());
+        assert_eq!(held.floor(), 10);
     }
 }
