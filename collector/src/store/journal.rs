@@ -51,7 +51,7 @@ use super::disk::SyncMode;
 /// Name of the journal file in the store directory.
 pub const JOURNAL_FILE: &str = "vantage-journal";
 /// The writer checkpoints once the journal holds this many bytes of records.
-pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+pub const CHECKPOINT_BYTES: u64 = 1024 * 1024;
 /// ... or once this long has passed since the last checkpoint (bounds what a restart replays).
 pub const CHECKPOINT_PERIOD: Duration = Duration::from_secs(2);
 

@@ -10,7 +10,7 @@
 //! 1. journaled as they always were (one record, one `fdatasync`, before the answer), marked
 //!    *deferred* (`journal::Batch::insert_deferred`), and not applied to sled;
 //! 2. added here, entry by entry, per bucket;
-//! 3. written to sled at the next checkpoint (every 4 MiB of journal or 2 s) as one row per
+//! 3. written to sled at the next checkpoint (every 1 MiB of journal or 2 s) as one row per
 //!    bucket (chunks of [`ROW_BYTES`](super::ROW_BYTES)), keyed with the first group seq that
 //!    had entries in it, then sled is flushed and synced and the journal starts over.
 //!
