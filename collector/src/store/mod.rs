@@ -642,18 +642,22 @@ fn meta_key(name: &[u8]) -> Vec<u8> {
     key
 }
 
-/// Prefix, bucket and seq of a row key.
-fn split_row_key(key: &[u8]) -> Result<(u8, u64, u64), String> {
-    if key.len() != ROW_KEY_LEN {
-        return Err(format!("row key of {} bytes, expected {ROW_KEY_LEN}", key.len()));
+/// Prefix, bucket, seq and chunk of a row key.
+fn split_row_key(key: &[u8]) -> Result<(u8, u64, u64, u32), String> {
+    match key {
+        [prefix, bucket @ .., seq0, seq1, seq2, seq3, seq4, seq5, seq6, seq7, c0, c1, c2, c3]
+            if key.len() == ROW_KEY_LEN =>
+        {
+            let seq = u64::from_be_bytes([*seq0, *seq1, *seq2, *seq3, *seq4, *seq5, *seq6, *seq7]);
+            Ok((*prefix, codec::be_u64(bucket)?, seq, u32::from_be_bytes([*c0, *c1, *c2, *c3])))
+        }
+        _ => Err(format!("row key of {} bytes, expected {ROW_KEY_LEN}", key.len())),
     }
-    Ok((key[0], codec::be_u64(&key[1..9])?, codec::be_u64(&key[9..17])?))
 }
 
 /// The seq of a row key (`None`: not a row key).
 fn key_seq(key: &[u8]) -> Option<u64> {
-    (key.len() == ROW_KEY_LEN)
-        .then(|| u64::from_be_bytes(key[9..17].try_into().unwrap_or_default()))
+    split_row_key(key).ok().map(|(_, _, seq, _)| seq)
 }
 
 /// The bucket of a row key.

@@ -99,8 +99,7 @@ impl Unflushed {
     /// A group's row (`key` a row key: prefix ‖ bucket ‖ seq ‖ chunk), as journaled: by the
     /// writer after the group's record is synced, and by a replay.
     pub(super) fn add_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        let (prefix, bucket, seq) = super::split_row_key(key)?;
-        let chunk = u32::from_be_bytes(key[17..].try_into().map_err(|_| "row key chunk")?);
+        let (prefix, bucket, seq, chunk) = super::split_row_key(key)?;
         let b = self
             .buckets
             .entry((prefix, bucket))
@@ -181,7 +180,7 @@ impl Unflushed {
         if from >= to {
             return Vec::new();
         }
-        let mut out: Vec<(IVec, IVec)> = self
+        let out: Vec<(IVec, IVec)> = self
             .buckets
             .range((prefix, from)..(prefix, to))
             .flat_map(|(&(prefix, bucket), b)| {
@@ -191,9 +190,9 @@ impl Unflushed {
                 })
             })
             .collect();
-        // Within a bucket, groups' rows are added in seq order, chunks in order: key order
-        // already; sorted anyway, as the merge with sled's rows relies on it.
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Buckets in order, and within one its groups' rows are added in seq order, chunks in
+        // order: key order, which the merge with sled's rows relies on.
+        debug_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
         out
     }
 
@@ -224,7 +223,7 @@ mod tests {
     fn decoded(rows: &[(IVec, IVec)]) -> Vec<Decoded> {
         rows.iter()
             .map(|(k, v)| {
-                let (prefix, bucket, _) = crate::store::split_row_key(k).unwrap();
+                let (prefix, bucket, _, _) = crate::store::split_row_key(k).unwrap();
                 let entries = codec::decode_row(bucket, prefix == P_REPORTS, v).unwrap();
                 (k.to_vec(), entries.into_iter().map(|(t, id, r)| (t, id, r.to_vec())).collect())
             })
