@@ -1,14 +1,15 @@
 //! The collector's durable store: accepted reports and target counts in sled, with dedup,
 //! group commit and retention.
 //!
-//! # On-disk layout (sled 0.34, one directory; format 5)
+//! # On-disk layout (sled 0.34, one directory; format 6)
 //!
 //! Everything but the format marker is in **one tree, `rows`**, so a group commit is one
 //! journal record (no multi-tree transaction), and it writes few keys: reports are not
 //! a key each but entries of *rows*, one row per time bucket ([`BUCKET_MS`], 1 s) per
 //! checkpoint (split at about 4 KiB; the key's group seq is the first group since the last
 //! checkpoint with entries in the bucket): a group's rows are journaled and held in memory until
-//! the checkpoint writes them merged (`unflushed.rs`).
+//! the checkpoint writes them merged (`unflushed.rs`). Envelope digests are rows the same way,
+//! by the second the envelope was made.
 //!
 //! | `rows` key                                             | value                                 |
 //! |--------------------------------------------------------|---------------------------------------|
@@ -16,7 +17,8 @@
 //! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
 //! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | up to 64 sorted ids, 16 bytes each |
 //! | `P` ‖ group seq u64 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`) | its sorted ids, 16 bytes each |
-//! | `C` ‖ envelope `created_at` u64 BE ‖ envelope digest (32) | empty                               |
+//! | `G` ‖ `created_at` bucket ‖ group seq ‖ first 4 bytes of its first digest (u32 BE) | version byte (1), then the sorted digests (32 bytes each) of envelopes made in the bucket, about 128 |
+//! | `C` ‖ envelope `created_at` u64 BE ‖ envelope digest (32): written by formats 4 and 5, read until the dedup horizon passed | empty |
 //! | `N` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new NEL upload digests, their first 16 bytes each (`recent.rs`) |
 //! | `D` ‖ upload digest (32): written by format 3 only, read until the dedup horizon passed | group `received_at` u64 BE |
 //! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32: format 3 only | the group's new digests, 32 bytes each |
@@ -50,22 +52,35 @@
 //! # Duplicates: by digest, exactly once
 //!
 //! An agent re-sends an unacknowledged envelope byte for byte, so the SHA-256 of the envelope
-//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the `C` entries
-//! only, inside the group's write, so any order, any concurrency and any sequence
+//! (its *digest*) is what identifies a retry. The writer decides `Duplicate` by the stored
+//! digests only, inside the group's write, so any order, any concurrency and any sequence
 //! gap (an agent restart moves its sequence numbers up by 10,000) gives exactly one `Stored`
-//! per envelope. A `C` key is the envelope's `created_at` (from the signed envelope: a re-send
-//! carries the same) and its digest, so the duplicate test is a point read, and the index
-//! grows at its end in time order instead of at random places (a random key per envelope made
-//! sled read and copy a leaf anywhere in the index and keep bookkeeping for pages all over it:
-//! `docs/performance.md`, fifth round). Digests are kept for the dedup horizon (the longer of
-//! the retention and `dedup_horizon`, default 10 days; agents retry for at most 7 days by
-//! default): an envelope made longer ago than the horizon is refused at admission
-//! ([`Admission::check_created_at`]), so the retention pass forgets the `C` keys made before
-//! it, a range at the front of the index, and a replay cannot outlive its digest. The index is
-//! bounded by the upload rate times the horizon.
+//! per envelope. Digests are filed by the envelope's `created_at` (from the signed envelope: a
+//! re-send carries the same), so the index grows at its end in time order instead of at
+//! random places (a random key per envelope made sled read and copy a leaf anywhere in the
+//! index and keep bookkeeping for pages all over it: `docs/performance.md`, fifth round).
+//!
+//! Format 6 packs them: a group's new digests are one deferred `G` row per second of
+//! `created_at`, held in memory with the report rows and written merged at the checkpoint
+//! (`unflushed.rs`), so a second's digests are a few rows per checkpoint, about 128 to a row,
+//! instead of a key each (format 4 and 5's `C` keys: one sled key per envelope was most of the
+//! keys of the store, and sled's memory grows with its keys; `docs/performance.md`, seventh
+//! round). A row is keyed by the first 4 bytes of its first digest and ends only where those
+//! change, so the duplicate test reads, per checkpoint that had the second, the one row with
+//! the greatest key at or below the digest's (two seeks), after the digests held in memory.
+//!
+//! Digests are kept for the dedup horizon (the longer of the retention and `dedup_horizon`,
+//! default 10 days; agents retry for at most 7 days by default): an envelope made longer ago
+//! than the horizon is refused at admission ([`Admission::check_created_at`]), so the retention
+//! pass forgets the rows of seconds before it, a range at the front of the index, and a replay
+//! cannot outlive its digest. The index is bounded by the upload rate times the horizon.
 //!
 //! NEL uploads are deduplicated within a window instead (the last 10 minutes, at most 131,072
 //! uploads): see `recent.rs` for why. Their digests are in memory and in one `N` row per group.
+//!
+//! A format 4 or 5 store (marked 6 at open: nothing moves) has `C` keys, one per envelope; the
+//! writer also looks an envelope up there for as long as any is left, and retention forgets
+//! them by their `created_at` as before.
 //!
 //! A format 3 store (upgraded in place by writing the new marker: nothing moves) has `D` keys,
 //! one per digest, and `E` rows listing them; the writer also looks every digest (envelope or
@@ -101,9 +116,11 @@
 //!
 //! Format 1 wrote a key per report, per id and per count in trees of their own; format 2 kept
 //! NEL counts in their reports (above); format 3 is the `rows` layout; format 4 keys envelope
-//! digests by `created_at` and keeps NEL digests in a window (below); format 5 (this build)
-//! journals a group's rows as deferred writes (`unflushed.rs`), which an older build could not
-//! replay, so a format 3 or 4 store is marked 5 at open with nothing moved. Opening a
+//! digests by `created_at` and keeps NEL digests in a window (below); format 5 journals a
+//! group's rows as deferred writes (`unflushed.rs`), which an older build could not replay;
+//! format 6 (this build) packs envelope digests into `G` rows, which an older build would not
+//! look up (it would store a re-send again), so a format 3, 4 or 5 store is marked 6 at open with
+//! nothing moved. Opening a
 //! format 1 or 2 store upgrades it in place (`upgrade.rs`): the old trees are moved into
 //! `rows` a step at a time, each step a transaction that inserts the rows and removes the old
 //! entries, so a kill during the upgrade leaves a store that the next open goes on upgrading.
@@ -116,7 +133,9 @@
 //!
 //! One writer thread (`store-writer`) owns all inserts. [`Store::commit`] sends the batch over
 //! a bounded channel and waits; the writer checks free space ([`disk`]), takes everything
-//! queued (up to [`MAX_GROUP`] batches), runs dedup (point reads of `D`; for report ids the
+//! queued (up to [`MAX_GROUP`] batches), runs dedup (envelope digests: those held in memory,
+//! then the `G` rows of the envelope's second, and `C` or `D` while an older format's are
+//! left; for report ids the
 //! pending ids in memory, and `I` only for an id at or below the greatest id in the chunks; the
 //! window in memory for NEL digests) and
 //! builds **one batch of writes for the whole group**: its digests, id run, rows, `N` row,
@@ -162,8 +181,8 @@
 //!
 //! Retention ([`Store::enforce_retention`]) deletes in steps of its own (one journal record
 //! each, under the write lock) that also update the counters: by age, entries before the
-//! cutoff (a row across the cutoff is rewritten without them); `C` digests made before the
-//! dedup horizon, `N` rows older than the NEL window, format 3's digests by their `E` rows; by
+//! cutoff (a row across the cutoff is rewritten without them); `G` rows of seconds before the
+//! dedup horizon's and `C` digests made before it, `N` rows older than the NEL window, format 3's digests by their `E` rows; by
 //! size, whole rows oldest first (by bucket, then group: "oldest" to the
 //! second).
 //!
@@ -172,10 +191,12 @@
 //! sled keeps bookkeeping for every node of its tree in memory, cached or not (its page
 //! table and each log segment's list of pages), and a leaf holds at most 16 keys: memory grows
 //! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
-//! row and packs agent report ids 32 to 64 to a key (`ids.rs`), so what is left per key is an
-//! envelope's digest (format 4: in time order, so its pages are written once, at the end). Measured with `vantage-loadgen --rss-reports` (agent envelopes of 10
-//! reports, 16 MiB cache): 57 MiB resident at 1M, 76-83 MiB at 2M, 94 MiB at 3M; format 2
-//! held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
+//! row and packs agent report ids 32 to 64 to a key (`ids.rs`), and format 6 about 128
+//! envelope digests to a key (format 4 and 5 had a key per envelope: most of the store's keys).
+//! Measured with `vantage-loadgen --duration 2 --rss-reports 3000000` (agent envelopes of 10
+//! reports, 16 MiB cache): format 6 62-65 MiB at 3M, growing 1.7-3.5 MiB per million over the
+//! second half, against 68-69 MiB and 5.6-6.6 MiB per million for format 5; format 2 held
+//! 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
 //! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
 //! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it.
@@ -207,7 +228,7 @@ use journal::{Batch, Journal};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
@@ -508,6 +529,8 @@ struct WriteState {
     recent: recent::Recent,
     /// Format 3 `D` keys may be left: an envelope's digest is looked up there too.
     legacy_digests: bool,
+    /// Format 4 and 5 `C` keys may be left: an envelope's digest is looked up there too.
+    legacy_envelopes: bool,
 }
 
 struct Trees {
@@ -579,8 +602,10 @@ const P_RUNS: u8 = b'P';
 const P_DIGESTS: u8 = b'D';
 /// Format 3's lists of a group's digests, by which retention forgets its `D` keys.
 const P_EXPIRY: u8 = b'E';
-/// Envelope digests by `created_at`.
+/// Format 4 and 5's envelope digests, a key each by `created_at` (read until they expire).
 const P_ENVELOPES: u8 = b'C';
+/// Envelope digests in rows by `created_at` bucket (format 6).
+const P_ENVELOPE_ROWS: u8 = b'G';
 /// A group's NEL upload digests (`recent.rs`).
 const P_RECENT: u8 = b'N';
 /// Digest keys forgotten per retention step (one journal record each).
@@ -626,6 +651,73 @@ fn envelope_key(created_at: u64, digest: &[u8; 32]) -> [u8; 41] {
     key[1..9].copy_from_slice(&created_at.to_be_bytes());
     key[9..].copy_from_slice(digest);
     key
+}
+
+/// Version byte of a `G` row: the sorted digests follow, 32 bytes each.
+const DIGEST_ROW_VERSION: u8 = 1;
+
+/// Digests per `G` row, at most (about [`ROW_BYTES`]).
+const DIGESTS_PER_ROW: usize = ROW_BYTES / 32;
+
+/// The chunk field of the `G` row whose first digest is `d`: its first 4 bytes.
+fn digest_chunk(d: &[u8]) -> u32 {
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// `digests` (sorted, distinct) of envelopes made in `bucket` as `G` rows of about
+/// [`DIGESTS_PER_ROW`], keyed `G` ‖ bucket ‖ seq ‖ the first 4 bytes of the row's first
+/// digest. A row ends only where those 4 bytes change, so the keys are distinct and the row
+/// that would hold a digest is the one with the greatest key at or below the digest's
+/// (see [`Shared::envelope_stored`]).
+fn encode_digest_rows(
+    bucket: u64,
+    seq: u64,
+    digests: &[[u8; 32]],
+    mut out: impl FnMut([u8; ROW_KEY_LEN], Vec<u8>),
+) {
+    let mut start = 0;
+    while start < digests.len() {
+        let mut end = (start + DIGESTS_PER_ROW).min(digests.len());
+        while end < digests.len() && digests[end][..4] == digests[end - 1][..4] {
+            end += 1;
+        }
+        let mut value = Vec::with_capacity(1 + 32 * (end - start));
+        value.push(DIGEST_ROW_VERSION);
+        for d in &digests[start..end] {
+            value.extend_from_slice(d);
+        }
+        out(row_key(P_ENVELOPE_ROWS, bucket, seq, digest_chunk(&digests[start])), value);
+        start = end;
+    }
+}
+
+/// The digests of a `G` row value, 32 bytes each, sorted.
+fn digest_row(value: &[u8]) -> Result<&[u8], String> {
+    match value.split_first() {
+        Some((&DIGEST_ROW_VERSION, rest)) if rest.len() % 32 == 0 => Ok(rest),
+        Some((&DIGEST_ROW_VERSION, rest)) => {
+            Err(format!("digest row of {} bytes, not a multiple of 32", rest.len()))
+        }
+        Some((v, _)) => {
+            Err(format!("digest row version {v}, this build reads {DIGEST_ROW_VERSION}"))
+        }
+        None => Err("empty digest row".into()),
+    }
+}
+
+/// True if the `G` row `value` holds `digest` (a binary search: its digests are sorted).
+fn digest_row_contains(value: &[u8], digest: &[u8; 32]) -> Result<bool, String> {
+    let rest = digest_row(value)?;
+    let (mut lo, mut hi) = (0, rest.len() / 32);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match rest[mid * 32..mid * 32 + 32].cmp(&digest[..]) {
+            std::cmp::Ordering::Equal => return Ok(true),
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    Ok(false)
 }
 
 fn prefixed<const N: usize>(prefix: u8, rest: &[u8; N]) -> Vec<u8> {
@@ -756,6 +848,7 @@ impl Store {
                 pending: ids::Pending::default(),
                 recent: recent::Recent::default(),
                 legacy_digests: false,
+                legacy_envelopes: false,
             }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
@@ -792,6 +885,7 @@ impl Store {
         let recent = recent::Recent::load(&shared.trees.rows, now)
             .map_err(|e| shared.corrupt("rows", &[P_RECENT], &e))?;
         let legacy_digests = shared.any_key(P_DIGESTS)?;
+        let legacy_envelopes = shared.any_key(P_ENVELOPES)?;
         {
             let mut state = shared.write.lock().unwrap_or_else(PoisonError::into_inner);
             state.next_seq = next_seq;
@@ -799,6 +893,7 @@ impl Store {
             shared.nel_window.set(&recent);
             state.recent = recent;
             state.legacy_digests = legacy_digests;
+            state.legacy_envelopes = legacy_envelopes;
         }
         let counts = shared.load_or_rebuild_counts()?;
         let apps = shared.drop_apps_on_disk()?;
@@ -1327,9 +1422,11 @@ impl Shared {
                     // the marker keeps a build that does not know `C` keys from using the store.
                     // Format 4 differs in its journal only (deferred rows, `unflushed.rs`): the
                     // marker keeps a build that cannot replay them from using the store.
-                    old @ (3 | 4) => {
+                    // Format 5 differs in its envelope digests (`G` rows instead of `C` keys,
+                    // which are read until they expire) and its journal (deferred `G` rows).
+                    old @ (3..=5) => {
                         meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
-                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format {old}: nothing moved; format 3 digests are read until they expire)");
+                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format {old}: nothing moved; older digests are read until they expire)");
                         Ok(())
                     }
                     version => Err(StoreError::Open {
@@ -1667,6 +1764,8 @@ impl Shared {
         let mut outbox = sled::Batch::default();
         let mut any_outbox = false;
         let mut nel_digests: Vec<[u8; 16]> = Vec::new();
+        // The group's new envelope digests by `created_at` bucket: its `G` rows.
+        let mut envelope_digests: BTreeMap<u64, Vec<[u8; 32]>> = BTreeMap::new();
         // What left the window by age since the last group is no longer a duplicate.
         state.recent.forget(group_time);
         let mut new_digests: HashSet<[u8; 32]> = HashSet::new();
@@ -1702,7 +1801,7 @@ impl Shared {
                 || match p.origin {
                     Origin::Nel => state.recent.contains(&p.digest),
                     Origin::Agent { created_at, .. } => {
-                        rows.get(envelope_key(created_at.0, &p.digest)).map_err(io)?.is_some()
+                        self.envelope_stored(state.legacy_envelopes, created_at.0, &p.digest)?
                     }
                 }
                 || (state.legacy_digests
@@ -1715,7 +1814,7 @@ impl Shared {
             match p.origin {
                 Origin::Nel => nel_digests.push(recent::short(&p.digest)),
                 Origin::Agent { created_at, .. } => {
-                    batch.insert(&envelope_key(created_at.0, &p.digest)[..], &[][..]);
+                    envelope_digests.entry(bucket_of(created_at.0)).or_default().push(p.digest);
                 }
             }
             outcomes.push(None);
@@ -1800,6 +1899,12 @@ impl Shared {
                 push_rows(&mut batch, prefix, *bucket, seq, entries);
             }
         }
+        for (bucket, digests) in &mut envelope_digests {
+            digests.sort_unstable();
+            encode_digest_rows(*bucket, seq, digests, |key, value| {
+                batch.insert_deferred(&key[..], value);
+            });
+        }
         recent::write_row(group_time, seq, &nel_digests, &mut batch);
         let mut counts = self.counts();
         counts.apply(delta);
@@ -1844,6 +1949,43 @@ impl Shared {
         self.nel_window.set(&state.recent);
         self.apply_delta(delta);
         Ok((outcomes, any_outbox))
+    }
+
+    /// True if the envelope with `digest`, made at `created_at`, is stored: among the digests
+    /// held since the last checkpoint, in its bucket's `G` rows, or (`legacy`: format 4 and 5
+    /// keys may be left) under its `C` key. With [`Shared::write`] held.
+    fn envelope_stored(
+        &self,
+        legacy: bool,
+        created_at: u64,
+        digest: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        if self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).contains_digest(digest) {
+            return Ok(true);
+        }
+        let rows = &self.trees.rows;
+        let bucket = bucket_of(created_at);
+        let end = row_bound(P_ENVELOPE_ROWS, bucket + 1);
+        let mut from = row_bound(P_ENVELOPE_ROWS, bucket).to_vec();
+        // Per seq with rows in the bucket (one per checkpoint that had the bucket, and fleet
+        // groups): the one row that would hold the digest, two seeks.
+        while let Some(item) = rows.range(from.as_slice()..&end[..]).next() {
+            let (first, _) = item.map_err(|e| self.io(e))?;
+            let (_, _, seq, _) =
+                split_row_key(&first).map_err(|e| self.corrupt("rows", &first, &e))?;
+            let probe = row_key(P_ENVELOPE_ROWS, bucket, seq, digest_chunk(digest));
+            if let Some(item) = rows.range(&first[..]..=&probe[..]).next_back() {
+                let (k, v) = item.map_err(|e| self.io(e))?;
+                if digest_row_contains(&v, digest).map_err(|e| self.corrupt("rows", &k, &e))? {
+                    return Ok(true);
+                }
+            }
+            match seq.checked_add(1) {
+                Some(next) => from = row_key(P_ENVELOPE_ROWS, bucket, next, 0).to_vec(),
+                None => break,
+            }
+        }
+        Ok(legacy && rows.get(envelope_key(created_at, digest)).map_err(|e| self.io(e))?.is_some())
     }
 
     /// A write to `rows` through the journal: the record on stable storage first, then the
@@ -2067,7 +2209,13 @@ impl Shared {
             }
         }
         let dedup_cutoff = self.admission.dedup_cutoff(now).0;
+        // A `G` row holds a bucket: the rows of buckets before the cutoff's.
         stats.expired_digests = self.expire_digests(dedup_cutoff)?
+            + self.expire_keys(
+                vec![P_ENVELOPE_ROWS],
+                row_bound(P_ENVELOPE_ROWS, bucket_of(dedup_cutoff)).to_vec(),
+                |v| (v.len().saturating_sub(1) / 32) as u64,
+            )?
             + self.expire_keys(
                 vec![P_ENVELOPES],
                 row_bound(P_ENVELOPES, dedup_cutoff).to_vec(),
@@ -2078,6 +2226,12 @@ impl Shared {
                 row_bound(P_RECENT, now.0.saturating_sub(recent::WINDOW_MS)).to_vec(),
                 |v| (v.len() / 16) as u64,
             )?;
+        {
+            let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.legacy_envelopes && !self.any_key(P_ENVELOPES)? {
+                state.legacy_envelopes = false;
+            }
+        }
         // By size: whole rows, oldest first by (bucket, sequence, chunk) across reports and
         // counts (reports first on a tie).
         while self.counts().bytes > self.config.max_bytes {
@@ -2632,13 +2786,14 @@ mod tests {
                 .iter()
                 .all(|r| r.as_ref().unwrap() == &CommitOutcome::Stored { reports: 2, targets: 0 })
         );
-        // 100 reports in two one-second buckets: a few rows, a run of ids, a key per
-        // digest (in time order), nothing of format 3's digest index.
+        // 100 reports in two one-second buckets: a few rows, a run of ids, one row of the 50
+        // envelopes' digests (made in one second), nothing of older formats' digest indexes.
         assert!(keys(&store, P_REPORTS) <= 4, "{} report rows", keys(&store, P_REPORTS));
         assert_eq!(keys(&store, P_RUNS), 1, "the group's 100 ids are one run");
         assert_eq!(keys(&store, P_IDS), 0, "merged later");
-        assert_eq!(keys(&store, P_ENVELOPES), 50);
-        assert_eq!(keys(&store, P_DIGESTS) + keys(&store, P_EXPIRY) + keys(&store, P_RECENT), 0);
+        assert_eq!(keys(&store, P_ENVELOPE_ROWS), 1);
+        let old_keys = [P_DIGESTS, P_EXPIRY, P_RECENT, P_ENVELOPES];
+        assert_eq!(old_keys.iter().map(|p| keys(&store, *p)).sum::<usize>(), 0);
         let got = all_reports_of(&store);
         assert_eq!(got.len(), 100);
         assert!(got.windows(2).all(|w| (w[0].event_at, w[0].id) < (w[1].event_at, w[1].id)));
@@ -2905,11 +3060,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         store.shared.write.lock().unwrap().journal.period = Duration::MAX;
-        // Rows of 1 s and 5 s, of 1 s and 5 s again, then of 5 s (the NEL reports).
+        // Rows of 1 s and 5 s (and a digest row), of 1 s and 5 s again (and a digest row),
+        // then of 5 s (the NEL reports).
         for (b, held) in [
-            (batch(1, vec![report(1, 1_000), report(2, 5_000)]), 2),
-            (batch(2, vec![report(3, 1_500), report(4, 5_200)]), 4),
-            (nel_batch(3, 5_900, 3), 5),
+            (batch(1, vec![report(1, 1_000), report(2, 5_000)]), 3),
+            (batch(2, vec![report(3, 1_500), report(4, 5_200)]), 6),
+            (nel_batch(3, 5_900, 3), 7),
         ] {
             store.commit(b).await.unwrap();
             assert_eq!(store.shared.unflushed.lock().unwrap().len(), held);
@@ -2983,6 +3139,144 @@ mod tests {
         // The first group's row (an earlier checkpoint) and one merged row per bucket.
         assert_eq!(restored.shared.trees.rows.scan_prefix([P_REPORTS]).count(), 3);
         restored.close().await.unwrap();
+    }
+
+    /// `n` envelopes of no reports, made at `created_at(i)`, with digests spread over the whole
+    /// range (an xorshift from `seed`).
+    fn envelopes(seed: u64, n: usize, created_at: impl Fn(usize) -> u64) -> Vec<IngestBatch> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|i| {
+                let mut digest = [0u8; 32];
+                for c in digest.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    c.copy_from_slice(&x.to_be_bytes());
+                }
+                let origin =
+                    Origin::Agent { key: [9; 32], seq: 1, created_at: UnixMillis(created_at(i)) };
+                IngestBatch { digest, origin, ..batch(0, Vec::new()) }
+            })
+            .collect()
+    }
+
+    /// The outcomes of `batches` committed as one group.
+    fn group(store: &Store, batches: &[IngestBatch]) -> Vec<CommitOutcome> {
+        let (results, _, _) =
+            store.shared.apply_group(batches.iter().map(|b| (b.clone(), None)).collect());
+        results.into_iter().map(Result::unwrap).collect()
+    }
+
+    /// Envelope digests are rows per second of `created_at`, about 128 digests to a row (format
+    /// 6, not a key each): a re-send is a `Duplicate` whether its digest is held since the last
+    /// checkpoint, in sled (in any row of any seq of its second), or replayed from the journal
+    /// after a crash; a new envelope of the same second is stored; retention forgets the rows.
+    #[tokio::test]
+    async fn envelope_digests_are_rows_per_second_and_find_every_resend() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, image) = (dir.path().join("live"), dir.path().join("image"));
+        let store = Store::open(StoreConfig::new(&live)).unwrap();
+        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
+        let stored = CommitOutcome::Stored { reports: 0, targets: 0 };
+        let all = |outcomes: Vec<CommitOutcome>, want: &CommitOutcome| {
+            assert!(outcomes.iter().all(|o| o == want), "{outcomes:?}");
+        };
+        // 300 envelopes over three seconds (143, 143 and 14 of them).
+        let first = envelopes(1, 300, |i| 10_000 + 7 * i as u64);
+        all(group(&store, &first), &stored);
+        // Held since the last checkpoint.
+        all(group(&store, &first), &CommitOutcome::Duplicate);
+        let sled_rows =
+            |store: &Store| store.shared.trees.rows.scan_prefix([P_ENVELOPE_ROWS]).count();
+        assert_eq!(sled_rows(&store), 0);
+        store.flush().await.unwrap();
+        // Merged: two rows for each full second, one for the last.
+        assert_eq!(sled_rows(&store), 5);
+        all(group(&store, &first), &CommitOutcome::Duplicate);
+        // A second checkpoint's rows in the same seconds, then rows held again.
+        let second = envelopes(2, 200, |i| 10_003 + 7 * i as u64);
+        all(group(&store, &second), &stored);
+        store.flush().await.unwrap();
+        let third = envelopes(3, 100, |i| 10_005 + 7 * i as u64);
+        all(group(&store, &third), &stored);
+        for b in [&first, &second, &third] {
+            all(group(&store, b), &CommitOutcome::Duplicate);
+        }
+        // Made in the same seconds, other digests: new.
+        all(group(&store, &envelopes(4, 50, |i| 10_000 + 7 * i as u64)), &stored);
+        assert_eq!(keys(&store, P_ENVELOPES), 0, "no key per envelope");
+        copy_store(&live, &image);
+        assert!(journal::pending_records(&image).unwrap() > 0);
+        store.close().await.unwrap();
+        drop(store);
+
+        // The crash image: the last groups' digests come back from the journal.
+        let restored = Store::open(StoreConfig::new(&image)).unwrap();
+        for b in [&first, &second, &third] {
+            all(group(&restored, b), &CommitOutcome::Duplicate);
+        }
+        all(group(&restored, &envelopes(5, 50, |i| 10_001 + 7 * i as u64)), &stored);
+        let stats = restored.enforce_retention(UnixMillis(u64::MAX / 2)).unwrap();
+        assert_eq!(stats.expired_digests, 700);
+        assert_eq!(keys(&restored, P_ENVELOPE_ROWS), 0);
+        restored.close().await.unwrap();
+    }
+
+    /// A row ends only where the first 4 bytes of its digests change (they are its key), and
+    /// the row with the greatest key at or below a digest's is the one that holds it.
+    #[test]
+    fn digest_rows_are_keyed_by_their_first_digest() {
+        let mut digests: Vec<[u8; 32]> =
+            envelopes(7, 400, |_| 0).into_iter().map(|b| b.digest).collect();
+        // 150 digests sharing their first 4 bytes: more than a row, kept in one.
+        for (i, d) in digests.iter_mut().enumerate().skip(100).take(150) {
+            d[..4].copy_from_slice(&[0x80, 0, 0, 0]);
+            d[4] = i as u8;
+        }
+        digests.sort_unstable();
+        digests.dedup();
+        let mut rows: Vec<([u8; ROW_KEY_LEN], Vec<u8>)> = Vec::new();
+        encode_digest_rows(5_000, 2, &digests, |k, v| rows.push((k, v)));
+        assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "keys distinct, in order");
+        assert!(rows.iter().any(|(_, v)| v.len() > 1 + 32 * DIGESTS_PER_ROW));
+        let stored: usize = rows.iter().map(|(_, v)| digest_row(v).unwrap().len() / 32).sum();
+        assert_eq!(stored, digests.len());
+        for d in &digests {
+            let probe = row_key(P_ENVELOPE_ROWS, 5_000, 2, digest_chunk(d));
+            let (_, v) = rows.iter().rev().find(|(k, _)| *k <= probe).unwrap();
+            assert!(digest_row_contains(v, d).unwrap());
+        }
+        assert!(!digest_row_contains(&rows[0].1, &[0; 32]).unwrap());
+        assert!(digest_row(&[1, 2, 3]).unwrap_err().contains("not a multiple of 32"));
+        assert!(digest_row(&[2]).unwrap_err().contains("digest row version 2"));
+    }
+
+    /// A format 5 store's `C` keys are read until they expire: an envelope stored before the
+    /// upgrade is a duplicate after it; retention forgets the keys, and the writer stops
+    /// reading them.
+    #[tokio::test]
+    async fn format_5_envelope_keys_are_read_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let old = batch(7, vec![report(1, 5_000)]);
+        let Origin::Agent { created_at, .. } = old.origin else { unreachable!() };
+        let rows = &store.shared.trees.rows;
+        rows.insert(envelope_key(created_at.0, &old.digest), &[][..]).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &5u32.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+        assert!(store.shared.write.lock().unwrap().legacy_envelopes);
+        assert_eq!(store.commit(old.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        let stats = store.enforce_retention(UnixMillis(u64::MAX / 2)).unwrap();
+        assert_eq!(stats.expired_digests, 1);
+        assert_eq!(keys(&store, P_ENVELOPES), 0);
+        assert!(!store.shared.write.lock().unwrap().legacy_envelopes);
+        store.close().await.unwrap();
     }
 
     /// A crash image: sled's files as the last checkpoint left them, and the journal as it is

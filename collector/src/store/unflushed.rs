@@ -36,7 +36,7 @@
 //! group) and are skipped, so a report is never seen twice nor missed by a scan that runs
 //! across a checkpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use sled::IVec;
 
@@ -56,9 +56,12 @@ struct Held {
     value: std::ops::Range<usize>,
 }
 
-/// The unflushed rows of both row prefixes, by (prefix, bucket).
+/// The unflushed rows of the three row prefixes (reports, counts, envelope digests), by
+/// (prefix, bucket).
 pub(super) struct Unflushed {
     buckets: BTreeMap<(u8, u64), Bucket>,
+    /// The digests of the `G` rows held: the writer's duplicate test reads them here.
+    digests: HashSet<[u8; 32]>,
     /// The rows' values, one after the other: one buffer, kept across checkpoints, instead of
     /// an allocation per row that lives until the checkpoint.
     data: Vec<u8>,
@@ -72,7 +75,13 @@ const KEEP_DATA: usize = 2 * super::journal::CHECKPOINT_BYTES as usize;
 impl Unflushed {
     /// Empty; rows in sled with a seq below `floor` are all there is.
     pub(super) fn new(floor: u64) -> Unflushed {
-        Unflushed { buckets: BTreeMap::new(), data: Vec::new(), floor, rows: 0 }
+        Unflushed {
+            buckets: BTreeMap::new(),
+            digests: HashSet::new(),
+            data: Vec::new(),
+            floor,
+            rows: 0,
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -100,6 +109,16 @@ impl Unflushed {
     /// writer after the group's record is synced, and by a replay.
     pub(super) fn add_row(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         let (prefix, bucket, seq, chunk) = super::split_row_key(key)?;
+        match prefix {
+            super::P_REPORTS | super::P_TARGETS => {}
+            super::P_ENVELOPE_ROWS => {
+                for d in super::digest_row(value)?.chunks_exact(32) {
+                    // Invariant: `digest_row` yields chunks of 32 bytes.
+                    self.digests.insert(<[u8; 32]>::try_from(d).unwrap_or_default());
+                }
+            }
+            other => return Err(format!("a deferred row of prefix {other:#04x}")),
+        }
         let b = self
             .buckets
             .entry((prefix, bucket))
@@ -109,6 +128,11 @@ impl Unflushed {
         b.rows.push(Held { seq, chunk, value: start..self.data.len() });
         self.rows += 1;
         Ok(())
+    }
+
+    /// True if a `G` row held has `digest`.
+    pub(super) fn contains_digest(&self, digest: &[u8; 32]) -> bool {
+        self.digests.contains(digest)
     }
 
     /// Every bucket held (prefix, bucket), with the least and greatest first seq of them.
@@ -131,6 +155,27 @@ impl Unflushed {
     ) -> Result<(), E> {
         let mut out = Vec::new();
         for (&(prefix, bucket), b) in &self.buckets {
+            if prefix == super::P_ENVELOPE_ROWS {
+                // Digests: all of the bucket's, sorted.
+                let mut digests: Vec<&[u8]> = Vec::new();
+                for held in &b.rows {
+                    let key = super::row_key(prefix, bucket, held.seq, held.chunk);
+                    let value = &self.data[held.value.clone()];
+                    let row = super::digest_row(value).map_err(|e| corrupt(&key, e))?;
+                    digests.extend(row.chunks_exact(32));
+                }
+                digests.sort_unstable();
+                digests.dedup();
+                let digests: Vec<[u8; 32]> =
+                    digests.iter().map(|d| <[u8; 32]>::try_from(*d).unwrap_or_default()).collect();
+                super::encode_digest_rows(bucket, b.first_seq, &digests, |key, value| {
+                    out.push((IVec::from(&key[..]), IVec::from(value)));
+                });
+                for (k, v) in out.drain(..) {
+                    f(k, v)?;
+                }
+                continue;
+            }
             let with_ids = prefix == super::P_REPORTS;
             let mut entries: Vec<Entry> = Vec::new();
             for held in &b.rows {
@@ -199,6 +244,7 @@ impl Unflushed {
     /// After the merged rows are in sled: empty, and every row in sled below `floor`.
     pub(super) fn clear(&mut self, floor: u64) {
         self.buckets.clear();
+        self.digests.clear();
         self.rows = 0;
         if self.data.capacity() > KEEP_DATA {
             self.data = Vec::new();
@@ -228,6 +274,39 @@ mod tests {
                 (k.to_vec(), entries.into_iter().map(|(t, id, r)| (t, id, r.to_vec())).collect())
             })
             .collect()
+    }
+
+    /// Held `G` rows answer the duplicate test until the checkpoint and merge into one
+    /// bucket's sorted digests, keyed with its first seq and its first digest.
+    #[test]
+    fn held_digests_merge_to_sorted_rows_keyed_by_their_first_digest() {
+        use crate::store::{P_ENVELOPE_ROWS, digest_chunk, encode_digest_rows, row_key};
+        let mut held = Unflushed::new(3);
+        let d = |first: u8, rest: u8| {
+            let mut d = [rest; 32];
+            d[0] = first;
+            d
+        };
+        let add = |held: &mut Unflushed, seq, digests: &[[u8; 32]]| {
+            encode_digest_rows(5_000, seq, digests, |k, v| held.add_row(&k, &v).unwrap());
+        };
+        add(&mut held, 3, &[d(2, 0), d(9, 0)]);
+        add(&mut held, 4, &[d(1, 0), d(2, 1), d(7, 0)]);
+        assert!(held.contains_digest(&d(7, 0)) && held.contains_digest(&d(2, 0)));
+        assert!(!held.contains_digest(&d(7, 1)));
+        let merged = held.merged().unwrap();
+        assert_eq!(merged.len(), 1);
+        let key = row_key(P_ENVELOPE_ROWS, 5_000, 3, digest_chunk(&d(1, 0)));
+        assert_eq!(merged[0].0.as_ref(), &key[..]);
+        let mut want = vec![1u8];
+        for x in [d(1, 0), d(2, 0), d(2, 1), d(7, 0), d(9, 0)] {
+            want.extend_from_slice(&x);
+        }
+        assert_eq!(merged[0].1.as_ref(), &want[..]);
+        assert!(held.add_row(&row_key(P_ENVELOPE_ROWS, 5_000, 5, 0), &[1, 2]).is_err());
+        assert!(held.add_row(&row_key(b'X', 5_000, 5, 0), &[1]).unwrap_err().contains("0x58"));
+        held.clear(5);
+        assert!(!held.contains_digest(&d(7, 0)));
     }
 
     /// The merged rows are a function of the rows added: what a replay of the journaled rows
