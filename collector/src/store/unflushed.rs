@@ -135,6 +135,29 @@ impl Unflushed {
         self.digests.contains(digest)
     }
 
+    /// The envelope digests held, per bucket: sorted, distinct. (Errors: a row's key and what
+    /// is wrong with it.)
+    #[allow(clippy::type_complexity)]
+    pub(super) fn digest_buckets(&self) -> Result<Vec<(u64, Vec<[u8; 32]>)>, (Vec<u8>, String)> {
+        let p = super::P_ENVELOPE_ROWS;
+        let mut out = Vec::new();
+        for (&(_, bucket), b) in self.buckets.range((p, 0)..=(p, u64::MAX)) {
+            let mut digests: Vec<[u8; 32]> = Vec::new();
+            for held in &b.rows {
+                let value = &self.data[held.value.clone()];
+                let row = super::digest_row(value)
+                    .map_err(|e| (super::row_key(p, bucket, held.seq, held.chunk).to_vec(), e))?;
+                digests.extend(
+                    row.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()),
+                );
+            }
+            digests.sort_unstable();
+            digests.dedup();
+            out.push((bucket, digests));
+        }
+        Ok(out)
+    }
+
     /// Every bucket held (prefix, bucket), with the least and greatest first seq of them.
     #[allow(clippy::type_complexity)]
     pub(super) fn buckets_and_seqs(&self) -> (Vec<(u8, u64)>, Option<(u64, u64)>) {
@@ -156,24 +179,7 @@ impl Unflushed {
         let mut out = Vec::new();
         for (&(prefix, bucket), b) in &self.buckets {
             if prefix == super::P_ENVELOPE_ROWS {
-                // Digests: all of the bucket's, sorted.
-                let mut digests: Vec<&[u8]> = Vec::new();
-                for held in &b.rows {
-                    let key = super::row_key(prefix, bucket, held.seq, held.chunk);
-                    let value = &self.data[held.value.clone()];
-                    let row = super::digest_row(value).map_err(|e| corrupt(&key, e))?;
-                    digests.extend(row.chunks_exact(32));
-                }
-                digests.sort_unstable();
-                digests.dedup();
-                let digests: Vec<[u8; 32]> =
-                    digests.iter().map(|d| <[u8; 32]>::try_from(*d).unwrap_or_default()).collect();
-                super::encode_digest_rows(bucket, b.first_seq, &digests, |key, value| {
-                    out.push((IVec::from(&key[..]), IVec::from(value)));
-                });
-                for (k, v) in out.drain(..) {
-                    f(k, v)?;
-                }
+                // Merged into the bucket's rows in sled instead (`digest_buckets`).
                 continue;
             }
             let with_ids = prefix == super::P_REPORTS;
@@ -276,33 +282,34 @@ mod tests {
             .collect()
     }
 
-    /// Held `G` rows answer the duplicate test until the checkpoint and merge into one
-    /// bucket's sorted digests, keyed with its first seq and its first digest.
+    /// Held `G` rows answer the duplicate test until the checkpoint, give each bucket's
+    /// digests sorted and distinct, and are not among the merged report and count rows.
     #[test]
-    fn held_digests_merge_to_sorted_rows_keyed_by_their_first_digest() {
-        use crate::store::{P_ENVELOPE_ROWS, digest_chunk, encode_digest_rows, row_key};
+    fn held_digests_are_found_and_given_per_bucket_in_order() {
+        use crate::store::{P_ENVELOPE_ROWS, encode_digest_rows, row_key};
         let mut held = Unflushed::new(3);
         let d = |first: u8, rest: u8| {
             let mut d = [rest; 32];
             d[0] = first;
             d
         };
-        let add = |held: &mut Unflushed, seq, digests: &[[u8; 32]]| {
-            encode_digest_rows(5_000, seq, digests, |k, v| held.add_row(&k, &v).unwrap());
+        let add = |held: &mut Unflushed, bucket, seq, digests: &[[u8; 32]]| {
+            encode_digest_rows(bucket, seq, digests, |k, v| held.add_row(&k, &v).unwrap());
         };
-        add(&mut held, 3, &[d(2, 0), d(9, 0)]);
-        add(&mut held, 4, &[d(1, 0), d(2, 1), d(7, 0)]);
-        assert!(held.contains_digest(&d(7, 0)) && held.contains_digest(&d(2, 0)));
+        add(&mut held, 5_000, 3, &[d(2, 0), d(9, 0)]);
+        add(&mut held, 5_000, 4, &[d(1, 0), d(2, 1), d(7, 0)]);
+        add(&mut held, 9_000, 4, &[d(3, 0)]);
+        assert!(held.contains_digest(&d(7, 0)) && held.contains_digest(&d(3, 0)));
         assert!(!held.contains_digest(&d(7, 1)));
-        let merged = held.merged().unwrap();
-        assert_eq!(merged.len(), 1);
-        let key = row_key(P_ENVELOPE_ROWS, 5_000, 3, digest_chunk(&d(1, 0)));
-        assert_eq!(merged[0].0.as_ref(), &key[..]);
-        let mut want = vec![1u8];
-        for x in [d(1, 0), d(2, 0), d(2, 1), d(7, 0), d(9, 0)] {
-            want.extend_from_slice(&x);
-        }
-        assert_eq!(merged[0].1.as_ref(), &want[..]);
+        let buckets = held.digest_buckets().unwrap();
+        assert_eq!(
+            buckets,
+            vec![
+                (5_000, vec![d(1, 0), d(2, 0), d(2, 1), d(7, 0), d(9, 0)]),
+                (9_000, vec![d(3, 0)])
+            ]
+        );
+        assert!(held.merged().unwrap().is_empty());
         assert!(held.add_row(&row_key(P_ENVELOPE_ROWS, 5_000, 5, 0), &[1, 2]).is_err());
         assert!(held.add_row(&row_key(b'X', 5_000, 5, 0), &[1]).unwrap_err().contains("0x58"));
         held.clear(5);
