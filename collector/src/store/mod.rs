@@ -62,10 +62,12 @@
 //!
 //! Format 6 packs them: a group's new digests are journaled as one deferred `G` row per second
 //! of `created_at` and held in memory with the report rows (`unflushed.rs`); the checkpoint
-//! merges each second's held digests into that second's rows in sled (read, union, rewritten
-//! as rows of at most 128 that split the second's digests into disjoint ranges, each keyed by
-//! its greatest digest; one atomic sled batch per second). A second's digests so take about
-//! one key per 128 envelopes instead of one each (format 4 and 5's `C` keys: one sled key per
+//! merges each second's held digests into that second's rows in sled, which split the second's
+//! digests into disjoint ranges, each row keyed by its greatest digest: a digest goes into the
+//! row whose range holds it, and a row that gets digests is rewritten, split in even parts when
+//! it outgrows 128 (one atomic sled batch per second; the rows nothing went into are not
+//! touched). A second's digests so take about one key per 64 to 128 envelopes instead of one
+//! each (format 4 and 5's `C` keys: one sled key per
 //! envelope was most of the keys of the store, and sled's memory grows with its keys;
 //! `docs/performance.md`, seventh round), and the duplicate test is the digests held in
 //! memory, then one seek: the first row of the second at or above the digest is the only one
@@ -698,43 +700,73 @@ fn digest_row_key(bucket: u64, last: &[u8; 32]) -> [u8; 41] {
     key
 }
 
-/// The writes that merge `new` digests (sorted) into a bucket's `G` rows in sled, `old` (its
-/// rows' keys and values, in key order): the union, sorted and distinct, as rows of at most
-/// [`DIGESTS_PER_ROW`] (as even as can be), each keyed by its greatest digest; the keys of
-/// `old` not written again are removed. The rows of a bucket so hold disjoint, ordered ranges
-/// of digests, and the one row that could hold a digest is the first with a key at or above
-/// the digest's ([`Shared::envelope_stored`]: one seek). The same union whatever was merged
-/// before: merging a replayed record again changes nothing.
+/// Writes `digests` (sorted, distinct) of `bucket` as rows of at most [`DIGESTS_PER_ROW`], as
+/// even as can be, each keyed by its greatest digest; says whether one of them is keyed `key`.
+fn put_digest_rows(bucket: u64, digests: &[[u8; 32]], key: &[u8], batch: &mut sled::Batch) -> bool {
+    let rows = digests.len().div_ceil(DIGESTS_PER_ROW);
+    let mut rewritten = false;
+    let mut start = 0;
+    for i in 0..rows {
+        // The first `digests.len() % rows` rows get one more; each at least one.
+        let end = start + digests.len() / rows + usize::from(i < digests.len() % rows);
+        let part = &digests[start..end];
+        let row_key = digest_row_key(bucket, &part[part.len() - 1]);
+        rewritten |= row_key[..] == *key;
+        batch.insert(&row_key[..], digest_row_value(part));
+        start = end;
+    }
+    rewritten
+}
+
+/// The writes that merge `new` digests (sorted, distinct) into a bucket's `G` rows in sled,
+/// `old` (its rows, in key order). A bucket's rows hold disjoint ranges of its digests, each
+/// keyed by its greatest, so the one row that could hold a digest is the first with a key at or
+/// above it ([`Shared::envelope_stored`]: one seek). A new digest goes into that row (past the
+/// last key: the last row); a row that gets new digests is rewritten, split into rows of at most
+/// [`DIGESTS_PER_ROW`] (as even as can be) when it outgrows one, and the others are not
+/// touched. A union: merging digests that are there already changes nothing, so a replay over
+/// a checkpoint that a crash cut short merges to the same digests.
 fn merge_digest_rows(
     bucket: u64,
     old: &[(sled::IVec, sled::IVec)],
     new: &[[u8; 32]],
     batch: &mut sled::Batch,
 ) -> Result<(), (sled::IVec, String)> {
-    let mut all: Vec<[u8; 32]> = new.to_vec();
-    for (k, v) in old {
-        let row = digest_row(v).map_err(|e| (k.clone(), e))?;
-        all.extend(row.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()));
+    if old.is_empty() {
+        if !new.is_empty() {
+            put_digest_rows(bucket, new, &[], batch);
+        }
+        return Ok(());
     }
-    all.sort_unstable();
-    all.dedup();
-    let rows = all.len().div_ceil(DIGESTS_PER_ROW);
-    let mut written = std::collections::HashSet::new();
     let mut start = 0;
-    for i in 0..rows {
-        // Rows as even as can be: the first `all.len() % rows` get one more.
-        let end = start + all.len() / rows + usize::from(i < all.len() % rows);
-        let part = &all[start..end];
-        // Invariant: `end > start` (every row gets at least `all.len() / rows >= 1` digests).
-        let key = digest_row_key(bucket, &part[part.len() - 1]);
-        written.insert(key);
-        batch.insert(&key[..], digest_row_value(part));
-        start = end;
-    }
-    for (k, _) in old {
-        if !written.contains(k.as_ref()) {
+    for (i, (k, v)) in old.iter().enumerate() {
+        let greatest = match k.get(9..) {
+            Some(g) if k.len() == 41 => g,
+            _ => {
+                return Err((
+                    k.clone(),
+                    format!("digest row key of {} bytes, expected 41", k.len()),
+                ));
+            }
+        };
+        let end = if i + 1 == old.len() {
+            new.len()
+        } else {
+            start + new[start..].partition_point(|d| d[..] <= *greatest)
+        };
+        if end == start {
+            continue;
+        }
+        let row = digest_row(v).map_err(|e| (k.clone(), e))?;
+        let mut all: Vec<[u8; 32]> =
+            row.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()).collect();
+        all.extend_from_slice(&new[start..end]);
+        all.sort_unstable();
+        all.dedup();
+        if !put_digest_rows(bucket, &all, k, batch) {
             batch.remove(k.clone());
         }
+        start = end;
     }
     Ok(())
 }
@@ -3271,7 +3303,9 @@ mod tests {
         all(group(&store, &second), &stored);
         store.flush().await.unwrap();
         // Merged into the seconds' rows: 286, 200 and 14 digests.
-        assert_eq!(sled_rows(&store), 6);
+        let rows: Vec<_> =
+            store.shared.trees.rows.scan_prefix([P_ENVELOPE_ROWS]).map(Result::unwrap).collect();
+        assert_eq!(check_digest_rows(&rows), 500);
         let third = envelopes(3, 100, |i| 10_005 + 7 * i as u64);
         all(group(&store, &third), &stored);
         for b in [&first, &second, &third] {
@@ -3297,9 +3331,29 @@ mod tests {
         restored.close().await.unwrap();
     }
 
-    /// A second's digests merged into its rows, again and again: rows of at most 128, as
-    /// even as can be, holding disjoint ranges in key order, so the first row at or above a
-    /// digest is the one that holds it; merging what is there already changes nothing.
+    /// Checks the `G` rows (in key order) hold disjoint ranges per bucket, in order, at most
+    /// [`DIGESTS_PER_ROW`] each, keyed by their greatest digest; the number of digests.
+    fn check_digest_rows(rows: &[(sled::IVec, sled::IVec)]) -> usize {
+        let mut count = 0;
+        for (i, (k, v)) in rows.iter().enumerate() {
+            let digests = digest_row(v).unwrap();
+            let n = digests.len() / 32;
+            assert!((1..=DIGESTS_PER_ROW).contains(&n), "a row of {n} digests");
+            assert_eq!(&k[9..], &digests[digests.len() - 32..], "keyed by its greatest digest");
+            assert!(digests.chunks(32).zip(digests.chunks(32).skip(1)).all(|(a, b)| a < b));
+            if let Some((prev, _)) = i.checked_sub(1).map(|j| &rows[j]) {
+                if prev[..9] == k[..9] {
+                    assert!(&digests[..32] > &prev[9..], "ranges disjoint, in order");
+                }
+            }
+            count += n;
+        }
+        count
+    }
+
+    /// A second's digests merged into its rows, again and again: rows of at most 128 holding
+    /// disjoint ranges in key order, so the first row at or above a digest is the one that
+    /// holds it; merging what is there already changes nothing.
     #[test]
     fn digest_rows_partition_a_second_and_merge_idempotently() {
         let dir = tempfile::tempdir().unwrap();
@@ -3322,14 +3376,8 @@ mod tests {
         merge(&second);
         merge(&first[..10]);
         let rows: Vec<_> = tree.scan_prefix([P_ENVELOPE_ROWS]).map(Result::unwrap).collect();
-        let sizes: Vec<usize> =
-            rows.iter().map(|(_, v)| digest_row(v).unwrap().len() / 32).collect();
-        assert_eq!(sizes, vec![125; 4]);
-        for w in rows.windows(2) {
-            let last_of_first = &digest_row(&w[0].1).unwrap()[125 * 32 - 32..];
-            assert_eq!(&w[0].0[9..], last_of_first, "keyed by its greatest digest");
-            assert!(&digest_row(&w[1].1).unwrap()[..32] > last_of_first, "disjoint, in order");
-        }
+        assert_eq!(check_digest_rows(&rows), 500);
+        assert!(rows.len() >= 4, "split as they grew: {} rows", rows.len());
         for d in first.iter().chain(&second) {
             let (_, v) =
                 rows.iter().find(|(k, _)| k.as_ref() >= &digest_row_key(5_000, d)[..]).unwrap();

@@ -1,5 +1,5 @@
-//! Report and count rows acknowledged since the last checkpoint, held in memory and written to
-//! sled merged at the checkpoint.
+//! Report and count rows (and envelope digests) acknowledged since the last checkpoint, held in
+//! memory and written to sled merged at the checkpoint.
 //!
 //! A group commit writes one row per event-time bucket it has reports in (what bounds a read
 //! to one bucket of reports at a time). NEL reports arrive with ages spread over the minute a
@@ -27,6 +27,15 @@
 //! is within the replayed records' seqs: whatever an interrupted checkpoint left under another
 //! chunking is gone too, and nothing outside the replayed records is touched (a fleet group's
 //! rows go to sled directly, between checkpoints, with a seq of its own).
+//!
+//! # Envelope digests
+//!
+//! A group's new envelope digests are held the same way, as `G` rows per second of the
+//! envelopes' `created_at` (`mod.rs`, "Duplicates"), with a hash set of them that the
+//! writer's duplicate test reads. They are not among the merged rows: the checkpoint (and a
+//! replay) merges each second's digests into that second's rows in sled instead
+//! ([`Unflushed::digest_buckets`]), a union, so merging the same digests twice changes
+//! nothing and the seq range removal above leaves `G` rows alone.
 //!
 //! # Readers
 //!
