@@ -3343,7 +3343,7 @@ mod tests {
             assert!(digests.chunks(32).zip(digests.chunks(32).skip(1)).all(|(a, b)| a < b));
             if let Some((prev, _)) = i.checked_sub(1).map(|j| &rows[j]) {
                 if prev[..9] == k[..9] {
-                    assert!(&digests[..32] > &prev[9..], "ranges disjoint, in order");
+                    assert!(digests[..32] > prev[9..], "ranges disjoint, in order");
                 }
             }
             count += n;
