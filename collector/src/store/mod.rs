@@ -651,13 +651,18 @@ fn row_bound(prefix: u8, t: u64) -> [u8; 9] {
     key
 }
 
-/// The `C` key of an envelope's digest.
-fn envelope_key(created_at: u64, digest: &[u8; 32]) -> [u8; 41] {
+/// `prefix` ‖ `t` u64 BE ‖ `digest`: a `C` key, or a `G` row's.
+fn time_digest_key(prefix: u8, t: u64, digest: &[u8; 32]) -> [u8; 41] {
     let mut key = [0; 41];
-    key[0] = P_ENVELOPES;
-    key[1..9].copy_from_slice(&created_at.to_be_bytes());
+    key[0] = prefix;
+    key[1..9].copy_from_slice(&t.to_be_bytes());
     key[9..].copy_from_slice(digest);
     key
+}
+
+/// The `C` key of an envelope's digest.
+fn envelope_key(created_at: u64, digest: &[u8; 32]) -> [u8; 41] {
+    time_digest_key(P_ENVELOPES, created_at, digest)
 }
 
 /// Version byte of a `G` row: the sorted digests follow, 32 bytes each.
@@ -693,11 +698,7 @@ fn encode_digest_rows(
 
 /// The sled key of the `G` row of `bucket` whose greatest digest is `last`.
 fn digest_row_key(bucket: u64, last: &[u8; 32]) -> [u8; 41] {
-    let mut key = [0; 41];
-    key[0] = P_ENVELOPE_ROWS;
-    key[1..9].copy_from_slice(&bucket.to_be_bytes());
-    key[9..].copy_from_slice(last);
-    key
+    time_digest_key(P_ENVELOPE_ROWS, bucket, last)
 }
 
 /// Writes `digests` (sorted, distinct) of `bucket` as rows of at most [`DIGESTS_PER_ROW`], as
