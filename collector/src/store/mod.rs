@@ -719,13 +719,22 @@ fn put_digest_rows(bucket: u64, digests: &[[u8; 32]], key: &[u8], batch: &mut sl
     rewritten
 }
 
+/// The greatest digest of the `G` row keyed `key`.
+fn digest_row_greatest(key: &[u8]) -> Result<&[u8], String> {
+    match key.get(9..) {
+        Some(g) if key.len() == 41 => Ok(g),
+        _ => Err(format!("digest row key of {} bytes, expected 41", key.len())),
+    }
+}
+
 /// The writes that merge `new` digests (sorted, distinct) into a bucket's `G` rows in sled,
-/// `old` (its rows, in key order). A bucket's rows hold disjoint ranges of its digests, each
-/// keyed by its greatest, so the one row that could hold a digest is the first with a key at or
-/// above it ([`Shared::envelope_stored`]: one seek). A new digest goes into that row (past the
-/// last key: the last row); a row that gets new digests is rewritten, split into rows of at most
-/// [`DIGESTS_PER_ROW`] (as even as can be) when it outgrows one, and the others are not
-/// touched. A union: merging digests that are there already changes nothing, so a replay over
+/// `old` (in key order: its rows, or those of them that a digest goes into: for every digest
+/// the first row at or above it, and the last row if a digest is past it). A bucket's rows
+/// hold disjoint ranges of its digests, each keyed by its greatest, so the one row that could
+/// hold a digest is the first with a key at or above it ([`Shared::envelope_stored`]: one
+/// seek). A new digest goes into that row (past the last key: the last row); a row that gets
+/// new digests is rewritten, split into rows of at most [`DIGESTS_PER_ROW`] (as even as can be)
+/// when it outgrows one, and the others are not touched. A union: merging digests that are there already changes nothing, so a replay over
 /// a checkpoint that a crash cut short merges to the same digests.
 fn merge_digest_rows(
     bucket: u64,
@@ -741,15 +750,7 @@ fn merge_digest_rows(
     }
     let mut start = 0;
     for (i, (k, v)) in old.iter().enumerate() {
-        let greatest = match k.get(9..) {
-            Some(g) if k.len() == 41 => g,
-            _ => {
-                return Err((
-                    k.clone(),
-                    format!("digest row key of {} bytes, expected 41", k.len()),
-                ));
-            }
-        };
+        let greatest = digest_row_greatest(k).map_err(|e| (k.clone(), e))?;
         let end = if i + 1 == old.len() {
             new.len()
         } else {
@@ -2064,18 +2065,46 @@ impl Shared {
         Ok(legacy && rows.get(envelope_key(created_at, digest)).map_err(|e| self.io(e))?.is_some())
     }
 
-    /// Adds to `writes` what merges `digests` (sorted) into the `G` rows of `bucket`
-    /// ([`merge_digest_rows`]). With [`Shared::write`] held.
+    /// Adds to `writes` what merges `digests` (sorted, distinct) into the `G` rows of `bucket`
+    /// ([`merge_digest_rows`]), reading only the rows they go into: a seek per such row (and
+    /// one for the digests past the last), not the whole second, which a sender choosing one
+    /// `created_at` for all its envelopes could make large. With [`Shared::write`] held.
     fn merge_digests(
         &self,
         bucket: u64,
         digests: &[[u8; 32]],
         writes: &mut sled::Batch,
     ) -> Result<(), StoreError> {
-        let range = row_bound(P_ENVELOPE_ROWS, bucket)..row_bound(P_ENVELOPE_ROWS, bucket + 1);
-        let old: Vec<(sled::IVec, sled::IVec)> =
-            self.trees.rows.range(range).collect::<Result<_, _>>().map_err(|e| self.io(e))?;
-        merge_digest_rows(bucket, &old, digests, writes)
+        let rows = &self.trees.rows;
+        let end = row_bound(P_ENVELOPE_ROWS, bucket + 1);
+        let mut touched: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+        let mut i = 0;
+        while i < digests.len() {
+            let from = digest_row_key(bucket, &digests[i]);
+            match rows.range(&from[..]..&end[..]).next() {
+                Some(item) => {
+                    let (k, v) = item.map_err(|e| self.io(e))?;
+                    let greatest =
+                        digest_row_greatest(&k).map_err(|e| self.corrupt("rows", &k, &e))?;
+                    // Every digest up to this row's greatest goes into it (at least
+                    // `digests[i]`: the seek found a row at or above it).
+                    i += digests[i..].partition_point(|d| d[..] <= *greatest);
+                    touched.push((k, v));
+                }
+                None => {
+                    // Past every row: the last row of the second, if any, takes them.
+                    let start = row_bound(P_ENVELOPE_ROWS, bucket);
+                    if let Some(item) = rows.range(&start[..]..&end[..]).next_back() {
+                        let (k, v) = item.map_err(|e| self.io(e))?;
+                        if touched.last().is_none_or(|(t, _)| *t != k) {
+                            touched.push((k, v));
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        merge_digest_rows(bucket, &touched, digests, writes)
             .map_err(|(k, e)| self.corrupt("rows", &k, &e))
     }
 
@@ -3387,6 +3416,56 @@ mod tests {
         assert!(!digest_row_contains(&rows[0].1, &[0; 32]).unwrap());
         assert!(digest_row(&[1, 2, 3]).unwrap_err().contains("not a multiple of 32"));
         assert!(digest_row(&[2]).unwrap_err().contains("digest row version 2"));
+    }
+
+    /// Merging into a second reads only the rows the digests go into (a seek each, and the
+    /// last row for digests past it) and keeps the rows disjoint: digests below the first row,
+    /// past the last, and both at once (the case where taking the row found for the first
+    /// digest for all of them would make rows overlap and lose a digest's row).
+    #[tokio::test]
+    async fn merging_into_a_second_keeps_its_rows_disjoint_wherever_digests_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let digest = |n: u32| {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&n.to_be_bytes());
+            d
+        };
+        let merge = |new: &[[u8; 32]]| {
+            let _state = store.shared.write.lock().unwrap();
+            let mut writes = sled::Batch::default();
+            store.shared.merge_digests(7_000, new, &mut writes).unwrap();
+            store.shared.trees.rows.apply_batch(writes).unwrap();
+            let rows: Vec<_> = store
+                .shared
+                .trees
+                .rows
+                .scan_prefix([P_ENVELOPE_ROWS])
+                .map(Result::unwrap)
+                .collect();
+            (check_digest_rows(&rows), rows.len())
+        };
+        let mut merged: Vec<[u8; 32]> = (0..384).map(|i| digest(1_000 + 10 * i)).collect();
+        assert_eq!(merge(&merged), (384, 3));
+        // Past the last row only: the last row takes it and splits.
+        let past = [digest(9_000)];
+        assert_eq!(merge(&past), (385, 4));
+        // Below the first row and past the last, in one merge.
+        let both = [digest(5), digest(9_500)];
+        assert_eq!(merge(&both).0, 387);
+        // Inside a row, and what is there already: the union.
+        let inside = [digest(1_000), digest(2_005), digest(9_000)];
+        assert_eq!(merge(&inside).0, 388);
+        merged.extend(past.iter().chain(&both).chain(&inside));
+        {
+            let _state = store.shared.write.lock().unwrap();
+            for d in &merged {
+                assert!(store.shared.envelope_stored(false, 7_500, d).unwrap());
+            }
+            assert!(!store.shared.envelope_stored(false, 7_500, &digest(2_006)).unwrap());
+            assert!(!store.shared.envelope_stored(false, 8_000, &digest(2_005)).unwrap());
+        }
+        store.close().await.unwrap();
     }
 
     /// A format 5 store's `C` keys are read until they expire: an envelope stored before the
