@@ -198,12 +198,12 @@
 //! sled keeps bookkeeping for every node of its tree in memory, cached or not (its page
 //! table and each log segment's list of pages), and a leaf holds at most 16 keys: memory grows
 //! with the number of keys stored, not with their bytes. Format 3 stores a report in a shared
-//! row and packs agent report ids 32 to 64 to a key (`ids.rs`), and format 6 about 128
+//! row and packs agent report ids 32 to 64 to a key (`ids.rs`), and format 6 64 to 128
 //! envelope digests to a key (format 4 and 5 had a key per envelope: most of the store's keys).
-//! Measured with `vantage-loadgen --duration 2 --rss-reports 3000000` (agent envelopes of 10
-//! reports, 16 MiB cache): format 6 62-65 MiB at 3M, growing 1.7-3.5 MiB per million over the
-//! second half, against 68-69 MiB and 5.6-6.6 MiB per million for format 5; format 2 held
-//! 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
+//! Measured with `vantage-loadgen --duration 2 --rss-reports 6000000` (agent envelopes of 10
+//! reports, 16 MiB cache): format 6 66-70 MiB at 6M, growing 1.2-1.7
+//! MiB per million over the second half, against 86-89 MiB and 6.4-8.2 MiB per million for
+//! format 5; format 2 held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
 //! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
 //! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it.
