@@ -3302,7 +3302,7 @@ mod tests {
         results.into_iter().map(Result::unwrap).collect()
     }
 
-    /// Envelope digests are rows per second of `created_at`, about 128 digests to a row (format
+    /// Envelope digests are rows per second of `created_at`, 64 to 128 digests to a row (format
     /// 6, not a key each): a re-send is a `Duplicate` whether its digest is held since the last
     /// checkpoint, in sled (in any row of any seq of its second), or replayed from the journal
     /// after a crash; a new envelope of the same second is stored; retention forgets the rows.
