@@ -734,8 +734,9 @@ fn digest_row_greatest(key: &[u8]) -> Result<&[u8], String> {
 /// hold a digest is the first with a key at or above it ([`Shared::envelope_stored`]: one
 /// seek). A new digest goes into that row (past the last key: the last row); a row that gets
 /// new digests is rewritten, split into rows of at most [`DIGESTS_PER_ROW`] (as even as can be)
-/// when it outgrows one, and the others are not touched. A union: merging digests that are there already changes nothing, so a replay over
-/// a checkpoint that a crash cut short merges to the same digests.
+/// when it outgrows one, and the others are not touched. A union: merging digests that are
+/// there already changes nothing, so a replay over a checkpoint that a crash cut short merges
+/// to the same digests.
 fn merge_digest_rows(
     bucket: u64,
     old: &[(sled::IVec, sled::IVec)],
