@@ -760,9 +760,7 @@ fn merge_digest_rows(
         if end == start {
             continue;
         }
-        let row = digest_row(v).map_err(|e| (k.clone(), e))?;
-        let mut all: Vec<[u8; 32]> =
-            row.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()).collect();
+        let mut all: Vec<[u8; 32]> = digest_row_digests(v).map_err(|e| (k.clone(), e))?.collect();
         all.extend_from_slice(&new[start..end]);
         all.sort_unstable();
         all.dedup();
@@ -786,6 +784,12 @@ fn digest_row(value: &[u8]) -> Result<&[u8], String> {
         }
         None => Err("empty digest row".into()),
     }
+}
+
+/// The digests of a `G` row value, in order.
+fn digest_row_digests(value: &[u8]) -> Result<impl Iterator<Item = [u8; 32]> + '_, String> {
+    // Invariant: `digest_row` gives a multiple of 32 bytes.
+    Ok(digest_row(value)?.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()))
 }
 
 /// True if the `G` row `value` holds `digest` (a binary search: its digests are sorted).

@@ -121,10 +121,7 @@ impl Unflushed {
         match prefix {
             super::P_REPORTS | super::P_TARGETS => {}
             super::P_ENVELOPE_ROWS => {
-                for d in super::digest_row(value)?.chunks_exact(32) {
-                    // Invariant: `digest_row` yields chunks of 32 bytes.
-                    self.digests.insert(<[u8; 32]>::try_from(d).unwrap_or_default());
-                }
+                self.digests.extend(super::digest_row_digests(value)?);
             }
             other => return Err(format!("a deferred row of prefix {other:#04x}")),
         }
@@ -154,10 +151,10 @@ impl Unflushed {
             let mut digests: Vec<[u8; 32]> = Vec::new();
             for held in &b.rows {
                 let value = &self.data[held.value.clone()];
-                let row = super::digest_row(value)
-                    .map_err(|e| (super::row_key(p, bucket, held.seq, held.chunk).to_vec(), e))?;
                 digests.extend(
-                    row.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()),
+                    super::digest_row_digests(value).map_err(|e| {
+                        (super::row_key(p, bucket, held.seq, held.chunk).to_vec(), e)
+                    })?,
                 );
             }
             digests.sort_unstable();
