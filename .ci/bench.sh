@@ -17,6 +17,9 @@
 #                                     stores 2,000,000 reports)
 #   bash .ci/bench.sh --quick         short phases, 200,000 reports for the memory row, 20 s idle
 #   VANTAGE_BENCH_ONLY="ingest nel"   only some rows (ingest nel memory idle record ffi wasm)
+#   VANTAGE_NEL_PEER=ADDR/PATH@PID    also measure another NEL collector already running here
+#                                     (vantage-loadgen --nel-peer: 5 alternating rounds, the
+#                                     ratio of the medians), e.g. 127.0.0.1:8080/nel@4242
 #
 # Every tool prints `bench-row: KEY VALUE UNIT` lines; this script gathers them (its log, with
 # each tool's full output, is kept in $TARGET/bench/) and prints the table. CPU time per request
@@ -32,7 +35,7 @@ cd "$ROOT"
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 if [[ $# -gt 0 && "$1" != "--quick" ]]; then
-    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 ONLY="${VANTAGE_BENCH_ONLY:-ingest nel memory idle record ffi wasm}"
@@ -69,6 +72,9 @@ run() {
 if wants ingest || wants nel || wants memory; then
     args=(--tls --duration "$DURATION")
     wants nel && args+=(--nel)
+    if wants nel && [[ -n "${VANTAGE_NEL_PEER:-}" ]]; then
+        args+=(--nel-peer "$VANTAGE_NEL_PEER")
+    fi
     wants memory && args+=(--rss-reports "$RSS_REPORTS")
     run loadgen "$TARGET/release/vantage-loadgen" "${args[@]}"
 fi
@@ -109,6 +115,9 @@ table = [
     ("  ratio: open+verify / ingest (CPU time)", get("ingest_tls_cpu_ratio_to_crypto", "{:.2f}") + "x", ">= 0.7x"),
     ("NEL /v1/nel: collector CPU per upload (3 reports)", get("nel_cpu_us_per_upload") + " us", "<= 25 us"),
     ("  the same, report ages spread over a minute", get("nel_spread_cpu_us_per_upload") + " us", "<= 25 us"),
+    ("  another NEL collector, alternating (VANTAGE_NEL_PEER)", get("nel_peer_cpu_us_per_upload") + " us", ""),
+    ("  ratio: vantage / that collector (medians)", get("nel_cpu_ratio_to_peer", "{:.2f}") + "x",
+     "25 us was 1.09-1.19x a peer's 21-23 us"),
     (f"collector VmRSS after {rss_reports:,} reports", get("collector_rss_mib") + " MiB",
      "<= 160 MiB at 2M, flat after"),
     ("  growth over the second half", get("collector_rss_growth_mib_per_million", "{:.1f}") + " MiB/M", "flat"),

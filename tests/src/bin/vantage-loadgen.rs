@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
 //!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--rss-step N] [--nel]
-//!     [--sync-cost] [--random-ids]
+//!     [--nel-peer ADDR/PATH@PID] [--sync-cost] [--random-ids]
 //! ```
 //!
 //! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
@@ -28,6 +28,13 @@
 //!   first round); in the second, every report has its own age in the last minute, as a
 //!   browser's reports have when it delivers what it queued for up to a minute (rows
 //!   `nel_spread_*`).
+//! - `--nel-peer ADDR/PATH@PID` (implies `--nel`) then measures another NEL collector already
+//!   running on this machine (e.g. `127.0.0.1:8080/nel@4242`: it takes the same uploads on
+//!   `POST http://ADDR/PATH`, and PID is the process whose CPU time they cost) against this
+//!   one: five rounds, each a closed loop on this collector then one on the peer, CPU per
+//!   upload of each (min and median) and the ratio of the medians (row
+//!   `nel_cpu_ratio_to_peer`): a comparison that the machine's slow and fast moments hit
+//!   alike, where two runs minutes apart are not comparable.
 //!
 //! Every figure also goes to a `bench-row:` line (`bench-row: key value unit`) that
 //! `.ci/bench.sh` collects into its table.
@@ -80,7 +87,8 @@ const REPORTS_PER_ENVELOPE: usize = 10;
 const AGENTS: usize = 1000;
 
 const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
-                     [--rss-reports N] [--rss-step N] [--nel] [--sync-cost] [--random-ids]";
+                     [--rss-reports N] [--rss-step N] [--nel] [--nel-peer ADDR/PATH@PID] [--sync-cost] \
+                     [--random-ids]";
 /// Reports per NEL upload in the `--nel` phase.
 const NEL_REPORTS_PER_UPLOAD: usize = 3;
 
@@ -106,7 +114,33 @@ struct Args {
     sync_cost: bool,
     /// Add the NEL phase.
     nel: bool,
+    /// Another NEL collector to measure in alternation with this one (`--nel-peer`).
+    nel_peer: Option<NelTarget>,
     random_ids: bool,
+}
+
+/// A NEL collector on this machine: where it takes uploads and the process whose CPU time
+/// they cost. This one's `/v1/nel`, or another one's (`--nel-peer`), already running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NelTarget {
+    addr: std::net::SocketAddr,
+    path: String,
+    pid: u32,
+}
+
+impl NelTarget {
+    /// `ADDR/PATH@PID`, e.g. `127.0.0.1:8080/nel@4242`.
+    fn parse(value: &str) -> Result<NelTarget, String> {
+        let usage = "--nel-peer: ADDR/PATH@PID, e.g. 127.0.0.1:8080/nel@4242";
+        let (target, pid) = value.rsplit_once('@').ok_or(usage)?;
+        let pid: u32 = pid.parse().map_err(|e| format!("--nel-peer: pid {pid:?}: {e}"))?;
+        let (addr, path) = target.split_once('/').ok_or(usage)?;
+        let addr = addr.parse().map_err(|e| format!("--nel-peer: address {addr:?}: {e}"))?;
+        if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists() {
+            return Err(format!("--nel-peer: no process {pid} on this machine"));
+        }
+        Ok(NelTarget { addr, path: format!("/{path}"), pid })
+    }
 }
 
 impl Args {
@@ -120,6 +154,7 @@ impl Args {
             max_pool: None,
             sync_cost: false,
             nel: false,
+            nel_peer: None,
             random_ids: false,
         };
         while let Some(arg) = it.next() {
@@ -129,6 +164,10 @@ impl Args {
                 "--both" => args.listeners = Listeners::Both,
                 "--sync-cost" => args.sync_cost = true,
                 "--nel" => args.nel = true,
+                "--nel-peer" => {
+                    args.nel_peer = Some(NelTarget::parse(&value("--nel-peer")?)?);
+                    args.nel = true;
+                }
                 "--random-ids" => args.random_ids = true,
                 "--duration" => {
                     let secs: f64 =
@@ -518,7 +557,38 @@ struct Bench {
     crypto_per_sec: f64,
     /// CPU µs per open on this process's thread.
     crypto_cpu_us: f64,
+    /// Index of the next NEL body (`nel_body`): no two phases send the same upload.
+    nel_next: usize,
     out: std::io::Stdout,
+}
+
+/// Alternating rounds of `--nel-peer`.
+const PEER_ROUNDS: usize = 5;
+
+/// One NEL closed loop.
+struct NelRun {
+    tally: Tally,
+    wall: f64,
+    /// CPU seconds of the process that took the uploads.
+    cpu: f64,
+}
+
+impl NelRun {
+    fn cpu_us_per_upload(&self) -> f64 {
+        self.cpu / self.tally.accepted.max(1) as f64 * 1e6
+    }
+
+    fn uploads_per_sec(&self) -> f64 {
+        self.tally.accepted as f64 / self.wall
+    }
+}
+
+/// Min and median of `v` (not empty).
+fn min_median(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+    (v[0], median)
 }
 
 impl Bench {
@@ -617,20 +687,106 @@ impl Bench {
     /// The NEL phase: closed loop of distinct 3-report uploads on the plain listener; prints
     /// uploads/s and the collector's CPU µs per upload.
     async fn nel_phase(&mut self, plain: std::net::SocketAddr, ages: Ages) -> Result<(), String> {
-        let pid = self.proc.pid();
-        // Enough distinct bodies for the phase at a generous rate.
+        let ours = NelTarget { addr: plain, path: "/v1/nel".into(), pid: self.proc.pid() };
+        let mut run = self.nel_closed_loop(&ours, ages).await?;
+        if run.tally.accepted == 0 {
+            return Err(format!("NEL phase: nothing stored: {}", run.tally.problems()));
+        }
+        self.say(&format!(
+            "[NEL{}] closed loop, {} connections, {:.1} s: {:.0} uploads/s of {} reports; \
+             collector CPU {:.0} us per upload; p50 {:.2} ms; problems: {}",
+            ages.label(),
+            self.args.connections,
+            run.wall,
+            run.uploads_per_sec(),
+            NEL_REPORTS_PER_UPLOAD,
+            run.cpu_us_per_upload(),
+            ms(run.tally.percentile(0.5)),
+            run.tally.problems()
+        ));
+        let prefix = ages.row_prefix();
+        row(&format!("{prefix}_cpu_us_per_upload"), run.cpu_us_per_upload(), "us");
+        row(&format!("{prefix}_uploads_per_sec"), run.uploads_per_sec(), "req/s");
+        Ok(())
+    }
+
+    /// This collector and `peer` in turn, [`PEER_ROUNDS`] closed loops each of the same kind of
+    /// uploads (clustered ages, every body distinct): CPU µs per upload of each process, min
+    /// and median, and the ratio of the medians. Alternating puts the machine's slow and fast
+    /// moments on both.
+    async fn nel_peer_rounds(
+        &mut self,
+        plain: std::net::SocketAddr,
+        peer: &NelTarget,
+    ) -> Result<(), String> {
+        let ours = NelTarget { addr: plain, path: "/v1/nel".into(), pid: self.proc.pid() };
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=PEER_ROUNDS {
+            for (who, target, out) in [("vantage", &ours, &mut mine), ("peer", peer, &mut theirs)] {
+                let mut run = self.nel_closed_loop(target, Ages::Clustered).await?;
+                if run.tally.accepted == 0 {
+                    return Err(format!(
+                        "NEL vs peer, round {round}: {who} ({}{}) took nothing: {}",
+                        target.addr,
+                        target.path,
+                        run.tally.problems()
+                    ));
+                }
+                self.say(&format!(
+                    "[NEL vs peer] round {round}, {who} (pid {}, {}{}): {:.0} uploads/s, CPU \
+                     {:.1} us per upload; p50 {:.2} ms; problems: {}",
+                    target.pid,
+                    target.addr,
+                    target.path,
+                    run.uploads_per_sec(),
+                    run.cpu_us_per_upload(),
+                    ms(run.tally.percentile(0.5)),
+                    run.tally.problems()
+                ));
+                out.push(run.cpu_us_per_upload());
+            }
+        }
+        let (mine, theirs) = (min_median(&mut mine), min_median(&mut theirs));
+        self.say(&format!(
+            "[NEL vs peer] CPU per upload, min / median of {PEER_ROUNDS}: vantage {:.1} / {:.1} \
+             us (durable 204), peer {:.1} / {:.1} us: {:.2} x the peer's",
+            mine.0,
+            mine.1,
+            theirs.0,
+            theirs.1,
+            mine.1 / theirs.1
+        ));
+        row("nel_peer_cpu_us_per_upload", theirs.1, "us");
+        row("nel_cpu_ratio_to_peer", mine.1 / theirs.1, "x");
+        Ok(())
+    }
+
+    /// One closed loop of `--duration` of distinct NEL uploads to `target`, and the CPU time
+    /// its process spent meanwhile.
+    async fn nel_closed_loop(&mut self, target: &NelTarget, ages: Ages) -> Result<NelRun, String> {
+        // Enough distinct bodies for the phase at a generous rate, none sent before.
         let n = self.args.max_pool.unwrap_or(200_000);
-        let pool: Vec<Bytes> = (0..n).map(|i| nel_body(i, ages)).collect();
-        let clients = Target::Plain(plain).connect_all(self.args.connections).await?;
-        let cpu_before = cpu_seconds(pid, self.ticks)?;
+        let first = self.nel_next;
+        self.nel_next += n;
+        let pool: Vec<Bytes> = (first..first + n).map(|i| nel_body(i, ages)).collect();
+        let mut clients = Vec::with_capacity(self.args.connections);
+        for _ in 0..self.args.connections {
+            clients.push(
+                HttpClient::connect_plain(target.addr)
+                    .await
+                    .map_err(|e| format!("connect to {}: {e}", target.addr))?,
+            );
+        }
+        let cpu_before = cpu_seconds(target.pid, self.ticks)?;
         let next = Arc::new(AtomicUsize::new(0));
         let pool = Arc::new(pool);
+        let path: Arc<str> = target.path.as_str().into();
         let start = Instant::now();
         let end = start + self.args.duration;
         let workers: Vec<_> = clients
             .into_iter()
             .map(|mut client| {
-                let (pool, next) = (pool.clone(), next.clone());
+                let (pool, next, path) = (pool.clone(), next.clone(), path.clone());
                 tokio::spawn(async move {
                     let mut tally = Tally::default();
                     while Instant::now() < end {
@@ -638,7 +794,7 @@ impl Bench {
                         let Some(body) = pool.get(i) else { break };
                         let sent = Instant::now();
                         let result = client
-                            .post("/v1/nel", vantage_collector::NEL_CONTENT_TYPE, body.clone())
+                            .post(&path, vantage_collector::NEL_CONTENT_TYPE, body.clone())
                             .await
                             // NEL answers 204 when stored: count it like a 202.
                             .map(|(status, b)| match status {
@@ -662,25 +818,8 @@ impl Bench {
             tally.merge(w.await.map_err(|e| format!("NEL worker: {e}"))?);
         }
         let wall = start.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(pid, self.ticks)? - cpu_before;
-        if tally.accepted == 0 {
-            return Err(format!("NEL phase: nothing stored: {}", tally.problems()));
-        }
-        let per_upload_us = cpu / tally.accepted as f64 * 1e6;
-        self.say(&format!(
-            "[NEL{}] closed loop, {} connections, {wall:.1} s: {:.0} uploads/s of {} reports; \
-             collector CPU {per_upload_us:.0} us per upload; p50 {:.2} ms; problems: {}",
-            ages.label(),
-            self.args.connections,
-            tally.accepted as f64 / wall,
-            NEL_REPORTS_PER_UPLOAD,
-            ms(tally.percentile(0.5)),
-            tally.problems()
-        ));
-        let prefix = ages.row_prefix();
-        row(&format!("{prefix}_cpu_us_per_upload"), per_upload_us, "us");
-        row(&format!("{prefix}_uploads_per_sec"), tally.accepted as f64 / wall, "req/s");
-        Ok(())
+        let cpu = cpu_seconds(target.pid, self.ticks)? - cpu_before;
+        Ok(NelRun { tally, wall, cpu })
     }
 
     /// Sends fresh envelopes until `total` reports are stored (counting `already`), then reads
@@ -845,6 +984,7 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         ticks: clock_ticks(),
         crypto_per_sec,
         crypto_cpu_us,
+        nel_next: 0,
         out,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -863,6 +1003,9 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     if args.nel {
         rt.block_on(bench.nel_phase(plain, Ages::Clustered))?;
         rt.block_on(bench.nel_phase(plain, Ages::Spread))?;
+        if let Some(peer) = &args.nel_peer {
+            rt.block_on(bench.nel_peer_rounds(plain, peer))?;
+        }
     }
     if args.rss_reports > 0 {
         let already: u64 =
@@ -1049,6 +1192,21 @@ mod tests {
         assert!(parse("--bogus").unwrap_err().contains("--bogus"));
         assert!(parse("--duration").unwrap_err().contains("needs a value"));
         assert!(parse("--random-ids").unwrap().random_ids && !parse("").unwrap().random_ids);
+        let me = std::process::id();
+        let a = parse(&format!("--nel-peer 127.0.0.1:8080/nel@{me}")).unwrap();
+        let peer =
+            NelTarget { addr: "127.0.0.1:8080".parse().unwrap(), path: "/nel".into(), pid: me };
+        assert!(a.nel && a.nel_peer == Some(peer));
+        for (bad, says) in [
+            ("127.0.0.1:8080/nel", "ADDR/PATH@PID"),
+            ("127.0.0.1:8080@1", "ADDR/PATH@PID"),
+            ("127.0.0.1:8080/nel@x", "pid \"x\""),
+            ("localhost:8080/nel@1", "address \"localhost:8080\""),
+            ("127.0.0.1:8080/nel@4294967295", "no process 4294967295"),
+        ] {
+            let e = parse(&format!("--nel-peer {bad}")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -1078,6 +1236,20 @@ mod tests {
     /// the NEL phase.
     #[test]
     fn tiny_run_accepts_envelopes_on_both_listeners() {
+        // A second collector stands in for `--nel-peer`'s other NEL collector.
+        let peer_dir = tempfile::tempdir().unwrap();
+        write_collector_key(peer_dir.path(), [0x2e; 32]);
+        let peer_config = CollectorConfig { plain: true, unlimited: true, ..Default::default() };
+        let peer_proc = CollectorProc::start_with(
+            &vantage_tests::collector_proc::collector_bin(),
+            peer_dir.path(),
+            &peer_config.to_toml(),
+        );
+        let peer = NelTarget {
+            addr: peer_proc.plain_addr().unwrap(),
+            path: "/v1/nel".into(),
+            pid: peer_proc.pid(),
+        };
         let args = Args {
             listeners: Listeners::Both,
             duration: Duration::from_millis(500),
@@ -1087,6 +1259,7 @@ mod tests {
             max_pool: Some(200),
             sync_cost: false,
             nel: true,
+            nel_peer: Some(peer),
             random_ids: false,
         };
         let figures = run(args).unwrap();
