@@ -201,9 +201,8 @@
 //! row and packs agent report ids 32 to 64 to a key (`ids.rs`), and format 6 64 to 128
 //! envelope digests to a key (format 4 and 5 had a key per envelope: most of the store's keys).
 //! Measured with `vantage-loadgen --duration 2 --rss-reports 6000000` (agent envelopes of 10
-//! reports, 16 MiB cache): format 6 66-70 MiB at 6M, growing 1.2-1.7
-//! MiB per million over the second half, against 86-89 MiB and 6.4-8.2 MiB per million for
-//! format 5; format 2 held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
+//! reports, 16 MiB cache): format 6 66-72 MiB at 6M, growing 1.2-3.8 MiB per million over
+//! the second half (two sessions), against 86-89 MiB and 6.4-8.2 MiB per million for format 5; format 2 held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
 //! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
 //! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it.

@@ -774,14 +774,10 @@ impl Bench {
         let first = self.nel_next;
         self.nel_next += n;
         let pool: Vec<Bytes> = (first..first + n).map(|i| nel_body(i, ages)).collect();
-        let mut clients = Vec::with_capacity(self.args.connections);
-        for _ in 0..self.args.connections {
-            clients.push(
-                HttpClient::connect_plain(target.addr)
-                    .await
-                    .map_err(|e| format!("connect to {}: {e}", target.addr))?,
-            );
-        }
+        let clients = Target::Plain(target.addr)
+            .connect_all(self.args.connections)
+            .await
+            .map_err(|e| format!("{} ({}): {e}", target.addr, target.path))?;
         let cpu_before = cpu_seconds(target.pid, self.ticks)?;
         let next = Arc::new(AtomicUsize::new(0));
         let pool = Arc::new(pool);
