@@ -196,6 +196,10 @@ pub struct StoreSection {
     pub space: crate::store::SpaceLimits,
     /// sled's page cache in bytes (`store.cache_mib`, default 16; 1 to 4096).
     pub cache_bytes: u64,
+    /// How often retention and `max_bytes` are enforced (`store.retention_check_secs`,
+    /// default 300; 1 to 86400). Between two checks the store can exceed `max_bytes` by what
+    /// arrives meanwhile.
+    pub retention_check: Duration,
 }
 
 /// `[limits]`: rate limits (token buckets) and clock skew.
@@ -397,6 +401,7 @@ struct RawStore {
     min_free_bytes: Option<u64>,
     reserve_bytes: Option<u64>,
     cache_mib: Option<u64>,
+    retention_check_secs: Option<u64>,
 }
 
 fn default_dedup_days() -> u64 {
@@ -878,6 +883,11 @@ impl Config {
                 if !(1..=4096).contains(&cache_mib) {
                     c.fail("store.cache_mib", "must be from 1 to 4096 (MiB)");
                 }
+                let retention_check =
+                    st.retention_check_secs.unwrap_or(crate::server::RETENTION_INTERVAL.as_secs());
+                if !(1..=86_400).contains(&retention_check) {
+                    c.fail("store.retention_check_secs", "must be from 1 to 86400 (seconds)");
+                }
                 let defaults = crate::store::SpaceLimits::default();
                 let space = crate::store::SpaceLimits {
                     min_free_bytes: st.min_free_bytes.unwrap_or(defaults.min_free_bytes),
@@ -900,6 +910,7 @@ impl Config {
                         sync,
                         space,
                         cache_bytes: cache_mib << 20,
+                        retention_check: Duration::from_secs(retention_check),
                     }),
                 }
             }
@@ -1153,6 +1164,7 @@ mod tests {
         assert_eq!(config.server.max_admin_connections, 64);
         assert_eq!(config.store.path, dir.path().join("data"));
         assert_eq!(config.store.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.store.retention_check, Duration::from_secs(300));
         assert_eq!(config.limits.prefix_burst, 400);
         assert_eq!(config.limits.prefix_bytes_per_sec, 1 << 20);
         assert_eq!(config.limits.prefix_store_bytes_per_sec, 512 << 10);
@@ -1165,6 +1177,10 @@ mod tests {
         let ip = "192.0.2.1".parse().unwrap();
         assert_eq!(config.keys.net_tag_key.tag(ip), again.keys.net_tag_key.tag(ip));
         assert_ne!(config.keys.net_tag_key.tag(ip), NetTagKey::new(&[1; 32]).tag(ip));
+        let checked =
+            MINIMAL.replace("path = \"data\"", "path = \"data\"\nretention_check_secs = 5");
+        let checked = Config::from_toml_str(&checked, dir.path()).unwrap();
+        assert_eq!(checked.store.retention_check, Duration::from_secs(5));
     }
 
     #[test]
@@ -1265,6 +1281,14 @@ mod tests {
             (MINIMAL.replace("path = \"data\"", ""), "store.path: required"),
             (with("[store]", "retention_days = 0"), "store.retention_days: must be at least 1"),
             (with("[store]", "cache_mib = 0"), "store.cache_mib: must be from 1 to 4096"),
+            (
+                with("[store]", "retention_check_secs = 0"),
+                "store.retention_check_secs: must be from 1 to 86400",
+            ),
+            (
+                with("[store]", "retention_check_secs = 86401"),
+                "store.retention_check_secs: must be from 1 to 86400",
+            ),
             (
                 format!("{MINIMAL}\n[limits]\nprefix_rps = 0"),
                 "limits.prefix_rps: must be a positive",

@@ -34,7 +34,8 @@
 //!   HTTP/2: GOAWAY), waits up to `shutdown_grace` for them, drops what is left, then
 //!   flushes and closes the store.
 //! - **Retention.** A background task calls [`Store::enforce_retention`] at start and then
-//!   every [`RETENTION_INTERVAL`], on a blocking thread; it sleeps in between.
+//!   every `store.retention_check_secs` (default [`RETENTION_INTERVAL`]), on a blocking
+//!   thread; it sleeps in between.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ use crate::respond::retry;
 use crate::routes::Routes;
 use crate::store::{Store, StoreConfig, StoreError};
 
-/// How often the retention task runs.
+/// How often the retention task runs by default (`store.retention_check_secs`).
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Connections answered `503` (or waiting for a reaped connection's place) at the same time,
@@ -215,6 +216,7 @@ impl Collector {
         store_config.sync = config.store.sync;
         store_config.space = config.store.space;
         store_config.cache_bytes = config.store.cache_bytes;
+        let retention_check = config.store.retention_check;
         let store = Store::open(store_config)?;
 
         let bind = |addr: SocketAddr| async move {
@@ -324,7 +326,8 @@ impl Collector {
         }
         let (alerting_stop, alerting_stop_rx) = watch::channel(false);
         let alerting_task = tokio::spawn(alerting.clone().run(alerting_stop_rx));
-        let retention_task = tokio::spawn(retention_loop(store, phase.subscribe()));
+        let retention_task =
+            tokio::spawn(retention_loop(store, retention_check, phase.subscribe()));
 
         if let Some(addr) = tls_addr {
             tracing::info!(%addr, "listening (HTTPS: HTTP/1.1 and HTTP/2)");
@@ -699,8 +702,8 @@ async fn refuse(
     let _ = tokio::time::timeout(deadline, work).await;
 }
 
-async fn retention_loop(store: Store, mut phase: watch::Receiver<Phase>) {
-    let mut interval = tokio::time::interval(RETENTION_INTERVAL);
+async fn retention_loop(store: Store, every: Duration, mut phase: watch::Receiver<Phase>) {
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

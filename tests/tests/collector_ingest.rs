@@ -45,6 +45,11 @@ struct Harness {
 
 /// Starts a collector on 127.0.0.1:0 with TLS; `server` and `limits` are extra TOML lines.
 async fn start(server: &str, limits: &str) -> Harness {
+    start_with_store(server, limits, "").await
+}
+
+/// [`start`] with extra `[store]` lines.
+async fn start_with_store(server: &str, limits: &str, store: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("collector ingest test CA");
     let leaf = ca.leaf(&["localhost", "127.0.0.1"]);
@@ -64,6 +69,7 @@ async fn start(server: &str, limits: &str) -> Harness {
         private_key_files = ["collector.key"]
         [store]
         path = "data"
+        {store}
         [limits]
         {limits}
         "#
@@ -287,6 +293,35 @@ async fn sealed_envelopes_are_stored_over_http1_and_http2() {
     assert!(metrics.contains("vantage_reports_accepted_total{source=\"agent\"} 4\n"), "{metrics}");
     assert!(metrics.contains("\nvantage_store_reports 4\n"), "{metrics}");
     assert!(metrics.contains("vantage_ingest_duration_seconds_count{endpoint=\"envelopes\"} 2\n"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_bytes_is_enforced_every_retention_check() {
+    // A store bound of 1 byte, checked every second: whatever is accepted is evicted by the
+    // next check, not 5 minutes (the default period) later.
+    let h = start_with_store("", "", "max_bytes = 1\nretention_check_secs = 1").await;
+    let mut rng = SeededEntropy::insecure_from_seed([7; 32]);
+    let agent = AgentIdentity::generate(&mut rng);
+    for seq in 1..=3 {
+        let bytes =
+            seal_batch(&batch(&agent, seq, now_ms()), &agent, &h.key.public_key(), &mut rng)
+                .unwrap();
+        let resp = h.post(bytes, ENVELOPE).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "{}", body_text(&resp));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = h.running().store().stats();
+        if stats.reports == 0 && stats.bytes <= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not evicted within 30 s: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(h.stored_reports().is_empty());
+    let metrics = body_text(&h.send(Alpn::H1, get("/metrics")).await);
+    assert!(metrics.contains("\nvantage_store_reports 0\n"), "{metrics}");
     h.stop().await;
 }
 

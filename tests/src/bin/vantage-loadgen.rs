@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p vantage-tests --bin vantage-loadgen -- \
 //!     [--tls | --both] [--duration SECS] [--connections N] [--rss-reports N] [--rss-step N] [--nel]
-//!     [--nel-peer ADDR/PATH@PID] [--sync-cost] [--random-ids]
+//!     [--nel-peer ADDR/PATH@PID] [--sync-cost] [--random-ids] [--store-max-mib N]
 //! ```
 //!
 //! - `--tls` drives the HTTPS listener only, `--both` plain HTTP then HTTPS (default: plain).
@@ -19,6 +19,10 @@
 //!   reports, then reads its resident memory; 1000000 is the figure the docs quote. On the way
 //!   it prints VmRSS every `--rss-step` reports (default 500000), and the growth per million
 //!   reports over the second half of the run (flat memory: close to 0).
+//! - `--store-max-mib N` sets `store.max_bytes` to N MiB and `store.retention_check_secs` to
+//!   1, so the memory phase runs with the store held at its size bound, the oldest reports
+//!   deleted as new ones arrive (a collector after months at its disk budget); each mark also
+//!   prints the store directory's size on disk.
 //! - `--random-ids` gives reports ids of 128 random bits (agents from before time-ordered
 //!   ids, or any other sender) instead of the agent's ids (see "Report ids" below).
 //! - `--nel` adds two browser NEL phases on the plain listener: closed loop of `POST /v1/nel`
@@ -88,7 +92,7 @@ const AGENTS: usize = 1000;
 
 const USAGE: &str = "usage: vantage-loadgen [--tls | --both] [--duration SECS] [--connections N] \
                      [--rss-reports N] [--rss-step N] [--nel] [--nel-peer ADDR/PATH@PID] [--sync-cost] \
-                     [--random-ids]";
+                     [--random-ids] [--store-max-mib N]";
 /// Reports per NEL upload in the `--nel` phase.
 const NEL_REPORTS_PER_UPLOAD: usize = 3;
 
@@ -117,6 +121,8 @@ struct Args {
     /// Another NEL collector to measure in alternation with this one (`--nel-peer`).
     nel_peer: Option<NelTarget>,
     random_ids: bool,
+    /// `store.max_bytes` in MiB, enforced every second (`--store-max-mib`).
+    store_max_mib: Option<u64>,
 }
 
 /// A NEL collector on this machine: where it takes uploads and the process whose CPU time
@@ -156,6 +162,7 @@ impl Args {
             nel: false,
             nel_peer: None,
             random_ids: false,
+            store_max_mib: None,
         };
         while let Some(arg) = it.next() {
             let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -189,6 +196,15 @@ impl Args {
                     args.rss_reports = value("--rss-reports")?
                         .parse()
                         .map_err(|e| format!("--rss-reports: {e}"))?;
+                }
+                "--store-max-mib" => {
+                    let mib: u64 = value("--store-max-mib")?
+                        .parse()
+                        .map_err(|e| format!("--store-max-mib: {e}"))?;
+                    if !(1..=1 << 20).contains(&mib) {
+                        return Err("--store-max-mib: from 1 to 1048576".into());
+                    }
+                    args.store_max_mib = Some(mib);
                 }
                 "--rss-step" => {
                     args.rss_step =
@@ -559,6 +575,8 @@ struct Bench {
     crypto_cpu_us: f64,
     /// Index of the next NEL body (`nel_body`): no two phases send the same upload.
     nel_next: usize,
+    /// The store's directory when its size is bounded (`--store-max-mib`).
+    store_dir: Option<std::path::PathBuf>,
     out: std::io::Stdout,
 }
 
@@ -840,7 +858,14 @@ impl Bench {
         while stored < self.args.rss_reports {
             if stored >= next_mark {
                 let rss = status_kb(pid, "VmRSS")?;
-                self.say(&format!("  at {stored} reports: VmRSS {:.1} MiB", rss as f64 / 1024.0));
+                let disk = match &self.store_dir {
+                    Some(dir) => format!("; store on disk {:.1} MiB", dir_bytes(dir) as f64 / MIB),
+                    None => String::new(),
+                };
+                self.say(&format!(
+                    "  at {stored} reports: VmRSS {:.1} MiB{disk}",
+                    rss as f64 / 1024.0
+                ));
                 checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)? });
                 next_mark = (stored / self.args.rss_step + 1) * self.args.rss_step;
             }
@@ -928,6 +953,19 @@ fn nel_body(i: usize, ages: Ages) -> Bytes {
     ))
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Bytes of the regular files under `dir` (unreadable entries count 0).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().fold(0, |sum, entry| {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => sum + dir_bytes(&entry.path()),
+            Ok(m) => sum + m.len(),
+            Err(_) => sum,
+        }
+    })
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -950,7 +988,14 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         ),
         ..CollectorConfig::default()
     };
-    let proc = CollectorProc::start_with(&bin, dir.path(), &config.to_toml());
+    let mut toml = config.to_toml();
+    if let Some(mib) = args.store_max_mib {
+        toml = toml.replace(
+            "path = \"data\"\n",
+            &format!("path = \"data\"\nmax_bytes = {}\nretention_check_secs = 1\n", mib << 20),
+        );
+    }
+    let proc = CollectorProc::start_with(&bin, dir.path(), &toml);
     let plain = proc.plain_addr().ok_or("the collector has no plain listener")?;
     let tls = proc.tls_addr().ok_or("the collector has no TLS listener")?;
     let _ = writeln!(
@@ -986,6 +1031,7 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         crypto_per_sec,
         crypto_cpu_us,
         nel_next: 0,
+        store_dir: args.store_max_mib.map(|_| dir.path().join("data")),
         out,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1193,6 +1239,12 @@ mod tests {
         assert!(parse("--bogus").unwrap_err().contains("--bogus"));
         assert!(parse("--duration").unwrap_err().contains("needs a value"));
         assert!(parse("--random-ids").unwrap().random_ids && !parse("").unwrap().random_ids);
+        assert_eq!(parse("--store-max-mib 256").unwrap().store_max_mib, Some(256));
+        assert_eq!(parse("").unwrap().store_max_mib, None);
+        for bad in ["0", "x", "-1", "1048577"] {
+            let e = parse(&format!("--store-max-mib {bad}")).unwrap_err();
+            assert!(e.contains("--store-max-mib"), "{bad}: {e}");
+        }
         let me = std::process::id();
         let a = parse(&format!("--nel-peer 127.0.0.1:8080/nel@{me}")).unwrap();
         let peer =
@@ -1269,6 +1321,8 @@ mod tests {
             nel: true,
             nel_peer: Some(peer),
             random_ids: false,
+            // The bounded-store path: the config it writes must start a collector.
+            store_max_mib: Some(1),
         };
         let figures = run(args).unwrap();
         assert_eq!(figures.len(), 2);
