@@ -8,15 +8,17 @@
 #     vs HPKE open + verify, same run                                              CPU of one thread (/proc/thread-self/schedstat)
 #   NEL /v1/nel, CPU per upload (3 rep.)  vantage-loadgen --nel                    collector utime+stime per stored upload
 #   collector memory after N reports      vantage-loadgen --rss-reports N          VmRSS (/proc/PID/status)
+#   the same at the store's size bound    vantage-loadgen --store-max-mib 64       VmRSS, store.max_bytes enforced every 1 s
 #   idle agent wakeups, empty queue       vantage-agent-bench --only idle          context switches of every thread
 #   record() on the caller thread         vantage-agent-bench --only record        median and p99 of the call site
 #   C library, stripped                   ffi/install.sh (release-ffi) + strip     bytes
 #   wasm module, gzip -9                  .ci/build-wasm-pkg.sh                    bytes
 #
-#   bash .ci/bench.sh                 everything (about 10 minutes on 2 cores; the memory row
-#                                     stores 2,000,000 reports)
-#   bash .ci/bench.sh --quick         short phases, 200,000 reports for the memory row, 20 s idle
-#   VANTAGE_BENCH_ONLY="ingest nel"   only some rows (ingest nel memory idle record ffi wasm)
+#   bash .ci/bench.sh                 everything (about 15 minutes on 2 cores; the memory row
+#                                     stores 2,000,000 reports, the bounded one 6,000,000)
+#   bash .ci/bench.sh --quick         short phases, 200,000 reports for the memory row, 600,000
+#                                     for the bounded one (16 MiB), 20 s idle
+#   VANTAGE_BENCH_ONLY="ingest nel"   only some rows (ingest nel memory bounded idle record ffi wasm)
 #   VANTAGE_NEL_PEER=ADDR/PATH@PID    also measure another NEL collector already running here
 #                                     (vantage-loadgen --nel-peer: 5 alternating rounds, the
 #                                     ratio of the medians), e.g. 127.0.0.1:8080/nel@4242
@@ -35,10 +37,10 @@ cd "$ROOT"
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 if [[ $# -gt 0 && "$1" != "--quick" ]]; then
-    sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 fi
-ONLY="${VANTAGE_BENCH_ONLY:-ingest nel memory idle record ffi wasm}"
+ONLY="${VANTAGE_BENCH_ONLY:-ingest nel memory bounded idle record ffi wasm}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$TARGET/bench"
 mkdir -p "$OUT"
@@ -46,8 +48,10 @@ ROWS="$OUT/rows.txt"
 : >"$ROWS"
 if ((QUICK)); then
     DURATION=3 RSS_REPORTS=200000 IDLE_SECS=20 CALLS=20000
+    BOUNDED_REPORTS=600000 BOUNDED_MIB=16
 else
     DURATION=10 RSS_REPORTS=2000000 IDLE_SECS=60 CALLS=100000
+    BOUNDED_REPORTS=6000000 BOUNDED_MIB=64
 fi
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -57,7 +61,8 @@ cargo build --release --locked -q -p vantage-tests --bin vantage-loadgen \
     --bin vantage-agent-bench --bin vantage-agent-proc
 export VANTAGE_COLLECTOR_BIN="$TARGET/release/vantage-collector"
 
-# run NAME COMMAND...: runs a tool with its output in $OUT/NAME.log, keeps its bench-rows.
+# run NAME COMMAND...: runs a tool with its output in $OUT/NAME.log, keeps its bench-rows
+# (their keys prefixed with $ROW_PREFIX when set).
 run() {
     local name="$1"
     shift
@@ -66,7 +71,7 @@ run() {
         tail -n 20 "$OUT/$name.log" >&2
         ci_die "$name failed (log: $OUT/$name.log)"
     fi
-    grep '^bench-row: ' "$OUT/$name.log" | sed 's/^bench-row: //' >>"$ROWS" || true
+    grep '^bench-row: ' "$OUT/$name.log" | sed "s/^bench-row: /${ROW_PREFIX:-}/" >>"$ROWS" || true
 }
 
 if wants ingest || wants nel || wants memory; then
@@ -77,6 +82,12 @@ if wants ingest || wants nel || wants memory; then
     fi
     wants memory && args+=(--rss-reports "$RSS_REPORTS")
     run loadgen "$TARGET/release/vantage-loadgen" "${args[@]}"
+fi
+if wants bounded; then
+    # A collector after months at its disk budget: the oldest reports deleted as new ones come.
+    ROW_PREFIX=bounded_ run loadgen-bounded "$TARGET/release/vantage-loadgen" --duration 2 \
+        --rss-reports "$BOUNDED_REPORTS" --rss-step $((BOUNDED_REPORTS / 6)) \
+        --store-max-mib "$BOUNDED_MIB"
 fi
 if wants record; then
     run record "$TARGET/release/vantage-agent-bench" --only record --calls "$CALLS"
@@ -98,7 +109,7 @@ if wants wasm; then
 fi
 
 # The table: measure, figure now, goal (from the issue).
-python3 - "$ROWS" "$QUICK" "$RSS_REPORTS" <<'EOF'
+python3 - "$ROWS" "$QUICK" "$RSS_REPORTS" "$BOUNDED_REPORTS" "$BOUNDED_MIB" <<'EOF'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -106,6 +117,7 @@ for line in open(sys.argv[1]):
     if len(parts) >= 2:
         rows[parts[0]] = float(parts[1])
 quick, rss_reports = sys.argv[2] == "1", int(sys.argv[3])
+bounded_reports, bounded_mib = int(sys.argv[4]), int(sys.argv[5])
 def get(k, fmt="{:.0f}"):
     return fmt.format(rows[k]) if k in rows else "not run"
 table = [
@@ -122,6 +134,9 @@ table = [
      "<= 160 MiB at 2M, flat after"),
     ("  growth over the second half", get("collector_rss_growth_mib_per_million", "{:.1f}") + " MiB/M", "flat"),
     ("  collector CPU per envelope there (plain HTTP)", get("collector_cpu_us_per_envelope_large_store") + " us", ""),
+    (f"VmRSS after {bounded_reports:,} reports, store.max_bytes {bounded_mib} MiB",
+     get("bounded_collector_rss_mib") + " MiB", "<= 160 MiB, flat"),
+    ("  growth over the second half", get("bounded_collector_rss_growth_mib_per_million", "{:.1f}") + " MiB/M", "flat"),
     ("idle agent: context switches, all threads", get("idle_agent_context_switches_per_min", "{:.1f}") + " /min", "0 /min"),
     ("record() at the call site: median", get("record_median_us", "{:.2f}") + " us", "<= 0.5 us"),
     ("record() at the call site: p99", get("record_p99_us", "{:.2f}") + " us", "<= 5 us"),

@@ -205,7 +205,12 @@
 //! the second half (two sessions), against 86-89 MiB and 6.4-8.2 MiB per million for format 5; format 2 held 221-238 MiB at 2M and format 3 with a key per id 192-193 MiB. Besides the keys: the page cache
 //! ([`StoreConfig::cache_bytes`]), which sled undercounts (about 2x), and transient buffers of
 //! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
-//! `max_bytes` bounds the stored volume and so what grows with it.
+//! `max_bytes` bounds the stored volume and so what grows with it: held at a 64 MiB bound
+//! (`vantage-loadgen --store-max-mib 64`), memory rose in glibc's heap steps to about 97 MiB and
+//! stayed there (98.8 MiB at 15M reports; `docs/performance.md`, ninth round). It does not count
+//! envelope digests (`G` rows, about 30 bytes per envelope): they are kept for the dedup
+//! horizon whatever `max_bytes` says, since evicting one whose envelope's reports are still
+//! stored would let a re-send be counted twice.
 
 pub mod admit;
 mod codec;
