@@ -990,9 +990,13 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     };
     let mut toml = config.to_toml();
     if let Some(mib) = args.store_max_mib {
+        let store = "[store]\npath = \"data\"\n";
+        if !toml.contains(store) {
+            return Err(format!("--store-max-mib: no `{store}` in the collector config to extend"));
+        }
         toml = toml.replace(
-            "path = \"data\"\n",
-            &format!("path = \"data\"\nmax_bytes = {}\nretention_check_secs = 1\n", mib << 20),
+            store,
+            &format!("{store}max_bytes = {}\nretention_check_secs = 1\n", mib << 20),
         );
     }
     let proc = CollectorProc::start_with(&bin, dir.path(), &toml);
@@ -1058,9 +1062,16 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         let already: u64 =
             figures.iter().map(|f| f.accepted).sum::<u64>() * REPORTS_PER_ENVELOPE as u64;
         let (rss, hwm, secs, checkpoints) = rt.block_on(bench.rss_phase(&targets[0], already))?;
+        // With a size bound the store keeps only the newest of what it accepted.
+        let stored = match args.store_max_mib {
+            Some(mib) => format!(
+                "accepting {} reports (the store held at {mib} MiB)",
+                args.rss_reports.max(already)
+            ),
+            None => format!("storing {} reports", args.rss_reports.max(already)),
+        };
         bench.say(&format!(
-            "memory after storing {} reports: VmRSS {:.1} MiB (peak VmHWM {:.1} MiB); the phase took {secs:.1} s",
-            args.rss_reports.max(already),
+            "memory after {stored}: VmRSS {:.1} MiB (peak VmHWM {:.1} MiB); the phase took {secs:.1} s",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0,
         ));
