@@ -883,8 +883,9 @@ impl Config {
                 if !(1..=4096).contains(&cache_mib) {
                     c.fail("store.cache_mib", "must be from 1 to 4096 (MiB)");
                 }
-                let retention_check =
-                    st.retention_check_secs.unwrap_or(crate::server::RETENTION_INTERVAL.as_secs());
+                let retention_check = st
+                    .retention_check_secs
+                    .unwrap_or(crate::store::DEFAULT_RETENTION_CHECK.as_secs());
                 if !(1..=86_400).contains(&retention_check) {
                     c.fail("store.retention_check_secs", "must be from 1 to 86400 (seconds)");
                 }

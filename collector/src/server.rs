@@ -65,7 +65,7 @@ use crate::routes::Routes;
 use crate::store::{Store, StoreConfig, StoreError};
 
 /// How often the retention task runs by default (`store.retention_check_secs`).
-pub const RETENTION_INTERVAL: Duration = Duration::from_secs(300);
+pub const RETENTION_INTERVAL: Duration = crate::store::DEFAULT_RETENTION_CHECK;
 
 /// Connections answered `503` (or waiting for a reaped connection's place) at the same time,
 /// at most, when a budget is full (per budget).

@@ -248,6 +248,9 @@ const QUEUE: usize = 1024;
 const DELETE_CHUNK: usize = 256;
 /// sled page cache by default ([`StoreConfig::cache_bytes`]).
 pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// How often the collector calls [`Store::enforce_retention`] by default
+/// (`store.retention_check_secs`).
+pub const DEFAULT_RETENTION_CHECK: Duration = Duration::from_secs(300);
 /// Logical bytes a `report_ids` entry adds to a report.
 const ID_ENTRY_BYTES: u64 = 16 + 8;
 
