@@ -34,8 +34,8 @@
 //!   HTTP/2: GOAWAY), waits up to `shutdown_grace` for them, drops what is left, then
 //!   flushes and closes the store.
 //! - **Retention.** A background task calls [`Store::enforce_retention`] at start and then
-//!   every `store.retention_check_secs` (default [`RETENTION_INTERVAL`]), on a blocking
-//!   thread; it sleeps in between.
+//!   every `store.retention_check_secs` (default [`crate::store::DEFAULT_RETENTION_CHECK`]),
+//!   on a blocking thread; it sleeps in between.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -63,9 +63,6 @@ use crate::metrics::Metrics;
 use crate::respond::retry;
 use crate::routes::Routes;
 use crate::store::{Store, StoreConfig, StoreError};
-
-/// How often the retention task runs by default (`store.retention_check_secs`).
-pub const RETENTION_INTERVAL: Duration = crate::store::DEFAULT_RETENTION_CHECK;
 
 /// Connections answered `503` (or waiting for a reaped connection's place) at the same time,
 /// at most, when a budget is full (per budget).
