@@ -184,7 +184,8 @@ pub struct StoreSection {
     pub path: PathBuf,
     /// Reports older than this are deleted. Default 30 days.
     pub retention: Duration,
-    /// Oldest reports are deleted above this logical size. Default 10 GiB.
+    /// Oldest reports are deleted above this logical size (reports, counts and envelope
+    /// digests, 40 bytes each). Default 10 GiB.
     pub max_bytes: u64,
     /// Envelope digests are kept for the longer of this and `retention`
     /// (`store.dedup_days`). Default 10 days.

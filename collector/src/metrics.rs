@@ -212,6 +212,8 @@ pub struct StoreGauges {
     pub reports: u64,
     /// Target-count records stored.
     pub targets: u64,
+    /// Envelope digests remembered for duplicate detection.
+    pub envelope_digests: u64,
     /// Logical size of what is stored, in bytes.
     pub bytes: u64,
     /// Size on disk, in bytes.
@@ -538,9 +540,16 @@ impl Metrics {
             &[(String::new(), store.targets)],
         );
         family(
+            "vantage_store_envelope_digests",
+            "gauge",
+            "Envelope digests remembered to recognise a re-send (40 logical bytes each).",
+            &[(String::new(), store.envelope_digests)],
+        );
+        family(
             "vantage_store_bytes",
             "gauge",
-            "Logical size of the stored records, in bytes.",
+            "Logical size of the stored records and envelope digests, in bytes: what \
+             store.max_bytes bounds.",
             &[(String::new(), store.bytes)],
         );
         family(
@@ -700,6 +709,7 @@ mod tests {
         m.observe_ingest(Endpoint::Envelopes, Duration::from_secs(60));
         let text = m.render(StoreGauges {
             reports: 9,
+            envelope_digests: 4,
             targets: 1,
             bytes: 1234,
             disk_bytes: 4096,
@@ -712,6 +722,7 @@ mod tests {
         assert_eq!(types["vantage_connections_open"], "gauge");
         assert_eq!(value(&samples, "vantage_envelopes_accepted_total", &[]), 2.0);
         assert_eq!(value(&samples, "vantage_envelopes_duplicate_total", &[]), 1.0);
+        assert_eq!(value(&samples, "vantage_store_envelope_digests", &[]), 4.0);
         assert_eq!(value(&samples, "vantage_reports_accepted_total", &[("source", "agent")]), 5.0);
         assert_eq!(value(&samples, "vantage_reports_accepted_total", &[("source", "nel")]), 4.0);
         assert_eq!(value(&samples, "vantage_nel_reports_accepted_total", &[]), 4.0);

@@ -207,6 +207,7 @@ impl Routes {
         let mut body = self.metrics.render(StoreGauges {
             reports: stats.reports,
             targets: stats.targets,
+            envelope_digests: stats.digests,
             bytes: stats.bytes,
             disk_bytes: stats.disk_bytes,
             nel_dedup_digests: nel_digests,

@@ -299,7 +299,7 @@ async fn sealed_envelopes_are_stored_over_http1_and_http2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_bytes_is_enforced_every_retention_check() {
     // A store bound of 1 byte, checked every second: whatever is accepted is evicted by the
-    // next check, not 5 minutes (the default period) later.
+    // next check, not 5 minutes (the default period) later, envelope digests included.
     let h = start_with_store("", "", "max_bytes = 1\nretention_check_secs = 1").await;
     let mut rng = SeededEntropy::insecure_from_seed([7; 32]);
     let agent = AgentIdentity::generate(&mut rng);
@@ -313,7 +313,7 @@ async fn max_bytes_is_enforced_every_retention_check() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let stats = h.running().store().stats();
-        if stats.reports == 0 && stats.bytes <= 1 {
+        if stats.reports == 0 && stats.digests == 0 && stats.bytes <= 1 {
             break;
         }
         assert!(Instant::now() < deadline, "not evicted within 30 s: {stats:?}");
@@ -322,6 +322,9 @@ async fn max_bytes_is_enforced_every_retention_check() {
     assert!(h.stored_reports().is_empty());
     let metrics = body_text(&h.send(Alpn::H1, get("/metrics")).await);
     assert!(metrics.contains("\nvantage_store_reports 0\n"), "{metrics}");
+    // The envelope digests count toward the bound too, and went once their reports had.
+    assert!(metrics.contains("\nvantage_store_envelope_digests 0\n"), "{metrics}");
+    assert!(metrics.contains("\nvantage_store_bytes 0\n"), "{metrics}");
     h.stop().await;
 }
 

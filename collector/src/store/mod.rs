@@ -1,7 +1,7 @@
 //! The collector's durable store: accepted reports and target counts in sled, with dedup,
 //! group commit and retention.
 //!
-//! # On-disk layout (sled 0.34, one directory; format 6)
+//! # On-disk layout (sled 0.34, one directory; format 7)
 //!
 //! Everything but the format marker is in **one tree, `rows`**, so a group commit is one
 //! journal record (no multi-tree transaction), and it writes few keys: reports are not
@@ -17,17 +17,18 @@
 //! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
 //! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | up to 64 sorted ids, 16 bytes each |
 //! | `P` ‖ group seq u64 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`) | its sorted ids, 16 bytes each |
-//! | `G` ‖ `created_at` bucket u64 BE ‖ the row's greatest digest (32) | version byte (1), then sorted digests (32 bytes each) of envelopes made in the bucket, at most 128; a bucket's rows hold disjoint ranges |
+//! | `G` ‖ `created_at` bucket u64 BE ‖ the row's greatest digest (32) | version byte (2), the row's `until` (u64 BE: no report or count of its envelopes has a later event time; see "Duplicates"), then sorted digests (32 bytes each) of envelopes made in the bucket, at most 128; a bucket's rows hold disjoint ranges. Format 6 rows: version byte 1, no `until` |
 //! | `C` ‖ envelope `created_at` u64 BE ‖ envelope digest (32): written by formats 4 and 5, read until the dedup horizon passed | empty |
 //! | `N` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new NEL upload digests, their first 16 bytes each (`recent.rs`) |
 //! | `D` ‖ upload digest (32): written by format 3 only, read until the dedup horizon passed | group `received_at` u64 BE |
 //! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32: format 3 only | the group's new digests, 32 bytes each |
-//! | `M` ‖ `reports` / `targets` / `bytes` / `seq` / `outbox_hi` | u64 BE counters, next group seq, outbox keys backed by rows |
+//! | `M` ‖ `reports` / `targets` / `digests` / `bytes` / `seq` / `outbox_hi` | u64 BE counters (`digests`: envelope digests in `G` rows), next group seq, outbox keys backed by rows |
+//! | `M` ‖ `g1_until`                                        | u64 BE: when a format 6 store was first opened as format 7, the `until` of its version 1 `G` rows |
 //! | `M` ‖ `drops/` ‖ code u16 BE, `M` ‖ `drops_app/` ‖ app ‖ 0 ‖ code u16 BE (at most `MAX_DROP_APPS` apps, then `(other)`) | u64 BE totals |
 //!
 //! | tree           | key                                  | value                                  |
 //! |----------------|--------------------------------------|----------------------------------------|
-//! | `meta`         | `format`                             | u32 BE: 5                              |
+//! | `meta`         | `format`                             | u32 BE: 7                              |
 //! | `fleet_outbox` | u64 BE, increasing (fleet mode only) | flag ‖ digest (32) ‖ stream payload    |
 //!
 //! A row value (`codec::encode_row`) is a version byte (3), the entry count, then per entry
@@ -80,7 +81,21 @@
 //! default 10 days; agents retry for at most 7 days by default): an envelope made longer ago
 //! than the horizon is refused at admission ([`Admission::check_created_at`]), so the retention
 //! pass forgets the rows of seconds before it, a range at the front of the index, and a replay
-//! cannot outlive its digest. The index is bounded by the upload rate times the horizon.
+//! cannot outlive its digest.
+//!
+//! They also count toward `max_bytes` ([`DIGEST_BYTES`] each: format 6 kept them on top of it,
+//! up to the upload rate times the horizon, which no bound held), and the size pass forgets
+//! those that protect nothing any more: a digest guards against a second copy of its
+//! envelope's reports and counts, so once none of them is stored, forgetting it can at worst
+//! let a re-send store again what was evicted, never a second copy. A `G` row keeps the
+//! latest time any of its envelopes' data can have (`until`: the greatest of the group's
+//! receipt time and event times, since every event time is at or before receipt on the
+//! collector's clock, `model.rs`; merged rows take the later), and the size pass forgets a row
+//! whose `until` is earlier than the oldest report or count left, first, before evicting
+//! data ([`Shared::evict_digests`]). It is the collector's clock that decides, not the agent's
+//! `created_at`: an agent whose clock is behind cannot make its digests look older than its
+//! data. (A re-sent envelope that comes back this way also adds its agent drop totals again:
+//! they are totals, not rows, and nothing bounds a replay of them but the sender's budgets.)
 //!
 //! NEL uploads are deduplicated within a window instead (the last 10 minutes, at most 131,072
 //! uploads): see `recent.rs` for why. Their digests are in memory and in one `N` row per group.
@@ -125,9 +140,12 @@
 //! NEL counts in their reports (above); format 3 is the `rows` layout; format 4 keys envelope
 //! digests by `created_at` and keeps NEL digests in a window (below); format 5 journals a
 //! group's rows as deferred writes (`unflushed.rs`), which an older build could not replay;
-//! format 6 (this build) packs envelope digests into `G` rows, which an older build would not
-//! look up (it would store a re-send again), so a format 3, 4 or 5 store is marked 6 at open with
-//! nothing moved. Opening a
+//! format 6 packs envelope digests into `G` rows, which an older build would not
+//! look up (it would store a re-send again); format 7 (this build) gives `G` rows an `until`
+//! and counts digests in `bytes`, which format 6 would read as a corrupt row and a store over
+//! its bound. So a format 3 to 6 store is marked 7 at open with nothing moved: its version 1
+//! `G` rows take `M` ‖ `g1_until` (the open's time, written before the marker) as their
+//! `until`, and its digests are counted once into `digests` and `bytes`. Opening a
 //! format 1 or 2 store upgrades it in place (`upgrade.rs`): the old trees are moved into
 //! `rows` a step at a time, each step a transaction that inserts the rows and removes the old
 //! entries, so a kill during the upgrade leaves a store that the next open goes on upgrading.
@@ -190,8 +208,9 @@
 //! each, under the write lock) that also update the counters: by age, entries before the
 //! cutoff (a row across the cutoff is rewritten without them); `G` rows of seconds before the
 //! dedup horizon's and `C` digests made before it, `N` rows older than the NEL window, format 3's digests by their `E` rows; by
-//! size, whole rows oldest first (by bucket, then group: "oldest" to the
-//! second).
+//! size, first the `G` rows whose envelopes have no data left (see "Duplicates"), then whole
+//! report and count rows oldest first (by bucket, then group: "oldest" to the second), which
+//! leaves more such `G` rows for the next round.
 //!
 //! # Memory
 //!
@@ -207,10 +226,10 @@
 //! one group (at most [`MAX_GROUP`] batches) and of one bucket per read.
 //! `max_bytes` bounds the stored volume and so what grows with it: held at a 64 MiB bound
 //! (`vantage-loadgen --store-max-mib 64`), memory rose in glibc's heap steps to about 97 MiB and
-//! stayed there (98.8 MiB at 15M reports; `docs/performance.md`, ninth round). It does not count
-//! envelope digests (`G` rows, about 30 bytes per envelope): they are kept for the dedup
-//! horizon whatever `max_bytes` says, since evicting one whose envelope's reports are still
-//! stored would let a re-send be counted twice.
+//! stayed there (98.8 MiB at 15M reports; `docs/performance.md`, ninth round). Since format 7
+//! it counts envelope digests too (format 6 kept them for the dedup horizon on top of it, and
+//! the store's files grew with them: from 156 to 220 MiB over 8M to 15M reports at a 64 MiB
+//! bound; tenth round).
 
 pub mod admit;
 mod codec;
@@ -239,7 +258,7 @@ use journal::{Batch, Journal};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
@@ -260,6 +279,11 @@ const META_OUTBOX_HI: &[u8] = b"outbox_hi";
 const META_REPORTS: &[u8] = b"reports";
 const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
+/// Meta key in `rows`: envelope digests in `G` rows (counted in `bytes` at [`DIGEST_BYTES`]).
+const META_DIGESTS: &[u8] = b"digests";
+/// Meta key in `rows`: when a format 6 store was opened by a format 7 build, which is later
+/// than the receipt of any envelope in a format 6 `G` row (their `until`).
+const META_V1_UNTIL: &[u8] = b"g1_until";
 /// `meta` keys `drops/` ‖ reason code (u16 BE): agent drop totals (see [`Store::agent_drops`]).
 /// The tree of stream messages waiting for JetStream's ack, written with the batches they
 /// publish (see "The fleet outbox").
@@ -307,7 +331,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long reports and target counts are kept, by event time. Default 30 days.
     pub retention: Duration,
-    /// Logical size (see [`StoreStats::bytes`]) above which the oldest data is deleted.
+    /// Logical size (see [`StoreStats::bytes`]: reports, counts and envelope digests) above
+    /// which the oldest data is deleted, after the digests of envelopes with no data left.
     /// Default 10 GiB.
     pub max_bytes: u64,
     /// Envelope digests (duplicate detection) are remembered for the longer of this and
@@ -367,7 +392,10 @@ pub struct RetentionStats {
     pub evicted_targets: u64,
     /// Dedup digests forgotten because they were received before the dedup horizon.
     pub expired_digests: u64,
-    /// Logical bytes freed (reports and targets).
+    /// Envelope digests forgotten to get under `max_bytes`: of envelopes none of whose
+    /// reports and counts is stored any more.
+    pub evicted_digests: u64,
+    /// Logical bytes freed (reports, targets and evicted digests).
     pub freed_bytes: u64,
 }
 
@@ -378,8 +406,10 @@ pub struct StoreStats {
     pub reports: u64,
     /// Target-count records stored.
     pub targets: u64,
-    /// Logical size of reports (with their id index entries) and targets, keys and values:
-    /// the figure `max_bytes` bounds.
+    /// Envelope digests remembered for duplicate detection.
+    pub digests: u64,
+    /// Logical size of reports (with their id index entries), targets, keys and values, and
+    /// envelope digests ([`DIGEST_BYTES`] each): the figure `max_bytes` bounds.
     pub bytes: u64,
     /// Size of the sled files on disk.
     pub disk_bytes: u64,
@@ -396,7 +426,11 @@ pub fn logical_bytes_bound(batch: &IngestBatch) -> u64 {
         .sum();
     let targets: usize =
         batch.targets.iter().map(|t| codec::TARGET_KEY_LEN + codec::targets_len_bound(t)).sum();
-    (reports + targets) as u64
+    let digest = match batch.origin {
+        Origin::Agent { .. } => DIGEST_BYTES,
+        Origin::Nel => 0,
+    };
+    (reports + targets) as u64 + digest
 }
 
 /// Store errors. Each names the store path or the key that was wrong.
@@ -513,6 +547,9 @@ struct Shared {
     /// Report and count rows acknowledged since the last checkpoint (`unflushed.rs`): added
     /// to and emptied by the holder of `write`, read by scans.
     unflushed: Mutex<unflushed::Unflushed>,
+    /// The `until` of format 6 `G` rows, which carry none ([`META_V1_UNTIL`]; `u64::MAX`, never
+    /// evicted by size, in a store that never was format 6). Set at open.
+    v1_until: std::sync::atomic::AtomicU64,
 }
 
 /// What only the holder of [`Shared::write`] changes.
@@ -559,6 +596,9 @@ struct Trees {
 struct Counts {
     reports: u64,
     targets: u64,
+    /// Envelope digests in `G` rows (held or in sled).
+    digests: u64,
+    /// Logical bytes: reports, targets and digests.
     bytes: u64,
 }
 
@@ -566,6 +606,7 @@ struct Counts {
 struct Delta {
     reports: i64,
     targets: i64,
+    digests: i64,
     bytes: i64,
 }
 
@@ -573,6 +614,7 @@ impl Counts {
     fn apply(&mut self, d: Delta) {
         self.reports = self.reports.saturating_add_signed(d.reports);
         self.targets = self.targets.saturating_add_signed(d.targets);
+        self.digests = self.digests.saturating_add_signed(d.digests);
         self.bytes = self.bytes.saturating_add_signed(d.bytes);
     }
 }
@@ -582,6 +624,9 @@ struct Prepared {
     digest: [u8; 32],
     origin: Origin,
     received_at: u64,
+    /// The latest of `received_at` and the batch's event times: no report or count of the
+    /// batch is later (a `G` row's `until`).
+    until: u64,
     /// Each report's row entry, and whether its id goes into the id index (not for NEL
     /// reports: see "NEL uploads").
     reports: Vec<(codec::Entry, bool)>,
@@ -672,16 +717,26 @@ fn envelope_key(created_at: u64, digest: &[u8; 32]) -> [u8; 41] {
     time_digest_key(P_ENVELOPES, created_at, digest)
 }
 
-/// Version byte of a `G` row: the sorted digests follow, 32 bytes each.
-const DIGEST_ROW_VERSION: u8 = 1;
+/// Version byte of a format 6 `G` row: the sorted digests follow, 32 bytes each. Read (its
+/// `until` is [`Shared::v1_until`]), never written.
+const DIGEST_ROW_V1: u8 = 1;
+/// Version byte of a `G` row: its `until` (u64 BE) and the sorted digests follow.
+const DIGEST_ROW_VERSION: u8 = 2;
+/// Bytes before the digests of a [`DIGEST_ROW_VERSION`] row.
+const DIGEST_ROW_HEAD: usize = 1 + 8;
 
 /// Digests per `G` row, at most (about [`ROW_BYTES`]).
 const DIGESTS_PER_ROW: usize = ROW_BYTES / 32;
 
-/// A `G` row value: the version byte, then `digests`.
-fn digest_row_value(digests: &[[u8; 32]]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(1 + 32 * digests.len());
+/// Logical bytes (see [`StoreStats::bytes`]) of an envelope digest: what `max_bytes` charges
+/// for remembering one (32 bytes and its share of a row's key and head, rounded up).
+pub const DIGEST_BYTES: u64 = 40;
+
+/// A `G` row value: the version byte, `until`, then `digests`.
+fn digest_row_value(until: u64, digests: &[[u8; 32]]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(DIGEST_ROW_HEAD + 32 * digests.len());
     value.push(DIGEST_ROW_VERSION);
+    value.extend_from_slice(&until.to_be_bytes());
     for d in digests {
         value.extend_from_slice(d);
     }
@@ -690,16 +745,17 @@ fn digest_row_value(digests: &[[u8; 32]]) -> Vec<u8> {
 
 /// A group's new `digests` (sorted, distinct) of envelopes made in `bucket`, as journaled
 /// and held until the checkpoint: rows of at most [`DIGESTS_PER_ROW`], keyed
-/// `G` ‖ bucket ‖ seq ‖ n (a row key, as report rows are). In sled they are merged into the
-/// bucket's rows instead ([`merge_digest_rows`]).
+/// `G` ‖ bucket ‖ seq ‖ n (a row key, as report rows are), each with the group's `until`. In
+/// sled they are merged into the bucket's rows instead ([`merge_digest_rows`]).
 fn encode_digest_rows(
     bucket: u64,
     seq: u64,
+    until: u64,
     digests: &[[u8; 32]],
     mut out: impl FnMut([u8; ROW_KEY_LEN], Vec<u8>),
 ) {
     for (n, part) in (0u32..).zip(digests.chunks(DIGESTS_PER_ROW)) {
-        out(row_key(P_ENVELOPE_ROWS, bucket, seq, n), digest_row_value(part));
+        out(row_key(P_ENVELOPE_ROWS, bucket, seq, n), digest_row_value(until, part));
     }
 }
 
@@ -710,7 +766,13 @@ fn digest_row_key(bucket: u64, last: &[u8; 32]) -> [u8; 41] {
 
 /// Writes `digests` (sorted, distinct) of `bucket` as rows of at most [`DIGESTS_PER_ROW`], as
 /// even as can be, each keyed by its greatest digest; says whether one of them is keyed `key`.
-fn put_digest_rows(bucket: u64, digests: &[[u8; 32]], key: &[u8], batch: &mut sled::Batch) -> bool {
+fn put_digest_rows(
+    bucket: u64,
+    until: u64,
+    digests: &[[u8; 32]],
+    key: &[u8],
+    batch: &mut sled::Batch,
+) -> bool {
     let rows = digests.len().div_ceil(DIGESTS_PER_ROW);
     let mut rewritten = false;
     let mut start = 0;
@@ -720,7 +782,7 @@ fn put_digest_rows(bucket: u64, digests: &[[u8; 32]], key: &[u8], batch: &mut sl
         let part = &digests[start..end];
         let row_key = digest_row_key(bucket, &part[part.len() - 1]);
         rewritten |= row_key[..] == *key;
-        batch.insert(&row_key[..], digest_row_value(part));
+        batch.insert(&row_key[..], digest_row_value(until, part));
         start = end;
     }
     rewritten
@@ -741,18 +803,21 @@ fn digest_row_greatest(key: &[u8]) -> Result<&[u8], String> {
 /// hold a digest is the first with a key at or above it ([`Shared::envelope_stored`]: one
 /// seek). A new digest goes into that row (past the last key: the last row); a row that gets
 /// new digests is rewritten, split into rows of at most [`DIGESTS_PER_ROW`] (as even as can be)
-/// when it outgrows one, and the others are not touched. A union: merging digests that are
-/// there already changes nothing, so a replay over a checkpoint that a crash cut short merges
-/// to the same digests.
+/// when it outgrows one, and the others are not touched. A rewritten row's `until` is the
+/// greater of its own (a format 6 row's: `v1_until`) and `until`, the new digests'. A union:
+/// merging digests that are there already changes nothing, so a replay over a checkpoint that
+/// a crash cut short merges to the same digests.
 fn merge_digest_rows(
     bucket: u64,
     old: &[(sled::IVec, sled::IVec)],
     new: &[[u8; 32]],
+    until: u64,
+    v1_until: u64,
     batch: &mut sled::Batch,
 ) -> Result<(), (sled::IVec, String)> {
     if old.is_empty() {
         if !new.is_empty() {
-            put_digest_rows(bucket, new, &[], batch);
+            put_digest_rows(bucket, until, new, &[], batch);
         }
         return Ok(());
     }
@@ -767,11 +832,13 @@ fn merge_digest_rows(
         if end == start {
             continue;
         }
+        let (own, _) = digest_row(v).map_err(|e| (k.clone(), e))?;
         let mut all: Vec<[u8; 32]> = digest_row_digests(v).map_err(|e| (k.clone(), e))?.collect();
         all.extend_from_slice(&new[start..end]);
         all.sort_unstable();
         all.dedup();
-        if !put_digest_rows(bucket, &all, k, batch) {
+        let until = own.unwrap_or(v1_until).max(until);
+        if !put_digest_rows(bucket, until, &all, k, batch) {
             batch.remove(k.clone());
         }
         start = end;
@@ -779,29 +846,43 @@ fn merge_digest_rows(
     Ok(())
 }
 
-/// The digests of a `G` row value, 32 bytes each, sorted.
-fn digest_row(value: &[u8]) -> Result<&[u8], String> {
-    match value.split_first() {
-        Some((&DIGEST_ROW_VERSION, rest)) if rest.len() % 32 == 0 => Ok(rest),
+/// A `G` row value's `until` (`None`: a format 6 row, which has none) and its digests, 32
+/// bytes each, sorted.
+fn digest_row(value: &[u8]) -> Result<(Option<u64>, &[u8]), String> {
+    let (until, rest) = match value.split_first() {
+        Some((&DIGEST_ROW_VERSION, rest)) if rest.len() >= 8 => {
+            let (until, rest) = rest.split_at(8);
+            (Some(codec::be_u64(until)?), rest)
+        }
         Some((&DIGEST_ROW_VERSION, rest)) => {
-            Err(format!("digest row of {} bytes, not a multiple of 32", rest.len()))
+            return Err(format!("digest row of {} bytes, shorter than its head", rest.len() + 1));
         }
+        Some((&DIGEST_ROW_V1, rest)) => (None, rest),
         Some((v, _)) => {
-            Err(format!("digest row version {v}, this build reads {DIGEST_ROW_VERSION}"))
+            return Err(format!(
+                "digest row version {v}, this build reads {DIGEST_ROW_V1} and {DIGEST_ROW_VERSION}"
+            ));
         }
-        None => Err("empty digest row".into()),
+        None => return Err("empty digest row".into()),
+    };
+    if rest.len() % 32 != 0 {
+        return Err(format!(
+            "digest row with {} bytes of digests, not a multiple of 32",
+            rest.len()
+        ));
     }
+    Ok((until, rest))
 }
 
 /// The digests of a `G` row value, in order.
 fn digest_row_digests(value: &[u8]) -> Result<impl Iterator<Item = [u8; 32]> + '_, String> {
     // Invariant: `digest_row` gives a multiple of 32 bytes.
-    Ok(digest_row(value)?.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()))
+    Ok(digest_row(value)?.1.chunks_exact(32).map(|d| <[u8; 32]>::try_from(d).unwrap_or_default()))
 }
 
 /// True if the `G` row `value` holds `digest` (a binary search: its digests are sorted).
 fn digest_row_contains(value: &[u8], digest: &[u8; 32]) -> Result<bool, String> {
-    let rest = digest_row(value)?;
+    let (_, rest) = digest_row(value)?;
     let (mut lo, mut hi) = (0, rest.len() / 32);
     while lo < hi {
         let mid = (lo + hi) / 2;
@@ -856,9 +937,12 @@ fn key_bucket(key: &[u8]) -> Result<u64, String> {
 
 /// Writes `counts` (absolute) into `batch`.
 fn put_counts(batch: &mut Batch, counts: Counts) {
-    for (name, v) in
-        [(META_REPORTS, counts.reports), (META_TARGETS, counts.targets), (META_BYTES, counts.bytes)]
-    {
+    for (name, v) in [
+        (META_REPORTS, counts.reports),
+        (META_TARGETS, counts.targets),
+        (META_DIGESTS, counts.digests),
+        (META_BYTES, counts.bytes),
+    ] {
         batch.insert(meta_key(name), &v.to_be_bytes()[..]);
     }
 }
@@ -950,8 +1034,12 @@ impl Store {
             drop_apps: Mutex::new(std::collections::BTreeSet::new()),
             nel_window: NelWindowGauges::default(),
             unflushed: Mutex::new(unflushed::Unflushed::new(0)),
+            v1_until: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         shared.check_format(had_data)?;
+        if let Some(until) = shared.read_meta(META_V1_UNTIL)? {
+            shared.v1_until.store(until, std::sync::atomic::Ordering::Relaxed);
+        }
         // What was acknowledged after the last checkpoint (see `journal`: "Recovery").
         if !recovered.batches.is_empty() {
             let mut deferred = unflushed::Unflushed::new(0);
@@ -1163,6 +1251,7 @@ impl Store {
         StoreStats {
             reports: counts.reports,
             targets: counts.targets,
+            digests: counts.digests,
             bytes: counts.bytes,
             disk_bytes: self.shared.db.size_on_disk().unwrap_or(0),
         }
@@ -1518,7 +1607,16 @@ impl Shared {
                     // marker keeps a build that cannot replay them from using the store.
                     // Format 5 differs in its envelope digests (`G` rows instead of `C` keys,
                     // which are read until they expire) and its journal (deferred `G` rows).
-                    old @ (3..=5) => {
+                    // Format 6's `G` rows have no `until`: every envelope in one was received
+                    // before now, which is written first (sled recovers a prefix of its log, so
+                    // a store marked 7 has it). Format 6 also did not count digests in `bytes`:
+                    // the missing `digests` counter has them counted at open.
+                    old @ (3..=6) => {
+                        let key = meta_key(META_V1_UNTIL);
+                        if self.trees.rows.get(&key).map_err(engine)?.is_none() {
+                            let now = crate::clock::now_millis().0;
+                            self.trees.rows.insert(key, &now.to_be_bytes()[..]).map_err(engine)?;
+                        }
                         meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
                         tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format {old}: nothing moved; older digests are read until they expire)");
                         Ok(())
@@ -1596,14 +1694,35 @@ impl Shared {
     /// The counters from `rows`, or recounted from the rows when any is missing (an upgraded
     /// store, or one whose counter entries were lost).
     fn load_or_rebuild_counts(&self) -> Result<Counts, StoreError> {
+        let digests = self.read_meta(META_DIGESTS)?;
         if let (Some(reports), Some(targets), Some(bytes)) = (
             self.read_meta(META_REPORTS)?,
             self.read_meta(META_TARGETS)?,
             self.read_meta(META_BYTES)?,
         ) {
-            return Ok(Counts { reports, targets, bytes });
+            if let Some(digests) = digests {
+                return Ok(Counts { reports, targets, digests, bytes });
+            }
+            // Format 6 counted reports and targets only.
+            let digests = self.count_digests()?;
+            let counts = Counts {
+                reports,
+                targets,
+                digests,
+                bytes: bytes.saturating_add(digests * DIGEST_BYTES),
+            };
+            let mut batch = Batch::default();
+            put_counts(&mut batch, counts);
+            self.trees
+                .rows
+                .apply_batch(batch.to_sled())
+                .map_err(|e| engine_error(&self.path, e))?;
+            tracing::info!(digests, "store counted its envelope digests into its logical size");
+            return Ok(counts);
         }
         let mut counts = Counts::default();
+        counts.digests = self.count_digests()?;
+        counts.bytes = counts.digests * DIGEST_BYTES;
         for (prefix, with_ids) in [(P_REPORTS, true), (P_TARGETS, false)] {
             for entry in self.trees.rows.scan_prefix([prefix]) {
                 let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
@@ -1625,6 +1744,16 @@ impl Shared {
         put_counts(&mut batch, counts);
         self.trees.rows.apply_batch(batch.to_sled()).map_err(|e| engine_error(&self.path, e))?;
         Ok(counts)
+    }
+
+    /// The envelope digests in `G` rows in sled (at open, after the journal's replay: all).
+    fn count_digests(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for entry in self.trees.rows.scan_prefix([P_ENVELOPE_ROWS]) {
+            let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
+            n += digest_row(&v).map_err(|e| self.corrupt("rows", &k, &e))?.1.len() as u64 / 32;
+        }
+        Ok(n)
     }
 
     /// The rows of `prefix` whose bucket is in `bucket_of(from)..to`, one bucket's rows at a
@@ -1789,10 +1918,17 @@ impl Shared {
                 Ok(codec::Entry { event_at: t.event_at.0, id: [0; 16], record })
             })
             .collect::<Result<_, StoreError>>()?;
+        let until = batch
+            .reports
+            .iter()
+            .map(|r| r.event_at.0)
+            .chain(batch.targets.iter().map(|t| t.event_at.0))
+            .fold(received_at, u64::max);
         Ok(Prepared {
             digest: batch.digest,
             origin: batch.origin,
             received_at,
+            until,
             reports,
             targets,
             target_records: batch.targets.len(),
@@ -1858,8 +1994,10 @@ impl Shared {
         let mut outbox = sled::Batch::default();
         let mut any_outbox = false;
         let mut nel_digests: Vec<[u8; 16]> = Vec::new();
-        // The group's new envelope digests by `created_at` bucket: its `G` rows.
+        // The group's new envelope digests by `created_at` bucket: its `G` rows, with the
+        // latest `until` of their envelopes.
         let mut envelope_digests: BTreeMap<u64, Vec<[u8; 32]>> = BTreeMap::new();
+        let mut until = 0;
         // What left the window by age since the last group is no longer a duplicate.
         state.recent.forget(group_time);
         let mut new_digests: HashSet<[u8; 32]> = HashSet::new();
@@ -1909,6 +2047,9 @@ impl Shared {
                 Origin::Nel => nel_digests.push(recent::short(&p.digest)),
                 Origin::Agent { created_at, .. } => {
                     envelope_digests.entry(bucket_of(created_at.0)).or_default().push(p.digest);
+                    until = until.max(p.until);
+                    delta.digests += 1;
+                    delta.bytes += DIGEST_BYTES as i64;
                 }
             }
             outcomes.push(None);
@@ -2018,12 +2159,12 @@ impl Shared {
             // `journal`: the publisher's removals must not be undone by a replay).
             let mut writes = batch.to_sled();
             for (bucket, digests) in &envelope_digests {
-                self.merge_digests(*bucket, digests, &mut writes)?;
+                self.merge_digests(*bucket, digests, until, &mut writes)?;
             }
             rows.apply_batch(writes).map_err(io)?;
         } else {
             for (bucket, digests) in &envelope_digests {
-                encode_digest_rows(*bucket, seq, digests, |key, value| {
+                encode_digest_rows(*bucket, seq, until, digests, |key, value| {
                     batch.insert_deferred(&key[..], value);
                 });
             }
@@ -2085,6 +2226,7 @@ impl Shared {
         &self,
         bucket: u64,
         digests: &[[u8; 32]],
+        until: u64,
         writes: &mut sled::Batch,
     ) -> Result<(), StoreError> {
         let rows = &self.trees.rows;
@@ -2116,7 +2258,8 @@ impl Shared {
                 }
             }
         }
-        merge_digest_rows(bucket, &touched, digests, writes)
+        let v1_until = self.v1_until.load(std::sync::atomic::Ordering::Relaxed);
+        merge_digest_rows(bucket, &touched, digests, until, v1_until, writes)
             .map_err(|(k, e)| self.corrupt("rows", &k, &e))
     }
 
@@ -2220,11 +2363,13 @@ impl Shared {
 
     /// The held digests into the `G` rows of their buckets, one atomic sled batch per bucket.
     fn write_held_digests(&self, held: &unflushed::Unflushed) -> Result<(), StoreError> {
-        for (bucket, digests) in
-            held.digest_buckets().map_err(|(k, e)| self.corrupt("vantage-journal", &k, &e))?
+        let v1_until = self.v1_until.load(std::sync::atomic::Ordering::Relaxed);
+        for (bucket, digests, until) in held
+            .digest_buckets(v1_until)
+            .map_err(|(k, e)| self.corrupt("vantage-journal", &k, &e))?
         {
             let mut writes = sled::Batch::default();
-            self.merge_digests(bucket, &digests, &mut writes)?;
+            self.merge_digests(bucket, &digests, until, &mut writes)?;
             self.trees.rows.apply_batch(writes).map_err(|e| self.io(e))?;
         }
         Ok(())
@@ -2355,21 +2500,27 @@ impl Shared {
         }
         let dedup_cutoff = self.admission.dedup_cutoff(now).0;
         // A `G` row holds a bucket: the rows of buckets before the cutoff's.
-        stats.expired_digests = self.expire_digests(dedup_cutoff)?
-            + self.expire_keys(
-                vec![P_ENVELOPE_ROWS],
-                row_bound(P_ENVELOPE_ROWS, bucket_of(dedup_cutoff)).to_vec(),
-                |v| (v.len().saturating_sub(1) / 32) as u64,
-            )?
+        // Counted in `bytes`, unlike the digests of older formats and NEL's.
+        let counted = self.expire_keys(
+            vec![P_ENVELOPE_ROWS],
+            row_bound(P_ENVELOPE_ROWS, bucket_of(dedup_cutoff)).to_vec(),
+            true,
+            |v| Ok(digest_row(v)?.1.len() as u64 / 32),
+        )?;
+        stats.freed_bytes += counted * DIGEST_BYTES;
+        stats.expired_digests = counted
+            + self.expire_digests(dedup_cutoff)?
             + self.expire_keys(
                 vec![P_ENVELOPES],
                 row_bound(P_ENVELOPES, dedup_cutoff).to_vec(),
-                |_| 1,
+                false,
+                |_| Ok(1),
             )?
             + self.expire_keys(
                 vec![P_RECENT],
                 row_bound(P_RECENT, now.0.saturating_sub(recent::WINDOW_MS)).to_vec(),
-                |v| (v.len() / 16) as u64,
+                false,
+                |v| Ok((v.len() / 16) as u64),
             )?;
         {
             let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
@@ -2377,10 +2528,24 @@ impl Shared {
                 state.legacy_envelopes = false;
             }
         }
-        // By size: whole rows, oldest first by (bucket, sequence, chunk) across reports and
-        // counts (reports first on a tie).
+        // By size: first the envelope digests whose envelopes have no data left, then whole
+        // rows, oldest first by (bucket, sequence, chunk) across reports and counts (reports
+        // first on a tie), which leaves more digests with no data.
+        // The least `until` of the digest rows a full pass kept: none goes before the oldest
+        // data is later than that.
+        let mut pinned: Option<u64> = None;
         while self.counts().bytes > self.config.max_bytes {
             let excess = self.counts().bytes - self.config.max_bytes;
+            let oldest = self.oldest_data()?;
+            if pinned.is_none_or(|p| oldest.is_none_or(|o| p < o)) {
+                let (gone, kept) = self.evict_digests(excess)?;
+                stats.evicted_digests += gone;
+                stats.freed_bytes += gone * DIGEST_BYTES;
+                pinned = kept;
+                if gone > 0 {
+                    continue;
+                }
+            }
             let first = |prefix: u8| -> Result<Option<sled::IVec>, StoreError> {
                 match self.trees.rows.scan_prefix([prefix]).next() {
                     None => Ok(None),
@@ -2418,26 +2583,124 @@ impl Shared {
     }
 
     /// Deletes every key in `start..end`, in steps of [`EXPIRE_STEP`] keys; says how many
-    /// digests went (`digests` of each value).
+    /// digests went (`digests` of each value). `counted`: they are envelope digests, which
+    /// the counters hold ([`Counts::digests`]).
     fn expire_keys(
         &self,
         start: Vec<u8>,
         end: Vec<u8>,
-        digests: impl Fn(&[u8]) -> u64,
+        counted: bool,
+        digests: impl Fn(&[u8]) -> Result<u64, String>,
     ) -> Result<u64, StoreError> {
         let mut removed = 0;
         loop {
             let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
             let mut batch = Batch::default();
+            let mut step = 0;
             for item in self.trees.rows.range(start.clone()..end.clone()).take(EXPIRE_STEP) {
                 let (k, v) = item.map_err(|e| self.io(e))?;
-                removed += digests(&v);
+                step += digests(&v).map_err(|e| self.corrupt("rows", &k, &e))?;
                 batch.remove(k);
             }
             if batch.is_empty() {
                 return Ok(removed);
             }
-            self.write_rows(&mut state, &batch)?;
+            removed += step;
+            if counted {
+                self.forget_digests(&mut state, &mut batch, step)?;
+            } else {
+                self.write_rows(&mut state, &batch)?;
+            }
+        }
+    }
+
+    /// Writes `batch`, which deletes `n` counted envelope digests, with the counters less them.
+    /// With [`Shared::write`] held.
+    fn forget_digests(
+        &self,
+        state: &mut WriteState,
+        batch: &mut Batch,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let delta = Delta {
+            digests: -n,
+            bytes: n.saturating_mul(-(DIGEST_BYTES as i64)),
+            ..Delta::default()
+        };
+        let mut counts = self.counts();
+        counts.apply(delta);
+        put_counts(batch, counts);
+        self.write_rows(state, batch)?;
+        self.apply_delta(delta);
+        Ok(())
+    }
+
+    /// The bucket of the oldest report or count row, in sled or held (`None`: there is none).
+    fn oldest_data(&self) -> Result<Option<u64>, StoreError> {
+        let mut oldest = self
+            .unflushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first_bucket(&[P_REPORTS, P_TARGETS]);
+        for prefix in [P_REPORTS, P_TARGETS] {
+            if let Some(item) = self.trees.rows.scan_prefix([prefix]).next() {
+                let (k, _) = item.map_err(|e| self.io(e))?;
+                let bucket = key_bucket(&k).map_err(|e| self.corrupt("rows", &k, &e))?;
+                oldest = Some(oldest.map_or(bucket, |o| o.min(bucket)));
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// Forgets, to free `excess` logical bytes, the `G` rows whose envelopes have no data
+    /// left: a row's `until` is earlier than the oldest report or count stored, so none of its
+    /// envelopes' reports and counts is (each was at or before its envelope's `until`), and a
+    /// re-send of one can only store again what was evicted, never a second copy (see
+    /// "Duplicates"). Front of the keyspace first (the oldest `created_at` seconds), in steps of
+    /// at most [`DELETE_CHUNK`] rows looked at, each with [`Shared::write`] held and the oldest
+    /// data read again (a group in between may have added older data). Says how many digests
+    /// went, and, when it looked at every row, the least `until` of those it kept.
+    fn evict_digests(&self, excess: u64) -> Result<(u64, Option<u64>), StoreError> {
+        let v1_until = self.v1_until.load(std::sync::atomic::Ordering::Relaxed);
+        let rows = &self.trees.rows;
+        let mut start = vec![P_ENVELOPE_ROWS];
+        let end = vec![P_ENVELOPE_ROWS + 1];
+        let mut removed: u64 = 0;
+        let mut kept: Option<u64> = None;
+        loop {
+            let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            let oldest = self.oldest_data()?;
+            let mut batch = Batch::default();
+            let mut step: u64 = 0;
+            let mut done = true;
+            for (seen, item) in rows.range(start.clone()..end.clone()).enumerate() {
+                if seen == DELETE_CHUNK || (removed + step) * DIGEST_BYTES >= excess {
+                    done = false;
+                    break;
+                }
+                let (k, v) = item.map_err(|e| self.io(e))?;
+                start = k.to_vec();
+                start.push(0);
+                let (until, digests) = digest_row(&v).map_err(|e| self.corrupt("rows", &k, &e))?;
+                let until = until.unwrap_or(v1_until);
+                if oldest.is_none_or(|o| until < o) {
+                    step += digests.len() as u64 / 32;
+                    batch.remove(k);
+                } else {
+                    kept = Some(kept.map_or(until, |k| k.min(until)));
+                }
+            }
+            if !batch.is_empty() {
+                self.forget_digests(&mut state, &mut batch, step)?;
+            }
+            removed += step;
+            if done {
+                return Ok((removed, kept));
+            }
+            if removed * DIGEST_BYTES >= excess {
+                return Ok((removed, None));
+            }
         }
     }
 
@@ -3378,7 +3641,7 @@ mod tests {
     fn check_digest_rows(rows: &[(sled::IVec, sled::IVec)]) -> usize {
         let mut count = 0;
         for (i, (k, v)) in rows.iter().enumerate() {
-            let digests = digest_row(v).unwrap();
+            let (_, digests) = digest_row(v).unwrap();
             let n = digests.len() / 32;
             assert!((1..=DIGESTS_PER_ROW).contains(&n), "a row of {n} digests");
             assert_eq!(&k[9..], &digests[digests.len() - 32..], "keyed by its greatest digest");
@@ -3406,20 +3669,41 @@ mod tests {
             d.sort_unstable();
             d
         };
-        let merge = |new: &[[u8; 32]]| {
+        let merge = |new: &[[u8; 32]], until| {
             let range = row_bound(P_ENVELOPE_ROWS, 5_000)..row_bound(P_ENVELOPE_ROWS, 5_001);
             let old: Vec<_> = tree.range(range).map(Result::unwrap).collect();
             let mut batch = sled::Batch::default();
-            merge_digest_rows(5_000, &old, new, &mut batch).unwrap();
+            merge_digest_rows(5_000, &old, new, until, 1, &mut batch).unwrap();
             tree.apply_batch(batch).unwrap();
         };
         let (first, second) = (digests(1, 300), digests(2, 200));
-        merge(&first);
-        merge(&second);
-        merge(&first[..10]);
+        merge(&first, 9_000);
+        let untils = || -> Vec<u64> {
+            tree.scan_prefix([P_ENVELOPE_ROWS])
+                .map(|kv| digest_row(&kv.unwrap().1).unwrap().0.unwrap())
+                .collect()
+        };
+        assert!(untils().iter().all(|u| *u == 9_000));
+        merge(&second, 7_000);
+        // A row that got digests has the later `until`; one that got none keeps its own.
+        assert!(untils().iter().all(|u| *u == 9_000));
+        merge(&first[..10], 11_000);
         let rows: Vec<_> = tree.scan_prefix([P_ENVELOPE_ROWS]).map(Result::unwrap).collect();
         assert_eq!(check_digest_rows(&rows), 500);
         assert!(rows.len() >= 4, "split as they grew: {} rows", rows.len());
+        let touched =
+            rows.iter().find(|(k, _)| k.as_ref() >= &digest_row_key(5_000, &first[0])[..]);
+        assert_eq!(digest_row(&touched.unwrap().1).unwrap().0, Some(11_000));
+        assert_eq!(untils().iter().filter(|u| **u == 11_000).count(), 1, "{:?}", untils());
+        // A format 6 row (no `until`) merged into takes the later of `v1_until` and the new.
+        let mut v1 = vec![DIGEST_ROW_V1];
+        v1.extend_from_slice(&[0xff; 32]);
+        let old = vec![(sled::IVec::from(&digest_row_key(8_000, &[0xff; 32])[..]), v1.into())];
+        let mut batch = sled::Batch::default();
+        merge_digest_rows(8_000, &old, &[[0xfe; 32]], 5, 3_000, &mut batch).unwrap();
+        tree.apply_batch(batch).unwrap();
+        let (_, v) = tree.get_gt(row_bound(P_ENVELOPE_ROWS, 8_000)).unwrap().unwrap();
+        assert_eq!(digest_row(&v).unwrap(), (Some(3_000), &[[0xfe; 32], [0xff; 32]].concat()[..]));
         for d in first.iter().chain(&second) {
             let (_, v) =
                 rows.iter().find(|(k, _)| k.as_ref() >= &digest_row_key(5_000, d)[..]).unwrap();
@@ -3427,7 +3711,8 @@ mod tests {
         }
         assert!(!digest_row_contains(&rows[0].1, &[0; 32]).unwrap());
         assert!(digest_row(&[1, 2, 3]).unwrap_err().contains("not a multiple of 32"));
-        assert!(digest_row(&[2]).unwrap_err().contains("digest row version 2"));
+        assert!(digest_row(&[2, 0, 0]).unwrap_err().contains("shorter than its head"));
+        assert!(digest_row(&[3]).unwrap_err().contains("digest row version 3"));
     }
 
     /// Merging into a second reads only the rows the digests go into (a seek each, and the
@@ -3446,7 +3731,7 @@ mod tests {
         let merge = |new: &[[u8; 32]]| {
             let _state = store.shared.write.lock().unwrap();
             let mut writes = sled::Batch::default();
-            store.shared.merge_digests(7_000, new, &mut writes).unwrap();
+            store.shared.merge_digests(7_000, new, 0, &mut writes).unwrap();
             store.shared.trees.rows.apply_batch(writes).unwrap();
             let rows: Vec<_> = store
                 .shared
@@ -3666,6 +3951,181 @@ mod tests {
         store.commit_with_outbox(batch(4, vec![report(4, 100)]), fourth).await.0.unwrap();
         let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
         assert_eq!(entries(&outbox), vec![(4, b"fourth".to_vec())]);
+        store.close().await.unwrap();
+    }
+
+    /// Envelope `i`, made and received at second `i` (plus 1 s) with `reports` reports of
+    /// distinct ids.
+    fn numbered(i: u32, reports: u8) -> IngestBatch {
+        let t = 1_000_000 + u64::from(i) * 1000;
+        let mut digest = [0xd1; 32];
+        digest[..4].copy_from_slice(&i.to_be_bytes());
+        let reports = (0..reports)
+            .map(|j| {
+                let mut r = report(0, t);
+                r.id[..4].copy_from_slice(&i.to_be_bytes());
+                r.id[4] = j;
+                r.received_at = UnixMillis(t + 1000);
+                r
+            })
+            .collect();
+        let created_at = UnixMillis(t + 1000);
+        let origin = Origin::Agent { key: [9; 32], seq: u64::from(i), created_at };
+        IngestBatch { digest, origin, ..batch(0, reports) }
+    }
+
+    fn assert_ids_once(store: &Store) {
+        let mut ids: Vec<[u8; 16]> = all_reports_of(store).iter().map(|r| r.id).collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "a report stored twice");
+    }
+
+    /// Envelope digests count toward `max_bytes`, and the size pass forgets only those of
+    /// envelopes none of whose reports is stored: a re-send of an envelope with a report left
+    /// is still a `Duplicate`; one whose reports were all evicted may be stored again (what
+    /// it stores is only what was evicted), so no report is ever stored twice.
+    #[tokio::test]
+    async fn digests_count_toward_max_bytes_and_go_only_with_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let store = Store::open(config.clone()).unwrap();
+        // (An envelope without reports or counts is received "now" by the store's clock, after
+        // every synthetic time here: `digests_stay_bounded_at_the_size_bound` has those.)
+        let all: Vec<IngestBatch> =
+            (0..300u32).map(|i| numbered(i, if i % 3 == 0 { 1 } else { 2 })).collect();
+        for chunk in all.chunks(40) {
+            assert!(group(&store, chunk).iter().all(|o| matches!(o, CommitOutcome::Stored { .. })));
+        }
+        let full = store.stats();
+        assert_eq!((full.reports, full.digests), (500, 300));
+        let report_bytes: u64 = all_reports_of(&store)
+            .iter()
+            .map(|r| report_bytes(codec::encode_report(r, false).unwrap().len()))
+            .sum();
+        assert_eq!(full.bytes, report_bytes + 300 * DIGEST_BYTES);
+        store.close().await.unwrap();
+        drop(store);
+
+        let limit = full.bytes / 3;
+        let store = Store::open(StoreConfig { max_bytes: limit, ..config }).unwrap();
+        assert_eq!(store.stats().digests, 300, "the digest counter is kept across a reopen");
+        // The first pass finds every digest's envelope with data left (the oldest envelope's
+        // `until` is the next one's event time) and evicts reports.
+        let first = store.enforce_retention(UnixMillis(1_400_000)).unwrap();
+        assert_eq!(first.evicted_digests, 0, "{first:?}");
+        assert!(first.evicted_reports > 0, "{first:?}");
+        let middle = store.stats();
+        assert!(middle.bytes <= limit, "{middle:?} over {limit}");
+        // Over the bound again: the digests of envelopes evicted by the first pass go first.
+        let more: Vec<IngestBatch> = (300..330u32).map(|i| numbered(i, 2)).collect();
+        group(&store, &more);
+        let added = store.stats().bytes - middle.bytes;
+        let stats = store.enforce_retention(UnixMillis(1_400_000)).unwrap();
+        let after = store.stats();
+        assert!(after.bytes <= limit, "{after:?} over {limit}");
+        assert!(stats.evicted_digests > 0, "{stats:?}");
+        assert_eq!(after.digests, 330 - stats.evicted_digests);
+        assert_eq!(store.shared.count_digests().unwrap(), after.digests);
+        assert_eq!(middle.bytes + added - after.bytes, stats.freed_bytes);
+        let all: Vec<IngestBatch> = all.into_iter().chain(more).collect();
+        let oldest = all_reports_of(&store)[0].event_at.0;
+        let mut again = 0;
+        for b in &all {
+            let kept = b.reports.iter().any(|r| r.event_at.0 >= oldest);
+            let outcome = store.commit(b.clone()).await.unwrap();
+            if kept {
+                assert_eq!(outcome, CommitOutcome::Duplicate, "a re-send of a stored envelope");
+            } else if outcome != CommitOutcome::Duplicate {
+                again += 1;
+            }
+        }
+        assert!(again > 0, "no digest of an evicted envelope was forgotten");
+        assert_ids_once(&store);
+        store.close().await.unwrap();
+    }
+
+    /// Held at a size bound round after round, the digests stay bounded (they grew with every
+    /// envelope ever accepted, for the dedup horizon, when `max_bytes` did not count them),
+    /// with reports or without.
+    #[tokio::test]
+    async fn digests_stay_bounded_at_the_size_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let per =
+            report_bytes(codec::encode_report(&numbered(1, 1).reports[0], false).unwrap().len());
+        // About 60 envelopes of two reports.
+        let limit = 60 * (2 * per + DIGEST_BYTES);
+        let store =
+            Store::open(StoreConfig { max_bytes: limit, ..StoreConfig::new(dir.path()) }).unwrap();
+        let mut most = 0;
+        for round in 0..40u32 {
+            let reports = if round % 4 == 3 { 0 } else { 2 };
+            let batches: Vec<IngestBatch> =
+                (round * 50..round * 50 + 50).map(|i| numbered(i, reports)).collect();
+            group(&store, &batches);
+            let now = 1_000_000 + u64::from(round * 50 + 50) * 1000;
+            store.enforce_retention(UnixMillis(now)).unwrap();
+            let s = store.stats();
+            assert!(s.bytes <= limit, "round {round}: {s:?} over {limit}");
+            // The counter is what the rows hold.
+            assert_eq!(store.shared.count_digests().unwrap(), s.digests, "round {round}");
+            most = most.max(s.digests);
+        }
+        assert!(most * DIGEST_BYTES <= limit, "{most} digests");
+        assert_ids_once(&store);
+        store.close().await.unwrap();
+    }
+
+    /// A format 6 store (digest rows without an `until`, digests not counted) is marked 7 at
+    /// open: its digests are counted into `bytes`, and its rows count as received before the
+    /// open, so they outlive every report stored before it under size pressure.
+    #[tokio::test]
+    async fn format_6_digest_rows_are_counted_and_kept_while_older_data_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path());
+        let store = Store::open(config.clone()).unwrap();
+        let all: Vec<IngestBatch> = (0..100u32).map(|i| numbered(i, 1)).collect();
+        group(&store, &all);
+        let full = store.stats();
+        store.shared.flush_and_sync().unwrap();
+        {
+            let mut state = store.shared.write.lock().unwrap();
+            store.shared.checkpoint(&mut state).unwrap();
+        }
+        // Made format 6: version 1 rows, no counter, no `until` bound, bytes without digests.
+        let rows = &store.shared.trees.rows;
+        for kv in rows.scan_prefix([P_ENVELOPE_ROWS]) {
+            let (k, v) = kv.unwrap();
+            let mut old = vec![DIGEST_ROW_V1];
+            old.extend_from_slice(&v[DIGEST_ROW_HEAD..]);
+            rows.insert(k, old).unwrap();
+        }
+        rows.remove(meta_key(META_DIGESTS)).unwrap();
+        rows.remove(meta_key(META_V1_UNTIL)).unwrap();
+        let v6 = full.bytes - 100 * DIGEST_BYTES;
+        rows.insert(meta_key(META_BYTES), &v6.to_be_bytes()[..]).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &6u32.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+
+        let before = crate::clock::now_millis().0;
+        let store = Store::open(StoreConfig { max_bytes: full.bytes / 2, ..config }).unwrap();
+        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.as_ref(), 7u32.to_be_bytes());
+        assert_eq!(store.stats(), StoreStats { disk_bytes: store.stats().disk_bytes, ..full });
+        assert!(store.shared.v1_until.load(std::sync::atomic::Ordering::Relaxed) >= before);
+        for b in &all[..3] {
+            assert_eq!(store.commit(b.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        }
+        // Reports go, the format 6 digests stay: their envelopes may have been received as late
+        // as the open, after every report left.
+        let stats = store.enforce_retention(UnixMillis(2_000_000)).unwrap();
+        assert_eq!(stats.evicted_digests, 0, "{stats:?}");
+        assert!(stats.evicted_reports > 0);
+        for b in &all {
+            assert_eq!(store.commit(b.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        }
         store.close().await.unwrap();
     }
 

@@ -136,30 +136,42 @@ impl Unflushed {
         Ok(())
     }
 
+    /// The least bucket of a row held with one of `prefixes`.
+    pub(super) fn first_bucket(&self, prefixes: &[u8]) -> Option<u64> {
+        prefixes
+            .iter()
+            .filter_map(|&p| self.buckets.range((p, 0)..=(p, u64::MAX)).next().map(|(k, _)| k.1))
+            .min()
+    }
+
     /// True if a `G` row held has `digest`.
     pub(super) fn contains_digest(&self, digest: &[u8; 32]) -> bool {
         self.digests.contains(digest)
     }
 
-    /// The envelope digests held, per bucket: sorted, distinct. (Errors: a row's key and what
-    /// is wrong with it.)
+    /// The envelope digests held, per bucket: sorted, distinct, with the latest `until` of
+    /// their rows (`v1_until` for a format 6 row, replayed from its journal). (Errors: a row's
+    /// key and what is wrong with it.)
     #[allow(clippy::type_complexity)]
-    pub(super) fn digest_buckets(&self) -> Result<Vec<(u64, Vec<[u8; 32]>)>, (Vec<u8>, String)> {
+    pub(super) fn digest_buckets(
+        &self,
+        v1_until: u64,
+    ) -> Result<Vec<(u64, Vec<[u8; 32]>, u64)>, (Vec<u8>, String)> {
         let p = super::P_ENVELOPE_ROWS;
         let mut out = Vec::new();
         for (&(_, bucket), b) in self.buckets.range((p, 0)..=(p, u64::MAX)) {
             let mut digests: Vec<[u8; 32]> = Vec::new();
+            let mut until = 0;
             for held in &b.rows {
                 let value = &self.data[held.value.clone()];
-                digests.extend(
-                    super::digest_row_digests(value).map_err(|e| {
-                        (super::row_key(p, bucket, held.seq, held.chunk).to_vec(), e)
-                    })?,
-                );
+                let key = || super::row_key(p, bucket, held.seq, held.chunk).to_vec();
+                let (own, _) = super::digest_row(value).map_err(|e| (key(), e))?;
+                until = until.max(own.unwrap_or(v1_until));
+                digests.extend(super::digest_row_digests(value).map_err(|e| (key(), e))?);
             }
             digests.sort_unstable();
             digests.dedup();
-            out.push((bucket, digests));
+            out.push((bucket, digests, until));
         }
         Ok(out)
     }
@@ -299,22 +311,29 @@ mod tests {
             d[0] = first;
             d
         };
-        let add = |held: &mut Unflushed, bucket, seq, digests: &[[u8; 32]]| {
-            encode_digest_rows(bucket, seq, digests, |k, v| held.add_row(&k, &v).unwrap());
+        let add = |held: &mut Unflushed, bucket, seq, until, digests: &[[u8; 32]]| {
+            encode_digest_rows(bucket, seq, until, digests, |k, v| held.add_row(&k, &v).unwrap());
         };
-        add(&mut held, 5_000, 3, &[d(2, 0), d(9, 0)]);
-        add(&mut held, 5_000, 4, &[d(1, 0), d(2, 1), d(7, 0)]);
-        add(&mut held, 9_000, 4, &[d(3, 0)]);
+        add(&mut held, 5_000, 3, 70_000, &[d(2, 0), d(9, 0)]);
+        add(&mut held, 5_000, 4, 60_000, &[d(1, 0), d(2, 1), d(7, 0)]);
+        add(&mut held, 9_000, 4, 60_000, &[d(3, 0)]);
+        // A format 6 row from its journal: no `until` of its own.
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&d(4, 0));
+        held.add_row(&row_key(P_ENVELOPE_ROWS, 12_000, 4, 0), &v1).unwrap();
         assert!(held.contains_digest(&d(7, 0)) && held.contains_digest(&d(3, 0)));
+        assert!(held.contains_digest(&d(4, 0)));
         assert!(!held.contains_digest(&d(7, 1)));
-        let buckets = held.digest_buckets().unwrap();
+        let buckets = held.digest_buckets(99_000).unwrap();
         assert_eq!(
             buckets,
             vec![
-                (5_000, vec![d(1, 0), d(2, 0), d(2, 1), d(7, 0), d(9, 0)]),
-                (9_000, vec![d(3, 0)])
+                (5_000, vec![d(1, 0), d(2, 0), d(2, 1), d(7, 0), d(9, 0)], 70_000),
+                (9_000, vec![d(3, 0)], 60_000),
+                (12_000, vec![d(4, 0)], 99_000),
             ]
         );
+        assert_eq!(held.first_bucket(b"RT"), None);
         assert!(held.merged().unwrap().is_empty());
         assert!(held.add_row(&row_key(P_ENVELOPE_ROWS, 5_000, 5, 0), &[1, 2]).is_err());
         assert!(held.add_row(&row_key(b'X', 5_000, 5, 0), &[1]).unwrap_err().contains("0x58"));
