@@ -137,6 +137,8 @@ table = [
     (f"VmRSS after {bounded_reports:,} reports, store.max_bytes {bounded_mib} MiB",
      get("bounded_collector_rss_mib") + " MiB", "<= 160 MiB, flat"),
     ("  growth over the second half", get("bounded_collector_rss_growth_mib_per_million", "{:.1f}") + " MiB/M", "flat"),
+    ("  store on disk at the end", get("bounded_store_disk_mib", "{:.0f}") + " MiB", ""),
+    ("  its growth over the second half", get("bounded_store_disk_growth_mib_per_million", "{:.1f}") + " MiB/M", "flat"),
     ("idle agent: context switches, all threads", get("idle_agent_context_switches_per_min", "{:.1f}") + " /min", "0 /min"),
     ("record() at the call site: median", get("record_median_us", "{:.2f}") + " us", "<= 0.5 us"),
     ("record() at the call site: p99", get("record_p99_us", "{:.2f}") + " us", "<= 5 us"),

@@ -858,15 +858,17 @@ impl Bench {
         while stored < self.args.rss_reports {
             if stored >= next_mark {
                 let rss = status_kb(pid, "VmRSS")?;
-                let disk = match &self.store_dir {
-                    Some(dir) => format!("; store on disk {:.1} MiB", dir_bytes(dir) as f64 / MIB),
+                let disk_bytes = self.store_dir.as_deref().map(dir_bytes);
+                let disk = match disk_bytes {
+                    Some(b) => format!("; store on disk {:.1} MiB", b as f64 / MIB),
                     None => String::new(),
                 };
                 self.say(&format!(
                     "  at {stored} reports: VmRSS {:.1} MiB{disk}",
                     rss as f64 / 1024.0
                 ));
-                checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)? });
+                let cpu = cpu_seconds(pid, self.ticks)?;
+                checkpoints.push(Mark { stored, rss_kb: rss, cpu, disk_bytes });
                 next_mark = (stored / self.args.rss_step + 1) * self.args.rss_step;
             }
             let want = (self.args.rss_reports - stored).div_ceil(REPORTS_PER_ENVELOPE as u64);
@@ -880,7 +882,8 @@ impl Bench {
             stored += tally.accepted * REPORTS_PER_ENVELOPE as u64;
         }
         let rss = status_kb(pid, "VmRSS")?;
-        checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)? });
+        let disk_bytes = self.store_dir.as_deref().map(dir_bytes);
+        checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)?, disk_bytes });
         Ok((rss, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64(), checkpoints))
     }
 }
@@ -893,6 +896,8 @@ struct Mark {
     rss_kb: u64,
     /// The collector's CPU time so far, seconds.
     cpu: f64,
+    /// The store directory's size (`--store-max-mib` runs).
+    disk_bytes: Option<u64>,
 }
 
 /// How the `age`s of a NEL phase's reports are spread.
@@ -1079,7 +1084,12 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         row("collector_rss_reports", args.rss_reports.max(already) as f64, "reports");
         // Flat memory: VmRSS growth per million reports over the second half of the run; and
         // what an envelope costs the collector once its store is that large.
-        let last = *checkpoints.last().unwrap_or(&Mark { stored: 0, rss_kb: rss, cpu: 0.0 });
+        let last = *checkpoints.last().unwrap_or(&Mark {
+            stored: 0,
+            rss_kb: rss,
+            cpu: 0.0,
+            disk_bytes: None,
+        });
         if let Some(&mid) = checkpoints.iter().find(|m| m.stored >= last.stored / 2)
             && last.stored > mid.stored
         {
@@ -1090,6 +1100,18 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
                 "memory growth from {mid_n} to {last_n} reports: {per_m:.1} MiB per million"
             ));
             row("collector_rss_growth_mib_per_million", per_m, "MiB");
+            // Held at a size bound, the store's files should be level too.
+            if let (Some(a), Some(b)) = (mid.disk_bytes, last.disk_bytes) {
+                let per_m = (b as f64 - a as f64) / MIB / ((last_n - mid_n) as f64 / 1e6);
+                bench.say(&format!(
+                    "store on disk from {mid_n} to {last_n} reports: {:.1} to {:.1} MiB, \
+                     {per_m:.1} MiB per million",
+                    a as f64 / MIB,
+                    b as f64 / MIB
+                ));
+                row("store_disk_mib", b as f64 / MIB, "MiB");
+                row("store_disk_growth_mib_per_million", per_m, "MiB");
+            }
             let envelopes = (last_n - mid_n) as f64 / REPORTS_PER_ENVELOPE as f64;
             let cpu_us = (last.cpu - mid.cpu) * 1e6 / envelopes;
             bench.say(&format!(
