@@ -143,9 +143,17 @@
 //! format 6 packs envelope digests into `G` rows, which an older build would not
 //! look up (it would store a re-send again); format 7 (this build) gives `G` rows an `until`
 //! and counts digests in `bytes`, which format 6 would read as a corrupt row and a store over
-//! its bound. So a format 3 to 6 store is marked 7 at open with nothing moved: its version 1
-//! `G` rows take `M` ‖ `g1_until` (the open's time, written before the marker) as their
-//! `until`, and its digests are counted once into `digests` and `bytes`. Opening a
+//! its bound. So a format 3 to 6 store is marked 7 at open with nothing moved. Its version 1
+//! `G` rows are not counted and not evicted by size: they expire by age, as they did (counting
+//! them at once could put a store that sat at its bound far over it, and since their envelopes
+//! may have been received as late as the upgrade, the size pass would have to evict every
+//! report stored before it to free them). A version 1 row that new digests go into is
+//! rewritten as version 2 with `M` ‖ `g1_until` (the first open's time, written before the
+//! marker: later than the receipt of any of its envelopes) as the old digests' `until`, and
+//! counted from then on, in the checkpoint's batch for that second; while version 1 rows are
+//! left, the count is taken from the rows at every open (a crash between that batch and the
+//! next journal record leaves the journal's count), and once none is left `g1_until` goes.
+//! Opening a
 //! format 1 or 2 store upgrades it in place (`upgrade.rs`): the old trees are moved into
 //! `rows` a step at a time, each step a transaction that inserts the rows and removes the old
 //! entries, so a kill during the upgrade leaves a store that the next open goes on upgrading.
@@ -806,7 +814,8 @@ fn digest_row_greatest(key: &[u8]) -> Result<&[u8], String> {
 /// when it outgrows one, and the others are not touched. A rewritten row's `until` is the
 /// greater of its own (a format 6 row's: `v1_until`) and `until`, the new digests'. A union:
 /// merging digests that are there already changes nothing, so a replay over a checkpoint that
-/// a crash cut short merges to the same digests.
+/// a crash cut short merges to the same digests. Says how many digests of format 6 rows it
+/// rewrote (not counted before, counted from now on: see "Formats").
 fn merge_digest_rows(
     bucket: u64,
     old: &[(sled::IVec, sled::IVec)],
@@ -814,13 +823,14 @@ fn merge_digest_rows(
     until: u64,
     v1_until: u64,
     batch: &mut sled::Batch,
-) -> Result<(), (sled::IVec, String)> {
+) -> Result<u64, (sled::IVec, String)> {
     if old.is_empty() {
         if !new.is_empty() {
             put_digest_rows(bucket, until, new, &[], batch);
         }
-        return Ok(());
+        return Ok(0);
     }
+    let mut converted = 0;
     let mut start = 0;
     for (i, (k, v)) in old.iter().enumerate() {
         let greatest = digest_row_greatest(k).map_err(|e| (k.clone(), e))?;
@@ -832,7 +842,10 @@ fn merge_digest_rows(
         if end == start {
             continue;
         }
-        let (own, _) = digest_row(v).map_err(|e| (k.clone(), e))?;
+        let (own, digests) = digest_row(v).map_err(|e| (k.clone(), e))?;
+        if own.is_none() {
+            converted += digests.len() as u64 / 32;
+        }
         let mut all: Vec<[u8; 32]> = digest_row_digests(v).map_err(|e| (k.clone(), e))?.collect();
         all.extend_from_slice(&new[start..end]);
         all.sort_unstable();
@@ -843,7 +856,7 @@ fn merge_digest_rows(
         }
         start = end;
     }
-    Ok(())
+    Ok(converted)
 }
 
 /// A `G` row value's `until` (`None`: a format 6 row, which has none) and its digests, 32
@@ -935,15 +948,22 @@ fn key_bucket(key: &[u8]) -> Result<u64, String> {
     }
 }
 
-/// Writes `counts` (absolute) into `batch`.
-fn put_counts(batch: &mut Batch, counts: Counts) {
-    for (name, v) in [
+/// The counter keys and values of `counts` (absolute).
+fn count_pairs(counts: Counts) -> impl Iterator<Item = (Vec<u8>, [u8; 8])> {
+    [
         (META_REPORTS, counts.reports),
         (META_TARGETS, counts.targets),
         (META_DIGESTS, counts.digests),
         (META_BYTES, counts.bytes),
-    ] {
-        batch.insert(meta_key(name), &v.to_be_bytes()[..]);
+    ]
+    .into_iter()
+    .map(|(name, v)| (meta_key(name), v.to_be_bytes()))
+}
+
+/// Writes `counts` (absolute) into `batch`.
+fn put_counts(batch: &mut Batch, counts: Counts) {
+    for (k, v) in count_pairs(counts) {
+        batch.insert(k, &v[..]);
     }
 }
 
@@ -1700,28 +1720,45 @@ impl Shared {
             self.read_meta(META_TARGETS)?,
             self.read_meta(META_BYTES)?,
         ) {
-            if let Some(digests) = digests {
+            // Format 7 from the start: the counters are right.
+            let transition = self.read_meta(META_V1_UNTIL)?.is_some();
+            if let (Some(digests), false) = (digests, transition) {
                 return Ok(Counts { reports, targets, digests, bytes });
             }
-            // Format 6 counted reports and targets only.
-            let digests = self.count_digests()?;
+            // Marked 7 from format 6 (whose counters had no digests), and at every open while
+            // format 6 rows are left: the count of digests in format 7 rows is taken from the
+            // rows (a checkpoint that rewrote format 6 rows, cut short by a crash, leaves the
+            // count its journal had), and once no format 6 row is left, the transition is over.
+            let had = digests.unwrap_or(0);
+            let (counted, v1_left) = self.count_digests()?;
             let counts = Counts {
                 reports,
                 targets,
-                digests,
-                bytes: bytes.saturating_add(digests * DIGEST_BYTES),
+                digests: counted,
+                bytes: bytes.saturating_sub(had * DIGEST_BYTES) + counted * DIGEST_BYTES,
             };
             let mut batch = Batch::default();
             put_counts(&mut batch, counts);
+            if v1_left == 0 {
+                batch.remove(meta_key(META_V1_UNTIL));
+                self.v1_until.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+            }
             self.trees
                 .rows
                 .apply_batch(batch.to_sled())
                 .map_err(|e| engine_error(&self.path, e))?;
-            tracing::info!(digests, "store counted its envelope digests into its logical size");
+            if counted != had || v1_left > 0 {
+                tracing::info!(
+                    counted,
+                    format_6_digests = v1_left,
+                    "store counted its envelope digests into its logical size (format 6 digests \
+                     are not counted: they expire by age)"
+                );
+            }
             return Ok(counts);
         }
         let mut counts = Counts::default();
-        counts.digests = self.count_digests()?;
+        counts.digests = self.count_digests()?.0;
         counts.bytes = counts.digests * DIGEST_BYTES;
         for (prefix, with_ids) in [(P_REPORTS, true), (P_TARGETS, false)] {
             for entry in self.trees.rows.scan_prefix([prefix]) {
@@ -1746,14 +1783,19 @@ impl Shared {
         Ok(counts)
     }
 
-    /// The envelope digests in `G` rows in sled (at open, after the journal's replay: all).
-    fn count_digests(&self) -> Result<u64, StoreError> {
-        let mut n = 0;
+    /// The envelope digests in format 7 `G` rows in sled (counted), and in format 6 rows (not
+    /// counted). At open, after the journal's replay: all there are.
+    fn count_digests(&self) -> Result<(u64, u64), StoreError> {
+        let (mut counted, mut v1) = (0, 0);
         for entry in self.trees.rows.scan_prefix([P_ENVELOPE_ROWS]) {
             let (k, v) = entry.map_err(|e| engine_error(&self.path, e))?;
-            n += digest_row(&v).map_err(|e| self.corrupt("rows", &k, &e))?.1.len() as u64 / 32;
+            let (until, digests) = digest_row(&v).map_err(|e| self.corrupt("rows", &k, &e))?;
+            match until {
+                Some(_) => counted += digests.len() as u64 / 32,
+                None => v1 += digests.len() as u64 / 32,
+            }
         }
-        Ok(n)
+        Ok((counted, v1))
     }
 
     /// The rows of `prefix` whose bucket is in `bucket_of(from)..to`, one bucket's rows at a
@@ -2158,8 +2200,18 @@ impl Shared {
             // One atomic sled write for the group, checkpointed before it is answered (see
             // `journal`: the publisher's removals must not be undone by a replay).
             let mut writes = batch.to_sled();
+            let mut converted = 0;
             for (bucket, digests) in &envelope_digests {
-                self.merge_digests(*bucket, digests, until, &mut writes)?;
+                converted += self.merge_digests(*bucket, digests, until, &mut writes)?;
+            }
+            if converted > 0 {
+                delta.digests += converted as i64;
+                delta.bytes += (converted * DIGEST_BYTES) as i64;
+                let mut counts = self.counts();
+                counts.apply(delta);
+                for (k, v) in count_pairs(counts) {
+                    writes.insert(k, &v[..]);
+                }
             }
             rows.apply_batch(writes).map_err(io)?;
         } else {
@@ -2221,14 +2273,15 @@ impl Shared {
     /// Adds to `writes` what merges `digests` (sorted, distinct) into the `G` rows of `bucket`
     /// ([`merge_digest_rows`]), reading only the rows they go into: a seek per such row (and
     /// one for the digests past the last), not the whole second, which a sender choosing one
-    /// `created_at` for all its envelopes could make large. With [`Shared::write`] held.
+    /// `created_at` for all its envelopes could make large. With [`Shared::write`] held. Says
+    /// how many format 6 digests the rewritten rows bring into the count.
     fn merge_digests(
         &self,
         bucket: u64,
         digests: &[[u8; 32]],
         until: u64,
         writes: &mut sled::Batch,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let rows = &self.trees.rows;
         let end = row_bound(P_ENVELOPE_ROWS, bucket + 1);
         let mut touched: Vec<(sled::IVec, sled::IVec)> = Vec::new();
@@ -2334,7 +2387,7 @@ impl Shared {
             |k, v| self.trees.rows.insert(k, v).map(drop).map_err(|e| failed(self.io(e))),
             |k, e| self.corrupt("rows", k, &e),
         )?;
-        self.write_held_digests(&unflushed).map_err(failed)?;
+        self.write_held_digests(&unflushed, true).map_err(failed)?;
         unflushed.clear(next_seq);
         Ok(())
     }
@@ -2358,18 +2411,40 @@ impl Shared {
             |k, v| rows.insert(k, v).map(drop).map_err(engine),
             |k, e| self.corrupt("vantage-journal", k, &e),
         )?;
-        self.write_held_digests(deferred)
+        self.write_held_digests(deferred, false)
     }
 
     /// The held digests into the `G` rows of their buckets, one atomic sled batch per bucket.
-    fn write_held_digests(&self, held: &unflushed::Unflushed) -> Result<(), StoreError> {
+    /// `counted`: the counters are loaded (not at open's replay, after which they are counted
+    /// from the rows while format 6 rows are left), and a batch that brings format 6 digests
+    /// into the count writes them with it.
+    fn write_held_digests(
+        &self,
+        held: &unflushed::Unflushed,
+        counted: bool,
+    ) -> Result<(), StoreError> {
         let v1_until = self.v1_until.load(std::sync::atomic::Ordering::Relaxed);
         for (bucket, digests, until) in held
             .digest_buckets(v1_until)
             .map_err(|(k, e)| self.corrupt("vantage-journal", &k, &e))?
         {
             let mut writes = sled::Batch::default();
-            self.merge_digests(bucket, &digests, until, &mut writes)?;
+            let converted = self.merge_digests(bucket, &digests, until, &mut writes)?;
+            if counted && converted > 0 {
+                let delta = Delta {
+                    digests: converted as i64,
+                    bytes: (converted * DIGEST_BYTES) as i64,
+                    ..Delta::default()
+                };
+                let mut counts = self.counts();
+                counts.apply(delta);
+                for (k, v) in count_pairs(counts) {
+                    writes.insert(k, &v[..]);
+                }
+                self.trees.rows.apply_batch(writes).map_err(|e| self.io(e))?;
+                self.apply_delta(delta);
+                continue;
+            }
             self.trees.rows.apply_batch(writes).map_err(|e| self.io(e))?;
         }
         Ok(())
@@ -2501,27 +2576,32 @@ impl Shared {
         let dedup_cutoff = self.admission.dedup_cutoff(now).0;
         // A `G` row holds a bucket: the rows of buckets before the cutoff's.
         // Counted in `bytes`, unlike the digests of older formats and NEL's.
-        let counted = self.expire_keys(
+        let (envelopes, counted) = self.expire_keys(
             vec![P_ENVELOPE_ROWS],
             row_bound(P_ENVELOPE_ROWS, bucket_of(dedup_cutoff)).to_vec(),
-            true,
-            |v| Ok(digest_row(v)?.1.len() as u64 / 32),
+            |v| {
+                let (until, digests) = digest_row(v)?;
+                let n = digests.len() as u64 / 32;
+                Ok((n, if until.is_some() { n } else { 0 }))
+            },
         )?;
         stats.freed_bytes += counted * DIGEST_BYTES;
-        stats.expired_digests = counted
+        stats.expired_digests = envelopes
             + self.expire_digests(dedup_cutoff)?
-            + self.expire_keys(
-                vec![P_ENVELOPES],
-                row_bound(P_ENVELOPES, dedup_cutoff).to_vec(),
-                false,
-                |_| Ok(1),
-            )?
-            + self.expire_keys(
-                vec![P_RECENT],
-                row_bound(P_RECENT, now.0.saturating_sub(recent::WINDOW_MS)).to_vec(),
-                false,
-                |v| Ok((v.len() / 16) as u64),
-            )?;
+            + self
+                .expire_keys(
+                    vec![P_ENVELOPES],
+                    row_bound(P_ENVELOPES, dedup_cutoff).to_vec(),
+                    |_| Ok((1, 0)),
+                )?
+                .0
+            + self
+                .expire_keys(
+                    vec![P_RECENT],
+                    row_bound(P_RECENT, now.0.saturating_sub(recent::WINDOW_MS)).to_vec(),
+                    |v| Ok(((v.len() / 16) as u64, 0)),
+                )?
+                .0;
         {
             let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
             if state.legacy_envelopes && !self.any_key(P_ENVELOPES)? {
@@ -2583,30 +2663,31 @@ impl Shared {
     }
 
     /// Deletes every key in `start..end`, in steps of [`EXPIRE_STEP`] keys; says how many
-    /// digests went (`digests` of each value). `counted`: they are envelope digests, which
-    /// the counters hold ([`Counts::digests`]).
+    /// digests went, and how many of them the counters held ([`Counts::digests`]): `digests`
+    /// of each value.
     fn expire_keys(
         &self,
         start: Vec<u8>,
         end: Vec<u8>,
-        counted: bool,
-        digests: impl Fn(&[u8]) -> Result<u64, String>,
-    ) -> Result<u64, StoreError> {
-        let mut removed = 0;
+        digests: impl Fn(&[u8]) -> Result<(u64, u64), String>,
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut removed, mut counted) = (0, 0);
         loop {
             let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
             let mut batch = Batch::default();
             let mut step = 0;
             for item in self.trees.rows.range(start.clone()..end.clone()).take(EXPIRE_STEP) {
                 let (k, v) = item.map_err(|e| self.io(e))?;
-                step += digests(&v).map_err(|e| self.corrupt("rows", &k, &e))?;
+                let (n, c) = digests(&v).map_err(|e| self.corrupt("rows", &k, &e))?;
+                removed += n;
+                step += c;
                 batch.remove(k);
             }
             if batch.is_empty() {
-                return Ok(removed);
+                return Ok((removed, counted));
             }
-            removed += step;
-            if counted {
+            counted += step;
+            if step > 0 {
                 self.forget_digests(&mut state, &mut batch, step)?;
             } else {
                 self.write_rows(&mut state, &batch)?;
@@ -2662,7 +2743,6 @@ impl Shared {
     /// data read again (a group in between may have added older data). Says how many digests
     /// went, and, when it looked at every row, the least `until` of those it kept.
     fn evict_digests(&self, excess: u64) -> Result<(u64, Option<u64>), StoreError> {
-        let v1_until = self.v1_until.load(std::sync::atomic::Ordering::Relaxed);
         let rows = &self.trees.rows;
         let mut start = vec![P_ENVELOPE_ROWS];
         let end = vec![P_ENVELOPE_ROWS + 1];
@@ -2683,7 +2763,8 @@ impl Shared {
                 start = k.to_vec();
                 start.push(0);
                 let (until, digests) = digest_row(&v).map_err(|e| self.corrupt("rows", &k, &e))?;
-                let until = until.unwrap_or(v1_until);
+                // A format 6 row is not counted: it goes by age only.
+                let Some(until) = until else { continue };
                 if oldest.is_none_or(|o| until < o) {
                     step += digests.len() as u64 / 32;
                     batch.remove(k);
@@ -4027,7 +4108,7 @@ mod tests {
         assert!(after.bytes <= limit, "{after:?} over {limit}");
         assert!(stats.evicted_digests > 0, "{stats:?}");
         assert_eq!(after.digests, 330 - stats.evicted_digests);
-        assert_eq!(store.shared.count_digests().unwrap(), after.digests);
+        assert_eq!(store.shared.count_digests().unwrap(), (after.digests, 0));
         assert_eq!(middle.bytes + added - after.bytes, stats.freed_bytes);
         let all: Vec<IngestBatch> = all.into_iter().chain(more).collect();
         let oldest = all_reports_of(&store)[0].event_at.0;
@@ -4069,7 +4150,7 @@ mod tests {
             let s = store.stats();
             assert!(s.bytes <= limit, "round {round}: {s:?} over {limit}");
             // The counter is what the rows hold.
-            assert_eq!(store.shared.count_digests().unwrap(), s.digests, "round {round}");
+            assert_eq!(store.shared.count_digests().unwrap(), (s.digests, 0), "round {round}");
             most = most.max(s.digests);
         }
         assert!(most * DIGEST_BYTES <= limit, "{most} digests");
@@ -4078,21 +4159,25 @@ mod tests {
     }
 
     /// A format 6 store (digest rows without an `until`, digests not counted) is marked 7 at
-    /// open: its digests are counted into `bytes`, and its rows count as received before the
-    /// open, so they outlive every report stored before it under size pressure.
+    /// open with its digests still not counted and not evicted by size (they expire by age, as
+    /// they did): marking it does not push `bytes` over `max_bytes` and make the size pass
+    /// evict reports. A format 6 row that new digests go into is rewritten as format 7, with
+    /// the open's time as the old digests' `until`, and counted from then on, also across a
+    /// crash that cut the checkpoint short (the count is taken from the rows at open while
+    /// format 6 rows are left).
     #[tokio::test]
-    async fn format_6_digest_rows_are_counted_and_kept_while_older_data_is() {
+    async fn format_6_digest_rows_stay_uncounted_until_rewritten_or_expired() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::new(dir.path());
         let store = Store::open(config.clone()).unwrap();
         let all: Vec<IngestBatch> = (0..100u32).map(|i| numbered(i, 1)).collect();
         group(&store, &all);
         let full = store.stats();
-        store.shared.flush_and_sync().unwrap();
-        {
+        let checkpoint = |store: &Store| {
             let mut state = store.shared.write.lock().unwrap();
             store.shared.checkpoint(&mut state).unwrap();
-        }
+        };
+        checkpoint(&store);
         // Made format 6: version 1 rows, no counter, no `until` bound, bytes without digests.
         let rows = &store.shared.trees.rows;
         for kv in rows.scan_prefix([P_ENVELOPE_ROWS]) {
@@ -4110,22 +4195,63 @@ mod tests {
         drop(store);
 
         let before = crate::clock::now_millis().0;
-        let store = Store::open(StoreConfig { max_bytes: full.bytes / 2, ..config }).unwrap();
+        // Exactly at format 6's size: marking it must not put it over.
+        let config = StoreConfig { max_bytes: v6, ..config };
+        let store = Store::open(config.clone()).unwrap();
         let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
         assert_eq!(format.as_ref(), 7u32.to_be_bytes());
-        assert_eq!(store.stats(), StoreStats { disk_bytes: store.stats().disk_bytes, ..full });
-        assert!(store.shared.v1_until.load(std::sync::atomic::Ordering::Relaxed) >= before);
-        for b in &all[..3] {
-            assert_eq!(store.commit(b.clone()).await.unwrap(), CommitOutcome::Duplicate);
-        }
-        // Reports go, the format 6 digests stay: their envelopes may have been received as late
-        // as the open, after every report left.
+        let marked = store.stats();
+        assert_eq!((marked.reports, marked.digests, marked.bytes), (100, 0, v6));
+        let v1_until = store.shared.v1_until.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((before..u64::MAX).contains(&v1_until));
         let stats = store.enforce_retention(UnixMillis(2_000_000)).unwrap();
-        assert_eq!(stats.evicted_digests, 0, "{stats:?}");
-        assert!(stats.evicted_reports > 0);
+        assert_eq!((stats.evicted_reports, stats.evicted_digests), (0, 0), "{stats:?}");
         for b in &all {
             assert_eq!(store.commit(b.clone()).await.unwrap(), CommitOutcome::Duplicate);
         }
+        // A new envelope made in the second of envelope 7 goes into its format 6 row.
+        let mut late = numbered(7, 1);
+        late.digest[31] ^= 1;
+        late.reports[0].id[15] = 1;
+        assert!(matches!(store.commit(late.clone()).await.unwrap(), CommitOutcome::Stored { .. }));
+        assert_eq!(store.stats().digests, 1);
+        checkpoint(&store);
+        assert_eq!(store.stats().digests, 2, "the rewritten row's old digest is counted now");
+        assert_eq!(store.shared.count_digests().unwrap(), (2, 99));
+        let bucket = bucket_of(1_000_000 + 7 * 1000 + 1000);
+        let (_, v) = store
+            .shared
+            .trees
+            .rows
+            .range(row_bound(P_ENVELOPE_ROWS, bucket)..row_bound(P_ENVELOPE_ROWS, bucket + 1))
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(digest_row(&v).unwrap().0, Some(v1_until));
+        // A crash after that checkpoint's writes but before the count reached the disk: the
+        // count comes from the rows at the next open.
+        let rows = &store.shared.trees.rows;
+        rows.insert(meta_key(META_DIGESTS), &1u64.to_be_bytes()[..]).unwrap();
+        let bytes = store.stats().bytes - DIGEST_BYTES;
+        rows.insert(meta_key(META_BYTES), &bytes.to_be_bytes()[..]).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(config.clone()).unwrap();
+        assert_eq!(store.stats().digests, 2);
+        assert!(store.shared.read_meta(META_V1_UNTIL).unwrap().is_some(), "format 6 rows left");
+        for b in all.iter().chain([&late]) {
+            assert_eq!(store.commit(b.clone()).await.unwrap(), CommitOutcome::Duplicate);
+        }
+        // Past the dedup horizon every row goes, counted or not; then the transition is over.
+        let stats = store.enforce_retention(UnixMillis(u64::MAX / 2)).unwrap();
+        assert_eq!(stats.expired_digests, 101);
+        let left = store.stats();
+        assert_eq!((left.reports, left.digests, left.bytes), (0, 0, 0));
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(config).unwrap();
+        assert_eq!(store.shared.read_meta(META_V1_UNTIL).unwrap(), None);
+        assert_eq!(store.shared.v1_until.load(std::sync::atomic::Ordering::Relaxed), u64::MAX);
         store.close().await.unwrap();
     }
 

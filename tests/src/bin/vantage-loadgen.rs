@@ -883,7 +883,12 @@ impl Bench {
         }
         let rss = status_kb(pid, "VmRSS")?;
         let disk_bytes = self.store_dir.as_deref().map(dir_bytes);
-        checkpoints.push(Mark { stored, rss_kb: rss, cpu: cpu_seconds(pid, self.ticks)?, disk_bytes });
+        checkpoints.push(Mark {
+            stored,
+            rss_kb: rss,
+            cpu: cpu_seconds(pid, self.ticks)?,
+            disk_bytes,
+        });
         Ok((rss, status_kb(pid, "VmHWM")?, start.elapsed().as_secs_f64(), checkpoints))
     }
 }
