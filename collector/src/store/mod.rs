@@ -2740,8 +2740,10 @@ impl Shared {
     /// re-send of one can only store again what was evicted, never a second copy (see
     /// "Duplicates"). Front of the keyspace first (the oldest `created_at` seconds), in steps of
     /// at most [`DELETE_CHUNK`] rows looked at, each with [`Shared::write`] held and the oldest
-    /// data read again (a group in between may have added older data). Says how many digests
-    /// went, and, when it looked at every row, the least `until` of those it kept.
+    /// data read again (a group in between may have added older data). Format 6 rows are
+    /// passed over (not counted: they go by age). Says how many digests went, and, when it
+    /// looked at every row, the least `until` of those it kept (`u64::MAX`: none that the
+    /// size pass could ever free).
     fn evict_digests(&self, excess: u64) -> Result<(u64, Option<u64>), StoreError> {
         let rows = &self.trees.rows;
         let mut start = vec![P_ENVELOPE_ROWS];
@@ -2777,7 +2779,9 @@ impl Shared {
             }
             removed += step;
             if done {
-                return Ok((removed, kept));
+                // Nothing kept that a later oldest could free (format 6 rows never are): no
+                // need to look again in this pass.
+                return Ok((removed, Some(kept.unwrap_or(u64::MAX))));
             }
             if removed * DIGEST_BYTES >= excess {
                 return Ok((removed, None));
