@@ -92,7 +92,7 @@
 //! receipt time and event times, since every event time is at or before receipt on the
 //! collector's clock, `model.rs`; merged rows take the later), and the size pass forgets a row
 //! whose `until` is earlier than the oldest report or count left, first, before evicting
-//! data ([`Shared::evict_digests`]). It is the collector's clock that decides, not the agent's
+//! data (`Shared::evict_digests`). It is the collector's clock that decides, not the agent's
 //! `created_at`: an agent whose clock is behind cannot make its digests look older than its
 //! data. (A re-sent envelope that comes back this way also adds its agent drop totals again:
 //! they are totals, not rows, and nothing bounds a replay of them but the sender's budgets.)
