@@ -618,6 +618,13 @@ struct Delta {
     bytes: i64,
 }
 
+impl Delta {
+    /// `n` envelope digests (negative: forgotten) and their logical bytes.
+    fn digests(n: i64) -> Delta {
+        Delta { digests: n, bytes: n.saturating_mul(DIGEST_BYTES as i64), ..Delta::default() }
+    }
+}
+
 impl Counts {
     fn apply(&mut self, d: Delta) {
         self.reports = self.reports.saturating_add_signed(d.reports);
@@ -962,6 +969,14 @@ fn count_pairs(counts: Counts) -> impl Iterator<Item = (Vec<u8>, [u8; 8])> {
 
 /// Writes `counts` (absolute) into `batch`.
 fn put_counts(batch: &mut Batch, counts: Counts) {
+    for (k, v) in count_pairs(counts) {
+        batch.insert(k, &v[..]);
+    }
+}
+
+/// Writes `counts` (absolute) into a sled batch (one not journaled: a fleet group's, a
+/// checkpoint's).
+fn put_counts_sled(batch: &mut sled::Batch, counts: Counts) {
     for (k, v) in count_pairs(counts) {
         batch.insert(k, &v[..]);
     }
@@ -2205,13 +2220,12 @@ impl Shared {
                 converted += self.merge_digests(*bucket, digests, until, &mut writes)?;
             }
             if converted > 0 {
-                delta.digests += converted as i64;
-                delta.bytes += (converted * DIGEST_BYTES) as i64;
+                let more = Delta::digests(converted as i64);
+                delta.digests += more.digests;
+                delta.bytes += more.bytes;
                 let mut counts = self.counts();
                 counts.apply(delta);
-                for (k, v) in count_pairs(counts) {
-                    writes.insert(k, &v[..]);
-                }
+                put_counts_sled(&mut writes, counts);
             }
             rows.apply_batch(writes).map_err(io)?;
         } else {
@@ -2430,22 +2444,16 @@ impl Shared {
         {
             let mut writes = sled::Batch::default();
             let converted = self.merge_digests(bucket, &digests, until, &mut writes)?;
+            let delta = Delta::digests(converted as i64);
             if counted && converted > 0 {
-                let delta = Delta {
-                    digests: converted as i64,
-                    bytes: (converted * DIGEST_BYTES) as i64,
-                    ..Delta::default()
-                };
                 let mut counts = self.counts();
                 counts.apply(delta);
-                for (k, v) in count_pairs(counts) {
-                    writes.insert(k, &v[..]);
-                }
-                self.trees.rows.apply_batch(writes).map_err(|e| self.io(e))?;
-                self.apply_delta(delta);
-                continue;
+                put_counts_sled(&mut writes, counts);
             }
             self.trees.rows.apply_batch(writes).map_err(|e| self.io(e))?;
+            if counted {
+                self.apply_delta(delta);
+            }
         }
         Ok(())
     }
@@ -2703,12 +2711,7 @@ impl Shared {
         batch: &mut Batch,
         n: u64,
     ) -> Result<(), StoreError> {
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        let delta = Delta {
-            digests: -n,
-            bytes: n.saturating_mul(-(DIGEST_BYTES as i64)),
-            ..Delta::default()
-        };
+        let delta = Delta::digests(-i64::try_from(n).unwrap_or(i64::MAX));
         let mut counts = self.counts();
         counts.apply(delta);
         put_counts(batch, counts);
