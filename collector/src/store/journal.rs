@@ -9,13 +9,12 @@
 //! 1. one record appended to `vantage-journal` in the store directory (the group's writes,
 //!    keys and values, with a CRC) and one `fdatasync` of that file ([`SyncMode::Data`]);
 //! 2. then applied to sled key by key (no batch, so no log roll), in memory: sled writes its
-//!    log when a buffer fills and on its own periodic flush. Two kinds of writes wait for
-//!    the checkpoint instead: its report and count rows, which are *deferred*: held in
-//!    memory and written merged at the checkpoint (`unflushed.rs`), and at open replayed
-//!    into memory, then written merged the same way; and the inserts of the keys every
-//!    group rewrites and only an open reads (the counters, `seq`, the NEL digest rows),
-//!    of which the writer keeps the latest and writes them back at the checkpoint
-//!    (*write-back* keys, `Shared::write_rows`; a replay applies them as any other write);
+//!    log when a buffer fills and on its own periodic flush; all but its report and count
+//!    rows, which are *deferred*: held in memory and written merged at the checkpoint
+//!    (`unflushed.rs`), and at open replayed into memory, then written merged the same way;
+//!    and but the keys every group rewrites and only an open reads (the counters, `seq`, the
+//!    NEL digest rows), whose latest inserts the writer keeps and writes back at the
+//!    checkpoint (*write-back* keys, `Shared::write_rows`); a replay applies them as any other;
 //! 3. then answered.
 //!
 //! Every [`CHECKPOINT_BYTES`] of records or [`CHECKPOINT_PERIOD`], whichever comes first, the

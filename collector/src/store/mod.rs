@@ -2404,7 +2404,7 @@ impl Shared {
         })
     }
 
-    /// The write-back keys' latest inserts into sled (see [`Shared::write_rows`]); with
+    /// The write-back keys' latest writes into sled (see [`Shared::write_rows`]); with
     /// [`Shared::write`] held, as part of a checkpoint, before anything else it writes.
     fn write_back(&self, state: &mut WriteState) -> Result<(), StoreError> {
         let rows = &self.trees.rows;
