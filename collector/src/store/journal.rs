@@ -12,9 +12,6 @@
 //!    log when a buffer fills and on its own periodic flush; all but its report and count
 //!    rows, which are *deferred*: held in memory and written merged at the checkpoint
 //!    (`unflushed.rs`), and at open replayed into memory, then written merged the same way;
-//!    and but the keys every group rewrites and only an open reads (the counters, `seq`, the
-//!    NEL digest rows), whose latest inserts the writer keeps and writes back at the
-//!    checkpoint (*write-back* keys, `Shared::write_rows`); a replay applies them as any other;
 //! 3. then answered.
 //!
 //! Every [`CHECKPOINT_BYTES`] of records or [`CHECKPOINT_PERIOD`], whichever comes first, the
@@ -115,18 +112,9 @@ impl Batch {
     }
 
     /// Applies the writes one by one (not atomic: the journal record is what makes the batch
-    /// all-or-nothing across a crash), all but the deferred rows and those `hold` takes (the
-    /// writer's write-back keys, see `Shared::write_rows`): it is handed each write first,
-    /// and a write it returns `true` for is left to it.
-    pub(super) fn apply_each(
-        &self,
-        tree: &sled::Tree,
-        mut hold: impl FnMut(&IVec, &Option<IVec>) -> bool,
-    ) -> sled::Result<()> {
+    /// all-or-nothing across a crash), all but the deferred rows.
+    pub(super) fn apply_each(&self, tree: &sled::Tree) -> sled::Result<()> {
         for (k, v) in &self.ops {
-            if hold(k, v) {
-                continue;
-            }
             match v {
                 Some(v) => {
                     tree.insert(k.clone(), v.clone())?;

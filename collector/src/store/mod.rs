@@ -174,11 +174,9 @@
 //! builds **one batch of writes for the whole group**: its digests, id run, rows, `N` row,
 //! counters and drop totals; appends it to the store's [`journal`] as one record and `fdatasync`s that
 //! file ([`SyncMode::Data`], the default), applies it to `rows` but for its report and count
-//! rows, which it holds in memory (`unflushed.rs`), and its counters, `seq` and `N` row, of
-//! which it keeps the latest (write-back keys: only an open reads them); in memory: sled
-//! writes its log on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer writes the
-//! held rows merged and the write-back keys, flushes sled and syncs its files, after which the
-//! journal starts over; and only then
+//! rows, which it holds in memory (`unflushed.rs`; in memory: sled writes its log
+//! on its own, and every [`journal::CHECKPOINT_PERIOD`] the writer writes the held rows merged,
+//! flushes sled and syncs its files, after which the journal starts over) and only then
 //! answers every waiter. After a
 //! crash either the whole group is there or none of it: the journal's records since the last
 //! checkpoint are applied again at open (see [`journal`], "Recovery"). A client that got no
@@ -291,8 +289,6 @@ const META_TARGETS: &[u8] = b"targets";
 const META_BYTES: &[u8] = b"bytes";
 /// Meta key in `rows`: envelope digests in `G` rows (counted in `bytes` at [`DIGEST_BYTES`]).
 const META_DIGESTS: &[u8] = b"digests";
-/// The next group's sequence number.
-const META_SEQ: &[u8] = b"seq";
 /// Meta key in `rows`: when a format 6 store was opened by a format 7 build, which is later
 /// than the receipt of any envelope in a format 6 `G` row (their `until`).
 const META_V1_UNTIL: &[u8] = b"g1_until";
@@ -594,10 +590,6 @@ struct WriteState {
     legacy_digests: bool,
     /// Format 4 and 5 `C` keys may be left: an envelope's digest is looked up there too.
     legacy_envelopes: bool,
-    /// The write-back keys' inserts since the last checkpoint, the latest of each (their
-    /// removals go to sled at once); see [`Shared::write_rows`]. At most what the journal
-    /// holds.
-    write_back: std::collections::BTreeMap<sled::IVec, sled::IVec>,
 }
 
 struct Trees {
@@ -930,18 +922,6 @@ fn prefixed<const N: usize>(prefix: u8, rest: &[u8; N]) -> Vec<u8> {
     key
 }
 
-/// Whether `key` is a write-back key of `rows` (see [`Shared::write_rows`]): a counter,
-/// `seq`, a NEL digest row.
-fn is_write_back(key: &[u8]) -> bool {
-    match key.split_first() {
-        Some((&P_RECENT, _)) => true,
-        Some((&P_META, name)) => {
-            [META_REPORTS, META_TARGETS, META_DIGESTS, META_BYTES, META_SEQ].contains(&name)
-        }
-        _ => false,
-    }
-}
-
 fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len());
     key.push(P_META);
@@ -1082,7 +1062,6 @@ impl Store {
                 recent: recent::Recent::default(),
                 legacy_digests: false,
                 legacy_envelopes: false,
-                write_back: std::collections::BTreeMap::new(),
             }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
@@ -1100,9 +1079,7 @@ impl Store {
         if !recovered.batches.is_empty() {
             let mut deferred = unflushed::Unflushed::new(0);
             for batch in &recovered.batches {
-                batch
-                    .apply_each(&shared.trees.rows, |_, _| false)
-                    .map_err(|e| engine_error(&path, e))?;
+                batch.apply_each(&shared.trees.rows).map_err(|e| engine_error(&path, e))?;
                 for (k, v) in batch.deferred() {
                     deferred.add_row(k, v).map_err(|e| shared.corrupt("vantage-journal", k, &e))?;
                 }
@@ -1116,7 +1093,7 @@ impl Store {
                 "store journal replayed"
             );
         }
-        let next_seq = shared.read_meta(META_SEQ)?.unwrap_or(0);
+        let next_seq = shared.read_meta(b"seq")?.unwrap_or(0);
         *shared.unflushed.lock().unwrap_or_else(PoisonError::into_inner) =
             unflushed::Unflushed::new(next_seq);
         let now = crate::clock::now_millis().0;
@@ -1407,7 +1384,6 @@ impl Store {
             if let Err(e) = shared.merge_ids(&mut state) {
                 tracing::warn!(error = %e, "store close: pending report ids not merged");
             }
-            shared.write_back(&mut state)?;
             shared.write_unflushed(state.next_seq)?;
             shared.flush_and_sync()?;
             // Everything is in sled's synced files: a clean stop leaves no journal to replay.
@@ -2222,7 +2198,7 @@ impl Shared {
         let mut counts = self.counts();
         counts.apply(delta);
         put_counts(&mut batch, counts);
-        batch.insert(meta_key(META_SEQ), &(seq + 1).to_be_bytes()[..]);
+        batch.insert(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
         // Before the rows: sled recovers a prefix of its log, so rows on disk always have
         // their outbox entries. The rows batch records how far the outbox is backed by rows;
         // entries beyond that after a crash belong to a group whose rows never landed (never
@@ -2356,14 +2332,6 @@ impl Shared {
 
     /// A write to `rows` through the journal: the record on stable storage first, then the
     /// writes applied to sled. Called with [`Shared::write`] held (it owns the journal).
-    ///
-    /// All but the deferred rows (`unflushed.rs`) and the inserts of *write-back* keys
-    /// ([`is_write_back`]: the counters, `seq`, the NEL digest rows), which every group
-    /// rewrites and only an open reads (after the journal's replay, which applies them as any
-    /// other write): their latest inserts are kept in [`WriteState::write_back`] and applied
-    /// to sled by the checkpoint ([`Shared::write_back`]), which spares each group as many
-    /// sled inserts. A write to such a key outside this path happens only right after a
-    /// checkpoint (a fleet group, the checkpoint's own digest merge, the open).
     fn write_rows(&self, state: &mut WriteState, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -2379,43 +2347,11 @@ impl Shared {
             self.mark_failed(&e);
             return Err(e);
         }
-        let held = &mut state.write_back;
-        let hold = |k: &sled::IVec, v: &Option<sled::IVec>| {
-            if !is_write_back(k) {
-                return false;
-            }
-            match v {
-                Some(v) => {
-                    held.insert(k.clone(), v.clone());
-                    true
-                }
-                // A removal goes to sled at once (a retention scan of sled must not find the
-                // key again) and drops the insert held before it.
-                None => {
-                    held.remove(k);
-                    false
-                }
-            }
-        };
-        batch.apply_each(&self.trees.rows, hold).map_err(|e| {
+        batch.apply_each(&self.trees.rows).map_err(|e| {
             let e = self.io(e);
             self.mark_failed(&e);
             e
         })
-    }
-
-    /// The write-back keys' latest writes into sled (see [`Shared::write_rows`]); with
-    /// [`Shared::write`] held, as part of a checkpoint, before anything else it writes.
-    fn write_back(&self, state: &mut WriteState) -> Result<(), StoreError> {
-        let rows = &self.trees.rows;
-        for (k, v) in std::mem::take(&mut state.write_back) {
-            rows.insert(k, v).map_err(|e| {
-                let e = self.io(e);
-                self.mark_failed(&e);
-                e
-            })?;
-        }
-        Ok(())
     }
 
     /// Merges the oldest pending id runs into the id chunks: one write step of its own (see
@@ -2442,7 +2378,6 @@ impl Shared {
     /// Sled's flush and the sync of its files, then the journal starts over; with
     /// [`Shared::write`] held, so no write lands between the two.
     fn checkpoint(&self, state: &mut WriteState) -> Result<(), StoreError> {
-        self.write_back(state)?;
         self.write_unflushed(state.next_seq)?;
         self.flush_and_sync()?;
         state.journal.checkpointed();
@@ -2631,9 +2566,7 @@ impl Shared {
         // Retention reads sled's rows: what is held since the last checkpoint goes there first.
         {
             let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-            if !self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
-                || !state.write_back.is_empty()
-            {
+            if !self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
                 self.checkpoint(&mut state)?;
             }
         }
@@ -3032,18 +2965,11 @@ mod tests {
     }
 
     /// Keys of one prefix in `rows`, with the rows held until the next checkpoint (as many as
-    /// it will write) and the write-back keys' writes since it.
+    /// it will write).
     fn keys(store: &Store, prefix: u8) -> usize {
         let merged = store.shared.unflushed.lock().unwrap().merged().unwrap();
         let held = merged.iter().filter(|(k, _)| k[0] == prefix).count();
-        let mut keys: std::collections::BTreeSet<sled::IVec> =
-            store.shared.trees.rows.scan_prefix([prefix]).map(|kv| kv.unwrap().0).collect();
-        // (Some tests hold the write lock while they count other prefixes.)
-        if is_write_back(&[prefix]) {
-            let state = store.shared.write.lock().unwrap();
-            keys.extend(state.write_back.keys().filter(|k| k[0] == prefix).cloned());
-        }
-        keys.len() + held
+        store.shared.trees.rows.scan_prefix([prefix]).count() + held
     }
 
     fn all_targets(store: &Store) -> Vec<StoredTargets> {
@@ -3286,7 +3212,7 @@ mod tests {
                 .insert(&row_key(P_EXPIRY, prepared.received_at, seq as u64, 0)[..], &b.digest[..]);
             store.shared.trees.rows.apply_batch(batch.to_sled()).unwrap();
         }
-        store.shared.trees.rows.insert(meta_key(META_SEQ), &2u64.to_be_bytes()).unwrap();
+        store.shared.trees.rows.insert(meta_key(b"seq"), &2u64.to_be_bytes()).unwrap();
         store.shared.trees.meta.insert(META_FORMAT, &3u32.to_be_bytes()).unwrap();
         store.shared.trees.rows.remove(meta_key(META_REPORTS)).unwrap();
         store.close().await.unwrap();
@@ -4066,58 +3992,6 @@ mod tests {
         }
         assert_eq!(journal::pending_records(dir.path()).unwrap(), 0);
         store.close().await.unwrap();
-    }
-
-    /// The counters, `seq` and the NEL digest rows go to sled at the checkpoint, not with
-    /// every group (`Shared::write_rows`): until then sled's are stale and a crash replays them
-    /// from the journal; after it they are in sled's files, with nothing left to replay. Either
-    /// way the store reopens with its counts and NEL window, and the next group's rows take a
-    /// new seq (none overwrites a stored row).
-    #[tokio::test]
-    async fn write_back_keys_reach_sled_at_the_checkpoint_and_survive_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir.path().join("live");
-        let store = Store::open(StoreConfig::new(&live)).unwrap();
-        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
-        let now = crate::clock::now_millis().0;
-        store.commit(batch(1, vec![report(1, now - 2_000)])).await.unwrap();
-        store.commit(nel_batch(2, now, 2)).await.unwrap();
-        let in_sled = |store: &Store, name| store.shared.read_meta(name).unwrap().unwrap_or(0);
-        let recent_rows = |store: &Store| store.shared.trees.rows.scan_prefix([P_RECENT]).count();
-        assert_eq!(store.stats().reports, 3);
-        assert_eq!((in_sled(&store, META_REPORTS), in_sled(&store, META_SEQ)), (0, 0));
-        assert_eq!(recent_rows(&store), 0, "the NEL digest row is held");
-        store.shared.db.flush().unwrap();
-        let before = dir.path().join("before");
-        copy_store(&live, &before);
-        assert!(journal::pending_records(&before).unwrap() > 0);
-
-        store.flush().await.unwrap();
-        assert!(store.shared.write.lock().unwrap().write_back.is_empty());
-        assert_eq!((in_sled(&store, META_REPORTS), in_sled(&store, META_SEQ)), (3, 2));
-        assert_eq!(recent_rows(&store), 1);
-        let after = dir.path().join("after");
-        copy_store(&live, &after);
-        assert_eq!(journal::pending_records(&after).unwrap(), 0);
-        let want = all_reports_of(&store);
-        let stats = |s: StoreStats| (s.reports, s.targets, s.bytes);
-        let want_stats = stats(store.stats());
-        store.close().await.unwrap();
-        drop(store);
-
-        for image in [before, after] {
-            let restored = Store::open(StoreConfig::new(&image)).unwrap();
-            assert_eq!(all_reports_of(&restored), want, "{image:?}");
-            assert_eq!(stats(restored.stats()), want_stats, "{image:?}");
-            assert_eq!(restored.nel_dedup_window().0, 1, "{image:?}");
-            let again = restored.commit(nel_batch(2, now, 2)).await.unwrap();
-            assert_eq!(again, CommitOutcome::Duplicate, "{image:?}");
-            let next = restored.commit(batch(3, vec![report(3, now - 2_000)])).await.unwrap();
-            assert_eq!(next, CommitOutcome::Stored { reports: 1, targets: 0 });
-            restored.flush().await.unwrap();
-            assert_eq!(all_reports_of(&restored).len(), want.len() + 1, "{image:?}");
-            restored.close().await.unwrap();
-        }
     }
 
     #[tokio::test]
