@@ -227,7 +227,7 @@ impl ReportInput {
 
     /// Validates the input and makes a report with a fresh id, observed at `now` unless set.
     pub fn build(self, rng: &mut impl Entropy, now: UnixMillis) -> Result<Report, ReportError> {
-        let mut b = Report::builder(&self.service, &self.host, self.error_type)
+        let mut b = Report::builder_owned(self.service, self.host, self.error_type)
             .elapsed_ms(self.elapsed_ms)
             .protocol(self.protocol)
             .network(self.network);

@@ -95,14 +95,29 @@ impl FromStr for ServiceId {
     type Err = ReportError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok {
+        if valid_service_id(s) {
             Ok(ServiceId(s.to_owned()))
         } else {
             Err(ReportError::InvalidService(truncated(s)))
         }
     }
+}
+
+impl ServiceId {
+    /// [`ServiceId::from_str`] that keeps `s`'s allocation (the builder owns its text).
+    pub(crate) fn from_string(s: String) -> Result<ServiceId, ReportError> {
+        if valid_service_id(&s) {
+            Ok(ServiceId(s))
+        } else {
+            Err(ReportError::InvalidService(truncated(&s)))
+        }
+    }
+}
+
+/// 1 to 64 of ASCII letters, digits, `.`, `_` and `-`.
+fn valid_service_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl fmt::Display for ServiceId {
@@ -122,6 +137,15 @@ impl Host {
     /// Parses a bare host: a DNS name (ASCII; use punycode for IDNs), an IPv4 address, or an
     /// IPv6 address (with or without brackets; stored without).
     pub fn parse(s: &str) -> Result<Host, ReportError> {
+        match dns_name(s) {
+            Some(name) => Ok(Host(name.to_ascii_lowercase())),
+            None => Host::parse_other(s),
+        }
+    }
+
+    /// What [`Host::parse`] does with anything [`dns_name`] did not take: IPv6 addresses, and
+    /// the error that names what is wrong.
+    fn parse_other(s: &str) -> Result<Host, ReportError> {
         let err = |reason| ReportError::InvalidHost { value: truncated(s), reason };
         let trimmed = s.strip_suffix('.').unwrap_or(s);
         if trimmed.is_empty() {
@@ -160,23 +184,76 @@ impl Host {
 
     /// Takes the host out of a URL (or a bare `host[:port]`), dropping everything else.
     pub fn from_url(url: &str) -> Result<Host, ReportError> {
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // Byte scans for ASCII delimiters: every index found is a char boundary. (This runs on
+        // the caller's thread in `record()`; `str` searchers cost more to set up than these
+        // URLs take to scan.)
+        let rest = match url.as_bytes().windows(3).position(|w| w == b"://") {
+            Some(i) => &url[i + 3..],
+            None => url,
+        };
+        let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
+        let authority = &rest[..end.unwrap_or(rest.len())];
+        let host_port = match authority.bytes().rposition(|b| b == b'@') {
+            Some(i) => &authority[i + 1..],
+            None => authority,
+        };
         let host = if let Some(inner) = host_port.strip_prefix('[') {
             inner.split_once(']').map_or(inner, |(h, _)| h)
-        } else if host_port.matches(':').count() == 1 {
-            host_port.split_once(':').map_or(host_port, |(h, _)| h)
         } else {
-            host_port
+            // One colon: `host:port`. None: a host. More: a bare IPv6 address.
+            let mut colons = host_port.bytes().enumerate().filter(|&(_, b)| b == b':');
+            match (colons.next(), colons.next()) {
+                (Some((i, _)), None) => &host_port[..i],
+                _ => host_port,
+            }
         };
         Host::parse(host)
+    }
+
+    /// [`Host::from_url`] that keeps `url`'s allocation when it is already a bare lower-case
+    /// DNS name, as most call sites pass.
+    pub(crate) fn from_url_string(url: String) -> Result<Host, ReportError> {
+        match dns_name(&url) {
+            Some(name)
+                if name.len() == url.len() && !url.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                Ok(Host(url))
+            }
+            _ => Host::from_url(&url),
+        }
     }
 
     /// The host as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// `s` without one trailing `.`, when that is a DNS name [`Host::parse`] accepts as it is (up
+/// to lower-casing): at most 253 bytes of labels of 1 to 63 ASCII letters, digits, `-` and `_`,
+/// none starting or ending with `-`. `None` for anything else, valid or not (IPv6 addresses,
+/// errors), which [`Host::parse_other`] takes. One pass, no allocation.
+fn dns_name(s: &str) -> Option<&str> {
+    fn label_ok(label: &[u8]) -> bool {
+        (1..=63).contains(&label.len()) && label[0] != b'-' && label[label.len() - 1] != b'-'
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let bytes = name.as_bytes();
+    if bytes.len() > 253 {
+        return None;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            if !label_ok(&bytes[start..i]) {
+                return None;
+            }
+            start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return None;
+        }
+    }
+    label_ok(&bytes[start..]).then_some(name)
 }
 
 /// `ip` as its `Display` writes it (RFC 5952: lower-case hex without leading zeros, the first
@@ -343,9 +420,18 @@ impl Report {
     /// Starts a report for `error_type` on `service` at `host` (a bare host or a URL: only the
     /// host is kept). Validation happens in [`ReportBuilder::build`].
     pub fn builder(service: &str, host: &str, error_type: ErrorType) -> ReportBuilder {
+        Report::builder_owned(service.to_owned(), host.to_owned(), error_type)
+    }
+
+    /// [`Report::builder`] taking the text it keeps.
+    pub(crate) fn builder_owned(
+        service: String,
+        host: String,
+        error_type: ErrorType,
+    ) -> ReportBuilder {
         ReportBuilder {
-            service: service.to_owned(),
-            host: host.to_owned(),
+            service,
+            host,
             phase: error_type.phase(),
             error_type,
             observed_at: None,
@@ -485,8 +571,8 @@ impl ReportBuilder {
 
     /// Validates and builds the report with the given id (for replays and golden vectors).
     pub fn build_with_id(self, id: ReportId, now: UnixMillis) -> Result<Report, ReportError> {
-        let service = self.service.parse()?;
-        let host = Host::from_url(&self.host)?;
+        let service = ServiceId::from_string(self.service)?;
+        let host = Host::from_url_string(self.host)?;
         check_status(self.phase, self.status)?;
         if self.count == 0 {
             return Err(ReportError::ZeroCount);
@@ -763,6 +849,158 @@ mod tests {
             let ip = std::net::Ipv6Addr::from(groups);
             proptest::prop_assert_eq!(ipv6_text(ip), ip.to_string());
         }
+    }
+
+    /// `Host::parse` and `Host::from_url` as they were before their one-pass scans: the
+    /// reference the property test below holds them to.
+    fn reference_parse(s: &str) -> Result<Host, ReportError> {
+        let err = |reason| ReportError::InvalidHost { value: truncated(s), reason };
+        let trimmed = s.strip_suffix('.').unwrap_or(s);
+        if trimmed.is_empty() {
+            return Err(err("empty"));
+        }
+        let unbracketed = trimmed.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+        if let Some(v6) = unbracketed.or(trimmed.contains(':').then_some(trimmed)) {
+            return v6
+                .parse::<std::net::Ipv6Addr>()
+                .map(|ip| Host(ipv6_text(ip)))
+                .map_err(|_| err("not a DNS name or IP address (a port, path or user info?)"));
+        }
+        if trimmed.len() > 253 {
+            return Err(err("longer than 253 characters"));
+        }
+        if trimmed.bytes().any(|b| matches!(b, b'/' | b'?' | b'#' | b'@')) {
+            return Err(err("contains a path, query, fragment or user info: give the host only"));
+        }
+        if !trimmed.is_ascii() {
+            return Err(err("not ASCII: give internationalized names in punycode (xn--)"));
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        for label in lower.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return Err(err("has an empty label or a label over 63 characters"));
+            }
+            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(err("has characters other than letters, digits, '-', '_' and '.'"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(err("has a label that starts or ends with '-'"));
+            }
+        }
+        Ok(Host(lower))
+    }
+
+    fn reference_from_url(url: &str) -> Result<Host, ReportError> {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if let Some(inner) = host_port.strip_prefix('[') {
+            inner.split_once(']').map_or(inner, |(h, _)| h)
+        } else if host_port.matches(':').count() == 1 {
+            host_port.split_once(':').map_or(host_port, |(h, _)| h)
+        } else {
+            host_port
+        };
+        reference_parse(host)
+    }
+
+    /// Text made of the pieces hosts and URLs are made of, and of what they must not contain.
+    fn host_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        let piece = proptest::sample::select(vec![
+            "a",
+            "Z",
+            "0",
+            "9",
+            "-",
+            "_",
+            ".",
+            ":",
+            "/",
+            "?",
+            "#",
+            "@",
+            "[",
+            "]",
+            "://",
+            "ü",
+            " ",
+            "%",
+            "::",
+            "1",
+            "ff",
+            "api",
+            "EXAMPLE",
+            "com",
+            "xn--",
+            "192.0.2.7",
+            "2001:db8::1",
+            "https://",
+            "user:pw@",
+            ":8443",
+            "a-",
+            "-a",
+        ]);
+        let long = proptest::sample::select(vec!["", "", "", "x", "y"])
+            .prop_flat_map(|c| (0usize..70).prop_map(move |n| c.repeat(n)));
+        proptest::collection::vec(proptest::prop_oneof![piece.prop_map(str::to_owned), long], 0..12)
+            .prop_map(|parts| parts.concat())
+    }
+
+    fn same(a: &Result<Host, ReportError>, b: &Result<Host, ReportError>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        #[test]
+        fn one_pass_host_scans_match_the_reference(text in host_text()) {
+            use proptest::prop_assert;
+            let parsed = Host::parse(&text);
+            prop_assert!(same(&parsed, &reference_parse(&text)), "parse {text:?}: {parsed:?}");
+            let from_url = Host::from_url(&text);
+            let want = reference_from_url(&text);
+            prop_assert!(same(&from_url, &want), "from_url {text:?}: {from_url:?} vs {want:?}");
+            let owned = Host::from_url_string(text.clone());
+            prop_assert!(same(&owned, &want), "from_url_string {text:?}: {owned:?}");
+            let service = ServiceId::from_string(text.clone());
+            let want = text.parse::<ServiceId>();
+            prop_assert!(
+                match (&service, &want) {
+                    (Ok(a), Ok(b)) => a == b,
+                    (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                    _ => false,
+                },
+                "service {text:?}: {service:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_names_and_labels_at_their_limits() {
+        let label = "a".repeat(63);
+        let name = [&label[..], &label, &label, &"b".repeat(61)].join(".");
+        assert_eq!(name.len(), 253);
+        for text in [name.clone(), format!("{name}."), format!("{}x", name), format!("{label}b.c")]
+        {
+            assert!(same(&Host::parse(&text), &reference_parse(&text)), "{text}");
+            assert!(same(&Host::from_url(&text), &reference_from_url(&text)), "{text}");
+        }
+        assert!(Host::parse(&name).is_ok());
+        assert!(Host::parse(&format!("{name}x")).is_err());
+        // A bare lower-case name keeps its allocation; anything else is copied from the URL.
+        let text = String::from("api.example.com");
+        let ptr = text.as_ptr();
+        assert_eq!(Host::from_url_string(text).unwrap().as_str().as_ptr(), ptr);
+        assert_eq!(
+            Host::from_url_string("API.example.com".into()).unwrap().as_str(),
+            "api.example.com"
+        );
+        assert_eq!(Host::from_url_string("example.com.".into()).unwrap().as_str(), "example.com");
     }
 
     #[test]
