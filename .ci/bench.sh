@@ -125,6 +125,8 @@ table = [
      get("ingest_tls_cpu_us_per_envelope") + " us", ""),
     ("  HPKE open + verify in the same run (CPU)", get("crypto_cpu_us_per_open") + " us", ""),
     ("  ratio: open+verify / ingest (CPU time)", get("ingest_tls_cpu_ratio_to_crypto", "{:.2f}") + "x", ">= 0.7x"),
+    ("  open+verify inside the collector, same phase (CPU)", get("ingest_tls_open_cpu_us_per_envelope") + " us", ""),
+    ("  ratio: that / ingest (the crypto's share of its CPU)", get("ingest_tls_open_share_of_cpu", "{:.2f}") + "x", ">= 0.7x"),
     ("NEL /v1/nel: collector CPU per upload (3 reports)", get("nel_cpu_us_per_upload") + " us", "<= 25 us"),
     ("  the same, report ages spread over a minute", get("nel_spread_cpu_us_per_upload") + " us", "<= 25 us"),
     ("  another NEL collector, alternating (VANTAGE_NEL_PEER)", get("nel_peer_cpu_us_per_upload") + " us", ""),

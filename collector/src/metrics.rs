@@ -241,6 +241,10 @@ pub struct Metrics {
     connections_open: AtomicU64,
     connections_rejected: AtomicU64,
     budget_refusals: [AtomicU64; BudgetKind::ALL.len()],
+    /// Envelopes put through `Opener::open` (HPKE open, signature check, decode), and the CPU
+    /// time of the threads that did it, in ns.
+    opens: AtomicU64,
+    open_cpu_nanos: AtomicU64,
 }
 
 /// Writes single-sample families `(name, kind, help, value)` in the Prometheus text format.
@@ -376,6 +380,20 @@ impl Metrics {
         self.reports_accepted[source_index(source)].fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// An envelope went through `Opener::open` (opened or refused) at a cost of `cpu` of the
+    /// calling thread's CPU time.
+    pub fn envelope_opened(&self, cpu: Duration) {
+        self.opens.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
+        self.open_cpu_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Envelopes put through `Opener::open` so far, and the CPU time that took.
+    pub fn open_cpu(&self) -> (u64, Duration) {
+        let nanos = self.open_cpu_nanos.load(Ordering::Relaxed);
+        (self.opens.load(Ordering::Relaxed), Duration::from_nanos(nanos))
+    }
+
     /// How long one ingest request took, from headers read to response.
     pub fn observe_ingest(&self, endpoint: Endpoint, d: Duration) {
         self.ingest_duration[endpoint.index()].observe(d);
@@ -443,6 +461,12 @@ impl Metrics {
             "counter",
             "Envelopes answered 202 without storing: same digest or (agent key, sequence) seen.",
             &[(String::new(), load(&self.envelopes_duplicate))],
+        );
+        family(
+            "vantage_envelope_opens_total",
+            "counter",
+            "Envelopes put through the open (HPKE open, Ed25519 verify, decode), opened or refused.",
+            &[(String::new(), load(&self.opens))],
         );
         let rejected: Vec<_> = RejectReason::ALL
             .iter()
@@ -578,6 +602,16 @@ impl Metrics {
             &[(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1)],
         );
 
+        // CPU time, not wall time: with vantage_envelope_opens_total, the cryptographic cost
+        // per envelope; against the process's CPU (process_cpu_seconds_total or
+        // /proc/PID/stat), the share of the collector's CPU that the crypto takes.
+        let name = "vantage_envelope_open_cpu_seconds_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} CPU time of the collector's threads spent in the open (HPKE open, \
+             Ed25519 verify, decode).\n# TYPE {name} counter\n{name} {}",
+            load(&self.open_cpu_nanos) as f64 / 1e9
+        );
         let name = "vantage_ingest_duration_seconds";
         let _ = writeln!(
             out,
@@ -705,6 +739,8 @@ mod tests {
         m.budget_refused(BudgetKind::PrefixStoreBytes);
         m.budget_refused(BudgetKind::PrefixStoreBytes);
         m.observe_ingest(Endpoint::Envelopes, Duration::from_micros(300));
+        m.envelope_opened(Duration::from_micros(150));
+        m.envelope_opened(Duration::from_micros(1_250_100));
         m.observe_ingest(Endpoint::Envelopes, Duration::from_millis(30));
         m.observe_ingest(Endpoint::Envelopes, Duration::from_secs(60));
         let text = m.render(StoreGauges {
@@ -722,6 +758,11 @@ mod tests {
         assert_eq!(types["vantage_connections_open"], "gauge");
         assert_eq!(value(&samples, "vantage_envelopes_accepted_total", &[]), 2.0);
         assert_eq!(value(&samples, "vantage_envelopes_duplicate_total", &[]), 1.0);
+        assert_eq!(types["vantage_envelope_open_cpu_seconds_total"], "counter");
+        assert_eq!(value(&samples, "vantage_envelope_opens_total", &[]), 2.0);
+        let open_cpu = value(&samples, "vantage_envelope_open_cpu_seconds_total", &[]);
+        assert!((open_cpu - 1.25025).abs() < 1e-9, "{open_cpu}");
+        assert_eq!(m.open_cpu(), (2, Duration::from_micros(1_250_250)));
         assert_eq!(value(&samples, "vantage_store_envelope_digests", &[]), 4.0);
         assert_eq!(value(&samples, "vantage_reports_accepted_total", &[("source", "agent")]), 5.0);
         assert_eq!(value(&samples, "vantage_reports_accepted_total", &[("source", "nel")]), 4.0);

@@ -474,6 +474,7 @@ async fn bad_inputs_get_their_status_and_the_server_keeps_serving() {
     // Replays: the same bytes are a duplicate; the same batch sealed again (new bytes: not a
     // retry, an agent re-sends bytes) is a new envelope whose reports are already stored
     // (report ids), so nothing is stored twice.
+    let (opens_before, open_cpu_before) = h.running().metrics().open_cpu();
     assert_eq!(h.post(good.clone(), ENVELOPE).await.status(), StatusCode::ACCEPTED);
     assert_eq!(h.stored_reports().len(), 2);
     let resp = h.post(good.clone(), ENVELOPE).await;
@@ -486,7 +487,24 @@ async fn bad_inputs_get_their_status_and_the_server_keeps_serving() {
     assert_eq!(h.running().metrics().duplicate_count(), 1);
     assert_eq!(h.stored_reports().len(), 2, "stored once");
     assert_eq!(h.running().metrics().accepted_count(), 2);
+    // All three went through the open (a duplicate is recognised after it), each at some CPU
+    // cost of the worker thread that opened it: an X25519 and an Ed25519 verify take tens of
+    // µs, and no open takes a second.
+    let (opens, open_cpu) = h.running().metrics().open_cpu();
+    assert_eq!(opens - opens_before, 3);
+    let per_open = (open_cpu - open_cpu_before) / 3;
+    assert!(
+        per_open > Duration::from_micros(5) && per_open < Duration::from_secs(1),
+        "{per_open:?}"
+    );
     let metrics = body_text(&h.send(Alpn::H1, get("/metrics")).await);
+    assert!(metrics.contains(&format!("\nvantage_envelope_opens_total {opens}\n")), "{metrics}");
+    let exposed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vantage_envelope_open_cpu_seconds_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("vantage_envelope_open_cpu_seconds_total");
+    assert!((exposed - open_cpu.as_secs_f64()).abs() < 1e-6, "{exposed} vs {open_cpu:?}");
     assert!(metrics.contains("\nvantage_envelopes_duplicate_total 1\n"), "{metrics}");
     assert!(metrics.contains("vantage_envelopes_rejected_total{reason=\"bad_signature\"} 1\n"));
     h.stop().await;
