@@ -1184,13 +1184,14 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     }
     for f in &figures {
         bench.say(&format!(
-            "summary [{}]: {:.0} env/s, {:.0} reports/s, {:.2} collector cores, ratio {:.2}, \
-             p50 {:.2} ms / p99 {:.2} ms at {:.0} env/s",
+            "summary [{}]: {:.0} env/s, {:.0} reports/s, {:.2} collector cores, ratio {:.2} \
+             (open's share of the collector's CPU {}), p50 {:.2} ms / p99 {:.2} ms at {:.0} env/s",
             f.name,
             f.envelopes_per_sec,
             f.envelopes_per_sec * REPORTS_PER_ENVELOPE as f64,
             f.collector_cores,
             f.ratio,
+            f.open_share.map_or("not measured".into(), |s| format!("{s:.2}")),
             ms(f.p50),
             ms(f.p99),
             f.half_rate
