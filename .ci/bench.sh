@@ -6,7 +6,10 @@
 #   row                                   tool                                     how
 #   ingest over TLS, CPU per envelope     vantage-loadgen --tls                    collector utime+stime (/proc/PID/stat)
 #     vs HPKE open + verify, same run                                              CPU of one thread (/proc/thread-self/schedstat)
+#     the open inside the collector                                                its vantage_envelope_open_cpu_seconds_total
+#     the floor: a bare server, same stack                                         its utime+stime per request, right after
 #   NEL /v1/nel, CPU per upload (3 rep.)  vantage-loadgen --nel                    collector utime+stime per stored upload
+#     the floor, same uploads                                                      its utime+stime per upload, right after
 #   collector memory after N reports      vantage-loadgen --rss-reports N          VmRSS (/proc/PID/status)
 #   the same at the store's size bound    vantage-loadgen --store-max-mib 64       VmRSS, store.max_bytes enforced every 1 s
 #   idle agent wakeups, empty queue       vantage-agent-bench --only idle          context switches of every thread
@@ -37,7 +40,7 @@ cd "$ROOT"
 QUICK=0
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 if [[ $# -gt 0 && "$1" != "--quick" ]]; then
-    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 ONLY="${VANTAGE_BENCH_ONLY:-ingest nel memory bounded idle record ffi wasm}"
@@ -127,7 +130,11 @@ table = [
     ("  ratio: open+verify / ingest (CPU time)", get("ingest_tls_cpu_ratio_to_crypto", "{:.2f}") + "x", ">= 0.7x"),
     ("  open+verify inside the collector, same phase (CPU)", get("ingest_tls_open_cpu_us_per_envelope") + " us", ""),
     ("  ratio: that / ingest (the crypto's share of its CPU)", get("ingest_tls_open_share_of_cpu", "{:.2f}") + "x", ">= 0.7x"),
+    ("  floor: a bare server on the same stack, same requests", get("ingest_tls_floor_cpu_us_per_request") + " us", ""),
+    ("  collector beyond the floor and the open", get("ingest_tls_beyond_floor_and_open_us") + " us", ""),
     ("NEL /v1/nel: collector CPU per upload (3 reports)", get("nel_cpu_us_per_upload") + " us", "<= 25 us"),
+    ("  floor: a bare server on the same stack answering 204", get("nel_floor_cpu_us_per_upload", "{:.1f}") + " us", ""),
+    ("  collector beyond the floor (parse, checks, store, sync)", get("nel_beyond_floor_us", "{:.1f}") + " us", ""),
     ("  the same, report ages spread over a minute", get("nel_spread_cpu_us_per_upload") + " us", "<= 25 us"),
     ("  another NEL collector, alternating (VANTAGE_NEL_PEER)", get("nel_peer_cpu_us_per_upload") + " us", ""),
     ("  ratio: vantage / that collector (medians)", get("nel_cpu_ratio_to_peer", "{:.2f}") + "x",

@@ -78,6 +78,12 @@ pub fn agent_cli_bin() -> PathBuf {
     .clone()
 }
 
+/// Another binary of the workspace (e.g. `vantage-loadgen`, whose unit tests need it as a
+/// separate process), built like [`collector_bin`].
+pub fn workspace_bin(bin: &str) -> PathBuf {
+    build_bin(bin)
+}
+
 /// Builds the workspace binary `bin` (all features: the `vantage-agent` tool needs `cli`) in the
 /// profile and target directory this test runs from, and returns its path.
 fn build_bin(bin: &str) -> PathBuf {

@@ -56,6 +56,13 @@
 //!    during the phase (`vantage_envelope_open_cpu_seconds_total` from its `/metrics`, before
 //!    and after): per envelope, and as a share of the collector's CPU, the same ratio with both
 //!    sides measured in one process at the same moments (rows `ingest_*_open_*`).
+//!    Then the **floor**: the same envelopes on as many connections to a bare server on the
+//!    collector's stack (tokio, hyper, rustls with the same certificate; this binary run with
+//!    `--serve-floor`) that answers 202 without opening or storing anything: its CPU per
+//!    request is what the connections, TLS and HTTP cost this machine at that moment, and the
+//!    collector's CPU beyond the floor and the open is its own work (rows `*_floor_*`,
+//!    `*_beyond_floor_and_open_us`). The NEL phase (clustered ages) is followed by the same
+//!    on the floor's `/v1/nel` (rows `nel_floor_cpu_us_per_upload`, `nel_beyond_floor_us`).
 //! 3. **Latency at half the max rate**, open loop: requests are due on a fixed schedule and
 //!    latency is measured from when each was due (no coordinated omission).
 //!
@@ -475,6 +482,17 @@ async fn closed_loop(
     pool: Arc<Vec<Bytes>>,
     duration: Duration,
 ) -> (Tally, Duration) {
+    closed_loop_over(clients, pool, duration, false).await
+}
+
+/// [`closed_loop`], going round the pool again when `cycle` (the floor: it stores nothing, so
+/// a body sent twice costs it what it costs once).
+async fn closed_loop_over(
+    clients: Vec<HttpClient>,
+    pool: Arc<Vec<Bytes>>,
+    duration: Duration,
+    cycle: bool,
+) -> (Tally, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let end = start + duration;
@@ -486,6 +504,7 @@ async fn closed_loop(
                 let mut tally = Tally::default();
                 while Instant::now() < end {
                     let i = next.fetch_add(1, Ordering::Relaxed);
+                    let i = if cycle { i % pool.len().max(1) } else { i };
                     let Some(env) = pool.get(i) else { break };
                     let sent = Instant::now();
                     let result = client.post_envelope(env.clone()).await;
@@ -568,6 +587,8 @@ struct ListenerFigures {
     /// The open's share of the collector's CPU in the max-rate phase (its own
     /// `vantage_envelope_open_cpu_seconds_total`); `None` when nothing was opened.
     open_share: Option<f64>,
+    /// The floor's CPU µs per request (see `floor`).
+    floor_us: f64,
 }
 
 struct Bench {
@@ -583,6 +604,8 @@ struct Bench {
     nel_next: usize,
     /// The store's directory when its size is bounded (`--store-max-mib`).
     store_dir: Option<std::path::PathBuf>,
+    /// The bare server the max-rate and NEL phases are set against (see `floor`).
+    floor: floor::Floor,
     out: std::io::Stdout,
 }
 
@@ -631,10 +654,11 @@ impl Bench {
         // Closed loop: at most two cores' worth of the crypto bound can be taken.
         let pool =
             self.agents.seal(&self.key.public_key(), self.pool_size(self.crypto_per_sec * 2.0));
+        let pool = Arc::new(pool);
         let clients = target.connect_all(self.args.connections).await?;
         let open_before = self.open_cpu().await?;
         let cpu_before = cpu_seconds(pid, self.ticks)?;
-        let (mut tally, wall) = closed_loop(clients, Arc::new(pool), self.args.duration).await;
+        let (mut tally, wall) = closed_loop(clients, pool.clone(), self.args.duration).await;
         let cpu = cpu_seconds(pid, self.ticks)? - cpu_before;
         let open_after = self.open_cpu().await?;
         let wall_s = wall.as_secs_f64();
@@ -681,6 +705,38 @@ impl Bench {
             row(&format!("ingest_{slug}_open_share_of_cpu"), share, "x");
             open_share = Some(share);
         }
+        // The floor: the same envelopes, connections and stack, to a server that only
+        // answers (see `floor`), right after; and what the collector spends beyond it.
+        let floor_target = match target {
+            Target::Plain(_) => Target::Plain(self.floor.plain),
+            Target::Tls(_, roots) => Target::Tls(self.floor.tls, roots.clone()),
+        };
+        let floor_pid = self.floor.pid();
+        let clients = floor_target.connect_all(self.args.connections).await?;
+        let floor_before = cpu_seconds(floor_pid, self.ticks)?;
+        let (floor_tally, floor_wall) =
+            closed_loop_over(clients, pool, self.args.duration, true).await;
+        let floor_cpu = cpu_seconds(floor_pid, self.ticks)? - floor_before;
+        if floor_tally.accepted == 0 {
+            return Err(format!(
+                "[{}] the floor answered nothing: {}",
+                target.name(),
+                floor_tally.problems()
+            ));
+        }
+        let floor_us = floor_cpu / floor_tally.accepted as f64 * 1e6;
+        let open_us = open_share.map_or(0.0, |s| s * cpu_per_env_us);
+        let beyond = cpu_per_env_us - floor_us - open_us;
+        self.say(&format!(
+            "[{}] floor (a bare server on the same stack answering the same envelopes, no \
+             open, no store): {floor_us:.0} us CPU per request at {:.0} requests/s; the \
+             collector beyond the floor and the open (checks, enrichment, detector, store, \
+             durability): {beyond:.0} us per envelope",
+            target.name(),
+            floor_tally.accepted as f64 / floor_wall.as_secs_f64(),
+        ));
+        row(&format!("ingest_{slug}_floor_cpu_us_per_request"), floor_us, "us");
+        row(&format!("ingest_{slug}_beyond_floor_and_open_us"), beyond, "us");
         self.say(&format!(
             "[{}] max rate (closed loop, {} connections, {:.1} s): {:.0} envelopes/s = {:.0} reports/s; \
              collector CPU {:.2} cores; {:.0} envelopes/s per core = {:.2} x crypto bound; \
@@ -731,6 +787,7 @@ impl Bench {
             p99,
             accepted: accepted_max + lat.accepted,
             open_share,
+            floor_us,
         })
     }
 
@@ -782,6 +839,25 @@ impl Bench {
         let prefix = ages.row_prefix();
         row(&format!("{prefix}_cpu_us_per_upload"), run.cpu_us_per_upload(), "us");
         row(&format!("{prefix}_uploads_per_sec"), run.uploads_per_sec(), "req/s");
+        if ages == Ages::Clustered {
+            // The floor (see `floor`) right after, on uploads of the same shape.
+            let floor =
+                NelTarget { addr: self.floor.plain, path: "/v1/nel".into(), pid: self.floor.pid() };
+            let floor_run = self.nel_closed_loop(&floor, ages).await?;
+            if floor_run.tally.accepted == 0 {
+                return Err(format!("NEL floor answered nothing: {}", floor_run.tally.problems()));
+            }
+            let floor_us = floor_run.cpu_us_per_upload();
+            self.say(&format!(
+                "[NEL] floor (a bare server on the same stack answering 204, no parse, no \
+                 store): {floor_us:.1} us CPU per upload at {:.0} uploads/s; the collector \
+                 beyond it: {:.1} us per upload",
+                floor_run.uploads_per_sec(),
+                run.cpu_us_per_upload() - floor_us,
+            ));
+            row("nel_floor_cpu_us_per_upload", floor_us, "us");
+            row("nel_beyond_floor_us", run.cpu_us_per_upload() - floor_us, "us");
+        }
         Ok(())
     }
 
@@ -1103,6 +1179,7 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
         crypto_cpu_us,
         nel_next: 0,
         store_dir: args.store_max_mib.map(|_| dir.path().join("data")),
+        floor: floor::Floor::start(dir.path())?,
         out,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1185,13 +1262,15 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     for f in &figures {
         bench.say(&format!(
             "summary [{}]: {:.0} env/s, {:.0} reports/s, {:.2} collector cores, ratio {:.2} \
-             (open's share of the collector's CPU {}), p50 {:.2} ms / p99 {:.2} ms at {:.0} env/s",
+             (open's share of the collector's CPU {}; floor {:.0} us per request), p50 {:.2} ms \
+             / p99 {:.2} ms at {:.0} env/s",
             f.name,
             f.envelopes_per_sec,
             f.envelopes_per_sec * REPORTS_PER_ENVELOPE as f64,
             f.collector_cores,
             f.ratio,
             f.open_share.map_or("not measured".into(), |s| format!("{s:.2}")),
+            f.floor_us,
             ms(f.p50),
             ms(f.p99),
             f.half_rate
@@ -1274,7 +1353,186 @@ fn sync_cost(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The floor: a bare server on the collector's HTTP stack (tokio's multi-thread runtime, hyper
+/// through hyper-util's `auto` builder with the collector's HTTP/1 settings, rustls with ring
+/// and the same certificate) that reads each request's body and answers `202` on
+/// `/v1/envelopes` and `204` on `/v1/nel`, nothing else: no open, no parse, no store. Its CPU
+/// time per request, measured in the same run right after the collector's, is what this
+/// machine charges for the connections, TLS records and HTTP alone; the collector's figure
+/// above it is its own work.
+mod floor {
+    use std::io::BufRead as _;
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt as _, Full, Limited};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// The hidden argument that makes this binary a floor server.
+    pub(super) const SERVE: &str = "--serve-floor";
+
+    /// A floor server in a child process (killed on drop).
+    pub(super) struct Floor {
+        child: Child,
+        pub(super) plain: SocketAddr,
+        pub(super) tls: SocketAddr,
+    }
+
+    impl Floor {
+        /// Starts `this binary --serve-floor DIR`, with `DIR/cert.pem` and `DIR/key.pem`.
+        pub(super) fn start(dir: &Path) -> Result<Floor, String> {
+            // A unit test runs in the test harness, which is not this program: it runs the
+            // built `vantage-loadgen` instead.
+            let exe = if cfg!(test) {
+                vantage_tests::collector_proc::workspace_bin("vantage-loadgen")
+            } else {
+                std::env::current_exe().map_err(|e| format!("floor: own path: {e}"))?
+            };
+            let mut child = Command::new(exe)
+                .arg(SERVE)
+                .arg(dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("floor: start: {e}"))?;
+            let mut line = String::new();
+            let stdout = child.stdout.take().ok_or("floor: no stdout")?;
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map_err(|e| format!("floor: read its addresses: {e}"))?;
+            let addrs: Vec<SocketAddr> =
+                line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            let [plain, tls] = addrs[..] else {
+                let _ = child.kill();
+                return Err(format!("floor: expected \"plain ADDR tls ADDR\", got {line:?}"));
+            };
+            Ok(Floor { child, plain, tls })
+        }
+
+        pub(super) fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for Floor {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The child's side: serves until killed, or until its stdin closes (the benchmark that
+    /// started it is gone, however it ended). Prints `plain ADDR tls ADDR` once listening.
+    pub(super) fn serve(dir: &Path) -> Result<(), String> {
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("cert.pem"))
+                .and_then(|it| it.collect::<Result<_, _>>())
+                .map_err(|e| format!("floor: cert.pem: {e}"))?;
+        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))
+            .map_err(|e| format!("floor: key.pem: {e}"))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("floor: TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("floor: TLS key: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("floor: runtime: {e}"))?;
+        rt.block_on(async move {
+            let plain = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("floor: bind: {e}"))?;
+            let tls = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("floor: bind: {e}"))?;
+            let addr = |l: &tokio::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
+            println!("plain {} tls {}", addr(&plain)?, addr(&tls)?);
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(64 * 1024);
+            let builder = Arc::new(builder);
+            let accept_plain = {
+                let builder = builder.clone();
+                async move {
+                    while let Ok((tcp, _)) = plain.accept().await {
+                        let _ = tcp.set_nodelay(true);
+                        let builder = builder.clone();
+                        tokio::spawn(async move {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(tcp), service_fn(answer))
+                                .await;
+                        });
+                    }
+                }
+            };
+            let accept_tls = async move {
+                while let Ok((tcp, _)) = tls.accept().await {
+                    let _ = tcp.set_nodelay(true);
+                    let (builder, acceptor) = (builder.clone(), acceptor.clone());
+                    tokio::spawn(async move {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                                .await;
+                        }
+                    });
+                }
+            };
+            tokio::join!(accept_plain, accept_tls);
+            Ok(())
+        })
+    }
+
+    /// Reads the whole body (at most 1 MiB) and answers by path.
+    async fn answer(
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+        let status = match req.uri().path() {
+            "/v1/envelopes" => http::StatusCode::ACCEPTED,
+            "/v1/nel" => http::StatusCode::NO_CONTENT,
+            _ => http::StatusCode::NOT_FOUND,
+        };
+        let status = match Limited::new(req.into_body(), 1 << 20).collect().await {
+            Ok(_) => status,
+            Err(_) => http::StatusCode::BAD_REQUEST,
+        };
+        let mut response = hyper::Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        Ok(response)
+    }
+}
+
 fn main() -> ExitCode {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some(floor::SERVE) {
+        let dir = raw.next().unwrap_or_default();
+        if let Err(e) = floor::serve(std::path::Path::new(&dir)) {
+            eprintln!("vantage-loadgen {}: {e}", floor::SERVE);
+        }
+        return ExitCode::FAILURE;
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
@@ -1429,6 +1687,8 @@ mod tests {
             // The collector timed its opens; their CPU is part of its CPU (up to the 10 ms
             // ticks of /proc/PID/stat over a short phase).
             assert!(f.open_share.is_some_and(|s| s > 0.0 && s < 1.5), "{f:?}");
+            // The floor answered the same envelopes, at some CPU cost of its own.
+            assert!(f.floor_us > 0.0 && f.floor_us.is_finite(), "{f:?}");
         }
     }
 }
