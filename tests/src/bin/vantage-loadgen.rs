@@ -349,6 +349,41 @@ fn row(key: &str, value: f64, unit: &str) {
     println!("bench-row: {key} {value:.3} {unit}");
 }
 
+/// CPU time (user + system, seconds) of a process's live threads, summed by thread name
+/// (`/proc/<pid>/task/*/stat`): the collector's `tokio-rt-worker`s, its `store-writer`, ...
+/// A thread that is gone is not counted (the process's total still has it).
+fn thread_cpu_by_name(
+    pid: u32,
+    ticks_per_sec: f64,
+) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("read /proc/{pid}/task: {e}"))?;
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in tasks.flatten() {
+        // A thread may exit between the listing and the read: skip it.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        *by_name.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / ticks_per_sec;
+    }
+    Ok(by_name)
+}
+
+/// CPU seconds per thread kind between two [`thread_cpu_by_name`] readings: (tokio workers,
+/// store writer).
+fn workers_and_writer(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> (f64, f64) {
+    let spent = |name: &str| {
+        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0))
+            .max(0.0)
+    };
+    (spent("tokio-rt-worker"), spent("store-writer"))
+}
+
 /// Collector CPU time (user + system) from `/proc/<pid>/stat`, in seconds.
 fn cpu_seconds(pid: u32, ticks_per_sec: f64) -> Result<f64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -589,6 +624,9 @@ struct ListenerFigures {
     open_share: Option<f64>,
     /// The floor's CPU µs per request (see `floor`).
     floor_us: f64,
+    /// The collector's tokio workers' and store writer's CPU µs per envelope.
+    workers_us: f64,
+    writer_us: f64,
 }
 
 struct Bench {
@@ -657,9 +695,12 @@ impl Bench {
         let pool = Arc::new(pool);
         let clients = target.connect_all(self.args.connections).await?;
         let open_before = self.open_cpu().await?;
+        let threads_before = thread_cpu_by_name(pid, self.ticks)?;
         let cpu_before = cpu_seconds(pid, self.ticks)?;
         let (mut tally, wall) = closed_loop(clients, pool.clone(), self.args.duration).await;
         let cpu = cpu_seconds(pid, self.ticks)? - cpu_before;
+        let (workers_cpu, writer_cpu) =
+            workers_and_writer(&threads_before, &thread_cpu_by_name(pid, self.ticks)?);
         let open_after = self.open_cpu().await?;
         let wall_s = wall.as_secs_f64();
         let eps = tally.accepted as f64 / wall_s;
@@ -737,6 +778,18 @@ impl Bench {
         ));
         row(&format!("ingest_{slug}_floor_cpu_us_per_request"), floor_us, "us");
         row(&format!("ingest_{slug}_beyond_floor_and_open_us"), beyond, "us");
+        let per_env = |secs: f64| secs / tally.accepted.max(1) as f64 * 1e6;
+        let (workers_us, writer_us) = (per_env(workers_cpu), per_env(writer_cpu));
+        self.say(&format!(
+            "[{}] the collector's CPU per envelope by thread: tokio workers {workers_us:.0} us \
+             (the open {open_us:.0}, the rest {:.0}), store writer {writer_us:.0} us, other \
+             threads {:.0} us",
+            target.name(),
+            workers_us - open_us,
+            (cpu_per_env_us - workers_us - writer_us).max(0.0),
+        ));
+        row(&format!("ingest_{slug}_workers_cpu_us_per_envelope"), workers_us, "us");
+        row(&format!("ingest_{slug}_writer_cpu_us_per_envelope"), writer_us, "us");
         self.say(&format!(
             "[{}] max rate (closed loop, {} connections, {:.1} s): {:.0} envelopes/s = {:.0} reports/s; \
              collector CPU {:.2} cores; {:.0} envelopes/s per core = {:.2} x crypto bound; \
@@ -788,6 +841,8 @@ impl Bench {
             accepted: accepted_max + lat.accepted,
             open_share,
             floor_us,
+            workers_us,
+            writer_us,
         })
     }
 
@@ -820,7 +875,10 @@ impl Bench {
     /// uploads/s and the collector's CPU µs per upload.
     async fn nel_phase(&mut self, plain: std::net::SocketAddr, ages: Ages) -> Result<(), String> {
         let ours = NelTarget { addr: plain, path: "/v1/nel".into(), pid: self.proc.pid() };
+        let threads_before = thread_cpu_by_name(ours.pid, self.ticks)?;
         let mut run = self.nel_closed_loop(&ours, ages).await?;
+        let (workers_cpu, writer_cpu) =
+            workers_and_writer(&threads_before, &thread_cpu_by_name(ours.pid, self.ticks)?);
         if run.tally.accepted == 0 {
             return Err(format!("NEL phase: nothing stored: {}", run.tally.problems()));
         }
@@ -857,6 +915,15 @@ impl Bench {
             ));
             row("nel_floor_cpu_us_per_upload", floor_us, "us");
             row("nel_beyond_floor_us", run.cpu_us_per_upload() - floor_us, "us");
+            let per_upload = |secs: f64| secs / run.tally.accepted.max(1) as f64 * 1e6;
+            let (workers_us, writer_us) = (per_upload(workers_cpu), per_upload(writer_cpu));
+            self.say(&format!(
+                "[NEL] the collector's CPU per upload by thread: tokio workers {workers_us:.1} \
+                 us, store writer {writer_us:.1} us, other threads {:.1} us",
+                (run.cpu_us_per_upload() - workers_us - writer_us).max(0.0),
+            ));
+            row("nel_workers_cpu_us_per_upload", workers_us, "us");
+            row("nel_writer_cpu_us_per_upload", writer_us, "us");
         }
         Ok(())
     }
@@ -1262,8 +1329,8 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
     for f in &figures {
         bench.say(&format!(
             "summary [{}]: {:.0} env/s, {:.0} reports/s, {:.2} collector cores, ratio {:.2} \
-             (open's share of the collector's CPU {}; floor {:.0} us per request), p50 {:.2} ms \
-             / p99 {:.2} ms at {:.0} env/s",
+             (open's share of the collector's CPU {}; floor {:.0} us per request; workers {:.0} \
+             us, writer {:.0} us per envelope), p50 {:.2} ms / p99 {:.2} ms at {:.0} env/s",
             f.name,
             f.envelopes_per_sec,
             f.envelopes_per_sec * REPORTS_PER_ENVELOPE as f64,
@@ -1271,6 +1338,8 @@ fn run(args: Args) -> Result<Vec<ListenerFigures>, String> {
             f.ratio,
             f.open_share.map_or("not measured".into(), |s| format!("{s:.2}")),
             f.floor_us,
+            f.workers_us,
+            f.writer_us,
             ms(f.p50),
             ms(f.p99),
             f.half_rate
@@ -1689,6 +1758,8 @@ mod tests {
             assert!(f.open_share.is_some_and(|s| s > 0.0 && s < 1.5), "{f:?}");
             // The floor answered the same envelopes, at some CPU cost of its own.
             assert!(f.floor_us > 0.0 && f.floor_us.is_finite(), "{f:?}");
+            // The collector's threads were found by name, and both kinds worked.
+            assert!(f.workers_us > 0.0 && f.writer_us > 0.0, "{f:?}");
         }
     }
 }
