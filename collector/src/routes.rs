@@ -218,6 +218,7 @@ impl Routes {
             Err(e) => tracing::error!(error = %e, "agent drop totals unreadable"),
         }
         self.alerting.render_metrics(&mut body);
+        crate::metrics::write_process(&mut body);
         if let Some(fleet) = self.ingest.feed().fleet() {
             fleet.render_metrics(&mut body);
         }
