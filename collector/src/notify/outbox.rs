@@ -264,7 +264,8 @@ mod tests {
             assert_eq!(outbox.pending("am"), 2);
             assert_eq!(outbox.pending("quiet"), 2);
         }
-        let db = sled::open(dir.path()).unwrap();
+        // Reopened as the store does: the dropped `Db`'s threads may hold its lock a moment.
+        let db = crate::store::open_sled(dir.path(), 8 << 20).unwrap();
         let outbox = Outbox::open(db.open_tree("outbox").unwrap());
         assert_eq!(outbox.len(), 7);
         assert_eq!(head_id(&outbox, "am"), Some((1, "fired")));

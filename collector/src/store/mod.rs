@@ -2856,8 +2856,9 @@ impl Shared {
 /// naming the lock.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// Opens sled at `path`, polling for its file lock up to [`LOCK_WAIT`].
-fn open_sled(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+/// Opens sled at `path`, polling for its file lock up to [`LOCK_WAIT`] (sled's threads of a
+/// `Db` just dropped can hold it a moment longer).
+pub(crate) fn open_sled(path: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
