@@ -362,11 +362,8 @@ fn thread_cpu_by_name(
     for task in tasks.flatten() {
         // A thread may exit between the listing and the read: skip it.
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let name = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        *by_name.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / ticks_per_sec;
+        let Some((name, cpu)) = stat_cpu(&stat, ticks_per_sec) else { continue };
+        *by_name.entry(name.to_owned()).or_insert(0.0) += cpu;
     }
     Ok(by_name)
 }
@@ -388,18 +385,21 @@ fn workers_and_writer(
 fn cpu_seconds(pid: u32, ticks_per_sec: f64) -> Result<f64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("read /proc/{pid}/stat: {e}"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("no ')' in /proc/pid/stat")?;
+    stat_cpu(&stat, ticks_per_sec)
+        .map(|(_, cpu)| cpu)
+        .ok_or_else(|| format!("/proc/{pid}/stat: utime or stime unreadable"))
+}
+
+/// The command name and the CPU seconds (utime + stime, fields 14 and 15) of a
+/// `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
+fn stat_cpu(stat: &str, ticks_per_sec: f64) -> Option<(&str, f64)> {
+    // The name may hold spaces and parentheses: the fields follow the last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let (_, name) = head.split_once('(')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| -> Result<f64, String> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .map(|t| t as f64 / ticks_per_sec)
-            .ok_or_else(|| format!("/proc/{pid}/stat field {} unreadable", i + 3))
-    };
     // `rest` starts at field 3 (state), so field 14 is index 11.
-    Ok(field(11)? + field(12)?)
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((name, (ticks(11)? + ticks(12)?) as f64 / ticks_per_sec))
 }
 
 /// A `/proc/<pid>/status` value in kB (`VmRSS`, `VmHWM`).
