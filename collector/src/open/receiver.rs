@@ -7,21 +7,16 @@
 //! public key, and the `psk_id_hash`/`info_hash` half of the key schedule context. Each open
 //! is then one X25519 Diffie-Hellman, six HMAC-SHA256 computations and the AEAD.
 //!
-//! The Diffie-Hellman is computed on the Edwards form of the curve, where curve25519-dalek has
-//! a vectorised (AVX2) backend: about a tenth less CPU per open inside a loaded collector than
-//! the Montgomery ladder (`docs/performance.md`, thirteenth round). Points of the twist, which
-//! no honest sender uses, still take the ladder, so every input gives RFC 7748's result.
-//!
-//! It is built from the same RustCrypto primitives the `hpke` crate links (x25519-dalek and
-//! its curve25519-dalek, hkdf, sha2, chacha20poly1305), independent of the agent's *ring*
-//! sealer; the tests check it against RFC 9180's A.2.1 vector, the `hpke` crate, the agent's
-//! sealer and (the Diffie-Hellman) the ladder.
+//! The Diffie-Hellman is *ring*'s X25519 (assembly on x86-64 with ADX and BMI2), the rest the
+//! RustCrypto primitives the `hpke` crate links (hkdf, sha2, chacha20poly1305); the tests
+//! check it against RFC 9180's A.2.1 vector, the `hpke` crate, the agent's sealer and (the
+//! Diffie-Hellman) x25519-dalek's Montgomery ladder.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hkdf::Hkdf;
+use ring::agreement;
 use sha2::Sha256;
-use x25519_dalek::{PublicKey, StaticSecret};
 
 /// `"KEM" ‖ I2OSP(0x0020, 2)`: DHKEM(X25519, HKDF-SHA256).
 const KEM_SUITE: &[u8] = b"KEM\x00\x20";
@@ -33,7 +28,7 @@ const MODE_BASE: u8 = 0;
 /// A recipient key with the per-key and per-`info` work done. See the [module docs](self).
 #[derive(Clone)]
 pub(crate) struct Receiver {
-    secret: StaticSecret,
+    secret: zeroize::Zeroizing<[u8; 32]>,
     public: [u8; 32],
     /// `mode ‖ psk_id_hash ‖ info_hash` (65 bytes).
     context: [u8; 65],
@@ -47,7 +42,7 @@ impl Receiver {
         context[0] = MODE_BASE;
         context[1..33].copy_from_slice(&labeled_extract(b"", HPKE_SUITE, b"psk_id_hash", b""));
         context[33..].copy_from_slice(&labeled_extract(b"", HPKE_SUITE, b"info_hash", info));
-        Receiver { secret: StaticSecret::from(secret), public, context }
+        Receiver { secret: zeroize::Zeroizing::new(secret), public, context }
     }
 
     /// Opens `ciphertext` sent to this key with encapsulated key `enc` and `aad`; `None` when
@@ -73,17 +68,27 @@ impl Receiver {
 }
 
 impl Receiver {
-    /// X25519(secret, enc) (RFC 7748). A point of the curve (every honest `enc`) is mapped to
-    /// its Edwards form and multiplied there, where curve25519-dalek has a vectorised backend
-    /// (AVX2, chosen at run time); a point of the twist, which has no Edwards form, takes the
-    /// Montgomery ladder. Both give the same u-coordinate: the map is the birational
-    /// equivalence, and the sign bit chosen for it does not change u of a multiple.
+    /// X25519(secret, enc) (RFC 7748), all zeros for a point of small order.
+    ///
+    /// Computed by *ring* (the agent's sealer uses it too): on x86-64 with ADX and BMI2 it is
+    /// assembly, about a tenth cheaper than curve25519-dalek's AVX2 Edwards form and a third
+    /// cheaper than its Montgomery ladder (`docs/performance.md`, fourteenth round). *ring*
+    /// draws an X25519 private key from a random source only; its fixed-bytes source hands it
+    /// the collector's secret, the bytes its generator would otherwise draw (as the sealer does
+    /// with the RFC 9180 derived scalar, `docs/adr/0001-crypto.md`). It clamps the scalar and
+    /// ignores the u-coordinate's top bit, as RFC 7748 says; the tests hold it to the ladder.
     fn diffie_hellman(&self, enc: [u8; 32]) -> zeroize::Zeroizing<[u8; 32]> {
-        let u = curve25519_dalek::montgomery::MontgomeryPoint(enc);
-        zeroize::Zeroizing::new(match u.to_edwards(0) {
-            Some(point) => point.mul_clamped(self.secret.to_bytes()).to_montgomery().0,
-            None => *self.secret.diffie_hellman(&PublicKey::from(enc)).as_bytes(),
-        })
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        #[allow(deprecated)]
+        let fixed = ring::test::rand::FixedSliceRandom { bytes: &self.secret[..] };
+        // Invariant: any 32 bytes are an X25519 private key for ring.
+        let private = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &fixed)
+            .expect("32 bytes are an X25519 private key");
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, &enc);
+        // ring refuses an all-zero result (a point of small order); `out` then stays zero,
+        // which `open` refuses as RFC 9180 says.
+        let _ = agreement::agree_ephemeral(private, &peer, |dh| out.copy_from_slice(dh));
+        out
     }
 }
 
@@ -113,6 +118,7 @@ fn labeled_expand(prk: &[u8; 32], suite: &[u8], label: &[u8], info: &[&[u8]], ou
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use x25519_dalek::{PublicKey, StaticSecret};
 
     use super::*;
 
@@ -152,23 +158,22 @@ mod tests {
                 assert!(r.open(&u, b"", &[0; 32]).is_none(), "{hex_u}");
             }
         }
-        // u = -1 has no Edwards form (the map divides by u + 1): the ladder takes it.
+        // u = -1, a point of the twist.
         let mut minus_one = [0xff; 32];
         minus_one[0] = 0xec;
         minus_one[31] = 0x7f;
-        assert!(curve25519_dalek::montgomery::MontgomeryPoint(minus_one).to_edwards(0).is_none());
         assert_eq!(*r.diffie_hellman(minus_one), ladder([0x42; 32], minus_one));
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
-        /// Through the Edwards form or the ladder, the same X25519 as RFC 7748's ladder: for
-        /// public keys of the curve (what agents send), for any 32 bytes (about half of them
-        /// points of the twist, which take the ladder), with the top bit set (ignored) and
-        /// for u-coordinates of p and above (non-canonical: taken mod p).
+        /// ring's X25519 is the same as x25519-dalek's Montgomery ladder: for public keys of
+        /// the curve (what agents send), for any 32 bytes (about half of them points of the
+        /// twist), with the top bit set (ignored) and for u-coordinates of p and above
+        /// (non-canonical: taken mod p).
         #[test]
-        fn x25519_through_edwards_matches_the_ladder(
+        fn x25519_through_ring_matches_the_ladder(
             secret in any::<[u8; 32]>(),
             other in any::<[u8; 32]>(),
             raw in any::<[u8; 32]>(),
