@@ -66,27 +66,52 @@ impl Entropy for OsEntropy {
 /// [`ID_POOL_BYTES`] per thread, so `record()` makes one `getrandom` call per 409 reports
 /// instead of one each (about 0.3 µs of a 0.6 µs call; a call's fixed cost in the kernel is
 /// several times that of the 512 bytes it returned). The bytes are the OS RNG's own; a
-/// block is used once. A `fork`ed child inherits its parent's block, but it also has no agent
-/// task (threads do not survive `fork`), so nothing it records is delivered.
+/// block is used once.
+///
+/// A `fork`ed child inherits its parent's blocks: the forking thread's, the only thread a child
+/// has. Drawn from, the same bytes would give the child's reports the ids the parent's get
+/// next, and the collector keeps one report per id: a server that records once, then forks
+/// workers that all see the same outage in the same millisecond, would lose all but one
+/// worker's reports. A child's records reach no collector until it starts an agent of its
+/// own (the parent's agent task did not survive the fork), and every agent start moves
+/// [`ID_GENERATION`] on: a block filled under an earlier generation is wiped, never used.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct IdEntropy;
+
+/// Moved on by every agent start (see [`IdEntropy`]): id blocks filled before it are not used.
+static ID_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Every id block filled so far is wiped before its next use (an agent is starting).
+fn new_id_generation() {
+    ID_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Bytes read from the OS per refill of a thread's id pool (10 per report id).
 const ID_POOL_BYTES: usize = 4096;
 
+#[cfg_attr(test, derive(Clone))]
 struct IdPool {
     bytes: [u8; ID_POOL_BYTES],
     used: usize,
+    /// The [`ID_GENERATION`] the block was filled under.
+    generation: u64,
 }
 
 thread_local! {
-    static ID_POOL: std::cell::RefCell<IdPool> =
-        const { std::cell::RefCell::new(IdPool { bytes: [0; ID_POOL_BYTES], used: ID_POOL_BYTES }) };
+    static ID_POOL: std::cell::RefCell<IdPool> = const {
+        std::cell::RefCell::new(IdPool { bytes: [0; ID_POOL_BYTES], used: ID_POOL_BYTES, generation: 0 })
+    };
 }
 
 impl Entropy for IdEntropy {
     fn fill(&mut self, dest: &mut [u8]) {
         ID_POOL.with_borrow_mut(|pool| {
+            let generation = ID_GENERATION.load(Ordering::Relaxed);
+            if pool.generation != generation {
+                pool.bytes.fill(0);
+                pool.used = ID_POOL_BYTES;
+                pool.generation = generation;
+            }
             let mut done = 0;
             while done < dest.len() {
                 if pool.used == ID_POOL_BYTES {
@@ -406,6 +431,8 @@ impl Agent {
         for w in &warnings {
             tracing::warn!(field = %w.field, "vantage config: {}", w.message);
         }
+        // A process forked after recording starts its own agent: ids from fresh bytes.
+        new_id_generation();
         let paths = Paths {
             identity: config.data_dir.join(IDENTITY_FILE),
             log: config.data_dir.join(LOG_FILE),
@@ -1323,6 +1350,47 @@ mod tests {
         let mut big = vec![0u8; 3 * ID_POOL_BYTES + 5];
         IdEntropy.fill(&mut big);
         assert!(big.chunks(16).all(|c| c.iter().any(|&b| b != 0)));
+    }
+
+    #[test]
+    fn a_forked_child_that_starts_an_agent_does_not_reuse_its_parents_id_bytes() {
+        // What fork does to the recording thread's pool, done by hand: the child gets a copy
+        // of the parent's block, part used.
+        let mut first = [0u8; 10];
+        IdEntropy.fill(&mut first);
+        let inherited = ID_POOL.with_borrow(IdPool::clone);
+        let mut parent_next = [0u8; 10];
+        IdEntropy.fill(&mut parent_next);
+        // The child: its copy of the block, then an agent of its own started (before consent,
+        // so it writes nothing; the data dir does not exist).
+        ID_POOL.with_borrow_mut(|pool| *pool = inherited.clone());
+        let config = AgentConfig::from_toml_str(
+            "data_dir = \"/nonexistent/vantage-fork-test\"\n\
+             collector_key = \"4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a\"\n\
+             [app]\nid = \"app\"\nversion = \"1\"\nplatform = \"linux\"\n\
+             [[services]]\nid = \"checkout\"\nhosts = [\"api.example.com\"]\n\
+             [[collectors]]\nurl = \"https://collector.example.net\"\n",
+        )
+        .unwrap();
+        let agent = Agent::start(config, None).unwrap();
+        let mut child_next = [0u8; 10];
+        IdEntropy.fill(&mut child_next);
+        assert_ne!(child_next, parent_next, "the child drew the bytes the parent draws next");
+        drop(agent);
+        // The control: the same copy, under the current generation, serves those bytes again
+        // (so the check above is not passing by accident). Other tests start agents in
+        // parallel; a generation moved meanwhile makes the draw fresh, and the check retries.
+        let again = (0..100)
+            .find_map(|_| {
+                let mut copy = inherited.clone();
+                copy.generation = ID_GENERATION.load(Ordering::Relaxed);
+                ID_POOL.with_borrow_mut(|pool| *pool = copy.clone());
+                let mut again = [0u8; 10];
+                IdEntropy.fill(&mut again);
+                (ID_GENERATION.load(Ordering::Relaxed) == copy.generation).then_some(again)
+            })
+            .unwrap();
+        assert_eq!(again, parent_next);
     }
 
     /// docs/agent-config.md and `DEFAULT_QUEUE_CAPACITY` say a queued failure takes about 200
