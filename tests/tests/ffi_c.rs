@@ -93,6 +93,37 @@ async fn many_c_threads_record_concurrently_and_the_counts_add_up_at_the_collect
     assert_eq!(threads.len(), 8, "{threads:?}");
 }
 
+/// A server that recorded once, then forked a worker (as prefork servers do): the child starts
+/// an agent of its own, and parent and child record the same 300 failures at the same moment.
+/// Both sets reach the collector whole. The child inherits the recording thread's report-id
+/// randomness; had it drawn from it, its ids would repeat the parent's (same millisecond, same
+/// random bytes) and the collector, which keeps one report per id, would drop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_child_with_its_own_agent_delivers_reports_the_parents_ids_do_not_shadow() {
+    let s = Setup::new("[delivery]\nbase_backoff_ms = 100\n");
+    let n = 300;
+    let out = s.run(&[], shared_program(), "fork", "fork", &[&n.to_string()]);
+    assert!(out.contains("ok fork child delivered=300"), "{out}");
+    assert!(out.contains("ok fork parent delivered=301"), "{out}");
+    let reports = s.stored_reports().await;
+    let hosts = by_host(&reports);
+    let ids: std::collections::HashSet<_> = reports.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), reports.len(), "a report id stored twice");
+    let short: Vec<String> = (0..n)
+        .map(|i| format!("f-{i}.example.com"))
+        .filter(|host| {
+            hosts.get(host.as_str()).map_or(0, |r| r.iter().map(|r| r.count).sum::<u32>()) != 2
+        })
+        .collect();
+    assert!(
+        short.is_empty(),
+        "{} of {n} hosts without one report from the parent and one from the child: {:?}",
+        short.len(),
+        &short[..short.len().min(5)]
+    );
+    assert_eq!(hosts["before-fork.example.com"].len(), 1);
+}
+
 /// Delivery that cannot succeed: a collector serving a self-signed CA:TRUE certificate (as
 /// `openssl req -x509` makes) and a refused port. The C stats, the message and the log
 /// callback name the cause.

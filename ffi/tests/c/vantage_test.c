@@ -13,6 +13,9 @@
  *   bad-args                    null and invalid arguments give errors and messages
  *   threads <n> <millis>        n threads record concurrently; prints the counts
  *   bench <n>                   ns per vantage_agent_record call
+ *   fork <n>                    records once, forks; parent and child (an agent of its own,
+ *                               data dir <data-dir>-child) each record n failures, hosts
+ *                               f-0..f-<n-1>.example.com, at the same moment, and deliver them
  *
  * Prints "ok <mode> ..." on success; any failed check prints "FAIL ..." and exits 1.
  */
@@ -28,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -536,6 +540,84 @@ static int mode_bench(const char *config_file, const char *data_dir, long n) {
     return 0;
 }
 
+/* A server that recorded, then forked a worker: both record the same failures at the same
+ * moments. Every one must reach the collector: the child's report ids must not repeat the
+ * parent's, though it inherited the recording thread's state. An id is the millisecond and
+ * random bytes, so the i-th failure of each is recorded at the same instant of the wall clock
+ * (start + i * 200 us, start chosen by the parent and sent through a pipe): with the same
+ * random bytes most pairs of ids would be equal, not one by chance. */
+static void record_hosts(vantage_agent *agent, int n, struct timespec start) {
+    char host[64];
+    for (int i = 0; i < n; i++) {
+        struct timespec at = start;
+        long ns = at.tv_nsec + (long)i * 200000L;
+        at.tv_sec += ns / 1000000000L;
+        at.tv_nsec = ns % 1000000000L;
+        while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &at, NULL) == EINTR) {
+        }
+        snprintf(host, sizeof host, "f-%d.example.com", i);
+        vantage_failure f = failure("checkout", host);
+        f.domain = "posix";
+        f.code = ECONNRESET;
+        EXPECT(vantage_agent_record(agent, &f), VANTAGE_OK);
+    }
+}
+
+static int mode_fork(const char *config_file, const char *data_dir, int n) {
+    vantage_agent *parent = make_agent(config_file, data_dir, 0);
+    EXPECT(vantage_agent_set_consent(parent, true), VANTAGE_OK);
+    vantage_failure f = failure("checkout", "before-fork.example.com");
+    f.domain = "posix";
+    f.code = ECONNREFUSED;
+    EXPECT(vantage_agent_record(parent, &f), VANTAGE_OK);
+    int ready[2], go[2];
+    CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipe: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    char byte = 0;
+    struct timespec start;
+    if (pid == 0) {
+        /* The child: the parent's handle has no thread here; an agent of its own. */
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s-child", data_dir);
+        vantage_agent *child = make_agent(config_file, dir, 0);
+        EXPECT(vantage_agent_set_consent(child, true), VANTAGE_OK);
+        CHECK(write(ready[1], "r", 1) == 1, "write");
+        CHECK(read(go[0], &start, sizeof start) == (ssize_t)sizeof start, "read");
+        record_hosts(child, n, start);
+        uint64_t left = 99;
+        EXPECT(vantage_agent_flush(child, 30000, &left), VANTAGE_OK);
+        CHECK(left == 0, "child: undelivered %llu", (unsigned long long)left);
+        vantage_stats s = stats(child);
+        CHECK(s.delivered_failures == (uint64_t)n, "child delivered %llu",
+              (unsigned long long)s.delivered_failures);
+        vantage_agent_free(child);
+        printf("ok fork child delivered=%llu\n", (unsigned long long)s.delivered_failures);
+        fflush(stdout);
+        _exit(0);
+    }
+    CHECK(read(ready[0], &byte, 1) == 1, "read");
+    clock_gettime(CLOCK_REALTIME, &start);
+    start.tv_nsec += 20000000L; /* 20 ms from now: time for the child to read it */
+    start.tv_sec += start.tv_nsec / 1000000000L;
+    start.tv_nsec %= 1000000000L;
+    CHECK(write(go[1], &start, sizeof start) == (ssize_t)sizeof start, "write");
+    record_hosts(parent, n, start);
+    uint64_t left = 99;
+    EXPECT(vantage_agent_flush(parent, 30000, &left), VANTAGE_OK);
+    CHECK(left == 0, "parent: undelivered %llu", (unsigned long long)left);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    vantage_stats s = stats(parent);
+    CHECK(s.delivered_failures == (uint64_t)n + 1, "parent delivered %llu",
+          (unsigned long long)s.delivered_failures);
+    vantage_agent_free(parent);
+    printf("ok fork parent delivered=%llu\n", (unsigned long long)s.delivered_failures);
+    return 0;
+}
+
 /* Delivery fails: the stats, the message and the log callback name the cause. */
 static int log_warnings = 0;
 static char last_log[512];
@@ -597,6 +679,7 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "threads") == 0 && argc == 6)
         return mode_threads(config, dir, atoi(argv[4]), atol(argv[5]));
     if (strcmp(mode, "bench") == 0 && argc == 5) return mode_bench(config, dir, atol(argv[4]));
+    if (strcmp(mode, "fork") == 0 && argc == 5) return mode_fork(config, dir, atoi(argv[4]));
     fprintf(stderr, "unknown mode or wrong arguments: %s\n", mode);
     return 2;
 }
