@@ -189,6 +189,9 @@ const char *vantage_last_error(void);
 // `vantage_agent_free`; on error `*out` is set to null.
 //
 // A grant persisted by an earlier run is restored, and its buffer delivered.
+// A data dir is one agent's: while an agent holds consent there, another one (in any
+// process) is refused it with `VANTAGE_ERR_IO`, here when a grant is persisted there,
+// else by `vantage_agent_set_consent`.
 //
 // # Safety
 // `config` and `data_dir` are null or NUL-terminated strings; `out` is null or writable.

@@ -241,6 +241,61 @@ async fn without_consent_nothing_is_written_or_sent() {
     assert_eq!(rx.connections(), 0);
 }
 
+/// Two agents on one data dir (two instances of an app, a forked worker given its parent's
+/// path) would interleave their writes to its key and log, and one's compaction would rename a
+/// new log over the other's. The second is refused, by name, before it writes anything; the
+/// first keeps its key and buffer; once the first lets go (withdrawal, or shutdown), the data
+/// dir can be taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_a_data_dir_in_use_is_refused_and_the_first_keeps_its_files() {
+    let f = Fixture::new();
+    let closed = closed_port();
+    let url = [format!("https://{closed}")];
+    // Both start before either has consent: nothing on disk yet.
+    let first = f.builder(&url).build().unwrap();
+    let second = f.builder(&url).build().unwrap();
+    first.set_consent(true).unwrap();
+    let key = first.agent_key().unwrap();
+    first.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = first.flush(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(out.undelivered, 1);
+    let identity = std::fs::read(f.data_dir().join("identity.key")).unwrap();
+
+    // Granting on the data dir in use is refused, and the second agent keeps nothing.
+    let err = second.set_consent(true).unwrap_err().to_string();
+    assert!(
+        err.contains("locking the data dir") && err.contains("another agent holds it"),
+        "{err}"
+    );
+    assert_eq!(second.agent_key(), None);
+    assert_eq!(
+        second.record(ReportInput::new("checkout", "api.example.com", &refused())),
+        Recorded::NotConsented
+    );
+    second.shutdown().await.unwrap();
+    // With a grant persisted there, starting on the data dir is refused as well.
+    let err = f.builder(&url).build().map(drop).unwrap_err().to_string();
+    assert!(err.contains("another agent holds it"), "{err}");
+    // The first agent's files are as it left them, and it goes on.
+    assert_eq!(std::fs::read(f.data_dir().join("identity.key")).unwrap(), identity);
+    assert_eq!(first.agent_key(), Some(key));
+    assert_eq!(first.buffered_envelopes(), 1);
+    first.record(ReportInput::new("checkout", "api.example.com", &refused()));
+    let out = first.flush(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(out.undelivered, 2);
+
+    // Shut down, the first lets go: a restart restores its grant and buffer.
+    first.shutdown().await.unwrap();
+    drop(first);
+    let again = f.builder(&url).build().unwrap();
+    assert_eq!(again.agent_key(), Some(key));
+    assert_eq!(again.buffered_envelopes(), 2);
+    // Withdrawn, nothing is left behind, the lock file included.
+    again.set_consent(false).unwrap();
+    assert!(files_under(f.tmp.path()).is_empty(), "left: {:?}", files_under(f.tmp.path()));
+    again.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawal_deletes_buffer_and_key_and_a_new_grant_gets_a_new_key() {
     let f = Fixture::new();

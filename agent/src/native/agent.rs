@@ -31,6 +31,15 @@ use crate::wire::{AgentPublicKey, CollectorPublicKey};
 /// File names inside the data dir.
 /// The identity key's file name in the data dir (present while consent is granted).
 pub const IDENTITY_FILE: &str = "identity.key";
+/// The data dir's lock file: locked (`flock`, exclusive) by the agent for as long as it holds
+/// consent, so that a second agent on the same data dir (another process, a forked child, a
+/// second agent in this process) is refused instead of interleaving its writes with this
+/// one's (its compaction would rename a new log over the other's, whose later envelopes would
+/// go into a deleted file).
+pub const LOCK_FILE: &str = "lock";
+/// How long taking the lock waits for another holder to let go (an app restarted while its
+/// previous process is still exiting) before the data dir is reported in use.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Left by versions before the log store: a reserved high-water mark of sequence numbers,
 /// taken over once (the log keeps the exact last one since) and deleted.
 const LEGACY_SEQ_FILE: &str = "seq";
@@ -245,6 +254,8 @@ type Core = AgentCore<NativeStore, OsEntropy>;
 
 struct State {
     core: Core,
+    /// The data dir's lock while consent is held ([`LOCK_FILE`]).
+    data_dir_lock: Option<std::fs::File>,
     /// What the last drain of the inbox took, emptied: handed back at the next drain, so a
     /// steady state allocates nothing.
     batch: InboxBatch,
@@ -252,6 +263,7 @@ struct State {
 
 struct Paths {
     data_dir: PathBuf,
+    lock: PathBuf,
     identity: PathBuf,
     log: PathBuf,
     legacy_seq: PathBuf,
@@ -434,6 +446,7 @@ impl Agent {
         // A process forked after recording starts its own agent: ids from fresh bytes.
         new_id_generation();
         let paths = Paths {
+            lock: config.data_dir.join(LOCK_FILE),
             identity: config.data_dir.join(IDENTITY_FILE),
             log: config.data_dir.join(LOG_FILE),
             legacy_seq: config.data_dir.join(LEGACY_SEQ_FILE),
@@ -463,7 +476,7 @@ impl Agent {
         let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
         let inbox = Inbox::new(config.queue_capacity);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { core, batch: Batch::default() }),
+            state: Mutex::new(State { core, data_dir_lock: None, batch: Batch::default() }),
             paths,
             probe,
             uploader,
@@ -509,8 +522,10 @@ impl Agent {
 
     /// Grants (`true`) or withdraws (`false`) consent, synchronously.
     ///
-    /// Granting creates the data dir, a new identity key (`identity.key`, mode 0600) and the
-    /// buffer (`envelopes.log`); nothing exists on disk before. Withdrawing stops uploads in flight, deletes
+    /// Granting creates the data dir, its lock ([`LOCK_FILE`], held while consent is: another
+    /// agent, in this process or another, is refused the data dir), a new identity key
+    /// (`identity.key`, mode 0600) and the buffer (`envelopes.log`); nothing exists on disk
+    /// before. Withdrawing stops uploads in flight, deletes
     /// the buffer and the identity key, and forgets what was pending; a later grant gets a new,
     /// unlinkable key. Either is a no-op when already in that state.
     pub fn set_consent(&self, granted: bool) -> Result<(), AgentError> {
@@ -518,12 +533,25 @@ impl Agent {
         let mut state = shared.lock();
         let now = now_ms();
         if granted {
+            if state.data_dir_lock.is_none() {
+                // Before anything is written: another agent's files are never touched.
+                create_data_dir(&shared.paths.data_dir)?;
+                match lock_data_dir(&shared.paths) {
+                    Ok(lock) => state.data_dir_lock = Some(lock),
+                    Err(e) => {
+                        // Ours only if this call created it (then it is empty).
+                        let _ = std::fs::remove_dir(&shared.paths.data_dir);
+                        return Err(e);
+                    }
+                }
+            }
             for action in state.core.grant(now) {
                 if let ConsentAction::PersistIdentity { since } = action {
                     let Some(identity) = state.core.consent().identity() else { continue };
                     let secret = *identity.secret_bytes();
                     if let Err(e) = persist_identity(&shared.paths, &secret, since) {
                         let _ = state.core.withdraw(now);
+                        unlock_data_dir(&shared.paths, &mut state);
                         return Err(e);
                     }
                 }
@@ -557,6 +585,7 @@ impl Agent {
                     _ => {}
                 }
             }
+            unlock_data_dir(&shared.paths, &mut state);
             let _ = std::fs::remove_dir(&shared.paths.data_dir);
         }
         drop(state);
@@ -946,10 +975,19 @@ fn read_seq(path: &Path) -> u64 {
 /// that did not finish.
 fn restore(shared: &Shared) -> Result<(), AgentError> {
     let mut state = shared.lock();
+    if !shared.paths.data_dir.exists() {
+        // Never consented, or withdrawn: nothing to bring back, nothing to create.
+        return Ok(());
+    }
+    // Whatever is in the data dir is read, and maybe deleted, under its lock only.
+    state.data_dir_lock = Some(lock_data_dir(&shared.paths)?);
     match read_identity(&shared.paths.identity) {
         Some((secret, since)) => {
             state.core.restore_consent(secret, since);
-            open_buffer(shared, &mut state)?;
+            if let Err(e) = open_buffer(shared, &mut state) {
+                state.data_dir_lock = None;
+                return Err(e);
+            }
             shared.consented.store(true, Ordering::SeqCst);
         }
         None => {
@@ -960,9 +998,53 @@ fn restore(shared: &Shared) -> Result<(), AgentError> {
             remove_dir(&shared.paths.legacy_buffer)?;
             remove_file(&shared.paths.identity)?;
             remove_file(&shared.paths.legacy_seq)?;
+            unlock_data_dir(&shared.paths, &mut state);
+            let _ = std::fs::remove_dir(&shared.paths.data_dir);
         }
     }
     Ok(())
+}
+
+/// Takes the data dir's lock ([`LOCK_FILE`]), waiting up to [`LOCK_WAIT`] for another holder.
+/// The data dir exists.
+fn lock_data_dir(paths: &Paths) -> Result<std::fs::File, AgentError> {
+    use fs2::FileExt;
+    let path = &paths.lock;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(|e| file_error("opening the lock", path, e))?;
+    let contended = fs2::lock_contended_error().raw_os_error();
+    let until = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock_exclusive() {
+            Ok(()) => return Ok(file),
+            Err(e) if e.raw_os_error() == contended => {
+                if Instant::now() >= until {
+                    return Err(AgentError::File {
+                        what: "locking the data dir",
+                        path: path.display().to_string(),
+                        reason: "another agent holds it (another process, or another agent in \
+                                 this process); each agent needs a data dir of its own"
+                            .into(),
+                    });
+                }
+                // No event says when another process lets go: polled, briefly.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(file_error("locking", path, e)),
+        }
+    }
+}
+
+/// Lets go of the data dir's lock, deleting the lock file first (consent withdrawn, or never
+/// granted: the data dir is being emptied).
+fn unlock_data_dir(paths: &Paths, state: &mut State) {
+    if let Some(lock) = state.data_dir_lock.take() {
+        let _ = std::fs::remove_file(&paths.lock);
+        drop(lock);
+    }
 }
 
 /// Opens the log buffer (replacing one that is not a log) and puts it under the core. What
@@ -1047,7 +1129,7 @@ struct Step {
 /// Hands everything in the inbox to the core: failures in the order they were pushed, then
 /// each target's successes at the time of its first.
 fn absorb(shared: &Shared, state: &mut State) {
-    let State { core, batch } = state;
+    let State { core, batch, .. } = state;
     shared.inbox.take(batch);
     for chunk in &mut batch.chunks {
         for (report, at) in chunk.drain(..) {
@@ -1201,6 +1283,9 @@ fn close(shared: &Shared) {
     let mut state = shared.lock();
     // Every write of the log store is already on disk: dropping it only closes the file.
     drop(state.core.replace_store(NativeStore::Memory(MemoryStore::new())));
+    // Nothing more is written: the data dir is free for a restarted agent (its lock file stays,
+    // with the grant).
+    state.data_dir_lock = None;
     shared.consented.store(false, Ordering::SeqCst);
     shared.uploader.close_idle();
 }

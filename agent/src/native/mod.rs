@@ -100,7 +100,7 @@ pub mod validate;
 
 pub use self::agent::{
     Agent, AgentError, CollectorDelivery, DeliveryListener, FlushOutcome, HostUpload,
-    IDENTITY_FILE, OsEntropy,
+    IDENTITY_FILE, LOCK_FILE, OsEntropy,
 };
 pub use self::config::{AgentBuilder, AgentConfig, CollectorConfig, ConfigError, ServiceConfig};
 pub use self::uploader::{ENVELOPE_MEDIA_TYPE, SENT_AT_HEADER, parse_retry_after};

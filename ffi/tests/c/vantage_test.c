@@ -13,8 +13,9 @@
  *   bad-args                    null and invalid arguments give errors and messages
  *   threads <n> <millis>        n threads record concurrently; prints the counts
  *   bench <n>                   ns per vantage_agent_record call
- *   fork <n>                    records once, forks; parent and child (an agent of its own,
- *                               data dir <data-dir>-child) each record n failures, hosts
+ *   fork <n>                    records once, forks; the child is refused the parent's data
+ *                               dir; parent and child (an agent of its own, data dir
+ *                               <data-dir>-child) each record n failures, hosts
  *                               f-0..f-<n-1>.example.com, at the same moment, and deliver them
  *
  * Prints "ok <mode> ..." on success; any failed check prints "FAIL ..." and exits 1.
@@ -578,7 +579,15 @@ static int mode_fork(const char *config_file, const char *data_dir, int n) {
     char byte = 0;
     struct timespec start;
     if (pid == 0) {
-        /* The child: the parent's handle has no thread here; an agent of its own. */
+        /* The child: the parent's handle has no thread here; an agent of its own, refused on
+         * the parent's data dir (in use), started on one of its own. */
+        char *config = read_file(config_file);
+        vantage_agent *refused = NULL;
+        EXPECT(vantage_agent_new(config, data_dir, 0, &refused), VANTAGE_ERR_IO);
+        CHECK(refused == NULL, "a handle on a data dir in use");
+        CHECK(strstr(vantage_last_error(), "another agent holds it") != NULL, "message: %s",
+              vantage_last_error());
+        free(config);
         char dir[4096];
         snprintf(dir, sizeof dir, "%s-child", data_dir);
         vantage_agent *child = make_agent(config_file, dir, 0);
