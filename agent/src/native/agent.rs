@@ -1006,7 +1006,7 @@ fn restore(shared: &Shared) -> Result<(), AgentError> {
 }
 
 /// Takes the data dir's lock ([`LOCK_FILE`]), waiting up to [`LOCK_WAIT`] for another holder.
-/// The data dir exists.
+/// The data dir exists. Where the file system has no locks, the file is returned unlocked.
 fn lock_data_dir(paths: &Paths) -> Result<std::fs::File, AgentError> {
     use fs2::FileExt;
     let path = &paths.lock;
@@ -1033,7 +1033,13 @@ fn lock_data_dir(paths: &Paths) -> Result<std::fs::File, AgentError> {
                 // No event says when another process lets go: polled, briefly.
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(e) => return Err(file_error("locking", path, e)),
+            Err(e) => {
+                // A file system without locks (some network and FUSE mounts): the agent works
+                // as it did before the lock, unguarded, rather than not at all.
+                tracing::warn!(path = %path.display(), error = %e,
+                    "the data dir cannot be locked here; another agent on it would not be refused");
+                return Ok(file);
+            }
         }
     }
 }
