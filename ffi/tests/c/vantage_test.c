@@ -98,6 +98,20 @@ static vantage_failure failure(const char *service, const char *host) {
     return f;
 }
 
+static vantage_agent *consented_agent(const char *config_file, const char *data_dir) {
+    vantage_agent *agent = make_agent(config_file, data_dir, 0);
+    EXPECT(vantage_agent_set_consent(agent, true), VANTAGE_OK);
+    return agent;
+}
+
+/* A failure of service "checkout" with an errno. */
+static vantage_failure posix_failure(const char *host, int code) {
+    vantage_failure f = failure("checkout", host);
+    f.domain = "posix";
+    f.code = code;
+    return f;
+}
+
 static vantage_stats stats(const vantage_agent *agent) {
     vantage_stats s;
     memset(&s, 0, sizeof s);
@@ -525,11 +539,8 @@ static int mode_threads(const char *config_file, const char *data_dir, int n, lo
 }
 
 static int mode_bench(const char *config_file, const char *data_dir, long n) {
-    vantage_agent *agent = make_agent(config_file, data_dir, 0);
-    EXPECT(vantage_agent_set_consent(agent, true), VANTAGE_OK);
-    vantage_failure f = failure("checkout", "bench.example.com");
-    f.domain = "posix";
-    f.code = ECONNREFUSED;
+    vantage_agent *agent = consented_agent(config_file, data_dir);
+    vantage_failure f = posix_failure("bench.example.com", ECONNREFUSED);
     unsigned long long ok = 0;
     double t0 = now_secs();
     for (long i = 0; i < n; i++) {
@@ -557,19 +568,14 @@ static void record_hosts(vantage_agent *agent, int n, struct timespec start) {
         while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &at, NULL) == EINTR) {
         }
         snprintf(host, sizeof host, "f-%d.example.com", i);
-        vantage_failure f = failure("checkout", host);
-        f.domain = "posix";
-        f.code = ECONNRESET;
+        vantage_failure f = posix_failure(host, ECONNRESET);
         EXPECT(vantage_agent_record(agent, &f), VANTAGE_OK);
     }
 }
 
 static int mode_fork(const char *config_file, const char *data_dir, int n) {
-    vantage_agent *parent = make_agent(config_file, data_dir, 0);
-    EXPECT(vantage_agent_set_consent(parent, true), VANTAGE_OK);
-    vantage_failure f = failure("checkout", "before-fork.example.com");
-    f.domain = "posix";
-    f.code = ECONNREFUSED;
+    vantage_agent *parent = consented_agent(config_file, data_dir);
+    vantage_failure f = posix_failure("before-fork.example.com", ECONNREFUSED);
     EXPECT(vantage_agent_record(parent, &f), VANTAGE_OK);
     int ready[2], go[2];
     CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipe: %s", strerror(errno));
@@ -590,8 +596,7 @@ static int mode_fork(const char *config_file, const char *data_dir, int n) {
         free(config);
         char dir[4096];
         snprintf(dir, sizeof dir, "%s-child", data_dir);
-        vantage_agent *child = make_agent(config_file, dir, 0);
-        EXPECT(vantage_agent_set_consent(child, true), VANTAGE_OK);
+        vantage_agent *child = consented_agent(config_file, dir);
         CHECK(write(ready[1], "r", 1) == 1, "write");
         CHECK(read(go[0], &start, sizeof start) == (ssize_t)sizeof start, "read");
         record_hosts(child, n, start);
