@@ -13,6 +13,7 @@ use hpke::{Deserializable, Kem as _, Serializable};
 use vantage_agent::report::Batch;
 use vantage_agent::wire::{
     self, AgentPublicKey, CollectorPublicKey, DecodeError, Envelope, KeyId, SignedBatch,
+    VerifyError,
 };
 
 type KemPrivateKey = <X25519HkdfSha256 as hpke::Kem>::PrivateKey;
@@ -173,13 +174,17 @@ impl Opener {
             .open(&envelope.enc, &envelope.header_bytes(), &envelope.ciphertext)
             .ok_or(OpenError::DecryptFailed)?;
         let signed = SignedBatch::decode(&plaintext).map_err(OpenError::Malformed)?;
-        // What `SignedBatch::verify` checks, with the collector's own Ed25519 verification
-        // (`ed25519.rs`: *ring*'s verdicts, on a vectorised backend).
-        let batch = Batch::decode(&signed.batch).map_err(OpenError::Malformed)?;
-        let message: [&[u8]; 3] = [wire::SIGNATURE_TAG, &envelope.key_id.0, &signed.batch];
-        if !ed25519::verify(batch.agent_key.as_bytes(), &message, &signed.signature) {
-            return Err(OpenError::BadSignature);
-        }
+        // The collector's own Ed25519 verification (`ed25519.rs`: *ring*'s verdicts, on a
+        // vectorised backend).
+        let batch = signed
+            .verify_with(&envelope.key_id, |key, parts, signature| {
+                ed25519::verify(key.as_bytes(), parts, signature)
+            })
+            .map_err(|e| match e {
+                VerifyError::BadSignature => OpenError::BadSignature,
+                VerifyError::Malformed(d) => OpenError::Malformed(d),
+                _ => OpenError::BadSignature,
+            })?;
         let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
         let mut d = [0u8; 32];
         d.copy_from_slice(digest.as_ref());
