@@ -18,8 +18,9 @@
 //! Writing each new id into its chunk rewrote a chunk value (about 1 KiB) per stored report,
 //! which was most of what a group commit wrote. Agents make ids that start with the time
 //! (`ReportId::new`), so most new ids sort after every timely id in the chunks (timely: made by
-//! the group's time plus [`AHEAD_MS`]). A group commit writes those as one *run*, `P` ‖ group
-//! seq → the ids, sorted, and the writer keeps every id of the runs in memory ([`Pending`], at
+//! the group's time plus [`AHEAD_MS`]). A group commit writes those as one *run*, sorted, in
+//! pieces of at most [`RUN_PIECE`] ids (`P` ‖ group seq ‖ piece, see [`run_piece_key`]), and
+//! the writer keeps every id of the runs in memory ([`Pending`], at
 //! most about [`MERGE_AT`] plus one group's). Once that many are pending, a write step of its
 //! own (one journal record) merges the oldest runs, at least [`MERGE_STEP`] ids, into the
 //! chunks and deletes them: mostly new chunks appended at the end of the timely ids, few
@@ -206,12 +207,38 @@ fn greatest_at_or_below(rows: &sled::Tree, bound: &[u8; 16]) -> Result<Option<[u
     Ok(None)
 }
 
-/// The `rows` key of the run of group `seq`.
+/// Most ids in one piece of a run (4 KiB). A group's run is at most [`super::MAX_GROUP`]
+/// batches of up to 1,000 reports: one value of up to 4 MB. sled 0.34 writes a value, or a
+/// leaf of up to 16 values, that is over a quarter of its 512 KiB segments to a file of its
+/// own under `blobs/` and deletes that file only when the segment that points at it is
+/// reclaimed, which may be never (sled issue 786): a store at its size bound with runs of a
+/// few thousand ids grew its files by a blob each time such a leaf was rewritten. In pieces of
+/// 4 KiB a leaf stays under that size, as `R`, `T`, `G` and `I` rows do.
+pub(super) const RUN_PIECE: usize = 256;
+
+/// The `rows` key prefix of the run of group `seq`: its pieces are keyed below it
+/// ([`run_piece_key`]); a format 7 store's whole runs are keyed by exactly this.
 pub(super) fn run_key(seq: u64) -> [u8; 9] {
     let mut key = [0; 9];
     key[0] = P_RUNS;
     key[1..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The `rows` key of piece `piece` of the run of group `seq`: `P` ‖ seq u64 BE ‖ piece u32 BE.
+pub(super) fn run_piece_key(seq: u64, piece: u32) -> [u8; 13] {
+    let mut key = [0; 13];
+    key[..9].copy_from_slice(&run_key(seq));
+    key[9..].copy_from_slice(&piece.to_be_bytes());
+    key
+}
+
+/// The group seq of a run key: a piece's (13 bytes) or a format 7 whole run's (9 bytes).
+fn run_seq(key: &[u8]) -> Result<u64, String> {
+    match key.len() {
+        9 | 13 => Ok(u64::from_be_bytes(key[1..9].try_into().unwrap_or_default())),
+        n => Err(format!("id run key of {n} bytes")),
+    }
 }
 
 /// The ids of the runs not merged yet (see "Pending runs" above), and what the writer knows
@@ -243,13 +270,12 @@ impl Pending {
         let mut pending = Pending::default();
         for item in rows.scan_prefix([P_RUNS]) {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            let seq = k
-                .get(1..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| format!("id run key of {} bytes", k.len()))?;
+            let seq = run_seq(&k)?;
             pending.ids.extend(decode_chunk(&v)?);
-            pending.runs.push_back(seq);
+            // A run's pieces are next to each other in key order.
+            if pending.runs.back() != Some(&seq) {
+                pending.runs.push_back(seq);
+            }
         }
         pending.advance(rows, now_ms)?;
         Ok(pending)
@@ -301,7 +327,9 @@ impl Pending {
             return;
         }
         new_ids.sort_unstable();
-        batch.insert(&run_key(seq)[..], new_ids.concat());
+        for (piece, ids) in (0u32..).zip(new_ids.chunks(RUN_PIECE)) {
+            batch.insert(&run_piece_key(seq, piece)[..], ids.concat());
+        }
     }
 
     /// Records a run written by [`Pending::write_run`].
@@ -326,13 +354,16 @@ impl Pending {
             if merged.ids.len() >= step {
                 break;
             }
-            let key = run_key(*seq);
-            let run = rows
-                .get(key)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("id run of group {seq} missing"))?;
-            merged.ids.extend(decode_chunk(&run)?);
-            batch.remove(&key[..]);
+            let mut pieces = 0;
+            for item in rows.scan_prefix(run_key(*seq)) {
+                let (key, run) = item.map_err(|e| e.to_string())?;
+                merged.ids.extend(decode_chunk(&run)?);
+                batch.remove(&key[..]);
+                pieces += 1;
+            }
+            if pieces == 0 {
+                return Err(format!("id run of group {seq} missing"));
+            }
             merged.runs += 1;
         }
         merged.ids.sort_unstable();
@@ -373,6 +404,58 @@ mod tests {
         let mut id = [0; 16];
         id[..2].copy_from_slice(&n.to_be_bytes());
         id
+    }
+
+    /// A run is written in pieces of at most [`RUN_PIECE`] ids; a format 7 whole run (one
+    /// value under the 9-byte key) and a run in pieces are both read as one run each and
+    /// merged whole, every piece removed.
+    #[test]
+    fn runs_are_pieces_and_format_7_whole_runs_are_read_and_merged() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let rows = db.open_tree("rows").unwrap();
+        let old: Vec<[u8; 16]> = (0..300u16).map(|n| id(n * 2 + 1)).collect();
+        rows.insert(run_key(7), old.concat()).unwrap();
+        let mut new: Vec<[u8; 16]> = (0..600u16).rev().map(|n| id(n * 2 + 2000)).collect();
+        let mut batch = Batch::default();
+        Pending::write_run(8, &mut new, &mut batch);
+        rows.apply_batch(batch.to_sled()).unwrap();
+        let values: Vec<(sled::IVec, sled::IVec)> =
+            rows.scan_prefix(run_key(8)).map(Result::unwrap).collect();
+        assert_eq!(values.len(), 3, "600 ids in pieces of 256");
+        for (piece, (k, v)) in (0u32..).zip(&values) {
+            assert_eq!(k.as_ref(), run_piece_key(8, piece));
+            assert!(v.len() <= RUN_PIECE * 16);
+        }
+        let ids = |values: &[(sled::IVec, sled::IVec)]| -> Vec<[u8; 16]> {
+            values.iter().flat_map(|(_, v)| decode_chunk(v).unwrap()).collect()
+        };
+        assert!(ids(&values).windows(2).all(|w| w[0] < w[1]), "sorted across pieces");
+
+        let mut pending = Pending::load(&rows, 0).unwrap();
+        assert_eq!(pending.runs, [7, 8]);
+        assert_eq!(pending.len(), 900);
+        assert!(pending.contains(&id(1)) && pending.contains(&id(3198)));
+        // One step of 1 id still takes whole runs: the old one first, then the pieces.
+        let mut batch = Batch::default();
+        let merged = pending.merge_step(&rows, 1, &mut batch).unwrap();
+        rows.apply_batch(batch.to_sled()).unwrap();
+        pending.merged(&merged);
+        assert_eq!((pending.runs.len(), pending.len()), (1, 600));
+        assert!(rows.get(run_key(7)).unwrap().is_none());
+        let mut batch = Batch::default();
+        let merged = pending.merge_step(&rows, 1, &mut batch).unwrap();
+        rows.apply_batch(batch.to_sled()).unwrap();
+        pending.merged(&merged);
+        assert_eq!((pending.is_empty(), pending.ids().len()), (true, 0));
+        assert_eq!(rows.scan_prefix([P_RUNS]).count(), 0, "every piece removed");
+        let mut chunks = IdChunks::default();
+        for i in old.iter().chain(&new) {
+            chunks.load(&rows, i).unwrap();
+            assert!(chunks.contains(i));
+        }
+        // A run key of another length is refused by name.
+        rows.insert([P_RUNS, 1, 2], &[][..]).unwrap();
+        assert!(Pending::load(&rows, 0).unwrap_err().contains("id run key of 3 bytes"));
     }
 
     #[test]

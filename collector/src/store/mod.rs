@@ -1,7 +1,7 @@
 //! The collector's durable store: accepted reports and target counts in sled, with dedup,
 //! group commit and retention.
 //!
-//! # On-disk layout (sled 0.34, one directory; format 7)
+//! # On-disk layout (sled 0.34, one directory; format 8)
 //!
 //! Everything but the format marker is in **one tree, `rows`**, so a group commit is one
 //! journal record (no multi-tree transaction), and it writes few keys: reports are not
@@ -16,7 +16,7 @@
 //! | `R` ‖ bucket u64 BE ‖ group seq u64 BE ‖ chunk u32 BE   | report entries (below)                |
 //! | `T` ‖ bucket ‖ group seq ‖ chunk                        | targets entries (not NEL failure counts) |
 //! | `I` ‖ lower bound (16): chunks of agent report ids (`ids.rs`) | up to 64 sorted ids, 16 bytes each |
-//! | `P` ‖ group seq u64 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`) | its sorted ids, 16 bytes each |
+//! | `P` ‖ group seq u64 BE ‖ piece u32 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`); format 7 wrote a whole run under `P` ‖ seq | its sorted ids, 16 bytes each, at most 256 a piece |
 //! | `G` ‖ `created_at` bucket u64 BE ‖ the row's greatest digest (32) | version byte (2), the row's `until` (u64 BE: no report or count of its envelopes has a later event time; see "Duplicates"), then sorted digests (32 bytes each) of envelopes made in the bucket, at most 128; a bucket's rows hold disjoint ranges. Format 6 rows: version byte 1, no `until` |
 //! | `C` ‖ envelope `created_at` u64 BE ‖ envelope digest (32): written by formats 4 and 5, read until the dedup horizon passed | empty |
 //! | `N` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new NEL upload digests, their first 16 bytes each (`recent.rs`) |
@@ -141,9 +141,13 @@
 //! digests by `created_at` and keeps NEL digests in a window (below); format 5 journals a
 //! group's rows as deferred writes (`unflushed.rs`), which an older build could not replay;
 //! format 6 packs envelope digests into `G` rows, which an older build would not
-//! look up (it would store a re-send again); format 7 (this build) gives `G` rows an `until`
+//! look up (it would store a re-send again); format 7 gives `G` rows an `until`
 //! and counts digests in `bytes`, which format 6 would read as a corrupt row and a store over
-//! its bound. So a format 3 to 6 store is marked 7 at open with nothing moved. Its version 1
+//! its bound; format 8 (this build) writes a group's id run in pieces of at most 256 ids
+//! (`ids::RUN_PIECE`: a whole run could be written by sled to a blob file it never deleted),
+//! whose keys format 7 would refuse as corrupt. A format 7 store is marked 8 at open with
+//! nothing moved (its whole runs are read and merged as they are). A format 3 to 6 store is
+//! marked 8 at open with nothing moved as well. Its version 1
 //! `G` rows are not counted and not evicted by size: they expire by age, as they did (counting
 //! them at once could put a store that sat at its bound far over it, and since their envelopes
 //! may have been received as late as the upgrade, the size pass would have to evict every
@@ -266,7 +270,7 @@ use journal::{Batch, Journal};
 
 /// The on-disk format this build writes and reads (the `meta/format` value). Format 1
 /// stores are upgraded in place when opened (see "Formats").
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 /// Most batches one group commit takes from the queue.
 pub const MAX_GROUP: usize = 256;
 /// Capacity of the channel into the writer; `commit` waits when it is full.
@@ -1646,6 +1650,15 @@ impl Shared {
                     // before now, which is written first (sled recovers a prefix of its log, so
                     // a store marked 7 has it). Format 6 also did not count digests in `bytes`:
                     // the missing `digests` counter has them counted at open.
+                    // Format 7 wrote a group's id run as one value, which sled 0.34 could put
+                    // in a file of its own and never delete (`ids::RUN_PIECE`); its whole runs
+                    // are read and merged as they are, and the marker keeps a format 7 build,
+                    // which would refuse the keys of pieces as corrupt, from using the store.
+                    7 => {
+                        meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
+                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format 7: nothing moved)");
+                        Ok(())
+                    }
                     old @ (3..=6) => {
                         let key = meta_key(META_V1_UNTIL);
                         if self.trees.rows.get(&key).map_err(engine)?.is_none() {
@@ -3180,6 +3193,25 @@ mod tests {
         let err = Store::open(StoreConfig::new(dir.path())).unwrap_err().to_string();
         assert!(err.contains(&format!("on-disk format {}", FORMAT_VERSION + 1)), "{err}");
         assert!(err.contains(&format!("this build reads formats 1 to {FORMAT_VERSION}")), "{err}");
+
+        // A format 7 store is marked 8 with nothing moved: its whole id runs (one value under
+        // `P` ‖ seq) are pending ids, merged into the chunks like runs in pieces.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let old: Vec<[u8; 16]> = (1..=40u8).map(|n| [n; 16]).collect();
+        store.shared.trees.rows.insert(ids::run_key(1), old.concat()).unwrap();
+        store.shared.trees.meta.insert(META_FORMAT, &7u32.to_be_bytes()).unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
+        assert_eq!(format.as_ref(), 8u32.to_be_bytes());
+        assert!(old.iter().all(|id| store.shared.write.lock().unwrap().pending.contains(id)));
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        assert_eq!((keys(&store, P_RUNS), keys(&store, P_IDS)), (0, 1), "merged at close");
+        store.close().await.unwrap();
     }
 
     /// A format 3 store keeps a `D` key per digest and an `E` row per group: opened by this
@@ -4063,6 +4095,65 @@ mod tests {
         IngestBatch { digest, origin, ..batch(0, reports) }
     }
 
+    /// Bytes allocated on disk to the files under `dir` but the reserve: (all of them, those
+    /// of sled's `blobs/` directory).
+    fn store_files(dir: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let (mut all, mut blobs) = (0, 0);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                let (a, _) = store_files(&entry.path());
+                all += a;
+                if entry.file_name() == "blobs" {
+                    blobs += a;
+                }
+            } else if entry.file_name() != disk::RESERVE_FILE {
+                all += meta.blocks() * 512;
+            }
+        }
+        (all, blobs)
+    }
+
+    /// At its size bound the store's files stay level: groups of 200 envelopes of 10 reports
+    /// (a run of 2,000 new ids each) through six times the bound, the files never over 4 times
+    /// `max_bytes` plus 8 MiB (sled's segments, the journal) and nothing in sled's `blobs/`.
+    /// A run written as one 32 KiB value made leaves of nine runs that sled wrote as blob
+    /// files, which it deletes only when it reclaims the segment pointing at them: the files
+    /// grew from 14 to 32 MB over 330 such rounds at a 4 MiB bound, a blob file at a time.
+    #[tokio::test]
+    async fn the_store_files_stay_level_at_the_size_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit: u64 = 4 << 20;
+        let store =
+            Store::open(StoreConfig { max_bytes: limit, ..StoreConfig::new(dir.path()) }).unwrap();
+        let (mut most, mut reports) = (0, 0u32);
+        for round in 0..80u32 {
+            let batches: Vec<IngestBatch> =
+                (round * 200..round * 200 + 200).map(|i| numbered(i, 10)).collect();
+            group(&store, &batches);
+            reports += 2000;
+            store
+                .enforce_retention(UnixMillis(1_000_000 + u64::from(round + 1) * 200_000))
+                .unwrap();
+            let s = store.stats();
+            assert!(s.bytes <= limit, "round {round}: {s:?}");
+            let (all, blobs) = store_files(dir.path());
+            assert_eq!(blobs, 0, "round {round}: sled wrote blob files");
+            assert!(all <= 4 * limit + (8 << 20), "round {round}: {all} bytes of files");
+            most = most.max(all);
+        }
+        // The bound was passed many times over.
+        let per =
+            report_bytes(codec::encode_report(&numbered(1, 1).reports[0], false).unwrap().len());
+        assert!(u64::from(reports) * per > 6 * limit, "{reports} reports of {per} bytes");
+        assert!(store.stats().reports < u64::from(reports / 4));
+        eprintln!("store files at most {most} bytes at a bound of {limit}");
+        assert_ids_once(&store);
+        store.close().await.unwrap();
+    }
+
     fn assert_ids_once(store: &Store) {
         let mut ids: Vec<[u8; 16]> = all_reports_of(store).iter().map(|r| r.id).collect();
         let n = ids.len();
@@ -4207,7 +4298,7 @@ mod tests {
         let config = StoreConfig { max_bytes: v6, ..config };
         let store = Store::open(config.clone()).unwrap();
         let format = store.shared.trees.meta.get(META_FORMAT).unwrap().unwrap();
-        assert_eq!(format.as_ref(), 7u32.to_be_bytes());
+        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
         let marked = store.stats();
         assert_eq!((marked.reports, marked.digests, marked.bytes), (100, 0, v6));
         let v1_until = store.shared.v1_until.load(std::sync::atomic::Ordering::Relaxed);
