@@ -1008,8 +1008,15 @@ fn restore(shared: &Shared) -> Result<(), AgentError> {
 /// Takes the data dir's lock ([`LOCK_FILE`]), waiting up to [`LOCK_WAIT`] for another holder.
 /// The data dir exists. Where the file system has no locks, the file is returned unlocked.
 fn lock_data_dir(paths: &Paths) -> Result<std::fs::File, AgentError> {
-    use fs2::FileExt;
-    let path = &paths.lock;
+    lock_file_with(&paths.lock, fs2::FileExt::try_lock_exclusive)
+}
+
+/// [`lock_data_dir`] with the non-blocking lock call given (tests stand in for a file system
+/// without locks).
+fn lock_file_with(
+    path: &Path,
+    try_lock: impl Fn(&std::fs::File) -> std::io::Result<()>,
+) -> Result<std::fs::File, AgentError> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -1018,7 +1025,7 @@ fn lock_data_dir(paths: &Paths) -> Result<std::fs::File, AgentError> {
     let contended = fs2::lock_contended_error().raw_os_error();
     let until = Instant::now() + LOCK_WAIT;
     loop {
-        match file.try_lock_exclusive() {
+        match try_lock(&file) {
             Ok(()) => return Ok(file),
             Err(e) if e.raw_os_error() == contended => {
                 if Instant::now() >= until {
@@ -1415,6 +1422,52 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    /// Where the file system has no locks (`flock` fails with `ENOLCK`, as on NFS without a
+    /// lock daemon, or with another error that is not contention) the data dir's lock is
+    /// skipped and the agent runs unguarded; contention is waited for up to [`LOCK_WAIT`],
+    /// then refused by name.
+    #[test]
+    fn a_file_system_without_locks_is_used_unguarded_and_contention_is_refused() {
+        use std::cell::Cell;
+        let dir = std::env::temp_dir().join(format!("vantage-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(LOCK_FILE);
+        let no_locks = [
+            || std::io::Error::from_raw_os_error(libc::ENOLCK),
+            || std::io::Error::new(std::io::ErrorKind::Unsupported, "no locks here"),
+        ];
+        for error in no_locks {
+            let calls = Cell::new(0);
+            let file = lock_file_with(&path, |_| {
+                calls.set(calls.get() + 1);
+                Err(error())
+            })
+            .expect("used unguarded");
+            assert_eq!(calls.get(), 1, "not retried");
+            drop(file);
+            assert!(path.exists());
+        }
+        // Contended, then free: waited for.
+        let calls = Cell::new(0);
+        lock_file_with(&path, |_| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 { Err(fs2::lock_contended_error()) } else { Ok(()) }
+        })
+        .expect("taken once free");
+        assert_eq!(calls.get(), 3);
+        // Contended throughout: refused by name after the wait.
+        let start = Instant::now();
+        let err = lock_file_with(&path, |_| Err(fs2::lock_contended_error())).unwrap_err();
+        assert!(start.elapsed() >= LOCK_WAIT);
+        let text = err.to_string();
+        assert!(
+            text.contains("locking the data dir") && text.contains("another agent holds it"),
+            "{text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn id_entropy_never_repeats_a_block_across_refills_and_threads() {
