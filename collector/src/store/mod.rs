@@ -1654,19 +1654,14 @@ impl Shared {
                     // in a file of its own and never delete (`ids::RUN_PIECE`); its whole runs
                     // are read and merged as they are, and the marker keeps a format 7 build,
                     // which would refuse the keys of pieces as corrupt, from using the store.
-                    7 => {
-                        meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
-                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format 7: nothing moved)");
-                        Ok(())
-                    }
-                    old @ (3..=6) => {
+                    old @ (3..=7) => {
                         let key = meta_key(META_V1_UNTIL);
-                        if self.trees.rows.get(&key).map_err(engine)?.is_none() {
+                        if old <= 6 && self.trees.rows.get(&key).map_err(engine)?.is_none() {
                             let now = crate::clock::now_millis().0;
                             self.trees.rows.insert(key, &now.to_be_bytes()[..]).map_err(engine)?;
                         }
                         meta.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes()).map_err(engine)?;
-                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format {old}: nothing moved; older digests are read until they expire)");
+                        tracing::info!(path = %self.path.display(), "store marked format {FORMAT_VERSION} (from format {old}: nothing moved; older keys are read as they are)");
                         Ok(())
                     }
                     version => Err(StoreError::Open {
