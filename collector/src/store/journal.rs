@@ -55,6 +55,32 @@ pub const CHECKPOINT_BYTES: u64 = 1024 * 1024;
 /// ... or once this long has passed since the last checkpoint (bounds what a restart replays).
 pub const CHECKPOINT_PERIOD: Duration = Duration::from_secs(2);
 
+/// The largest value written to the `rows` tree. sled 0.34 splits a leaf only by its number
+/// of keys (past 16; a merge can leave 19), never by size, and writes any page whose
+/// serialized size is over a quarter of a segment (512 KiB / 4, less a header) to a file of
+/// its own under `blobs/`, which it deletes only when it reclaims the segment pointing at it,
+/// possibly never: with larger values the store's files grew without a bound at `max_bytes`
+/// (`docs/performance.md`, fifteenth round). So every key family chunks its values to about
+/// 4 KiB (rows `ROW_BYTES` plus one entry, id run pieces of `ids::RUN_PIECE`, digest rows),
+/// and every write to the tree is checked against this bound in debug builds (the tests).
+pub(super) const MAX_ROWS_VALUE: usize = 6 * 1024;
+/// Keys of the `rows` tree are at most this long (a report row key is 21 bytes).
+const MAX_ROWS_KEY: usize = 64;
+const _: () = assert!(19 * (MAX_ROWS_VALUE + MAX_ROWS_KEY + 16) < 512 * 1024 / 4 - 32);
+
+/// Checks one write to the `rows` tree against [`MAX_ROWS_VALUE`] (debug builds).
+#[track_caller]
+pub(super) fn debug_check_rows_value(key: &[u8], value: &[u8]) {
+    debug_assert!(
+        value.len() <= MAX_ROWS_VALUE && key.len() <= MAX_ROWS_KEY,
+        "a rows value of {} bytes under a key of {} bytes starting {:?}: over {MAX_ROWS_VALUE} \
+         and {MAX_ROWS_KEY}, sled would write its leaf as a blob file",
+        value.len(),
+        key.len(),
+        key.first().map(|b| *b as char),
+    );
+}
+
 /// Record header: payload length (u32 LE), CRC-32 of epoch and payload (u32 LE), epoch (u64 LE).
 const HEADER: usize = 16;
 const OP_REMOVE: u8 = 0;
@@ -74,8 +100,11 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    #[track_caller]
     pub(super) fn insert<K: Into<IVec>, V: Into<IVec>>(&mut self, key: K, value: V) {
-        self.ops.push((key.into(), Some(value.into())));
+        let (key, value) = (key.into(), value.into());
+        debug_check_rows_value(&key, &value);
+        self.ops.push((key, Some(value)));
     }
 
     pub(super) fn remove<K: Into<IVec>>(&mut self, key: K) {
@@ -83,8 +112,11 @@ impl Batch {
     }
 
     /// A row insert held back from sled until the checkpoint (see `deferred`).
+    #[track_caller]
     pub(super) fn insert_deferred<K: Into<IVec>, V: Into<IVec>>(&mut self, key: K, value: V) {
-        self.deferred.push((key.into(), value.into()));
+        let (key, value) = (key.into(), value.into());
+        debug_check_rows_value(&key, &value);
+        self.deferred.push((key, value));
     }
 
     /// The row inserts held back from sled.
@@ -394,10 +426,36 @@ mod tests {
         j.truncate().unwrap();
         assert!(!j.checkpoint_due());
         let mut big = Batch::default();
-        big.insert(vec![1], vec![0; CHECKPOINT_BYTES as usize]);
+        for n in 0..CHECKPOINT_BYTES / MAX_ROWS_VALUE as u64 + 1 {
+            big.insert(n.to_be_bytes().to_vec(), vec![0; MAX_ROWS_VALUE]);
+        }
         j.append(&big).unwrap();
         assert!(j.checkpoint_due());
         j.checkpointed();
         assert!(!j.checkpoint_due());
+    }
+
+    /// A value over the bound is caught where it is put into a batch, in debug builds, with
+    /// the key family named; one at the bound is taken.
+    #[test]
+    #[cfg(debug_assertions)]
+    fn a_rows_value_over_the_bound_is_caught_in_debug_builds() {
+        let mut b = Batch::default();
+        b.insert(vec![b'R'; 21], vec![0; MAX_ROWS_VALUE]);
+        b.insert_deferred(vec![b'R'; 21], vec![0; MAX_ROWS_VALUE]);
+        for deferred in [false, true] {
+            let caught = std::panic::catch_unwind(move || {
+                let mut b = Batch::default();
+                if deferred {
+                    b.insert_deferred(vec![b'P'; 13], vec![0; MAX_ROWS_VALUE + 1]);
+                } else {
+                    b.insert(vec![b'P'; 13], vec![0; MAX_ROWS_VALUE + 1]);
+                }
+            })
+            .unwrap_err();
+            let message = caught.downcast_ref::<String>().unwrap();
+            assert!(message.contains("a rows value of 6145 bytes"), "{message}");
+            assert!(message.contains("starting Some('P')"), "{message}");
+        }
     }
 }

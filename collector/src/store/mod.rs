@@ -801,7 +801,9 @@ fn put_digest_rows(
         let part = &digests[start..end];
         let row_key = digest_row_key(bucket, &part[part.len() - 1]);
         rewritten |= row_key[..] == *key;
-        batch.insert(&row_key[..], digest_row_value(until, part));
+        let value = digest_row_value(until, part);
+        journal::debug_check_rows_value(&row_key, &value);
+        batch.insert(&row_key[..], value);
         start = end;
     }
     rewritten
@@ -1010,10 +1012,12 @@ fn encode_rows(
             size += codec::entry_len_bound(entries[end].record.len());
             end += 1;
         }
-        out(
+        let (key, value) = (
             row_key(prefix, bucket, seq, chunk),
             codec::encode_row(bucket, with_ids, entries[start..end].iter()),
         );
+        journal::debug_check_rows_value(&key, &value);
+        out(key, value);
         chunk += 1;
         start = end;
     }
@@ -4146,6 +4150,49 @@ mod tests {
         assert!(store.stats().reports < u64::from(reports / 4));
         eprintln!("store files at most {most} bytes at a bound of {limit}");
         assert_ids_once(&store);
+        store.close().await.unwrap();
+    }
+
+    /// Reports at the ingest path's limits (a 64-byte service id, a 253-byte host, a 64-byte
+    /// label, an ASN and a country) still make rows under `journal::MAX_ROWS_VALUE`, the
+    /// groups' own rows and the rows merged at the checkpoint alike (every write is checked
+    /// in debug builds; the tree is scanned here too).
+    #[tokio::test]
+    async fn rows_of_the_largest_reports_stay_under_the_value_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let host = ["a", "b", "c"].map(|l| l.repeat(63)).join(".") + "." + &"d".repeat(61);
+        assert_eq!(host.len(), 253);
+        let label = format!("quic.{}", "x".repeat(59));
+        let batches: Vec<IngestBatch> = (0..40u32)
+            .map(|i| {
+                let mut b = numbered(i / 4, 50);
+                b.digest[31] = i as u8;
+                for (j, r) in b.reports.iter_mut().enumerate() {
+                    r.id[5] = i as u8;
+                    r.id[6] = j as u8;
+                    r.host = host.clone();
+                    r.service = "s".repeat(64);
+                    r.error_type = ErrorType::from_label(&label).unwrap();
+                    r.enrichment =
+                        Enrichment { asn: Some(u32::MAX - 1), country: Country::parse("nz") };
+                }
+                b
+            })
+            .collect();
+        let record = codec::encode_report(&batches[0].reports[0], false).unwrap().len();
+        assert!(record > 400, "{record}");
+        for chunk in batches.chunks(8) {
+            group(&store, chunk);
+        }
+        assert_eq!(store.stats().reports, 2000);
+        store.close().await.unwrap();
+        drop(store);
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let most = store.shared.trees.rows.iter().map(|kv| kv.unwrap().1.len()).max().unwrap();
+        assert!(most <= journal::MAX_ROWS_VALUE, "a value of {most} bytes");
+        assert!(most >= ROW_BYTES, "rows were filled: {most} bytes at most");
+        assert_eq!(all_reports_of(&store).len(), 2000);
         store.close().await.unwrap();
     }
 
