@@ -4192,6 +4192,7 @@ mod tests {
         let most = store.shared.trees.rows.iter().map(|kv| kv.unwrap().1.len()).max().unwrap();
         assert!(most <= journal::MAX_ROWS_VALUE, "a value of {most} bytes");
         assert!(most >= ROW_BYTES, "rows were filled: {most} bytes at most");
+        eprintln!("records of {record} bytes, rows values of {most} bytes at most");
         assert_eq!(all_reports_of(&store).len(), 2000);
         store.close().await.unwrap();
     }
