@@ -64,8 +64,10 @@ pub const CHECKPOINT_PERIOD: Duration = Duration::from_secs(2);
 /// 4 KiB (rows `ROW_BYTES` plus one entry, id run pieces of `ids::RUN_PIECE`, digest rows),
 /// and every write to the tree is checked against this bound in debug builds (the tests).
 pub(super) const MAX_ROWS_VALUE: usize = 6 * 1024;
-/// Keys of the `rows` tree are at most this long (a report row key is 21 bytes).
-const MAX_ROWS_KEY: usize = 64;
+/// Keys of the `rows` tree are at most this long: a report row key is 21 bytes; the longest
+/// is a per-app drop total's, `M` ‖ `drops_app/` ‖ an app id of 64 characters (256 bytes of
+/// UTF-8 at most) ‖ 0 ‖ u16.
+pub(super) const MAX_ROWS_KEY: usize = 512;
 const _: () = assert!(19 * (MAX_ROWS_VALUE + MAX_ROWS_KEY + 16) < 512 * 1024 / 4 - 32);
 
 /// Checks one write to the `rows` tree against [`MAX_ROWS_VALUE`] (debug builds).

@@ -4180,6 +4180,10 @@ mod tests {
                 b
             })
             .collect();
+        let mut batches = batches;
+        // The longest key: a per-app drop total of an app id of 64 four-byte characters.
+        batches[0].agent_drops = vec![(DropReason::QueueFull, 3)];
+        batches[0].agent_app = "\u{1d11e}".repeat(64);
         let record = codec::encode_report(&batches[0].reports[0], false).unwrap().len();
         assert!(record > 400, "{record}");
         for chunk in batches.chunks(8) {
@@ -4191,8 +4195,11 @@ mod tests {
         let store = Store::open(StoreConfig::new(dir.path())).unwrap();
         let most = store.shared.trees.rows.iter().map(|kv| kv.unwrap().1.len()).max().unwrap();
         assert!(most <= journal::MAX_ROWS_VALUE, "a value of {most} bytes");
+        let key = store.shared.trees.rows.iter().map(|kv| kv.unwrap().0.len()).max().unwrap();
+        assert!((270..=journal::MAX_ROWS_KEY).contains(&key), "a key of {key} bytes");
+        assert_eq!(store.agent_drops_by_app().unwrap()[0].0, "\u{1d11e}".repeat(64));
         assert!(most >= ROW_BYTES, "rows were filled: {most} bytes at most");
-        eprintln!("records of {record} bytes, rows values of {most} bytes at most");
+        eprintln!("records of {record} bytes; rows values of {most}, keys of {key} bytes at most");
         assert_eq!(all_reports_of(&store).len(), 2000);
         store.close().await.unwrap();
     }
