@@ -4204,6 +4204,45 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// Fleet mode's outbox: an entry of 30,000 bytes per commit (a body under
+    /// `server.max_body_bytes`), removed 20 behind as the publisher does, with envelopes of 10
+    /// reports at a `max_bytes` of 1 MiB, 6,000 commits: 180 MB of entries through the tree. A
+    /// leaf of such entries is over sled's blob size, so sled writes it as a file under
+    /// `blobs/`; what is there must stay what the live entries' leaves take (about 0.6 MB,
+    /// up to 17 to a leaf), never a file left per rewrite, and the store's files must stay
+    /// level, sled's garbage from the transient entries reclaimed (17-19 MB measured:
+    /// `docs/performance.md`, sixteenth round).
+    #[tokio::test]
+    async fn the_fleet_outbox_leaves_no_blob_files_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit: u64 = 1 << 20;
+        let store =
+            Store::open(StoreConfig { max_bytes: limit, ..StoreConfig::new(dir.path()) }).unwrap();
+        let outbox = store.open_tree(FLEET_OUTBOX_TREE).unwrap();
+        let (mut most, mut most_blobs, mut live) = (0, 0, 0usize);
+        for i in 0..6_000u32 {
+            let entry = vec![(i % 251) as u8; 30_000];
+            store.commit_with_outbox(numbered(i, 10), Some(entry)).await.0.unwrap();
+            live += 1;
+            while live > 20 {
+                outbox.pop_min().unwrap().unwrap();
+                live -= 1;
+            }
+            if i % 50 == 49 {
+                store.enforce_retention(UnixMillis(1_000_000 + u64::from(i) * 1000)).unwrap();
+                assert!(store.stats().bytes <= limit, "commit {i}: {:?}", store.stats());
+                let (all, blobs) = store_files(dir.path());
+                assert!(blobs <= 8 << 20, "commit {i}: {blobs} bytes under blobs/");
+                assert!(all <= 40 << 20, "commit {i}: {all} bytes of files");
+                most = most.max(all);
+                most_blobs = most_blobs.max(blobs);
+            }
+        }
+        eprintln!("files at most {most} bytes, blobs/ at most {most_blobs} at a bound of {limit}");
+        assert_eq!(outbox.len(), 20);
+        store.close().await.unwrap();
+    }
+
     fn assert_ids_once(store: &Store) {
         let mut ids: Vec<[u8; 16]> = all_reports_of(store).iter().map(|r| r.id).collect();
         let n = ids.len();
