@@ -4164,7 +4164,7 @@ mod tests {
         let host = ["a", "b", "c"].map(|l| l.repeat(63)).join(".") + "." + &"d".repeat(61);
         assert_eq!(host.len(), 253);
         let label = format!("quic.{}", "x".repeat(59));
-        let batches: Vec<IngestBatch> = (0..40u32)
+        let mut batches: Vec<IngestBatch> = (0..40u32)
             .map(|i| {
                 let mut b = numbered(i / 4, 50);
                 b.digest[31] = i as u8;
@@ -4180,7 +4180,6 @@ mod tests {
                 b
             })
             .collect();
-        let mut batches = batches;
         // The longest key: a per-app drop total of an app id of 64 four-byte characters.
         batches[0].agent_drops = vec![(DropReason::QueueFull, 3)];
         batches[0].agent_app = "\u{1d11e}".repeat(64);
