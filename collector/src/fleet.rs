@@ -51,7 +51,6 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sled::transaction::Transactional as _;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use vantage_agent::report::UnixMillis;
@@ -62,6 +61,9 @@ use crate::config::FleetConfig;
 use crate::detect::{AlertEvent, AlertState};
 use crate::model::{Country, Enrichment, NetTag, Source, StoredReport, StoredTargets};
 use crate::store::{Store, StoreError};
+
+mod seen;
+pub(crate) use seen::DEFAULT_MAX_SEEN;
 
 /// Version of the batch encoding on the stream (the `v` field).
 const WIRE_VERSION: u8 = 1;
@@ -79,10 +81,14 @@ const BATCH_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const ALERT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Publishes in flight at once (acks awaited in order).
 const PUBLISH_WINDOW: usize = 64;
-/// How often digests older than the dedup horizon are forgotten from `fleet_seen`.
+/// How often digests older than the dedup horizon are forgotten from the seen set.
 const SEEN_PRUNE_PERIOD: Duration = Duration::from_secs(60);
-/// Seen digests forgotten per transaction.
-const SEEN_PRUNE_CHUNK: usize = 1024;
+/// How often the seen set's digests recorded since its last row are written as a row.
+const SEEN_FLUSH_PERIOD: Duration = Duration::from_secs(1);
+/// The seen set's rows (`seen.rs`).
+const SEEN_TREE: &str = "fleet_seen_rows";
+/// The trees of the seen set before `seen.rs` (a key per digest), read once into it.
+const OLD_SEEN_TREES: [&str; 2] = ["fleet_seen", "fleet_seen_by_time"];
 /// Retry delays while NATS is unreachable.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// ... at most.
@@ -103,6 +109,39 @@ pub(crate) enum FleetError {
     Connect(String),
 }
 
+/// Opens the seen set (`seen.rs`) from its rows, forgetting what is past `cutoff` (the dedup
+/// horizon) or `max`. A store with the set's earlier trees (a key per digest) has them read
+/// into it, oldest first, and dropped.
+fn open_seen(store: &Store, max: usize, cutoff: u64) -> Result<seen::Seen, FleetError> {
+    let sled = |e: sled::Error| FleetError::Outbox(format!("seen-digest set: {e}"));
+    let (mut seen, _) = seen::Seen::load(store.open_tree(SEEN_TREE)?, max, cutoff).map_err(sled)?;
+    let by_time = OLD_SEEN_TREES[1];
+    if !store.has_tree(by_time) {
+        return Ok(seen);
+    }
+    let mut moved = 0u64;
+    // Its keys: time (u64 BE) ‖ digest, in the order they were recorded.
+    for item in store.open_tree(by_time)?.iter() {
+        let (key, _) = item.map_err(sled)?;
+        let (Ok(at), Ok(digest)) = (
+            <[u8; 8]>::try_from(key.get(..8).unwrap_or_default()),
+            <[u8; 32]>::try_from(key.get(8..).unwrap_or_default()),
+        ) else {
+            continue;
+        };
+        let at = u64::from_be_bytes(at);
+        if at >= cutoff && seen.insert(&digest, at).0 {
+            moved += 1;
+        }
+    }
+    seen.flush().map_err(sled)?;
+    for name in OLD_SEEN_TREES {
+        store.drop_tree(name)?;
+    }
+    tracing::info!(digests = moved, "fleet: seen-digest set moved to its rows");
+    Ok(seen)
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 struct Counters {
@@ -118,6 +157,10 @@ struct Counters {
     skipped_local: AtomicU64,
     skipped_duplicate: AtomicU64,
     seen_expired: AtomicU64,
+    /// Seen digests forgotten at `fleet.max_seen_digests`.
+    seen_evicted: AtomicU64,
+    /// Digests in the seen set.
+    seen_digests: AtomicU64,
     fed_locally: AtomicU64,
     decode_errors: AtomicU64,
     alerts_paged: AtomicU64,
@@ -133,10 +176,8 @@ pub(crate) struct Fleet {
     js: jetstream::Context,
     outbox: sled::Tree,
     alert_outbox: sled::Tree,
-    /// Digests fed to this collector's detector: digest → time (u64 BE) ...
-    seen: sled::Tree,
-    /// ... and time (u64 BE) ‖ digest → empty, for expiry.
-    seen_by_time: sled::Tree,
+    /// Digests fed to this collector's detector (`seen.rs`).
+    seen: Mutex<seen::Seen>,
     /// The store's dedup horizon: how long `seen` keeps a digest.
     admission: crate::store::Admission,
     alerting: Arc<Alerting>,
@@ -178,9 +219,10 @@ impl Fleet {
     ) -> Result<Arc<Fleet>, FleetError> {
         let outbox = store.open_tree(crate::store::FLEET_OUTBOX_TREE)?;
         let alert_outbox = store.open_tree("fleet_alert_outbox")?;
-        let seen = store.open_tree("fleet_seen")?;
-        let seen_by_time = store.open_tree("fleet_seen_by_time")?;
         let counters = Counters::default();
+        let cutoff = store.admission().dedup_cutoff(crate::clock::now_millis()).0;
+        let seen = open_seen(store, config.max_seen_digests, cutoff)?;
+        counters.seen_digests.store(seen.len() as u64, Ordering::Relaxed);
         let (mut batches, mut bytes) = (0, 0);
         for entry in outbox.iter() {
             let (_, v) = entry.map_err(|e| FleetError::Outbox(e.to_string()))?;
@@ -219,8 +261,7 @@ impl Fleet {
             js,
             outbox,
             alert_outbox,
-            seen,
-            seen_by_time,
+            seen: Mutex::new(seen),
             admission: store.admission(),
             alerting: alerting.clone(),
             append: Mutex::new(()),
@@ -299,26 +340,14 @@ impl Fleet {
         reports: &[StoredReport],
         targets: &[StoredTargets],
     ) -> bool {
-        let now = crate::clock::now_millis().0.to_be_bytes();
-        let mut by_time = [0u8; 40];
-        by_time[..8].copy_from_slice(&now);
-        by_time[8..].copy_from_slice(digest);
-        let first = (&self.seen, &self.seen_by_time).transaction(|(seen, index)| {
-            if seen.get(digest)?.is_some() {
-                return Ok(false);
+        let first = {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let (first, evicted) = seen.insert(digest, crate::clock::now_millis().0);
+            if first {
+                self.counters.seen_evicted.fetch_add(evicted, Ordering::Relaxed);
+                self.counters.seen_digests.store(seen.len() as u64, Ordering::Relaxed);
             }
-            seen.insert(&digest[..], &now[..])?;
-            index.insert(&by_time[..], &[][..])?;
-            Ok(true)
-        });
-        let first = match first {
-            Ok(first) => first,
-            Err(e) => {
-                // Better counted twice than not at all.
-                let e: sled::transaction::TransactionError<()> = e;
-                tracing::error!(error = ?e, "fleet seen-digest set unavailable; feeding anyway");
-                true
-            }
+            first
         };
         if first {
             self.alerting.observe(reports, targets);
@@ -367,55 +396,49 @@ impl Fleet {
 
     /// Forgets seen digests recorded before the store's dedup horizon; returns how many.
     fn prune_seen(&self, now: UnixMillis) -> u64 {
-        let cutoff = self.admission.dedup_cutoff(now).0.to_be_bytes();
-        let mut removed = 0;
-        loop {
-            let keys: Vec<sled::IVec> = self
-                .seen_by_time
-                .range(..cutoff)
-                .keys()
-                .take(SEEN_PRUNE_CHUNK)
-                .filter_map(Result::ok)
-                .collect();
-            if keys.is_empty() {
-                return removed;
-            }
-            let done = (&self.seen, &self.seen_by_time).transaction(|(seen, index)| {
-                let mut n = 0;
-                for key in &keys {
-                    index.remove(key)?;
-                    // Only the entry this index row describes (the same time).
-                    if seen.get(&key[8..])?.is_some_and(|v| v.as_ref() == &key[..8]) {
-                        seen.remove(&key[8..])?;
-                        n += 1;
-                    }
-                }
-                Ok(n)
-            });
-            match done {
-                Ok(n) => removed += n,
-                Err(e) => {
-                    let e: sled::transaction::TransactionError<()> = e;
-                    tracing::warn!(error = ?e, "fleet seen-digest expiry");
-                    return removed;
-                }
-            }
+        let cutoff = self.admission.dedup_cutoff(now).0;
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let expired = seen.forget_before(cutoff).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "fleet seen-digest expiry");
+            0
+        });
+        self.counters.seen_digests.store(seen.len() as u64, Ordering::Relaxed);
+        expired
+    }
+
+    /// Writes the seen digests recorded since the last row (`seen.rs`).
+    fn flush_seen(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = seen.flush() {
+            tracing::warn!(error = %e, "fleet seen-digest set: a row could not be written");
         }
     }
 
-    /// Expires `fleet_seen` every [`SEEN_PRUNE_PERIOD`].
+    /// Writes the seen set's pending digests every [`SEEN_FLUSH_PERIOD`] and at stop, and
+    /// expires it every [`SEEN_PRUNE_PERIOD`].
     async fn prune_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut pruned: Option<tokio::time::Instant> = None;
         loop {
             let fleet = Arc::clone(&self);
-            if let Ok(n) =
-                tokio::task::spawn_blocking(move || fleet.prune_seen(crate::clock::now_millis()))
-                    .await
+            let prune = pruned.is_none_or(|at| at.elapsed() >= SEEN_PRUNE_PERIOD);
+            if prune {
+                pruned = Some(tokio::time::Instant::now());
+            }
+            if let Ok(n) = tokio::task::spawn_blocking(move || {
+                fleet.flush_seen();
+                if prune { fleet.prune_seen(crate::clock::now_millis()) } else { 0 }
+            })
+            .await
             {
                 self.counters.seen_expired.fetch_add(n, Ordering::Relaxed);
             }
             tokio::select! {
-                _ = tokio::time::sleep(SEEN_PRUNE_PERIOD) => {}
-                _ = stop.changed() => return,
+                _ = tokio::time::sleep(SEEN_FLUSH_PERIOD) => {}
+                _ = stop.changed() => {
+                    let fleet = Arc::clone(&self);
+                    let _ = tokio::task::spawn_blocking(move || fleet.flush_seen()).await;
+                    return;
+                }
             }
         }
     }
@@ -686,10 +709,13 @@ impl Fleet {
             .is_some_and(|v| v.as_str() == self.config.collector_id);
         match decode_batch(&message.payload) {
             Ok(batch) => {
-                let counter = if self.observe_once(&batch.digest, &batch.reports, &batch.targets) {
-                    &self.counters.consumed
-                } else if fed_here {
+                // Fed by this collector when its entry was marked: skipped by the header, so
+                // not even a seen set that forgot the digest meanwhile (a partition longer
+                // than `max_seen_digests` batches) feeds it twice.
+                let counter = if fed_here {
                     &self.counters.skipped_local
+                } else if self.observe_once(&batch.digest, &batch.reports, &batch.targets) {
+                    &self.counters.consumed
                 } else {
                     &self.counters.skipped_duplicate
                 };
@@ -804,7 +830,7 @@ impl Fleet {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let gauge = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
-        let families: [(&str, &str, &str, u64); 15] = [
+        let families: [(&str, &str, &str, u64); 17] = [
             (
                 "vantage_fleet_connected",
                 "gauge",
@@ -860,6 +886,18 @@ impl Fleet {
                 "counter",
                 "Seen digests forgotten after the dedup horizon (store.dedup_days).",
                 load(&c.seen_expired),
+            ),
+            (
+                "vantage_fleet_seen_evicted_total",
+                "counter",
+                "Seen digests forgotten at fleet.max_seen_digests (a later copy is fed again).",
+                load(&c.seen_evicted),
+            ),
+            (
+                "vantage_fleet_seen_digests",
+                "gauge",
+                "Digests of batches fed to the detector that the duplicate test holds.",
+                load(&c.seen_digests),
             ),
             (
                 "vantage_fleet_fed_locally_total",
@@ -1120,9 +1158,17 @@ mod tests {
     /// A store, alerting and a fleet whose NATS is never reachable (the seen-digest set and the
     /// outbox work without it), in `dir`.
     async fn fleet_without_nats(dir: &std::path::Path) -> (Store, Arc<Alerting>, Arc<Fleet>) {
-        let text = "[server]\nlisten_plain = \"127.0.0.1:0\"\n[keys]\nprivate_key_files = [\"k\"]\n[store]\npath = \"data\"\n\
-                    [fleet]\nnats_url = \"nats://127.0.0.1:1\"\ncollector_id = \"t\"\n\
-                    publish_timeout_ms = 200\n";
+        fleet_with(dir, "").await
+    }
+
+    /// [`fleet_without_nats`] with more lines for `[fleet]`.
+    async fn fleet_with(dir: &std::path::Path, fleet: &str) -> (Store, Arc<Alerting>, Arc<Fleet>) {
+        let text = format!(
+            "[server]\nlisten_plain = \"127.0.0.1:0\"\n[keys]\nprivate_key_files = [\"k\"]\n\
+             [store]\npath = \"data\"\n[fleet]\nnats_url = \"nats://127.0.0.1:1\"\n\
+             collector_id = \"t\"\npublish_timeout_ms = 200\n{fleet}"
+        );
+        let text = text.as_str();
         let key = crate::open::CollectorKey::from_seed([4; 32]);
         let hex_key: String = key.secret_bytes().iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(dir.join("k"), hex_key).unwrap();
@@ -1160,10 +1206,81 @@ mod tests {
         assert_eq!(fleet.prune_seen(UnixMillis(now.0 + horizon / 2)), 0);
         assert!(!fleet.observe_once(&b, &[report()], &[]));
         assert_eq!(fleet.prune_seen(UnixMillis(now.0 + horizon + 60_000)), 2);
-        assert!(fleet.seen.is_empty() && fleet.seen_by_time.is_empty());
+        assert_eq!(fleet.seen.lock().unwrap().len(), 0);
         assert!(fleet.observe_once(&a, &[report()], &[]), "forgotten: fed again");
         assert_eq!(observed(), 6);
         // Without NATS the consumer is opening a stream: the stop does not wait for that.
+        fleet.stop().await;
+        store.close().await.unwrap();
+    }
+
+    /// The set survives a restart (written at stop), is bounded by `fleet.max_seen_digests`
+    /// with the oldest forgotten and counted, and shows both on `/metrics`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_seen_set_is_bounded_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = |i: u32| {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            d[31] = 1;
+            d
+        };
+        let metric = |fleet: &Fleet, name: &str| {
+            let mut out = String::new();
+            fleet.render_metrics(&mut out);
+            let line = out.lines().find(|l| l.split(' ').next() == Some(name)).unwrap().to_owned();
+            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        };
+        let extra = "max_seen_digests = 1024\n";
+        let (store, alerting, fleet) = fleet_with(dir.path(), extra).await;
+        for i in 0..1_500 {
+            assert!(fleet.observe_once(&digest(i), &[], &[]), "batch {i}");
+        }
+        assert_eq!(metric(&fleet, "vantage_fleet_seen_digests"), 1_024);
+        assert_eq!(metric(&fleet, "vantage_fleet_seen_evicted_total"), 1_500 - 1_024);
+        fleet.stop().await;
+        store.close().await.unwrap();
+        drop((store, alerting, fleet));
+
+        let (store, _alerting, fleet) = fleet_with(dir.path(), extra).await;
+        assert_eq!(metric(&fleet, "vantage_fleet_seen_digests"), 1_024);
+        for i in 1_500 - 1_024..1_500 {
+            assert!(!fleet.observe_once(&digest(i), &[], &[]), "batch {i} after the restart");
+        }
+        assert!(fleet.observe_once(&digest(0), &[], &[]), "forgotten at the bound: fed again");
+        fleet.stop().await;
+        store.close().await.unwrap();
+    }
+
+    /// A store with the seen set's earlier trees (a key per digest) has them read into the
+    /// set at start, what is past the dedup horizon left out, and the trees dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_earlier_seen_trees_are_read_into_the_set_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::clock::now_millis().0;
+        {
+            let store =
+                Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+            let horizon = store.admission().dedup_horizon().as_millis() as u64;
+            let (seen, by_time) = (
+                store.open_tree("fleet_seen").unwrap(),
+                store.open_tree("fleet_seen_by_time").unwrap(),
+            );
+            for (d, at) in
+                [([1u8; 32], now - 1_000), ([2; 32], now - horizon - 60_000), ([3; 32], now)]
+            {
+                let mut key = at.to_be_bytes().to_vec();
+                key.extend_from_slice(&d);
+                seen.insert(d, &at.to_be_bytes()).unwrap();
+                by_time.insert(key, &[]).unwrap();
+            }
+            store.close().await.unwrap();
+        }
+        let (store, _alerting, fleet) = fleet_with(dir.path(), "").await;
+        assert!(!store.has_tree("fleet_seen") && !store.has_tree("fleet_seen_by_time"));
+        assert!(!fleet.observe_once(&[1; 32], &[report()], &[]), "moved: not fed again");
+        assert!(!fleet.observe_once(&[3; 32], &[report()], &[]), "moved: not fed again");
+        assert!(fleet.observe_once(&[2; 32], &[report()], &[]), "past the horizon: left out");
         fleet.stop().await;
         store.close().await.unwrap();
     }
@@ -1191,7 +1308,7 @@ mod tests {
         assert_eq!(fleet.mark_replayed(since), 1);
         assert!(!fleet.observe_once(&after, &[report()], &[]), "replayed: not fed again");
         assert!(fleet.observe_once(&before, &[report()], &[]), "not replayed: fed once");
-        assert!(fleet.seen.get(local).unwrap().is_none(), "fed locally: its own marker");
+        assert!(!fleet.seen.lock().unwrap().contains(&local), "fed locally: its own marker");
         // Marking is idempotent.
         assert_eq!(fleet.mark_replayed(since), 0);
         fleet.stop().await;

@@ -1354,6 +1354,16 @@ impl Store {
         self.shared.db.open_tree(name).map_err(|e| engine_error(&self.shared.path, e))
     }
 
+    /// True if a tree of that name exists (without creating it, as [`Store::open_tree`] does).
+    pub fn has_tree(&self, name: &str) -> bool {
+        self.shared.db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes())
+    }
+
+    /// Deletes a tree and everything in it; false if there was none.
+    pub fn drop_tree(&self, name: &str) -> Result<bool, StoreError> {
+        self.shared.db.drop_tree(name).map_err(|e| engine_error(&self.shared.path, e))
+    }
+
     /// Flushes everything written so far to stable storage (sled's flush, then the sync of
     /// [`SyncMode`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
