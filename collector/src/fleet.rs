@@ -701,6 +701,22 @@ impl Fleet {
         consumer.messages().await.map_err(|e| e.to_string())
     }
 
+    /// Feeds a batch from the stream to the detector unless it was fed already, and counts it.
+    /// `fed_here`: it carries this collector's "fed locally" header.
+    fn consume(&self, batch: &DecodedBatch, fed_here: bool) {
+        // Fed by this collector when its entry was marked: skipped by the header, so not even
+        // a seen set that forgot the digest meanwhile (a partition longer than
+        // `max_seen_digests` batches) feeds it twice.
+        let counter = if fed_here {
+            &self.counters.skipped_local
+        } else if self.observe_once(&batch.digest, &batch.reports, &batch.targets) {
+            &self.counters.consumed
+        } else {
+            &self.counters.skipped_duplicate
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn handle_message(&self, message: &jetstream::Message) {
         let fed_here = message
             .headers
@@ -708,19 +724,7 @@ impl Fleet {
             .and_then(|h| h.get(FED_LOCALLY_HEADER))
             .is_some_and(|v| v.as_str() == self.config.collector_id);
         match decode_batch(&message.payload) {
-            Ok(batch) => {
-                // Fed by this collector when its entry was marked: skipped by the header, so
-                // not even a seen set that forgot the digest meanwhile (a partition longer
-                // than `max_seen_digests` batches) feeds it twice.
-                let counter = if fed_here {
-                    &self.counters.skipped_local
-                } else if self.observe_once(&batch.digest, &batch.reports, &batch.targets) {
-                    &self.counters.consumed
-                } else {
-                    &self.counters.skipped_duplicate
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(batch) => self.consume(&batch, fed_here),
             Err(e) => {
                 self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "fleet: undecodable batch on the stream skipped");
@@ -1248,6 +1252,51 @@ mod tests {
             assert!(!fleet.observe_once(&digest(i), &[], &[]), "batch {i} after the restart");
         }
         assert!(fleet.observe_once(&digest(0), &[], &[]), "forgotten at the bound: fed again");
+        fleet.stop().await;
+        store.close().await.unwrap();
+    }
+
+    /// A partition longer than the seen set's bound: what this collector fed locally comes back
+    /// through the stream with its header and is skipped by it, not fed a second time for the
+    /// digests the set forgot meanwhile; another collector's copy of a batch is fed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_fed_locally_are_skipped_by_their_header_after_the_set_forgot_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alerting, fleet) = fleet_with(dir.path(), "max_seen_digests = 1024\n").await;
+        let observed = || {
+            let mut out = String::new();
+            alerting.render_metrics(&mut out);
+            out.lines()
+                .find_map(|l| l.strip_prefix("vantage_detector_observed_reports_total "))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let batch = |i: u32| DecodedBatch {
+            digest: {
+                let mut d = [0u8; 32];
+                d[..4].copy_from_slice(&i.to_be_bytes());
+                d
+            },
+            reports: vec![report()],
+            targets: Vec::new(),
+        };
+        for i in 0..1_500 {
+            let b = batch(i);
+            fleet.feed_locally(&b.digest, &b.reports, &b.targets);
+        }
+        assert_eq!(observed(), 3_000, "1,500 batches of one report with count 2");
+        for i in 0..1_500 {
+            fleet.consume(&batch(i), true);
+        }
+        assert_eq!(observed(), 3_000, "none fed twice");
+        assert_eq!(fleet.counters.skipped_local.load(Ordering::Relaxed), 1_500);
+        // Without the header: fed once, then a duplicate.
+        fleet.consume(&batch(5_000), false);
+        fleet.consume(&batch(5_000), false);
+        assert_eq!(observed(), 3_002);
+        assert_eq!(fleet.counters.consumed.load(Ordering::Relaxed), 1);
+        assert_eq!(fleet.counters.skipped_duplicate.load(Ordering::Relaxed), 1);
         fleet.stop().await;
         store.close().await.unwrap();
     }
