@@ -63,7 +63,6 @@ use crate::model::{Country, Enrichment, NetTag, Source, StoredReport, StoredTarg
 use crate::store::{Store, StoreError};
 
 mod seen;
-pub(crate) use seen::DEFAULT_MAX_SEEN;
 
 /// Version of the batch encoding on the stream (the `v` field).
 const WIRE_VERSION: u8 = 1;

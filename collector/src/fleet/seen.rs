@@ -30,12 +30,6 @@ use std::collections::{HashSet, VecDeque};
 /// Digests per row (4 KiB).
 pub(super) const ROW: usize = 256;
 
-/// Default bound of the set (`fleet.max_seen_digests`). At 100 batches per second across the
-/// fleet, the last 44 minutes. Measured (`docs/fleet.md`): 2,000,000 digests through a set of
-/// this bound left the process 42 MiB larger, level from the bound on, where the earlier trees
-/// took 1 GiB for 400,000.
-pub(crate) const DEFAULT_MAX_SEEN: usize = 262_144;
-
 /// A digest as the set knows it.
 fn short(digest: &[u8; 32]) -> [u8; 16] {
     let mut d = [0; 16];
