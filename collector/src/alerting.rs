@@ -44,8 +44,13 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 const RECENT_MS: u64 = 24 * 3_600_000;
 /// ... and at most this many of them.
 const RECENT_MAX: usize = 200;
-/// Alerts older than this are deleted from the `alerts` tree.
+/// Resolved alerts older than this are deleted from the `alerts` tree.
 const KEEP_ALERTS_MS: u64 = 30 * 24 * 3_600_000;
+/// ... and beyond this many resolved alerts, the oldest (by end) are deleted too, so what
+/// senders can make the detector raise bounds neither the tree nor the scans of it
+/// (`recent`, `GET /v1/alerts`, the strip) by a rate times 30 days. Alerts the tree holds as
+/// firing are not counted: the detector's slices bound those.
+const KEEP_ALERTS_MAX: usize = 10_000;
 /// Heat map columns without `top`.
 pub const HEATMAP_COLUMNS: usize = 40;
 /// The largest `top` of `GET /v1/heatmap`.
@@ -70,6 +75,7 @@ struct Counters {
     regrouped: AtomicU64,
     duplicates: AtomicU64,
     persist_errors: AtomicU64,
+    pruned: AtomicU64,
     replayed: AtomicU64,
     observed_reports: AtomicU64,
     observed_targets: AtomicU64,
@@ -327,23 +333,33 @@ impl Alerting {
         self.store.flush().await
     }
 
-    /// Deletes alerts older than 30 days.
-    fn prune(&self, now: UnixMillis) {
+    /// Deletes resolved alerts older than 30 days, then the oldest resolved ones beyond
+    /// [`KEEP_ALERTS_MAX`]. Returns how many it deleted.
+    fn prune(&self, now: UnixMillis) -> usize {
+        self.prune_to(now, KEEP_ALERTS_MAX)
+    }
+
+    fn prune_to(&self, now: UnixMillis, keep: usize) -> usize {
         let cutoff = now.0.saturating_sub(KEEP_ALERTS_MS);
-        let old: Vec<_> = self
+        // The resolved alerts, by end (then id): what goes first is at the front.
+        let mut resolved: Vec<(u64, sled::IVec)> = self
             .alerts
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| {
-                serde_json::from_slice::<Alert>(v).is_ok_and(|a| {
-                    a.state == AlertState::Resolved && a.end_ms.unwrap_or(a.raised_at_ms) < cutoff
-                })
+            .filter_map(|(k, v)| {
+                let a = serde_json::from_slice::<Alert>(&v).ok()?;
+                (a.state == AlertState::Resolved).then(|| (a.end_ms.unwrap_or(a.raised_at_ms), k))
             })
-            .map(|(k, _)| k)
             .collect();
-        for k in old {
+        resolved.sort_unstable();
+        let expired = resolved.partition_point(|(end, _)| *end < cutoff);
+        let over = resolved.len().saturating_sub(keep);
+        let n = expired.max(over);
+        for (_, k) in resolved.drain(..n) {
             let _ = self.alerts.remove(k);
         }
+        self.counters.pruned.fetch_add(n as u64, Ordering::Relaxed);
+        n
     }
 
     /// The tick loop: advances the detector about four times per bucket, saves snapshots,
@@ -368,10 +384,16 @@ impl Alerting {
                 }
                 _ = snapshots.tick() => {
                     let now = crate::clock::now_millis();
-                    if let Err(e) = self.save_snapshot(now).await {
-                        tracing::error!(error = %e, "could not save the detector snapshot");
+                    // Pruned only after a save: what it deletes ended before the state a
+                    // restart restores, which cannot resolve it again.
+                    match self.save_snapshot(now).await {
+                        Ok(()) => {
+                            self.prune(now);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not save the detector snapshot");
+                        }
                     }
-                    self.prune(now);
                 }
             }
         }
@@ -390,7 +412,7 @@ impl Alerting {
         let s = self.detector().stats();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let c = &self.counters;
-        let families: [(&str, &str, &str, u64); 15] = [
+        let families: [(&str, &str, &str, u64); 16] = [
             (
                 "vantage_alerts_firing",
                 "gauge",
@@ -476,6 +498,13 @@ impl Alerting {
                 "counter",
                 "Alert events the store could not write.",
                 load(&c.persist_errors),
+            ),
+            (
+                "vantage_alerts_pruned_total",
+                "counter",
+                "Resolved alerts deleted from the store: after 30 days, or the oldest beyond \
+                 10,000.",
+                load(&c.pruned),
             ),
         ];
         crate::metrics::write_families(out, &families);
@@ -1165,6 +1194,85 @@ mod tests {
         let mut metrics = String::new();
         alerting.render_metrics(&mut metrics);
         assert!(metrics.contains("vantage_alert_events_total{event=\"regrouped\"} 2"), "{metrics}");
+    }
+
+    /// The tree keeps resolved alerts for 30 days and at most `KEEP_ALERTS_MAX` of them, the
+    /// oldest going first; what it holds as firing is never pruned.
+    #[tokio::test]
+    async fn resolved_alerts_are_kept_30_days_and_at_most_a_bounded_number() {
+        use crate::detect::{AlertId, SliceDim, SliceKey};
+        const T0: u64 = 1_800_000_000_000;
+        const DAY: u64 = 24 * 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
+        let alerting = Alerting::start(
+            &store,
+            DetectorConfig::default(),
+            NotifyConfig::default(),
+            UnixMillis(T0),
+        )
+        .unwrap();
+        let alert = |id: u64, end: Option<u64>| Alert {
+            id: AlertId(id),
+            slice: SliceKey::new("shop", SliceDim::Asn(64_500 + (id % 7) as u32)),
+            kind: AlertKind::Failures,
+            state: if end.is_some() { AlertState::Resolved } else { AlertState::Firing },
+            start_ms: T0 - 40 * DAY,
+            end_ms: end,
+            raised_at_ms: T0 - 40 * DAY,
+            inhibited_by: None,
+            score: 30.0,
+            observed_ratio: 0.5,
+            baseline_ratio: 0.01,
+            clients: 40,
+            networks: 30,
+            active_clients: 80,
+            breakdown: BTreeMap::new(),
+            top_asns: Vec::new(),
+            top_countries: Vec::new(),
+            supersedes: None,
+        };
+        let put = |a: &Alert| {
+            alerting.alerts.insert(a.id.0.to_be_bytes(), serde_json::to_vec(a).unwrap()).unwrap();
+        };
+        let now = T0 + 31 * DAY;
+        // The greater the id, the older the end: the bound goes by the end, not by the key.
+        let extra = 25;
+        let n = KEEP_ALERTS_MAX as u64 + extra;
+        for i in 0..n {
+            put(&alert(1_000_000 + i, Some(now - DAY - i * 1_000)));
+        }
+        for id in [1, 2, 3] {
+            put(&alert(id, Some(T0 - DAY))); // resolved 32 days ago
+        }
+        for id in [10, 11] {
+            put(&alert(id, None)); // raised 71 days ago, still firing
+        }
+        assert_eq!(alerting.prune(UnixMillis(now)), 3 + extra as usize);
+        assert_eq!(alerting.alerts.len(), KEEP_ALERTS_MAX + 2);
+        for id in [1, 2, 3] {
+            assert!(alerting.alerts.get(u64::to_be_bytes(id)).unwrap().is_none(), "{id}");
+        }
+        for id in [10, 11] {
+            assert!(alerting.alerts.get(u64::to_be_bytes(id)).unwrap().is_some(), "{id}");
+        }
+        // The oldest ends (the greatest i) went; the newest stayed.
+        for i in 0..n {
+            let kept = alerting.alerts.get((1_000_000 + i).to_be_bytes()).unwrap().is_some();
+            assert_eq!(kept, i < KEEP_ALERTS_MAX as u64, "alert {i} ends {} ms back", i * 1_000);
+        }
+        assert_eq!(alerting.prune(UnixMillis(now)), 0);
+        // The age rule alone, below the bound: the oldest left ends 9,999 s before the
+        // newest, which ends a day before `now`.
+        let oldest_end = now - DAY - (KEEP_ALERTS_MAX as u64 - 1) * 1_000;
+        let at = |t: u64| UnixMillis(t + KEEP_ALERTS_MS);
+        assert_eq!(alerting.prune_to(at(oldest_end), usize::MAX), 0, "not older than 30 days");
+        let gone = alerting.prune_to(at(oldest_end + 1_500), usize::MAX);
+        assert_eq!(gone, 2, "the two that end more than 30 days before");
+        let mut metrics = String::new();
+        alerting.render_metrics(&mut metrics);
+        let pruned = 3 + extra + 2;
+        assert!(metrics.contains(&format!("vantage_alerts_pruned_total {pruned}")), "{metrics}");
     }
 
     /// A deployment with thousands of ASNs: the collector ranks, filters and cuts the columns,
