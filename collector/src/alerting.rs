@@ -1136,30 +1136,30 @@ mod tests {
         assert!(parse_heatmap_query(&long).unwrap_err().contains("`filter`"));
     }
 
-    /// A take-over's regrouping is stored as its own event: the old head's stored state names
-    /// the new head at once (not only when it resolves), nobody is notified, and the same
-    /// regrouping again is a duplicate.
-    #[tokio::test]
-    async fn a_regrouped_alert_is_stored_with_its_new_head_and_notifies_nobody() {
-        use crate::detect::{AlertId, SliceDim, SliceKey};
-        const T0: u64 = 1_800_000_000_000;
+    /// An alerting started at `t0` on a store of its own (keep the directory alive).
+    fn alerting_at(t0: u64) -> (tempfile::TempDir, Arc<Alerting>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
         let alerting = Alerting::start(
             &store,
             DetectorConfig::default(),
             NotifyConfig::default(),
-            UnixMillis(T0),
+            UnixMillis(t0),
         )
         .unwrap();
-        let alert = |id: u64, slice: SliceKey| Alert {
-            id: AlertId(id),
+        (dir, alerting)
+    }
+
+    /// A failures alert of `slice`, raised and firing since `t0`.
+    fn firing_alert(id: u64, slice: SliceKey, t0: u64) -> Alert {
+        Alert {
+            id: crate::detect::AlertId(id),
             slice,
             kind: AlertKind::Failures,
             state: AlertState::Firing,
-            start_ms: T0,
+            start_ms: t0,
             end_ms: None,
-            raised_at_ms: T0,
+            raised_at_ms: t0,
             inhibited_by: None,
             score: 30.0,
             observed_ratio: 0.5,
@@ -1171,7 +1171,18 @@ mod tests {
             top_asns: Vec::new(),
             top_countries: Vec::new(),
             supersedes: None,
-        };
+        }
+    }
+
+    /// A take-over's regrouping is stored as its own event: the old head's stored state names
+    /// the new head at once (not only when it resolves), nobody is notified, and the same
+    /// regrouping again is a duplicate.
+    #[tokio::test]
+    async fn a_regrouped_alert_is_stored_with_its_new_head_and_notifies_nobody() {
+        use crate::detect::{AlertId, SliceDim, SliceKey};
+        const T0: u64 = 1_800_000_000_000;
+        let (_dir, alerting) = alerting_at(T0);
+        let alert = |id: u64, slice: SliceKey| firing_alert(id, slice, T0);
         let old = alert(1, SliceKey::new("shop", SliceDim::Asn(64_500)));
         let new = Alert { supersedes: Some(old.id), ..alert(2, SliceKey::service("shop")) };
         let regrouped = Alert { inhibited_by: Some(new.id), ..old.clone() };
@@ -1200,37 +1211,18 @@ mod tests {
     /// oldest going first; what it holds as firing is never pruned.
     #[tokio::test]
     async fn resolved_alerts_are_kept_30_days_and_at_most_a_bounded_number() {
-        use crate::detect::{AlertId, SliceDim, SliceKey};
+        use crate::detect::{SliceDim, SliceKey};
         const T0: u64 = 1_800_000_000_000;
         const DAY: u64 = 24 * 3_600_000;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(crate::store::StoreConfig::new(dir.path().join("data"))).unwrap();
-        let alerting = Alerting::start(
-            &store,
-            DetectorConfig::default(),
-            NotifyConfig::default(),
-            UnixMillis(T0),
-        )
-        .unwrap();
+        let (_dir, alerting) = alerting_at(T0);
         let alert = |id: u64, end: Option<u64>| Alert {
-            id: AlertId(id),
-            slice: SliceKey::new("shop", SliceDim::Asn(64_500 + (id % 7) as u32)),
-            kind: AlertKind::Failures,
             state: if end.is_some() { AlertState::Resolved } else { AlertState::Firing },
-            start_ms: T0 - 40 * DAY,
             end_ms: end,
-            raised_at_ms: T0 - 40 * DAY,
-            inhibited_by: None,
-            score: 30.0,
-            observed_ratio: 0.5,
-            baseline_ratio: 0.01,
-            clients: 40,
-            networks: 30,
-            active_clients: 80,
-            breakdown: BTreeMap::new(),
-            top_asns: Vec::new(),
-            top_countries: Vec::new(),
-            supersedes: None,
+            ..firing_alert(
+                id,
+                SliceKey::new("shop", SliceDim::Asn(64_500 + id as u32 % 7)),
+                T0 - 40 * DAY,
+            )
         };
         let put = |a: &Alert| {
             alerting.alerts.insert(a.id.0.to_be_bytes(), serde_json::to_vec(a).unwrap()).unwrap();
