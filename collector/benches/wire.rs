@@ -12,6 +12,12 @@
 //! us, its second pass over each entry costing what the value tree saved). The parser now reads
 //! the body in one pass into the fields it uses (`nel/json.rs`): 3.5 us against 4.4 us for the
 //! `Value` parse alone in the same run.
+//!
+//! The `ed25519_per_signature` group weighs batched Ed25519 verification (`docs/performance.md`,
+//! eighteenth round) against the collector's single check: the same cofactorless equation as
+//! `open/ed25519.rs` on curve25519-dalek, then batches of 2, 4 and 8 signatures of different
+//! agents checked in one multiscalar equation with random 128-bit coefficients, per signature.
+//! The batch check is here only to be measured; the collector does not use it.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -122,6 +128,101 @@ fn wire(c: &mut Criterion) {
         b.iter(|| vantage_collector::nel::parse_upload(black_box(&upload)).expect("parses"))
     });
     g.finish();
+
+    verify_batches(c);
+}
+
+/// Signatures of 1,000-byte messages under 64 agent keys, checked one by one and in batches.
+fn verify_batches(c: &mut Criterion) {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let signed: Vec<([u8; 32], Vec<u8>, [u8; 64])> = (0..64u8)
+        .map(|i| {
+            let pair = Ed25519KeyPair::from_seed_unchecked(&[i + 1; 32]).expect("seed");
+            let message = vec![i; 1000];
+            let sig = pair.sign(&message).as_ref().try_into().expect("64 bytes");
+            (pair.public_key().as_ref().try_into().expect("32 bytes"), message, sig)
+        })
+        .collect();
+    assert!(signed.iter().all(|(a, m, s)| ed25519::single(a, m, s)));
+    let mut coefficients = SeededEntropy::insecure_from_seed([3; 32]);
+    let mut tampered = signed[..4].to_vec();
+    tampered[2].1[7] ^= 1;
+    assert!(ed25519::batch(&signed[..4], &mut coefficients));
+    assert!(!ed25519::batch(&tampered, &mut coefficients));
+
+    let mut g = c.benchmark_group("ed25519_per_signature");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("single (the collector's check)", |b| {
+        b.iter(|| {
+            i = (i + 1) % signed.len();
+            let (a, m, s) = &signed[i];
+            assert!(ed25519::single(black_box(a), m, s));
+        })
+    });
+    for n in [2usize, 4, 8] {
+        g.throughput(Throughput::Elements(n as u64));
+        let mut at = 0;
+        g.bench_function(format!("batch of {n}"), |b| {
+            b.iter(|| {
+                at = (at + n) % (signed.len() - n);
+                assert!(ed25519::batch(black_box(&signed[at..at + n]), &mut coefficients));
+            })
+        });
+    }
+    g.finish();
+}
+
+mod ed25519 {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+    use sha2::{Digest, Sha512};
+    use vantage_agent::entropy::{Entropy, SeededEntropy};
+
+    fn parts(
+        public: &[u8; 32],
+        message: &[u8],
+        sig: &[u8; 64],
+    ) -> Option<(EdwardsPoint, Scalar, Scalar)> {
+        let s: [u8; 32] = sig[32..].try_into().ok()?;
+        let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))?;
+        let a = CompressedEdwardsY(*public).decompress()?;
+        let mut hash = Sha512::new();
+        hash.update(&sig[..32]);
+        hash.update(public);
+        hash.update(message);
+        Some((a, s, Scalar::from_bytes_mod_order_wide(&hash.finalize().into())))
+    }
+
+    /// The collector's check: `[S]B - [k]A` encoded equals `R`'s bytes.
+    pub(crate) fn single(public: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> bool {
+        let Some((a, s, k)) = parts(public, message, sig) else { return false };
+        EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s).compress().as_bytes()
+            == &sig[..32]
+    }
+
+    /// `sum z_i ([S_i]B - R_i - [k_i]A_i) = 0` (times the cofactor), random 128-bit `z_i`.
+    pub(crate) fn batch(items: &[([u8; 32], Vec<u8>, [u8; 64])], rng: &mut SeededEntropy) -> bool {
+        let mut scalars = Vec::with_capacity(2 * items.len() + 1);
+        let mut points = Vec::with_capacity(2 * items.len() + 1);
+        let mut base = Scalar::ZERO;
+        for (public, message, sig) in items {
+            let Some((a, s, k)) = parts(public, message, sig) else { return false };
+            let r: [u8; 32] = sig[..32].try_into().expect("32 bytes");
+            let Some(r) = CompressedEdwardsY(r).decompress() else { return false };
+            let mut z = [0u8; 32];
+            rng.fill(&mut z[..16]);
+            let z = Scalar::from_bytes_mod_order(z);
+            base += z * s;
+            scalars.extend([-z, -(z * k)]);
+            points.extend([r, a]);
+        }
+        scalars.push(base);
+        points.push(ED25519_BASEPOINT_POINT);
+        EdwardsPoint::vartime_multiscalar_mul(scalars, points).mul_by_cofactor().is_identity()
+    }
 }
 
 /// A browser upload of 3 `network-error` reports (DNS, TCP, HTTP), as `vantage-loadgen --nel`
