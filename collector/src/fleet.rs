@@ -1185,20 +1185,23 @@ mod tests {
         (store, alerting, fleet)
     }
 
+    /// `vantage_detector_observed_reports_total` as the alerting renders it.
+    fn observed_reports(alerting: &Alerting) -> u64 {
+        let mut out = String::new();
+        alerting.render_metrics(&mut out);
+        out.lines()
+            .find_map(|l| l.strip_prefix("vantage_detector_observed_reports_total "))
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_digest_feeds_the_detector_once_until_the_dedup_horizon_forgets_it() {
         let dir = tempfile::tempdir().unwrap();
         let (store, alerting, fleet) = fleet_without_nats(dir.path()).await;
         let now = crate::clock::now_millis();
-        let observed = || {
-            let mut out = String::new();
-            alerting.render_metrics(&mut out);
-            out.lines()
-                .find_map(|l| l.strip_prefix("vantage_detector_observed_reports_total "))
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        };
+        let observed = || observed_reports(&alerting);
         let (a, b) = ([1; 32], [2; 32]);
         assert!(fleet.observe_once(&a, &[report()], &[]));
         assert!(!fleet.observe_once(&a, &[report()], &[]), "the same digest twice");
@@ -1262,15 +1265,7 @@ mod tests {
     async fn batches_fed_locally_are_skipped_by_their_header_after_the_set_forgot_them() {
         let dir = tempfile::tempdir().unwrap();
         let (store, alerting, fleet) = fleet_with(dir.path(), "max_seen_digests = 1024\n").await;
-        let observed = || {
-            let mut out = String::new();
-            alerting.render_metrics(&mut out);
-            out.lines()
-                .find_map(|l| l.strip_prefix("vantage_detector_observed_reports_total "))
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        };
+        let observed = || observed_reports(&alerting);
         let batch = |i: u32| DecodedBatch {
             digest: {
                 let mut d = [0u8; 32];
