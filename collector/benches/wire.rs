@@ -9,9 +9,12 @@
 //! `network-error` reports against `serde_json::Value` parsing of the same body alone (what
 //! the parser did first until December 2026: then about 10.5 us against 5-6 us on a loaded
 //! 2-core machine; a parser borrowing from the body through `RawValue` measured the same 10.5
-//! us, its second pass over each entry costing what the value tree saved). The parser now reads
-//! the body in one pass into the fields it uses (`nel/json.rs`): 3.5 us against 4.4 us for the
-//! `Value` parse alone in the same run.
+//! us, its second pass over each entry costing what the value tree saved). The parser then read
+//! the body in one pass into the fields it uses through serde's visitors: 3.5 us against 4.4 us
+//! for the `Value` parse alone in the same run. Since the nineteenth round of
+//! `docs/performance.md` that pass is written by hand (`nel/json.rs`), with the token and entry
+//! bounds counted in it instead of in a pass of their own: 1.59 us against 3.67 us for `Value`
+//! in the same run, where the visitors measured 3.24 us against 3.9.
 //!
 //! The `ed25519_per_signature` group weighs batched Ed25519 verification (`docs/performance.md`,
 //! eighteenth round) against the collector's single check: the same cofactorless equation as

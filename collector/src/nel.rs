@@ -45,7 +45,7 @@
 
 mod json;
 
-use json::{Body, Entry, Lite, Upload};
+use json::{Body, Entry, Lite, ReadError, Upload};
 use vantage_agent::report::Host;
 use vantage_agent::taxonomy::{ErrorType, Phase};
 
@@ -132,78 +132,34 @@ enum Parsed {
 
 /// At most this many JSON tokens (`{`, `[`, `:` and `,` outside strings) in one upload: a
 /// browser's network-error entry has about 35, so 100 entries of any report type fit easily,
-/// while a body of tiny values is refused before a value tree is built for it.
+/// while the reader stops at the bound on a body of tiny values.
 pub const MAX_JSON_TOKENS: usize = 8192;
-
-/// Counts the top-level entries and the tokens of a JSON body without parsing it (one pass
-/// over the bytes, nothing allocated), refusing an upload with more than
-/// [`MAX_REPORTS_PER_UPLOAD`] entries or [`MAX_JSON_TOKENS`] tokens. Whether it is valid JSON
-/// is left to the parser.
-fn check_size(body: &[u8]) -> Result<(), NelError> {
-    let (mut depth, mut tokens, mut entries) = (0usize, 0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                tokens += 1;
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b':' => tokens += 1,
-            b',' => {
-                tokens += 1;
-                if depth == 1 {
-                    entries += 1;
-                }
-            }
-            _ => {}
-        }
-        if tokens > MAX_JSON_TOKENS {
-            return Err(malformed("reports", &format!("more than {MAX_JSON_TOKENS} JSON tokens")));
-        }
-        // n commas between top-level entries: n + 1 entries.
-        if entries >= MAX_REPORTS_PER_UPLOAD {
-            return Err(malformed(
-                "reports",
-                &format!("more than {MAX_REPORTS_PER_UPLOAD} entries"),
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// Parses one upload: the failure entries, and counts of the entries that were skipped.
 ///
-/// The size of the upload (entries, tokens) is checked before any parsing, so every input up
-/// to the body limit costs a pass over the bytes plus a bounded parse.
+/// The size of the upload (entries, tokens) is checked while reading it, so every input up to
+/// the body limit costs at most one pass over its bytes.
 pub fn parse_upload(body: &[u8]) -> Result<NelUpload, NelError> {
-    check_size(body)?;
-    // One pass into the few fields read, borrowing strings from the body (no value tree): the
-    // whole body is parsed and checked as JSON first, exactly as a `serde_json::Value` would be
-    // (syntax errors win over field errors), then the entries are read in order.
-    let Upload(entries) = serde_json::from_slice(body).map_err(|e| {
-        // serde_json's message names line and column only, never the input.
-        NelError::Malformed(format!("reports: not JSON ({e})"))
-    })?;
+    // One pass into the few fields read, borrowing strings from the body (no value tree):
+    // the whole body is read and checked as JSON first, exactly as a `serde_json::Value`
+    // would be (syntax errors win over field errors), then the entries are read in order.
+    // The reader stops at the token and entry bounds, so every body up to the size limit
+    // costs at most one bounded pass.
+    let Upload(entries) =
+        json::read(body, MAX_JSON_TOKENS, MAX_REPORTS_PER_UPLOAD).map_err(|e| match e {
+            // The message names line and column only, never the input.
+            ReadError::NotJson(e) => NelError::Malformed(format!("reports: not JSON ({e})")),
+            ReadError::Tokens => {
+                malformed("reports", &format!("more than {MAX_JSON_TOKENS} JSON tokens"))
+            }
+            ReadError::Entries => {
+                malformed("reports", &format!("more than {MAX_REPORTS_PER_UPLOAD} entries"))
+            }
+        })?;
     let Some(entries) = entries else {
         return Err(malformed("reports", "not an array"));
     };
-    if entries.len() > MAX_REPORTS_PER_UPLOAD {
-        return Err(malformed(
-            "reports",
-            &format!("{} entries, at most {MAX_REPORTS_PER_UPLOAD}", entries.len()),
-        ));
-    }
+    debug_assert!(entries.len() <= MAX_REPORTS_PER_UPLOAD, "the reader stops at the bound");
     let mut upload =
         NelUpload { entries: Vec::new(), ok: Vec::new(), other_types: 0, successes: 0 };
     for (index, entry) in entries.iter().enumerate() {
@@ -766,7 +722,8 @@ mod tests {
         let many: Vec<Value> =
             (0..=MAX_REPORTS_PER_UPLOAD).map(|_| entry("dns", "dns.failed", 0)).collect();
         assert_eq!(err(&Value::Array(many)), "reports: more than 100 entries");
-        // Counted before parsing: commas inside strings and nested values do not count.
+        // Entries are the top-level array's: commas inside strings and nested values do not
+        // count.
         let hundred: Vec<String> =
             (0..100).map(|i| format!(r#"{{"type":"x,{i}","b":[1,2]}}"#)).collect();
         let body = format!("[{}]", hundred.join(","));
