@@ -235,74 +235,65 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Steps over the `]` or `}` at the cursor, one level up.
+    fn close(&mut self) {
+        self.i += 1;
+        self.depth += 1;
+    }
+
     /// After `[`: true if an element follows, false (past the `]`) if the array is empty.
     fn first_element(&mut self) -> Step<bool> {
         self.ws();
         if self.peek() == Some(b']') {
-            self.i += 1;
-            self.depth += 1;
+            self.close();
             return Ok(false);
         }
         Ok(true)
     }
 
-    /// After an element: true past a `,`, false past the closing `]`.
-    fn next_element(&mut self) -> Step<bool> {
+    /// After an array's element or an object's member (`close`: its `]` or `}`): true past a
+    /// `,`, false past the closing byte.
+    fn separator(&mut self, close: u8) -> Step<bool> {
         self.ws();
         match self.peek() {
             Some(b',') => {
                 self.token()?;
                 self.i += 1;
                 self.ws();
-                if self.peek() == Some(b']') {
+                if self.peek() == Some(close) {
                     return Err(self.error("trailing comma"));
                 }
                 Ok(true)
             }
-            Some(b']') => {
-                self.i += 1;
-                self.depth += 1;
+            Some(c) if c == close => {
+                self.close();
                 Ok(false)
             }
-            Some(_) => Err(self.error("expected `,` or `]`")),
-            None => Err(self.error("EOF while parsing a list")),
+            Some(_) if close == b']' => Err(self.error("expected `,` or `]`")),
+            Some(_) => Err(self.error("expected `,` or `}`")),
+            None if close == b']' => Err(self.error("EOF while parsing a list")),
+            None => Err(self.error("EOF while parsing an object")),
         }
+    }
+
+    /// After an element: true past a `,`, false past the closing `]`.
+    fn next_element(&mut self) -> Step<bool> {
+        self.separator(b']')
     }
 
     /// After `{`: the first key, or `None` (past the `}`) if the object is empty.
     fn first_key(&mut self) -> Step<Option<Cow<'a, str>>> {
         self.ws();
-        match self.peek() {
-            Some(b'}') => {
-                self.i += 1;
-                self.depth += 1;
-                Ok(None)
-            }
-            _ => self.key().map(Some),
+        if self.peek() == Some(b'}') {
+            self.close();
+            return Ok(None);
         }
+        self.key().map(Some)
     }
 
     /// After a member's value: the next key past a `,`, or `None` past the closing `}`.
     fn next_key(&mut self) -> Step<Option<Cow<'a, str>>> {
-        self.ws();
-        match self.peek() {
-            Some(b',') => {
-                self.token()?;
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    return Err(self.error("trailing comma"));
-                }
-                self.key().map(Some)
-            }
-            Some(b'}') => {
-                self.i += 1;
-                self.depth += 1;
-                Ok(None)
-            }
-            Some(_) => Err(self.error("expected `,` or `}`")),
-            None => Err(self.error("EOF while parsing an object")),
-        }
+        if self.separator(b'}')? { self.key().map(Some) } else { Ok(None) }
     }
 
     /// A member's key and its `:`, the cursor on the whitespace before the value.
@@ -427,6 +418,17 @@ impl<'a> Reader<'a> {
         self.i - start
     }
 
+    /// The digits a fraction or an exponent must have at least one of.
+    fn required_digits(&mut self) -> Step<()> {
+        if self.digits() > 0 {
+            return Ok(());
+        }
+        Err(self.error(match self.peek() {
+            None => "EOF while parsing a value",
+            Some(_) => "invalid number",
+        }))
+    }
+
     /// A number, typed as `Value` types it: an integer that fits `u64` (non-negative) or `i64`
     /// (negative), else a float, correctly rounded (serde_json's `float_roundtrip`, which the
     /// collector builds with); `-0` is the float -0.0; a float too large to hold is an error.
@@ -454,13 +456,7 @@ impl<'a> Reader<'a> {
         let mut float = false;
         if self.peek() == Some(b'.') {
             self.i += 1;
-            if self.digits() == 0 {
-                return Err(self.error(if self.peek().is_none() {
-                    "EOF while parsing a value"
-                } else {
-                    "invalid number"
-                }));
-            }
+            self.required_digits()?;
             float = true;
         }
         if let Some(b'e' | b'E') = self.peek() {
@@ -468,17 +464,10 @@ impl<'a> Reader<'a> {
             if let Some(b'+' | b'-') = self.peek() {
                 self.i += 1;
             }
-            if self.digits() == 0 {
-                return Err(self.error(if self.peek().is_none() {
-                    "EOF while parsing a value"
-                } else {
-                    "invalid number"
-                }));
-            }
+            self.required_digits()?;
             float = true;
         }
         if !float {
-            // At most 20 digits can fit a u64; more always overflow.
             let digits = &self.text[int_start..int_end];
             if let Ok(n) = digits.parse::<u64>() {
                 if !negative {
