@@ -91,12 +91,6 @@ pub(super) enum ReadError {
     Entries,
 }
 
-impl From<NotJson> for ReadError {
-    fn from(e: NotJson) -> ReadError {
-        ReadError::NotJson(e)
-    }
-}
-
 /// A control character in a string, which JSON requires escaped.
 const CONTROL: &str = "control character (\\u0000-\\u001F) found while parsing a string";
 
