@@ -17,7 +17,7 @@
 #   C library, stripped                   ffi/install.sh (release-ffi) + strip     bytes
 #   wasm module, gzip -9                  .ci/build-wasm-pkg.sh                    bytes
 #
-#   bash .ci/bench.sh                 everything (about 15 minutes on 2 cores; the memory row
+#   bash .ci/bench.sh                 everything (about 20 minutes on 2 cores; the memory row
 #                                     stores 2,000,000 reports, the bounded one 6,000,000)
 #   bash .ci/bench.sh --quick         short phases, 200,000 reports for the memory row, 600,000
 #                                     for the bounded one (16 MiB), 20 s idle
