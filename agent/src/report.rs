@@ -89,6 +89,11 @@ impl ServiceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's text, without a copy.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl FromStr for ServiceId {
@@ -227,6 +232,11 @@ impl Host {
     /// The host as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The host's text, without a copy.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
@@ -460,6 +470,11 @@ impl Report {
     /// The host.
     pub fn host(&self) -> &Host {
         &self.host
+    }
+    /// The service and the host, moved out of the report (a receiver that keeps them as text
+    /// takes them without copying).
+    pub fn into_service_and_host(self) -> (ServiceId, Host) {
+        (self.service, self.host)
     }
     /// The phase of the failure.
     pub fn phase(&self) -> Phase {

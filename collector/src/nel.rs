@@ -318,7 +318,14 @@ impl NelServices {
 
     /// The service of a report for `host`.
     pub fn service_for(&self, host: &str) -> String {
-        let host = host.to_ascii_lowercase();
+        // Hosts from `parse_upload` are lower case already: a copy only for one that is not.
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
         for (id, patterns) in &self.rules {
             let hit = patterns.iter().any(|p| match p.strip_prefix("*.") {
                 Some(domain) => {
@@ -332,7 +339,7 @@ impl NelServices {
                 return id.clone();
             }
         }
-        let domain = crate::domains::registrable_domain(&host).unwrap_or(host);
+        let domain = crate::domains::registrable_domain(host).unwrap_or_else(|| host.to_owned());
         let mut minted = self.minted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if minted.contains(&domain) {
             return domain;

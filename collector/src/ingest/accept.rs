@@ -40,31 +40,42 @@ pub(crate) struct EnvelopeContext {
 /// An opened, verified agent batch as stored: one [`StoredReport`] per report, one
 /// [`StoredTargets`] per success/attempt count, deduplicated by the envelope digest and
 /// `(agent key, sequence)`.
-pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBatch {
-    let batch = &opened.batch;
+///
+/// Takes the opened batch by value: each report's service and host move into its
+/// [`StoredReport`] (two allocations fewer per report than copying them).
+pub(crate) fn from_envelope(opened: Opened, ctx: &EnvelopeContext) -> IngestBatch {
+    let Opened { batch, digest, .. } = opened;
     let agent_key = batch.agent_key.0;
     let received_at = ctx.received_at;
+    let (created_at, failure_ppm) = (batch.created_at, batch.sampling.failure_ppm);
     let reports = batch
         .reports
-        .iter()
-        .map(|r| StoredReport {
-            id: r.id().0,
-            received_at,
-            event_at: event_time(received_at, batch.created_at, ctx.sent_at, r.observed_at()),
-            source: Source::Agent,
-            service: r.service().as_str().to_owned(),
-            host: r.host().as_str().to_owned(),
-            phase: r.phase(),
-            error_type: r.error_type().clone(),
-            elapsed_ms: r.elapsed_ms(),
-            status: r.status(),
-            network: r.network(),
-            scope: r.scope(),
-            count: r.count(),
-            sample_ppm: batch.sampling.failure_ppm,
-            client: Some(agent_key),
-            net: ctx.net,
-            enrichment: ctx.enrichment.clone(),
+        .into_iter()
+        .map(|r| {
+            let (id, observed_at, phase, error_type) =
+                (r.id().0, r.observed_at(), r.phase(), r.error_type().clone());
+            let (elapsed_ms, status, network, scope, count) =
+                (r.elapsed_ms(), r.status(), r.network(), r.scope(), r.count());
+            let (service, host) = r.into_service_and_host();
+            StoredReport {
+                id,
+                received_at,
+                event_at: event_time(received_at, created_at, ctx.sent_at, observed_at),
+                source: Source::Agent,
+                service: service.into_string(),
+                host: host.into_string(),
+                phase,
+                error_type,
+                elapsed_ms,
+                status,
+                network,
+                scope,
+                count,
+                sample_ppm: failure_ppm,
+                client: Some(agent_key),
+                net: ctx.net,
+                enrichment: ctx.enrichment.clone(),
+            }
         })
         .collect();
     // The counts cover the time up to the batch's creation, which maps to `received_at` on
@@ -92,8 +103,8 @@ pub(crate) fn from_envelope(opened: &Opened, ctx: &EnvelopeContext) -> IngestBat
         })
         .collect();
     IngestBatch {
-        digest: opened.digest,
-        origin: Origin::Agent { key: agent_key, seq: batch.seq, created_at: batch.created_at },
+        digest,
+        origin: Origin::Agent { key: agent_key, seq: batch.seq, created_at },
         reports,
         targets,
         agent_drops: batch.drops.iter().filter(|(_, n)| *n > 0).collect(),
@@ -122,14 +133,14 @@ pub(crate) fn nel_batch(
     let mut d = [0u8; 32];
     d.copy_from_slice(body_digest.as_ref());
     let mut targets = Vec::with_capacity(upload.ok.len() + upload.entries.len());
-    for ok in &upload.ok {
-        let host = ok.host.as_str();
+    for ok in upload.ok {
+        let host = ok.host.into_string();
         let weight = scale_up(1, ok.sample_ppm);
         targets.push(StoredTargets {
             received_at: ctx.received_at,
             event_at: UnixMillis(ctx.received_at.0.saturating_sub(ok.age_ms)),
-            service: services.service_for(host),
-            host: host.to_owned(),
+            service: services.service_for(&host),
+            host,
             attempts: weight,
             successes: weight,
             client: nel_client_key(ctx.net),
@@ -141,7 +152,7 @@ pub(crate) fn nel_batch(
         .entries
         .into_iter()
         .map(|e| {
-            let host = e.host.as_str().to_owned();
+            let host = e.host.into_string();
             let service = services.service_for(&host);
             StoredReport {
                 id: report_id(&d, e.index),

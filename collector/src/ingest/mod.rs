@@ -270,7 +270,7 @@ impl Ingest {
             net: self.net_tag_key.tag(peer),
             enrichment: self.enricher.lookup(peer),
         };
-        let ingest = accept::from_envelope(&opened, &ctx);
+        let ingest = accept::from_envelope(opened, &ctx);
         if let Err(e) = admission.check_reports(&ingest.reports, received_at) {
             return reject(
                 RejectReason::Timestamp,

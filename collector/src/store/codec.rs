@@ -275,12 +275,12 @@ pub(super) fn record_is_agent(record: &[u8]) -> bool {
 const ROW_VERSION: u8 = 3;
 
 /// One entry of a format 3 row: its event time, its id (reports; zeros for targets) and its
-/// record (`encode_report` / `encode_targets`).
+/// record (`encode_report` / `encode_targets`), owned or borrowed from a row being merged.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Entry {
+pub(super) struct Entry<R = Vec<u8>> {
     pub(super) event_at: u64,
     pub(super) id: [u8; 16],
-    pub(super) record: Vec<u8>,
+    pub(super) record: R,
 }
 
 /// Bytes an entry adds to a row, at most (varint event delta, id, varint length, record).
@@ -291,10 +291,10 @@ pub(super) fn entry_len_bound(record_len: usize) -> usize {
 /// A row value: the version, the number of entries, then per entry the event time as a
 /// varint delta from the previous entry's (the first from `base`, the row's bucket), the id
 /// when `with_ids`, and the record with a varint length. Entries must be in event order.
-pub(super) fn encode_row<'a>(
+pub(super) fn encode_row<'a, R: AsRef<[u8]> + 'a>(
     base: u64,
     with_ids: bool,
-    entries: impl ExactSizeIterator<Item = &'a Entry>,
+    entries: impl ExactSizeIterator<Item = &'a Entry<R>>,
 ) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(1024));
     w.0.push(ROW_VERSION);
@@ -307,8 +307,9 @@ pub(super) fn encode_row<'a>(
         if with_ids {
             w.0.extend_from_slice(&e.id);
         }
-        w.uint(e.record.len() as u64);
-        w.0.extend_from_slice(&e.record);
+        let record = e.record.as_ref();
+        w.uint(record.len() as u64);
+        w.0.extend_from_slice(record);
     }
     w.0
 }

@@ -995,11 +995,11 @@ fn push_rows(batch: &mut Batch, prefix: u8, bucket: u64, seq: u64, entries: &[co
 }
 
 /// `entries` (sorted) as rows of at most about [`ROW_BYTES`], keyed `prefix ‖ bucket ‖ seq ‖ n`.
-fn encode_rows(
+fn encode_rows<R: AsRef<[u8]>>(
     prefix: u8,
     bucket: u64,
     seq: u64,
-    entries: &[codec::Entry],
+    entries: &[codec::Entry<R>],
     mut out: impl FnMut([u8; ROW_KEY_LEN], Vec<u8>),
 ) {
     let with_ids = prefix == P_REPORTS;
@@ -1009,7 +1009,7 @@ fn encode_rows(
         let mut end = start;
         let mut size = 0;
         while end < entries.len() && (end == start || size < ROW_BYTES) {
-            size += codec::entry_len_bound(entries[end].record.len());
+            size += codec::entry_len_bound(entries[end].record.as_ref().len());
             end += 1;
         }
         let (key, value) = (
@@ -2547,13 +2547,9 @@ impl Shared {
             if kept.is_empty() {
                 batch.remove(k);
             } else {
-                let kept: Vec<codec::Entry> = kept
+                let kept: Vec<codec::Entry<&[u8]>> = kept
                     .into_iter()
-                    .map(|(event_at, id, record)| codec::Entry {
-                        event_at,
-                        id,
-                        record: record.to_vec(),
-                    })
+                    .map(|(event_at, id, record)| codec::Entry { event_at, id, record })
                     .collect();
                 batch.insert(k, codec::encode_row(base, with_ids, kept.iter()));
             }

@@ -201,7 +201,8 @@ impl Unflushed {
                 continue;
             }
             let with_ids = prefix == super::P_REPORTS;
-            let mut entries: Vec<Entry> = Vec::new();
+            // Records borrowed from the held rows: no copy per entry.
+            let mut entries: Vec<Entry<&[u8]>> = Vec::new();
             for held in &b.rows {
                 let key = super::row_key(prefix, bucket, held.seq, held.chunk);
                 let value = &self.data[held.value.clone()];
@@ -210,7 +211,7 @@ impl Unflushed {
                 entries.extend(row.into_iter().map(|(event_at, id, record)| Entry {
                     event_at,
                     id,
-                    record: record.to_vec(),
+                    record,
                 }));
             }
             if with_ids {
