@@ -613,6 +613,8 @@ mod tests {
         assert_eq!(s.service_for("A.B.Example.com"), "shop");
         assert_eq!(s.service_for("notexample.com"), "notexample.com");
         assert_eq!(s.service_for("www.other.co.uk"), "other.co.uk");
+        // A host in capitals is the same service (and not a third minted one).
+        assert_eq!(s.service_for("WWW.Other.CO.uk"), "other.co.uk");
         // The cap: two minted already; a third unknown domain goes to the shared bucket.
         assert_eq!(s.service_for("third.example.org"), OTHER_SERVICE);
         assert_eq!(s.service_for("notexample.com"), "notexample.com");

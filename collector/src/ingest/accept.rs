@@ -283,4 +283,83 @@ mod tests {
         // A sent_at before the sealing is ignored.
         assert_eq!(event_time(t(10_000), t(5_000), Some(t(1_000)), t(4_000)), t(9_000));
     }
+
+    /// An opened envelope of `n` reports to one service and host, as an agent's batch usually is.
+    fn opened(n: usize) -> Opened {
+        use vantage_agent::report::{AppInfo, Batch, Report, ReportId};
+        use vantage_agent::taxonomy::ErrorType;
+        use vantage_agent::wire::{AgentPublicKey, KeyId};
+        let now = UnixMillis(1_700_000_000_000);
+        let reports = (0..n as u64)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&i.to_be_bytes());
+                Report::builder("checkout", "api.example.com", ErrorType::HttpError)
+                    .status(503)
+                    .observed_at(UnixMillis(now.0 - 1_000))
+                    .build_with_id(ReportId(id), now)
+                    .expect("a valid report")
+            })
+            .collect();
+        let app = AppInfo::new("com.example.app", "1.0.0", "linux", "rust/0.1.0").expect("valid");
+        let batch = Batch::new(AgentPublicKey([7; 32]), 1, now, app).with_reports(reports);
+        Opened { batch, key_id: KeyId([1; 8]), digest: [2; 32] }
+    }
+
+    /// Heap allocations of `f` on this thread.
+    fn allocations(f: impl FnOnce()) -> u64 {
+        allocation_counter::measure(f).count_total
+    }
+
+    /// The mapping moves each report's service and host into its stored report: no allocation
+    /// per report (copying them was two), a fixed few per envelope.
+    #[test]
+    fn an_envelopes_mapping_allocates_nothing_per_report() {
+        let ctx = EnvelopeContext {
+            received_at: UnixMillis(1_700_000_001_000),
+            sent_at: None,
+            net: NetTag(9),
+            enrichment: Enrichment::default(),
+        };
+        let count = |n| {
+            let opened = opened(n);
+            allocations(|| drop(from_envelope(opened, &ctx)))
+        };
+        let (ten, twenty) = (count(10), count(20));
+        assert_eq!(twenty, ten, "allocations per report: {} for 10 reports, {twenty} for 20", ten);
+        // The reports' vector and the app id.
+        assert!(ten <= 2, "{ten} allocations for an envelope of 10 reports");
+    }
+
+    /// A NEL upload's mapping: per failure report its service (the registrable domain, a new
+    /// string) and the derived attempt count's copies of service and host; the hosts parsed
+    /// from the upload are moved in, not copied or lower-cased again (that was two more).
+    #[test]
+    fn a_nel_uploads_mapping_allocates_three_times_per_report() {
+        let body = |n: usize| {
+            let entries: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        r#"{{"age":10,"type":"network-error","url":"https://shop{i}.example/p","body":{{"sampling_fraction":1.0,"phase":"dns","type":"dns.name_not_resolved","elapsed_time":20}}}}"#
+                    )
+                })
+                .collect();
+            format!("[{}]", entries.join(",")).into_bytes()
+        };
+        let ctx = NelContext {
+            received_at: UnixMillis(1_700_000_001_000),
+            net: NetTag(9),
+            enrichment: Enrichment::default(),
+        };
+        let services = NelServices::default();
+        let count = |n| {
+            let body = body(n);
+            // Once first, so the services minted on the way are not counted.
+            drop(nel_batch(&body, crate::nel::parse_upload(&body).unwrap(), &ctx, &services));
+            let upload = crate::nel::parse_upload(&body).unwrap();
+            allocations(|| drop(nel_batch(&body, upload, &ctx, &services)))
+        };
+        let (three, six) = (count(3), count(6));
+        assert_eq!(six - three, 3 * 3, "{three} allocations for 3 reports, {six} for 6");
+    }
 }

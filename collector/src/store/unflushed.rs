@@ -345,6 +345,42 @@ mod tests {
     /// The merged rows are a function of the rows added: what a replay of the journaled rows
     /// rebuilds merges to the same keys and values, which is what makes a replay over an
     /// interrupted checkpoint exact.
+    /// The checkpoint's merge borrows the held records: its allocations grow with the rows it
+    /// reads and writes, not with their entries (a copy of each record was one per entry).
+    #[test]
+    fn merging_held_rows_allocates_per_row_not_per_entry() {
+        let count = |n: u64| {
+            let mut held = Unflushed::new(1);
+            // Two groups' rows of one bucket, `n` entries each, records of 8 bytes.
+            for seq in [1, 2] {
+                let entries: Vec<Entry> =
+                    (0..n).map(|i| entry(1000 + i, (i % 251) as u8, &[seq as u8; 8])).collect();
+                crate::store::encode_rows(P_REPORTS, 1000, seq, &entries, |k, v| {
+                    held.add_row(&k, &v).unwrap()
+                });
+            }
+            let mut rows = 0;
+            let allocations = allocation_counter::measure(|| {
+                held.for_each_merged(
+                    |_, _| {
+                        rows += 1;
+                        Ok::<_, String>(())
+                    },
+                    |_, e| e,
+                )
+                .unwrap();
+            })
+            .count_total;
+            (allocations, rows)
+        };
+        let ((few, rows_few), (many, rows_many)) = (count(40), count(80));
+        assert_eq!((rows_few, rows_many), (1, 2), "80 and 160 entries of 26 bytes: 1 and 2 rows");
+        assert!(
+            many - few <= 12,
+            "{few} allocations to merge 80 entries, {many} to merge 160: more per entry"
+        );
+    }
+
     #[test]
     fn held_rows_merge_to_one_row_per_bucket_in_event_order() {
         let mut held = Unflushed::new(7);
