@@ -50,7 +50,8 @@ pub(crate) fn to_vec(value: &Value) -> Vec<u8> {
     out
 }
 
-fn head(out: &mut Vec<u8>, major: u8, n: u64) {
+/// Writes a head of major type `major` and argument `n` in its shortest form (canonical).
+pub(crate) fn head(out: &mut Vec<u8>, major: u8, n: u64) {
     let m = major << 5;
     if n < 24 {
         out.push(m | n as u8);

@@ -2,7 +2,7 @@
 
 use ciborium::Value;
 
-use super::cbor::{DecodeError, Fields, Path, Shape, map, parse, to_vec, uint};
+use super::cbor::{DecodeError, Fields, Path, Shape, head, map, parse, to_vec};
 use super::hpke::{SealError, seal_base_with_aad};
 use super::{
     AgentIdentity, AgentPublicKey, CollectorPublicKey, HPKE_INFO, KeyId, MAX_ENVELOPE_BYTES,
@@ -83,21 +83,36 @@ impl Envelope {
     /// The header, `{ 1: version, 2: key id, 3: enc }` in CBOR: the HPKE additional data, so
     /// no header field can be changed without the ciphertext failing to open.
     pub fn header_bytes(&self) -> Vec<u8> {
-        to_vec(&map(vec![
-            (1, uint(self.version)),
-            (2, Value::Bytes(self.key_id.0.to_vec())),
-            (3, Value::Bytes(self.enc.to_vec())),
-        ]))
+        self.prefix(None)
     }
 
     /// The envelope's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        to_vec(&map(vec![
-            (1, uint(self.version)),
-            (2, Value::Bytes(self.key_id.0.to_vec())),
-            (3, Value::Bytes(self.enc.to_vec())),
-            (4, Value::Bytes(self.ciphertext.clone())),
-        ]))
+        let mut out = self.prefix(Some(self.ciphertext.len()));
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// The canonical CBOR of `{ 1: version, 2: key id, 3: enc }` or, given the ciphertext's
+    /// length, of the envelope up to its ciphertext's bytes (a map of four, then key 4 and the
+    /// head of a byte string that long): written head by head, as the value-tree encoder
+    /// writes them (held to it by a test), without building a tree or copying the ciphertext.
+    fn prefix(&self, ciphertext_len: Option<usize>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        head(&mut out, 5, if ciphertext_len.is_some() { 4 } else { 3 });
+        head(&mut out, 0, 1);
+        head(&mut out, 0, self.version);
+        head(&mut out, 0, 2);
+        head(&mut out, 2, self.key_id.0.len() as u64);
+        out.extend_from_slice(&self.key_id.0);
+        head(&mut out, 0, 3);
+        head(&mut out, 2, self.enc.len() as u64);
+        out.extend_from_slice(&self.enc);
+        if let Some(len) = ciphertext_len {
+            head(&mut out, 0, 4);
+            head(&mut out, 2, len as u64);
+        }
+        out
     }
 
     /// Decodes an envelope from untrusted bytes. Refuses anything over
@@ -133,7 +148,9 @@ impl Envelope {
             ));
         }
         let envelope = Envelope { version, key_id, enc, ciphertext };
-        if envelope.encode() != bytes {
+        // The one canonical encoding: its prefix, then the ciphertext's bytes.
+        let prefix = envelope.prefix(Some(envelope.ciphertext.len()));
+        if bytes.split_at_checked(prefix.len()) != Some((&prefix[..], &envelope.ciphertext[..])) {
             return Err(DecodeError::new("envelope", "not in canonical CBOR encoding"));
         }
         Ok(envelope)
@@ -256,4 +273,63 @@ pub fn seal_batch(
         return Err(WireError::TooLarge { len: bytes.len(), max: MAX_ENVELOPE_BYTES });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::cbor::uint;
+
+    /// The envelope as the value-tree encoder writes it (what `encode` and `header_bytes`
+    /// were): the reference for the head-by-head writer.
+    fn tree(e: &Envelope, with_ciphertext: bool) -> Vec<u8> {
+        let mut entries = vec![
+            (1, uint(e.version)),
+            (2, Value::Bytes(e.key_id.0.to_vec())),
+            (3, Value::Bytes(e.enc.to_vec())),
+        ];
+        if with_ciphertext {
+            entries.push((4, Value::Bytes(e.ciphertext.clone())));
+        }
+        to_vec(&map(entries))
+    }
+
+    /// Every head width (versions and lengths at each boundary of CBOR's argument sizes).
+    #[test]
+    fn the_envelope_written_by_heads_is_the_value_trees_encoding() {
+        let edges = [0u64, 1, 23, 24, 255, 256, 65_535, 65_536, u64::from(u32::MAX), 1 << 32];
+        for version in edges.iter().copied().chain([u64::MAX]) {
+            for len in edges.iter().copied().filter(|n| *n <= 70_000) {
+                let e = Envelope {
+                    version,
+                    key_id: KeyId([version as u8; 8]),
+                    enc: [len as u8; 32],
+                    ciphertext: (0..len).map(|i| i as u8).collect(),
+                };
+                assert_eq!(e.header_bytes(), tree(&e, false), "version {version}");
+                assert_eq!(e.encode(), tree(&e, true), "version {version}, {len} bytes");
+            }
+        }
+    }
+
+    /// The canonical check sees the ciphertext's head too: the same envelope with that head in
+    /// a longer form, or with a byte more or less after it, is refused.
+    #[test]
+    fn a_ciphertext_head_in_a_longer_form_is_refused() {
+        let e =
+            Envelope { version: 1, key_id: KeyId([3; 8]), enc: [4; 32], ciphertext: vec![5; 20] };
+        let bytes = e.encode();
+        assert_eq!(Envelope::decode(&bytes).unwrap(), e);
+        // `4: h'05..'`: the head 0x54 (20 bytes), then 20 bytes; 0x58 0x14 is the same length.
+        let at = bytes.len() - 21;
+        assert_eq!(bytes[at], 0x54);
+        let mut long = bytes[..at].to_vec();
+        long.extend_from_slice(&[0x58, 0x14]);
+        long.extend_from_slice(&bytes[at + 1..]);
+        let err = Envelope::decode(&long).unwrap_err();
+        assert_eq!((err.field(), err.reason()), ("envelope", "not in canonical CBOR encoding"));
+        for cut in [&bytes[..bytes.len() - 1], &[&bytes[..], &[0]].concat()[..]] {
+            assert!(Envelope::decode(cut).is_err(), "{} bytes", cut.len());
+        }
+    }
 }
