@@ -154,6 +154,15 @@ impl NetnsPair {
         Ok(pair)
     }
 
+    /// Replaces the `options` line of the client's resolv.conf (`timeout:1 attempts:1` as
+    /// created): for tests that need DNS to answer even when a loaded machine delays a reply
+    /// past one second, while those that measure the resolver's timeout keep the default.
+    pub fn set_resolver_options(&self, options: &str) -> Result<(), NetnsError> {
+        let path = PathBuf::from("/etc/netns").join(&self.client).join("resolv.conf");
+        let conf = format!("nameserver {SERVER_ADDR}\noptions {options}\n");
+        std::fs::write(&path, conf).map_err(|source| NetnsError::ResolvConf { path, source })
+    }
+
     /// A command that runs `program` inside the client namespace (with its resolv.conf).
     pub fn client_command(&self, program: impl AsRef<OsStr>) -> Command {
         netns_command(&self.client, program)

@@ -35,11 +35,24 @@ struct Lab {
     _dir: tempfile::TempDir,
 }
 
+/// The client's resolver options for tests that need DNS to answer: a reply the loaded CI
+/// machine delays past one second (`http_500` once met `dns.timed_out` after 1,003 ms) is
+/// waited for, and a lost query asked again.
+const PATIENT_RESOLVER: &str = "timeout:3 attempts:2";
+/// What the resolver-timeout tests measure against (the namespace pair's default).
+const ONE_SECOND_RESOLVER: &str = "timeout:1 attempts:1";
+
 impl Lab {
+    /// A lab whose resolver waits out a slow DNS reply ([`PATIENT_RESOLVER`]).
     fn new() -> Lab {
+        Lab::with_resolver(PATIENT_RESOLVER)
+    }
+
+    fn with_resolver(options: &str) -> Lab {
         let mut ns = NetnsPair::new().unwrap_or_else(|e| {
             panic!("these tests need network namespaces (root, iproute2, iptables): {e}")
         });
+        ns.set_resolver_options(options).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("vantage faults CA");
         let ca_file = dir.path().join("ca.pem");
@@ -142,7 +155,7 @@ fn dns_servfail_and_refused() {
 /// after about one second, well before the probe's own 5 s DNS bound.
 #[test]
 fn dns_resolver_timeout() {
-    let lab = Lab::new();
+    let lab = Lab::with_resolver(ONE_SECOND_RESOLVER);
     let elapsed = assert_failed(&lab.check("http://silent.test/", &[]), "dns.timed_out", "dns");
     assert!((900..3000).contains(&elapsed), "resolv.conf timeout not honoured: {elapsed} ms");
 }
@@ -160,7 +173,7 @@ fn dns_unreachable_when_link_down() {
 /// errors, so the query times out (glibc, with connected sockets, fails at once).
 #[test]
 fn dns_port_unreachable_times_out() {
-    let lab = Lab::new();
+    let lab = Lab::with_resolver(ONE_SECOND_RESOLVER);
     lab.server_input("-p udp --dport 53 -j REJECT --reject-with icmp-port-unreachable");
     let elapsed = assert_failed(&lab.check("http://ok.test/", &[]), "dns.timed_out", "dns");
     assert!((900..3000).contains(&elapsed), "{elapsed} ms");
