@@ -149,8 +149,7 @@ impl NetnsPair {
         std::fs::create_dir_all(&dir)
             .map_err(|source| NetnsError::ResolvConf { path: path.clone(), source })?;
         pair.etc_dir = Some(dir);
-        let conf = format!("nameserver {SERVER_ADDR}\noptions timeout:1 attempts:1\n");
-        std::fs::write(&path, conf).map_err(|source| NetnsError::ResolvConf { path, source })?;
+        pair.set_resolver_options("timeout:1 attempts:1")?;
         Ok(pair)
     }
 
