@@ -12,7 +12,7 @@
 //!    log when a buffer fills and on its own periodic flush; all but its report and count
 //!    rows, which are *deferred*: held in memory and written merged at the checkpoint
 //!    (`unflushed.rs`), and at open replayed into memory, then written merged the same way;
-//!    and all but its counters, `seq` and `N` row, which are *held* (`Held`): their last
+//!    and all but its counters, `seq` and `N` row, which are *held* ([`Held`]): their last
 //!    values kept in memory and written at the checkpoint, replayed as plain inserts;
 //! 3. then answered.
 //!
