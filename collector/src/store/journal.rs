@@ -12,8 +12,6 @@
 //!    log when a buffer fills and on its own periodic flush; all but its report and count
 //!    rows, which are *deferred*: held in memory and written merged at the checkpoint
 //!    (`unflushed.rs`), and at open replayed into memory, then written merged the same way;
-//!    and all but its counters, `seq` and `N` row, which are *held* ([`Held`]): their last
-//!    values kept in memory and written at the checkpoint, replayed as plain inserts;
 //! 3. then answered.
 //!
 //! Every [`CHECKPOINT_BYTES`] of records or [`CHECKPOINT_PERIOD`], whichever comes first, the

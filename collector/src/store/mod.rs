@@ -19,7 +19,7 @@
 //! | `P` ‖ group seq u64 BE ‖ piece u32 BE: a group's new agent report ids, not merged into `I` yet (`ids.rs`); format 7 wrote a whole run under `P` ‖ seq | its sorted ids, 16 bytes each, at most 256 a piece |
 //! | `G` ‖ `created_at` bucket u64 BE ‖ the row's greatest digest (32) | version byte (2), the row's `until` (u64 BE: no report or count of its envelopes has a later event time; see "Duplicates"), then sorted digests (32 bytes each) of envelopes made in the bucket, at most 128; a bucket's rows hold disjoint ranges. Format 6 rows: version byte 1, no `until` |
 //! | `C` ‖ envelope `created_at` u64 BE ‖ envelope digest (32): written by formats 4 and 5, read until the dedup horizon passed | empty |
-//! | `N` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new NEL upload digests, their first 16 bytes each (`recent.rs`); a checkpoint joins the rows of groups at most 2 s apart, up to 256 digests, under the latest group's key |
+//! | `N` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32    | the group's new NEL upload digests, their first 16 bytes each (`recent.rs`) |
 //! | `D` ‖ upload digest (32): written by format 3 only, read until the dedup horizon passed | group `received_at` u64 BE |
 //! | `E` ‖ group `received_at` u64 BE ‖ group seq ‖ 0 u32: format 3 only | the group's new digests, 32 bytes each |
 //! | `M` ‖ `reports` / `targets` / `digests` / `bytes` / `seq` / `outbox_hi` | u64 BE counters (`digests`: envelope digests in `G` rows), next group seq, outbox keys backed by rows |

@@ -1,9 +1,8 @@
 //! The duplicate test of NEL uploads: the digests of the NEL uploads stored in the last
 //! [`WINDOW_MS`], at most [`MAX_RECENT`] of them, in memory ([`Recent`]); on disk one `N` row
 //! per group commit (`N` ‖ group time ‖ group seq ‖ 0 → the group's NEL digests, the first 16
-//! bytes of each), joined by the checkpoint into rows of up to [`ROW_BYTES`] ([`write_row`]),
-//! so a restart reads the window back, and after a kill the journal replays the rows of the
-//! groups it acknowledged.
+//! bytes of each), so a restart reads the window back, and after a kill the journal replays the
+//! rows of the groups it acknowledged.
 //!
 //! Agent envelopes keep a `D` key per digest for the whole dedup horizon (an agent re-sends an
 //! unacknowledged envelope for up to 7 days). A NEL upload gets this window instead:
