@@ -99,67 +99,6 @@ pub(super) struct Batch {
     /// Row inserts that [`Batch::apply_each`] leaves out: the writer holds them in memory
     /// until the next checkpoint (`unflushed.rs`). Their keys are never among `ops`.
     deferred: Vec<(IVec, IVec)>,
-    /// Inserts that [`Batch::apply_each`] puts in a [`Held`] set instead of sled, after `ops`:
-    /// journaled (and replayed) as plain inserts.
-    held: Vec<(IVec, IVec)>,
-}
-
-/// Inserts journaled but not yet in sled: the last value of each key, written at the
-/// checkpoint ([`Held::write`]). A group's counters, its `seq` and its NEL digest row would
-/// otherwise be sled inserts in every group commit, each a walk down the tree and a page
-/// fragment (`docs/performance.md`, twenty-first round); nothing reads those keys from sled
-/// between opens, and a journaled insert or removal of a held key drops it from the set, so
-/// sled after [`Held::write`] is what applying every record in order would have made it.
-#[derive(Default, Debug)]
-pub(super) struct Held(std::collections::BTreeMap<IVec, IVec>);
-
-impl Held {
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    #[cfg(test)]
-    pub(super) fn keys(&self) -> impl Iterator<Item = &IVec> {
-        self.0.keys()
-    }
-
-    /// Every held insert into `tree`, in key order; then the set is empty. A run of keys
-    /// that `joins(first key of the run, key)` accepts is written as fewer keys: their values
-    /// concatenated, up to `max` bytes, under the last key of each (`N` rows: `recent.rs`).
-    pub(super) fn write(
-        &mut self,
-        tree: &sled::Tree,
-        joins: impl Fn(&[u8], &[u8]) -> bool,
-        max: usize,
-    ) -> sled::Result<()> {
-        // The run: its first key, its last key, the values so far.
-        let mut run: Option<(IVec, IVec, Vec<u8>)> = None;
-        for (k, v) in std::mem::take(&mut self.0) {
-            run = match run.take() {
-                Some((first, _, mut value))
-                    if joins(&first, &k) && value.len() + v.len() <= max =>
-                {
-                    value.extend_from_slice(&v);
-                    Some((first, k, value))
-                }
-                other => {
-                    if let Some((_, last, value)) = other {
-                        tree.insert(last, value)?;
-                    }
-                    if joins(&k, &k) {
-                        Some((k.clone(), k, v.to_vec()))
-                    } else {
-                        tree.insert(k, v)?;
-                        None
-                    }
-                }
-            };
-        }
-        if let Some((_, last, value)) = run {
-            tree.insert(last, value)?;
-        }
-        Ok(())
-    }
 }
 
 impl Batch {
@@ -172,15 +111,6 @@ impl Batch {
 
     pub(super) fn remove<K: Into<IVec>>(&mut self, key: K) {
         self.ops.push((key.into(), None));
-    }
-
-    /// An insert held back from sled until the checkpoint, as its last value (see [`Held`]).
-    /// The key must not be read from sled until then.
-    #[track_caller]
-    pub(super) fn insert_held<K: Into<IVec>, V: Into<IVec>>(&mut self, key: K, value: V) {
-        let (key, value) = (key.into(), value.into());
-        debug_check_rows_value(&key, &value);
-        self.held.push((key, value));
     }
 
     /// A row insert held back from sled until the checkpoint (see `deferred`).
@@ -197,10 +127,10 @@ impl Batch {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.deferred.is_empty() && self.held.is_empty()
+        self.ops.is_empty() && self.deferred.is_empty()
     }
 
-    /// The same writes as one atomic sled batch, held and deferred rows included.
+    /// The same writes as one atomic sled batch, deferred rows included.
     pub(super) fn to_sled(&self) -> sled::Batch {
         let mut batch = sled::Batch::default();
         for (k, v) in &self.ops {
@@ -209,20 +139,16 @@ impl Batch {
                 None => batch.remove(k.clone()),
             }
         }
-        for (k, v) in self.held.iter().chain(&self.deferred) {
+        for (k, v) in &self.deferred {
             batch.insert(k.clone(), v.clone());
         }
         batch
     }
 
     /// Applies the writes one by one (not atomic: the journal record is what makes the batch
-    /// all-or-nothing across a crash), all but the deferred rows; the held inserts go into
-    /// `held`, and a write to a key `held` has replaces what it had there.
-    pub(super) fn apply_each(&self, tree: &sled::Tree, held: &mut Held) -> sled::Result<()> {
+    /// all-or-nothing across a crash), all but the deferred rows.
+    pub(super) fn apply_each(&self, tree: &sled::Tree) -> sled::Result<()> {
         for (k, v) in &self.ops {
-            if !held.0.is_empty() {
-                held.0.remove(k);
-            }
             match v {
                 Some(v) => {
                     tree.insert(k.clone(), v.clone())?;
@@ -232,25 +158,18 @@ impl Batch {
                 }
             }
         }
-        for (k, v) in &self.held {
-            held.0.insert(k.clone(), v.clone());
-        }
         Ok(())
     }
 
     fn encode(&self, epoch: u64, out: &mut Vec<u8>) {
         out.clear();
         out.resize(HEADER, 0);
-        let n = self.ops.len() + self.held.len() + self.deferred.len();
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        // Held inserts are plain inserts after `ops`: a replay applies them to sled.
-        let held = self.held.iter().map(|(k, v)| (OP_INSERT, k, Some(v)));
+        out.extend_from_slice(&((self.ops.len() + self.deferred.len()) as u32).to_le_bytes());
         let deferred = self.deferred.iter().map(|(k, v)| (OP_DEFER, k, Some(v)));
         for (op, k, v) in self
             .ops
             .iter()
             .map(|(k, v)| (if v.is_some() { OP_INSERT } else { OP_REMOVE }, k, v.as_ref()))
-            .chain(held)
             .chain(deferred)
         {
             out.push(op);
@@ -278,7 +197,8 @@ impl Batch {
             Some(u32::from_le_bytes(take(buf, 4)?.try_into().ok()?) as usize)
         }
         let n = take_u32(&mut payload)?;
-        let mut batch = Batch { ops: Vec::with_capacity(n.min(payload.len())), ..Batch::default() };
+        let mut batch =
+            Batch { ops: Vec::with_capacity(n.min(payload.len())), deferred: Vec::new() };
         for _ in 0..n {
             let op = *take(&mut payload, 1)?.first()?;
             let klen = take_u32(&mut payload)?;
@@ -457,66 +377,6 @@ mod tests {
         let ops = b.ops.iter().map(|(k, v)| (k.to_vec(), v.as_ref().map(|v| v.to_vec()), false));
         let deferred = b.deferred.iter().map(|(k, v)| (k.to_vec(), Some(v.to_vec()), true));
         ops.chain(deferred).collect()
-    }
-
-    fn sled_tree() -> (sled::Db, sled::Tree) {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("rows").unwrap();
-        (db, tree)
-    }
-
-    fn contents(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
-        tree.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
-    }
-
-    /// Held inserts stay out of sled until [`Held::write`], which leaves sled as applying the
-    /// batches in order would (last value wins; a later plain write or removal of a held key
-    /// replaces it) and joins runs up to the bound; a journaled held insert is a plain insert
-    /// to a replay.
-    #[test]
-    fn held_inserts_reach_sled_as_the_batches_in_order_would_leave_it() {
-        let (_db, tree) = sled_tree();
-        let (_db2, in_order) = sled_tree();
-        let mut held = Held::default();
-        let mut first = Batch::default();
-        for (k, v) in
-            [("a1", "x"), ("a2", "yy"), ("a3", "zzz"), ("a4", "w"), ("b", "1"), ("c", "old")]
-        {
-            first.insert_held(k.as_bytes(), v.as_bytes());
-        }
-        first.insert(&b"d"[..], &b"plain"[..]);
-        let mut second = Batch::default();
-        second.insert(&b"b"[..], &b"direct"[..]);
-        second.remove(&b"a3"[..]);
-        second.insert_held(&b"c"[..], &b"new"[..]);
-        for b in [&first, &second] {
-            b.apply_each(&tree, &mut held).unwrap();
-            // The reference: every write applied to sled in record order.
-            in_order.apply_batch(b.to_sled()).unwrap();
-        }
-        assert_eq!(
-            contents(&tree),
-            [(b"b".to_vec(), b"direct".to_vec()), (b"d".to_vec(), b"plain".to_vec())]
-        );
-        // A replay of the same records: plain inserts, in order.
-        let (_db3, replayed) = sled_tree();
-        let mut none = Held::default();
-        for b in [&first, &second] {
-            let mut record = Vec::new();
-            b.encode(1, &mut record);
-            Batch::decode(&record[HEADER..]).unwrap().apply_each(&replayed, &mut none).unwrap();
-        }
-        assert!(none.is_empty(), "a decoded record holds nothing back");
-        assert_eq!(contents(&replayed), contents(&in_order));
-
-        // `a` keys join, at most 3 bytes to a key: a1 and a2 under a2, a4 alone.
-        held.write(&tree, |first, k| first[0] == b'a' && k[0] == b'a', 3).unwrap();
-        assert!(held.is_empty());
-        let mut joined = contents(&in_order);
-        joined.retain(|(k, _)| !k.starts_with(b"a"));
-        joined.extend([(b"a2".to_vec(), b"xyy".to_vec()), (b"a4".to_vec(), b"w".to_vec())]);
-        joined.sort();
-        assert_eq!(contents(&tree), joined);
     }
 
     #[test]

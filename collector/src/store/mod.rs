@@ -594,9 +594,6 @@ struct WriteState {
     legacy_digests: bool,
     /// Format 4 and 5 `C` keys may be left: an envelope's digest is looked up there too.
     legacy_envelopes: bool,
-    /// The journaled inserts not yet in sled (the counters, `seq`, `N` rows): written at the
-    /// checkpoint (`journal::Held`).
-    held: journal::Held,
 }
 
 struct Trees {
@@ -976,11 +973,10 @@ fn count_pairs(counts: Counts) -> impl Iterator<Item = (Vec<u8>, [u8; 8])> {
     .map(|(name, v)| (meta_key(name), v.to_be_bytes()))
 }
 
-/// Writes `counts` (absolute) into `batch`, held until the checkpoint (`journal::Held`: the
-/// counters are read from sled only at open).
+/// Writes `counts` (absolute) into `batch`.
 fn put_counts(batch: &mut Batch, counts: Counts) {
     for (k, v) in count_pairs(counts) {
-        batch.insert_held(k, &v[..]);
+        batch.insert(k, &v[..]);
     }
 }
 
@@ -1074,7 +1070,6 @@ impl Store {
                 recent: recent::Recent::default(),
                 legacy_digests: false,
                 legacy_envelopes: false,
-                held: journal::Held::default(),
             }),
             next_outbox_key: std::sync::atomic::AtomicU64::new(next_outbox_key),
             // What is in the tree at open was read back from disk.
@@ -1091,12 +1086,8 @@ impl Store {
         // What was acknowledged after the last checkpoint (see `journal`: "Recovery").
         if !recovered.batches.is_empty() {
             let mut deferred = unflushed::Unflushed::new(0);
-            // (A decoded record has no held inserts: they were journaled as plain ones.)
-            let mut held = journal::Held::default();
             for batch in &recovered.batches {
-                batch
-                    .apply_each(&shared.trees.rows, &mut held)
-                    .map_err(|e| engine_error(&path, e))?;
+                batch.apply_each(&shared.trees.rows).map_err(|e| engine_error(&path, e))?;
                 for (k, v) in batch.deferred() {
                     deferred.add_row(k, v).map_err(|e| shared.corrupt("vantage-journal", k, &e))?;
                 }
@@ -1411,7 +1402,7 @@ impl Store {
             if let Err(e) = shared.merge_ids(&mut state) {
                 tracing::warn!(error = %e, "store close: pending report ids not merged");
             }
-            shared.write_unflushed(&mut state)?;
+            shared.write_unflushed(state.next_seq)?;
             shared.flush_and_sync()?;
             // Everything is in sled's synced files: a clean stop leaves no journal to replay.
             state
@@ -2229,8 +2220,7 @@ impl Shared {
         let mut counts = self.counts();
         counts.apply(delta);
         put_counts(&mut batch, counts);
-        // (Read from sled at open only, as the counters are.)
-        batch.insert_held(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
+        batch.insert(meta_key(b"seq"), &(seq + 1).to_be_bytes()[..]);
         // Before the rows: sled recovers a prefix of its log, so rows on disk always have
         // their outbox entries. The rows batch records how far the outbox is backed by rows;
         // entries beyond that after a crash belong to a group whose rows never landed (never
@@ -2238,7 +2228,7 @@ impl Shared {
         if any_outbox {
             // Nothing journaled may be replayed over this group's writes (its `seq` and
             // counters would go back): what the journal holds goes into sled's files first.
-            if !state.journal.is_empty() || !state.held.is_empty() {
+            if !state.journal.is_empty() {
                 self.checkpoint(state)?;
             }
             let hi = self.next_outbox_key.load(std::sync::atomic::Ordering::Relaxed);
@@ -2379,7 +2369,7 @@ impl Shared {
             self.mark_failed(&e);
             return Err(e);
         }
-        batch.apply_each(&self.trees.rows, &mut state.held).map_err(|e| {
+        batch.apply_each(&self.trees.rows).map_err(|e| {
             let e = self.io(e);
             self.mark_failed(&e);
             e
@@ -2410,23 +2400,16 @@ impl Shared {
     /// Sled's flush and the sync of its files, then the journal starts over; with
     /// [`Shared::write`] held, so no write lands between the two.
     fn checkpoint(&self, state: &mut WriteState) -> Result<(), StoreError> {
-        self.write_unflushed(state)?;
+        self.write_unflushed(state.next_seq)?;
         self.flush_and_sync()?;
         state.journal.checkpointed();
         Ok(())
     }
 
-    /// The held inserts (`journal::Held`), then the unflushed rows, merged (`unflushed.rs`),
-    /// into sled; with [`Shared::write`] held, as part of a checkpoint (they are durable once
-    /// sled is flushed and synced; until then the journal holds them).
-    fn write_unflushed(&self, state: &mut WriteState) -> Result<(), StoreError> {
-        // The held inserts first: the digest rows' counters written below are newer.
-        state.held.write(&self.trees.rows, recent::joins, recent::ROW_BYTES).map_err(|e| {
-            let e = self.io(e);
-            self.mark_failed(&e);
-            e
-        })?;
-        let next_seq = state.next_seq;
+    /// The unflushed rows into sled, merged (`unflushed.rs`); with [`Shared::write`] held, as
+    /// part of a checkpoint (they are durable once sled is flushed and synced; until then the
+    /// journal holds them). `next_seq`: the next group's seq.
+    fn write_unflushed(&self, next_seq: u64) -> Result<(), StoreError> {
         let mut unflushed = self.unflushed.lock().unwrap_or_else(PoisonError::into_inner);
         if unflushed.is_empty() {
             return Ok(());
@@ -2601,9 +2584,7 @@ impl Shared {
         // Retention reads sled's rows: what is held since the last checkpoint goes there first.
         {
             let mut state = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-            let unflushed =
-                !self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
-            if unflushed || !state.held.is_empty() {
+            if !self.unflushed.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
                 self.checkpoint(&mut state)?;
             }
         }
@@ -3002,19 +2983,12 @@ mod tests {
         store.scan_reports(UnixMillis(0), UnixMillis(u64::MAX)).map(Result::unwrap).collect()
     }
 
-    /// Keys of one prefix in `rows`, with the rows and inserts held until the next checkpoint
-    /// (as many as it will write).
+    /// Keys of one prefix in `rows`, with the rows held until the next checkpoint (as many as
+    /// it will write).
     fn keys(store: &Store, prefix: u8) -> usize {
         let merged = store.shared.unflushed.lock().unwrap().merged().unwrap();
-        let unflushed = merged.iter().filter(|(k, _)| k[0] == prefix).count();
-        // Only these are ever held (and callers with the write lock ask for others).
-        let held = if [P_RECENT, P_META].contains(&prefix) {
-            let state = store.shared.write.lock().unwrap();
-            state.held.keys().filter(|k| k[0] == prefix).count()
-        } else {
-            0
-        };
-        store.shared.trees.rows.scan_prefix([prefix]).count() + unflushed + held
+        let held = merged.iter().filter(|(k, _)| k[0] == prefix).count();
+        store.shared.trees.rows.scan_prefix([prefix]).count() + held
     }
 
     fn all_targets(store: &Store) -> Vec<StoredTargets> {
@@ -3675,8 +3649,8 @@ mod tests {
         assert_eq!(want.len(), 5);
         {
             // The checkpoint's first half: rows in sled and flushed, the journal not reset.
-            let mut state = store.shared.write.lock().unwrap();
-            store.shared.write_unflushed(&mut state).unwrap();
+            let state = store.shared.write.lock().unwrap();
+            store.shared.write_unflushed(state.next_seq).unwrap();
             let rows = &store.shared.trees.rows;
             let merged: Vec<_> = rows.scan_prefix([P_REPORTS]).map(Result::unwrap).collect();
             // The first group's row (checkpointed before) and one per bucket since.
@@ -3947,65 +3921,6 @@ mod tests {
     /// A crash image: sled's files as the last checkpoint left them, and the journal as it is
     /// after later acknowledged commits. Reopened, the store has every acknowledged batch
     /// (and its counters and dedup entries), as if it had never stopped.
-    /// A group's counters, `seq` and `N` row are journaled and held, not written to sled one
-    /// group at a time: sled has none of them until the checkpoint, which writes the counters
-    /// once and the groups' `N` rows joined; a reopen reads back the same counts and window.
-    #[tokio::test]
-    async fn counters_and_nel_rows_reach_sled_at_the_checkpoint_joined() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::new(dir.path());
-        let store = Store::open(config.clone()).unwrap();
-        store.shared.write.lock().unwrap().journal.period = Duration::MAX;
-        let names = [META_REPORTS, META_TARGETS, META_BYTES, b"seq".as_slice()];
-        let in_sled_at_open: Vec<_> =
-            names.iter().map(|name| store.shared.read_meta(name).unwrap()).collect();
-        let now = crate::clock::now_millis().0;
-        let uploads: Vec<IngestBatch> = (1..=300u16)
-            .map(|d| {
-                let mut b = nel_batch(d as u8, now, 2);
-                b.digest[1] = (d >> 8) as u8;
-                b
-            })
-            .collect();
-        for b in &uploads {
-            store.commit(b.clone()).await.unwrap();
-        }
-        let rows = &store.shared.trees.rows;
-        let in_sled = |prefix| rows.scan_prefix([prefix]).count();
-        assert_eq!(in_sled(P_RECENT), 0, "no N row in sled before the checkpoint");
-        for (name, at_open) in names.iter().zip(&in_sled_at_open) {
-            let name_ = String::from_utf8_lossy(name);
-            assert_eq!(&store.shared.read_meta(name).unwrap(), at_open, "{name_} held");
-        }
-        assert_eq!(keys(&store, P_RECENT), 300, "one held N row per group");
-        let next_seq = {
-            let mut state = store.shared.write.lock().unwrap();
-            store.shared.checkpoint(&mut state).unwrap();
-            assert!(state.held.is_empty());
-            state.next_seq
-        };
-        // 300 digests of 16 bytes: a row of 256 and one of 44.
-        let n_rows: Vec<usize> =
-            rows.scan_prefix([P_RECENT]).map(|kv| kv.unwrap().1.len() / 16).collect();
-        assert_eq!(n_rows, [256, 44]);
-        let stats = store.stats();
-        assert_eq!(stats.reports, 600);
-        assert_eq!(store.shared.read_meta(META_REPORTS).unwrap(), Some(600));
-        assert_eq!(store.shared.read_meta(META_BYTES).unwrap(), Some(stats.bytes));
-        assert_eq!(store.shared.read_meta(b"seq").unwrap(), Some(next_seq));
-        store.close().await.unwrap();
-        drop(store);
-
-        let store = Store::open(config).unwrap();
-        let again = store.stats();
-        assert_eq!((again.reports, again.targets, again.bytes), (600, 0, stats.bytes));
-        assert_eq!(store.nel_dedup_window().0, 300);
-        for b in uploads.into_iter().step_by(37) {
-            assert_eq!(store.commit(b).await.unwrap(), CommitOutcome::Duplicate);
-        }
-        store.close().await.unwrap();
-    }
-
     #[tokio::test]
     async fn commits_acknowledged_after_the_last_checkpoint_are_replayed_from_the_journal() {
         let dir = tempfile::tempdir().unwrap();

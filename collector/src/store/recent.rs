@@ -118,31 +118,10 @@ impl Recent {
     }
 }
 
-/// The most a checkpoint puts in one `N` row: 256 digests.
-pub(super) const ROW_BYTES: usize = 256 * 16;
-
-/// How far apart the times of groups whose `N` rows the checkpoint joins may be.
-const JOIN_SPAN_MS: u64 = 2_000;
-
-/// True if the held `N` row under `key` may join the one under `first` (see [`write_row`]):
-/// both are `N` rows, their group times at most [`JOIN_SPAN_MS`] apart.
-pub(super) fn joins(first: &[u8], key: &[u8]) -> bool {
-    let time = |k: &[u8]| match k {
-        [P_RECENT, t @ ..] if t.len() >= 8 => t[..8].try_into().ok().map(u64::from_be_bytes),
-        _ => None,
-    };
-    matches!((time(first), time(key)), (Some(a), Some(b)) if b.saturating_sub(a) <= JOIN_SPAN_MS)
-}
-
-/// Writes a group's `N` row, held until the checkpoint (`journal::Held`: `N` rows are read
-/// from sled only at open, and retention forgets only rows older than the window). The
-/// journal has a row per group; the checkpoint writes a run of them as rows of up to
-/// [`ROW_BYTES`] under the key of the latest group in each (groups at most [`JOIN_SPAN_MS`]
-/// apart), so a digest read back at open counts from that group's time: at most
-/// [`JOIN_SPAN_MS`] later than its own.
+/// Writes a group's `N` row.
 pub(super) fn write_row(group_time: u64, seq: u64, digests: &[[u8; 16]], batch: &mut Batch) {
     if !digests.is_empty() {
-        batch.insert_held(&row_key(P_RECENT, group_time, seq, 0)[..], digests.concat());
+        batch.insert(&row_key(P_RECENT, group_time, seq, 0)[..], digests.concat());
     }
 }
 
