@@ -109,10 +109,14 @@ pub struct NetnsPair {
     etc_dir: Option<PathBuf>,
 }
 
+/// The client's resolver options as [`NetnsPair::new`] writes them: one query, given up after
+/// one second (what the resolver-timeout tests measure against).
+pub const DEFAULT_RESOLVER_OPTIONS: &str = "timeout:1 attempts:1";
+
 impl NetnsPair {
     /// Creates both namespaces, the veth pair, the addresses ([`CLIENT_ADDR`], [`SERVER_ADDR`],
     /// [`SERVER_ALT_ADDR`]) and the client's resolv.conf pointing at [`SERVER_ADDR`] with
-    /// `options timeout:1 attempts:1`.
+    /// [`DEFAULT_RESOLVER_OPTIONS`].
     pub fn new() -> Result<NetnsPair, NetnsError> {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -149,11 +153,11 @@ impl NetnsPair {
         std::fs::create_dir_all(&dir)
             .map_err(|source| NetnsError::ResolvConf { path: path.clone(), source })?;
         pair.etc_dir = Some(dir);
-        pair.set_resolver_options("timeout:1 attempts:1")?;
+        pair.set_resolver_options(DEFAULT_RESOLVER_OPTIONS)?;
         Ok(pair)
     }
 
-    /// Replaces the `options` line of the client's resolv.conf (`timeout:1 attempts:1` as
+    /// Replaces the `options` line of the client's resolv.conf ([`DEFAULT_RESOLVER_OPTIONS`] as
     /// created): for tests that need DNS to answer even when a loaded machine delays a reply
     /// past one second, while those that measure the resolver's timeout keep the default.
     pub fn set_resolver_options(&self, options: &str) -> Result<(), NetnsError> {

@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use serde_json::Value;
-use vantage_tests::netns::{NetnsPair, SERVER_ADDR, SERVER_ALT_ADDR};
+use vantage_tests::netns::{DEFAULT_RESOLVER_OPTIONS, NetnsPair, SERVER_ADDR, SERVER_ALT_ADDR};
 use vantage_tests::tls::TestCa;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_vantage-probe");
@@ -39,8 +39,6 @@ struct Lab {
 /// machine delays past one second (`http_500` once met `dns.timed_out` after 1,003 ms) is
 /// waited for, and a lost query asked again.
 const PATIENT_RESOLVER: &str = "timeout:3 attempts:2";
-/// What the resolver-timeout tests measure against (the namespace pair's default).
-const ONE_SECOND_RESOLVER: &str = "timeout:1 attempts:1";
 
 impl Lab {
     /// A lab whose resolver waits out a slow DNS reply ([`PATIENT_RESOLVER`]).
@@ -155,7 +153,7 @@ fn dns_servfail_and_refused() {
 /// after about one second, well before the probe's own 5 s DNS bound.
 #[test]
 fn dns_resolver_timeout() {
-    let lab = Lab::with_resolver(ONE_SECOND_RESOLVER);
+    let lab = Lab::with_resolver(DEFAULT_RESOLVER_OPTIONS);
     let elapsed = assert_failed(&lab.check("http://silent.test/", &[]), "dns.timed_out", "dns");
     assert!((900..3000).contains(&elapsed), "resolv.conf timeout not honoured: {elapsed} ms");
 }
@@ -173,7 +171,7 @@ fn dns_unreachable_when_link_down() {
 /// errors, so the query times out (glibc, with connected sockets, fails at once).
 #[test]
 fn dns_port_unreachable_times_out() {
-    let lab = Lab::with_resolver(ONE_SECOND_RESOLVER);
+    let lab = Lab::with_resolver(DEFAULT_RESOLVER_OPTIONS);
     lab.server_input("-p udp --dport 53 -j REJECT --reject-with icmp-port-unreachable");
     let elapsed = assert_failed(&lab.check("http://ok.test/", &[]), "dns.timed_out", "dns");
     assert!((900..3000).contains(&elapsed), "{elapsed} ms");
