@@ -36,6 +36,7 @@
 //! [`AHEAD_MS`], can: for as long as that is ahead, new ids take the slower path.)
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::ops::Bound;
 
 use super::journal::Batch;
 use super::{P_IDS, P_RUNS};
@@ -56,6 +57,10 @@ pub(super) const MERGE_AT: usize = 131_072;
 /// fewer are pending): its journal record holds every chunk it changes, so this bounds the
 /// record (about 8 MiB when each id falls in a chunk of its own).
 pub(super) const MERGE_STEP: usize = 8_192;
+
+/// Chunk keys [`IdChunks::load_sorted`] reads past without finding an id before it seeks the
+/// next id's chunk instead (about a leaf of sled's: 16 keys).
+const WALK: usize = 16;
 
 /// Id chunks loaded for one write step, with what changed.
 #[derive(Default)]
@@ -100,6 +105,61 @@ impl IdChunks {
             .map_err(|e| e.to_string())?;
         if let Some((k, v)) = found {
             self.keep(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Loads the chunk of every id of `sorted` (ascending), as [`IdChunks::load`] of each
+    /// does, reading forward from one id's chunk for the next ids' while they are at most
+    /// [`WALK`] chunk keys apart, and seeking anew past that. A delete step's ids (the
+    /// reports evicted together, made within seconds of each other) sit in neighbouring
+    /// chunks: sled's forward iterator reads a leaf once for all its keys, where a seek per
+    /// chunk copied the leaf each time.
+    pub(super) fn load_sorted(
+        &mut self,
+        rows: &sled::Tree,
+        sorted: &[[u8; 16]],
+    ) -> Result<(), String> {
+        let last_key = chunk_key(&[0xff; 16]);
+        let mut i = 0;
+        while let Some(id) = sorted.get(i) {
+            self.load(rows, id)?;
+            let from = chunk_key(id);
+            let mut keys = rows
+                .range::<&[u8], _>((Bound::Excluded(&from[..]), Bound::Included(&last_key[..])));
+            // The chunk before the next key, when this walk read it (else the one loaded).
+            let mut before: Option<(sled::IVec, sled::IVec)> = None;
+            let mut idle = 0;
+            loop {
+                let next = keys.next().transpose().map_err(|e| e.to_string())?;
+                let bound = match &next {
+                    Some((k, _)) => Some(
+                        <[u8; 16]>::try_from(k.get(1..).unwrap_or_default())
+                            .map_err(|_| format!("id chunk key of {} bytes", k.len()))?,
+                    ),
+                    None => None,
+                };
+                // The ids below the next key are in the chunk before it.
+                let start = i;
+                while sorted.get(i).is_some_and(|id| bound.is_none_or(|b| *id < b)) {
+                    i += 1;
+                }
+                if i > start {
+                    if let Some((k, v)) = &before {
+                        self.keep(k, v)?;
+                    }
+                    idle = 0;
+                } else {
+                    idle += 1;
+                }
+                if i == sorted.len() {
+                    return Ok(());
+                }
+                before = next;
+                if idle > WALK {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -503,9 +563,10 @@ mod tests {
         assert!(chunks.chunks.contains_key(&id(45)));
     }
 
-    /// Loading ids one after the other into one [`IdChunks`] (the skip above at work) answers
+    /// Loading ids one after the other into one [`IdChunks`] (the skip above at work), or
+    /// sorted by [`IdChunks::load_sorted`] (a walk, with new seeks for ids far apart), answers
     /// every id as a fresh load of that id alone does, over chunk layouts that keep the
-    /// index's rule, for ids in chunks, between them, below and above them, in any order.
+    /// index's rule, for ids in chunks, between them, below and above them.
     #[test]
     fn loads_that_skip_answer_as_a_load_per_id() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -518,15 +579,15 @@ mod tests {
         for _ in 0..40 {
             let db = sled::Config::new().temporary(true).open().unwrap();
             let rows = db.open_tree("rows").unwrap();
-            // Chunks of 1 to 8 ids from a sorted set, keyed at or below their first id.
+            // Chunks of 1 to 4 ids from a sorted set, keyed at or below their first id.
             let mut all: Vec<u16> =
-                (0..(next() % 300)).map(|_| (next() % 5_000) as u16 + 2).collect();
+                (0..(100 + next() % 500)).map(|_| (next() % 5_000) as u16 + 2).collect();
             all.sort_unstable();
             all.dedup();
             let mut at = 0;
             let mut prev_last = 0u16;
             while at < all.len() {
-                let n = (1 + next() % 8) as usize;
+                let n = (1 + next() % 4) as usize;
                 let piece: Vec<[u8; 16]> =
                     all[at..(at + n).min(all.len())].iter().map(|&n| id(n)).collect();
                 let first = all[at];
@@ -545,13 +606,37 @@ mod tests {
             for p in &probes {
                 shared.load(&rows, p).unwrap();
             }
+            // The same probes sorted, read by walking: all of them, or a few far apart (each
+            // more than `WALK` chunks from the last: a new seek each).
+            let mut sorted = probes.clone();
+            sorted.sort_unstable();
+            let mut walked = IdChunks::default();
+            walked.load_sorted(&rows, &sorted).unwrap();
+            let sparse: Vec<[u8; 16]> = sorted.iter().step_by(40).copied().collect();
+            let mut sparse_walk = IdChunks::default();
+            sparse_walk.load_sorted(&rows, &sparse).unwrap();
             for p in &probes {
                 let mut alone = IdChunks::default();
                 alone.load(&rows, p).unwrap();
-                assert_eq!(shared.contains(p), alone.contains(p), "{p:?}");
                 let of = |c: &mut IdChunks| c.covering(p).map(|(k, ids)| (*k, ids.clone()));
-                assert_eq!(of(&mut shared), of(&mut alone), "the chunk of {p:?}");
+                let expected = (alone.contains(p), of(&mut alone));
+                assert_eq!((shared.contains(p), of(&mut shared)), expected, "{p:?}");
+                assert_eq!((walked.contains(p), of(&mut walked)), expected, "walked: {p:?}");
+                if sparse.contains(p) {
+                    let got = (sparse_walk.contains(p), of(&mut sparse_walk));
+                    assert_eq!(got, expected, "sparse: {p:?}");
+                }
             }
+            // A walk keeps only chunks that hold or would hold one of its ids.
+            let needed: BTreeSet<[u8; 16]> = probes
+                .iter()
+                .filter_map(|p| {
+                    let mut alone = IdChunks::default();
+                    alone.load(&rows, p).unwrap();
+                    alone.chunks.keys().next().copied()
+                })
+                .collect();
+            assert_eq!(walked.chunks.keys().copied().collect::<BTreeSet<_>>(), needed);
         }
     }
 

@@ -2563,9 +2563,7 @@ impl Shared {
         }
         let mut ids = ids::IdChunks::default();
         gone_ids.sort_unstable();
-        for id in &gone_ids {
-            ids.load(rows, id).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
-        }
+        ids.load_sorted(rows, &gone_ids).map_err(|e| self.corrupt("rows", &[P_IDS], &e))?;
         for id in &gone_ids {
             ids.remove(id);
         }
