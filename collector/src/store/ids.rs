@@ -569,13 +569,7 @@ mod tests {
     /// index's rule, for ids in chunks, between them, below and above them.
     #[test]
     fn loads_that_skip_answer_as_a_load_per_id() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::store::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..40 {
             let db = sled::Config::new().temporary(true).open().unwrap();
             let rows = db.open_tree("rows").unwrap();

@@ -2921,6 +2921,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A seeded xorshift64 generator for the store's tests (`seed` not 0).
+#[cfg(test)]
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -3391,13 +3403,7 @@ mod tests {
     async fn report_ids_are_stored_once_across_runs_merges_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(StoreConfig::new(dir.path())).unwrap();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut known: Vec<[u8; 16]> = Vec::new();
         let mut digest = 0u64;
         // Group times from the clock's on (the store's timely bound starts there at open).
