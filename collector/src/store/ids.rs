@@ -111,10 +111,10 @@ impl IdChunks {
 
     /// Loads the chunk of every id of `sorted` (ascending), as [`IdChunks::load`] of each
     /// does, reading forward from one id's chunk for the next ids' while they are at most
-    /// [`WALK`] chunk keys apart, and seeking anew past that. A delete step's ids (the
-    /// reports evicted together, made within seconds of each other) sit in neighbouring
-    /// chunks: sled's forward iterator reads a leaf once for all its keys, where a seek per
-    /// chunk copied the leaf each time.
+    /// [`WALK`] chunk keys apart, and seeking anew past that. A merge step's ids (a run's,
+    /// near each other) and a delete step's (the reports evicted together, made within
+    /// seconds of each other) sit in neighbouring chunks: sled's forward iterator reads a leaf
+    /// once for all its keys, where a seek per chunk copied the leaf each time.
     pub(super) fn load_sorted(
         &mut self,
         rows: &sled::Tree,
@@ -212,23 +212,6 @@ impl IdChunks {
                 self.dirty.insert(bound);
             }
         }
-    }
-
-    /// Loads every chunk that holds or would hold an id of `sorted` (ascending): the one of
-    /// the first id and every chunk keyed up to the last. One seek and one forward scan, so
-    /// ids that sort by time (a run's: near each other) cost a few chunk reads, not one each.
-    pub(super) fn load_span(
-        &mut self,
-        rows: &sled::Tree,
-        sorted: &[[u8; 16]],
-    ) -> Result<(), String> {
-        let (Some(first), Some(last)) = (sorted.first(), sorted.last()) else { return Ok(()) };
-        self.load(rows, first)?;
-        for item in rows.range(&chunk_key(first)[..]..=&chunk_key(last)[..]) {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            self.keep(&k, &v)?;
-        }
-        Ok(())
     }
 
     /// Writes the changed chunks into `batch`: split when over [`MAX_CHUNK`], removed when
@@ -437,7 +420,7 @@ impl Pending {
         }
         merged.ids.sort_unstable();
         let mut chunks = IdChunks::default();
-        chunks.load_span(rows, &merged.ids)?;
+        chunks.load_sorted(rows, &merged.ids)?;
         for id in &merged.ids {
             chunks.insert(*id);
         }
